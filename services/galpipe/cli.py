@@ -1,0 +1,129 @@
+"""The ``galpipe`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from galpipe.logs import configure_logging
+from galpipe.settings import Settings, SettingsError
+
+log = logging.getLogger("galpipe")
+
+# Exit codes: 0 success, 1 the command failed, 2 bad usage or configuration.
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class CommandError(Exception):
+    """A command could not do its job; the message says why, for the operator."""
+
+
+def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from galpipe.db.migrate import migrate
+
+    applied = migrate(settings.require("database_url"))
+    print(f"applied {len(applied)} migration(s)" + (f": {applied}" if applied else ""))
+    return 0
+
+
+def _cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
+    from galpipe.db.connection import pool_from_settings
+    from galpipe.db.queue import TaskQueue
+
+    with pool_from_settings(settings) as pool:
+        queue = TaskQueue(pool)
+        if args.command == "pause":
+            queue.pause(args.pipeline, args.reason)
+            print(f"paused {args.pipeline}: workers stop claiming after their current batch")
+        else:
+            queue.resume(args.pipeline)
+            print(f"resumed {args.pipeline}")
+    return 0
+
+
+def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from galpipe.catalog import ingest_cli
+
+    return ingest_cli(args, settings)
+
+
+def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    print("galpipe demo: not yet implemented (needs the fetch and radon pipelines)", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="galpipe",
+        description="Position angles of galaxies from Radon transforms of survey cutouts.",
+        epilog="Configuration comes from GALPIPE_* environment variables (see the README).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("migrate", help="apply database migrations (safe from many pods at once)")
+    p.set_defaults(handler=_cmd_migrate)
+
+    p = sub.add_parser("ingest", help="ingest a galaxy catalogue and queue fetch tasks")
+    p.add_argument("file", help="catalogue file: CSV, ECSV, FITS or VOTable")
+    p.add_argument(
+        "--format",
+        help="astropy.table format name (csv, ascii.ecsv, fits, votable); "
+        "guessed from the file name when omitted",
+    )
+    p.add_argument("--id-col", default="source_id", help="column of integer galaxy ids")
+    p.add_argument("--ra-col", default="ra", help="column of right ascension in degrees")
+    p.add_argument("--dec-col", default="dec", help="column of declination in degrees")
+    p.add_argument(
+        "--keep",
+        default=None,
+        help="comma-separated extra columns to store with each galaxy "
+        "(default: every other column)",
+    )
+    p.add_argument("--catalog-name", default=None, help="name recorded with each galaxy")
+    p.add_argument(
+        "--report",
+        default=None,
+        help="where to write rejected rows (CSV); default FILE.rejected.csv",
+    )
+    p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    p.set_defaults(handler=_cmd_ingest)
+
+    for name, text in (("pause", "stop workers of a pipeline claiming"), ("resume", "undo pause")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("pipeline", help="pipeline name, e.g. fetch or radon")
+        if name == "pause":
+            p.add_argument("--reason", default="paused by operator", help="shown in status")
+        p.set_defaults(handler=_cmd_pause)
+
+    p = sub.add_parser("demo", help="run the whole system on this machine (embedded stack)")
+    p.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"galpipe: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(settings.log_format, settings.log_level)
+    handler: Handler = args.handler
+    try:
+        return handler(args, settings)
+    except SettingsError as exc:
+        print(f"galpipe: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except CommandError as exc:
+        print(f"galpipe {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

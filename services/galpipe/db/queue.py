@@ -1,0 +1,404 @@
+"""The task queue: one row per (pipeline, galaxy) in ``tasks``, claimed in FIFO batches.
+
+State machine (``tasks.state``)::
+
+    queued --claim--> running --complete--> done   (+ downstream task queued, same transaction)
+                         |------retry-----> queued (not_before = now() + delay[attempt])
+                         |                  or failed once attempts exceed 1 + max_retries
+                         |------skip------> skipped (permanent, with reason; e.g. no coverage)
+                         |------fail------> failed  (permanent, with reason)
+                         |------release---> queued (SIGTERM: the attempt is given back)
+                         '--lease expires-> queued (or failed past the attempt limit)
+
+Every transition out of ``running`` is guarded by the lease owner, so a worker whose lease
+expired and whose batch was re-claimed elsewhere changes nothing: its ``complete`` returns the
+ids it still owned, and the caller writes results only for those. That is what makes each
+task's result land exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+STATES = ("queued", "running", "done", "failed", "skipped")
+_ENQUEUE_CHUNK = 100_000
+
+
+@dataclass(frozen=True)
+class Task:
+    """A claimed task: the galaxy to work on and how many times it has been claimed."""
+
+    pipeline: str
+    source_id: int
+    attempts: int
+    seq: int
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how late a task that failed transiently is tried again.
+
+    Parameters
+    ----------
+    max_retries
+        Retries after the first attempt (paper: 3). A task is attempted at most
+        ``1 + max_retries`` times.
+    delays
+        Seconds to wait before retry 1, 2, …; the last value repeats.
+    """
+
+    max_retries: int = 3
+    delays: tuple[float, ...] = (30.0, 120.0, 600.0)
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
+        if not self.delays or any(d < 0 for d in self.delays):
+            raise ValueError(f"delays must be non-empty and non-negative, got {self.delays}")
+
+    def delay(self, attempts: int) -> float:
+        """Seconds before the next try of a task that has been attempted ``attempts`` times."""
+        return self.delays[min(max(attempts, 1), len(self.delays)) - 1]
+
+
+@dataclass(frozen=True)
+class RetryOutcome:
+    """What :meth:`TaskQueue.retry` did: ids queued again, and ids that ran out of attempts."""
+
+    requeued: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+
+
+class TaskQueue:
+    """FIFO batch queue over the ``tasks`` table.
+
+    Methods that finish tasks take the caller's connection so that the state change commits in
+    the same transaction as the caller's result rows; pass ``conn=None`` to run on a pooled
+    connection in a transaction of its own.
+
+    Parameters
+    ----------
+    pool
+        Connection pool on the galpipe database.
+    policy
+        Retry limits and delays.
+    """
+
+    def __init__(self, pool: ConnectionPool, policy: RetryPolicy | None = None) -> None:
+        self.pool = pool
+        self.policy = policy or RetryPolicy()
+
+    @contextmanager
+    def _transaction(self, conn: psycopg.Connection | None) -> Iterator[psycopg.Connection]:
+        if conn is not None:
+            with conn.transaction():
+                yield conn
+        else:
+            with self.pool.connection() as own, own.transaction():
+                yield own
+
+    # -- producing ---------------------------------------------------------------------------
+
+    def enqueue(
+        self, pipeline: str, source_ids: Iterable[int], *, conn: psycopg.Connection | None = None
+    ) -> int:
+        """Queue ``pipeline`` tasks for galaxies, in the given order; existing tasks are kept.
+
+        Idempotent: a (pipeline, galaxy) pair that already has a task, in any state, is left
+        as it is. Returns the number of tasks newly queued.
+        """
+        ids = list(source_ids)
+        queued = 0
+        with self._transaction(conn) as c:
+            for start in range(0, len(ids), _ENQUEUE_CHUNK):
+                chunk = ids[start : start + _ENQUEUE_CHUNK]
+                cur = c.execute(
+                    "INSERT INTO tasks (pipeline, source_id) "
+                    "SELECT %s, id FROM unnest(%s::bigint[]) WITH ORDINALITY AS u(id, ord) "
+                    "ORDER BY ord ON CONFLICT DO NOTHING",
+                    (pipeline, chunk),
+                )
+                queued += cur.rowcount
+        return queued
+
+    # -- claiming ----------------------------------------------------------------------------
+
+    def claim_batch(self, pipeline: str, n: int, lease_seconds: float, owner: str) -> list[Task]:
+        """Claim up to ``n`` ready tasks of ``pipeline`` in FIFO order for ``lease_seconds``.
+
+        Ready means queued with ``not_before <= now()``. Rows other workers hold are skipped
+        (``FOR UPDATE SKIP LOCKED``), so concurrent claims never block nor overlap. A paused
+        pipeline yields nothing.
+        """
+        if n <= 0:
+            raise ValueError(f"claim size must be positive, got {n}")
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                """
+                WITH picked AS (
+                    SELECT source_id FROM tasks
+                    WHERE pipeline = %(pipeline)s AND state = 'queued' AND not_before <= now()
+                      AND NOT EXISTS (SELECT 1 FROM pipeline_control
+                                      WHERE pipeline = %(pipeline)s AND paused)
+                    ORDER BY seq
+                    LIMIT %(n)s
+                    FOR UPDATE SKIP LOCKED
+                )
+                UPDATE tasks t
+                SET state = 'running', attempts = t.attempts + 1, lease_owner = %(owner)s,
+                    lease_expires = now() + make_interval(secs => %(lease)s),
+                    updated_at = now()
+                FROM picked
+                WHERE t.pipeline = %(pipeline)s AND t.source_id = picked.source_id
+                RETURNING t.source_id, t.attempts, t.seq
+                """,
+                {"pipeline": pipeline, "n": n, "owner": owner, "lease": float(lease_seconds)},
+            ).fetchall()
+        rows.sort(key=lambda r: r[2])
+        return [Task(pipeline, sid, attempts, seq) for sid, attempts, seq in rows]
+
+    def extend_lease(self, pipeline: str, owner: str, lease_seconds: float) -> int:
+        """Push back the lease of every task ``owner`` holds in ``pipeline``; return how many."""
+        with self.pool.connection() as conn:
+            cur = conn.execute(
+                "UPDATE tasks SET lease_expires = now() + make_interval(secs => %s) "
+                "WHERE pipeline = %s AND state = 'running' AND lease_owner = %s",
+                (float(lease_seconds), pipeline, owner),
+            )
+            return cur.rowcount
+
+    # -- finishing (in the caller's transaction) ------------------------------------------------
+
+    def complete(
+        self,
+        conn: psycopg.Connection | None,
+        pipeline: str,
+        owner: str,
+        source_ids: Sequence[int],
+        downstream: str | None = None,
+    ) -> list[int]:
+        """Mark ``owner``'s running tasks done and queue their ``downstream`` tasks.
+
+        Returns the ids that were still ``owner``'s (a lost lease drops the others); the caller
+        stores results for exactly these, in the same transaction.
+        """
+        with self._transaction(conn) as c:
+            rows = c.execute(
+                """
+                WITH done AS (
+                    UPDATE tasks SET state = 'done', lease_owner = NULL, lease_expires = NULL,
+                                     last_error = NULL, updated_at = now()
+                    WHERE pipeline = %(pipeline)s AND source_id = ANY(%(ids)s)
+                      AND state = 'running' AND lease_owner = %(owner)s
+                    RETURNING source_id, seq
+                ), next AS (
+                    INSERT INTO tasks (pipeline, source_id)
+                    SELECT %(downstream)s, source_id FROM done
+                    WHERE %(downstream)s::text IS NOT NULL
+                    ORDER BY seq
+                    ON CONFLICT DO NOTHING
+                )
+                SELECT source_id FROM done ORDER BY seq
+                """,
+                {
+                    "pipeline": pipeline,
+                    "ids": list(source_ids),
+                    "owner": owner,
+                    "downstream": downstream,
+                },
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def retry(
+        self,
+        conn: psycopg.Connection | None,
+        pipeline: str,
+        owner: str,
+        errors: Mapping[int, str],
+    ) -> RetryOutcome:
+        """Return transiently failed tasks to the queue after their delay, or fail them.
+
+        A task whose attempts exceed ``max_retries`` (it has had its first try and every retry)
+        goes to ``failed``; ``last_error`` keeps the error either way.
+        """
+        if not errors:
+            return RetryOutcome()
+        with self._transaction(conn) as c:
+            rows = c.execute(
+                """
+                UPDATE tasks t
+                SET state = CASE WHEN t.attempts > %(max)s THEN 'failed'::task_state
+                                 ELSE 'queued'::task_state END,
+                    not_before = CASE WHEN t.attempts > %(max)s THEN t.not_before
+                        ELSE now() + make_interval(secs =>
+                            (%(delays)s::float8[])[LEAST(t.attempts, cardinality(%(delays)s))])
+                        END,
+                    lease_owner = NULL, lease_expires = NULL, last_error = e.error,
+                    updated_at = now()
+                FROM unnest(%(ids)s::bigint[], %(errors)s::text[]) AS e(source_id, error)
+                WHERE t.pipeline = %(pipeline)s AND t.source_id = e.source_id
+                  AND t.state = 'running' AND t.lease_owner = %(owner)s
+                RETURNING t.source_id, t.state::text
+                """,
+                {
+                    "max": self.policy.max_retries,
+                    "delays": list(self.policy.delays),
+                    "ids": list(errors),
+                    "errors": [str(e) for e in errors.values()],
+                    "pipeline": pipeline,
+                    "owner": owner,
+                },
+            ).fetchall()
+        outcome = RetryOutcome()
+        for sid, state in rows:
+            (outcome.failed if state == "failed" else outcome.requeued).append(sid)
+        return outcome
+
+    def skip(
+        self, conn: psycopg.Connection | None, pipeline: str, owner: str, reasons: Mapping[int, str]
+    ) -> list[int]:
+        """Finish tasks as ``skipped`` (a permanent, expected condition such as no coverage)."""
+        return self._finish(conn, pipeline, owner, reasons, "skipped")
+
+    def fail(
+        self, conn: psycopg.Connection | None, pipeline: str, owner: str, reasons: Mapping[int, str]
+    ) -> list[int]:
+        """Finish tasks as ``failed`` at once (a permanent error; no retry)."""
+        return self._finish(conn, pipeline, owner, reasons, "failed")
+
+    def _finish(
+        self,
+        conn: psycopg.Connection | None,
+        pipeline: str,
+        owner: str,
+        reasons: Mapping[int, str],
+        state: str,
+    ) -> list[int]:
+        if not reasons:
+            return []
+        with self._transaction(conn) as c:
+            rows = c.execute(
+                """
+                UPDATE tasks t
+                SET state = %(state)s::task_state, lease_owner = NULL, lease_expires = NULL,
+                    last_error = e.reason, updated_at = now()
+                FROM unnest(%(ids)s::bigint[], %(reasons)s::text[]) AS e(source_id, reason)
+                WHERE t.pipeline = %(pipeline)s AND t.source_id = e.source_id
+                  AND t.state = 'running' AND t.lease_owner = %(owner)s
+                RETURNING t.source_id
+                """,
+                {
+                    "state": state,
+                    "ids": list(reasons),
+                    "reasons": [str(r) for r in reasons.values()],
+                    "pipeline": pipeline,
+                    "owner": owner,
+                },
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def release(self, pipeline: str, owner: str, source_ids: Sequence[int] | None = None) -> int:
+        """Give ``owner``'s running tasks back to the queue unprocessed (graceful shutdown).
+
+        The attempt is not counted: the task was never worked on. Returns how many.
+        """
+        with self.pool.connection() as conn:
+            cur = conn.execute(
+                """
+                UPDATE tasks SET state = 'queued', attempts = GREATEST(attempts - 1, 0),
+                                 lease_owner = NULL, lease_expires = NULL, updated_at = now()
+                WHERE pipeline = %(pipeline)s AND state = 'running' AND lease_owner = %(owner)s
+                  AND (%(ids)s::bigint[] IS NULL OR source_id = ANY(%(ids)s))
+                """,
+                {
+                    "pipeline": pipeline,
+                    "owner": owner,
+                    "ids": None if source_ids is None else list(source_ids),
+                },
+            )
+            return cur.rowcount
+
+    def recover_expired(self, pipeline: str | None = None) -> RetryOutcome:
+        """Return tasks whose lease expired (their worker died) to the queue.
+
+        They are ready at once; the lost attempt counts, so a galaxy that kills its worker
+        every time ends ``failed`` after ``1 + max_retries`` attempts instead of looping.
+        """
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                """
+                UPDATE tasks
+                SET state = CASE WHEN attempts > %(max)s THEN 'failed'::task_state
+                                 ELSE 'queued'::task_state END,
+                    not_before = now(),
+                    last_error = 'lease of ' || lease_owner || ' expired at attempt ' || attempts,
+                    lease_owner = NULL, lease_expires = NULL, updated_at = now()
+                WHERE state = 'running' AND lease_expires < now()
+                  AND (%(pipeline)s::text IS NULL OR pipeline = %(pipeline)s)
+                RETURNING source_id, state::text
+                """,
+                {"max": self.policy.max_retries, "pipeline": pipeline},
+            ).fetchall()
+        outcome = RetryOutcome()
+        for sid, state in rows:
+            (outcome.failed if state == "failed" else outcome.requeued).append(sid)
+        return outcome
+
+    # -- operator control and observation -----------------------------------------------------
+
+    def pause(self, pipeline: str, reason: str = "paused by operator") -> None:
+        """Stop every worker of ``pipeline`` from claiming (running batches finish)."""
+        self._set_paused(pipeline, True, reason)
+
+    def resume(self, pipeline: str) -> None:
+        """Let workers of ``pipeline`` claim again."""
+        self._set_paused(pipeline, False, None)
+
+    def _set_paused(self, pipeline: str, paused: bool, reason: str | None) -> None:
+        with self.pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO pipeline_control (pipeline, paused, reason) VALUES (%s, %s, %s) "
+                "ON CONFLICT (pipeline) DO UPDATE SET paused = EXCLUDED.paused, "
+                "reason = EXCLUDED.reason, updated_at = now()",
+                (pipeline, paused, reason),
+            )
+
+    def is_paused(self, pipeline: str) -> bool:
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT paused FROM pipeline_control WHERE pipeline = %s", (pipeline,)
+            ).fetchone()
+        return bool(row and row[0])
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Tasks by pipeline and state, every state present (zero when none)."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT pipeline, state::text, count(*) FROM tasks GROUP BY 1, 2"
+            ).fetchall()
+        result: dict[str, dict[str, int]] = {}
+        for pipeline, state, n in rows:
+            result.setdefault(pipeline, dict.fromkeys(STATES, 0))[state] = n
+        return result
+
+    def ready_depth(self, pipeline: str) -> int:
+        """Ready tasks of ``pipeline``: the autoscaler's query (index-only over ``tasks_ready``).
+
+        A paused pipeline reports 0 so that it scales to zero.
+        """
+        with self.pool.connection() as conn:
+            row = conn.execute(READY_DEPTH_SQL, {"pipeline": pipeline}).fetchone()
+        return int(row[0]) if row else 0
+
+
+# Also rendered into the KEDA ScaledObject, with the pipeline name in place of the parameter.
+READY_DEPTH_SQL = """
+SELECT count(*) FROM tasks
+WHERE pipeline = %(pipeline)s AND state = 'queued' AND not_before <= now()
+  AND NOT EXISTS (SELECT 1 FROM pipeline_control WHERE pipeline = %(pipeline)s AND paused)
+"""

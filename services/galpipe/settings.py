@@ -1,0 +1,329 @@
+"""The one settings object of galpipe, read from the environment and validated at start-up.
+
+Every variable is documented in the README's configuration table and mirrored by the Helm
+chart's values. A wrong value raises :class:`SettingsError` naming the variable, the value and
+what was expected, so an operator can fix a manifest without reading the code.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+from urllib.parse import urlparse
+
+PREFIX = "GALPIPE_"
+
+
+class SettingsError(ValueError):
+    """A configuration variable is missing or malformed; the message names it."""
+
+
+def _parse_positive_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a positive integer") from None
+    if value <= 0:
+        raise SettingsError(f"{name}={raw!r}: expected a positive integer")
+    return value
+
+
+def _parse_port(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise SettingsError(f"{name}={raw!r}: expected a TCP port in 0..65535 (0 disables)")
+    return value
+
+
+def _parse_non_negative_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise SettingsError(f"{name}={raw!r}: expected an integer >= 0")
+    return value
+
+
+def _parse_positive_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a positive number") from None
+    if not value > 0 or value == float("inf"):
+        raise SettingsError(f"{name}={raw!r}: expected a positive, finite number")
+    return value
+
+
+def _parse_ratio(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.0 < value <= 1.0:
+        raise SettingsError(f"{name}={raw!r}: expected a ratio in (0, 1]")
+    return value
+
+
+def _parse_delays(name: str, raw: str) -> tuple[float, ...]:
+    parts = [p.strip() for p in raw.split(",") if p.strip()]
+    if not parts:
+        raise SettingsError(f"{name}={raw!r}: expected comma-separated seconds, e.g. 30,120,600")
+    delays = []
+    for part in parts:
+        try:
+            value = float(part)
+        except ValueError:
+            value = -1.0
+        if not 0.0 <= value < float("inf"):
+            raise SettingsError(f"{name}={raw!r}: {part!r} is not a non-negative number of seconds")
+        delays.append(value)
+    return tuple(delays)
+
+
+def _parse_choice(*choices: str) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise SettingsError(f"{name}={raw!r}: expected one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _parse_database_url(name: str, raw: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(raw)
+    except Exception as exc:
+        raise SettingsError(
+            f"{name}: not a PostgreSQL connection string or URL "
+            f"(postgresql://user:password@host:5432/db): {exc}"
+        ) from None
+    return raw
+
+
+def _parse_object_store(name: str, raw: str) -> str:
+    url = urlparse(raw)
+    if url.scheme == "s3":
+        if not url.netloc:
+            raise SettingsError(f"{name}={raw!r}: an s3:// URL needs a bucket: s3://bucket/prefix")
+    elif url.scheme == "file":
+        if url.netloc not in ("", "localhost") or not url.path.startswith("/"):
+            raise SettingsError(f"{name}={raw!r}: a file URL needs an absolute path: file:///dir")
+    else:
+        raise SettingsError(f"{name}={raw!r}: expected s3://bucket/prefix or file:///absolute/dir")
+    return raw
+
+
+def _parse_http_url(name: str, raw: str) -> str:
+    url = urlparse(raw)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise SettingsError(f"{name}={raw!r}: expected an http:// or https:// URL")
+    return raw
+
+
+def _parse_str(name: str, raw: str) -> str:
+    if not raw.strip():
+        raise SettingsError(f"{name} is set but empty")
+    return raw.strip()
+
+
+def _setting(env: str, parse: Callable[[str, str], Any], default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"env": PREFIX + env, "parse": parse, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated configuration of one galpipe process.
+
+    Build it with :meth:`from_env`; the field metadata holds each variable's name, parser and
+    the sentence the README table shows.
+    """
+
+    database_url: str | None = _setting(
+        "DATABASE_URL",
+        _parse_database_url,
+        None,
+        "PostgreSQL connection URL or conninfo string (required by every command that "
+        "touches the database).",
+    )
+    object_store: str | None = _setting(
+        "OBJECT_STORE",
+        _parse_object_store,
+        None,
+        "Where cutouts are kept: `s3://bucket/prefix` or `file:///absolute/dir`.",
+    )
+    s3_endpoint_url: str | None = _setting(
+        "S3_ENDPOINT_URL",
+        _parse_http_url,
+        None,
+        "Endpoint of an S3-compatible server (MinIO, moto); unset for AWS S3.",
+    )
+    db_pool_size: int = _setting(
+        "DB_POOL_SIZE", _parse_positive_int, 4, "Maximum connections per process."
+    )
+    fetch_batch_size: int = _setting(
+        "FETCH_BATCH_SIZE", _parse_positive_int, 32, "Tasks one fetch worker claims at a time."
+    )
+    radon_batch_size: int = _setting(
+        "RADON_BATCH_SIZE", _parse_positive_int, 256, "Tasks one radon worker claims at a time."
+    )
+    lease_seconds: float = _setting(
+        "LEASE_SECONDS",
+        _parse_positive_float,
+        300.0,
+        "How long a claimed batch stays with its worker before it returns to the queue.",
+    )
+    max_retries: int = _setting(
+        "MAX_RETRIES",
+        _parse_non_negative_int,
+        3,
+        "Retries after the first attempt before a task is marked `failed` (paper: 3).",
+    )
+    retry_delays: tuple[float, ...] = _setting(
+        "RETRY_DELAYS",
+        _parse_delays,
+        (30.0, 120.0, 600.0),
+        "Seconds before retry 1, 2, 3 … (comma-separated; the last repeats).",
+    )
+    fetch_rate_limit: float = _setting(
+        "FETCH_RATE_LIMIT",
+        _parse_positive_float,
+        10.0,
+        "Cutout requests per second, shared by every fetch process (global token bucket).",
+    )
+    fetch_rate_burst: float = _setting(
+        "FETCH_RATE_BURST",
+        _parse_positive_float,
+        10.0,
+        "Token bucket capacity: requests that may go out at once after an idle spell.",
+    )
+    breaker_failures: int = _setting(
+        "BREAKER_FAILURES",
+        _parse_positive_int,
+        5,
+        "Consecutive failures that open the shared circuit breaker.",
+    )
+    breaker_failure_ratio: float = _setting(
+        "BREAKER_FAILURE_RATIO",
+        _parse_ratio,
+        0.5,
+        "Failure ratio over the window that opens the breaker.",
+    )
+    breaker_min_requests: int = _setting(
+        "BREAKER_MIN_REQUESTS",
+        _parse_positive_int,
+        20,
+        "Requests in the window before the failure ratio is judged.",
+    )
+    breaker_window_seconds: float = _setting(
+        "BREAKER_WINDOW_SECONDS",
+        _parse_positive_float,
+        60.0,
+        "Length of the breaker's failure-ratio window.",
+    )
+    breaker_cooldown_seconds: float = _setting(
+        "BREAKER_COOLDOWN_SECONDS",
+        _parse_positive_float,
+        30.0,
+        "How long the breaker stays open before one probe request is let through.",
+    )
+    poll_min_seconds: float = _setting(
+        "POLL_MIN_SECONDS",
+        _parse_positive_float,
+        0.2,
+        "First idle-poll delay when the queue is empty (doubles, jittered).",
+    )
+    poll_max_seconds: float = _setting(
+        "POLL_MAX_SECONDS", _parse_positive_float, 10.0, "Longest idle-poll delay."
+    )
+    metrics_port: int = _setting(
+        "METRICS_PORT",
+        _parse_port,
+        9100,
+        "Port of the /healthz, /readyz and /metrics server (0 disables it).",
+    )
+    log_format: str = _setting(
+        "LOG_FORMAT", _parse_choice("text", "json"), "text", "`text` or `json` (one object a line)."
+    )
+    log_level: str = _setting(
+        "LOG_LEVEL",
+        _parse_choice("debug", "info", "warning", "error"),
+        "info",
+        "`debug`, `info`, `warning` or `error`.",
+    )
+    worker_id: str | None = _setting(
+        "WORKER_ID",
+        _parse_str,
+        None,
+        "Lease owner name of this process; defaults to `hostname:pid` (the pod name in k8s).",
+    )
+
+    def __post_init__(self) -> None:
+        if self.poll_max_seconds < self.poll_min_seconds:
+            raise SettingsError(
+                f"{PREFIX}POLL_MAX_SECONDS={self.poll_max_seconds} is smaller than "
+                f"{PREFIX}POLL_MIN_SECONDS={self.poll_min_seconds}"
+            )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every ``GALPIPE_*`` variable, parse and validate it.
+
+        Raises
+        ------
+        SettingsError
+            If a variable is malformed; the message names the variable.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = environ.get(f.metadata["env"])
+            if raw is not None and raw != "":
+                values[f.name] = f.metadata["parse"](f.metadata["env"], raw)
+        return cls(**values)
+
+    def require(self, name: str) -> Any:
+        """Return setting ``name``, raising a :class:`SettingsError` naming its variable if unset."""
+        value = getattr(self, name)
+        if value is None:
+            env = next(f.metadata["env"] for f in fields(self) if f.name == name)
+            raise SettingsError(f"{env} is not set: {_doc(name)}")
+        return value
+
+    def batch_size(self, pipeline: str) -> int:
+        """Claim size of ``pipeline`` (``GALPIPE_<PIPELINE>_BATCH_SIZE``)."""
+        value = getattr(self, f"{pipeline}_batch_size", None)
+        if value is None:
+            raise SettingsError(f"no batch size setting for pipeline {pipeline!r}")
+        return int(value)
+
+    @property
+    def owner(self) -> str:
+        """Lease owner name of this process."""
+        import socket
+
+        return self.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _doc(name: str) -> str:
+    return next(f.metadata["doc"] for f in fields(Settings) if f.name == name)
+
+
+def settings_table() -> str:
+    """The README's configuration table in Markdown, generated from the field metadata."""
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for f in fields(Settings):
+        default = f.default
+        if isinstance(default, tuple):
+            default = ",".join(f"{d:g}" for d in default)
+        shown = "—" if default is None else f"`{default}`"
+        rows.append(f"| `{f.metadata['env']}` | {shown} | {f.metadata['doc']} |")
+    return "\n".join(rows)

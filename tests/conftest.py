@@ -1,0 +1,79 @@
+"""Shared fixtures: one real PostgreSQL server per test session, one fresh database per test."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+from psycopg_pool import ConnectionPool
+
+from galpipe.db.connection import open_pool
+from galpipe.db.migrate import migrate
+from galpipe.db.queue import RetryPolicy, TaskQueue
+from galpipe.local import start_embedded_postgres
+
+TEMPLATE_DB = "galpipe_template"
+_db_numbers = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory):
+    """A private PostgreSQL server (embedded-postgres) for the whole test session."""
+    server = start_embedded_postgres(tmp_path_factory.mktemp("pg") / "pgdata")
+    admin = server.get_uri()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB}")
+        conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
+    migrate(make_conninfo(admin, dbname=TEMPLATE_DB))
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def database_url(pg_server) -> Iterator[str]:
+    """A freshly migrated, empty database of its own for one test (cloned from the template)."""
+    name = f"galpipe_test_{next(_db_numbers)}"
+    admin = pg_server.get_uri()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
+    yield make_conninfo(admin, dbname=name)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def pool(database_url: str) -> Iterator[ConnectionPool]:
+    pool = open_pool(database_url, max_size=4)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def fast_policy() -> RetryPolicy:
+    """Retry delays short enough for tests to wait them out."""
+    return RetryPolicy(max_retries=3, delays=(0.2, 0.4, 0.8))
+
+
+@pytest.fixture
+def queue(pool: ConnectionPool, fast_policy: RetryPolicy) -> TaskQueue:
+    return TaskQueue(pool, fast_policy)
+
+
+@pytest.fixture
+def add_galaxies(pool: ConnectionPool) -> Callable[..., list[int]]:
+    """Insert galaxies with ids ``start .. start+n-1`` at valid coordinates; return the ids."""
+
+    def add(n: int, start: int = 1) -> list[int]:
+        with pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO galaxies (source_id, ra, dec, catalog) "
+                "SELECT g, (g * 0.001) %% 360, ((g * 0.0007) %% 180) - 90, 'test' "
+                "FROM generate_series(%s::bigint, %s::bigint) g",
+                (start, start + n - 1),
+            )
+        return list(range(start, start + n))
+
+    return add
