@@ -51,7 +51,9 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    print("galpipe demo: not yet implemented (needs the fetch and radon pipelines)", file=sys.stderr)
+    print(
+        "galpipe demo: not yet implemented (needs the fetch and radon pipelines)", file=sys.stderr
+    )
     return EXIT_FAILED
 
 

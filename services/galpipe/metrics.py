@@ -31,9 +31,7 @@ BATCH_SIZE = Histogram(
     ["pipeline"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
 )
-IDLE_POLLS = Counter(
-    "galpipe_idle_polls_total", "Claims that found no ready task.", ["pipeline"]
-)
+IDLE_POLLS = Counter("galpipe_idle_polls_total", "Claims that found no ready task.", ["pipeline"])
 WORKER_BUSY = Gauge(
     "galpipe_worker_busy", "1 while this worker holds a batch, else 0.", ["pipeline"]
 )

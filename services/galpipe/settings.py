@@ -100,12 +100,15 @@ def _parse_database_url(name: str, raw: str) -> str:
     from psycopg.conninfo import conninfo_to_dict
 
     try:
-        conninfo_to_dict(raw)
+        params = conninfo_to_dict(raw)
     except Exception as exc:
         raise SettingsError(
             f"{name}: not a PostgreSQL connection string or URL "
-            f"(postgresql://user:password@host:5432/db): {exc}"
+            f"(postgresql://user:password@host:5432/db): {str(exc).strip()}"
         ) from None
+    port = str(params.get("port", "5432"))
+    if not all(p.isdigit() and 0 < int(p) < 65536 for p in port.split(",")):
+        raise SettingsError(f"{name}: port {port!r} is not a TCP port number")
     return raw
 
 
@@ -291,7 +294,7 @@ class Settings:
         return cls(**values)
 
     def require(self, name: str) -> Any:
-        """Return setting ``name``, raising a :class:`SettingsError` naming its variable if unset."""
+        """Return setting ``name``; a :class:`SettingsError` naming its variable if unset."""
         value = getattr(self, name)
         if value is None:
             env = next(f.metadata["env"] for f in fields(self) if f.name == name)

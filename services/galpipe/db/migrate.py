@@ -74,7 +74,7 @@ def migrate(conninfo: str) -> list[int]:
                        applied_at timestamptz NOT NULL DEFAULT now())"""
             )
             rows = conn.execute("SELECT version, checksum FROM schema_migrations").fetchall()
-            applied = dict(rows)
+            applied: dict[int, str] = dict(rows)
             known = {m.version: m for m in migrations}
             unknown = sorted(set(applied) - set(known))
             if unknown:

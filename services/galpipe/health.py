@@ -1,0 +1,77 @@
+"""HTTP endpoints of every long-running process: ``/healthz``, ``/readyz`` and ``/metrics``."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+log = logging.getLogger(__name__)
+
+Check = Callable[[], tuple[bool, str]]
+
+
+class HealthServer:
+    """A small threaded HTTP server for Kubernetes probes and Prometheus scrapes.
+
+    Parameters
+    ----------
+    liveness
+        Answers ``/healthz``: is the process making progress? (restart it if not)
+    readiness
+        Answers ``/readyz``: can it do work now (database reachable)?
+    host, port
+        Where to listen; port 0 picks a free port (see :attr:`port`).
+    """
+
+    def __init__(
+        self, liveness: Check, readiness: Check, *, host: str = "0.0.0.0", port: int = 9100
+    ) -> None:
+        checks = {"/healthz": liveness, "/readyz": readiness}
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+                    return
+                check = checks.get(path)
+                if check is None:
+                    self._send(404, b"not found\n", "text/plain")
+                    return
+                try:
+                    ok, detail = check()
+                except Exception as exc:  # a probe must answer, whatever broke
+                    ok, detail = False, f"check raised {exc!r}"
+                self._send(200 if ok else 503, (detail + "\n").encode(), "text/plain")
+
+            def _send(self, status: int, body: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                log.debug("%s " + format, self.address_string(), *args)
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="health-server", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> HealthServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
