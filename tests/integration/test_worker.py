@@ -6,6 +6,7 @@ import itertools
 import multiprocessing
 import os
 import signal
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -19,7 +20,7 @@ from galpipe.db.connection import open_pool
 from galpipe.db.queue import RetryPolicy, Task, TaskQueue
 from galpipe.health import HealthServer
 from galpipe.pipelines.base import Done, Fail, Outcome, Retry, Skip
-from galpipe.worker import Worker
+from galpipe.worker import Worker, serve
 
 RESULTS_DDL = """
 CREATE TABLE IF NOT EXISTS test_results (
@@ -73,8 +74,8 @@ def run_worker_process(
     pool.close()
 
 
-def run_until_stopped(database_url: str, owner: str, delay_s: float) -> None:
-    """Child-process target: a worker that idles until SIGTERM."""
+def run_until_stopped(database_url: str, owner: str, delay_s: float, port: int = 0) -> None:
+    """Child-process target: the production entry point, serving probes, until SIGTERM."""
     pool = open_pool(database_url, max_size=2)
     worker = Worker(
         RecordingPipeline(8, delay_s, owner),
@@ -84,9 +85,14 @@ def run_until_stopped(database_url: str, owner: str, delay_s: float) -> None:
         poll_min_seconds=0.05,
         poll_max_seconds=0.2,
     )
-    worker.install_signal_handlers()
-    worker.run()
+    serve(worker, port=port, host="127.0.0.1")
     pool.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _spawn(target, *args) -> multiprocessing.process.BaseProcess:
@@ -199,8 +205,16 @@ def test_sigterm_finishes_the_batch_and_exits_zero(
 
 
 def test_sigterm_while_idle_exits_promptly(database_url: str) -> None:
-    proc = _spawn(run_until_stopped, database_url, "idle", 0.0)
-    time.sleep(3.0)  # spawn + import
+    port = _free_port()
+    proc = _spawn(run_until_stopped, database_url, "idle", 0.0, port)
+
+    def answers() -> bool:
+        try:
+            return _get(f"http://127.0.0.1:{port}/readyz") == (200, "ok\n")
+        except OSError:
+            return False
+
+    _wait_for(answers, what="the worker's /readyz")
     assert proc.is_alive()
     assert proc.pid is not None
     started = time.monotonic()

@@ -1,0 +1,48 @@
+"""The ``galpipe`` command: configuration errors, migrate, pause/resume, demo placeholder."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from galpipe.cli import main
+
+
+def test_missing_database_url_is_a_usage_error(monkeypatch, capsys) -> None:
+    monkeypatch.delenv("GALPIPE_DATABASE_URL", raising=False)
+    assert main(["migrate"]) == 2
+    assert "GALPIPE_DATABASE_URL is not set" in capsys.readouterr().err
+
+
+def test_bad_setting_is_reported_before_anything_runs(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("GALPIPE_LEASE_SECONDS", "soon")
+    assert main(["migrate"]) == 2
+    assert "GALPIPE_LEASE_SECONDS='soon'" in capsys.readouterr().err
+
+
+def test_migrate_is_idempotent(database_url: str, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("GALPIPE_DATABASE_URL", database_url)
+    assert main(["migrate"]) == 0
+    assert "applied 0 migration(s)" in capsys.readouterr().out
+
+
+def test_pause_and_resume(database_url: str, monkeypatch) -> None:
+    monkeypatch.setenv("GALPIPE_DATABASE_URL", database_url)
+    assert main(["pause", "fetch", "--reason", "survey maintenance"]) == 0
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT paused, reason FROM pipeline_control").fetchone()
+    assert row == (True, "survey maintenance")
+    assert main(["resume", "fetch"]) == 0
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT paused FROM pipeline_control").fetchone() == (False,)
+
+
+def test_demo_says_it_is_not_implemented_and_fails(capsys) -> None:
+    assert main(["demo"]) == 1
+    assert "not yet implemented" in capsys.readouterr().err
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["transmogrify"])
+    assert exit_.value.code == 2
