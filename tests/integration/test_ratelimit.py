@@ -1,0 +1,223 @@
+"""The shared token bucket against a real PostgreSQL, with real processes drawing from it."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import pytest
+from psycopg_pool import ConnectionPool
+
+from galpipe import metrics
+from galpipe.db.connection import open_pool
+from galpipe.db.ratelimit import RateLimitTimeoutError, TokenBucket
+from galpipe.settings import Settings
+
+RATE = 50.0  # tokens per second
+BURST = 10.0
+SECONDS = 5.0
+PROCESSES = 4
+
+
+def _no_sleep(waits: list[float]):
+    """A ``sleep`` that records the wait instead of sleeping."""
+    return waits.append
+
+
+def _draw_until_deadline(database_url: str, name: str, barrier, results) -> None:
+    """Child: draw single tokens for ``SECONDS`` after the barrier; put how many it got.
+
+    A token counts when it is due within the window: ``max_wait`` is the time left, so the
+    first draw that would be due after the deadline is refused and reserves nothing.
+    """
+    pool = open_pool(database_url, max_size=1)
+    bucket = TokenBucket(pool, name, RATE, BURST)
+    barrier.wait()
+    deadline = time.monotonic() + SECONDS
+    granted = 0
+    try:
+        while True:
+            try:
+                bucket.acquire(max_wait=max(0.0, deadline - time.monotonic()))
+            except RateLimitTimeoutError:
+                break
+            granted += 1
+    finally:
+        pool.close()
+        results.put(granted)
+
+
+def test_processes_share_one_global_rate_fairly(database_url: str, pool: ConnectionPool) -> None:
+    TokenBucket(pool, "fetch", RATE, BURST).configure()
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(PROCESSES)
+    results = ctx.Queue()
+    children = [
+        ctx.Process(target=_draw_until_deadline, args=(database_url, "fetch", barrier, results))
+        for _ in range(PROCESSES)
+    ]
+    for child in children:
+        child.start()
+    counts = [results.get(timeout=60) for _ in children]
+    for child in children:
+        child.join(timeout=10)
+        assert child.exitcode == 0
+
+    total = sum(counts)
+    # The issue's criterion: 250 ± 5 % in 5 s at 50/s, plus the burst the full bucket gives.
+    assert abs(total - BURST - RATE * SECONDS) <= 0.05 * RATE * SECONDS, counts
+    # Nobody starves: each process gets at least half of its fair share.
+    assert min(counts) >= 0.5 * total / PROCESSES, counts
+    # Every reservation was counted by a child: refused draws reserved nothing.
+    usage = TokenBucket(pool, "fetch", RATE, BURST).usage()
+    assert usage.granted == total
+
+
+def test_burst_then_reservations_queue_at_the_rate(pool: ConnectionPool) -> None:
+    waits: list[float] = []
+    bucket = TokenBucket(pool, "b", rate=10.0, burst=5.0, sleep=_no_sleep(waits))
+    bucket.configure()
+    started = time.monotonic()
+    for _ in range(8):
+        bucket.acquire()
+    usage = bucket.usage()
+    elapsed = time.monotonic() - started
+    # Five tokens at once (no sleep), then the k-th next one is due 0.1 k s after the burst:
+    # the sleeps were skipped, so the reservations queued up on the bucket.
+    assert len(waits) == 3, waits
+    for k, wait in enumerate(waits, start=1):
+        assert 0.1 * k - elapsed - 0.002 <= wait <= 0.1 * k + 0.002
+    assert usage.granted == 8
+    assert -3.0 <= usage.tokens <= -3.0 + 10.0 * elapsed
+    assert 0.3 - elapsed <= usage.backlog_seconds <= 0.3
+
+
+def test_acquire_sleeps_the_wait_and_reports_it(pool: ConnectionPool) -> None:
+    bucket = TokenBucket(pool, "slow", rate=5.0, burst=1.0)
+    bucket.configure()
+    before = metrics.RATE_LIMIT_WAIT_SECONDS.labels(bucket="slow")._sum.get()
+    assert bucket.acquire() < 0.1
+    started = time.monotonic()
+    waited = bucket.acquire()  # the next token is due 0.2 s after the first
+    assert 0.1 <= time.monotonic() - started < 0.5
+    assert 0.1 <= waited < 0.5
+    after = metrics.RATE_LIMIT_WAIT_SECONDS.labels(bucket="slow")._sum.get()
+    assert after - before == pytest.approx(waited, abs=0.02)
+
+
+def test_bucket_refills_up_to_burst_only(pool: ConnectionPool) -> None:
+    bucket = TokenBucket(pool, "refill", rate=5.0, burst=3.0)
+    bucket.configure()
+    assert [bucket.try_acquire() for _ in range(4)] == [True, True, True, False]
+    time.sleep(1.0)  # 5 tokens' worth of refill, capped at 3
+    assert bucket.usage().tokens == 3.0
+    assert [bucket.try_acquire() for _ in range(4)] == [True, True, True, False]
+
+
+def test_try_acquire_never_queues(pool: ConnectionPool) -> None:
+    bucket = TokenBucket(pool, "try", rate=1.0, burst=2.0)
+    bucket.configure()
+    assert bucket.try_acquire(2)
+    assert not bucket.try_acquire()
+    usage = bucket.usage()
+    assert usage.granted == 2
+    assert 0.0 <= usage.tokens < 0.5  # refused draws took nothing
+
+
+def test_max_wait_refuses_without_reserving(pool: ConnectionPool) -> None:
+    waits: list[float] = []
+    bucket = TokenBucket(pool, "guard", rate=2.0, burst=1.0, sleep=_no_sleep(waits))
+    bucket.configure()
+    bucket.acquire(max_wait=0)
+    with pytest.raises(RateLimitTimeoutError, match=r"'guard'.*max_wait=0\.1") as refused:
+        bucket.acquire(max_wait=0.1)
+    assert 0.3 < refused.value.wait <= 0.5
+    assert bucket.usage().granted == 1
+    # A guard long enough lets the draw through and reserves it.
+    bucket.acquire(max_wait=1.0)
+    assert len(waits) == 1
+    assert 0.3 < waits[0] <= 0.5
+    assert bucket.usage().granted == 2
+
+
+def test_configure_changes_rate_and_keeps_tokens(pool: ConnectionPool) -> None:
+    TokenBucket(pool, "cfg", rate=1.0, burst=10.0).configure()
+    drained = TokenBucket(pool, "cfg", rate=1.0, burst=10.0)
+    for _ in range(8):
+        assert drained.try_acquire()
+    # A restart with a new rate and a smaller burst: no fresh burst, tokens clamped.
+    restarted = TokenBucket(pool, "cfg", rate=2.0, burst=5.0)
+    restarted.configure()
+    usage = restarted.usage()
+    assert (usage.rate, usage.burst, usage.granted) == (2.0, 5.0, 8)
+    assert 2.0 <= usage.tokens < 2.5
+    restarted.configure()
+    assert restarted.usage().tokens < 3.0
+    # Shrinking the burst below the tokens held clamps them.
+    shrunk = TokenBucket(pool, "cfg", rate=2.0, burst=1.5)
+    shrunk.configure()
+    assert shrunk.usage().tokens == 1.5
+
+
+def test_first_draw_creates_the_bucket(pool: ConnectionPool) -> None:
+    bucket = TokenBucket(pool, "lazy", rate=5.0, burst=2.0)
+    with pytest.raises(LookupError, match="'lazy' does not exist"):
+        bucket.usage()
+    assert bucket.try_acquire()
+    usage = bucket.usage()
+    assert (usage.rate, usage.burst, usage.granted) == (5.0, 2.0, 1)
+
+
+def test_buckets_are_independent(pool: ConnectionPool) -> None:
+    a = TokenBucket(pool, "a", rate=1.0, burst=1.0)
+    b = TokenBucket(pool, "b", rate=1.0, burst=1.0)
+    assert a.try_acquire()
+    assert b.try_acquire()
+    assert not a.try_acquire()
+
+
+def test_from_settings_uses_the_fetch_rate(pool: ConnectionPool) -> None:
+    settings = Settings.from_env(
+        {"GALPIPE_FETCH_RATE_LIMIT": "7.5", "GALPIPE_FETCH_RATE_BURST": "3"}
+    )
+    bucket = TokenBucket.from_settings(pool, settings)
+    assert (bucket.name, bucket.rate, bucket.burst) == ("fetch", 7.5, 3.0)
+
+
+@pytest.mark.parametrize(
+    ("rate", "burst", "message"),
+    [
+        (0, 1, "rate .* positive"),
+        (-1.0, 1, "rate .* positive"),
+        (float("inf"), 1, "rate .* finite"),
+        (float("nan"), 1, "rate .* positive"),
+        (1, 0, "burst .* positive"),
+        (1, -2.0, "burst .* positive"),
+    ],
+)
+def test_bad_rate_or_burst_is_refused(
+    pool: ConnectionPool, rate: float, burst: float, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        TokenBucket(pool, "bad", rate, burst)
+
+
+def test_bad_arguments_are_refused(pool: ConnectionPool) -> None:
+    with pytest.raises(TypeError, match=r"rate .* number"):
+        TokenBucket(pool, "bad", "10", 1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="name"):
+        TokenBucket(pool, "", 1, 1)
+    bucket = TokenBucket(pool, "args", rate=1.0, burst=2.0)
+    for n in (0, -1):
+        with pytest.raises(ValueError, match="n must be positive"):
+            bucket.acquire(n)
+        with pytest.raises(ValueError, match="n must be positive"):
+            bucket.try_acquire(n)
+    with pytest.raises(TypeError, match="integer"):
+        bucket.acquire(1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_wait"):
+        bucket.acquire(max_wait=-1)
+    with pytest.raises(ValueError, match=r"never succeed.*burst=2"):
+        bucket.try_acquire(3)
+    with pytest.raises(LookupError):
+        bucket.usage()  # nothing was drawn by the refused calls
