@@ -199,12 +199,14 @@ class QueueMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.model: dict[int, dict] = {}
+        self.seq = 0
 
     @initialize()
     def reset(self) -> None:
         with self.pool.connection() as conn:
             conn.execute("TRUNCATE tasks, pipeline_control")
         self.model = {}
+        self.seq = 0
 
     def _running(self, owner: str) -> list[int]:
         return [s for s, t in self.model.items() if t["state"] == "running" and t["owner"] == owner]
@@ -213,13 +215,9 @@ class QueueMachine(RuleBasedStateMachine):
     def enqueue(self, ids: list[int]) -> None:
         fresh = list(dict.fromkeys(i for i in ids if i not in self.model))
         assert self.queue.enqueue("fetch", ids) == len(fresh)
-        for i, sid in enumerate(fresh):
-            self.model[sid] = {
-                "state": "queued",
-                "attempts": 0,
-                "owner": None,
-                "order": len(self.model) + i,
-            }
+        for sid in fresh:
+            self.model[sid] = {"state": "queued", "attempts": 0, "owner": None, "order": self.seq}
+            self.seq += 1
 
     @rule(owner=st.sampled_from(OWNERS), n=st.integers(1, 5))
     def claim(self, owner: str, n: int) -> None:
