@@ -238,6 +238,12 @@ class Settings:
         30.0,
         "How long the breaker stays open before one probe request is let through.",
     )
+    breaker_probe_timeout_seconds: float = _setting(
+        "BREAKER_PROBE_TIMEOUT_SECONDS",
+        _parse_positive_float,
+        30.0,
+        "How long the one half-open probe may take before another process may probe instead.",
+    )
     poll_min_seconds: float = _setting(
         "POLL_MIN_SECONDS",
         _parse_positive_float,

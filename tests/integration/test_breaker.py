@@ -234,13 +234,14 @@ def test_from_settings(pool: ConnectionPool) -> None:
             "GALPIPE_BREAKER_MIN_REQUESTS": "40",
             "GALPIPE_BREAKER_WINDOW_SECONDS": "120",
             "GALPIPE_BREAKER_COOLDOWN_SECONDS": "15",
+            "GALPIPE_BREAKER_PROBE_TIMEOUT_SECONDS": "45",
         }
     )
     breaker = CircuitBreaker.from_settings(pool, settings)
     assert breaker.name == "fetch"
     p = breaker.policy
     assert (p.failures, p.failure_ratio, p.min_requests) == (7, 0.25, 40)
-    assert (p.window_seconds, p.cooldown_seconds, p.probe_timeout_seconds) == (120, 15, 30)
+    assert (p.window_seconds, p.cooldown_seconds, p.probe_timeout_seconds) == (120, 15, 45)
 
 
 @pytest.mark.parametrize(

@@ -305,8 +305,6 @@ class CircuitBreaker:
         pool: ConnectionPool,
         settings: Settings,
         name: str = "fetch",
-        *,
-        probe_timeout_seconds: float = 30.0,
     ) -> CircuitBreaker:
         """The breaker configured by the ``GALPIPE_BREAKER_*`` variables."""
         return cls(
@@ -317,7 +315,7 @@ class CircuitBreaker:
             min_requests=settings.breaker_min_requests,
             window_seconds=settings.breaker_window_seconds,
             cooldown_seconds=settings.breaker_cooldown_seconds,
-            probe_timeout_seconds=probe_timeout_seconds,
+            probe_timeout_seconds=settings.breaker_probe_timeout_seconds,
         )
 
     def _read(self, conn: psycopg.Connection, sql: str) -> tuple[BreakerRow, datetime] | None:
