@@ -162,7 +162,7 @@ def test_pause_stops_claims_and_zeroes_the_autoscaler_depth(queue: TaskQueue, ad
     assert len(queue.claim_batch("fetch", 5, 30, "w")) == 5
 
 
-def test_ready_depth_query_uses_the_partial_index(queue: TaskQueue, pool, add_galaxies):
+def test_ready_depth_query_is_index_only(queue: TaskQueue, pool, add_galaxies):
     ids = add_galaxies(2000)
     queue.enqueue("fetch", ids)
     # The usual shape of a long run: most tasks finished, the ready queue a small part.
@@ -173,7 +173,21 @@ def test_ready_depth_query_uses_the_partial_index(queue: TaskQueue, pool, add_ga
         plan = "\n".join(
             r[0] for r in conn.execute("EXPLAIN " + READY_DEPTH_SQL, {"pipeline": "fetch"})
         )
-    assert "tasks_ready" in plan
+    # Queued count from the deduplicated (pipeline, state) index, delayed ones from tasks_delayed.
+    assert "Index Only Scan using tasks_state" in plan
+    assert "Index Only Scan using tasks_delayed" in plan
+    assert "Seq Scan on tasks" not in plan
+
+
+def test_ready_depth_counts_only_due_tasks(queue: TaskQueue, add_galaxies) -> None:
+    ids = add_galaxies(30)
+    queue.enqueue("fetch", ids)
+    queue.claim_batch("fetch", 20, 30, "w")
+    queue.retry(None, "fetch", "w", dict.fromkeys(ids[:10], "503"))  # due in 0.2 s
+    queue.release("fetch", "w", ids[10:15])  # back at once
+    assert queue.ready_depth("fetch") == 15
+    time.sleep(0.3)
+    assert queue.ready_depth("fetch") == 25
 
 
 def test_downstream_tasks_follow_upstream_order(queue: TaskQueue, add_galaxies) -> None:

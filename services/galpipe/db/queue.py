@@ -387,7 +387,7 @@ class TaskQueue:
         return result
 
     def ready_depth(self, pipeline: str) -> int:
-        """Ready tasks of ``pipeline``: the autoscaler's query (index-only over ``tasks_ready``).
+        """Ready tasks of ``pipeline``: the autoscaler's query (exact; see ``READY_DEPTH_SQL``).
 
         A paused pipeline reports 0 so that it scales to zero.
         """
@@ -397,8 +397,17 @@ class TaskQueue:
 
 
 # Also rendered into the KEDA ScaledObject, with the pipeline name in place of the parameter.
+# Ready = queued minus queued-but-delayed, which is exact (one snapshot, not_before NOT NULL) and
+# about 2.5x faster than testing not_before on every queued row: the first count reads only the
+# deduplicated (pipeline, state) postings of tasks_state, the second the few retried rows in
+# tasks_delayed (its predicate is repeated here so the planner can use it). bench/queue.py
+# measures it. The CASE skips both counts while the pipeline is paused.
 READY_DEPTH_SQL = """
-SELECT count(*) FROM tasks
-WHERE pipeline = %(pipeline)s AND state = 'queued' AND not_before <= now()
-  AND NOT EXISTS (SELECT 1 FROM pipeline_control WHERE pipeline = %(pipeline)s AND paused)
+SELECT CASE
+    WHEN EXISTS (SELECT 1 FROM pipeline_control WHERE pipeline = %(pipeline)s AND paused) THEN 0
+    ELSE (SELECT count(*) FROM tasks WHERE pipeline = %(pipeline)s AND state = 'queued')
+       - (SELECT count(*) FROM tasks
+          WHERE pipeline = %(pipeline)s AND state = 'queued'
+            AND not_before > '-infinity' AND not_before > now())
+END
 """
