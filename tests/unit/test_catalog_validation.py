@@ -1,8 +1,6 @@
-"""Row validation of catalog ingest: pure numpy, no files, no database."""
+"""Row validation of catalog ingest (``galpipe.catalog.validate``): pure numpy, no files."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,16 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from galpipe.catalog import (
-    CatalogError,
-    IngestSummary,
-    _json_values,
-    default_catalog_name,
-    default_report_path,
-    parse_keep,
-    resolve_format,
-    validate_rows,
-)
+from galpipe.catalog.validate import CatalogError, validate_rows
 
 GAIA_ID = 6_917_528_997_577_384_320
 
@@ -208,75 +197,3 @@ def test_property_every_row_is_accepted_or_rejected_with_a_reason(data, n: int) 
     assert set(v.source_id[good].tolist()) == set(ids[valid].tolist())
     for i in np.flatnonzero(good):
         assert i == np.flatnonzero(valid & (ids == ids[i]))[0]
-
-
-# -- extra columns as JSON values -----------------------------------------------------------
-
-
-def test_json_values_make_nan_inf_and_masked_null() -> None:
-    index = np.arange(4)
-    floats = np.ma.MaskedArray([1.5, np.nan, np.inf, 2.0], mask=[False, False, False, True])
-    assert _json_values(floats, index) == [1.5, None, None, None]
-    ints = np.ma.MaskedArray(np.array([1, 2, 3, 4], dtype=np.int16), mask=[0, 1, 0, 0])
-    values = _json_values(ints, index)
-    assert values == [1, None, 3, 4]
-    assert all(type(v) is int for v in values if v is not None)
-
-
-def test_json_values_of_float32_bytes_bools_arrays_and_objects() -> None:
-    index = np.array([1, 0])
-    assert _json_values(np.array([0.1, 4.2], dtype=np.float32), index) == [4.2, 0.1]
-    assert _json_values(np.array([b"GALAXY", b"AGN"]), index) == ["AGN", "GALAXY"]
-    assert _json_values(np.array([True, False]), index) == [False, True]
-    matrix = np.array([[1.0, np.nan], [3.0, 4.0]])
-    assert _json_values(matrix, index) == [[3.0, 4.0], [1.0, None]]
-    objects = np.empty(2, dtype=object)
-    objects[:] = [np.array([1.0, np.nan]), None]
-    assert _json_values(objects, index) == [None, [1.0, None]]
-
-
-# -- small helpers ------------------------------------------------------------------------------
-
-
-def test_ingest_summary_must_reconcile() -> None:
-    IngestSummary(10, 6, 3, 1, 6, Path("r.csv"))
-    with pytest.raises(ValueError, match="do not reconcile"):
-        IngestSummary(10, 6, 3, 0, 6, None)
-    with pytest.raises(ValueError, match="need a report"):
-        IngestSummary(10, 6, 3, 1, 6, None)
-
-
-def test_default_names() -> None:
-    assert default_report_path(Path("/d/gaia.fits")) == Path("/d/gaia.fits.rejected.csv")
-    assert default_catalog_name(Path("/d/gaia_dr3.fits.gz")) == "gaia_dr3"
-    assert default_catalog_name(Path("cat.csv")) == "cat"
-
-
-def test_parse_keep() -> None:
-    assert parse_keep(None) is None
-    assert parse_keep("") == []
-    assert parse_keep(" posangle_sersic, ellipticity_sersic ,") == [
-        "posangle_sersic",
-        "ellipticity_sersic",
-    ]
-
-
-@pytest.mark.parametrize(
-    ("name", "given", "reader"),
-    [
-        ("a.csv", None, "ascii.csv"),
-        ("a.ECSV", None, "ascii.ecsv"),
-        ("a.fits.gz", None, "fits"),
-        ("a.vot", None, "votable"),
-        ("a.dat", None, None),
-        ("a.dat", "CSV", "ascii.csv"),
-        ("a.dat", "ascii.basic", "ascii.basic"),
-    ],
-)
-def test_resolve_format(name: str, given: str | None, reader: str | None) -> None:
-    assert resolve_format(Path(name), given) == reader
-
-
-def test_resolve_unknown_format() -> None:
-    with pytest.raises(CatalogError, match=r"a\.csv: unknown format 'parquett'"):
-        resolve_format(Path("a.csv"), "parquett")
