@@ -24,7 +24,7 @@ from psycopg_pool import ConnectionPool
 from galpipe import metrics
 from galpipe.db.queue import Task, TaskQueue
 from galpipe.health import HealthServer
-from galpipe.pipelines.base import Done, Fail, Outcome, Pipeline, Retry, Skip
+from galpipe.pipelines.base import Done, Fail, Outcome, Pipeline, Release, Retry, Skip
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +201,12 @@ class Worker:
         order = [t.source_id for t in tasks]
         done = [o for sid in order if isinstance(o := outcomes[sid], Done)]
         retries = {sid: o.error for sid in order if isinstance(o := outcomes[sid], Retry)}
+        min_delays = {
+            sid: o.delay_s
+            for sid in order
+            if isinstance(o := outcomes[sid], Retry) and o.delay_s is not None
+        }
+        released = [sid for sid in order if isinstance(outcomes[sid], Release)]
         skips = {sid: o.reason for sid in order if isinstance(o := outcomes[sid], Skip)}
         fails = {sid: o.reason for sid in order if isinstance(o := outcomes[sid], Fail)}
         with self.pool.connection() as conn, conn.transaction():
@@ -212,11 +218,13 @@ class Worker:
             kept = [d for d in done if d.source_id in owned]
             if kept:
                 self.pipeline.store(conn, kept)
-            retried = self.queue.retry(conn, name, owner, retries)
+            retried = self.queue.retry(conn, name, owner, retries, min_delays)
             skipped = self.queue.skip(conn, name, owner, skips)
             failed = self.queue.fail(conn, name, owner, fails)
+            given_back = self.queue.release(name, owner, released, conn=conn) if released else 0
         lost = len(tasks) - len(owned) - len(retried.requeued) - len(retried.failed)
-        lost -= len(skipped) + len(failed)
+        lost -= len(skipped) + len(failed) + given_back
+        self._count("released", given_back)
         self._count("done", len(owned))
         self._count("retry", len(retried.requeued))
         self._count("failed", len(retried.failed) + len(failed))

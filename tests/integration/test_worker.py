@@ -19,7 +19,7 @@ from psycopg_pool import ConnectionPool
 from galpipe.db.connection import open_pool
 from galpipe.db.queue import RetryPolicy, Task, TaskQueue
 from galpipe.health import HealthServer
-from galpipe.pipelines.base import Done, Fail, Outcome, Retry, Skip
+from galpipe.pipelines.base import Done, Fail, Outcome, Release, Retry, Skip
 from galpipe.worker import Worker, serve
 
 RESULTS_DDL = """
@@ -398,3 +398,37 @@ def test_health_endpoints(queue: TaskQueue, add_galaxies, results_table) -> None
         assert "database unreachable" in body
     finally:
         server.stop()
+
+
+class PoliteServerPipeline:
+    """A server that says 'come back in 1 s' for odd ids and a shutdown that releases even ids."""
+
+    name = "fetch"
+    downstream = None
+    batch_size = 4
+
+    def process(self, tasks: Sequence[Task]) -> Sequence[Outcome]:
+        return [
+            Retry(t.source_id, "HTTP 429", delay_s=1.0)
+            if t.source_id % 2
+            else Release(t.source_id, "stopping")
+            for t in tasks
+        ]
+
+    def store(self, conn: psycopg.Connection, done: Sequence[Done]) -> None:
+        raise AssertionError("nothing is done")
+
+
+def test_retry_after_and_release_outcomes(queue: TaskQueue, pool, add_galaxies) -> None:
+    ids = add_galaxies(4)
+    queue.enqueue("fetch", ids)
+    worker = Worker(PoliteServerPipeline(), queue, owner="w")
+    worker.run_once()
+    assert worker.stats.outcomes == {"retry": 2, "released": 2}
+    with pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT source_id, attempts, not_before > now() + interval '0.8 s' FROM tasks "
+            "ORDER BY source_id"
+        ).fetchall()
+    # Retry-After (1 s) outlasts the policy's 0.2-s delay; released tasks keep their attempt.
+    assert rows == [(1, 1, True), (2, 0, False), (3, 1, True), (4, 0, False)]

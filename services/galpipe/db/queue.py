@@ -220,8 +220,12 @@ class TaskQueue:
         pipeline: str,
         owner: str,
         errors: Mapping[int, str],
+        min_delays: Mapping[int, float] | None = None,
     ) -> RetryOutcome:
         """Return transiently failed tasks to the queue after their delay, or fail them.
+
+        ``min_delays`` lengthens a task's delay to at least that many seconds (a server's
+        ``Retry-After``); the policy's delay still applies when it is longer.
 
         A task whose attempts exceed ``max_retries`` (it has had its first try and every retry)
         goes to ``failed``; ``last_error`` keeps the error either way.
@@ -235,12 +239,13 @@ class TaskQueue:
                 SET state = CASE WHEN t.attempts > %(max)s THEN 'failed'::task_state
                                  ELSE 'queued'::task_state END,
                     not_before = CASE WHEN t.attempts > %(max)s THEN t.not_before
-                        ELSE now() + make_interval(secs =>
-                            (%(delays)s::float8[])[LEAST(t.attempts, cardinality(%(delays)s))])
+                        ELSE now() + make_interval(secs => GREATEST(e.min_delay,
+                            (%(delays)s::float8[])[LEAST(t.attempts, cardinality(%(delays)s))]))
                         END,
                     lease_owner = NULL, lease_expires = NULL, last_error = e.error,
                     updated_at = now()
-                FROM unnest(%(ids)s::bigint[], %(errors)s::text[]) AS e(source_id, error)
+                FROM unnest(%(ids)s::bigint[], %(errors)s::text[], %(min_delays)s::float8[])
+                     AS e(source_id, error, min_delay)
                 WHERE t.pipeline = %(pipeline)s AND t.source_id = e.source_id
                   AND t.state = 'running' AND t.lease_owner = %(owner)s
                 RETURNING t.source_id, t.state::text
@@ -250,6 +255,7 @@ class TaskQueue:
                     "delays": list(self.policy.delays),
                     "ids": list(errors),
                     "errors": [str(e) for e in errors.values()],
+                    "min_delays": [float((min_delays or {}).get(sid, 0.0)) for sid in errors],
                     "pipeline": pipeline,
                     "owner": owner,
                 },
@@ -302,13 +308,20 @@ class TaskQueue:
             ).fetchall()
         return [r[0] for r in rows]
 
-    def release(self, pipeline: str, owner: str, source_ids: Sequence[int] | None = None) -> int:
+    def release(
+        self,
+        pipeline: str,
+        owner: str,
+        source_ids: Sequence[int] | None = None,
+        *,
+        conn: psycopg.Connection | None = None,
+    ) -> int:
         """Give ``owner``'s running tasks back to the queue unprocessed (graceful shutdown).
 
         The attempt is not counted: the task was never worked on. Returns how many.
         """
-        with self.pool.connection() as conn:
-            cur = conn.execute(
+        with self._transaction(conn) as c:
+            cur = c.execute(
                 """
                 UPDATE tasks SET state = 'queued', attempts = GREATEST(attempts - 1, 0),
                                  lease_owner = NULL, lease_expires = NULL, updated_at = now()

@@ -28,10 +28,14 @@ class Done:
 
 @dataclass(frozen=True)
 class Retry:
-    """A transient failure (timeout, 5xx …): try again after the retry delay."""
+    """A transient failure (timeout, 5xx …): try again after the retry delay.
+
+    ``delay_s`` asks for at least that long a wait (a server's ``Retry-After``).
+    """
 
     source_id: int
     error: str
+    delay_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,16 @@ class Fail:
     reason: str
 
 
-Outcome = Done | Retry | Skip | Fail
+@dataclass(frozen=True)
+class Release:
+    """Not worked on (shutting down, or the shared breaker kept it waiting): give it back to
+    the queue at once, without counting the attempt."""
+
+    source_id: int
+    reason: str
+
+
+Outcome = Done | Retry | Skip | Fail | Release
 
 
 class Pipeline(Protocol):
