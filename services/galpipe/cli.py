@@ -50,6 +50,14 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     return ingest_cli(args, settings)
 
 
+def _cmd_fetch(args: argparse.Namespace, settings: Settings) -> int:
+    from galpipe.pipelines.fetch import build_fetch_pipeline
+    from galpipe.worker import run_from_settings
+
+    run_from_settings(settings, build_fetch_pipeline)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     print(
         "galpipe demo: not yet implemented (needs the fetch and radon pipelines)", file=sys.stderr
@@ -99,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "pause":
             p.add_argument("--reason", default="paused by operator", help="shown in status")
         p.set_defaults(handler=_cmd_pause)
+
+    p = sub.add_parser(
+        "fetch", help="run a fetch worker: cutouts from the survey into the object store"
+    )
+    p.set_defaults(handler=_cmd_fetch)
 
     p = sub.add_parser("demo", help="run the whole system on this machine (embedded stack)")
     p.set_defaults(handler=_cmd_demo)

@@ -46,3 +46,30 @@ BREAKER_REJECTIONS = Counter(
     "Requests not sent because the shared circuit breaker was open.",
     ["breaker"],
 )
+CUTOUT_REQUESTS = Counter(
+    "galpipe_cutout_requests_total",
+    "Cutout requests by status class (2xx, 3xx, 4xx, 429, 5xx, timeout, connection, truncated).",
+    ["status_class"],
+)
+CUTOUT_REQUEST_SECONDS = Histogram(
+    "galpipe_cutout_request_seconds",
+    "Latency of one cutout request, from sending to the last body byte.",
+    ["status_class"],
+    buckets=_LATENCY_BUCKETS,
+)
+CUTOUT_RESPONSE_BYTES = Counter(
+    "galpipe_cutout_response_bytes_total", "Body bytes received from the cutout service."
+)
+CUTOUT_RESULTS = Counter(
+    "galpipe_cutout_results_total",
+    "Classified fetch results by outcome (success, no_coverage, retryable, permanent) and kind.",
+    ["outcome", "kind"],
+)
+STORED_BYTES = Counter(
+    "galpipe_object_store_written_bytes_total", "Bytes written to the object store.", ["pipeline"]
+)
+BREAKER_WAIT_SECONDS = Counter(
+    "galpipe_breaker_wait_seconds_total",
+    "Time requests spent waiting for the shared circuit breaker to let them through.",
+    ["breaker"],
+)

@@ -199,14 +199,56 @@ class Settings:
     fetch_rate_limit: float = _setting(
         "FETCH_RATE_LIMIT",
         _parse_positive_float,
-        10.0,
+        5.0,
         "Cutout requests per second, shared by every fetch process (global token bucket).",
     )
     fetch_rate_burst: float = _setting(
         "FETCH_RATE_BURST",
         _parse_positive_float,
-        10.0,
+        5.0,
         "Token bucket capacity: requests that may go out at once after an idle spell.",
+    )
+    fetch_threads: int = _setting(
+        "FETCH_THREADS",
+        _parse_positive_int,
+        8,
+        "Concurrent requests inside one fetch process, so latency does not cap the rate.",
+    )
+    cutout_base_url: str = _setting(
+        "CUTOUT_BASE_URL",
+        _parse_http_url,
+        "https://www.legacysurvey.org",
+        "Cutout service (`/viewer/fits-cutout` is appended); the synthetic sky's URL locally.",
+    )
+    cutout_layer: str = _setting(
+        "CUTOUT_LAYER",
+        _parse_str,
+        "ls-dr10",
+        "Survey layer; always sent (the service's default is older).",
+    )
+    cutout_bands: str = _setting(
+        "CUTOUT_BANDS", _parse_str, "griz", "Bands of each cutout, in order."
+    )
+    cutout_size: int = _setting(
+        "CUTOUT_SIZE", _parse_positive_int, 40, "Cutout width and height in pixels (paper: 40)."
+    )
+    cutout_pixscale: float = _setting(
+        "CUTOUT_PIXSCALE",
+        _parse_positive_float,
+        0.262,
+        "Arcseconds per pixel (DR10 native: 0.262).",
+    )
+    cutout_connect_timeout_seconds: float = _setting(
+        "CUTOUT_CONNECT_TIMEOUT_SECONDS",
+        _parse_positive_float,
+        5.0,
+        "Connect timeout of a cutout request.",
+    )
+    cutout_read_timeout_seconds: float = _setting(
+        "CUTOUT_READ_TIMEOUT_SECONDS",
+        _parse_positive_float,
+        30.0,
+        "Read timeout of a cutout request (time between bytes).",
     )
     breaker_failures: int = _setting(
         "BREAKER_FAILURES",

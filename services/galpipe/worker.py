@@ -22,9 +22,11 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from galpipe import metrics
-from galpipe.db.queue import Task, TaskQueue
+from galpipe.db.connection import pool_from_settings
+from galpipe.db.queue import RetryPolicy, Task, TaskQueue
 from galpipe.health import HealthServer
 from galpipe.pipelines.base import Done, Fail, Outcome, Pipeline, Release, Retry, Skip
+from galpipe.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,9 @@ class Worker:
         full jitter so that idle replicas do not poll in step.
     clock, rng
         Injected for tests.
+    stop_event
+        Set to stop the loop; share it with a pipeline that waits on its own (e.g. on the
+        shared breaker) so that SIGTERM reaches it too.
     """
 
     def __init__(
@@ -78,6 +83,7 @@ class Worker:
         poll_max_seconds: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        stop_event: threading.Event | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.queue = queue
@@ -88,7 +94,7 @@ class Worker:
         self.clock = clock
         self.rng = rng or random.Random()
         self.stats = WorkerStats()
-        self._stop = threading.Event()
+        self._stop = stop_event or threading.Event()
         self._idle_delay = poll_min_seconds
         self._last_recovery = -float("inf")
         self.last_progress = clock()
@@ -321,3 +327,35 @@ def serve(worker: Worker, *, port: int, host: str = "0.0.0.0") -> WorkerStats:
     finally:
         if server:
             server.stop()
+
+
+PipelineFactory = Callable[[Settings, ConnectionPool, threading.Event], Pipeline]
+
+
+def run_from_settings(settings: Settings, build: PipelineFactory) -> WorkerStats:
+    """Run one pipeline's worker process as configured by ``GALPIPE_*`` until SIGTERM.
+
+    ``build(settings, pool, stop)`` makes the pipeline; ``stop`` is the worker's stop event.
+    """
+    pool = pool_from_settings(settings)
+    stop = threading.Event()
+    try:
+        pipeline = build(settings, pool, stop)
+        queue = TaskQueue(pool, RetryPolicy(settings.max_retries, settings.retry_delays))
+        worker = Worker(
+            pipeline,
+            queue,
+            owner=settings.owner,
+            lease_seconds=settings.lease_seconds,
+            poll_min_seconds=settings.poll_min_seconds,
+            poll_max_seconds=settings.poll_max_seconds,
+            stop_event=stop,
+        )
+        try:
+            return serve(worker, port=settings.metrics_port)
+        finally:
+            close = getattr(pipeline, "close", None)
+            if close is not None:
+                close()
+    finally:
+        pool.close()

@@ -142,3 +142,13 @@ def insert_galaxies(
             for r, sid, ra, dec in cur.fetchall()
         ]
     return InsertOutcome(inserted=inserted, conflicts=conflicts)
+
+
+def positions(
+    conn: psycopg.Connection, source_ids: Iterable[int]
+) -> dict[int, tuple[float, float]]:
+    """ICRS (ra, dec) in degrees of the galaxies ``source_ids`` that exist, by id."""
+    rows = conn.execute(
+        "SELECT source_id, ra, dec FROM galaxies WHERE source_id = ANY(%s)", (list(source_ids),)
+    ).fetchall()
+    return {sid: (ra, dec) for sid, ra, dec in rows}

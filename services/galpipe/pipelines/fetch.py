@@ -1,0 +1,248 @@
+"""The fetch pipeline (paper, section 2): griz FITS cutouts of catalogued galaxies into storage.
+
+For each claimed galaxy, one request to the cutout service, obeying the rate and the outage
+decision that every fetch process shares through Postgres:
+
+1. wait while the shared circuit breaker is open (the paper's auto-pause on an outage); after
+   its cooldown exactly one request, across all replicas, probes the service;
+2. take a token from the shared bucket (one global request rate, whatever the replica count);
+3. GET the cutout and classify the answer (:mod:`galpipe.sky.legacysurvey`);
+4. store the bytes exactly as received at a deterministic key, read them back and check size
+   and SHA-256 before the galaxy counts as fetched.
+
+The worker then completes the task, writes the ``cutouts`` row and queues the radon task in one
+transaction. A thread pool inside the process keeps several requests in flight, so the
+service's latency does not cap the rate.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from galpipe import metrics
+from galpipe.db.breaker import CircuitBreaker
+from galpipe.db.cutouts import CutoutRecord, record_cutouts
+from galpipe.db.galaxies import positions
+from galpipe.db.queue import Task
+from galpipe.db.ratelimit import RateLimitTimeoutError, TokenBucket
+from galpipe.pipelines.base import Done, Fail, Outcome, Release, Retry, Skip
+from galpipe.settings import Settings
+from galpipe.sky.legacysurvey import (
+    CutoutRequest,
+    LegacySurveyClient,
+    NoCoverage,
+    Permanent,
+    Retryable,
+    Success,
+)
+from galpipe.storage import ObjectStore, ObjectStoreError, object_store_from_settings, sha256_hex
+
+log = logging.getLogger(__name__)
+
+# How often a request waiting on an open breaker asks again (seconds).
+BREAKER_POLL_S = 0.5
+# Longest a request waits for its rate-limit token before the task is given back (seconds).
+MAX_TOKEN_WAIT_S = 60.0
+
+
+class FetchPipeline:
+    """Fetches cutouts for claimed galaxies; see the module docstring for the steps.
+
+    Parameters
+    ----------
+    pool
+        Database pool (galaxy positions).
+    client
+        Cutout service client (real or the synthetic sky).
+    store
+        Where the FITS bytes go.
+    bucket, breaker
+        The shared token bucket and circuit breaker of the fetch pipeline.
+    owner
+        This process's lease owner name (also the breaker's probe owner).
+    batch_size, threads
+        Tasks per claim; concurrent requests inside this process.
+    max_retries
+        The queue's retry limit: on the last attempt a transient failure becomes final.
+    stop
+        Set when the process should stop; waiting requests then give their task back.
+    """
+
+    name = "fetch"
+    downstream: str | None = "radon"
+
+    def __init__(
+        self,
+        *,
+        pool: ConnectionPool,
+        client: LegacySurveyClient,
+        store: ObjectStore,
+        bucket: TokenBucket,
+        breaker: CircuitBreaker,
+        owner: str,
+        batch_size: int = 32,
+        threads: int = 8,
+        max_retries: int = 3,
+        stop: threading.Event | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.pool = pool
+        self.client = client
+        self.objects = store
+        self.bucket = bucket
+        self.breaker = breaker
+        self.owner = owner
+        self.batch_size = batch_size
+        self.max_retries = max_retries
+        self.stop = stop or threading.Event()
+        self._sleep = sleep
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fetch")
+
+    def object_key(self, source_id: int) -> str:
+        """Deterministic key: a galaxy's cutout of one layout always lands at the same place."""
+        r = self.client.request
+        return f"cutouts/{r.layer}/{r.bands}-{r.size}px-{r.pixscale:g}as/{source_id}.fits"
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    # -- the pipeline interface ----------------------------------------------------------------
+
+    def process(self, tasks: Sequence[Task]) -> Sequence[Outcome]:
+        with self.pool.connection() as conn:
+            where = positions(conn, [t.source_id for t in tasks])
+        return list(self._executor.map(lambda t: self._fetch_one(t, where.get(t.source_id)), tasks))
+
+    def store(self, conn: psycopg.Connection, done: Sequence[Done]) -> None:
+        record_cutouts(conn, [d.result for d in done])
+
+    # -- one galaxy --------------------------------------------------------------------------
+
+    def _fetch_one(self, task: Task, position: tuple[float, float] | None) -> Outcome:
+        sid = task.source_id
+        if position is None:
+            return Fail(sid, "galaxy is not in the galaxies table")
+        if not self._wait_for_breaker():
+            return Release(sid, "stopping while the circuit breaker was open")
+        try:
+            self.bucket.acquire(1, max_wait=MAX_TOKEN_WAIT_S)
+        except RateLimitTimeoutError as exc:
+            return Release(sid, f"rate-limit queue too long: {exc}")
+        result = self.client.fetch(*position)
+        final_attempt = task.attempts > self.max_retries
+        match result:
+            case Success():
+                self.breaker.record_success(self.owner)
+                metrics.CUTOUT_RESULTS.labels("success", "").inc()
+                return self._keep(sid, result)
+            case NoCoverage(reason=reason):
+                self.breaker.record_success(self.owner)
+                metrics.CUTOUT_RESULTS.labels("no_coverage", "").inc()
+                return Skip(sid, f"no coverage: {reason}")
+            case Permanent(reason=reason, kind=kind):
+                # The service answered; the request itself was wrong: not an outage.
+                self.breaker.record_success(self.owner)
+                metrics.CUTOUT_RESULTS.labels("permanent", kind).inc()
+                return Fail(sid, reason)
+            case Retryable(reason=reason, kind=kind, retry_after_s=retry_after):
+                self.breaker.record_failure(self.owner, reason)
+                metrics.CUTOUT_RESULTS.labels("retryable", kind).inc()
+                if final_attempt:
+                    final = result.when_exhausted()
+                    if isinstance(final, NoCoverage):
+                        return Skip(sid, f"no coverage: {final.reason}")
+                    return Fail(sid, final.reason)
+                return Retry(sid, reason, delay_s=retry_after)
+        raise AssertionError(f"unclassified fetch result {result!r}")  # pragma: no cover
+
+    def _wait_for_breaker(self) -> bool:
+        """Block while the shared breaker is open; False if asked to stop meanwhile."""
+        started = time.monotonic()
+        try:
+            while not self.breaker.allow(self.owner):
+                if self.stop.is_set():
+                    return False
+                self._sleep(BREAKER_POLL_S)
+        finally:
+            waited = time.monotonic() - started
+            if waited > 0.01:
+                metrics.BREAKER_WAIT_SECONDS.labels(self.breaker.name).inc(waited)
+        return not self.stop.is_set()
+
+    def _keep(self, sid: int, result: Success) -> Outcome:
+        """Store the bytes as received, read them back, and check them before success."""
+        key = self.object_key(sid)
+        data = result.raw_bytes
+        expected = sha256_hex(data)
+        try:
+            stored = self.objects.put(key, data)
+            readback = self.objects.get(key, expected)
+        except ObjectStoreError as exc:
+            return Retry(sid, f"object store: {exc}")
+        if stored.sha256 != expected or len(readback) != len(data):
+            return Retry(sid, f"object store returned {len(readback)} bytes for {len(data)}")
+        metrics.STORED_BYTES.labels(self.name).inc(len(data))
+        request = self.client.request
+        survey = result.cutout.header.get("SURVEY")
+        return Done(
+            sid,
+            CutoutRecord(
+                source_id=sid,
+                layer=request.layer,
+                bands=request.bands,
+                missing_bands="".join(result.missing_bands),
+                size=request.size,
+                pixscale=request.pixscale,
+                survey=None if survey is None else str(survey),
+                object_key=key,
+                sha256=expected,
+                nbytes=len(data),
+            ),
+        )
+
+
+def build_fetch_pipeline(
+    settings: Settings, pool: ConnectionPool, stop: threading.Event
+) -> FetchPipeline:
+    """The production factory: everything from ``GALPIPE_*`` settings."""
+    request = CutoutRequest(
+        base_url=settings.cutout_base_url,
+        layer=settings.cutout_layer,
+        bands=settings.cutout_bands,
+        size=settings.cutout_size,
+        pixscale=settings.cutout_pixscale,
+    )
+    client = LegacySurveyClient(
+        request,
+        connect_timeout=settings.cutout_connect_timeout_seconds,
+        read_timeout=settings.cutout_read_timeout_seconds,
+        observer=observe_request,
+    )
+    bucket = TokenBucket.from_settings(pool, settings, name="fetch")
+    bucket.configure()
+    return FetchPipeline(
+        pool=pool,
+        client=client,
+        store=object_store_from_settings(settings),
+        bucket=bucket,
+        breaker=CircuitBreaker.from_settings(pool, settings, name="fetch"),
+        owner=settings.owner,
+        batch_size=settings.fetch_batch_size,
+        threads=settings.fetch_threads,
+        max_retries=settings.max_retries,
+        stop=stop,
+    )
+
+
+def observe_request(status_class: str, latency_s: float, nbytes: int) -> None:
+    """Count one cutout request in the Prometheus metrics."""
+    metrics.CUTOUT_REQUESTS.labels(status_class).inc()
+    metrics.CUTOUT_REQUEST_SECONDS.labels(status_class).observe(latency_s)
+    metrics.CUTOUT_RESPONSE_BYTES.inc(nbytes)
