@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from galpipe.logs import configure_logging
 from galpipe.settings import Settings, SettingsError
+from galpipe.sky.synthetic.cli import add_sky_commands
 
 log = logging.getLogger("galpipe")
 
@@ -112,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
         "fetch", help="run a fetch worker: cutouts from the survey into the object store"
     )
     p.set_defaults(handler=_cmd_fetch)
+
+    add_sky_commands(sub)
 
     p = sub.add_parser("demo", help="run the whole system on this machine (embedded stack)")
     p.set_defaults(handler=_cmd_demo)
