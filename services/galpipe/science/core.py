@@ -1,0 +1,400 @@
+"""The paper's measurement of a batch of galaxies, end to end (section 3, steps 2-5).
+
+:func:`measure_batch` runs, on ``(N, B, S, S)`` cutouts (bands g, r, i, z):
+
+1. step 2 -- :func:`~galpipe.science.preprocess.sanitise_and_shift` (NaN/inf, min-shift);
+2. (ours) neighbour masking, when ``RadonConfig.mask_neighbours`` -- the callable
+   ``mask_neighbours(images) -> (masked, masked_fraction (N,), contaminated (N,))``, by default
+   :func:`galpipe.science.neighbours.mask_neighbours`;
+3. step 2 -- the circular mask;
+4. step 3 -- the Radon operator (:class:`~galpipe.science.radon.RadonOperator`), in chunks of
+   galaxies so that the sinograms of a large batch never sit in memory at once;
+5. steps 4-5 -- pooling, the sinusoid fit, the window-drop error, the second-moment estimator,
+   the anisotropy (:mod:`galpipe.science.features`);
+6. the per-band image angles combined per galaxy (weighted circular mean of ``2 phi``).
+
+Which fields may be NaN, and when (nothing else is ever NaN):
+
+- per band ``(N, B)``: every float field is NaN exactly where ``Flag.BAND_BLANK`` is set in
+  ``band_flags`` (nothing to measure in that band);
+- combined ``(N,)``: ``angle_image_deg``, ``angle_err_deg``, ``band_spread_deg`` and
+  ``anisotropy`` are NaN exactly where ``Flag.NO_VALID_BAND`` is set in ``flags``.
+
+Errors are finite and capped at 90 degrees. The combined angle uses the estimator named by
+``RadonConfig.estimator`` ("peak": the paper's, from the pooled curve; "moments": the
+second-moment angle), weighted by ``1 / sigma^2`` with ``sigma`` that estimator's fit standard
+error (floored at 0.05 degrees); the window-drop error is reported per band beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import IntFlag
+from typing import Literal
+
+import numpy as np
+
+from galpipe.science import features
+from galpipe.science.preprocess import apply_circular_mask, sanitise_and_shift
+from galpipe.science.radon import DEFAULT_ANGLES_DEG, RadonOperator
+
+__all__ = [
+    "ALGO_FAMILY",
+    "BatchMeasurement",
+    "Flag",
+    "MaskNeighbours",
+    "RadonConfig",
+    "measure_batch",
+]
+
+#: Bump when the measurement changes in a way not captured by RadonConfig's fields.
+ALGO_FAMILY = "radon-v1"
+
+#: The neighbour-masking step: ``(N, B, S, S)`` float32, sanitised and min-shifted, before the
+#: circular mask -> (masked images, same shape; masked_fraction (N,) float32; contaminated (N,)).
+MaskNeighbours = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+class Flag(IntFlag):
+    """Quality bits of a band (``band_flags``) or a galaxy (``flags``)."""
+
+    #: The band holds no image: all pixels non-finite or all equal (a missing band is zeros).
+    #: Per band: its float fields are NaN. Per galaxy: at least one band was blank.
+    BAND_BLANK = 1
+    #: The band had NaN/inf pixels (replaced by the band minimum); count in ``nonfinite_count``.
+    NONFINITE_PIXELS = 2
+    #: The fitted amplitude ``b`` is below ``min_significance`` times its standard error: the
+    #: angle is not supported by the data. Per galaxy: set when every combined band has it.
+    LOW_SIGNAL = 4
+    #: Anisotropy ``b/a`` below ``min_anisotropy``: round, the angle is unreliable. Per galaxy:
+    #: set when every combined band has it.
+    ROUND = 8
+    #: One pixel carries more than ``point_like_fraction`` of the band's flux (a hot pixel or a
+    #: cosmic ray, not a galaxy): the band is measured but left out of the combination.
+    POINT_LIKE = 16
+    #: Per galaxy: no band could be combined; the combined float fields are NaN.
+    NO_VALID_BAND = 32
+    #: Per galaxy: neighbour masking found and masked other sources in the stamp.
+    CONTAMINATED = 64
+
+
+@dataclass(frozen=True)
+class RadonConfig:
+    """Every choice of the measurement; :attr:`algo_version` names them all.
+
+    Attributes
+    ----------
+    size : int
+        Stamp side, pixels (paper: 40).
+    angles_deg : tuple of float
+        Projection angles, degrees (paper: 0, 1, ..., 180).
+    order : int
+        Spline order of the rotation (paper: 3, bicubic).
+    pooling : {"max", "top"}
+        Pooling whose curve gives the peak angle, error and anisotropy (step 4).
+    top_fraction : float
+        x of the top-x% pooling (ours: 0.10).
+    estimator : {"peak", "moments"}
+        Per-band angle combined into the galaxy's angle: "peak" (the paper's sinusoid peak,
+        default) or "moments" (second moments from the projection variance).
+    mask_neighbours : bool
+        Run neighbour masking before the circular mask (ours, on by default).
+    windows_deg : tuple of float
+        Half-widths of the window-drop error, degrees.
+    min_anisotropy : float
+        ``b/a`` below which a band is flagged ROUND.
+    min_significance : float
+        ``b / sigma_b`` below which a band is flagged LOW_SIGNAL.
+    point_like_fraction : float
+        Brightest-pixel share of a band's flux above which the band is POINT_LIKE.
+    neighbour_tag : str
+        Names the neighbour-masking configuration in :attr:`algo_version`; empty means the
+        default ``galpipe.science.neighbours.NeighbourConfig().tag``. Set it whenever
+        ``measure_batch`` gets a non-default ``mask_neighbours`` callable.
+    """
+
+    size: int = 40
+    angles_deg: tuple[float, ...] = tuple(float(a) for a in DEFAULT_ANGLES_DEG)
+    order: int = 3
+    pooling: Literal["max", "top"] = "max"
+    top_fraction: float = 0.10
+    estimator: Literal["peak", "moments"] = "peak"
+    mask_neighbours: bool = True
+    windows_deg: tuple[float, ...] = features.DEFAULT_WINDOWS_DEG
+    min_anisotropy: float = 0.005
+    min_significance: float = 3.0
+    point_like_fraction: float = 0.5
+    neighbour_tag: str = ""
+
+    def __post_init__(self) -> None:
+        if self.size < 4:
+            raise ValueError(f"size: expected a stamp side of at least 4 pixels, got {self.size}")
+        if self.pooling not in ("max", "top"):
+            raise ValueError(f"pooling: expected 'max' or 'top', got {self.pooling!r}")
+        if self.estimator not in ("peak", "moments"):
+            raise ValueError(f"estimator: expected 'peak' or 'moments', got {self.estimator!r}")
+        if not 0.0 < self.top_fraction <= 1.0:
+            raise ValueError(f"top_fraction: expected a value in (0, 1], got {self.top_fraction}")
+        if len(self.angles_deg) < 4:
+            raise ValueError(f"angles_deg: need at least 4 angles, got {len(self.angles_deg)}")
+
+    @property
+    def angles(self) -> np.ndarray:
+        """The projection angles as a float64 array, degrees."""
+        return np.asarray(self.angles_deg, dtype=np.float64)
+
+    @property
+    def algo_version(self) -> str:
+        """A string that changes whenever any parameter changes, e.g.
+        ``radon-v1+S=40+A=181+o=3+pool=max+top=0.10+est=peak+nbr=on:<neighbour tag>``
+        ``+win=2,5,10,20+round=0.005+sig=3+pt=0.5``. Non-default angle sets add a short hash of
+        the angles."""
+        angles = self.angles
+        if np.array_equal(angles, DEFAULT_ANGLES_DEG):
+            angle_part = f"A={angles.size}"
+        else:
+            digest = hashlib.sha1(angles.tobytes()).hexdigest()[:8]
+            angle_part = f"A={angles.size}:{digest}"
+        windows = ",".join(f"{w:g}" for w in self.windows_deg)
+        neighbours = "off"
+        if self.mask_neighbours:
+            tag = self.neighbour_tag or _default_neighbour_tag()
+            neighbours = f"on:{tag}" if tag else "on"
+        return (
+            f"{ALGO_FAMILY}+S={self.size}+{angle_part}+o={self.order}+pool={self.pooling}"
+            f"+top={self.top_fraction:.2f}+est={self.estimator}"
+            f"+nbr={neighbours}+win={windows}"
+            f"+round={self.min_anisotropy:g}+sig={self.min_significance:g}"
+            f"+pt={self.point_like_fraction:g}"
+        )
+
+
+@dataclass(frozen=True)
+class BatchMeasurement:
+    """The measurement of ``N`` galaxies in ``B`` bands. Angles in degrees, [0, 180).
+
+    Per band, ``(N, B)``: ``angle_image_deg`` (the paper's peak angle, image convention),
+    ``angle_err_fit_deg`` (fit standard error), ``angle_err_window_deg`` and
+    ``angle_err_window_std_deg`` (the window-drop error's normal fit), ``angle_argmax_deg``
+    (the pooled curve's discrete peak, as image angle: the check), ``sinusoid_a`` /
+    ``sinusoid_b`` (curve units: flux per column), ``anisotropy`` (``b/a``),
+    ``moments_angle_deg`` / ``moments_err_deg`` / ``moments_ellipticity`` (second moments),
+    ``band_flags`` (:class:`Flag` bits), ``nonfinite_count``.
+
+    Per galaxy, ``(N,)``: ``angle_image_deg``, ``angle_err_deg``, ``band_spread_deg``,
+    ``anisotropy`` (weighted mean of the combined bands'), ``n_bands``, ``flags``,
+    ``masked_fraction``, ``contaminated``. NaN rules: module docstring.
+    """
+
+    band_angle_image_deg: np.ndarray
+    band_angle_err_fit_deg: np.ndarray
+    band_angle_err_window_deg: np.ndarray
+    band_angle_err_window_std_deg: np.ndarray
+    band_angle_argmax_deg: np.ndarray
+    band_sinusoid_a: np.ndarray
+    band_sinusoid_b: np.ndarray
+    band_anisotropy: np.ndarray
+    band_moments_angle_deg: np.ndarray
+    band_moments_err_deg: np.ndarray
+    band_moments_ellipticity: np.ndarray
+    band_flags: np.ndarray
+    nonfinite_count: np.ndarray
+    angle_image_deg: np.ndarray
+    angle_err_deg: np.ndarray
+    band_spread_deg: np.ndarray
+    anisotropy: np.ndarray
+    n_bands: np.ndarray
+    flags: np.ndarray
+    masked_fraction: np.ndarray
+    contaminated: np.ndarray
+    algo_version: str = field(default="")
+
+
+def _default_neighbour_tag() -> str:
+    """The default neighbour-masking configuration's tag, or "" if that module is absent."""
+    try:
+        from galpipe.science.neighbours import NeighbourConfig
+    except ImportError:
+        return ""
+    return str(NeighbourConfig().tag)
+
+
+def _default_mask_neighbours() -> MaskNeighbours:
+    try:
+        from galpipe.science.neighbours import mask_neighbours
+    except ImportError as exc:  # the module is built in parallel; say what is missing
+        raise RuntimeError(
+            "RadonConfig.mask_neighbours is on but galpipe.science.neighbours.mask_neighbours "
+            "cannot be imported; pass mask_neighbours= or use mask_neighbours=False"
+        ) from exc
+    return mask_neighbours  # type: ignore[no-any-return]
+
+
+def _sinograms_to_curves(
+    images: np.ndarray,
+    operator: RadonOperator,
+    config: RadonConfig,
+    chunk_size: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled curves and projection-variance curves, ``(N, B, A)`` each, chunk by chunk."""
+    n, b = images.shape[:2]
+    n_angles = operator.angles.size
+    pooled = np.empty((n, b, n_angles), dtype=np.float64)
+    variance = np.empty((n, b, n_angles), dtype=np.float64)
+    for start in range(0, n, chunk_size):  # chunks bound the memory of the sinograms
+        stop = min(n, start + chunk_size)
+        folded = operator.apply_folded(images[start:stop], circular=True)
+        if config.pooling == "max":
+            pooled[start:stop] = features.max_pool_folded(folded)
+        else:
+            pooled[start:stop] = features.pool(folded.unfold(), "top", config.top_fraction)
+        variance[start:stop] = features.projection_variance_folded(folded)
+    return pooled, variance
+
+
+def measure_batch(
+    images: np.ndarray,
+    config: RadonConfig | None = None,
+    operator: RadonOperator | None = None,
+    mask_neighbours: MaskNeighbours | None = None,
+    *,
+    chunk_size: int = 256,
+) -> BatchMeasurement:
+    """Measure the orientation of a batch of galaxies (paper section 3, steps 2-5).
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        ``(N, B, S, S)`` cutouts, bands g, r, i, z, axes ``[..., row, col]`` (row 0 = FITS y=1).
+    config : RadonConfig, optional
+        The choices (default ``RadonConfig()``).
+    operator : RadonOperator, optional
+        The Radon operator for ``config`` (default: loaded from / built into the disk cache).
+    mask_neighbours : callable, optional
+        The neighbour-masking step (:data:`MaskNeighbours`); used only when
+        ``config.mask_neighbours``; default :func:`galpipe.science.neighbours.mask_neighbours`.
+    chunk_size : int
+        Galaxies transformed at a time (memory: ~``chunk_size * B * S * A * 4`` bytes).
+
+    Returns
+    -------
+    BatchMeasurement
+        Never raises for degenerate images (blank, NaN, constant, a hot pixel, round): the
+        flags say what happened.
+    """
+    cfg = config if config is not None else RadonConfig()
+    arr = np.asarray(images)
+    if arr.ndim != 4 or arr.shape[-2:] != (cfg.size, cfg.size):
+        raise ValueError(
+            f"images: expected shape (N, B, {cfg.size}, {cfg.size}) for config size {cfg.size}, "
+            f"got {arr.shape}"
+        )
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size: expected a positive number of galaxies, got {chunk_size}")
+    op = operator
+    if op is None:
+        op = RadonOperator.load_or_build(cfg.size, cfg.angles, cfg.order)
+    if op.size != cfg.size or op.order != cfg.order or not np.array_equal(op.angles, cfg.angles):
+        raise ValueError(
+            f"operator: built for size {op.size}, order {op.order}, {op.angles.size} angles; "
+            f"the config asks for size {cfg.size}, order {cfg.order}, {cfg.angles.size} angles"
+        )
+    n = arr.shape[0]
+
+    # Step 2 (and ours: neighbour masking before the circular mask).
+    pre = sanitise_and_shift(arr)
+    shifted = pre.images
+    masked_fraction = np.zeros(n, dtype=np.float32)
+    contaminated = np.zeros(n, dtype=bool)
+    if cfg.mask_neighbours and n > 0:
+        masker = mask_neighbours if mask_neighbours is not None else _default_mask_neighbours()
+        shifted, fraction, contaminated_out = masker(shifted)
+        shifted = np.asarray(shifted, dtype=np.float32)
+        masked_fraction = np.asarray(fraction, dtype=np.float32).reshape(n)
+        contaminated = np.asarray(contaminated_out, dtype=bool).reshape(n)
+    stamps = apply_circular_mask(shifted)
+
+    # Steps 3-4.
+    pooled, variance = _sinograms_to_curves(stamps, op, cfg, chunk_size)
+
+    # Step 5, per band.
+    angles = op.angles
+    peak_fit = features.fit_sinusoid(pooled, angles)
+    window = features.window_drop_error(pooled, angles, cfg.windows_deg)
+    moment_fit = features.fit_sinusoid(variance, angles)
+    anisotropy = features.sinusoid_anisotropy(peak_fit)
+    band_angle = features.peak_angle_to_image_angle(peak_fit.theta0_deg)
+
+    flux = stamps.sum(axis=(-2, -1), dtype=np.float64)
+    brightest = stamps.max(axis=(-2, -1)).astype(np.float64)
+    point_like = (flux > 0) & (brightest > cfg.point_like_fraction * flux)
+    blank = pre.blank | ~(flux > 0)  # also blank once masked to nothing
+    low_signal = peak_fit.amplitude < cfg.min_significance * peak_fit.amplitude_err
+    round_ = anisotropy < cfg.min_anisotropy
+
+    band_flags = np.zeros(blank.shape, dtype=np.int32)
+    band_flags |= np.where(blank, int(Flag.BAND_BLANK), 0).astype(np.int32)
+    band_flags |= np.where(pre.nonfinite_count > 0, int(Flag.NONFINITE_PIXELS), 0).astype(np.int32)
+    band_flags |= np.where(~blank & low_signal, int(Flag.LOW_SIGNAL), 0).astype(np.int32)
+    band_flags |= np.where(~blank & round_, int(Flag.ROUND), 0).astype(np.int32)
+    band_flags |= np.where(~blank & point_like, int(Flag.POINT_LIKE), 0).astype(np.int32)
+
+    # The combination.
+    usable = ~blank & ~point_like
+    if cfg.estimator == "peak":
+        chosen_angle, chosen_err = band_angle, peak_fit.theta0_err_deg
+    else:
+        chosen_angle, chosen_err = moment_fit.theta0_deg, moment_fit.theta0_err_deg
+    combined = features.combine_axial(chosen_angle, chosen_err, usable)
+    has_band = combined.n_bands > 0
+    weight = np.where(usable, 1.0 / np.maximum(chosen_err, 0.05) ** 2, 0.0)
+    weight_sum = np.where(has_band, weight.sum(axis=-1), 1.0)
+    combined_anisotropy = np.where(
+        has_band, (weight * anisotropy).sum(axis=-1) / weight_sum, np.nan
+    )
+
+    def all_used(mask: np.ndarray) -> np.ndarray:
+        return has_band & np.all(mask | ~usable, axis=-1)
+
+    flags = np.zeros(n, dtype=np.int32)
+    flags |= np.where(blank.any(axis=-1), int(Flag.BAND_BLANK), 0).astype(np.int32)
+    flags |= np.where((pre.nonfinite_count > 0).any(axis=-1), int(Flag.NONFINITE_PIXELS), 0).astype(
+        np.int32
+    )
+    flags |= np.where(
+        point_like.any(axis=-1) & ~blank.all(axis=-1), int(Flag.POINT_LIKE), 0
+    ).astype(np.int32)
+    flags |= np.where(all_used(low_signal), int(Flag.LOW_SIGNAL), 0).astype(np.int32)
+    flags |= np.where(all_used(round_), int(Flag.ROUND), 0).astype(np.int32)
+    flags |= np.where(~has_band, int(Flag.NO_VALID_BAND), 0).astype(np.int32)
+    flags |= np.where(contaminated, int(Flag.CONTAMINATED), 0).astype(np.int32)
+
+    def per_band(values: np.ndarray) -> np.ndarray:
+        return np.where(blank, np.nan, values)
+
+    return BatchMeasurement(
+        band_angle_image_deg=per_band(band_angle),
+        band_angle_err_fit_deg=per_band(peak_fit.theta0_err_deg),
+        band_angle_err_window_deg=per_band(window.mean_deg),
+        band_angle_err_window_std_deg=per_band(window.std_deg),
+        band_angle_argmax_deg=per_band(features.peak_angle_to_image_angle(window.peak_deg)),
+        band_sinusoid_a=per_band(peak_fit.offset),
+        band_sinusoid_b=per_band(peak_fit.amplitude),
+        band_anisotropy=per_band(anisotropy),
+        band_moments_angle_deg=per_band(moment_fit.theta0_deg),
+        band_moments_err_deg=per_band(moment_fit.theta0_err_deg),
+        band_moments_ellipticity=per_band(features.sinusoid_anisotropy(moment_fit)),
+        band_flags=band_flags,
+        nonfinite_count=pre.nonfinite_count,
+        angle_image_deg=combined.angle_deg,
+        angle_err_deg=combined.err_deg,
+        band_spread_deg=combined.spread_deg,
+        anisotropy=combined_anisotropy,
+        n_bands=combined.n_bands.astype(np.int32),
+        flags=flags,
+        masked_fraction=masked_fraction,
+        contaminated=contaminated,
+        algo_version=cfg.algo_version,
+    )
