@@ -59,6 +59,14 @@ def _cmd_fetch(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_radon(args: argparse.Namespace, settings: Settings) -> int:
+    from galpipe.pipelines.radon import build_radon_pipeline
+    from galpipe.worker import run_from_settings
+
+    run_from_settings(settings, build_radon_pipeline)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     print(
         "galpipe demo: not yet implemented (needs the fetch and radon pipelines)", file=sys.stderr
@@ -113,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
         "fetch", help="run a fetch worker: cutouts from the survey into the object store"
     )
     p.set_defaults(handler=_cmd_fetch)
+
+    p = sub.add_parser("radon", help="run a radon worker: position angles of fetched cutouts")
+    p.set_defaults(handler=_cmd_radon)
 
     add_sky_commands(sub)
 

@@ -250,6 +250,13 @@ class Settings:
         30.0,
         "Read timeout of a cutout request (time between bytes).",
     )
+    radon_cache_dir: str | None = _setting(
+        "RADON_CACHE_DIR",
+        _parse_str,
+        None,
+        "Where the Radon operator is cached (default `$XDG_CACHE_HOME/galpipe`); bake it into "
+        "the image so pods do not rebuild it.",
+    )
     breaker_failures: int = _setting(
         "BREAKER_FAILURES",
         _parse_positive_int,
