@@ -7,9 +7,11 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from galpipe.export import add_export_command
 from galpipe.logs import configure_logging
 from galpipe.settings import Settings, SettingsError
 from galpipe.sky.synthetic.cli import add_sky_commands
+from galpipe.status import add_status_command
 
 log = logging.getLogger("galpipe")
 
@@ -67,11 +69,43 @@ def _cmd_radon(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _first_given(*values: int | None) -> int:
+    """The first value that is not None (a flag given as 0 counts as given)."""
+    return next(v for v in values if v is not None)
+
+
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    print(
-        "galpipe demo: not yet implemented (needs the fetch and radon pipelines)", file=sys.stderr
-    )
-    return EXIT_FAILED
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from galpipe.demo import DemoError, DemoOptions, print_summary, run_demo
+
+    console = Console()
+    try:
+        options = DemoOptions(
+            n=args.n,
+            out=Path(args.out),
+            fetch_workers=_first_given(args.fetch_workers, args.workers, 2),
+            radon_workers=_first_given(args.radon_workers, args.workers, 1),
+            seed=args.seed,
+            catalog=Path(args.catalog) if args.catalog else None,
+            database_url=args.database_url,
+            object_store=args.object_store,
+            s3_endpoint_url=args.s3_endpoint_url,
+            cutout_url=args.cutout_url,
+            fetch_rate=args.fetch_rate,
+            timeout_s=args.timeout,
+            progress=not args.no_progress,
+        )
+        result = run_demo(options, console)
+    except DemoError as exc:
+        raise CommandError(str(exc)) from None
+    except KeyboardInterrupt:
+        print("galpipe demo: interrupted; workers, sky and database stopped", file=sys.stderr)
+        return 130
+    print_summary(result, console)
+    return 0 if result.ok else EXIT_FAILED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,8 +160,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_radon)
 
     add_sky_commands(sub)
+    add_export_command(sub)
+    add_status_command(sub)
 
-    p = sub.add_parser("demo", help="run the whole system on this machine (embedded stack)")
+    p = sub.add_parser(
+        "demo",
+        help="run the whole system on this machine (embedded stack)",
+        description="Embedded PostgreSQL, a local object store and the synthetic sky (its "
+        "rate limit lifted) on 127.0.0.1; fetch and radon worker processes; a report in --out.",
+    )
+    p.add_argument("--n", type=int, default=1000, help="synthetic galaxies (default 1000)")
+    p.add_argument("--out", default="galpipe-demo", help="output directory (default galpipe-demo)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes per pipeline")
+    p.add_argument("--fetch-workers", type=int, default=None, help="fetch processes (default 2)")
+    p.add_argument("--radon-workers", type=int, default=None, help="radon processes (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the synthetic catalogue")
+    p.add_argument("--catalog", default=None, help="use this `galpipe sky catalog` ECSV instead")
+    p.add_argument("--database-url", default=None, help="a real PostgreSQL instead of embedded")
+    p.add_argument(
+        "--object-store",
+        default=None,
+        help="s3://bucket/prefix or file:///dir (default OUT/objects)",
+    )
+    p.add_argument("--s3-endpoint-url", default=None, help="S3-compatible endpoint (MinIO, moto)")
+    p.add_argument(
+        "--cutout-url", default=None, help="a cutout service instead of the synthetic sky"
+    )
+    p.add_argument(
+        "--fetch-rate",
+        type=float,
+        default=None,
+        help="shared requests/s (default 1000 with the demo's sky, else GALPIPE_FETCH_RATE_LIMIT)",
+    )
+    p.add_argument("--timeout", type=float, default=900.0, help="give up after this many s")
+    p.add_argument("--no-progress", action="store_true", help="log lines instead of a live table")
     p.set_defaults(handler=_cmd_demo)
     return parser
 

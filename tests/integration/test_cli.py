@@ -1,4 +1,4 @@
-"""The ``galpipe`` command: configuration errors, migrate, pause/resume, demo placeholder."""
+"""The ``galpipe`` command: configuration errors, migrate, pause/resume, demo usage errors."""
 
 from __future__ import annotations
 
@@ -37,9 +37,9 @@ def test_pause_and_resume(database_url: str, monkeypatch) -> None:
         assert conn.execute("SELECT paused FROM pipeline_control").fetchone() == (False,)
 
 
-def test_demo_says_it_is_not_implemented_and_fails(capsys) -> None:
-    assert main(["demo"]) == 1
-    assert "not yet implemented" in capsys.readouterr().err
+def test_demo_refuses_an_empty_catalogue(capsys) -> None:
+    assert main(["demo", "--n", "0"]) == 1
+    assert "--n 0" in capsys.readouterr().err
 
 
 def test_unknown_command_is_a_usage_error() -> None:

@@ -1,0 +1,86 @@
+"""SQL of ``galpipe demo``: task counts and results of the demo's own galaxies.
+
+The demo may run against a shared database (``--database-url``), so every query here is
+restricted to the source ids of the demo's catalogue rather than reading whole tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from galpipe.db.queue import STATES
+
+_COUNTS_SQL = """
+SELECT pipeline, state::text, count(*)
+FROM tasks
+WHERE source_id = ANY(%(ids)s)
+GROUP BY 1, 2
+"""
+
+_RESULTS_SQL = """
+SELECT g.source_id, g.ra, g.dec,
+       f.state::text AS fetch_state, f.attempts AS fetch_attempts, f.last_error AS fetch_error,
+       r.state::text AS radon_state, r.attempts AS radon_attempts, r.last_error AS radon_error,
+       c.object_key, c.missing_bands,
+       m.algo_version, m.position_angle_deg, m.angle_image_deg, m.angle_err_deg,
+       m.anisotropy, m.band_spread_deg, m.n_bands, m.masked_fraction, m.contaminated, m.flags
+FROM galaxies g
+LEFT JOIN tasks f ON f.pipeline = 'fetch' AND f.source_id = g.source_id
+LEFT JOIN tasks r ON r.pipeline = 'radon' AND r.source_id = g.source_id
+LEFT JOIN cutouts c ON c.source_id = g.source_id
+LEFT JOIN radon_measurements m
+       ON m.source_id = g.source_id AND m.band = 'combined' AND m.algo_version = %(version)s
+WHERE g.source_id = ANY(%(ids)s)
+ORDER BY g.source_id
+"""
+
+#: Columns of :func:`demo_results` rows, in order.
+RESULT_COLUMNS = (
+    "source_id",
+    "ra",
+    "dec",
+    "fetch_state",
+    "fetch_attempts",
+    "fetch_error",
+    "radon_state",
+    "radon_attempts",
+    "radon_error",
+    "object_key",
+    "missing_bands",
+    "algo_version",
+    "position_angle_deg",
+    "angle_image_deg",
+    "angle_err_deg",
+    "anisotropy",
+    "band_spread_deg",
+    "n_bands",
+    "masked_fraction",
+    "contaminated",
+    "flags",
+)
+
+
+def task_counts(conn: psycopg.Connection, source_ids: Sequence[int]) -> dict[str, dict[str, int]]:
+    """Tasks of ``source_ids`` by pipeline and state; every state present (zero when none)."""
+    rows = conn.execute(_COUNTS_SQL, {"ids": list(source_ids)}).fetchall()
+    result: dict[str, dict[str, int]] = {}
+    for pipeline, state, n in rows:
+        result.setdefault(pipeline, dict.fromkeys(STATES, 0))[state] = int(n)
+    return result
+
+
+def demo_results(
+    conn: psycopg.Connection, source_ids: Sequence[int], algo_version: str
+) -> list[dict[str, Any]]:
+    """One row per galaxy of ``source_ids`` (ordered by id): its task states and errors, its
+    cutout and its combined measurement of ``algo_version`` (None where there is none).
+
+    Keys are :data:`RESULT_COLUMNS`; angles in degrees, ``ra``/``dec`` in degrees (ICRS).
+    """
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(_RESULTS_SQL, {"ids": list(source_ids), "version": algo_version})
+        return list(cur.fetchall())

@@ -1,0 +1,167 @@
+"""SQL of ``galpipe export``: radon results joined with their galaxies and task states.
+
+One row per galaxy, in ``source_id`` order: the galaxy (``ra``, ``dec``, ``catalog``,
+``extra``), its state from the ``galaxy_states`` view, the combined measurement of one
+``algo_version`` and, for the wide layout, the four per-band measurements side by side. Rows
+stream through a server-side cursor, so memory on both sides stays bounded by one chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+#: Bands of the per-band rows, in export order.
+BANDS = ("g", "r", "i", "z")
+
+#: Galaxy columns, first in every row: ``extra`` is a JSON object, ``state`` a galaxy state.
+GALAXY_COLUMNS = ("source_id", "ra", "dec", "catalog", "extra", "state")
+
+#: ``radon_measurements`` columns that a combined row fills, in row order.
+COMBINED_COLUMNS = (
+    "angle_image_deg",
+    "position_angle_deg",
+    "angle_err_deg",
+    "anisotropy",
+    "band_spread_deg",
+    "n_bands",
+    "nonfinite_pixels",
+    "masked_fraction",
+    "contaminated",
+    "flags",
+)
+
+#: ``radon_measurements`` columns that a per-band row fills, in row order (once per band).
+BAND_COLUMNS = (
+    "angle_image_deg",
+    "position_angle_deg",
+    "angle_err_deg",
+    "angle_err_window_deg",
+    "angle_err_window_std_deg",
+    "angle_argmax_deg",
+    "sinusoid_a",
+    "sinusoid_b",
+    "anisotropy",
+    "moments_angle_deg",
+    "moments_position_angle_deg",
+    "moments_err_deg",
+    "moments_ellipticity",
+    "nonfinite_pixels",
+    "flags",
+)
+
+SELECTIONS = ("transformed", "all")
+
+# Versions newest first: the one measured most recently is the default of an export.
+_VERSIONS_SQL = """
+SELECT algo_version, count(*) FILTER (WHERE band = 'combined'), max(measured_at)
+FROM radon_measurements
+GROUP BY algo_version
+ORDER BY max(measured_at) DESC, algo_version
+"""
+
+
+@dataclass(frozen=True)
+class AlgoVersion:
+    """An ``algo_version`` present in ``radon_measurements``.
+
+    Attributes
+    ----------
+    version
+        The version string.
+    galaxies
+        Galaxies with a combined row of this version.
+    last_measured_at
+        When its most recent row was written.
+    """
+
+    version: str
+    galaxies: int
+    last_measured_at: datetime
+
+
+def algo_versions(conn: psycopg.Connection) -> list[AlgoVersion]:
+    """Every version with results, the most recently measured first."""
+    rows = conn.execute(_VERSIONS_SQL).fetchall()
+    return [AlgoVersion(str(v), int(n), at) for v, n, at in rows]
+
+
+def _results_query(wide: bool) -> sql.Composed:
+    """The export SELECT: combined columns, then (``wide``) each band's columns in BANDS order.
+
+    Only identifiers and fixed band literals are composed; every value is a parameter.
+    """
+    select: list[sql.Composable] = [
+        sql.SQL("g.source_id, g.ra, g.dec, g.catalog, g.extra, s.state")
+    ]
+    select += [sql.SQL("c.{}").format(sql.Identifier(col)) for col in COMBINED_COLUMNS]
+    joins: list[sql.Composable] = []
+    for band in BANDS if wide else ():
+        alias = sql.Identifier(f"m_{band}")
+        select += [sql.SQL("{}.{}").format(alias, sql.Identifier(col)) for col in BAND_COLUMNS]
+        joins.append(
+            sql.SQL(
+                "LEFT JOIN radon_measurements {a} ON {a}.source_id = g.source_id "
+                "AND {a}.algo_version = %(version)s AND {a}.band = {band}"
+            ).format(a=alias, band=sql.Literal(band))
+        )
+    return sql.SQL(
+        "SELECT {select} FROM galaxies g "
+        "JOIN galaxy_states s ON s.source_id = g.source_id "
+        "LEFT JOIN radon_measurements c ON c.source_id = g.source_id "
+        "AND c.algo_version = %(version)s AND c.band = 'combined' "
+        "{joins} "
+        "WHERE %(everything)s OR (s.state = 'transformed' AND c.source_id IS NOT NULL) "
+        "ORDER BY g.source_id"
+    ).format(select=sql.SQL(", ").join(select), joins=sql.SQL(" ").join(joins))
+
+
+_QUERIES = {wide: _results_query(wide) for wide in (False, True)}
+
+
+def stream_results(
+    conn: psycopg.Connection,
+    algo_version: str,
+    *,
+    selection: str = "transformed",
+    wide: bool = False,
+    chunk_rows: int = 10_000,
+) -> Iterator[Sequence[tuple[Any, ...]]]:
+    """Yield the export rows in chunks of at most ``chunk_rows``, ordered by ``source_id``.
+
+    Parameters
+    ----------
+    conn
+        Connection to the galpipe database; the rows are read in one transaction on it (one
+        snapshot), through a server-side cursor.
+    algo_version
+        Measurements of this version only.
+    selection
+        ``"transformed"``: galaxies whose radon task is done and that have a combined row of
+        ``algo_version``. ``"all"``: every galaxy, with NULL measurements where it has none.
+    wide
+        Add the per-band columns (:data:`BAND_COLUMNS` for each band of :data:`BANDS`).
+    chunk_rows
+        Rows per fetch from the server.
+
+    Yields
+    ------
+    list of tuple
+        Rows: :data:`GALAXY_COLUMNS`, then :data:`COMBINED_COLUMNS`, then (``wide``) the band
+        columns. ``extra`` is a dict (JSON object), NULLs are ``None``.
+    """
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection {selection!r}: expected one of {', '.join(SELECTIONS)}")
+    if chunk_rows <= 0:
+        raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
+    params = {"version": algo_version, "everything": selection == "all"}
+    with conn.transaction(), conn.cursor(name="galpipe_export") as cur:
+        cur.itersize = chunk_rows
+        cur.execute(_QUERIES[wide], params)
+        while rows := cur.fetchmany(chunk_rows):
+            yield rows
