@@ -616,12 +616,6 @@ def test_the_north_i_band_gap_is_recorded_not_fatal(
     assert cube[[0, 1, 3]].any()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the synthetic sky answers an unknown layer with 'Unknown layer: X', the client "
-    "recognises only the real service's 'no such layer' body, so the task is retried as "
-    "not_fits (fix: services/galpipe/sky/synthetic/server.py, answer b'no such layer')",
-)
 def test_an_unknown_layer_fails_at_once(
     rig_factory: Callable[..., Rig], sky_factory: Callable[..., SyntheticSky]
 ) -> None:

@@ -363,8 +363,9 @@ class SyntheticSky:
         except RequestError as exc:
             return _Reply(400, f"bad request: {exc}\n".encode())
         if request.layer not in KNOWN_LAYERS:
-            # The real viewer answers an unknown layer with a plain-text page and status 200.
-            return _Reply(200, f"Unknown layer: {request.layer}\n".encode())
+            # The real viewer answers an unknown layer with this plain-text body and status 200
+            # (legacysurvey/imagine, map/views.py: HttpResponse('no such layer')).
+            return _Reply(200, b"no such layer")
 
         fault, latency = self._plan.draw()
         if latency > 0 and self._stopping.wait(latency):
