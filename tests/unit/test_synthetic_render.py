@@ -379,3 +379,17 @@ def test_max_in_window() -> None:
     assert max_in_window([]) == 0
     assert max_in_window([0.0, 0.5, 0.99, 1.0, 1.5]) == 3
     assert max_in_window([0.0, 0.1, 0.2, 0.3, 0.4, 0.5], window=1.0) == 6
+
+
+def test_cutout_fits_passes_fitsverify(tmp_path) -> None:
+    import shutil
+    import subprocess
+
+    fitsverify = shutil.which("fitsverify")
+    if fitsverify is None:
+        pytest.skip("fitsverify (Debian package fitsverify) is not installed; .ci/run installs it")
+    (truth,) = make_truths(1, seed=5)
+    path = tmp_path / "cutout.fits"
+    path.write_bytes(cutout_fits_bytes(truth))
+    report = subprocess.run([fitsverify, str(path)], capture_output=True, text=True, check=False)
+    assert "0 warning(s) and 0 error(s)" in report.stdout, report.stdout
