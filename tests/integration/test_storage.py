@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import logging
 import os
 import resource
 import threading
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +22,6 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from moto.server import ThreadedMotoServer
 
 from galpipe.storage import (
     MAX_KEY_BYTES,
@@ -37,7 +34,6 @@ from galpipe.storage import (
     ObjectStoreError,
     S3ObjectStore,
     StoredObject,
-    make_s3_client,
     open_object_store,
 )
 
@@ -73,43 +69,8 @@ class Backend:
 
 
 @pytest.fixture(autouse=True)
-def _dummy_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Dummy credentials and region, and no instance metadata: no real AWS is ever asked."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """One moto S3 server on 127.0.0.1 for the session, on a port the kernel picked."""
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def s3_client(moto_endpoint: str):
-    """A client with production's configuration, dummy credentials, pointed at moto."""
-    session = boto3.session.Session(
-        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
-    )
-    return make_s3_client(moto_endpoint, session=session)
-
-
-@pytest.fixture
-def bucket(s3_client) -> str:
-    name = f"galpipe-test-{uuid.uuid4().hex[:16]}"
-    s3_client.create_bucket(Bucket=name)
-    return name
+def _dummy_aws_environment(aws_environment: dict[str, str]) -> None:
+    """Every test here runs with dummy AWS credentials: no real AWS is ever asked."""
 
 
 def _local_backend(root: Path) -> Backend:
