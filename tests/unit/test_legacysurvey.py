@@ -362,6 +362,39 @@ def test_non_tan_wcs_is_refused() -> None:
     assert info.value.problem == "bad_wcs"
 
 
+def test_missing_reference_pixel_is_refused_not_defaulted() -> None:
+    header_card = next(
+        body_card
+        for body_card in (make_cutout_fits()[i : i + 80] for i in range(0, 2880 * 2, 80))
+        if body_card.startswith(b"CRPIX1")
+    )
+    body = make_cutout_fits().replace(header_card, b"COMMENT".ljust(80), 1)
+    with pytest.raises(CutoutFormatError) as info:
+        parse_cutout(body, bands="griz", size=40)
+    assert info.value.problem == "bad_wcs"
+
+
+def test_fits_checksums_are_verified_when_present() -> None:
+    data = np.random.default_rng(2).normal(0, 0.01, (4, 40, 40)).astype(np.float32)
+    header = fits.Header.fromstring(make_cutout_fits()[:2880])
+    out = io.BytesIO()
+    fits.PrimaryHDU(data=data, header=header).writeto(out, checksum=True)
+    good = out.getvalue()
+    assert parse_cutout(good, bands="griz", size=40).data.shape == (4, 40, 40)
+    flipped = bytearray(good)
+    flipped[2880 * 2 + 100] ^= 0xFF
+    with pytest.raises(CutoutFormatError) as info:
+        parse_cutout(bytes(flipped), bands="griz", size=40)
+    assert info.value.problem == "corrupt"
+
+
+def test_the_wcs_object_is_built_only_when_asked_for() -> None:
+    cutout = parse_cutout(make_cutout_fits(), bands="griz", size=40)
+    assert "wcs" not in cutout.__dict__  # the fetch path never pays for it
+    assert cutout.wcs.naxis == 2
+    assert cutout.wcs.wcs.ctype[0] == "RA---TAN"
+
+
 # ---------------------------------------------------------------------------------------------
 # HTTP statuses
 

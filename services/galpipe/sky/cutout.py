@@ -26,6 +26,7 @@ import io
 import math
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -100,8 +101,6 @@ class Cutout:
         Band names in the order of ``data``'s first axis, e.g. ``('g', 'r', 'i', 'z')``.
     header
         The primary header as received (3-D image keywords plus the 2-D WCS cards).
-    wcs
-        The 2-D celestial TAN WCS, ``WCS(header, naxis=2)``.
     coverage
         bool array ``(nbands,)``: True where the band plane holds data (see
         :func:`band_coverage`).
@@ -110,8 +109,17 @@ class Cutout:
     data: np.ndarray
     bands: tuple[str, ...]
     header: fits.Header
-    wcs: WCS
     coverage: np.ndarray
+
+    @cached_property
+    def wcs(self) -> WCS:
+        """The 2-D celestial TAN WCS, ``WCS(header, naxis=2)``, built on first access.
+
+        :func:`parse_cutout` has already checked the WCS cards, so building it cannot fail for
+        a parsed cutout; it is deferred because astropy takes about 1 ms per WCS and the fetch
+        path never needs it.
+        """
+        return _build_wcs(self.header)
 
     @property
     def missing_bands(self) -> tuple[str, ...]:
@@ -178,6 +186,7 @@ def parse_cutout(
     Returns
     -------
     Cutout
+        Its ``wcs`` is built on first access; the WCS cards are checked here.
 
     Raises
     ------
@@ -192,8 +201,10 @@ def parse_cutout(
     header_bytes = _header_length(body)
     header = _read_header(body[:header_bytes])
     dtype = _image_dtype(header)
+    scale, offset = _scaling(header)
     axes = _axes(header)
-    data_bytes = dtype.itemsize * math.prod(axes)
+    n_pixels = math.prod(axes) if axes else 0  # NAXIS = 0: a header without data
+    data_bytes = dtype.itemsize * n_pixels
     if len(body) < header_bytes + data_bytes:
         raise CutoutFormatError(
             "truncated",
@@ -201,17 +212,18 @@ def parse_cutout(
             f"{header_bytes} header bytes + {data_bytes} data bytes for a "
             f"{'x'.join(str(n) for n in reversed(axes))} image",
         )
-    data = _read_data(body)
+    if "DATASUM" in header or "CHECKSUM" in header:
+        _verify_checksums(body)
+    data = _read_data(body, header_bytes, dtype, axes, scale=scale, offset=offset)
     data = _as_cube(data, bands=bands, size=size)
     _check_bands(header, bands)
-    wcs = _read_wcs(header)
+    crval = _check_wcs_cards(header)
     if center is not None and pixscale is not None:
-        _check_center(wcs, center, pixscale)
+        _check_center(crval, center, pixscale)
     return Cutout(
         data=data,
         bands=tuple(bands),
         header=header,
-        wcs=wcs,
         coverage=band_coverage(data),
     )
 
@@ -252,8 +264,26 @@ def _read_header(raw: bytes) -> fits.Header:
         raise CutoutFormatError("not_fits", f"unreadable FITS header: {exc}") from None
 
 
+def _card_value(
+    header: fits.Header,
+    key: str,
+    default: object = None,
+    *,
+    problem: FormatProblem = "not_fits",
+) -> object:
+    """``header.get(key, default)``, with a card astropy cannot parse reported as ``problem``.
+
+    astropy parses card values on first access, so a mangled value (corruption in transit)
+    surfaces here as a ``VerifyError`` rather than when the header is read.
+    """
+    try:
+        return header.get(key, default)
+    except (ValueError, fits.VerifyError) as exc:
+        raise CutoutFormatError(problem, f"unreadable {key} card: {exc}") from None
+
+
 def _image_dtype(header: fits.Header) -> np.dtype:
-    bitpix = header.get("BITPIX")
+    bitpix = _card_value(header, "BITPIX")
     dtype: np.dtype | None = _FLOAT_BITPIX.get(bitpix) if isinstance(bitpix, int) else None
     if dtype is None:
         raise CutoutFormatError(
@@ -264,27 +294,63 @@ def _image_dtype(header: fits.Header) -> np.dtype:
 
 
 def _axes(header: fits.Header) -> tuple[int, ...]:
-    naxis = header.get("NAXIS")
+    naxis = _card_value(header, "NAXIS")
     if not isinstance(naxis, int) or not 0 <= naxis <= 999:
         raise CutoutFormatError("not_fits", f"NAXIS = {naxis!r} is not a FITS axis count")
-    axes = tuple(header.get(f"NAXIS{i}") for i in range(1, naxis + 1))
+    axes = tuple(_card_value(header, f"NAXIS{i}") for i in range(1, naxis + 1))
     if not all(isinstance(n, int) and n >= 0 for n in axes):
         raise CutoutFormatError("not_fits", f"NAXISn = {axes!r} are not axis lengths")
-    return tuple(int(n) for n in axes)  # type: ignore[arg-type]
+    return tuple(int(n) for n in axes if isinstance(n, int))  # all are, as just checked
 
 
-def _read_data(body: bytes) -> np.ndarray:
-    """The primary image as float32; checksum cards, where present, must match the bytes.
+def _scaling(header: fits.Header) -> tuple[float, float]:
+    """``(BSCALE, BZERO)``, each 1.0 / 0.0 when absent (FITS standard 4.0, section 4.4.2.5)."""
+    values = []
+    for key, default in (("BSCALE", 1.0), ("BZERO", 0.0)):
+        value = _card_value(header, key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise CutoutFormatError("not_fits", f"{key} = {value!r} is not a number")
+        if not math.isfinite(value) or (key == "BSCALE" and value == 0):
+            raise CutoutFormatError("not_fits", f"{key} = {value!r} is not a usable scale")
+        values.append(float(value))
+    return values[0], values[1]
 
-    The Legacy Surveys viewer writes no checksums; a server that does (the synthetic sky may)
-    lets corruption in transit be told from a valid answer.
+
+def _read_data(
+    body: bytes,
+    header_bytes: int,
+    dtype: np.dtype,
+    axes: tuple[int, ...],
+    *,
+    scale: float,
+    offset: float,
+) -> np.ndarray:
+    """The primary image as native float32, read straight from the bytes after the header.
+
+    The caller has checked that ``body`` holds the whole data array; any bytes after it (the
+    padding to a 2,880-byte block, or nothing when a server leaves the padding out) are ignored.
+    FITS stores ``NAXIS1`` fastest, so the array is ``axes`` reversed in C order.
+    """
+    count = math.prod(axes) if axes else 0
+    raw = np.frombuffer(body, dtype=dtype, count=count, offset=header_bytes)
+    shape = tuple(reversed(axes)) if axes else (0,)
+    if scale == 1.0 and offset == 0.0:
+        return raw.reshape(shape).astype(np.float32)  # the copy also swaps to native order
+    return (raw.reshape(shape) * scale + offset).astype(np.float32)
+
+
+def _verify_checksums(body: bytes) -> None:
+    """Check ``DATASUM``/``CHECKSUM`` (FITS standard 4.0, appendix J) with astropy.
+
+    The Legacy Surveys viewer writes no checksums, so this slower path (astropy reads the HDU
+    again) only runs for a server that does; the synthetic sky's corrupt bodies are random
+    bytes and fail earlier, on the ``SIMPLE`` card.
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyWarning)
             with fits.open(io.BytesIO(body), memmap=False) as hdul:
                 hdu = hdul[0]
-                data = np.array([] if hdu.data is None else hdu.data, dtype=np.float32)
                 # verify_*: 0 = mismatch, 1 = match, 2 = card absent.
                 if "DATASUM" in hdu.header and hdu.verify_datasum() == 0:
                     raise CutoutFormatError(
@@ -294,7 +360,6 @@ def _read_data(body: bytes) -> np.ndarray:
                     raise CutoutFormatError(
                         "corrupt", f"HDU does not match CHECKSUM = {hdu.header['CHECKSUM']!r}"
                     )
-                return data
     except (OSError, ValueError, TypeError, fits.VerifyError) as exc:
         if isinstance(exc, CutoutFormatError):
             raise
@@ -316,7 +381,7 @@ def _as_cube(data: np.ndarray, *, bands: str, size: int) -> np.ndarray:
 
 
 def _check_bands(header: fits.Header, bands: str) -> None:
-    declared = header.get("BANDS")
+    declared = _card_value(header, "BANDS")
     if declared is None:
         raise CutoutFormatError("wrong_bands", f"no BANDS card; expected BANDS = {bands!r}")
     if str(declared).strip() != bands:
@@ -324,31 +389,82 @@ def _check_bands(header: fits.Header, bands: str) -> None:
             "wrong_bands", f"BANDS = {declared!r}: expected {bands!r} (the requested bands)"
         )
     for i, band in enumerate(bands):
-        card = header.get(f"BAND{i}")
+        card = _card_value(header, f"BAND{i}")
         if card is None or str(card).strip() != band:
             raise CutoutFormatError(
                 "wrong_bands", f"BAND{i} = {card!r}: expected {band!r} (plane {i} of {bands!r})"
             )
 
 
-def _read_wcs(header: fits.Header) -> WCS:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FITSFixedWarning)
-            wcs = WCS(header, naxis=2)
-    except Exception as exc:  # astropy raises several unrelated types for bad WCS cards
-        raise CutoutFormatError("bad_wcs", f"unreadable 2-D WCS: {exc}") from None
-    ctype = tuple(wcs.wcs.ctype)
-    if ctype != ("RA---TAN", "DEC--TAN"):
+_EXPECTED_CTYPES = ("RA---TAN", "DEC--TAN")
+
+
+def _check_wcs_cards(header: fits.Header) -> tuple[float, float]:
+    """Check the 2-D TAN WCS cards without building an astropy WCS; return ``CRVAL`` (deg).
+
+    Requires ``CTYPE1, CTYPE2 = 'RA---TAN', 'DEC--TAN'``, finite ``CRVALi`` and ``CRPIXi``
+    (``CRVAL2`` within ±90°), and an invertible linear transform: the ``CDi_j`` matrix when any
+    ``CD`` card is present (absent elements are 0, as in WCSLIB), else ``CDELTi`` (default 1)
+    times ``PCi_j`` (default the identity). These are the cards :func:`_build_wcs` reads, so a
+    cutout that passes here always yields its WCS.
+    """
+    ctype = (_string_card(header, "CTYPE1"), _string_card(header, "CTYPE2"))
+    if ctype != _EXPECTED_CTYPES:
         raise CutoutFormatError(
             "bad_wcs", f"CTYPE1, CTYPE2 = {ctype}: expected ('RA---TAN', 'DEC--TAN')"
         )
-    return wcs
+    crval = (_number_card(header, "CRVAL1"), _number_card(header, "CRVAL2"))
+    _number_card(header, "CRPIX1")
+    _number_card(header, "CRPIX2")
+    if not -90.0 <= crval[1] <= 90.0:
+        raise CutoutFormatError("bad_wcs", f"CRVAL2 = {crval[1]!r} is not a declination")
+    cd_keys = ("CD1_1", "CD1_2", "CD2_1", "CD2_2")
+    if any(key in header for key in cd_keys):
+        m11, m12, m21, m22 = (_number_card(header, key, 0.0) for key in cd_keys)
+        source = "CDi_j"
+    else:
+        cdelt1, cdelt2 = (_number_card(header, f"CDELT{i}", 1.0) for i in (1, 2))
+        pc11, pc12, pc21, pc22 = (
+            _number_card(header, key, default)
+            for key, default in (("PC1_1", 1.0), ("PC1_2", 0.0), ("PC2_1", 0.0), ("PC2_2", 1.0))
+        )
+        m11, m12, m21, m22 = cdelt1 * pc11, cdelt1 * pc12, cdelt2 * pc21, cdelt2 * pc22
+        source = "CDELTi x PCi_j"
+    if m11 * m22 - m12 * m21 == 0.0:
+        raise CutoutFormatError(
+            "bad_wcs",
+            f"singular pixel-to-sky matrix from {source}: [[{m11!r}, {m12!r}], [{m21!r}, {m22!r}]]",
+        )
+    return crval
 
 
-def _check_center(wcs: WCS, center: tuple[float, float], pixscale: float) -> None:
+def _string_card(header: fits.Header, key: str) -> str:
+    value = _card_value(header, key, "", problem="bad_wcs")
+    return value if isinstance(value, str) else repr(value)
+
+
+def _number_card(header: fits.Header, key: str, default: float | None = None) -> float:
+    """A finite real-valued WCS card; ``default`` where absent (None: the card is required)."""
+    value = _card_value(header, key, default, problem="bad_wcs")
+    if value is None:
+        raise CutoutFormatError("bad_wcs", f"no {key} card: the 2-D TAN WCS needs it")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise CutoutFormatError("bad_wcs", f"{key} = {value!r}: expected a finite number")
+    return float(value)
+
+
+def _build_wcs(header: fits.Header) -> WCS:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            return WCS(header, naxis=2)
+    except Exception as exc:  # astropy raises several unrelated types for bad WCS cards
+        raise CutoutFormatError("bad_wcs", f"unreadable 2-D WCS: {exc}") from None
+
+
+def _check_center(crval: tuple[float, float], center: tuple[float, float], pixscale: float) -> None:
     ra, dec = center
-    crval_ra, crval_dec = (float(v) for v in wcs.wcs.crval)
+    crval_ra, crval_dec = crval
     # Angular separation of CRVAL from the requested position (haversine, degrees).
     d_ra = math.radians((crval_ra - ra + 180.0) % 360.0 - 180.0)
     d_dec = math.radians(crval_dec - dec)
