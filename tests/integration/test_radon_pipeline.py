@@ -118,7 +118,7 @@ def test_bad_cutouts_fail_alone(pool: ConnectionPool, tmp_path: Path, operator) 
                 "SELECT source_id, last_error FROM tasks WHERE pipeline='radon' AND state='failed'"
             ).fetchall()
         )
-    assert "not a readable FITS file" in errors[bad_fits]
+    assert "FITS body truncated" in errors[bad_fits]
     assert "checksum" in errors[corrupted].lower() or "sha256" in errors[corrupted].lower()
 
 

@@ -16,7 +16,6 @@ rest of the batch goes on.
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import threading
@@ -42,6 +41,7 @@ from galpipe.science.orientation import (
 )
 from galpipe.science.radon import RadonOperator
 from galpipe.settings import Settings
+from galpipe.sky.cutout import CutoutFormatError, parse_cutout
 from galpipe.storage import ChecksumMismatch, ObjectNotFound, ObjectStore, ObjectStoreError
 
 log = logging.getLogger(__name__)
@@ -64,32 +64,56 @@ class DecodedCutout:
 def decode_cutout(raw: bytes, size: int, bands: str = "griz") -> DecodedCutout:
     """Decode stored FITS bytes into the core's ``(4, S, S)`` layout (bands g, r, i, z).
 
-    A band the cutout does not carry is an all-zero plane (the core flags it blank).
+    The bytes are checked by the same parser the fetch pipeline used
+    (:func:`galpipe.sky.cutout.parse_cutout`). A band the cutout does not carry is an all-zero
+    plane (the core flags it blank).
 
     Raises
     ------
     CutoutDecodeError
-        If the bytes are not FITS, the cube has the wrong shape, or the WCS is unusable.
+        If the bytes are not a cutout of that layout, or the WCS is unusable.
     """
     try:
-        with fits.open(io.BytesIO(raw), memmap=False) as hdul:
-            header = hdul[0].header
-            cube = np.asarray(hdul[0].data, dtype=np.float32)
-    except Exception as exc:
-        raise CutoutDecodeError(f"not a readable FITS file: {exc}") from None
-    if cube.ndim == 2:
-        cube = cube[None]
-    if cube.shape != (len(bands), size, size):
-        raise CutoutDecodeError(f"cube shape {cube.shape}, expected ({len(bands)}, {size}, {size})")
+        cutout = parse_cutout(raw, bands=bands, size=size)
+    except CutoutFormatError as exc:
+        raise CutoutDecodeError(f"{exc.problem}: {exc}") from None
     data = np.zeros((len(BANDS), size, size), dtype=np.float32)
     for i, band in enumerate(bands):
         if band in BANDS:
-            data[BANDS.index(band)] = cube[i]
+            data[BANDS.index(band)] = cutout.data[i]
     try:
-        jacobian = sky_jacobian(header)
+        jacobian = _reference_jacobian(cutout.header)
     except OrientationError as exc:
         raise CutoutDecodeError(f"unusable WCS: {exc}") from None
     return DecodedCutout(data, jacobian)
+
+
+def _reference_jacobian(header: fits.Header) -> np.ndarray:
+    """Pixel → (east, north) Jacobian at the stamp centre (the reference pixel).
+
+    For a plain TAN header (every cutout of the service and the synthetic sky) that is the CD
+    matrix itself, read from the cards; anything else (distortions, CDELT/PC, other
+    projections) goes through astropy's WCS in :func:`sky_jacobian`.
+    """
+    cards = ("CD1_1", "CD1_2", "CD2_1", "CD2_2")
+    plain_tan = (
+        header.get("CTYPE1") == "RA---TAN"
+        and header.get("CTYPE2") == "DEC--TAN"
+        and all(c in header for c in cards)
+        and "A_ORDER" not in header
+        and not any(k.startswith(("PV1_", "PV2_")) for k in header)
+    )
+    if not plain_tan:
+        return sky_jacobian(header)
+    try:
+        jacobian = np.array(
+            [[header["CD1_1"], header["CD1_2"]], [header["CD2_1"], header["CD2_2"]]], dtype=float
+        )
+    except (TypeError, ValueError) as exc:
+        raise OrientationError(f"CD cards are not numbers: {exc}") from None
+    if not (np.isfinite(jacobian).all() and np.linalg.det(jacobian) != 0):
+        raise OrientationError(f"CD matrix {jacobian.tolist()} is singular or not finite")
+    return jacobian
 
 
 def _nullable(value: Any) -> Any:
