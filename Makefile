@@ -1,23 +1,29 @@
 # Every target bootstraps .venv itself; the stamp makes it quick once installed.
-PYTHON ?= python3
-VENV   := .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+PYTHON  ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+# checkov pins its own dependency versions (an older boto3), so it gets a venv of its own.
+CHECKOV := .tools/checkov/bin/checkov
 
 .PHONY: install demo test lint format bench clean
 
-install: $(STAMP)
+install: $(STAMP) $(CHECKOV)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[local,sim,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[local,sim,dev,deploy]'
 	touch $(STAMP)
+
+$(CHECKOV):
+	test -x .tools/checkov/bin/python || $(PYTHON) -m venv .tools/checkov
+	.tools/checkov/bin/python -m pip install --quiet 'checkov>=3.2'
 
 demo: $(STAMP)
 	$(BIN)/galpipe demo
 
-test: $(STAMP)
+test: $(STAMP) $(CHECKOV)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -33,4 +39,4 @@ bench: $(STAMP)
 	@set -e; for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info services/*.egg-info .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .tools build *.egg-info services/*.egg-info .pytest_cache .ruff_cache .mypy_cache
