@@ -53,12 +53,12 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from galpipe.db.breaker import CircuitBreaker
+from galpipe.db.breaker import FETCH_VIEW_SECONDS, CircuitBreaker
 from galpipe.db.connection import open_pool
 from galpipe.db.galaxies import insert_galaxies
 from galpipe.db.migrate import migrate
 from galpipe.db.queue import RetryPolicy, TaskQueue
-from galpipe.db.ratelimit import TokenBucket
+from galpipe.db.ratelimit import FETCH_BLOCK_SECONDS, TokenBucket
 from galpipe.local import start_embedded_postgres
 from galpipe.pipelines.fetch import FetchPipeline, build_fetch_pipeline
 from galpipe.settings import Settings
@@ -440,8 +440,8 @@ def profile(admin_url: str, args: argparse.Namespace, tmp: Path) -> dict[str, An
             pool=pool,
             client=client,
             store=LocalObjectStore(tmp / "profile-objects"),
-            bucket=TokenBucket(pool, "fetch", 1e6, 1e6),
-            breaker=CircuitBreaker(pool, "fetch"),
+            bucket=TokenBucket(pool, "fetch", 1e6, 1e6, block_seconds=FETCH_BLOCK_SECONDS),
+            breaker=CircuitBreaker(pool, "fetch", view_seconds=FETCH_VIEW_SECONDS),
             owner="profile",
             batch_size=args.batch,
             threads=1,
@@ -456,6 +456,7 @@ def profile(admin_url: str, args: argparse.Namespace, tmp: Path) -> dict[str, An
             pass
         profiler.disable()
         wall = time.perf_counter() - t0
+        pipeline.breaker.flush()
         client.close()
     pool.close()
     stats = pstats.Stats(profiler)

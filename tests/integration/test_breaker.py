@@ -452,3 +452,77 @@ def test_breaker_state_machine(pool: ConnectionPool) -> None:
             suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
         ),
     )
+
+
+# -- a process's short view of a closed breaker ---------------------------------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _viewing(pool: ConnectionPool, clock: _Clock, view_s: float = 1.0) -> CircuitBreaker:
+    return CircuitBreaker(
+        pool, "fetch", failures=3, cooldown_seconds=60.0, view_seconds=view_s, clock=clock
+    )
+
+
+def test_successes_are_gathered_then_written_in_one_go(pool: ConnectionPool) -> None:
+    clock = _Clock()
+    breaker = _viewing(pool, clock)
+    assert breaker.allow("w")  # reads the row: closed, trusted for 1 s
+    for _ in range(7):
+        assert breaker.record_success("w") == "closed"
+    assert breaker.status().window_requests == 0  # nothing written yet
+    clock.now = 1.5  # the view expired: the next allow() writes what it gathered
+    assert breaker.allow("w")
+    assert breaker.status().window_requests == 7
+
+
+def test_a_failure_writes_the_gathered_successes_first(pool: ConnectionPool) -> None:
+    clock = _Clock()
+    breaker = _viewing(pool, clock)
+    breaker.allow("w")
+    breaker.record_failure("w", "HTTP 503")
+    breaker.record_failure("w", "HTTP 503")
+    breaker.allow("w")
+    breaker.record_success("w")  # gathered, but it ends the run of failures ...
+    breaker.record_failure("w", "HTTP 503")  # ... so this third failure is not the third in a row
+    status = breaker.status()
+    assert (status.state, status.consecutive_failures) == ("closed", 1)
+    assert (status.window_requests, status.window_failures) == (4, 3)
+
+
+def test_a_stale_view_only_lasts_its_seconds_and_never_hides_an_open_breaker(
+    pool: ConnectionPool,
+) -> None:
+    clock = _Clock()
+    breaker = _viewing(pool, clock)
+    other = _breaker(pool)  # another replica, with no view of its own
+    assert breaker.allow("w")
+    _trip(other, "elsewhere")
+    assert breaker.allow("w")  # within its view: one more request may leave, as in a race
+    breaker.record_success("w")  # gathered under the closed view ...
+    clock.now = 1.01
+    assert not breaker.allow("w")  # the view expired: the open row is read
+    status = breaker.status()
+    # ... and dropped: an answer to a request sent before the breaker opened changes nothing.
+    assert (status.state, status.window_requests) == ("open", 3)
+
+
+def test_flush_writes_at_shutdown(pool: ConnectionPool) -> None:
+    breaker = _viewing(pool, _Clock(), view_s=60.0)
+    breaker.allow("w")
+    for _ in range(3):
+        breaker.record_success("w")
+    breaker.flush()
+    assert breaker.status().window_requests == 3
+
+
+def test_a_bad_view_is_refused(pool: ConnectionPool) -> None:
+    with pytest.raises(ValueError, match="view_seconds"):
+        CircuitBreaker(pool, "fetch", view_seconds=-1.0)

@@ -665,6 +665,22 @@ def test_stopping_while_the_breaker_is_open_gives_the_batch_back(
     assert rig.breaker.status().state == OPEN
 
 
+def test_a_500_on_the_last_attempt_during_an_outage_fails_not_skips(
+    rig_factory: Callable[..., Rig], sky_factory: Callable[..., SyntheticSky]
+) -> None:
+    # Three 500s in a row open the breaker (failures=3): the fourth attempt is its probe, which
+    # fails too, so the last answer came while the service was failing. That is no evidence of
+    # missing sky: the galaxy is failed (an operator may retry it), not skipped.
+    _, http500 = blank_truths(1, first_id=61)
+    sky = sky_factory([http500], faults=FaultConfig(blank_regions=(HTTP500_BOX,)), rate=0)
+    rig = rig_factory(sky, cooldown_s=0.2, breaker_failures=3)
+    tasks = rig.drive(ingest(rig.pool, [http500]))
+    row = tasks[http500.source_id]
+    assert (row.state, row.attempts) == ("failed", 4)
+    assert "while the cutout service was failing (breaker open)" in (row.last_error or "")
+    assert rig.breaker.status().state == OPEN
+
+
 def test_blank_sky_is_skipped_with_a_reason(
     rig_factory: Callable[..., Rig], sky_factory: Callable[..., SyntheticSky]
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 
 import pytest
@@ -221,3 +222,80 @@ def test_bad_arguments_are_refused(pool: ConnectionPool) -> None:
         bucket.try_acquire(3)
     with pytest.raises(LookupError):
         bucket.usage()  # nothing was drawn by the refused calls
+
+
+# -- block draws ----------------------------------------------------------------------------------
+
+
+class _FakeClock:
+    """A monotonic clock the test moves by hand; ``sleep`` advances it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.waits: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+
+def test_a_block_is_one_reservation_served_at_the_rate(pool: ConnectionPool) -> None:
+    clock = _FakeClock()
+    bucket = TokenBucket(
+        pool, "blocks", rate=10.0, burst=1.0, clock=clock, sleep=clock.sleep, block_seconds=0.5
+    )
+    bucket.configure()
+    for _ in range(5):
+        bucket.acquire()
+    # One statement reserved all five tokens of the block (0.5 s x 10/s) ...
+    assert bucket.usage().granted == 5
+    # ... and this process spaced them at the rate: the first at once (the burst), then one
+    # every 0.1 s, as five single draws would have been (within the statement's own latency).
+    assert len(clock.waits) == 4
+    assert [round(w, 2) for w in clock.waits] == pytest.approx([0.1] * 4, abs=0.02)
+    bucket.acquire()  # the block is used up: the next draw reserves a new one
+    assert bucket.usage().granted == 10
+
+
+def test_a_slot_too_late_to_use_is_dropped_not_bunched(pool: ConnectionPool) -> None:
+    clock = _FakeClock()
+    bucket = TokenBucket(
+        pool, "stale", rate=10.0, burst=2.0, clock=clock, sleep=clock.sleep, block_seconds=0.5
+    )
+    bucket.configure()
+    bucket.acquire()
+    granted = bucket.usage().granted
+    # The process stalls for longer than burst / rate (0.2 s) past every slot of its block:
+    # sending them now would put them all in one bunch, so they are dropped.
+    clock.now += 1.0
+    bucket.acquire()
+    assert bucket.usage().granted == granted + 5  # a fresh block was reserved
+    # Dropped slots are not given back: the new block queues behind them in the shared row
+    # (2 of the first block came from the burst, 3 were due 0.1-0.3 s later; the new first
+    # token is due 0.4 s after the first statement; the database's clock did not jump).
+    assert clock.waits == [pytest.approx(0.4, abs=0.03)]
+
+
+def test_threads_share_blocks_and_the_global_rate(pool: ConnectionPool) -> None:
+    bucket = TokenBucket(pool, "threads", rate=40.0, burst=1.0, block_seconds=0.25)
+    bucket.configure()
+    sent: list[float] = []
+
+    def draw() -> None:
+        for _ in range(5):
+            bucket.acquire()
+            sent.append(time.monotonic())
+
+    threads = [threading.Thread(target=draw) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    sent.sort()
+    # 20 tokens at 40/s with a burst of 1 take at least 19/40 s; blocks of 10 tokens mean two
+    # (or, with a dropped slot, three) statements instead of twenty.
+    assert sent[-1] - sent[0] >= 19 / 40 - 0.01
+    assert 20 <= bucket.usage().granted <= 30

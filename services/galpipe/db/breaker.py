@@ -21,11 +21,21 @@ columns and no per-request rows.
 The transitions are pure functions of (row, database time, event) below; :class:`CircuitBreaker`
 applies them inside row-locked transactions, with time from ``clock_timestamp()`` so that every
 host agrees on cooldowns and leases.
+
+A busy process may keep a short-lived view of a *closed* breaker (``view_seconds``): for that
+long ``allow()`` answers from memory, and successes are counted in memory and written as one
+increment when the view expires, when ``MAX_PENDING_SUCCESSES`` have gathered, or just before
+this process records a failure (so its own outcomes stay in order). Failures, probes and
+every non-closed state always go to the row at once. The delay can only make the breaker open
+sooner (a success not yet written has not reset the consecutive-failure count), never later;
+it takes the shared row's lock off the path of every successful request.
 """
 
 from __future__ import annotations
 
 import math
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
@@ -38,6 +48,10 @@ from galpipe.settings import Settings
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 _ERROR_CHARS = 2000  # enough of an error message to diagnose it, bounded for one shared row
+#: Successes gathered in memory before they are written, whatever the view's age.
+MAX_PENDING_SUCCESSES = 256
+#: How long a fetch process trusts its view of a closed breaker (seconds).
+FETCH_VIEW_SECONDS = 0.25
 
 _COLUMNS = (
     "state::text, consecutive_failures, window_start, window_requests, window_failures, "
@@ -211,6 +225,20 @@ def on_success(row: BreakerRow, now: datetime, owner: str, policy: BreakerPolicy
     return row
 
 
+def on_closed_successes(
+    row: BreakerRow, now: datetime, n: int, policy: BreakerPolicy
+) -> BreakerRow:
+    """The row after ``n`` successes gathered while this process saw the breaker closed.
+
+    They count only if the breaker is still closed: answers to requests sent before it opened
+    change nothing (as in :func:`on_success`), and they are never a probe's answer.
+    """
+    if n == 0 or row.state != CLOSED:
+        return row
+    row = current_window(row, now, policy)
+    return replace(row, consecutive_failures=0, window_requests=row.window_requests + n)
+
+
 def on_failure(
     row: BreakerRow, now: datetime, owner: str, error: str, policy: BreakerPolicy
 ) -> BreakerRow:
@@ -262,6 +290,11 @@ class CircuitBreaker:
     probe_timeout_seconds
         See :class:`BreakerPolicy`. Every process of a pipeline should use the same values;
         they are not stored in the row.
+    view_seconds
+        How long this object trusts a closed state it has read, and gathers successes in
+        memory (see the module docstring); 0 reads and writes the row every time.
+    clock
+        Monotonic clock (seconds) for the view's age.
 
     Examples
     --------
@@ -285,11 +318,20 @@ class CircuitBreaker:
         window_seconds: float = 60.0,
         cooldown_seconds: float = 30.0,
         probe_timeout_seconds: float = 30.0,
+        view_seconds: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not name:
             raise ValueError("breaker name must be a non-empty string")
+        if not (view_seconds >= 0 and math.isfinite(view_seconds)):
+            raise ValueError(f"view_seconds must be >= 0 and finite, got {view_seconds!r}")
         self.pool = pool
         self.name = name
+        self.view_seconds = float(view_seconds)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._closed_until = -math.inf  # on ``clock``: until then, allow() answers "closed"
+        self._pending = 0  # successes seen while the view was closed, not written yet
         self.policy = BreakerPolicy(
             failures=failures,
             failure_ratio=failure_ratio,
@@ -316,6 +358,7 @@ class CircuitBreaker:
             window_seconds=settings.breaker_window_seconds,
             cooldown_seconds=settings.breaker_cooldown_seconds,
             probe_timeout_seconds=settings.breaker_probe_timeout_seconds,
+            view_seconds=FETCH_VIEW_SECONDS,
         )
 
     def _read(self, conn: psycopg.Connection, sql: str) -> tuple[BreakerRow, datetime] | None:
@@ -340,12 +383,20 @@ class CircuitBreaker:
         all processes exactly one caller gets it. A refusal counts in
         ``galpipe_breaker_rejections_total``.
         """
+        if self._clock() < self._closed_until:
+            return True
+        if self._pending:
+            self.flush()  # the view expired: write what it gathered (refreshes it if closed)
+            if self._clock() < self._closed_until:
+                return True
         with self.pool.connection() as conn:
             found = self._read(conn, _SELECT_SQL)
         if found is None:
-            self._ensure()
+            self._ensure()  # first use anywhere: a new breaker starts closed
+            self._observe(CLOSED)
             return True
         row, now = found
+        self._observe(row.state)
         allowed, after = admit(row, now, owner, self.policy)
         if after != row:
             with self.pool.connection() as conn, conn.transaction():
@@ -356,9 +407,25 @@ class CircuitBreaker:
                 allowed, after = admit(row, now, owner, self.policy)
                 if after != row:
                     self._write(conn, after)
+            self._observe(after.state)
         if not allowed:
             metrics.BREAKER_REJECTIONS.labels(breaker=self.name).inc()
         return allowed
+
+    def _observe(self, state: str) -> None:
+        """Remember the state just read or written: a closed one is trusted for a while."""
+        with self._lock:
+            if state == CLOSED and self.view_seconds > 0:
+                self._closed_until = self._clock() + self.view_seconds
+            else:
+                self._closed_until = -math.inf
+                # Gathered successes would change nothing now (see on_closed_successes).
+                self._pending = 0
+
+    def _take_pending(self) -> int:
+        with self._lock:
+            pending, self._pending = self._pending, 0
+            return pending
 
     def _record(self, transition: Callable[[BreakerRow, datetime], BreakerRow]) -> str:
         """Apply ``transition`` to the row under its lock; return the state after it."""
@@ -370,17 +437,49 @@ class CircuitBreaker:
                     after = transition(row, now)
                     if after != row:
                         self._write(conn, after)
-                    return after.state
+                    break
             self._ensure()  # first use anywhere: create the row, then record again
-        raise RuntimeError(f"breaker {self.name!r}: row vanished while recording an outcome")
+        else:
+            raise RuntimeError(f"breaker {self.name!r}: row vanished while recording an outcome")
+        self._observe(after.state)
+        return after.state
+
+    def flush(self) -> None:
+        """Write the successes gathered in memory now (call before the process exits)."""
+        n = self._take_pending()
+        if n:
+            self._record(lambda row, now: on_closed_successes(row, now, n, self.policy))
 
     def record_success(self, owner: str) -> str:
-        """Report that ``owner``'s request succeeded; return the state after it."""
-        return self._record(lambda row, now: on_success(row, now, owner, self.policy))
+        """Report that ``owner``'s request succeeded; return the state after it (as this
+        process sees it while its view of a closed breaker is fresh)."""
+        with self._lock:
+            gather = self._clock() < self._closed_until
+            if gather:
+                self._pending += 1
+                full = self._pending >= MAX_PENDING_SUCCESSES
+        if not gather:
+            n = self._take_pending()
+            return self._record(
+                lambda row, now: on_success(
+                    on_closed_successes(row, now, n, self.policy), now, owner, self.policy
+                )
+            )
+        if full:
+            self.flush()
+        return CLOSED
 
     def record_failure(self, owner: str, error: str) -> str:
-        """Report that ``owner``'s request failed with ``error``; return the state after it."""
-        return self._record(lambda row, now: on_failure(row, now, owner, str(error), self.policy))
+        """Report that ``owner``'s request failed with ``error``; return the state after it.
+
+        Successes this process gathered before it are written first, in the same transaction.
+        """
+        n = self._take_pending()
+        return self._record(
+            lambda row, now: on_failure(
+                on_closed_successes(row, now, n, self.policy), now, owner, str(error), self.policy
+            )
+        )
 
     def status(self) -> BreakerStatus:
         """The shared state as of now (a never-used breaker reads as closed and empty)."""

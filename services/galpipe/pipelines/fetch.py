@@ -27,7 +27,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from galpipe import metrics
-from galpipe.db.breaker import CircuitBreaker
+from galpipe.db.breaker import CLOSED, CircuitBreaker
 from galpipe.db.cutouts import CutoutRecord, record_cutouts
 from galpipe.db.galaxies import positions
 from galpipe.db.queue import Task
@@ -112,6 +112,7 @@ class FetchPipeline:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+        self.breaker.flush()
 
     # -- the pipeline interface ----------------------------------------------------------------
 
@@ -152,13 +153,20 @@ class FetchPipeline:
                 metrics.CUTOUT_RESULTS.labels("permanent", kind).inc()
                 return Fail(sid, reason)
             case Retryable(reason=reason, kind=kind, retry_after_s=retry_after):
-                self.breaker.record_failure(self.owner, reason)
+                breaker_state = self.breaker.record_failure(self.owner, reason)
                 metrics.CUTOUT_RESULTS.labels("retryable", kind).inc()
                 if final_attempt:
                     final = result.when_exhausted()
-                    if isinstance(final, NoCoverage):
-                        return Skip(sid, f"no coverage: {final.reason}")
-                    return Fail(sid, final.reason)
+                    if not isinstance(final, NoCoverage):
+                        return Fail(sid, final.reason)
+                    if breaker_state != CLOSED:
+                        # A run of 500s during an outage says nothing about this position.
+                        return Fail(
+                            sid,
+                            f"{reason} on the last attempt while the cutout service was failing "
+                            f"(breaker {breaker_state}); not taken as missing sky",
+                        )
+                    return Skip(sid, f"no coverage: {final.reason}")
                 return Retry(sid, reason, delay_s=retry_after)
         raise AssertionError(f"unclassified fetch result {result!r}")  # pragma: no cover
 
