@@ -284,7 +284,17 @@ class RadonOperator:
         if cached is not None:
             return cached
         operator = cls.build(size, theta, order, compute_dtype)
-        operator._write_cache(path)
+        try:
+            operator._write_cache(path)
+        except OSError as exc:
+            # A read-only root (the container's baked cache is for the default layout): the
+            # operator just built is correct, only the next process will build it again.
+            log.warning(
+                "Radon operator not cached at %s (%s); set GALPIPE_RADON_CACHE_DIR to "
+                "a writable directory to keep it",
+                path,
+                exc,
+            )
         return operator
 
     @classmethod

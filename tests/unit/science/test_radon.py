@@ -118,6 +118,19 @@ def test_cache_is_written_reused_and_rebuilt_when_corrupt(
     np.testing.assert_array_equal(again.sym, built.sym)
 
 
+def test_an_unwritable_cache_still_gives_the_operator(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "read-only-root"
+    blocker.write_text("a file where the cache directory should be")
+    with caplog.at_level("WARNING", logger="galpipe.science.radon"):
+        operator = RadonOperator.load_or_build(8, cache_dir=blocker / "cache")
+    reference = RadonOperator.build(8)
+    np.testing.assert_array_equal(operator.sym, reference.sym)
+    assert "not cached" in caplog.text
+    assert "GALPIPE_RADON_CACHE_DIR" in caplog.text
+
+
 def test_cache_key_separates_parameters(tmp_path: Path) -> None:
     names = {
         RadonOperator.cache_path(40, None, 3, tmp_path).name,
