@@ -18,6 +18,7 @@ task's result land exactly once.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -409,7 +410,9 @@ class TaskQueue:
         return int(row[0]) if row else 0
 
 
-# Also rendered into the KEDA ScaledObject, with the pipeline name in place of the parameter.
+# Also the KEDA ScaledObject's query: charts/galpipe/files/ready-depth.sql holds this text and the
+# chart puts the pipeline's name in place of the parameter, as ready_depth_query does;
+# tests/deploy/test_chart_contract.py keeps the two equal and EXPLAINs the rendered query.
 # Ready = queued minus queued-but-delayed, which is exact (one snapshot, not_before NOT NULL) and
 # about 2.5x faster than testing not_before on every queued row: the first count reads only the
 # deduplicated (pipeline, state) postings of tasks_state, the second the few retried rows in
@@ -424,3 +427,23 @@ SELECT CASE
             AND not_before > '-infinity' AND not_before > now())
 END
 """
+
+#: Pipeline names the chart accepts (values.schema.json): safe to inline between quotes.
+PIPELINE_NAME = re.compile(r"^[a-z][a-z0-9]*$")
+
+
+def ready_depth_query(pipeline: str) -> str:
+    """``READY_DEPTH_SQL`` with ``pipeline`` inlined, for a client that cannot bind parameters.
+
+    KEDA's PostgreSQL trigger takes a bare query; the Helm chart renders this exact text from
+    ``charts/galpipe/files/ready-depth.sql`` for every pipeline.
+
+    Raises
+    ------
+    ValueError
+        If ``pipeline`` is not a lower-case name (``[a-z][a-z0-9]*``), which could not be
+        inlined safely.
+    """
+    if not PIPELINE_NAME.fullmatch(pipeline):
+        raise ValueError(f"pipeline name {pipeline!r} must match {PIPELINE_NAME.pattern}")
+    return READY_DEPTH_SQL.replace("%(pipeline)s", f"'{pipeline}'").strip()

@@ -1,0 +1,225 @@
+{{/*
+Names, labels and the pod pieces every component shares (pipelines, monitor, migration).
+*/}}
+
+{{- define "galpipe.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* `<release>-<chart>`, or the release name alone when it already contains the chart name.
+Truncated to 45 so that `-<component>` suffixes (up to 17 characters) stay within 63. */}}
+{{- define "galpipe.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 45 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 45 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 45 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "galpipe.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels of every object. Call with (dict "root" $ "component" "fetch"). */}}
+{{- define "galpipe.labels" -}}
+helm.sh/chart: {{ include "galpipe.chart" .root }}
+{{ include "galpipe.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: galpipe
+{{- end }}
+
+{{/* Labels that select one component's pods. Call with (dict "root" $ "component" "fetch"). */}}
+{{- define "galpipe.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "galpipe.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* Name of one component's objects: `<fullname>-<component>`. */}}
+{{- define "galpipe.componentName" -}}
+{{- printf "%s-%s" (include "galpipe.fullname" .root) .component }}
+{{- end }}
+
+{{- define "galpipe.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if .Values.image.digest }}
+{{- printf "%s:%s@%s" .Values.image.repository $tag .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/*
+The KEDA trigger's query: the code's READY_DEPTH_SQL (files/ready-depth.sql, kept equal to it
+by tests/deploy/test_chart_contract.py) with the pipeline's name as a SQL literal. KEDA's
+PostgreSQL trigger takes no bind parameters; the schema restricts pipeline names to
+[a-z][a-z0-9]*, so quoting cannot be escaped.
+*/}}
+{{- define "galpipe.readyDepthQuery" -}}
+{{- $sql := .root.Files.Get "files/ready-depth.sql" }}
+{{- if not $sql }}
+{{- fail "files/ready-depth.sql is missing from the chart: it is the autoscaler's depth query" }}
+{{- end }}
+{{- $sql | replace "%(pipeline)s" (squote .pipeline) | trim }}
+{{- end }}
+
+{{/* Pod security context: non-root, RuntimeDefault seccomp (restricted Pod Security Standard). */}}
+{{- define "galpipe.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.pod.runAsUser }}
+runAsGroup: {{ .Values.pod.runAsGroup }}
+fsGroup: {{ .Values.pod.runAsGroup }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "galpipe.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.pod.runAsUser }}
+runAsGroup: {{ .Values.pod.runAsGroup }}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+privileged: false
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/*
+Environment of a galpipe container: the settings the chart owns, then `config` overlaid by the
+component's own `config`. Call with (dict "root" $ "config" $component.config "objectStore" bool).
+*/}}
+{{- define "galpipe.env" -}}
+{{- $root := .root -}}
+- name: GALPIPE_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $root.Values.database.existingSecret }}
+      key: {{ $root.Values.database.urlKey }}
+- name: GALPIPE_METRICS_PORT
+  value: {{ $root.Values.metricsPort | quote }}
+- name: GALPIPE_WORKER_ID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+{{- if .objectStore }}
+- name: GALPIPE_OBJECT_STORE
+  value: {{ $root.Values.objectStore.url | quote }}
+{{- with $root.Values.objectStore.endpointUrl }}
+- name: GALPIPE_S3_ENDPOINT_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- range $key, $value := merge (deepCopy (.config | default dict)) $root.Values.config }}
+- name: {{ $key }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- end }}
+
+{{/* The one writable path of the read-only root filesystem: /tmp (the image's HOME, TMPDIR and
+XDG_CACHE_HOME). The image's baked Radon operator stays read-only in /opt/galpipe/radon-cache. */}}
+{{- define "galpipe.scratchVolumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .sizeLimit }}
+{{- end }}
+
+{{- define "galpipe.scratchMounts" -}}
+- name: tmp
+  mountPath: /tmp
+{{- end }}
+
+{{/* Probes on the metrics server's /healthz (liveness, start-up) and /readyz (readiness). */}}
+{{- define "galpipe.probes" -}}
+{{- $p := .Values.pod.probes -}}
+startupProbe:
+  httpGet: {path: /healthz, port: metrics}
+  periodSeconds: {{ $p.startup.periodSeconds }}
+  timeoutSeconds: {{ $p.startup.timeoutSeconds }}
+  failureThreshold: {{ $p.startup.failureThreshold }}
+livenessProbe:
+  httpGet: {path: /healthz, port: metrics}
+  periodSeconds: {{ $p.liveness.periodSeconds }}
+  timeoutSeconds: {{ $p.liveness.timeoutSeconds }}
+  failureThreshold: {{ $p.liveness.failureThreshold }}
+readinessProbe:
+  httpGet: {path: /readyz, port: metrics}
+  periodSeconds: {{ $p.readiness.periodSeconds }}
+  timeoutSeconds: {{ $p.readiness.timeoutSeconds }}
+  failureThreshold: {{ $p.readiness.failureThreshold }}
+{{- end }}
+
+{{/* Scheduling shared by every pod. Call with (dict "root" $ "component" "fetch"). */}}
+{{- define "galpipe.scheduling" -}}
+{{- $v := .root.Values.pod }}
+{{- with $v.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- if $v.topologySpread.enabled }}
+topologySpreadConstraints:
+  {{- range list "topology.kubernetes.io/zone" "kubernetes.io/hostname" }}
+  - topologyKey: {{ . }}
+    maxSkew: {{ $v.topologySpread.maxSkew }}
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector:
+      matchLabels:
+        {{- include "galpipe.selectorLabels" $ | nindent 8 }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The pod spec of a long-running galpipe process (a pipeline or the monitor).
+Call with (dict "root" $ "component" NAME "values" COMPONENT_VALUES "command" SUBCOMMAND
+"objectStore" bool "scratchSizeLimit" SIZE). */}}
+{{- define "galpipe.processPodSpec" -}}
+{{- $root := .root -}}
+serviceAccountName: {{ include "galpipe.componentName" . }}
+# Workers never call the Kubernetes API; IRSA's web-identity token is a volume of its own.
+automountServiceAccountToken: false
+terminationGracePeriodSeconds: {{ .values.terminationGracePeriodSeconds }}
+securityContext:
+  {{- include "galpipe.podSecurityContext" $root | nindent 2 }}
+{{- with $root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with (include "galpipe.scheduling" . | trim) }}
+{{ . }}
+{{- end }}
+containers:
+  - name: {{ .component }}
+    image: {{ include "galpipe.image" $root }}
+    imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+    command: [galpipe, {{ .command | quote }}]
+    ports:
+      - name: metrics
+        containerPort: {{ $root.Values.metricsPort }}
+        protocol: TCP
+    env:
+      {{- include "galpipe.env" (dict "root" $root "config" .values.config "objectStore" .objectStore) | nindent 6 }}
+    {{- include "galpipe.probes" $root | nindent 4 }}
+    resources:
+      {{- toYaml .values.resources | nindent 6 }}
+    securityContext:
+      {{- include "galpipe.containerSecurityContext" $root | nindent 6 }}
+    volumeMounts:
+      {{- include "galpipe.scratchMounts" . | nindent 6 }}
+volumes:
+  {{- include "galpipe.scratchVolumes" (dict "sizeLimit" .scratchSizeLimit) | nindent 2 }}
+{{- end }}

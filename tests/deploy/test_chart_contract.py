@@ -1,0 +1,180 @@
+"""The contract between the chart and the code it deploys.
+
+- Every environment variable the chart sets is a setting ``Settings`` knows, every value parses,
+  and every setting a command requires is provided.
+- The values schema offers exactly the settings the chart does not set itself.
+- Container ports, probes and Services use the port the settings' metrics server listens on.
+- The autoscaler's depth query is the code's ``READY_DEPTH_SQL`` (one source), and the rendered
+  query counts what ``TaskQueue.ready_depth`` counts, index-only, on a migrated database.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg_pool import ConnectionPool
+
+from galpipe.db.queue import READY_DEPTH_SQL, TaskQueue, ready_depth_query
+from galpipe.settings import Settings
+from tests.deploy.chart_render import CHART_DIR, of_kind, pod_specs, render, render_set
+
+SETTINGS_ENV = {f.metadata["env"]: f.name for f in fields(Settings)}
+#: The settings the chart fills in from its own values (not from `config`).
+CHART_OWNED = {
+    "GALPIPE_DATABASE_URL",
+    "GALPIPE_OBJECT_STORE",
+    "GALPIPE_S3_ENDPOINT_URL",
+    "GALPIPE_METRICS_PORT",
+    "GALPIPE_WORKER_ID",
+}
+#: What each `galpipe` subcommand the chart runs needs (Settings.require in its code path).
+REQUIRED = {
+    "fetch": {"database_url", "object_store"},
+    "radon": {"database_url", "object_store"},
+    "monitor": {"database_url"},
+    "migrate": {"database_url"},
+}
+#: Stand-ins for what the cluster fills in (Secret, downward API) when the pod starts.
+_FROM_CLUSTER = {
+    "secretKeyRef": "postgresql://galpipe:secret@db.example:5432/galpipe",
+    "fieldRef": "galpipe-fetch-6d9f7c7b9-x2x4z",
+}
+
+
+def _environment(container: dict[str, Any]) -> dict[str, str]:
+    env = {}
+    for var in container["env"]:
+        if "value" in var:
+            env[var["name"]] = var["value"]
+        else:
+            (source,) = var["valueFrom"]
+            env[var["name"]] = _FROM_CLUSTER[source]
+    return env
+
+
+@pytest.mark.parametrize("value_set", ["default", "dev", "prod", "s3-endpoint-and-digest"])
+def test_every_variable_is_a_setting_and_every_required_one_is_set(value_set: str) -> None:
+    for where, pod in pod_specs(render_set(value_set)).items():
+        for container in pod["containers"]:
+            names = [v["name"] for v in container["env"]]
+            assert len(names) == len(set(names)), f"{where}: a variable is set twice"
+            unknown = set(names) - SETTINGS_ENV.keys()
+            assert not unknown, f"{where} sets variables galpipe does not read: {unknown}"
+            settings = Settings.from_env(_environment(container))  # every value parses
+            (command,) = container["command"][1:]
+            for name in REQUIRED[command]:
+                settings.require(name)
+            assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"], where
+
+
+def test_schema_offers_exactly_the_settings_the_chart_does_not_set() -> None:
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    offered = set(schema["definitions"]["settings"]["properties"])
+    assert offered == SETTINGS_ENV.keys() - CHART_OWNED
+    assert SETTINGS_ENV.keys() >= CHART_OWNED
+
+
+def test_pipeline_batch_sizes_are_settings() -> None:
+    """Each pipeline's claim size (Settings.batch_size) exists for every pipeline deployed."""
+    for value_set in ("default", "dev", "prod"):
+        for name in of_kind(render_set(value_set), "ScaledObject"):
+            pipeline = name.removeprefix("galpipe-")
+            assert Settings().batch_size(pipeline) > 0
+
+
+@pytest.mark.parametrize("port", [9100, 9464])
+def test_ports_follow_the_metrics_port_setting(port: int) -> None:
+    objects = render({"metricsPort": port})
+    for where, pod in pod_specs(objects).items():
+        (container,) = pod["containers"]
+        settings = Settings.from_env(_environment(container))
+        assert settings.metrics_port == port, where
+        if where.startswith("Deployment/"):
+            (declared,) = container["ports"]
+            assert (declared["name"], declared["containerPort"]) == ("metrics", port), where
+            for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+                assert container[probe]["httpGet"]["port"] == "metrics", where
+    for service in of_kind(objects, "Service").values():
+        (exposed,) = service["spec"]["ports"]
+        assert (exposed["port"], exposed["targetPort"]) == (port, "metrics")
+    assert of_kind(objects, "ServiceMonitor")["galpipe"]["spec"]["endpoints"][0]["port"] == (
+        "metrics"
+    )
+
+
+# -- the autoscaler's query ----------------------------------------------------------------------
+
+
+def test_chart_query_file_is_the_codes_query() -> None:
+    assert (CHART_DIR / "files" / "ready-depth.sql").read_text() == READY_DEPTH_SQL.strip() + "\n"
+
+
+def _rendered_queries(objects: list[dict[str, Any]]) -> dict[str, str]:
+    return {
+        o["spec"]["scaleTargetRef"]["name"].removeprefix("galpipe-"): o["spec"]["triggers"][0][
+            "metadata"
+        ]["query"]
+        for o in objects
+        if o["kind"] == "ScaledObject"
+    }
+
+
+@pytest.mark.parametrize("value_set", ["default", "dev", "prod"])
+def test_rendered_query_is_ready_depth_query_of_each_pipeline(value_set: str) -> None:
+    queries = _rendered_queries(render_set(value_set))
+    assert sorted(queries) == ["fetch", "radon"]
+    for pipeline, query in queries.items():
+        assert query == ready_depth_query(pipeline)
+
+
+def test_ready_depth_query_refuses_names_it_cannot_inline() -> None:
+    with pytest.raises(ValueError, match='pipeline name "x\'; DROP TABLE tasks; --"'):
+        ready_depth_query("x'; DROP TABLE tasks; --")
+
+
+def test_rendered_query_counts_ready_tasks_index_only(
+    pool: ConnectionPool, queue: TaskQueue, add_galaxies: Any
+) -> None:
+    queries = _rendered_queries(render_set("default"))
+    ids = add_galaxies(3000)
+    queue.enqueue("fetch", ids)
+    queue.enqueue("radon", ids[:40])
+    # A long run's shape: most fetch tasks done, some retried later, a few running.
+    queue.claim_batch("fetch", 2900, 30, "w")
+    queue.complete(None, "fetch", "w", ids[:2850])
+    delayed = ids[2850:2880]
+    queue.retry(
+        None, "fetch", "w", dict.fromkeys(delayed, "HTTP 503"), dict.fromkeys(delayed, 3600)
+    )
+    queue.pause("radon")
+    with pool.connection() as conn:
+        conn.execute("VACUUM ANALYZE tasks")
+        counts = {p: conn.execute(q).fetchone() for p, q in queries.items()}
+        plans = {
+            p: "\n".join(r[0] for r in conn.execute("EXPLAIN " + q)) for p, q in queries.items()
+        }
+    # fetch: 3000 - 2900 claimed (the 30 retried are not due for an hour); radon is paused.
+    assert counts == {"fetch": (100,), "radon": (0,)}
+    assert counts["fetch"][0] == queue.ready_depth("fetch")
+    for pipeline, plan in plans.items():
+        assert "Index Only Scan" in plan, plan
+        assert "Seq Scan on tasks" not in plan, plan
+        assert "Bitmap Heap Scan on tasks" not in plan, plan
+        assert f"'{pipeline}'::text" in plan
+
+
+def test_rendered_query_is_one_statement_without_parameters(database_url: str) -> None:
+    """KEDA runs the text as given: it must prepare as one statement taking no parameters."""
+    (query,) = _rendered_queries(render({"pipelines": {"radon": {"enabled": False}}})).values()
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SET TRANSACTION READ ONLY")  # and it writes nothing
+        conn.execute(f"PREPARE depth AS {query}")
+        row = conn.execute(
+            "SELECT cardinality(parameter_types) FROM pg_prepared_statements WHERE name = 'depth'"
+        ).fetchone()
+        assert row == (0,)
+        assert conn.execute("EXECUTE depth").fetchone() == (0,)
