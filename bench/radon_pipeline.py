@@ -17,9 +17,10 @@ leaves it (``galaxies`` rows, ``cutouts`` rows, queued radon tasks).
    readers); galaxies/s = galaxies / wall time from the first claim to the last commit, after
    one warm-up batch (not counted); median of ``--repeats`` runs: ``local_per_s``,
    ``s3_per_s``. This process's CPU time per galaxy is printed beside it (moto's is not in it).
-3. **What-if decode** (diagnostic, bench-local): the same runs with the pipeline module's
-   ``decode_cutout`` swapped for :func:`fast_decode` (``np.frombuffer`` and the Jacobian from
-   the CD cards), to show what that library change would buy.
+3. **Read ceiling** (anchor of the S3 figure): the same objects read by ``--threads`` threads
+   with the store's ``get`` (sha256 verified) and nothing else, and the S3 server's own CPU
+   per request (moto runs in a child process of its own; on a 2-core machine it competes with
+   the pipeline and PostgreSQL for the same cores, which a real S3 does not).
 4. **Breakdown** on ``--profile-n`` galaxies per store, reads and decodes run serially in the
    main thread: once with a wall-clock timer around each phase's function, once under cProfile
    (whose per-call overhead inflates the Python-heavy phases, astropy's above all): claim,
@@ -62,7 +63,6 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from astropy.io import fits
 from prometheus_client import REGISTRY
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
@@ -74,8 +74,7 @@ from galpipe.db.migrate import migrate
 from galpipe.db.queue import TaskQueue
 from galpipe.local import start_embedded_postgres
 from galpipe.pipelines import radon as radon_module
-from galpipe.pipelines.radon import BANDS as RADON_BANDS
-from galpipe.pipelines.radon import DecodedCutout, RadonPipeline, decode_cutout
+from galpipe.pipelines.radon import RadonPipeline, decode_cutout
 from galpipe.science.core import RadonConfig, measure_batch
 from galpipe.science.features import axial_difference
 from galpipe.science.radon import RadonOperator
@@ -88,8 +87,6 @@ SIZE = 40
 BANDS = "griz"
 PUT_THREADS = 16
 FIRST_ID = 10_000_000
-END_CARD = b"END" + b" " * 77
-CD_CARDS = ("CD1_1", "CD1_2", "CD2_1", "CD2_2")
 DUMMY_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -152,7 +149,8 @@ def serve_moto(conn: Connection) -> None:
 
 
 @contextmanager
-def moto_server() -> Iterator[str]:
+def moto_server() -> Iterator[tuple[str, int | None]]:
+    """moto's S3 server in a child process: yields its endpoint and the child's pid."""
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=serve_moto, args=(child,), name="moto-s3", daemon=True)
@@ -160,7 +158,7 @@ def moto_server() -> Iterator[str]:
     try:
         if not parent.poll(60.0):
             raise RuntimeError("moto server did not start within 60 s")
-        yield parent.recv()
+        yield parent.recv(), proc.pid
     finally:
         if proc.is_alive():
             parent.send("stop")
@@ -235,51 +233,14 @@ def stage(url: str, records: Sequence[CutoutRecord], corpus: Corpus) -> dict[int
 # -- running -----------------------------------------------------------------------------------
 
 
-def fast_decode(raw: bytes, size: int, bands: str = "griz") -> DecodedCutout:
-    """What-if decoder (``--what-if``): the header parsed alone, the cube read with
-    ``np.frombuffer``, the Jacobian read from the CD cards of a plain RA---TAN/DEC--TAN header
-    (at CRPIX, which is where :func:`sky_jacobian` takes it, the two are the same matrix);
-    anything else falls back to the library's own :func:`decode_cutout`."""
-    end = raw.find(END_CARD)
-    while end > 0 and end % 80:
-        end = raw.find(END_CARD, end + 1)
-    if end < 0:
-        return decode_cutout(raw, size, bands)
-    header_bytes = -(-(end + 80) // 2880) * 2880
-    header = fits.Header.fromstring(raw[:header_bytes].decode("ascii"))
-    plain_tan = (header.get("CTYPE1"), header.get("CTYPE2")) == ("RA---TAN", "DEC--TAN")
-    if (
-        not plain_tan
-        or header.get("BITPIX") != -32
-        or header.get("NAXIS") != 3
-        or any(k not in header for k in CD_CARDS)
-        or any(k in header for k in ("A_ORDER", "PV1_1", "PV2_1"))
-        or header.get("BSCALE", 1) != 1
-        or header.get("BZERO", 0) != 0
-    ):
-        return decode_cutout(raw, size, bands)
-    shape = (header["NAXIS3"], header["NAXIS2"], header["NAXIS1"])
-    if shape != (len(bands), size, size) or len(raw) < header_bytes + 4 * int(np.prod(shape)):
-        return decode_cutout(raw, size, bands)
-    cube = np.frombuffer(raw, ">f4", count=int(np.prod(shape)), offset=header_bytes)
-    cube = cube.reshape(shape)
-    data = np.zeros((len(RADON_BANDS), size, size), dtype=np.float32)
-    for i, band in enumerate(bands):
-        if band in RADON_BANDS:
-            data[RADON_BANDS.index(band)] = cube[i]
-    jacobian = np.array([[header[k] for k in CD_CARDS[:2]], [header[k] for k in CD_CARDS[2:]]])
-    return DecodedCutout(data, jacobian.astype(np.float64))
-
-
-@contextmanager
-def what_if_fast_decode() -> Iterator[None]:
-    """Swap the pipeline module's decoder for :func:`fast_decode` for the duration."""
-    original = radon_module.decode_cutout
-    radon_module.decode_cutout = fast_decode
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process, from ``/proc`` (0 where unavailable)."""
     try:
-        yield
-    finally:
-        radon_module.decode_cutout = original
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # utime and stime, fields 14 and 15 of proc(5), counted after the ")" that ends field 2.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class PhaseTimers:
@@ -512,7 +473,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--skip",
         nargs="*",
         default=[],
-        choices=["local", "s3", "what-if", "profile"],
+        choices=["local", "s3", "profile"],
         help="parts to skip",
     )
     args = parser.parse_args(argv)
@@ -527,12 +488,13 @@ class Context:
     config: RadonConfig
     args: argparse.Namespace
     core_per_s: float
+    s3_server_pid: int | None = None
 
 
 def measure_store(
     kind: str, store: ObjectStore, admin: str, corpus: Corpus, ctx: Context
 ) -> dict[str, Any]:
-    """The timed runs (and the what-if and breakdown runs) of one store; RESULT entries."""
+    """The timed runs (and the read-ceiling and breakdown runs) of one store; RESULT entries."""
     args = ctx.args
     out: dict[str, Any] = {}
     start = time.perf_counter()
@@ -569,19 +531,22 @@ def measure_store(
     out[f"{kind}_cpu_ms_per_galaxy"] = round(statistics.median(r.cpu_ms for r in timed), 3)
     out[f"{kind}_median_err_deg"] = round(timed[0].median_err_deg, 3)
 
-    if "what-if" not in args.skip:
-        with what_if_fast_decode():
-            fast = [run(args.n) for _ in range(args.repeats)]
-        fast_per_s = statistics.median(r.per_s for r in fast)
+    if kind == "s3" and ctx.s3_server_pid is not None:
+        keys = [(r.object_key, r.sha256) for r in records[: args.n]]
+        server_cpu = process_cpu_seconds(ctx.s3_server_pid)
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=args.threads) as readers:
+            list(readers.map(lambda key: store.get(*key), keys))
+        reads_per_s = len(keys) / (time.perf_counter() - t0)
+        server_ms = (process_cpu_seconds(ctx.s3_server_pid) - server_cpu) / len(keys) * 1e3
         print(
-            f"{kind}, what-if decode (np.frombuffer + CD-card Jacobian, bench-local): "
-            f"{fast_per_s:,.0f} galaxies/s (median of {[round(r.per_s) for r in fast]}; "
-            f"{fast_per_s / per_s:.2f}x as it is, {fast_per_s / TARGET_PER_S:.2f}x the target); "
-            f"CPU {statistics.median(r.cpu_ms for r in fast):.2f} ms/galaxy; "
-            f"median |PA - truth| {fast[0].median_err_deg:.2f} deg"
+            f"{kind} read ceiling: {len(keys)} gets by {args.threads} threads and nothing else: "
+            f"{reads_per_s:,.0f} objects/s; the S3 server (moto) used {server_ms:.2f} ms CPU per "
+            f"get; the pipeline kept {per_s / reads_per_s:.2f}x of the read ceiling"
         )
-        out[f"{kind}_fast_decode_per_s"] = round(fast_per_s, 1)
-        out[f"{kind}_fast_decode_over_current"] = round(fast_per_s / per_s, 3)
+        out["s3_reads_per_s"] = round(reads_per_s, 1)
+        out["s3_server_cpu_ms_per_get"] = round(server_ms, 3)
+        out["s3_over_read_ceiling"] = round(per_s / reads_per_s, 3)
 
     if "profile" not in args.skip:
         for mode, label in (("timers", "phase timers"), ("cprofile", "cProfile")):
@@ -628,14 +593,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     result["core_per_s"] = round(core_per_s, 1)
     result["core_runs_per_s"] = [round(r, 1) for r in core_runs]
-    ctx = Context(operator, config, args, core_per_s)
 
     with tempfile.TemporaryDirectory(prefix="galpipe-bench-radon-") as tmp_name:
         tmp = Path(tmp_name)
         server = start_embedded_postgres(tmp / "pgdata")
         try:
             admin = server.get_uri()
-            with moto_server() as endpoint:
+            with moto_server() as (endpoint, moto_pid):
+                ctx = Context(operator, config, args, core_per_s, moto_pid)
                 stores: dict[str, Callable[[], ObjectStore]] = {
                     "local": lambda: LocalObjectStore(tmp / "objects"),
                     "s3": lambda: s3_store(endpoint),
