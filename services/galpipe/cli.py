@@ -69,6 +69,13 @@ def _cmd_radon(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
+    from galpipe.monitor import run_from_settings
+
+    run_from_settings(settings)
+    return 0
+
+
 def _first_given(*values: int | None) -> int:
     """The first value that is not None (a flag given as 0 counts as given)."""
     return next(v for v in values if v is not None)
@@ -158,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("radon", help="run a radon worker: position angles of fetched cutouts")
     p.set_defaults(handler=_cmd_radon)
+
+    p = sub.add_parser(
+        "monitor",
+        help="export the database-derived gauges (queues, breakers, rate limits) on /metrics",
+    )
+    p.set_defaults(handler=_cmd_monitor)
 
     add_sky_commands(sub)
     add_export_command(sub)

@@ -308,6 +308,20 @@ class Settings:
         9100,
         "Port of the /healthz, /readyz and /metrics server (0 disables it).",
     )
+    monitor_interval_seconds: float = _setting(
+        "MONITOR_INTERVAL_SECONDS",
+        _parse_positive_float,
+        15.0,
+        "How often `galpipe monitor` reads the queue, breaker and rate-limit state from the "
+        "database (match the Prometheus scrape interval).",
+    )
+    queue_age_slo_seconds: float = _setting(
+        "QUEUE_AGE_SLO_SECONDS",
+        _parse_positive_float,
+        3600.0,
+        "Objective for the age of a pipeline's oldest ready task; `galpipe monitor` exports it "
+        "and an alert fires above it.",
+    )
     log_format: str = _setting(
         "LOG_FORMAT", _parse_choice("text", "json"), "text", "`text` or `json` (one object a line)."
     )

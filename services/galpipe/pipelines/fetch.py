@@ -43,6 +43,7 @@ from galpipe.sky.legacysurvey import (
     Success,
 )
 from galpipe.storage import ObjectStore, ObjectStoreError, object_store_from_settings, sha256_hex
+from galpipe.storage_metrics import InstrumentedObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +239,7 @@ def build_fetch_pipeline(
     return FetchPipeline(
         pool=pool,
         client=client,
-        store=object_store_from_settings(settings),
+        store=InstrumentedObjectStore(object_store_from_settings(settings)),
         bucket=bucket,
         breaker=CircuitBreaker.from_settings(pool, settings, name="fetch"),
         owner=settings.owner,

@@ -29,6 +29,7 @@ import psycopg
 from astropy.io import fits
 from psycopg_pool import ConnectionPool
 
+from galpipe import metrics
 from galpipe.db.cutouts import CutoutRecord, cutouts_for
 from galpipe.db.measurements import record_measurements
 from galpipe.db.queue import Task
@@ -201,6 +202,7 @@ class RadonPipeline:
         images = np.stack([c.data for _, c in good])
         jacobians = np.stack([c.jacobian for _, c in good])
         m = measure_batch(images, self.config, self.operator)
+        metrics.observe_radon_batch(m)
         band_pa = image_angle_to_position_angle(
             np.nan_to_num(m.band_angle_image_deg), jacobians[:, None]
         )
@@ -276,6 +278,7 @@ def build_radon_pipeline(
 ) -> RadonPipeline:
     """The production factory: everything from ``GALPIPE_*`` settings."""
     from galpipe.storage import object_store_from_settings
+    from galpipe.storage_metrics import InstrumentedObjectStore
 
     config = RadonConfig(size=settings.cutout_size)
     operator = RadonOperator.load_or_build(
@@ -286,7 +289,7 @@ def build_radon_pipeline(
     )
     return RadonPipeline(
         pool=pool,
-        store=object_store_from_settings(settings),
+        store=InstrumentedObjectStore(object_store_from_settings(settings)),
         config=config,
         operator=operator,
         batch_size=settings.radon_batch_size,
