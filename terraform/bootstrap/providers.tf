@@ -1,0 +1,11 @@
+provider "aws" {
+  region = var.region
+
+  default_tags {
+    tags = {
+      Project   = "galpipe"
+      Component = "terraform-state"
+      ManagedBy = "terraform"
+    }
+  }
+}

@@ -1,0 +1,11 @@
+provider "aws" {
+  region = var.region
+
+  default_tags {
+    tags = {
+      Project     = "galpipe"
+      Environment = "prod"
+      ManagedBy   = "terraform"
+    }
+  }
+}

@@ -1,0 +1,234 @@
+variable "region" {
+  description = "AWS region of the environment."
+  type        = string
+  default     = "eu-west-1"
+
+  validation {
+    condition     = can(regex("^[a-z]{2}(-gov)?-[a-z]+-[0-9]$", var.region))
+    error_message = "The region must be an AWS region name such as eu-west-1."
+  }
+}
+
+variable "availability_zones" {
+  description = "The three availability zones of the environment; null for the region's zones a, b and c."
+  type        = list(string)
+  default     = null
+
+  validation {
+    condition     = var.availability_zones == null || try(length(distinct(var.availability_zones)) == 3 && alltrue([for zone in var.availability_zones : startswith(zone, var.region)]), false)
+    error_message = "Give three distinct availability zones of the environment's region (e.g. eu-west-1a, eu-west-1b, eu-west-1c), or null."
+  }
+}
+
+variable "name" {
+  description = "Name of the environment's resources (cluster, database, role prefix)."
+  type        = string
+  default     = "galpipe-prod"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,30}[a-z0-9]$", var.name))
+    error_message = "The name must be 3-32 characters: lowercase letters, digits and '-', starting with a letter."
+  }
+}
+
+variable "vpc_cidr" {
+  description = "IPv4 CIDR of the VPC (/16 or /17)."
+  type        = string
+  default     = "10.30.0.0/16"
+
+  validation {
+    condition     = can(cidrhost(var.vpc_cidr, 0))
+    error_message = "The VPC CIDR must be a valid IPv4 CIDR block."
+  }
+}
+
+variable "kubernetes_version" {
+  description = "Kubernetes minor version of the cluster."
+  type        = string
+  default     = "1.33"
+
+  validation {
+    condition     = can(regex("^1\\.[0-9]{2}$", var.kubernetes_version))
+    error_message = "The Kubernetes version must be a minor version such as \"1.33\"."
+  }
+}
+
+variable "api_public_access_cidrs" {
+  description = "CIDRs (your office or VPN egress) allowed to reach the Kubernetes API from the internet; empty keeps the API private."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for cidr in var.api_public_access_cidrs : can(cidrhost(cidr, 0)) && cidr != "0.0.0.0/0"])
+    error_message = "Each CIDR must be a valid IPv4 block, and 0.0.0.0/0 is not allowed."
+  }
+}
+
+variable "cluster_admin_principal_arns" {
+  description = "IAM roles or users given cluster-admin through EKS access entries (e.g. your SSO admin role)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for arn in var.cluster_admin_principal_arns : can(regex("^arn:[a-z-]+:iam::[0-9]{12}:(role|user)/", arn))])
+    error_message = "Each admin principal must be an IAM role or user ARN."
+  }
+}
+
+variable "general_instance_types" {
+  description = "Instance types of the general (on-demand) node group."
+  type        = list(string)
+  default     = ["m7i.xlarge"]
+
+  validation {
+    condition     = length(var.general_instance_types) > 0 && alltrue([for type in var.general_instance_types : can(regex("^[a-z][a-z0-9-]*\\.[a-z0-9]+$", type))])
+    error_message = "At least one instance type, each like m7i.large, is needed."
+  }
+}
+
+variable "spot_instance_types" {
+  description = "Instance types of the spot node group for radon workers; empty for no spot group."
+  type        = list(string)
+  default     = ["c7i.2xlarge", "c6i.2xlarge", "c7a.2xlarge"]
+
+  validation {
+    condition     = length(var.spot_instance_types) == 0 || length(var.spot_instance_types) >= 2
+    error_message = "Give no spot instance types (no spot group) or at least two (spot capacity varies by type)."
+  }
+}
+
+variable "spot_max_size" {
+  description = "Most spot nodes (bounds the radon scale-out together with KEDA's maxReplicaCount)."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.spot_max_size >= 1 && var.spot_max_size <= 100
+    error_message = "spot_max_size must be 1 to 100."
+  }
+}
+
+variable "database_instance_class" {
+  description = "RDS instance class of the database."
+  type        = string
+  default     = "db.r7g.large"
+
+  validation {
+    condition     = can(regex("^db\\.[a-z0-9]+\\.[a-z0-9]+$", var.database_instance_class))
+    error_message = "The instance class must look like db.<family>.<size>."
+  }
+}
+
+variable "gpu_instance_types" {
+  description = "Instance types of the optional GPU node group; empty for none (the radon science core runs on CPUs)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for type in var.gpu_instance_types : can(regex("^(g|p)[0-9][a-z0-9-]*\\.[a-z0-9]+$", type))])
+    error_message = "GPU instance types belong to the g or p families, e.g. g5.xlarge."
+  }
+}
+
+variable "gpu_max_size" {
+  description = "Most GPU nodes when the GPU group exists."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.gpu_max_size >= 1 && var.gpu_max_size <= 20
+    error_message = "gpu_max_size must be 1 to 20."
+  }
+}
+
+variable "database_storage_gib" {
+  description = "Initial database storage (GiB)."
+  type        = number
+  default     = 100
+
+  validation {
+    condition     = var.database_storage_gib >= 20
+    error_message = "RDS PostgreSQL on gp3 needs at least 20 GiB."
+  }
+}
+
+variable "database_max_storage_gib" {
+  description = "Ceiling of database storage autoscaling (GiB)."
+  type        = number
+  default     = 1000
+
+  validation {
+    condition     = var.database_max_storage_gib >= var.database_storage_gib
+    error_message = "The storage ceiling must not be below database_storage_gib."
+  }
+}
+
+variable "database_max_connections" {
+  description = "PostgreSQL max_connections: at least the sum over pipelines of maxReplicaCount x GALPIPE_DB_POOL_SIZE, plus the monitor, migrations, KEDA and operators."
+  type        = number
+  default     = 400
+
+  validation {
+    condition     = var.database_max_connections >= 100
+    error_message = "database_max_connections must be at least 100."
+  }
+}
+
+variable "image_repository_url" {
+  description = "URL of the galpipe image repository: envs/dev's output `image_repository_url`."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[0-9]{12}\\.dkr\\.ecr\\.[a-z0-9-]+\\.amazonaws\\.com(\\.cn)?/.+$", var.image_repository_url))
+    error_message = "The image repository must be an ECR URL: <account>.dkr.ecr.<region>.amazonaws.com/<name>."
+  }
+}
+
+variable "registry_repository_arns" {
+  description = "ARNs of the image and chart repositories that Flux reads: the values of envs/dev's output `registry_repository_arns`."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.registry_repository_arns) > 0 && alltrue([for arn in var.registry_repository_arns : can(regex("^arn:[a-z-]+:ecr:[a-z0-9-]+:[0-9]{12}:repository/.+$", arn))])
+    error_message = "Give the ECR repository ARNs (arn:aws:ecr:<region>:<account>:repository/<name>)."
+  }
+}
+
+variable "kubernetes_namespace" {
+  description = "Namespace of the galpipe Helm release (the IRSA trust names its ServiceAccounts)."
+  type        = string
+  default     = "galpipe"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", var.kubernetes_namespace))
+    error_message = "The namespace must be a DNS label."
+  }
+}
+
+variable "helm_release_name" {
+  description = "Name of the galpipe Helm release: the chart names each pipeline's ServiceAccount `<release>-<pipeline>`."
+  type        = string
+  default     = "galpipe"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9-]{0,51}[a-z0-9])?$", var.helm_release_name))
+    error_message = "The release name must be a DNS label of at most 53 characters."
+  }
+}
+
+variable "external_secrets_service_account" {
+  description = "Namespace and name of the External Secrets Operator's ServiceAccount, which builds the chart's database Secret from the RDS secret."
+  type = object({
+    namespace = string
+    name      = string
+  })
+  default = {
+    namespace = "external-secrets"
+    name      = "external-secrets"
+  }
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", var.external_secrets_service_account.namespace)) && can(regex("^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$", var.external_secrets_service_account.name))
+    error_message = "The namespace must be a DNS label and the ServiceAccount name a DNS subdomain."
+  }
+}

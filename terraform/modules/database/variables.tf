@@ -1,0 +1,210 @@
+variable "name" {
+  description = "Identifier of the DB instance and prefix of its other resources, e.g. `galpipe-dev`."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,30}[a-z0-9]$", var.name)) && !strcontains(var.name, "--")
+    error_message = "The name must be 3-32 characters: lowercase letters, digits and single '-', starting with a letter."
+  }
+}
+
+variable "vpc_id" {
+  description = "ID of the VPC of the database's security group."
+  type        = string
+
+  validation {
+    condition     = startswith(var.vpc_id, "vpc-")
+    error_message = "The VPC ID must start with 'vpc-'."
+  }
+}
+
+variable "subnet_ids" {
+  description = "Private subnets in at least two zones for the DB subnet group."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.subnet_ids) >= 2 && alltrue([for id in var.subnet_ids : startswith(id, "subnet-")])
+    error_message = "At least two subnet IDs (each starting with 'subnet-') are required: RDS needs two zones."
+  }
+}
+
+variable "client_security_groups" {
+  description = "Security groups whose members may connect on the PostgreSQL port, keyed by a static label (e.g. `{ eks = <cluster security group> }`; keys must be known at plan time)."
+  type        = map(string)
+
+  validation {
+    condition     = length(var.client_security_groups) > 0 && alltrue([for id in values(var.client_security_groups) : startswith(id, "sg-")])
+    error_message = "At least one security group ID (starting with 'sg-') must be allowed in, or nothing can use the database."
+  }
+}
+
+variable "engine_version" {
+  description = "PostgreSQL version: a major 16 release, either `16` (RDS picks the default minor) or `16.N`."
+  type        = string
+  default     = "16"
+
+  validation {
+    condition     = can(regex("^16(\\.[0-9]+)?$", var.engine_version))
+    error_message = "The engine version must be PostgreSQL 16: \"16\" or \"16.N\" (the parameter group family is postgres16)."
+  }
+}
+
+variable "instance_class" {
+  description = "DB instance class, e.g. `db.t4g.medium` (dev) or `db.r7g.large` (prod)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^db\\.[a-z0-9]+\\.[a-z0-9]+$", var.instance_class))
+    error_message = "The instance class must look like db.<family>.<size>, e.g. db.t4g.medium."
+  }
+}
+
+variable "allocated_storage_gib" {
+  description = "Initial gp3 storage (GiB)."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.allocated_storage_gib >= 20 && var.allocated_storage_gib <= 65536
+    error_message = "RDS PostgreSQL on gp3 takes 20 to 65536 GiB."
+  }
+}
+
+variable "max_allocated_storage_gib" {
+  description = "Ceiling for storage autoscaling (GiB); equal to `allocated_storage_gib` to turn autoscaling off."
+  type        = number
+  default     = 200
+
+  validation {
+    condition     = var.max_allocated_storage_gib >= var.allocated_storage_gib && var.max_allocated_storage_gib <= 65536
+    error_message = "The storage ceiling must be at least allocated_storage_gib and at most 65536 GiB."
+  }
+}
+
+variable "database_name" {
+  description = "Name of the database created in the instance."
+  type        = string
+  default     = "galpipe"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9_]{0,62}$", var.database_name))
+    error_message = "The database name must start with a letter and have at most 63 lowercase letters, digits or '_'."
+  }
+}
+
+variable "master_username" {
+  description = "Master user name; its password is generated and rotated by RDS in Secrets Manager."
+  type        = string
+  default     = "galpipe"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9_]{0,62}$", var.master_username)) && !contains(["postgres", "rdsadmin", "admin"], var.master_username)
+    error_message = "The master user name must start with a letter, have at most 63 lowercase letters, digits or '_', and not be a reserved name (postgres, rdsadmin, admin)."
+  }
+}
+
+variable "multi_az" {
+  description = "Run a synchronous standby in a second zone (automatic failover)."
+  type        = bool
+  default     = true
+}
+
+variable "deletion_protection" {
+  description = "Refuse to delete the instance (turn off, apply, then destroy, to delete on purpose)."
+  type        = bool
+  default     = true
+}
+
+variable "backup_retention_days" {
+  description = "Days of automated backups; point-in-time recovery reaches back this far."
+  type        = number
+  default     = 14
+
+  validation {
+    condition     = var.backup_retention_days >= 1 && var.backup_retention_days <= 35
+    error_message = "Backups must be kept 1 to 35 days (0 would turn off point-in-time recovery)."
+  }
+}
+
+variable "skip_final_snapshot" {
+  description = "Delete without a final snapshot (only for disposable environments)."
+  type        = bool
+  default     = false
+}
+
+variable "backup_window" {
+  description = "Daily UTC window for automated backups, `hh24:mi-hh24:mi`."
+  type        = string
+  default     = "02:00-03:00"
+
+  validation {
+    condition     = can(regex("^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$", var.backup_window))
+    error_message = "The backup window must be hh24:mi-hh24:mi in UTC, e.g. 02:00-03:00."
+  }
+}
+
+variable "maintenance_window" {
+  description = "Weekly UTC maintenance window, `ddd:hh24:mi-ddd:hh24:mi` (must not overlap the backup window)."
+  type        = string
+  default     = "sun:04:00-sun:05:00"
+
+  validation {
+    condition     = can(regex("^(mon|tue|wed|thu|fri|sat|sun):([01][0-9]|2[0-3]):[0-5][0-9]-(mon|tue|wed|thu|fri|sat|sun):([01][0-9]|2[0-3]):[0-5][0-9]$", var.maintenance_window))
+    error_message = "The maintenance window must be ddd:hh24:mi-ddd:hh24:mi in UTC, e.g. sun:04:00-sun:05:00."
+  }
+}
+
+variable "max_connections" {
+  description = "PostgreSQL max_connections: every worker pod holds a pool, so size it for the largest scale-out (KEDA maxReplicas x pool size) plus headroom."
+  type        = number
+  default     = 400
+
+  validation {
+    condition     = var.max_connections >= 50 && var.max_connections <= 5000
+    error_message = "max_connections must be 50 to 5000."
+  }
+}
+
+variable "log_min_duration_ms" {
+  description = "Statements slower than this many milliseconds are logged (CloudWatch Logs)."
+  type        = number
+  default     = 1000
+
+  validation {
+    condition     = var.log_min_duration_ms >= 0
+    error_message = "log_min_duration_ms must be 0 or more milliseconds."
+  }
+}
+
+variable "monitoring_interval_seconds" {
+  description = "Enhanced Monitoring interval (OS metrics), in seconds."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = contains([1, 5, 10, 15, 30, 60], var.monitoring_interval_seconds)
+    error_message = "Enhanced Monitoring takes 1, 5, 10, 15, 30 or 60 seconds."
+  }
+}
+
+variable "kms_deletion_window_in_days" {
+  description = "Deletion window of the database's KMS key (storage, Performance Insights, master secret), in days."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.kms_deletion_window_in_days >= 7 && var.kms_deletion_window_in_days <= 30
+    error_message = "KMS accepts a deletion window of 7 to 30 days."
+  }
+}
+
+variable "tags" {
+  description = "Tags for every resource (the provider's default_tags are added)."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = length(var.tags) <= 40 && alltrue([for key, value in var.tags : length(key) >= 1 && length(key) <= 128 && length(value) <= 256 && !startswith(key, "aws:")])
+    error_message = "At most 40 tags (the provider's default_tags take the rest of AWS's 50), keys of 1-128 characters not starting with 'aws:', values of at most 256."
+  }
+}

@@ -1,0 +1,152 @@
+# IRSA roles: each trusts exactly one Kubernetes ServiceAccount of the cluster (the `sub` claim)
+# and allows only the object actions its pipeline needs, on its key prefix only.
+
+data "aws_region" "current" {}
+
+locals {
+  # The KMS permission that goes with each object action under SSE-KMS.
+  kms_actions_for = {
+    "s3:GetObject" = ["kms:Decrypt"]
+    "s3:PutObject" = ["kms:GenerateDataKey"]
+  }
+
+  registry_readers = var.registry_readers == null ? {} : {
+    for key, sa in var.registry_readers.service_accounts : "ecr-${key}" => "system:serviceaccount:${sa.namespace}:${sa.service_account}"
+  }
+
+  # Role name suffix => the one ServiceAccount (`sub` claim) that may assume the role.
+  service_accounts = merge(
+    { for name, p in var.pipelines : name => "system:serviceaccount:${p.namespace}:${p.service_account}" },
+    var.database_secret_reader == null ? {} : {
+      database-secret-reader = "system:serviceaccount:${var.database_secret_reader.namespace}:${var.database_secret_reader.service_account}"
+    },
+    local.registry_readers,
+  )
+}
+
+data "aws_iam_policy_document" "assume" {
+  for_each = local.service_accounts
+
+  statement {
+    actions = ["sts:AssumeRoleWithWebIdentity"]
+
+    principals {
+      type        = "Federated"
+      identifiers = [var.oidc_provider_arn]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "${var.oidc_issuer}:sub"
+      values   = [each.value]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "${var.oidc_issuer}:aud"
+      values   = ["sts.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "this" {
+  for_each = local.service_accounts
+
+  name                 = "${var.name}-${each.key}"
+  description          = "IRSA role of ${each.value}"
+  assume_role_policy   = data.aws_iam_policy_document.assume[each.key].json
+  max_session_duration = 3600
+  tags                 = var.tags
+}
+
+data "aws_iam_policy_document" "pipeline" {
+  for_each = var.pipelines
+
+  statement {
+    sid       = "ObjectsUnderPrefix"
+    actions   = sort(each.value.object_actions)
+    resources = ["${var.bucket_arn}/${var.object_prefix}/${each.value.key_prefix}*"]
+  }
+
+  statement {
+    sid       = "BucketKeyThroughS3"
+    actions   = sort(distinct(flatten([for action in each.value.object_actions : local.kms_actions_for[action]])))
+    resources = [var.bucket_kms_key_arn]
+
+    # Only as S3's SSE-KMS on this bucket, never a direct KMS call.
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["s3.${data.aws_region.current.name}.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "pipeline" {
+  for_each = var.pipelines
+
+  name   = "objects"
+  role   = aws_iam_role.this[each.key].id
+  policy = data.aws_iam_policy_document.pipeline[each.key].json
+}
+
+data "aws_iam_policy_document" "database_secret" {
+  count = var.database_secret_reader == null ? 0 : 1
+
+  statement {
+    sid       = "ReadDatabaseSecret"
+    actions   = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
+    resources = [var.database_secret_reader.secret_arn]
+  }
+
+  statement {
+    sid       = "DecryptThroughSecretsManager"
+    actions   = ["kms:Decrypt"]
+    resources = [var.database_secret_reader.kms_key_arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["secretsmanager.${data.aws_region.current.name}.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "database_secret" {
+  count = var.database_secret_reader == null ? 0 : 1
+
+  name   = "database-secret"
+  role   = aws_iam_role.this["database-secret-reader"].id
+  policy = data.aws_iam_policy_document.database_secret[0].json
+}
+
+data "aws_iam_policy_document" "registry_read" {
+  count = var.registry_readers == null ? 0 : 1
+
+  statement {
+    sid       = "RegistryLogin"
+    actions   = ["ecr:GetAuthorizationToken"]
+    resources = ["*"] # GetAuthorizationToken has no resource-level permissions
+  }
+
+  statement {
+    sid = "ReadRepositories"
+    actions = [
+      "ecr:BatchCheckLayerAvailability",
+      "ecr:BatchGetImage",
+      "ecr:DescribeImages",
+      "ecr:DescribeRepositories",
+      "ecr:GetDownloadUrlForLayer",
+      "ecr:ListImages",
+    ]
+    resources = var.registry_readers.repository_arns
+  }
+}
+
+resource "aws_iam_role_policy" "registry_read" {
+  for_each = local.registry_readers
+
+  name   = "registry-read"
+  role   = aws_iam_role.this[each.key].id
+  policy = data.aws_iam_policy_document.registry_read[0].json
+}
