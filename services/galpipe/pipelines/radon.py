@@ -48,6 +48,8 @@ from galpipe.storage import ChecksumMismatch, ObjectNotFound, ObjectStore, Objec
 log = logging.getLogger(__name__)
 
 BANDS = ("g", "r", "i", "z")
+#: Galaxies measured together while the rest of a batch is still being read.
+MEASURE_CHUNK = 64
 
 
 class CutoutDecodeError(ValueError):
@@ -170,13 +172,22 @@ class RadonPipeline:
         ids = [t.source_id for t in tasks]
         with self.pool.connection() as conn:
             records = cutouts_for(conn, ids)
-        loaded = list(self._executor.map(lambda sid: self._load(sid, records.get(sid)), ids))
-        outcomes: list[Outcome] = [o for o in loaded if not isinstance(o, DecodedCutout)]
-        good = [
-            (sid, o) for sid, o in zip(ids, loaded, strict=True) if isinstance(o, DecodedCutout)
-        ]
-        if good:
-            outcomes.extend(self._measure(good))
+        # Every read is in flight at once; each chunk is measured as soon as its own reads are
+        # in, while the reader threads fetch the rest (object-store latency hides behind the
+        # science instead of adding to it).
+        reads = [self._executor.submit(self._load, sid, records.get(sid)) for sid in ids]
+        outcomes: list[Outcome] = []
+        for start in range(0, len(ids), MEASURE_CHUNK):
+            chunk = slice(start, start + MEASURE_CHUNK)
+            good: list[tuple[int, DecodedCutout]] = []
+            for sid, read in zip(ids[chunk], reads[chunk], strict=True):
+                loaded = read.result()
+                if isinstance(loaded, DecodedCutout):
+                    good.append((sid, loaded))
+                else:
+                    outcomes.append(loaded)
+            if good:
+                outcomes.extend(self._measure(good))
         return outcomes
 
     def store(self, conn: psycopg.Connection, done: Sequence[Done]) -> None:
