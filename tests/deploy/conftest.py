@@ -24,6 +24,7 @@ _TOOL_DIRS = (Path(sys.executable).parent, REPO_ROOT / ".tools" / "checkov" / "b
 _HOW_TO_GET = {
     "checkov": "`make install` (its own venv in .tools/checkov)",
     "terraform": "the machine image (/usr/local/bin/terraform)",
+    "kubectl": "the machine image (/usr/bin/kubectl; preinstalled on GitHub's ubuntu runners)",
     "promtool": "Debian's `prometheus` package (.ci/run installs it)",
     "prometheus": "Debian's `prometheus` package (.ci/run installs it)",
 }

@@ -2,14 +2,16 @@
 
 No cluster runs here, so what Flux would do is checked piece by piece: every object validates
 (Flux and core schemas), every kustomization lists exactly the files of its directory, every
-reference names an object that exists, the platform charts are pinned, each environment's
-HelmRelease renders the chart as Flux would, and the image policy orders CI's tags the way the
-setter marker in dev expects while prod stays pinned.
+reference names an object that exists, the platform charts are pinned, Flux's ECR readers get
+the IRSA roles Terraform creates, every environment pulls from dev's one registry, each
+environment's HelmRelease renders the chart as Flux would, and the image policy orders CI's tags
+the way the setter marker in dev expects while prod stays pinned.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +32,13 @@ K8S = REPO_ROOT / "k8s"
 ENVS = ("dev", "prod")
 SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
 MARKER = re.compile(r'#\s*\{"\$imagepolicy":\s*"(?P<ref>[^"]+)"\}')
+#: `flux-source = { namespace = "flux-system", service_account = "source-controller" }`: the
+#: Flux controllers that terraform/envs/<env>/main.tf gives an ECR reader role (`<env>-ecr-<key>`).
+REGISTRY_READER = re.compile(
+    r'(?P<key>[\w-]+)\s*=\s*\{\s*namespace\s*=\s*"flux-system",\s*'
+    r'service_account\s*=\s*"(?P<service_account>[\w-]+)"\s*\}'
+)
+ROLE_ARN = "eks.amazonaws.com/role-arn"
 
 
 def _documents(path: Path) -> list[dict[str, Any]]:
@@ -155,6 +164,76 @@ def test_prod_runs_the_chart_version_in_the_repository() -> None:
     prod = _by_kind(_objects(K8S / "envs" / "prod"), "HelmRelease")[("galpipe", "galpipe")]
     chart_version = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())["version"]
     assert prod["spec"]["chart"]["spec"]["version"] == chart_version
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_flux_controllers_that_read_ecr_get_their_irsa_roles(
+    env: str, require_tool: Callable[[str], str], tmp_path: Path
+) -> None:
+    """kustomize applies flux-system's patches to the ServiceAccounts that bootstrap writes."""
+    main_tf = (REPO_ROOT / "terraform" / "envs" / env / "main.tf").read_text()
+    role_keys = {m["service_account"]: m["key"] for m in REGISTRY_READER.finditer(main_tf)}
+    assert set(role_keys) == {"source-controller", "image-reflector-controller"}
+    build = tmp_path / "flux-system"
+    shutil.copytree(K8S / "clusters" / env / "flux-system", build)
+    # Stand-in for the gotk-components.yaml that `flux bootstrap` writes: the controllers'
+    # ServiceAccounts, and one that must stay untouched.
+    accounts = [*role_keys, "helm-controller"]
+    (build / "gotk-components.yaml").write_text(
+        yaml.safe_dump_all(
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {
+                    "name": name,
+                    "namespace": "flux-system",
+                    "labels": {"app.kubernetes.io/component": name},
+                },
+            }
+            for name in accounts
+        )
+    )
+    run = subprocess.run(
+        [require_tool("kubectl"), "kustomize", str(build)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    built = {d["metadata"]["name"]: d for d in yaml.safe_load_all(run.stdout) if d}
+    assert set(built) == set(accounts)
+    for obj in built.values():
+        validate_object(obj)
+    assert "annotations" not in built["helm-controller"]["metadata"]
+    # The pipelines' roles in values-<env>.yaml name the environment's account.
+    values = yaml.safe_load((CHART_DIR / f"values-{env}.yaml").read_text())
+    account = values["pipelines"]["fetch"]["serviceAccount"]["roleArn"].split(":")[4]
+    for service_account, key in role_keys.items():
+        metadata = built[service_account]["metadata"]
+        assert metadata["annotations"][ROLE_ARN] == (
+            f"arn:aws:iam::{account}:role/galpipe-{env}-ecr-{key}"
+        )
+        assert metadata["labels"] == {"app.kubernetes.io/component": service_account}
+
+
+def test_every_environment_pulls_from_the_one_registry_of_dev() -> None:
+    """Prod installs the chart and runs the image that dev did, from terraform/envs/dev's ECR."""
+    chart_urls = {
+        env: _by_kind(_objects(K8S / "envs" / env), "HelmRepository")[
+            ("flux-system", "galpipe-charts")
+        ]["spec"]["url"]
+        for env in ENVS
+    }
+    images = {
+        env: yaml.safe_load((CHART_DIR / f"values-{env}.yaml").read_text())["image"]["repository"]
+        for env in ENVS
+    }
+    registry, _, repository = images["dev"].partition("/")
+    assert re.fullmatch(r"\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com", registry), registry
+    assert repository == "galpipe-dev/galpipe"
+    assert images["prod"] == images["dev"]
+    assert chart_urls["prod"] == chart_urls["dev"] == f"oci://{registry}/galpipe-dev/charts"
 
 
 def _helm_release(env: str) -> dict[str, Any]:

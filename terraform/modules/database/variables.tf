@@ -29,7 +29,7 @@ variable "subnet_ids" {
 }
 
 variable "client_security_groups" {
-  description = "Security groups whose members may connect on the PostgreSQL port, keyed by a static label (e.g. `{ eks = <cluster security group> }`; keys must be known at plan time)."
+  description = "Security groups whose members may connect on the PostgreSQL port, keyed by a static label (e.g. `{ eks-nodes = <node security group> }`; keys must be known at plan time)."
   type        = map(string)
 
   validation {

@@ -330,10 +330,15 @@ resource "aws_iam_role_policy_attachment" "ebs_csi" {
 
 locals {
   addons = var.enable_addons ? {
-    vpc-cni            = null
-    kube-proxy         = null
-    coredns            = null
-    aws-ebs-csi-driver = aws_iam_role.ebs_csi.arn
+    # The VPC CNI's network policy agent enforces the chart's NetworkPolicies; without
+    # enableNetworkPolicy the cluster accepts them and silently ignores them.
+    vpc-cni = {
+      role_arn             = null
+      configuration_values = jsonencode({ enableNetworkPolicy = "true" })
+    }
+    kube-proxy         = { role_arn = null, configuration_values = null }
+    coredns            = { role_arn = null, configuration_values = null }
+    aws-ebs-csi-driver = { role_arn = aws_iam_role.ebs_csi.arn, configuration_values = null }
   } : {}
 }
 
@@ -342,7 +347,8 @@ resource "aws_eks_addon" "this" {
 
   cluster_name                = aws_eks_cluster.this.name
   addon_name                  = each.key
-  service_account_role_arn    = each.value
+  service_account_role_arn    = each.value.role_arn
+  configuration_values        = each.value.configuration_values
   resolve_conflicts_on_create = "OVERWRITE"
   resolve_conflicts_on_update = "PRESERVE"
   tags                        = var.tags

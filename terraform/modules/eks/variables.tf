@@ -113,7 +113,7 @@ variable "gpu_node_group" {
 }
 
 variable "enable_addons" {
-  description = "Install the core EKS add-ons (vpc-cni, kube-proxy, coredns, aws-ebs-csi-driver). Always true on AWS; only an API emulator without the add-on API turns it off."
+  description = "Install the core EKS add-ons (vpc-cni with NetworkPolicy enforcement, kube-proxy, coredns, aws-ebs-csi-driver). Always true on AWS; only an API emulator without the add-on API turns it off."
   type        = bool
   default     = true
 }
