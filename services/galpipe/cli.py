@@ -12,6 +12,7 @@ from galpipe.logs import configure_logging
 from galpipe.settings import Settings, SettingsError
 from galpipe.sky.synthetic.cli import add_sky_commands
 from galpipe.status import add_status_command
+from galpipe.validation.cli import add_validate_parser
 
 log = logging.getLogger("galpipe")
 
@@ -175,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sky_commands(sub)
     add_export_command(sub)
     add_status_command(sub)
+    add_validate_parser(sub)
 
     p = sub.add_parser(
         "demo",

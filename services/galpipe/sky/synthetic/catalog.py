@@ -3,6 +3,11 @@
 The table has ``source_id``, ``ra``, ``dec`` (what ``galpipe ingest`` reads) followed by every
 truth column with its unit and description; neighbours are one JSON column. The table, not the
 seed, is authoritative once written: the server renders what the table says.
+
+Optionally (``gaia_sersic=True``) it also carries Gaia DR3 ``galaxy_candidates``-like columns
+``posangle_sersic`` (degrees east of north) and ``ellipticity_sersic`` (``1 - b/a``): the truth
+seen through a noise model of ours (:func:`gaia_sersic_values`), not Gaia's own fits, so that
+the comparison with Gaia's angles can be tested end to end (ingest keeps them as extra columns).
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from scipy.spatial import cKDTree
 from galpipe.sky.synthetic.truth import BANDS, SkyConfig, TruthGalaxy, truth_for
 
 __all__ = [
+    "GAIA_SERSIC_COLUMNS",
     "SkyIndex",
+    "gaia_sersic_values",
     "make_truths",
     "read_catalog",
     "truth_table",
@@ -30,6 +37,14 @@ __all__ = [
 
 # Gaia DR3 source_ids are 64-bit; synthetic ones are drawn from the same range.
 _ID_RANGE = (2**40, 2**62)
+# Seeds the Gaia-like noise of a galaxy, apart from its truth streams.
+_GAIA_SALT = 0x6A1A
+#: Names of the Gaia-like columns (as in gaiadr3.galaxy_candidates).
+GAIA_SERSIC_COLUMNS = ("posangle_sersic", "ellipticity_sersic")
+# The Gaia-like noise model (ours), see gaia_sersic_values.
+_GAIA_E_SIGMA = 0.03
+_GAIA_PA_SIGMA_TIMES_E = 2.0
+_GAIA_ROUND_E = 0.05
 
 
 @dataclass(frozen=True)
@@ -111,8 +126,28 @@ def make_truths(
     ]
 
 
-def truth_table(truths: Sequence[TruthGalaxy]) -> Table:
-    """The catalogue as an astropy table, with units and descriptions on every column."""
+def gaia_sersic_values(truth: TruthGalaxy) -> tuple[float, float]:
+    """Gaia-like ``(posangle_sersic, ellipticity_sersic)`` of a truth: a noise model (ours).
+
+    With ``e = 1 - q`` the true ellipticity: ``ellipticity_sersic = clip(e + N(0, 0.03), 0,
+    0.95)``; ``posangle_sersic = (PA + N(0, (2 / e) deg)) mod 180`` degrees east of north, and
+    uniform on [0, 180) for ``e < 0.05`` (Gaia notes its angle is meaningless for near-round
+    fits). Deterministic per ``source_id``.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([_GAIA_SALT, truth.source_id]))
+    true_e = 1.0 - truth.axis_ratio
+    ellipticity = float(np.clip(true_e + rng.normal(0.0, _GAIA_E_SIGMA), 0.0, 0.95))
+    noise = rng.normal(0.0, _GAIA_PA_SIGMA_TIMES_E / max(true_e, _GAIA_ROUND_E))
+    uniform = rng.uniform(0.0, 180.0)
+    angle = uniform if true_e < _GAIA_ROUND_E else truth.position_angle_deg + noise
+    return float(angle % 180.0), ellipticity
+
+
+def truth_table(truths: Sequence[TruthGalaxy], *, gaia_sersic: bool = False) -> Table:
+    """The catalogue as an astropy table, with units and descriptions on every column.
+
+    ``gaia_sersic`` adds the Gaia-like columns of :func:`gaia_sersic_values`.
+    """
     values: dict[str, list[object]] = {
         "source_id": [t.source_id for t in truths],
         "ra": [t.ra for t in truths],
@@ -141,6 +176,15 @@ def truth_table(truths: Sequence[TruthGalaxy]) -> Table:
         table[column.name] = np.asarray(data, dtype=dtype) if data else np.zeros(0, dtype=dtype)
         table[column.name].unit = column.unit
         table[column.name].description = column.description
+    if gaia_sersic:
+        pairs = [gaia_sersic_values(t) for t in truths]
+        table["posangle_sersic"] = np.array([p[0] for p in pairs], dtype=np.float64)
+        table["posangle_sersic"].unit = u.deg
+        table[
+            "posangle_sersic"
+        ].description = "Gaia-like Sersic position angle, east of north (synthetic noise model)"
+        table["ellipticity_sersic"] = np.array([p[1] for p in pairs], dtype=np.float64)
+        table["ellipticity_sersic"].description = "Gaia-like Sersic ellipticity 1 - b/a (synthetic)"
     table.meta["survey"] = "galpipe-synthetic"
     table.meta["comments"] = [
         "Synthetic galaxies rendered by `galpipe sky serve`; each truth is seeded by source_id."
@@ -182,10 +226,15 @@ def truths_from_table(table: Table) -> list[TruthGalaxy]:
     return truths
 
 
-def write_catalog(path: str | Path, truths: Sequence[TruthGalaxy]) -> Path:
-    """Write the catalogue as ECSV (overwriting ``path``); returns the path."""
+def write_catalog(
+    path: str | Path, truths: Sequence[TruthGalaxy], *, gaia_sersic: bool = False
+) -> Path:
+    """Write the catalogue as ECSV (overwriting ``path``); returns the path.
+
+    ``gaia_sersic`` adds the Gaia-like columns (:func:`gaia_sersic_values`).
+    """
     target = Path(path)
-    truth_table(truths).write(target, format="ascii.ecsv", overwrite=True)
+    truth_table(truths, gaia_sersic=gaia_sersic).write(target, format="ascii.ecsv", overwrite=True)
     return target
 
 

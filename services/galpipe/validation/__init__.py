@@ -1,0 +1,18 @@
+"""Validation of the position angles (issue 6): truth, the paper's protocol, a peer, Gaia.
+
+``galpipe validate OUT`` (:func:`galpipe.validation.run.run_validation`) writes a report
+directory -- ``report.md``, PNG figures, ``summary.json`` and per-galaxy tables -- that can
+stand as a paper's appendix. One module per job:
+
+- :mod:`~galpipe.validation.population` -- the truth population: GalSim galaxies from the
+  synthetic sky over documented distributions, served as cutout FITS and decoded by the radon
+  pipeline's own decoder.
+- :mod:`~galpipe.validation.peer` -- the peer: SExtractor's second-moment orientation (``sep``).
+- :mod:`~galpipe.validation.stats` -- axial error statistics, bins and uncertainty calibration.
+- :mod:`~galpipe.validation.truth` -- accuracy against the truth, per band and combined.
+- :mod:`~galpipe.validation.protocol` -- the paper's R/B/N augmentation protocol (section 5).
+- :mod:`~galpipe.validation.gaia` -- agreement with Gaia DR3's Sérsic position angles.
+- :mod:`~galpipe.validation.parallel` -- chunked work over a process pool, deterministic.
+- :mod:`~galpipe.validation.report` -- Markdown, figures and ``summary.json``.
+- :mod:`~galpipe.validation.run` -- the whole run; :mod:`~galpipe.validation.cli` -- the command.
+"""

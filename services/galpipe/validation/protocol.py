@@ -1,0 +1,323 @@
+"""The paper's augmentation protocol (section 5) on the truth population.
+
+Each augmented image takes one truth galaxy and applies a random non-empty subset of
+
+- **R** rotation by ``alpha ~ U[0, 180)`` degrees (bicubic),
+- **B** Gaussian blur with ``sigma ~ U[0.5, 2.0)`` pixels,
+- **N** Poisson resampling to ``total counts ~ log-U[1e3, 1e5)`` photons per stamp (all bands),
+
+the 7 subsets equally likely, in the order R, B, N (:mod:`galpipe.science.augment`, which draws
+and applies them). The deviation is the axial difference ``|(R_aug - alpha) - R_orig|`` in
+[0, 90] degrees, ``alpha = 0`` when R is not applied, ``R_orig`` the same method's angle on the
+un-augmented image -- the paper's figure is its mean over 500,000 images. Our measurement
+(production configuration) and the peer measure every augmented image, the same array.
+
+Every :data:`UNMASKED_EVERY`-th chunk is also measured with neighbour masking off -- the
+paper's method as published -- on the same augmented images (a fifth of them, to bound the run
+time). The two differ under R: ``augment.rotate`` fills the stamp corners that come from
+outside the stamp with exact zeros, and the masking estimates the sky noise from those corners
+(the pixels outside the inscribed circle), finds almost none, and then masks noise peaks over
+much of the stamp. Real cutouts always have sky noise there; the paper's method never looks at
+the corners (its circular mask drops them).
+
+Augmented image ``j`` of ``M`` uses galaxy ``floor(j N / M)``: every galaxy gets ``M/N``
+(+-1) images and a chunk of consecutive images needs only a few galaxies. Chunk ``c`` draws
+from its own generator seeded by ``(seed, c)``, so the draws do not depend on the number of
+worker processes (the angles agree to ~1e-12 degree across worker counts, see
+:mod:`galpipe.validation.parallel`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from galpipe.science import augment
+from galpipe.science.core import RadonConfig, measure_batch
+from galpipe.science.features import axial_difference
+from galpipe.science.radon import RadonOperator
+from galpipe.validation.parallel import map_chunks
+from galpipe.validation.peer import PeerConfig, sep_orientation
+from galpipe.validation.stats import (
+    AXIS_RATIO_EDGES,
+    SNR_EDGES,
+    bin_labels,
+    binned_stats,
+    error_stats,
+)
+
+__all__ = [
+    "CHUNK_IMAGES",
+    "ProtocolResult",
+    "describe_protocol",
+    "protocol_tables",
+    "run_protocol",
+]
+
+#: Augmented images per process-pool task (bounds a worker's memory to ~0.5 GB).
+CHUNK_IMAGES = 2000
+#: Every this many chunks (from chunk 0) are also measured with neighbour masking off.
+UNMASKED_EVERY = 5
+#: Mixed into every chunk's seed so the protocol's stream differs from the population's.
+_PROTOCOL_SALT = 0x9A0
+
+
+@dataclass(frozen=True)
+class ProtocolResult:
+    """One row per augmented image; arrays of shape ``(M,)``.
+
+    Attributes
+    ----------
+    galaxy_index : numpy.ndarray
+        Index of the truth galaxy in the population.
+    apply_rotation, apply_blur, apply_resample : numpy.ndarray
+        Which of R, B, N were applied.
+    alpha_deg, blur_sigma_px, total_counts : numpy.ndarray
+        The drawn parameters (drawn for every image, used where applied).
+    deviation_ours_deg, deviation_peer_deg : numpy.ndarray
+        Axial deviation from the prediction, degrees in [0, 90]; NaN where the method gave no
+        angle on the original or the augmented image.
+    deviation_ours_nomask_deg : numpy.ndarray
+        The same for our measurement with neighbour masking off; NaN outside the sampled
+        chunks (``unmasked_sampled``).
+    unmasked_sampled : numpy.ndarray
+        True for the images of the chunks also measured with masking off.
+    """
+
+    galaxy_index: np.ndarray
+    apply_rotation: np.ndarray
+    apply_blur: np.ndarray
+    apply_resample: np.ndarray
+    alpha_deg: np.ndarray
+    blur_sigma_px: np.ndarray
+    total_counts: np.ndarray
+    deviation_ours_deg: np.ndarray
+    deviation_peer_deg: np.ndarray
+    deviation_ours_nomask_deg: np.ndarray
+    unmasked_sampled: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.galaxy_index.size)
+
+    @property
+    def subset(self) -> np.ndarray:
+        """``(M,)`` names of the applied subsets, e.g. ``"RB"``."""
+        names = np.array(["", "R", "B", "RB", "N", "RN", "BN", "RBN"])
+        code = (
+            self.apply_rotation.astype(int)
+            + 2 * self.apply_blur.astype(int)
+            + 4 * self.apply_resample.astype(int)
+        )
+        return names[code]
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """One process-pool task: the galaxies a range of augmented images needs."""
+
+    index: int
+    seed: int
+    galaxy_index: np.ndarray  # (m,) per augmented image
+    images: np.ndarray  # (g, B, S, S) the distinct galaxies, in order
+    local_index: np.ndarray  # (m,) into images
+    ours_reference_deg: np.ndarray  # (m,) image angle on the original
+    peer_reference_deg: np.ndarray  # (m,)
+    nomask_reference_deg: np.ndarray  # (m,)
+    config: RadonConfig
+    peer_config: PeerConfig
+
+
+@functools.lru_cache(maxsize=2)
+def _operator(size: int, angles: tuple[float, ...], order: int) -> RadonOperator:
+    """The Radon operator, loaded once per worker process."""
+    return RadonOperator.load_or_build(size, np.asarray(angles), order)
+
+
+def _run_chunk(chunk: _Chunk) -> dict[str, np.ndarray]:
+    """Augment, measure with every method, and compare (one process-pool task)."""
+    rng = np.random.default_rng(np.random.SeedSequence([chunk.seed, _PROTOCOL_SALT, chunk.index]))
+    originals = chunk.images[chunk.local_index]
+    params = augment.sample_augmentations(originals.shape[0], rng)
+    augmented = augment.apply_augmentations(originals, params, rng)
+    cfg = chunk.config
+    operator = _operator(cfg.size, cfg.angles_deg, cfg.order)
+    ours = measure_batch(augmented, cfg, operator)
+    peer = sep_orientation(augmented, chunk.peer_config, per_band=False)
+    shift = params.angle_shift_deg
+    sampled = chunk.index % UNMASKED_EVERY == 0
+    nomask = np.full(originals.shape[0], np.nan)
+    if sampled:
+        unmasked = dataclasses.replace(cfg, mask_neighbours=False)
+        measured = measure_batch(augmented, unmasked, operator)
+        nomask = axial_difference(measured.angle_image_deg - shift, chunk.nomask_reference_deg)
+    return {
+        "galaxy_index": chunk.galaxy_index,
+        "apply_rotation": params.apply_rotation,
+        "apply_blur": params.apply_blur,
+        "apply_resample": params.apply_resample,
+        "alpha_deg": params.alpha_deg,
+        "blur_sigma_px": params.blur_sigma_px,
+        "total_counts": params.total_counts,
+        "deviation_ours_deg": axial_difference(
+            ours.angle_image_deg - shift, chunk.ours_reference_deg
+        ),
+        "deviation_peer_deg": axial_difference(
+            peer.angle_image_deg - shift, chunk.peer_reference_deg
+        ),
+        "deviation_ours_nomask_deg": nomask,
+        "unmasked_sampled": np.full(originals.shape[0], sampled),
+    }
+
+
+def run_protocol(
+    images: np.ndarray,
+    ours_reference_deg: np.ndarray,
+    peer_reference_deg: np.ndarray,
+    nomask_reference_deg: np.ndarray,
+    n_augment: int,
+    seed: int,
+    *,
+    config: RadonConfig | None = None,
+    peer_config: PeerConfig | None = None,
+    workers: int = 1,
+    chunk_images: int = CHUNK_IMAGES,
+) -> ProtocolResult:
+    """Run the protocol on ``n_augment`` augmented images of the galaxies in ``images``.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        ``(N, B, S, S)`` the truth population's cutouts.
+    ours_reference_deg, peer_reference_deg, nomask_reference_deg : numpy.ndarray
+        ``(N,)`` each method's combined *image* angle on the originals (NaN: none): ours, the
+        peer, ours with masking off.
+    n_augment : int
+        Augmented images in all, ``M >= 0``.
+    seed : int
+        Seeds the augmentations (with the chunk index).
+    config, peer_config
+        The measurement and the peer; production defaults.
+    workers : int
+        Processes.
+    chunk_images : int
+        Augmented images per task.
+
+    Returns
+    -------
+    ProtocolResult
+    """
+    n_galaxies = images.shape[0]
+    if n_galaxies == 0 or n_augment < 0:
+        raise ValueError(
+            f"protocol: need galaxies and n_augment >= 0; got {n_galaxies} galaxies, "
+            f"n_augment={n_augment}"
+        )
+    cfg = config if config is not None else RadonConfig()
+    peer_cfg = peer_config if peer_config is not None else PeerConfig()
+    tasks = []
+    for index, start in enumerate(range(0, n_augment, chunk_images)):
+        stop = min(n_augment, start + chunk_images)
+        galaxy = np.arange(start, stop, dtype=np.int64) * n_galaxies // n_augment
+        distinct, local = np.unique(galaxy, return_inverse=True)
+        tasks.append(
+            _Chunk(
+                index=index,
+                seed=seed,
+                galaxy_index=galaxy,
+                images=np.ascontiguousarray(images[distinct]),
+                local_index=local,
+                ours_reference_deg=ours_reference_deg[galaxy],
+                peer_reference_deg=peer_reference_deg[galaxy],
+                nomask_reference_deg=nomask_reference_deg[galaxy],
+                config=cfg,
+                peer_config=peer_cfg,
+            )
+        )
+    parts = map_chunks(_run_chunk, tasks, workers)
+    fields = ProtocolResult.__dataclass_fields__
+    if not parts:
+        return ProtocolResult(**{name: np.empty(0) for name in fields})
+    return ProtocolResult(**{name: np.concatenate([p[name] for p in parts]) for name in fields})
+
+
+def describe_protocol() -> dict[str, str]:
+    """The protocol's distributions, in words, for the report."""
+    lo_a, hi_a = augment.ROTATION_RANGE_DEG
+    lo_b, hi_b = augment.BLUR_SIGMA_RANGE_PX
+    lo_n, hi_n = augment.TOTAL_COUNTS_RANGE
+    return {
+        "subsets": "a non-empty subset of {R, B, N}, the 7 subsets equally likely "
+        "(each operation with probability 4/7); applied in the order R, B, N",
+        "R": f"rotation about the stamp centre, alpha ~ U[{lo_a:g}, {hi_a:g}) deg, bicubic, "
+        "zero outside the stamp",
+        "B": f"Gaussian blur, sigma ~ U[{lo_b:g}, {hi_b:g}) pixels, zero outside the stamp",
+        "N": f"Poisson resampling, total counts ~ log-U[{lo_n:g}, {hi_n:g}) photons per stamp "
+        "(all bands; negative sky pixels clipped to 0 first)",
+        "deviation": "|(R_aug - alpha) - R_orig| axial, degrees in [0, 90]; alpha = 0 without R; "
+        "R_orig = the same method on the un-augmented image",
+        "galaxies": "augmented image j of M uses truth galaxy floor(j N / M)",
+    }
+
+
+def _summary(deviation: np.ndarray) -> dict[str, Any]:
+    return error_stats(deviation).as_dict()
+
+
+def protocol_tables(
+    result: ProtocolResult,
+    axis_ratio: np.ndarray,
+    snr: np.ndarray,
+    isolated: np.ndarray,
+    headline: np.ndarray,
+) -> dict[str, Any]:
+    """The protocol's statistics as JSON-ready data, every method side by side.
+
+    Parameters
+    ----------
+    result : ProtocolResult
+    axis_ratio, snr, isolated, headline : numpy.ndarray
+        ``(N,)`` per truth galaxy (indexed by ``result.galaxy_index``); ``headline`` selects
+        the truth headline's galaxies (isolated, q < 0.5, S/N > 50).
+
+    Returns
+    -------
+    dict
+        ``ours``, ``peer`` (every image) and ``ours_nomask`` (the sampled chunks; ours and the
+        peer are repeated on that sample as ``ours_sampled`` and ``peer_sampled`` for a like
+        comparison), each with ``overall``, ``headline``, ``isolated``, ``neighbours``,
+        ``by_axis_ratio``, ``by_snr`` and ``by_subset``.
+    """
+    gi = result.galaxy_index
+    sampled = result.unmasked_sampled
+    tables: dict[str, Any] = {"n_images": len(result), "n_sampled": int(sampled.sum())}
+    for method, deviation, keep in (
+        ("ours", result.deviation_ours_deg, slice(None)),
+        ("peer", result.deviation_peer_deg, slice(None)),
+        ("ours_nomask", result.deviation_ours_nomask_deg, sampled),
+        ("ours_sampled", result.deviation_ours_deg, sampled),
+        ("peer_sampled", result.deviation_peer_deg, sampled),
+    ):
+        deviation = deviation[keep]
+        galaxy = gi[keep]
+        q, s, iso, head = axis_ratio[galaxy], snr[galaxy], isolated[galaxy], headline[galaxy]
+        subsets = result.subset[keep]
+        tables[method] = {
+            "overall": _summary(deviation),
+            "by_axis_ratio": [d.as_dict() for d in binned_stats(deviation, q, AXIS_RATIO_EDGES)],
+            "by_snr": [d.as_dict() for d in binned_stats(deviation, s, SNR_EDGES)],
+            "by_subset": {
+                name: _summary(deviation[subsets == name])
+                for name in ("R", "B", "N", "RB", "RN", "BN", "RBN")
+            },
+            "headline": _summary(deviation[head]),
+            "isolated": _summary(deviation[iso]),
+            "neighbours": _summary(deviation[~iso]),
+        }
+    tables["axis_ratio_bins"] = bin_labels(AXIS_RATIO_EDGES)
+    tables["snr_bins"] = bin_labels(SNR_EDGES)
+    tables["distributions"] = describe_protocol()
+    return tables

@@ -1,0 +1,150 @@
+"""Statistics of axial angle errors: summaries, bins, and the calibration of uncertainties.
+
+An axial error is ``|((measured - reference + 90) mod 180) - 90|``, degrees in [0, 90]
+(:func:`galpipe.science.features.axial_difference`): a major axis has no head or tail. A
+missing measurement (NaN) is not an error of 0 or 90: it is counted in ``n`` but not in
+``n_measured``, and the statistics are over the measured ones -- the tables show both counts.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "AXIS_RATIO_EDGES",
+    "ELLIPTICITY_EDGES",
+    "SNR_EDGES",
+    "Calibration",
+    "ErrorStats",
+    "bin_labels",
+    "binned_stats",
+    "calibration",
+    "error_stats",
+]
+
+#: Axis-ratio bins ``[low, high)``, the last closed: q from 0.2 to 1.0.
+AXIS_RATIO_EDGES: tuple[float, ...] = (0.2, 0.35, 0.5, 0.7, 0.85, 1.0)
+#: S/N bins ``[low, high)``, the last closed: 5 to 200.
+SNR_EDGES: tuple[float, ...] = (5.0, 10.0, 20.0, 50.0, 100.0, 200.0)
+#: Ellipticity (``1 - b/a``) bins of the Gaia comparison, the last closed.
+ELLIPTICITY_EDGES: tuple[float, ...] = (0.0, 0.1, 0.2, 0.4, 0.6, 1.0)
+
+
+@dataclass(frozen=True)
+class ErrorStats:
+    """Summary of axial errors, degrees; NaN statistics when nothing was measured.
+
+    Attributes
+    ----------
+    n : int
+        Galaxies (or images) in the selection.
+    n_measured : int
+        Of them, with a finite error.
+    median_deg, mean_deg, p68_deg, p95_deg : float
+        Median, mean, 68th and 95th percentiles of the finite errors.
+    """
+
+    n: int
+    n_measured: int
+    median_deg: float
+    mean_deg: float
+    p68_deg: float
+    p95_deg: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values (NaN becomes None)."""
+        return _json_ready(asdict(self))
+
+
+def _json_ready(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with NaN floats replaced by None (JSON has no NaN)."""
+    return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in values.items()}
+
+
+def error_stats(errors_deg: np.ndarray) -> ErrorStats:
+    """Median, mean, 68th and 95th percentiles of the finite values of ``errors_deg``."""
+    values = np.asarray(errors_deg, dtype=np.float64).ravel()
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        nan = float("nan")
+        return ErrorStats(int(values.size), 0, nan, nan, nan, nan)
+    p68, p95 = np.percentile(finite, [68.0, 95.0])
+    return ErrorStats(
+        n=int(values.size),
+        n_measured=int(finite.size),
+        median_deg=float(np.median(finite)),
+        mean_deg=float(finite.mean()),
+        p68_deg=float(p68),
+        p95_deg=float(p95),
+    )
+
+
+def _bin_index(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
+    """Bin of each value for ``[low, high)`` bins with the last one closed; -1 outside."""
+    edge = np.asarray(edges, dtype=np.float64)
+    index = np.searchsorted(edge, values, side="right") - 1
+    index = np.where(values == edge[-1], edge.size - 2, index)
+    return np.where((index >= 0) & (index < edge.size - 1), index, -1)
+
+
+def bin_labels(edges: Sequence[float]) -> list[str]:
+    """``"[a, b)"`` labels of the bins of ``edges``, the last one closed."""
+    pairs = list(itertools.pairwise(edges))
+    return [
+        f"[{lo:g}, {hi:g}{']' if i == len(pairs) - 1 else ')'}" for i, (lo, hi) in enumerate(pairs)
+    ]
+
+
+def binned_stats(
+    errors_deg: np.ndarray, values: np.ndarray, edges: Sequence[float]
+) -> list[ErrorStats]:
+    """:func:`error_stats` of ``errors_deg`` in each bin of ``values`` (bins of ``edges``)."""
+    index = _bin_index(np.asarray(values, dtype=np.float64), edges)
+    errors = np.asarray(errors_deg, dtype=np.float64)
+    return [error_stats(errors[index == b]) for b in range(len(edges) - 1)]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How often the true error lies within k reported sigma (Gaussian: 68.3 % and 95.4 %).
+
+    Attributes
+    ----------
+    n : int
+        Galaxies with both a finite error and a finite reported uncertainty.
+    within_1sigma, within_2sigma : float
+        Fractions with ``|error| <= sigma`` and ``<= 2 sigma``.
+    median_ratio : float
+        Median of ``|error| / sigma`` (0.674 for calibrated Gaussian errors).
+    """
+
+    n: int
+    within_1sigma: float
+    within_2sigma: float
+    median_ratio: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values (NaN becomes None)."""
+        return _json_ready(asdict(self))
+
+
+def calibration(errors_deg: np.ndarray, sigma_deg: np.ndarray) -> Calibration:
+    """Coverage of the reported uncertainties ``sigma_deg`` by the true errors ``errors_deg``."""
+    errors = np.asarray(errors_deg, dtype=np.float64).ravel()
+    sigma = np.asarray(sigma_deg, dtype=np.float64).ravel()
+    use = np.isfinite(errors) & np.isfinite(sigma) & (sigma > 0)
+    if not use.any():
+        nan = float("nan")
+        return Calibration(0, nan, nan, nan)
+    ratio = errors[use] / sigma[use]
+    return Calibration(
+        n=int(use.sum()),
+        within_1sigma=float(np.mean(ratio <= 1.0)),
+        within_2sigma=float(np.mean(ratio <= 2.0)),
+        median_ratio=float(np.median(ratio)),
+    )

@@ -1,0 +1,84 @@
+"""The augmentation protocol: its prediction, its bookkeeping, its determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from galpipe.science.core import RadonConfig, measure_batch
+from galpipe.validation.peer import sep_orientation
+from galpipe.validation.protocol import protocol_tables, run_protocol
+from tests.unit.validation.test_peer import _batch
+
+# The paper's method (no masking) keeps these tests fast; the run uses the production config.
+CONFIG = RadonConfig(mask_neighbours=False)
+
+
+def _references(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ours = measure_batch(images, CONFIG).angle_image_deg
+    return ours, sep_orientation(images, per_band=False).angle_image_deg, ours
+
+
+def test_bright_elongated_galaxies_follow_the_prediction() -> None:
+    images = _batch([10.0, 50.0, 100.0, 160.0], noise=0.002) * 50
+    ours, peer, nomask = _references(images)
+    result = run_protocol(
+        images, ours, peer, nomask, n_augment=120, seed=4, config=CONFIG, chunk_images=50
+    )
+    assert len(result) == 120
+    assert np.bincount(result.galaxy_index).tolist() == [30, 30, 30, 30]
+    rotated = result.apply_rotation & ~result.apply_resample
+    assert rotated.sum() > 20
+    # Rotation (and blur) of a bright galaxy: the measured angle follows alpha closely.
+    assert np.nanmax(result.deviation_ours_deg[rotated]) < 2.0
+    assert np.nanmax(result.deviation_peer_deg[rotated]) < 2.0
+    assert set(np.unique(result.subset)) <= {"R", "B", "N", "RB", "RN", "BN", "RBN"}
+
+
+def test_the_result_depends_on_the_seed_not_on_the_number_of_workers() -> None:
+    images = _batch([30.0, 120.0], noise=0.02)
+    ours, peer, nomask = _references(images)
+    one = run_protocol(images, ours, peer, nomask, 40, seed=9, config=CONFIG, chunk_images=20)
+    same = run_protocol(images, ours, peer, nomask, 40, seed=9, config=CONFIG, chunk_images=20)
+    pooled = run_protocol(
+        images, ours, peer, nomask, 40, seed=9, config=CONFIG, chunk_images=20, workers=2
+    )
+    other = run_protocol(images, ours, peer, nomask, 40, seed=10, config=CONFIG, chunk_images=20)
+    for name in ("deviation_ours_deg", "deviation_peer_deg", "alpha_deg", "apply_rotation"):
+        assert np.array_equal(getattr(one, name), getattr(same, name), equal_nan=True), name
+    # The pool's workers run BLAS on one thread: the same draws, sums in another order.
+    assert np.array_equal(one.alpha_deg, pooled.alpha_deg)
+    np.testing.assert_allclose(pooled.deviation_ours_deg, one.deviation_ours_deg, atol=1e-6)
+    np.testing.assert_allclose(pooled.deviation_peer_deg, one.deviation_peer_deg, atol=1e-6)
+    assert not np.array_equal(one.alpha_deg, other.alpha_deg)
+
+
+def test_tables_report_every_method_side_by_side_and_the_unmasked_sample() -> None:
+    images = _batch([30.0, 120.0], noise=0.02)
+    ours, peer, nomask = _references(images)
+    result = run_protocol(images, ours, peer, nomask, 30, seed=1, config=CONFIG, chunk_images=10)
+    # Chunks 0, 1, 2: only chunk 0 (every UNMASKED_EVERY-th) is also measured unmasked.
+    assert result.unmasked_sampled.tolist() == [True] * 10 + [False] * 20
+    assert np.isfinite(result.deviation_ours_nomask_deg[:10]).all()
+    assert np.isnan(result.deviation_ours_nomask_deg[10:]).all()
+    # CONFIG has masking off already: the sampled unmasked deviations equal ours.
+    np.testing.assert_array_equal(
+        result.deviation_ours_nomask_deg[:10], result.deviation_ours_deg[:10]
+    )
+    tables = protocol_tables(
+        result,
+        np.array([0.3, 0.8]),
+        np.array([60.0, 8.0]),
+        np.array([True, False]),
+        np.array([True, False]),
+    )
+    assert (tables["n_images"], tables["n_sampled"]) == (30, 10)
+    for method in ("ours", "peer"):
+        assert tables[method]["overall"]["n"] == 30
+        assert sum(s["n"] for s in tables[method]["by_axis_ratio"]) == 30
+        assert tables[method]["isolated"]["n"] + tables[method]["neighbours"]["n"] == 30
+        assert tables[method]["headline"]["n"] == tables[method]["isolated"]["n"] == 15
+        assert sum(s["n"] for s in tables[method]["by_subset"].values()) == 30
+    for method in ("ours_nomask", "ours_sampled", "peer_sampled"):
+        assert tables[method]["overall"]["n"] == 10
+    assert tables["ours_nomask"]["overall"] == tables["ours_sampled"]["overall"]
+    assert "log-U[1000, 100000)" in tables["distributions"]["N"]

@@ -1,0 +1,56 @@
+"""Axial error statistics, bins and calibration (galpipe.validation.stats)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from galpipe.validation.stats import bin_labels, binned_stats, calibration, error_stats
+
+
+def test_error_stats_of_known_values_and_nan_counts_as_unmeasured() -> None:
+    errors = np.array([1.0, 2.0, 3.0, 4.0, np.nan])
+    stats = error_stats(errors)
+    assert (stats.n, stats.n_measured) == (5, 4)
+    assert stats.median_deg == pytest.approx(2.5)
+    assert stats.mean_deg == pytest.approx(2.5)
+    assert stats.p68_deg == pytest.approx(np.percentile([1, 2, 3, 4], 68))
+    assert stats.p95_deg == pytest.approx(np.percentile([1, 2, 3, 4], 95))
+
+
+def test_error_stats_of_nothing_measured_is_none_in_json() -> None:
+    stats = error_stats(np.array([np.nan, np.nan]))
+    assert stats.n == 2
+    assert stats.n_measured == 0
+    assert math.isnan(stats.median_deg)
+    assert stats.as_dict()["median_deg"] is None
+
+
+def test_bins_are_half_open_with_the_last_closed_and_outliers_dropped() -> None:
+    edges = (0.2, 0.5, 1.0)
+    values = np.array([0.1, 0.2, 0.49, 0.5, 1.0, 1.1])
+    errors = np.array([100.0, 1.0, 2.0, 3.0, 4.0, 100.0])
+    low, high = binned_stats(errors, values, edges)
+    assert (low.n, low.mean_deg) == (2, 1.5)
+    assert (high.n, high.mean_deg) == (2, 3.5)
+    assert bin_labels(edges) == ["[0.2, 0.5)", "[0.5, 1]"]
+
+
+def test_calibration_of_gaussian_errors_with_their_true_sigma() -> None:
+    rng = np.random.default_rng(3)
+    sigma = rng.uniform(0.5, 5.0, 200_000)
+    errors = np.abs(rng.normal(0.0, sigma))
+    calib = calibration(errors, sigma)
+    assert calib.within_1sigma == pytest.approx(0.6827, abs=0.005)
+    assert calib.within_2sigma == pytest.approx(0.9545, abs=0.003)
+    assert calib.median_ratio == pytest.approx(0.6745, abs=0.01)
+    # Uncertainties half as large as they should be: the coverage drops, as it must.
+    assert calibration(errors, sigma / 2).within_1sigma == pytest.approx(0.383, abs=0.005)
+
+
+def test_calibration_skips_missing_errors_and_sigmas() -> None:
+    calib = calibration(np.array([1.0, np.nan, 1.0]), np.array([2.0, 1.0, np.nan]))
+    assert calib.n == 1
+    assert calib.within_1sigma == 1.0
