@@ -161,12 +161,12 @@ class NeighbourConfig:
         Returns
         -------
         str
-            e.g. ``"nb1-t1.5-a5-n32-c0.001-d2-r3-f0.05-e0.001"`` (``nb1`` = version 1 of this
+            e.g. ``"nb2-t1.5-a5-n32-c0.001-d2-r3-f0.05-e0.001"`` (``nb2`` = version 2 of this
             method, then threshold, minarea, nthresh, cont, dilation, centre radius, flux ratio,
-            noise floor).
+            noise floor). Version 2: exact zeros (no data) are no longer counted as sky.
         """
         return (
-            f"nb1-t{self.detect_sigma:g}-a{self.minarea}-n{self.deblend_nthresh}"
+            f"nb2-t{self.detect_sigma:g}-a{self.minarea}-n{self.deblend_nthresh}"
             f"-c{self.deblend_cont:g}-d{self.dilate_px}-r{self.centre_radius_px:g}"
             f"-f{self.contaminant_flux_ratio:g}-e{self.noise_floor_rel:g}"
         )
@@ -216,15 +216,24 @@ def _sky_level_and_noise(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     level, sigma : numpy.ndarray
         float32 ``(N, B)`` each, in the units of ``images``: median and IQR/1.349 of the
         corner pixels kept by 3σ clipping (σ may be 0 for noiseless or blank bands).
+
+    Notes
+    -----
+    Pixels that are exactly 0.0 are left out: that is the cutout service's value for "no data"
+    (survey edges, missing bands) and what a rotation brings into the corners. Counted as sky,
+    they would pull the noise towards 0 and turn the galaxy's own outskirts into "neighbours".
+    A band with no other corner pixel gets level 0 and σ 0, as a blank band always did.
     """
     size = images.shape[-1]
     outside = ~circular_mask(size)
     # Stamps too small to have corners (S < 3) fall back to every pixel.
     corners = images[..., outside] if outside.sum() >= 4 else images.reshape(*images.shape[:2], -1)
-    values = np.sort(corners, axis=-1)
+    # NaN sorts last, so the data pixels are the run [0, n_data) of each sorted row.
+    values = np.sort(np.where(corners == 0, np.float32(np.nan), corners), axis=-1)
+    n_data = np.count_nonzero(corners, axis=-1)
     n_pixels = values.shape[-1]
     lo = np.zeros(values.shape[:-1], dtype=np.intp)
-    count = np.full(values.shape[:-1], n_pixels, dtype=np.intp)
+    count = np.maximum(n_data, 1)
     for _ in range(_CLIP_ROUNDS):
         level = _quantile_in_range(values, lo, count, 0.5)
         iqr = _quantile_in_range(values, lo, count, 0.75) - _quantile_in_range(
@@ -241,7 +250,10 @@ def _sky_level_and_noise(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         lo = np.minimum(lo, n_pixels - 1)
     level = _quantile_in_range(values, lo, count, 0.5)
     iqr = _quantile_in_range(values, lo, count, 0.75) - _quantile_in_range(values, lo, count, 0.25)
-    return level.astype(np.float32), (iqr / np.float32(_IQR_PER_SIGMA)).astype(np.float32)
+    blank = n_data == 0
+    level = np.where(blank, 0, level)
+    sigma = np.where(blank, 0, iqr / np.float32(_IQR_PER_SIGMA))
+    return level.astype(np.float32), sigma.astype(np.float32)
 
 
 def _detection_images(

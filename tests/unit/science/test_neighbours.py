@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import sep
 
+from galpipe.science.augment import rotate
 from galpipe.science.neighbours import NeighbourConfig, NeighbourMasking, mask_neighbours
 
 SIZE = 40
@@ -164,6 +165,22 @@ def test_isolated_galaxy_is_left_untouched(
     result = run_one(stamp)
 
     np.testing.assert_array_equal(result.masked[0], stamp)
+    assert result.masked_fraction[0] == 0.0
+    assert not result.contaminated[0]
+
+
+@pytest.mark.parametrize("beta_deg", [0.0, 30.0, 75.0, 120.0])
+def test_no_data_corners_of_a_rotated_stamp_are_not_sky(beta_deg: float) -> None:
+    # Rotating by 45 degrees brings exact zeros (no data) into a fifth of the stamp, all in the
+    # corners where the sky is estimated. Taken as sky they shrank the noise to ~0 and about
+    # 30 % of the stamp -- the galaxy's own outskirts -- was masked as "neighbours".
+    noise = 0.01 * np.random.default_rng(3).standard_normal((4, SIZE, SIZE))
+    stamp = central_galaxy(beta_deg, 0.5, "exponential") + noise
+    rotated = rotate(stamp[None], 45.0)[0]
+    assert (rotated == 0).mean() > 0.15
+
+    result = run_one(rotated)
+
     assert result.masked_fraction[0] == 0.0
     assert not result.contaminated[0]
 
@@ -460,7 +477,7 @@ def test_invalid_config_names_the_field(field: dict[str, float]) -> None:
 
 def test_tag_names_every_parameter() -> None:
     default = NeighbourConfig()
-    assert default.tag == "nb1-t1.5-a5-n32-c0.001-d2-r3-f0.05-e0.001"
+    assert default.tag == "nb2-t1.5-a5-n32-c0.001-d2-r3-f0.05-e0.001"
     variants = [
         NeighbourConfig(detect_sigma=2.0),
         NeighbourConfig(minarea=7),
