@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 #: Bump when the measurement changes in a way not captured by RadonConfig's fields.
-ALGO_FAMILY = "radon-v1"
+ALGO_FAMILY = "radon-v2"  # v2: combined error scaled by the Birge ratio
 
 #: The neighbour-masking step: ``(N, B, S, S)`` float32, sanitised and min-shifted, before the
 #: circular mask -> (masked images, same shape; masked_fraction (N,) float32; contaminated (N,)).
@@ -148,7 +148,7 @@ class RadonConfig:
     @property
     def algo_version(self) -> str:
         """A string that changes whenever any parameter changes, e.g.
-        ``radon-v1+S=40+A=181+o=3+pool=max+top=0.10+est=peak+nbr=on:<neighbour tag>``
+        ``radon-v2+S=40+A=181+o=3+pool=max+top=0.10+est=peak+nbr=on:<neighbour tag>``
         ``+win=2,5,10,20+round=0.005+sig=3+pt=0.5``. Non-default angle sets add a short hash of
         the angles."""
         angles = self.angles

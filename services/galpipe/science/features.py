@@ -496,10 +496,18 @@ def combine_axial(
     angle = np.mod(np.rad2deg(0.5 * np.arctan2(sin_mean, cos_mean)), 180.0)
     resultant = np.clip(np.hypot(cos_mean, sin_mean), 1e-300, 1.0)
     spread = np.rad2deg(0.5 * np.sqrt(np.maximum(-2.0 * np.log(resultant), 0.0)))
+    # Birge ratio: when the bands disagree by more than their errors allow (chi^2 per degree of
+    # freedom > 1), the weighted-mean error is scaled up by sqrt(chi^2 / dof), never down.
+    residual = 0.5 * np.rad2deg(
+        np.angle(np.exp(1j * (doubled - 2.0 * np.deg2rad(angle[..., None]))))
+    )
+    chi2 = (weight * residual**2).sum(axis=-1)
+    dof = use.sum(axis=-1) - 1
+    birge = np.sqrt(np.maximum(1.0, chi2 / np.maximum(dof, 1)))
     nan = np.float64(np.nan)
     return CombinedAngle(
         angle_deg=np.where(has, angle, nan),
-        err_deg=np.where(has, np.sqrt(1.0 / safe_total), nan),
+        err_deg=np.where(has, birge * np.sqrt(1.0 / safe_total), nan),
         spread_deg=np.where(has, spread, nan),
         n_bands=use.sum(axis=-1),
     )

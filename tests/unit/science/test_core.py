@@ -256,7 +256,7 @@ def test_default_masking_is_the_neighbours_module(operator: RadonOperator) -> No
 
 def test_algo_version_names_every_parameter() -> None:
     base = RadonConfig()
-    assert base.algo_version.startswith("radon-v1+S=40+A=181+o=3+pool=max+top=0.10+est=peak+nbr=on")
+    assert base.algo_version.startswith("radon-v2+S=40+A=181+o=3+pool=max+top=0.10+est=peak+nbr=on")
     assert "+nbr=off+" in dataclasses.replace(base, mask_neighbours=False).algo_version
     changes = {
         "size": 41,

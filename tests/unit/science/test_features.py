@@ -197,11 +197,26 @@ def test_combination_weights_by_inverse_variance_and_handles_no_band() -> None:
         )
     )
     assert out.angle_deg[0] == pytest.approx(expected)
-    assert out.err_deg[0] == pytest.approx(1.0 / np.sqrt(1.0 + 1.0 / 9.0))
+    # The bands disagree by far more than their errors (chi^2 per degree of freedom >> 1), so
+    # the weighted-mean error 1/sqrt(1 + 1/9) is scaled up by the Birge ratio sqrt(chi^2 / 1).
+    chi2 = (10.0 - expected) ** 2 / 1.0 + (40.0 - expected) ** 2 / 9.0
+    assert out.err_deg[0] == pytest.approx(np.sqrt(chi2) / np.sqrt(1.0 + 1.0 / 9.0))
     assert np.isnan(out.angle_deg[1])
     assert np.isnan(out.err_deg[1])
     assert np.isnan(out.spread_deg[1])
     assert out.n_bands.tolist() == [2, 0]
+
+
+def test_bands_that_agree_within_their_errors_keep_the_weighted_mean_error() -> None:
+    # Residuals of 0.5 deg against errors of 1 deg: chi^2 / dof = 0.5 < 1, never scaled down.
+    out = features.combine_axial(
+        np.array([[10.0, 11.0]]), np.array([[1.0, 1.0]]), np.array([[True, True]])
+    )
+    assert out.angle_deg[0] == pytest.approx(10.5)
+    assert out.err_deg[0] == pytest.approx(1.0 / np.sqrt(2.0))
+    # A single band has no scatter to judge: its own error.
+    one = features.combine_axial(np.array([[10.0]]), np.array([[2.0]]), np.array([[True]]))
+    assert one.err_deg[0] == pytest.approx(2.0)
 
 
 def test_axial_difference() -> None:
