@@ -106,7 +106,10 @@ _COMBINED_DOCS: Mapping[str, ColumnDoc] = {
         "pa", "float64", u.deg, "combined major-axis position angle, east of north, [0, 180)"
     ),
     "angle_err_deg": ColumnDoc(
-        "pa_err", "float64", u.deg, "uncertainty of pa from the 1/sigma^2 band weights"
+        "pa_err",
+        "float64",
+        u.deg,
+        "uncertainty of pa: 1/sigma^2 band weights, times the Birge ratio if > 1",
     ),
     "anisotropy": ColumnDoc(
         "anisotropy",

@@ -60,7 +60,7 @@ _RESULT_META: dict[str, tuple[u.UnitBase | None, str]] = {
     "algo_version": (None, "measurement configuration (galpipe.science.core.RadonConfig)"),
     "position_angle_deg": (u.deg, "measured major-axis position angle, east of north, [0, 180)"),
     "angle_image_deg": (u.deg, "measured angle in image coordinates, CCW from +x, [0, 180)"),
-    "angle_err_deg": (u.deg, "uncertainty of the combined angle (1/sigma^2 weights)"),
+    "angle_err_deg": (u.deg, "uncertainty of the combined angle (1/sigma^2 weights, Birge-scaled)"),
     "anisotropy": (None, "sinusoid amplitude over offset, b/a of the pooled Radon curve"),
     "band_spread_deg": (u.deg, "spread of the per-band angles about the combined one"),
     "n_bands": (None, "bands combined into the angle"),

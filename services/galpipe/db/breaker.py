@@ -396,7 +396,6 @@ class CircuitBreaker:
             self._observe(CLOSED)
             return True
         row, now = found
-        self._observe(row.state)
         allowed, after = admit(row, now, owner, self.policy)
         if after != row:
             with self.pool.connection() as conn, conn.transaction():
@@ -407,7 +406,7 @@ class CircuitBreaker:
                 allowed, after = admit(row, now, owner, self.policy)
                 if after != row:
                     self._write(conn, after)
-            self._observe(after.state)
+        self._observe(after.state)
         if not allowed:
             metrics.BREAKER_REJECTIONS.labels(breaker=self.name).inc()
         return allowed

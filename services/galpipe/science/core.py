@@ -23,7 +23,8 @@ Which fields may be NaN, and when (nothing else is ever NaN):
 Errors are finite and capped at 90 degrees. The combined angle uses the estimator named by
 ``RadonConfig.estimator`` ("peak": the paper's, from the pooled curve; "moments": the
 second-moment angle), weighted by ``1 / sigma^2`` with ``sigma`` that estimator's fit standard
-error (floored at 0.05 degrees); the window-drop error is reported per band beside it.
+error (floored at 0.05 degrees); its error is scaled up by the Birge ratio where the bands
+disagree beyond their errors. The window-drop error is reported per band beside it.
 """
 
 from __future__ import annotations

@@ -444,8 +444,9 @@ class CombinedAngle:
         Weighted circular mean of the axial angles, degrees in [0, 180); NaN where no band was
         valid.
     err_deg : numpy.ndarray
-        ``sqrt(1 / sum w)`` with ``w = 1 / sigma^2``: the inverse-variance error, degrees;
-        NaN where no band was valid.
+        ``sqrt(1 / sum w)`` with ``w = 1 / sigma^2`` (the inverse-variance error), times the
+        Birge ratio ``sqrt(chi^2 / (n - 1))`` where that exceeds 1, degrees; NaN where no band
+        was valid.
     spread_deg : numpy.ndarray
         Weighted circular standard deviation of the axial angles, ``sqrt(-2 ln R) / 2`` with
         ``R`` the mean resultant length of ``2 phi``, degrees (0 for one band); NaN where no
