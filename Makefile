@@ -36,7 +36,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix services tests bench
 
 bench: $(STAMP)
-	@set -e; for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f; done
+	@set -e; for f in bench/[!_]*.py; do echo "== $$f"; $(BIN)/python $$f; done
 
 clean:
 	rm -rf $(VENV) .tools build *.egg-info services/*.egg-info .pytest_cache .ruff_cache .mypy_cache

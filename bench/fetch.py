@@ -26,16 +26,7 @@ separate processes started through the production entry point
 The last line is ``RESULT {json}``.
 """
 
-# ruff: noqa: E402  -- sys.path must be repaired before anything imports the queue module.
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# Run as a script, this file's folder leads sys.path, and bench/queue.py would shadow the
-# standard library's queue module (which psycopg and multiprocessing import).
-_BENCH_DIR = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH_DIR]
 
 import argparse
 import cProfile
@@ -46,16 +37,19 @@ import multiprocessing
 import os
 import pstats
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from _proc import process_cpu_seconds
 from galpipe.db.breaker import FETCH_VIEW_SECONDS, CircuitBreaker
 from galpipe.db.connection import open_pool
 from galpipe.db.galaxies import insert_galaxies
@@ -179,16 +173,6 @@ def wait_for(predicate: Any, timeout_s: float, replicas: Replicas, poll_s: float
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out after {timeout_s:.0f} s")
         time.sleep(poll_s)
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a live process, from ``/proc`` (0 where unavailable)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    # Fields 14 and 15 of proc(5) (utime, stime), counted after the ")" that ends field 2.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def state_counts(url: str) -> dict[str, int]:

@@ -32,16 +32,7 @@ Ratios: each pipeline rate against the core anchor (``*_over_core``: what the pi
 the science core's speed) and against the 300/s target. The last line is ``RESULT {json}``.
 """
 
-# ruff: noqa: E402  -- sys.path must be repaired before anything imports the queue module.
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# Run as a script, this file's folder leads sys.path, and bench/queue.py would shadow the
-# standard library's queue module (which psycopg and multiprocessing import).
-_BENCH_DIR = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH_DIR]
 
 import argparse
 import cProfile
@@ -51,6 +42,7 @@ import multiprocessing
 import os
 import pstats
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -59,6 +51,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,6 +60,7 @@ from prometheus_client import REGISTRY
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from _proc import process_cpu_seconds
 from galpipe.db.connection import open_pool
 from galpipe.db.cutouts import CutoutRecord, record_cutouts
 from galpipe.db.galaxies import insert_galaxies
@@ -231,16 +225,6 @@ def stage(url: str, records: Sequence[CutoutRecord], corpus: Corpus) -> dict[int
 
 
 # -- running -----------------------------------------------------------------------------------
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a live process, from ``/proc`` (0 where unavailable)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    # utime and stime, fields 14 and 15 of proc(5), counted after the ")" that ends field 2.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class PhaseTimers:

@@ -1,6 +1,6 @@
 """Benchmark of the task queue: claim + complete throughput, and the autoscaler's depth query.
 
-Run ``python bench/queue.py`` (``--quick`` for a smoke run of about ten seconds). It starts a
+Run ``python bench/task_queue.py`` (``--quick`` for a smoke run of about ten seconds). It starts a
 private embedded PostgreSQL with default settings, migrates a database, and measures in the
 same process:
 
@@ -20,28 +20,21 @@ median counts. Ratios are printed against the anchor and against the issue's tar
 (10,000 tasks/s; 50 ms per depth query). The last line is ``RESULT {json}``.
 """
 
-# ruff: noqa: E402  -- sys.path must be repaired before anything imports the queue module.
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# Run as a script, this file's folder leads sys.path, so "import queue" (multiprocessing and
-# psycopg_pool use the standard library's) would import this file instead.
-_BENCH_DIR = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH_DIR]
 
 import argparse
 import json
 import math
 import multiprocessing
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.synchronize import Barrier
+from pathlib import Path
 from typing import Any
 
 import psycopg

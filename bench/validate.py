@@ -31,12 +31,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-# Run as ``python bench/validate.py``, this directory comes first on sys.path, and its queue.py
-# would shadow the standard library's ``queue``, which the process pool imports.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _HERE]
-
-from galpipe.validation.run import run_validation  # noqa: E402
+from galpipe.validation.run import run_validation
 
 FULL_TRUTH = 10_000
 FULL_AUGMENT = 500_000

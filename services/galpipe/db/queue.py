@@ -416,7 +416,7 @@ class TaskQueue:
 # Ready = queued minus queued-but-delayed, which is exact (one snapshot, not_before NOT NULL) and
 # about 2.5x faster than testing not_before on every queued row: the first count reads only the
 # deduplicated (pipeline, state) postings of tasks_state, the second the few retried rows in
-# tasks_delayed (its predicate is repeated here so the planner can use it). bench/queue.py
+# tasks_delayed (its predicate is repeated here so the planner can use it). bench/task_queue.py
 # measures it. The CASE skips both counts while the pipeline is paused.
 READY_DEPTH_SQL = """
 SELECT CASE
