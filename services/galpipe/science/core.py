@@ -4,8 +4,8 @@
 
 1. step 2 -- :func:`~galpipe.science.preprocess.sanitise_and_shift` (NaN/inf, min-shift);
 2. (ours) neighbour masking, when ``RadonConfig.mask_neighbours`` -- the callable
-   ``mask_neighbours(images) -> (masked, masked_fraction (N,), contaminated (N,))``, by default
-   :func:`galpipe.science.neighbours.mask_neighbours`;
+   ``mask_neighbours(images, no_data) -> (masked, masked_fraction (N,), contaminated (N,))``,
+   by default :func:`galpipe.science.neighbours.mask_neighbours`;
 3. step 2 -- the circular mask;
 4. step 3 -- the Radon operator (:class:`~galpipe.science.radon.RadonOperator`), in chunks of
    galaxies so that the sinograms of a large batch never sit in memory at once;
@@ -54,8 +54,10 @@ __all__ = [
 ALGO_FAMILY = "radon-v2"  # v2: combined error scaled by the Birge ratio
 
 #: The neighbour-masking step: ``(N, B, S, S)`` float32, sanitised and min-shifted, before the
-#: circular mask -> (masked images, same shape; masked_fraction (N,) float32; contaminated (N,)).
-MaskNeighbours = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+#: circular mask, and the bool ``(N, B, S, S)`` no-data pixels of the input
+#: (``PreprocessedBatch.no_data``) -> (masked images, same shape; masked_fraction (N,) float32;
+#: contaminated (N,)).
+MaskNeighbours = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 class Flag(IntFlag):
@@ -311,7 +313,7 @@ def measure_batch(
     contaminated = np.zeros(n, dtype=bool)
     if cfg.mask_neighbours and n > 0:
         masker = mask_neighbours if mask_neighbours is not None else _default_mask_neighbours()
-        shifted, fraction, contaminated_out = masker(shifted)
+        shifted, fraction, contaminated_out = masker(shifted, pre.no_data)
         shifted = np.asarray(shifted, dtype=np.float32)
         masked_fraction = np.asarray(fraction, dtype=np.float32).reshape(n)
         contaminated = np.asarray(contaminated_out, dtype=bool).reshape(n)

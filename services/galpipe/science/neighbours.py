@@ -25,7 +25,11 @@ Method, per batch ``images`` float32 ``(N, B, S, S)`` (axes ``[..., row, col]``)
    signal, ``D = Σ_b (I_b − level_b) / σ_b / sqrt(n_bands)``; its noise is 1 when the bands'
    noise is independent, so the detection threshold is directly in σ. Weighting each band by
    its own 1/σ is the optimal (matched) combination for a source of flat spectrum in
-   signal-to-noise and needs no colour assumption. σ_b is floored at
+   signal-to-noise and needs no colour assumption. ``D`` is then divided by the noise it
+   keeps through sep's matched filter (measured in the corners, floored at its white-noise
+   value): correlated noise -- a resampled coadd, a rotation, a blur -- would otherwise
+   cross the threshold as "sources". No-data pixels (``PreprocessedBatch.no_data``) are
+   never sky. σ_b is floored at
    ``noise_floor_rel`` × the band's peak above the sky, so that noiseless (simulated) stamps
    segment at a fixed isophote rather than dividing by zero; on DR10 data the floor only bites
    for a peak above 1/``noise_floor_rel`` = 1,000 σ. Bands without signal (blank: all zeros
@@ -88,6 +92,11 @@ _CLIP_SIGMA = 3.0
 _CLIP_ROUNDS = 3
 # Interquartile range of a normal distribution in units of σ.
 _IQR_PER_SIGMA = 1.3489795
+# sep's default detection filter (SExtractor's 3×3 pyramid) scaled to unit norm: white noise of
+# unit σ stays unit σ through it.
+_MATCHED_KERNEL = (sep.default_kernel / np.sqrt(np.square(sep.default_kernel).sum())).astype(
+    np.float32
+)
 
 
 @dataclass(frozen=True)
@@ -161,12 +170,14 @@ class NeighbourConfig:
         Returns
         -------
         str
-            e.g. ``"nb2-t1.5-a5-n32-c0.001-d2-r3-f0.05-e0.001"`` (``nb2`` = version 2 of this
+            e.g. ``"nb3-t1.5-a5-n32-c0.001-d2-r3-f0.05-e0.001"`` (``nb3`` = version 3 of this
             method, then threshold, minarea, nthresh, cont, dilation, centre radius, flux ratio,
             noise floor). Version 2: exact zeros (no data) are no longer counted as sky.
+            Version 3: no data as found before the min-shift; the threshold is in σ of the
+            filtered noise (correlated noise).
         """
         return (
-            f"nb2-t{self.detect_sigma:g}-a{self.minarea}-n{self.deblend_nthresh}"
+            f"nb3-t{self.detect_sigma:g}-a{self.minarea}-n{self.deblend_nthresh}"
             f"-c{self.deblend_cont:g}-d{self.dilate_px}-r{self.centre_radius_px:g}"
             f"-f{self.contaminant_flux_ratio:g}-e{self.noise_floor_rel:g}"
         )
@@ -203,13 +214,15 @@ def _quantile_in_range(
     return low_value + weight * (high_value - low_value)
 
 
-def _sky_level_and_noise(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _sky_level_and_noise(images: np.ndarray, no_data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sigma-clipped sky level and noise of every band from the pixels outside the circle.
 
     Parameters
     ----------
     images : numpy.ndarray
         float32 ``(N, B, S, S)``.
+    no_data : numpy.ndarray
+        bool ``(N, B, S, S)``: pixels without data, never counted as sky.
 
     Returns
     -------
@@ -219,18 +232,22 @@ def _sky_level_and_noise(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Notes
     -----
-    Pixels that are exactly 0.0 are left out: that is the cutout service's value for "no data"
-    (survey edges, missing bands) and what a rotation brings into the corners. Counted as sky,
-    they would pull the noise towards 0 and turn the galaxy's own outskirts into "neighbours".
-    A band with no other corner pixel gets level 0 and σ 0, as a blank band always did.
+    No-data pixels are left out: the cutout service's fill (survey edges, missing bands) and
+    what a rotation brings into the corners. Counted as sky, they would pull the noise towards 0
+    and turn the galaxy's own outskirts into "neighbours". A band with no corner pixel of data
+    gets level 0 and σ 0, as a blank band always did.
     """
     size = images.shape[-1]
     outside = ~circular_mask(size)
     # Stamps too small to have corners (S < 3) fall back to every pixel.
-    corners = images[..., outside] if outside.sum() >= 4 else images.reshape(*images.shape[:2], -1)
+    if outside.sum() >= 4:
+        corners, empty = images[..., outside], no_data[..., outside]
+    else:
+        corners = images.reshape(*images.shape[:2], -1)
+        empty = no_data.reshape(*no_data.shape[:2], -1)
     # NaN sorts last, so the data pixels are the run [0, n_data) of each sorted row.
-    values = np.sort(np.where(corners == 0, np.float32(np.nan), corners), axis=-1)
-    n_data = np.count_nonzero(corners, axis=-1)
+    values = np.sort(np.where(empty, np.float32(np.nan), corners), axis=-1)
+    n_data = (~empty).sum(axis=-1)
     n_pixels = values.shape[-1]
     lo = np.zeros(values.shape[:-1], dtype=np.intp)
     count = np.maximum(n_data, 1)
@@ -257,7 +274,7 @@ def _sky_level_and_noise(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _detection_images(
-    images: np.ndarray, config: NeighbourConfig
+    images: np.ndarray, no_data: np.ndarray, config: NeighbourConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One mean signal-to-noise image per galaxy (step 2 of the module docstring).
 
@@ -270,7 +287,7 @@ def _detection_images(
     sky_level : numpy.ndarray
         float32 ``(N, B)``: the clipped sky level of every band.
     """
-    level, sigma = _sky_level_and_noise(images)
+    level, sigma = _sky_level_and_noise(images, no_data)
     peak_above_sky = images.max(axis=(-2, -1)) - level
     usable = peak_above_sky > 0
     noise = np.maximum(sigma, np.float32(config.noise_floor_rel) * peak_above_sky)
@@ -283,7 +300,46 @@ def _detection_images(
     weighted = np.matmul(weight[:, None, :], images.reshape(n_galaxies, n_bands, size * size))
     offset = (weight * level).sum(axis=1)
     detection = weighted.reshape(n_galaxies, size, size) - offset[:, None, None]
+    # A pixel of D lacks data when any band it combines does (blank bands have weight 0).
+    missing = (no_data & usable[..., None, None]).any(axis=1)
+    detection /= _filtered_noise(detection, missing)[:, None, None]
     return np.ascontiguousarray(detection, dtype=np.float32), n_usable > 0, level
+
+
+def _filtered_noise(detection: np.ndarray, no_data: np.ndarray) -> np.ndarray:
+    """Noise of the detection images after sep's matched filter, relative to white noise.
+
+    Parameters
+    ----------
+    detection : numpy.ndarray
+        float32 ``(N, S, S)`` with unit pixel noise.
+    no_data : numpy.ndarray
+        bool ``(N, S, S)``: pixels without data.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(N,)``, at least 1: the clipped σ of the corner pixels of ``detection``
+        correlated with sep's default kernel normalised to unit norm (1 for white noise).
+
+    Notes
+    -----
+    sep compares the *filtered* image with ``detect_sigma`` times the pixel noise it is given,
+    which is right only for uncorrelated pixels. Correlated noise (the interpolation of a
+    resampled coadd or a rotation, a blur) passes a smoothing filter almost unweakened: after
+    a Gaussian blur of σ = 1.5 px the filtered noise is ~2.3 times the white-noise value, so a
+    1.5σ threshold sits at 0.65 of the noise and noise blobs become "neighbours". Dividing
+    ``D`` by this factor puts the threshold in σ of the filtered noise whatever its
+    correlation. Floored at 1 so that white noise (and noiseless stamps, whose corners hold
+    no noise to measure) keep the threshold as stated.
+    """
+    filtered = ndimage.correlate(detection, _MATCHED_KERNEL[None], mode="constant")
+    # Samples of filtered noise only: windows inside the stamp that touch no no-data pixel.
+    edge = np.ones(detection.shape[-2:], dtype=bool)
+    edge[1:-1, 1:-1] = False
+    invalid = ndimage.binary_dilation(no_data, structure=np.ones((1, 3, 3), dtype=bool)) | edge
+    _, sigma = _sky_level_and_noise(filtered[:, None], invalid[:, None])
+    return np.maximum(sigma[:, 0], np.float32(1.0))
 
 
 def _central_block(size: int) -> slice:
@@ -327,7 +383,9 @@ def _disk(radius: int) -> np.ndarray:
     return np.asarray(offset[:, None] ** 2 + offset[None, :] ** 2 <= radius**2)
 
 
-def mask_neighbours(images: np.ndarray, config: NeighbourConfig | None = None) -> NeighbourMasking:
+def mask_neighbours(
+    images: np.ndarray, no_data: np.ndarray | None = None, config: NeighbourConfig | None = None
+) -> NeighbourMasking:
     """Replace every source but the central one by the band's sky level (step 2.4, ours).
 
     Parameters
@@ -336,6 +394,10 @@ def mask_neighbours(images: np.ndarray, config: NeighbourConfig | None = None) -
         float32 ``(N, B, S, S)`` cutouts (bands g, r, i, z; axes ``[..., row, col]``; any
         flux unit, nanomaggies for DR10), already sanitised (every pixel finite) and
         min-shifted per band (SCIENCE.md step 2.1-2.2), *before* the circular mask.
+    no_data : numpy.ndarray, optional
+        bool ``(N, B, S, S)``: the pixels that had no data before the shift
+        (:attr:`~galpipe.science.preprocess.PreprocessedBatch.no_data`); they are never taken
+        as sky. Default: the pixels exactly 0 in ``images`` (right for stamps not min-shifted).
     config : NeighbourConfig, optional
         Detection and masking parameters; ``NeighbourConfig()`` if omitted.
 
@@ -362,13 +424,16 @@ def mask_neighbours(images: np.ndarray, config: NeighbourConfig | None = None) -
             f"images: {int((~np.isfinite(batch)).sum())} non-finite values; sanitise and "
             "min-shift the batch (step 2) before masking neighbours"
         )
+    empty = batch == 0 if no_data is None else np.asarray(no_data, dtype=bool)
+    if empty.shape != batch.shape:
+        raise ValueError(f"no_data: expected shape {batch.shape} like images, got {empty.shape}")
     n_galaxies, _, size, _ = batch.shape
     masked_fraction = np.zeros(n_galaxies, dtype=np.float32)
     contaminated = np.zeros(n_galaxies, dtype=bool)
     if n_galaxies == 0 or size == 0:
         return NeighbourMasking(batch.copy(), masked_fraction, contaminated)
 
-    detection, has_signal, sky_level = _detection_images(batch, config)
+    detection, has_signal, sky_level = _detection_images(batch, empty, config)
     centre = (size - 1) / 2.0
     offset = np.arange(size) - centre
     distance = np.hypot(offset[:, None], offset[None, :])

@@ -20,6 +20,7 @@ come out as all-zero bands.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,11 +48,17 @@ class PreprocessedBatch:
     blank : numpy.ndarray
         bool ``(N, B)``: the band carries no image (all non-finite, or constant -- all zeros
         included); such a band is all zeros in ``images``.
+    no_data : numpy.ndarray
+        bool ``(N, B, S, S)``: pixels without data in the input -- non-finite, or exactly 0
+        (the cutout service's fill off the survey footprint, and what a rotation brings into
+        the corners). The shift moves them to ``-min``, where nothing else can tell them from
+        sky, so steps that estimate the sky (neighbour masking) take them from here.
     """
 
     images: np.ndarray
     nonfinite_count: np.ndarray
     blank: np.ndarray
+    no_data: np.ndarray
 
 
 def _check_batch(images: np.ndarray) -> np.ndarray:
@@ -115,6 +122,7 @@ def sanitise_and_shift(images: np.ndarray) -> PreprocessedBatch:
         images=shifted.astype(np.float32, copy=False),
         nonfinite_count=nonfinite_count,
         blank=np.asarray(blank, dtype=bool),
+        no_data=~finite | (arr == 0),
     )
 
 
@@ -150,8 +158,4 @@ def preprocess(images: np.ndarray) -> PreprocessedBatch:
         As :func:`sanitise_and_shift`, with the circular mask applied.
     """
     shifted = sanitise_and_shift(images)
-    return PreprocessedBatch(
-        images=apply_circular_mask(shifted.images),
-        nonfinite_count=shifted.nonfinite_count,
-        blank=shifted.blank,
-    )
+    return dataclasses.replace(shifted, images=apply_circular_mask(shifted.images))

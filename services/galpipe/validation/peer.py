@@ -149,7 +149,8 @@ def sep_orientation(
     batch = np.asarray(images)
     if batch.ndim != 4 or batch.shape[-1] != batch.shape[-2]:
         raise ValueError(f"images: expected (N, B, S, S) square stamps, got shape {batch.shape}")
-    shifted = sanitise_and_shift(batch).images
+    pre = sanitise_and_shift(batch)
+    shifted, no_data = pre.images, pre.no_data
     n_galaxies, n_bands, size, _ = shifted.shape
     # The detection image of our masking, with its default noise floor (the only field of
     # NeighbourConfig it reads): both methods then detect on the same image.
@@ -161,9 +162,11 @@ def sep_orientation(
     sep.set_extract_pixstack(max(2 * size * size, 1024))
     try:
         for band in range(n_bands if per_band else 0):
-            detection, has_signal, _ = _detection_images(shifted[:, band : band + 1], detect_rule)
+            detection, has_signal, _ = _detection_images(
+                shifted[:, band : band + 1], no_data[:, band : band + 1], detect_rule
+            )
             band_angle[:, band], _ = _central_theta(detection, has_signal, cfg)
-        detection, has_signal, _ = _detection_images(shifted, detect_rule)
+        detection, has_signal, _ = _detection_images(shifted, no_data, detect_rule)
         angle, ellipticity = _central_theta(detection, has_signal, cfg)
     finally:
         sep.set_extract_pixstack(previous)

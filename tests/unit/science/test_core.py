@@ -207,8 +207,12 @@ def test_neighbour_masking_is_called_before_the_circular_mask_and_recorded(
     images = np.stack([galaxy + star, galaxy])
     seen: list[np.ndarray] = []
 
-    def fake_masker(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def fake_masker(
+        batch: np.ndarray, no_data: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         seen.append(batch.copy())
+        assert no_data.shape == batch.shape
+        assert not no_data.any()
         out = batch.copy()
         out[0, :, near_star] = 0.0  # the "star", to 5 sigma
         return out, np.array([0.04, 0.0], dtype=np.float32), np.array([True, False])
@@ -225,7 +229,9 @@ def test_neighbour_masking_is_called_before_the_circular_mask_and_recorded(
     assert not masked.flags[1] & Flag.CONTAMINATED
     assert axial_difference(masked.angle_image_deg[0], 20.0) <= 0.5
 
-    def must_not_run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def must_not_run(
+        batch: np.ndarray, no_data: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise AssertionError("masking is off")
 
     unmasked = measure_batch(images, NO_MASK, operator, mask_neighbours=must_not_run)

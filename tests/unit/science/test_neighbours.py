@@ -14,9 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import sep
+from scipy import ndimage
 
 from galpipe.science.augment import rotate
 from galpipe.science.neighbours import NeighbourConfig, NeighbourMasking, mask_neighbours
+from galpipe.science.preprocess import sanitise_and_shift
 
 SIZE = 40
 CENTRE = (SIZE - 1) / 2.0
@@ -146,7 +148,7 @@ def axial_difference(a: float, b: float) -> float:
 
 
 def run_one(stamp: np.ndarray, config: NeighbourConfig | None = None) -> NeighbourMasking:
-    return mask_neighbours(stamp[None], config)
+    return mask_neighbours(stamp[None], config=config)
 
 
 # --- isolated galaxies ---------------------------------------------------------------------
@@ -183,6 +185,40 @@ def test_no_data_corners_of_a_rotated_stamp_are_not_sky(beta_deg: float) -> None
 
     assert result.masked_fraction[0] == 0.0
     assert not result.contaminated[0]
+
+
+def test_no_data_survives_the_min_shift() -> None:
+    # In measure_batch the masking sees min-shifted stamps: the rotation's zeros sit at -min,
+    # inside the sky distribution, so only the no-data mask taken before the shift tells them
+    # apart. Passed along, the stamp is untouched; read from the shifted values, it is not.
+    noise = 0.01 * np.random.default_rng(3).standard_normal((4, SIZE, SIZE))
+    rotated = rotate((central_galaxy(30.0, 0.5, "exponential") + noise)[None], 45.0)
+    pre = sanitise_and_shift(rotated)
+    assert pre.no_data.mean() > 0.15
+
+    with_mask = mask_neighbours(pre.images, pre.no_data)
+    from_values = mask_neighbours(pre.images)
+
+    assert with_mask.masked_fraction[0] == 0.0
+    assert not with_mask.contaminated[0]
+    assert from_values.masked_fraction[0] > 0.1
+
+
+@pytest.mark.parametrize("blur_px", [0.7, 1.5])
+def test_correlated_noise_is_not_taken_for_neighbours(blur_px: float) -> None:
+    # Blurred noise (like a resampled coadd's) passes sep's smoothing filter almost unweakened;
+    # a threshold in units of the pixel noise then detected noise blobs around the galaxy.
+    rng = np.random.default_rng(5)
+    noise = ndimage.gaussian_filter(
+        rng.standard_normal((64, 4, SIZE, SIZE)), (0, 0, blur_px, blur_px)
+    )
+    noise *= 0.01 / noise.std()
+    stamps, _ = zip(*(min_shift(central_galaxy(30.0, 0.5) + n) for n in noise), strict=True)
+
+    result = mask_neighbours(np.stack(stamps))
+
+    assert result.masked_fraction.mean() < 0.002
+    assert result.contaminated.mean() <= 0.05
 
 
 # --- a star and a companion ----------------------------------------------------------------
@@ -477,7 +513,7 @@ def test_invalid_config_names_the_field(field: dict[str, float]) -> None:
 
 def test_tag_names_every_parameter() -> None:
     default = NeighbourConfig()
-    assert default.tag == "nb2-t1.5-a5-n32-c0.001-d2-r3-f0.05-e0.001"
+    assert default.tag == "nb3-t1.5-a5-n32-c0.001-d2-r3-f0.05-e0.001"
     variants = [
         NeighbourConfig(detect_sigma=2.0),
         NeighbourConfig(minarea=7),

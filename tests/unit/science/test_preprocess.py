@@ -61,6 +61,19 @@ def test_nonfinite_pixels_are_counted_and_become_the_band_minimum() -> None:
     assert out.blank.tolist() == [[False, True]]
 
 
+def test_no_data_marks_nonfinite_and_exact_zero_pixels_before_the_shift() -> None:
+    images = np.full((1, 1, 4, 4), -2.0, dtype=np.float32)
+    images[0, 0, 0, :2] = 0.0  # the cutout service's fill
+    images[0, 0, 1, 1] = np.nan
+    images[0, 0, 3, 3] = 5.0
+    out = sanitise_and_shift(images)
+    expected = np.zeros((4, 4), dtype=bool)
+    expected[0, :2] = expected[1, 1] = True
+    np.testing.assert_array_equal(out.no_data[0, 0], expected)
+    # After the shift the fill is no longer 0: nothing but no_data still marks it.
+    assert out.images[0, 0, 0, 0] == 2.0
+
+
 @pytest.mark.parametrize(
     ("fill", "blank"),
     [(0.0, True), (np.nan, True), (7.5, True), (np.inf, True)],
