@@ -84,7 +84,13 @@ from scipy import ndimage
 
 from galpipe.science.preprocess import circular_mask
 
-__all__ = ["NeighbourConfig", "NeighbourMasking", "mask_neighbours"]
+__all__ = [
+    "NeighbourConfig",
+    "NeighbourMasking",
+    "central_label",
+    "detection_images",
+    "mask_neighbours",
+]
 
 # Sigma clipping of the sky pixels: 3σ, three rounds (SExtractor's background estimator clips
 # at 3σ until convergence; three rounds converge on a 40×40 stamp).
@@ -273,15 +279,26 @@ def _sky_level_and_noise(images: np.ndarray, no_data: np.ndarray) -> tuple[np.nd
     return level.astype(np.float32), sigma.astype(np.float32)
 
 
-def _detection_images(
+def detection_images(
     images: np.ndarray, no_data: np.ndarray, config: NeighbourConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One mean signal-to-noise image per galaxy (step 2 of the module docstring).
 
+    Shared with the validation's moments peer, so both methods detect on the same image.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        float32 ``(N, B, S, S)`` cutouts, sanitised and min-shifted (step 2.1-2.2).
+    no_data : numpy.ndarray
+        bool ``(N, B, S, S)``: pixels without data (never sky).
+    config : NeighbourConfig
+        Only ``noise_floor_rel`` is read.
+
     Returns
     -------
     detection : numpy.ndarray
-        float32 ``(N, S, S)``, C-contiguous, unit noise.
+        float32 ``(N, S, S)``, C-contiguous, unit noise through sep's matched filter.
     has_signal : numpy.ndarray
         bool ``(N,)``: at least one band carries signal (otherwise ``detection`` is 0).
     sky_level : numpy.ndarray
@@ -347,10 +364,27 @@ def _central_block(size: int) -> slice:
     return slice((size - 1) // 2, size // 2 + 1)
 
 
-def _central_label(
+def central_label(
     segmap: np.ndarray, detection: np.ndarray, distance: np.ndarray, radius: float
 ) -> int:
-    """Segment label (1-based) of the central source, or 0 if there is none."""
+    """Segment label of the central source (step 4 of the module docstring).
+
+    Parameters
+    ----------
+    segmap : numpy.ndarray
+        int ``(S, S)`` sep segmentation map (0 = no source, k = source ``k - 1``).
+    detection : numpy.ndarray
+        float32 ``(S, S)`` the image that was segmented.
+    distance : numpy.ndarray
+        float ``(S, S)`` distance of every pixel from the stamp centre, pixels.
+    radius : float
+        Largest distance, pixels, of a nearest segment taken as central.
+
+    Returns
+    -------
+    int
+        The 1-based label, or 0 when no segment is central.
+    """
     block = _central_block(segmap.shape[-1])
     labels = segmap[block, block].ravel()
     if labels.any():
@@ -433,7 +467,7 @@ def mask_neighbours(
     if n_galaxies == 0 or size == 0:
         return NeighbourMasking(batch.copy(), masked_fraction, contaminated)
 
-    detection, has_signal, sky_level = _detection_images(batch, empty, config)
+    detection, has_signal, sky_level = detection_images(batch, empty, config)
     centre = (size - 1) / 2.0
     offset = np.arange(size) - centre
     distance = np.hypot(offset[:, None], offset[None, :])
@@ -457,7 +491,7 @@ def mask_neighbours(
             if len(sources) == 0:
                 continue
             segmaps[index] = segmap
-            label = _central_label(segmap, detection[index], distance, config.centre_radius_px)
+            label = central_label(segmap, detection[index], distance, config.centre_radius_px)
             central[index] = label
             if label == 0:
                 contaminated[index] = True

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import sep
 
-from galpipe.science.neighbours import NeighbourConfig, _central_label, _detection_images
+from galpipe.science.neighbours import NeighbourConfig, central_label, detection_images
 from galpipe.science.preprocess import sanitise_and_shift
 
 __all__ = ["PeerConfig", "PeerMeasurement", "sep_orientation"]
@@ -116,7 +116,7 @@ def _central_theta(
             continue
         if len(sources) == 0:
             continue
-        label = _central_label(segmap, detection[index], distance, config.centre_radius_px)
+        label = central_label(segmap, detection[index], distance, config.centre_radius_px)
         if label == 0:
             continue
         source = sources[label - 1]
@@ -162,11 +162,11 @@ def sep_orientation(
     sep.set_extract_pixstack(max(2 * size * size, 1024))
     try:
         for band in range(n_bands if per_band else 0):
-            detection, has_signal, _ = _detection_images(
+            detection, has_signal, _ = detection_images(
                 shifted[:, band : band + 1], no_data[:, band : band + 1], detect_rule
             )
             band_angle[:, band], _ = _central_theta(detection, has_signal, cfg)
-        detection, has_signal, _ = _detection_images(shifted, no_data, detect_rule)
+        detection, has_signal, _ = detection_images(shifted, no_data, detect_rule)
         angle, ellipticity = _central_theta(detection, has_signal, cfg)
     finally:
         sep.set_extract_pixstack(previous)
