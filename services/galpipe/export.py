@@ -109,13 +109,13 @@ _COMBINED_DOCS: Mapping[str, ColumnDoc] = {
         "pa_err",
         "float64",
         u.deg,
-        "uncertainty of pa: 1/sigma^2 band weights, times the Birge ratio if > 1",
+        "uncertainty of pa: the band-stack fit's, times the bands' Birge ratio if > 1",
     ),
     "anisotropy": ColumnDoc(
         "anisotropy",
         "float64",
         _DIMENSIONLESS,
-        "weighted mean b/a of the sinusoid fits of the combined bands (0 = round)",
+        "b/a of the sinusoid fit of the band stack (0 = round)",
     ),
     "band_spread_deg": ColumnDoc(
         "band_spread", "float64", u.deg, "spread of the per-band angles that were combined"

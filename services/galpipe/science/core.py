@@ -11,7 +11,14 @@
    galaxies so that the sinograms of a large batch never sit in memory at once;
 5. steps 4-5 -- pooling, the sinusoid fit, the window-drop error, the second-moment estimator,
    the anisotropy (:mod:`galpipe.science.features`);
-6. the per-band image angles combined per galaxy (weighted circular mean of ``2 phi``).
+6. (ours) the combined angle per galaxy: steps 3-5 once more on the band stack
+   ``sum_b w_b I_b`` with ``w_b ∝ 1/sigma_b`` (the band's sky noise from the corners,
+   :func:`~galpipe.science.sky.sky_level_and_noise`), over the bands that are neither blank
+   nor point-like. The Radon transform is linear, so the stack's sinogram is the same sum of
+   the bands' -- no extra transform. Each band weighted by its own 1/sigma is the
+   signal-to-noise-optimal stack for a galaxy of flat spectrum in S/N; measuring the stack
+   rather than averaging four noisier band angles keeps the estimator in its linear regime at
+   low S/N (on 3,000 truth galaxies: median error 1.73 deg vs 1.96 for q in [0.2, 0.35)).
 
 Which fields may be NaN, and when (nothing else is ever NaN):
 
@@ -22,9 +29,10 @@ Which fields may be NaN, and when (nothing else is ever NaN):
 
 Errors are finite and capped at 90 degrees. The combined angle uses the estimator named by
 ``RadonConfig.estimator`` ("peak": the paper's, from the pooled curve; "moments": the
-second-moment angle), weighted by ``1 / sigma^2`` with ``sigma`` that estimator's fit standard
-error (floored at 0.05 degrees); its error is scaled up by the Birge ratio where the bands
-disagree beyond their errors. The window-drop error is reported per band beside it.
+second-moment angle) on the stack; its error is that fit's standard error, scaled up by the
+Birge ratio where the per-band angles (same estimator) disagree with it beyond their errors.
+``band_spread_deg`` is the weighted circular spread of the per-band angles. The window-drop
+error is reported per band beside it.
 """
 
 from __future__ import annotations
@@ -39,7 +47,8 @@ import numpy as np
 
 from galpipe.science import features
 from galpipe.science.preprocess import apply_circular_mask, sanitise_and_shift
-from galpipe.science.radon import DEFAULT_ANGLES_DEG, RadonOperator
+from galpipe.science.radon import DEFAULT_ANGLES_DEG, FoldedSinogram, RadonOperator
+from galpipe.science.sky import sky_level_and_noise
 
 __all__ = [
     "ALGO_FAMILY",
@@ -51,7 +60,12 @@ __all__ = [
 ]
 
 #: Bump when the measurement changes in a way not captured by RadonConfig's fields.
-ALGO_FAMILY = "radon-v2"  # v2: combined error scaled by the Birge ratio
+#: v2: combined error scaled by the Birge ratio; v3: combined angle measured on the band stack.
+ALGO_FAMILY = "radon-v3"
+
+#: A band's noise in the stack weights is at least this fraction of its peak above the sky, so
+#: noiseless (simulated) bands get a finite weight; on DR10 data it bites above 1,000 sigma.
+STACK_NOISE_FLOOR_REL = 1e-3
 
 #: The neighbour-masking step: ``(N, B, S, S)`` float32, sanitised and min-shifted, before the
 #: circular mask, and the bool ``(N, B, S, S)`` no-data pixels of the input
@@ -151,7 +165,7 @@ class RadonConfig:
     @property
     def algo_version(self) -> str:
         """A string that changes whenever any parameter changes, e.g.
-        ``radon-v2+S=40+A=181+o=3+pool=max+top=0.10+est=peak+nbr=on:<neighbour tag>``
+        ``radon-v3+S=40+A=181+o=3+pool=max+top=0.10+est=peak+nbr=on:<neighbour tag>``
         ``+win=2,5,10,20+round=0.005+sig=3+pt=0.5``. Non-default angle sets add a short hash of
         the angles."""
         angles = self.angles
@@ -187,7 +201,7 @@ class BatchMeasurement:
     ``band_flags`` (:class:`Flag` bits), ``nonfinite_count``.
 
     Per galaxy, ``(N,)``: ``angle_image_deg``, ``angle_err_deg``, ``band_spread_deg``,
-    ``anisotropy`` (weighted mean of the combined bands'), ``n_bands``, ``flags``,
+    ``anisotropy`` (the band stack's ``b/a``), ``n_bands``, ``flags``,
     ``masked_fraction``, ``contaminated``. NaN rules: module docstring.
     """
 
@@ -235,26 +249,58 @@ def _default_mask_neighbours() -> MaskNeighbours:
     return mask_neighbours  # type: ignore[no-any-return]
 
 
+def _stack_weights(
+    level: np.ndarray, sigma: np.ndarray, peak: np.ndarray, usable: np.ndarray
+) -> np.ndarray:
+    """``(N, B)`` band-stack weights ``∝ 1/sigma_b`` over the usable bands, summing to 1 (step 6).
+
+    ``level``, ``sigma`` the bands' sky level and noise, ``peak`` their brightest pixel (same
+    units); galaxies without a usable band get all-zero weights.
+    """
+    noise = np.maximum(sigma, STACK_NOISE_FLOOR_REL * np.maximum(peak - level, 0.0))
+    use = usable & (noise > 0)
+    weight = np.where(use, 1.0 / np.where(use, noise, 1.0), 0.0)
+    total = weight.sum(axis=-1, keepdims=True)
+    return weight / np.where(total > 0, total, 1.0)
+
+
+def _curves(folded: FoldedSinogram, config: RadonConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The pooled curve (step 4) and the projection-variance curve of folded sinograms."""
+    if config.pooling == "max":
+        pooled = features.max_pool_folded(folded)
+    else:
+        pooled = features.pool(folded.unfold(), "top", config.top_fraction)
+    return pooled, features.projection_variance_folded(folded)
+
+
 def _sinograms_to_curves(
     images: np.ndarray,
+    weights: np.ndarray,
     operator: RadonOperator,
     config: RadonConfig,
     chunk_size: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pooled curves and projection-variance curves, ``(N, B, A)`` each, chunk by chunk."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pooled and projection-variance curves of the bands, ``(N, B, A)``, and of the band
+    stack with ``weights`` ``(N, B)``, ``(N, A)``; chunk by chunk."""
     n, b = images.shape[:2]
     n_angles = operator.angles.size
     pooled = np.empty((n, b, n_angles), dtype=np.float64)
     variance = np.empty((n, b, n_angles), dtype=np.float64)
+    stack_pooled = np.empty((n, n_angles), dtype=np.float64)
+    stack_variance = np.empty((n, n_angles), dtype=np.float64)
     for start in range(0, n, chunk_size):  # chunks bound the memory of the sinograms
         stop = min(n, start + chunk_size)
         folded = operator.apply_folded(images[start:stop], circular=True)
-        if config.pooling == "max":
-            pooled[start:stop] = features.max_pool_folded(folded)
-        else:
-            pooled[start:stop] = features.pool(folded.unfold(), "top", config.top_fraction)
-        variance[start:stop] = features.projection_variance_folded(folded)
-    return pooled, variance
+        pooled[start:stop], variance[start:stop] = _curves(folded, config)
+        # The transform is linear: the stack's sinogram is the weighted sum of the bands'.
+        w = weights[start:stop].astype(folded.even.dtype)
+        stacked = FoldedSinogram(
+            even=np.einsum("nb,nbak->nak", w, folded.even),
+            odd=np.einsum("nb,nbak->nak", w, folded.odd),
+            size=folded.size,
+        )
+        stack_pooled[start:stop], stack_variance[start:stop] = _curves(stacked, config)
+    return pooled, variance, stack_pooled, stack_variance
 
 
 def measure_batch(
@@ -309,6 +355,7 @@ def measure_batch(
     # Step 2 (and ours: neighbour masking before the circular mask).
     pre = sanitise_and_shift(arr)
     shifted = pre.images
+    sky_level, sky_sigma = sky_level_and_noise(shifted, pre.no_data)
     masked_fraction = np.zeros(n, dtype=np.float32)
     contaminated = np.zeros(n, dtype=bool)
     if cfg.mask_neighbours and n > 0:
@@ -318,9 +365,17 @@ def measure_batch(
         masked_fraction = np.asarray(fraction, dtype=np.float32).reshape(n)
         contaminated = np.asarray(contaminated_out, dtype=bool).reshape(n)
     stamps = apply_circular_mask(shifted)
+    flux = stamps.sum(axis=(-2, -1), dtype=np.float64)
+    brightest = stamps.max(axis=(-2, -1)).astype(np.float64)
+    point_like = (flux > 0) & (brightest > cfg.point_like_fraction * flux)
+    blank = pre.blank | ~(flux > 0)  # also blank once masked to nothing
+    usable = ~blank & ~point_like
+    weights = _stack_weights(sky_level, sky_sigma, brightest, usable)
 
     # Steps 3-4.
-    pooled, variance = _sinograms_to_curves(stamps, op, cfg, chunk_size)
+    pooled, variance, stack_pooled, stack_variance = _sinograms_to_curves(
+        stamps, weights, op, cfg, chunk_size
+    )
 
     # Step 5, per band.
     angles = op.angles
@@ -329,11 +384,6 @@ def measure_batch(
     moment_fit = features.fit_sinusoid(variance, angles)
     anisotropy = features.sinusoid_anisotropy(peak_fit)
     band_angle = features.peak_angle_to_image_angle(peak_fit.theta0_deg)
-
-    flux = stamps.sum(axis=(-2, -1), dtype=np.float64)
-    brightest = stamps.max(axis=(-2, -1)).astype(np.float64)
-    point_like = (flux > 0) & (brightest > cfg.point_like_fraction * flux)
-    blank = pre.blank | ~(flux > 0)  # also blank once masked to nothing
     low_signal = peak_fit.amplitude < cfg.min_significance * peak_fit.amplitude_err
     round_ = anisotropy < cfg.min_anisotropy
 
@@ -344,19 +394,24 @@ def measure_batch(
     band_flags |= np.where(~blank & round_, int(Flag.ROUND), 0).astype(np.int32)
     band_flags |= np.where(~blank & point_like, int(Flag.POINT_LIKE), 0).astype(np.int32)
 
-    # The combination.
-    usable = ~blank & ~point_like
+    # Step 6 (ours): the band stack, and how far the bands agree with it.
+    stack_fit = features.fit_sinusoid(stack_pooled, angles)
     if cfg.estimator == "peak":
         chosen_angle, chosen_err = band_angle, peak_fit.theta0_err_deg
+        stack_angle = features.peak_angle_to_image_angle(stack_fit.theta0_deg)
+        stack_err = stack_fit.theta0_err_deg
     else:
+        stack_moments = features.fit_sinusoid(stack_variance, angles)
         chosen_angle, chosen_err = moment_fit.theta0_deg, moment_fit.theta0_err_deg
-    combined = features.combine_axial(chosen_angle, chosen_err, usable)
-    has_band = combined.n_bands > 0
-    weight = np.where(usable, 1.0 / np.maximum(chosen_err, 0.05) ** 2, 0.0)
-    weight_sum = np.where(has_band, weight.sum(axis=-1), 1.0)
-    combined_anisotropy = np.where(
-        has_band, (weight * anisotropy).sum(axis=-1) / weight_sum, np.nan
+        stack_angle, stack_err = stack_moments.theta0_deg, stack_moments.theta0_err_deg
+    bands = features.combine_axial(chosen_angle, chosen_err, usable)
+    has_band = bands.n_bands > 0
+    birge = features.birge_ratio(chosen_angle, chosen_err, usable, stack_angle)
+    combined_angle = np.where(has_band, stack_angle, np.nan)
+    combined_err = np.where(
+        has_band, np.minimum(birge * stack_err, features.MAX_ANGLE_ERR_DEG), np.nan
     )
+    combined_anisotropy = np.where(has_band, features.sinusoid_anisotropy(stack_fit), np.nan)
 
     def all_used(mask: np.ndarray) -> np.ndarray:
         return has_band & np.all(mask | ~usable, axis=-1)
@@ -391,11 +446,11 @@ def measure_batch(
         band_moments_ellipticity=per_band(features.sinusoid_anisotropy(moment_fit)),
         band_flags=band_flags,
         nonfinite_count=pre.nonfinite_count,
-        angle_image_deg=combined.angle_deg,
-        angle_err_deg=combined.err_deg,
-        band_spread_deg=combined.spread_deg,
+        angle_image_deg=combined_angle,
+        angle_err_deg=combined_err,
+        band_spread_deg=bands.spread_deg,
         anisotropy=combined_anisotropy,
-        n_bands=combined.n_bands.astype(np.int32),
+        n_bands=bands.n_bands.astype(np.int32),
         flags=flags,
         masked_fraction=masked_fraction,
         contaminated=contaminated,

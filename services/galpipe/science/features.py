@@ -43,6 +43,7 @@ __all__ = [
     "SinusoidFit",
     "WindowError",
     "axial_difference",
+    "birge_ratio",
     "combine_axial",
     "fit_sinusoid",
     "max_pool",
@@ -497,14 +498,7 @@ def combine_axial(
     angle = np.mod(np.rad2deg(0.5 * np.arctan2(sin_mean, cos_mean)), 180.0)
     resultant = np.clip(np.hypot(cos_mean, sin_mean), 1e-300, 1.0)
     spread = np.rad2deg(0.5 * np.sqrt(np.maximum(-2.0 * np.log(resultant), 0.0)))
-    # Birge ratio: when the bands disagree by more than their errors allow (chi^2 per degree of
-    # freedom > 1), the weighted-mean error is scaled up by sqrt(chi^2 / dof), never down.
-    residual = 0.5 * np.rad2deg(
-        np.angle(np.exp(1j * (doubled - 2.0 * np.deg2rad(angle[..., None]))))
-    )
-    chi2 = (weight * residual**2).sum(axis=-1)
-    dof = use.sum(axis=-1) - 1
-    birge = np.sqrt(np.maximum(1.0, chi2 / np.maximum(dof, 1)))
+    birge = birge_ratio(angles_deg, errors_deg, use, angle, min_error_deg)
     nan = np.float64(np.nan)
     return CombinedAngle(
         angle_deg=np.where(has, angle, nan),
@@ -512,3 +506,44 @@ def combine_axial(
         spread_deg=np.where(has, spread, nan),
         n_bands=use.sum(axis=-1),
     )
+
+
+def birge_ratio(
+    angles_deg: np.ndarray,
+    errors_deg: np.ndarray,
+    valid: np.ndarray,
+    centre_deg: np.ndarray,
+    min_error_deg: float = 0.05,
+) -> np.ndarray:
+    """How far the bands disagree beyond their errors: ``sqrt(max(1, chi^2 / (n - 1)))``.
+
+    When the per-band angles scatter about the combined angle by more than their errors allow
+    (chi^2 per degree of freedom > 1), an error derived from those errors is too small by this
+    factor; it is never below 1, so it never shrinks an error.
+
+    Parameters
+    ----------
+    angles_deg, errors_deg : numpy.ndarray
+        ``(N, B)`` per-band axial angles and their standard errors, degrees (errors floored at
+        ``min_error_deg``; NaN errors count as 90).
+    valid : numpy.ndarray
+        ``(N, B)`` bool: the bands that were combined.
+    centre_deg : numpy.ndarray
+        ``(N,)`` the combined angle, degrees.
+    min_error_deg : float
+        Error floor, degrees.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N,)`` float64, >= 1 (1 for fewer than two bands).
+    """
+    use = np.asarray(valid, dtype=bool)
+    sigma = np.maximum(np.nan_to_num(np.asarray(errors_deg, np.float64), nan=90.0), min_error_deg)
+    weight = np.where(use, 1.0 / sigma**2, 0.0)
+    doubled = np.deg2rad(2.0 * np.nan_to_num(np.asarray(angles_deg, np.float64)))
+    centre = np.deg2rad(2.0 * np.nan_to_num(np.asarray(centre_deg, np.float64)))
+    residual = 0.5 * np.rad2deg(np.angle(np.exp(1j * (doubled - centre[..., None]))))
+    chi2 = (weight * residual**2).sum(axis=-1)
+    dof = use.sum(axis=-1) - 1
+    return np.sqrt(np.maximum(1.0, chi2 / np.maximum(dof, 1)))

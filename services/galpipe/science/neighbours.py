@@ -12,15 +12,8 @@ and the circular mask zeroes them afterwards anyway.
 
 Method, per batch ``images`` float32 ``(N, B, S, S)`` (axes ``[..., row, col]``):
 
-1. **Sky level and noise per band**, vectorised over the batch: the pixels outside the
-   inscribed circle of radius ``S/2`` (the ones the paper's circular mask discards; 336 of
-   1,600 for ``S = 40``, the farthest from the galaxy), sigma-clipped at 3σ for three rounds;
-   level = median, σ = interquartile range / 1.349 of the kept pixels. Measured on 400
-   simulated 40×40 stamps (elongated galaxy, a star in half of them, known sky): level bias
-   +0.01σ, scatter 0.07σ, σ within 1 %. ``sep.Background`` does worse on a stamp this small:
-   its default 64-pixel mesh is larger than the stamp, and with meshes of 8-20 pixels the
-   galaxy fills the central meshes (global level biased by +0.07σ to +0.11σ, scatter
-   0.07σ-0.10σ), besides needing a loop over galaxies.
+1. **Sky level and noise per band** from the stamp's corners
+   (:func:`galpipe.science.sky.sky_level_and_noise`; no-data pixels are never sky).
 2. **Detection image**, one per galaxy: the mean signal-to-noise image of the bands that carry
    signal, ``D = Σ_b (I_b − level_b) / σ_b / sqrt(n_bands)``; its noise is 1 when the bands'
    noise is independent, so the detection threshold is directly in σ. Weighting each band by
@@ -82,7 +75,7 @@ import numpy as np
 import sep
 from scipy import ndimage
 
-from galpipe.science.preprocess import circular_mask
+from galpipe.science.sky import sky_level_and_noise
 
 __all__ = [
     "NeighbourConfig",
@@ -92,12 +85,6 @@ __all__ = [
     "mask_neighbours",
 ]
 
-# Sigma clipping of the sky pixels: 3σ, three rounds (SExtractor's background estimator clips
-# at 3σ until convergence; three rounds converge on a 40×40 stamp).
-_CLIP_SIGMA = 3.0
-_CLIP_ROUNDS = 3
-# Interquartile range of a normal distribution in units of σ.
-_IQR_PER_SIGMA = 1.3489795
 # sep's default detection filter (SExtractor's 3×3 pyramid) scaled to unit norm: white noise of
 # unit σ stays unit σ through it.
 _MATCHED_KERNEL = (sep.default_kernel / np.sqrt(np.square(sep.default_kernel).sum())).astype(
@@ -207,78 +194,6 @@ class NeighbourMasking(NamedTuple):
     contaminated: np.ndarray
 
 
-def _quantile_in_range(
-    sorted_values: np.ndarray, lo: np.ndarray, count: np.ndarray, q: float
-) -> np.ndarray:
-    """Quantile ``q`` (linear interpolation) of ``sorted_values[..., lo:lo+count]`` per row."""
-    position = lo + q * (count - 1)
-    below = np.floor(position).astype(np.intp)
-    above = np.minimum(below + 1, lo + count - 1)
-    weight = (position - below).astype(sorted_values.dtype)
-    low_value = np.take_along_axis(sorted_values, below[..., None], axis=-1)[..., 0]
-    high_value = np.take_along_axis(sorted_values, above[..., None], axis=-1)[..., 0]
-    return low_value + weight * (high_value - low_value)
-
-
-def _sky_level_and_noise(images: np.ndarray, no_data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sigma-clipped sky level and noise of every band from the pixels outside the circle.
-
-    Parameters
-    ----------
-    images : numpy.ndarray
-        float32 ``(N, B, S, S)``.
-    no_data : numpy.ndarray
-        bool ``(N, B, S, S)``: pixels without data, never counted as sky.
-
-    Returns
-    -------
-    level, sigma : numpy.ndarray
-        float32 ``(N, B)`` each, in the units of ``images``: median and IQR/1.349 of the
-        corner pixels kept by 3σ clipping (σ may be 0 for noiseless or blank bands).
-
-    Notes
-    -----
-    No-data pixels are left out: the cutout service's fill (survey edges, missing bands) and
-    what a rotation brings into the corners. Counted as sky, they would pull the noise towards 0
-    and turn the galaxy's own outskirts into "neighbours". A band with no corner pixel of data
-    gets level 0 and σ 0, as a blank band always did.
-    """
-    size = images.shape[-1]
-    outside = ~circular_mask(size)
-    # Stamps too small to have corners (S < 3) fall back to every pixel.
-    if outside.sum() >= 4:
-        corners, empty = images[..., outside], no_data[..., outside]
-    else:
-        corners = images.reshape(*images.shape[:2], -1)
-        empty = no_data.reshape(*no_data.shape[:2], -1)
-    # NaN sorts last, so the data pixels are the run [0, n_data) of each sorted row.
-    values = np.sort(np.where(empty, np.float32(np.nan), corners), axis=-1)
-    n_data = (~empty).sum(axis=-1)
-    n_pixels = values.shape[-1]
-    lo = np.zeros(values.shape[:-1], dtype=np.intp)
-    count = np.maximum(n_data, 1)
-    for _ in range(_CLIP_ROUNDS):
-        level = _quantile_in_range(values, lo, count, 0.5)
-        iqr = _quantile_in_range(values, lo, count, 0.75) - _quantile_in_range(
-            values, lo, count, 0.25
-        )
-        sigma = iqr / np.float32(_IQR_PER_SIGMA)
-        low_cut = (level - _CLIP_SIGMA * sigma)[..., None]
-        high_cut = (level + _CLIP_SIGMA * sigma)[..., None]
-        # Sorted rows: the kept pixels are one contiguous run [lo, hi).
-        lo = (values < low_cut).sum(axis=-1)
-        hi = (values <= high_cut).sum(axis=-1)
-        # The median itself is always kept, so the run is never empty; guard anyway.
-        count = np.maximum(hi - lo, 1)
-        lo = np.minimum(lo, n_pixels - 1)
-    level = _quantile_in_range(values, lo, count, 0.5)
-    iqr = _quantile_in_range(values, lo, count, 0.75) - _quantile_in_range(values, lo, count, 0.25)
-    blank = n_data == 0
-    level = np.where(blank, 0, level)
-    sigma = np.where(blank, 0, iqr / np.float32(_IQR_PER_SIGMA))
-    return level.astype(np.float32), sigma.astype(np.float32)
-
-
 def detection_images(
     images: np.ndarray, no_data: np.ndarray, config: NeighbourConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -304,7 +219,7 @@ def detection_images(
     sky_level : numpy.ndarray
         float32 ``(N, B)``: the clipped sky level of every band.
     """
-    level, sigma = _sky_level_and_noise(images, no_data)
+    level, sigma = sky_level_and_noise(images, no_data)
     peak_above_sky = images.max(axis=(-2, -1)) - level
     usable = peak_above_sky > 0
     noise = np.maximum(sigma, np.float32(config.noise_floor_rel) * peak_above_sky)
@@ -355,7 +270,7 @@ def _filtered_noise(detection: np.ndarray, no_data: np.ndarray) -> np.ndarray:
     edge = np.ones(detection.shape[-2:], dtype=bool)
     edge[1:-1, 1:-1] = False
     invalid = ndimage.binary_dilation(no_data, structure=np.ones((1, 3, 3), dtype=bool)) | edge
-    _, sigma = _sky_level_and_noise(filtered[:, None], invalid[:, None])
+    _, sigma = sky_level_and_noise(filtered[:, None], invalid[:, None])
     return np.maximum(sigma[:, 0], np.float32(1.0))
 
 

@@ -198,8 +198,9 @@ def _markdown(summary: dict[str, Any]) -> str:
         "",
         "Fraction of galaxies whose true error is within 1σ and 2σ of the reported uncertainty "
         "(a calibrated Gaussian error: 0.683 and 0.954; median |error|/σ 0.674). `ours_combined`"
-        " is the combined angle's error (inverse-variance combination of the per-band fit "
-        "standard errors, scaled up by the Birge ratio where the bands disagree beyond them); "
+        " is the combined angle's error (the sinusoid fit's standard error on the 1/sigma-"
+        "weighted band stack, scaled up by the Birge ratio where the bands disagree beyond "
+        "their errors); "
         "`ours_band_fit` / `ours_band_window` are per band, the sinusoid fit's "
         "standard error and the paper's window-drop error. The peer reports no angle "
         "uncertainty.",
