@@ -272,15 +272,17 @@ def protocol_tables(
     snr: np.ndarray,
     isolated: np.ndarray,
     headline: np.ndarray,
+    unflagged: np.ndarray,
 ) -> dict[str, Any]:
     """The protocol's statistics as JSON-ready data, every method side by side.
 
     Parameters
     ----------
     result : ProtocolResult
-    axis_ratio, snr, isolated, headline : numpy.ndarray
+    axis_ratio, snr, isolated, headline, unflagged : numpy.ndarray
         ``(N,)`` per truth galaxy (indexed by ``result.galaxy_index``); ``headline`` selects
-        the truth headline's galaxies (isolated, q < 0.5, S/N > 50).
+        the truth headline's galaxies (isolated, q < 0.5, S/N > 50); ``unflagged`` the galaxies
+        whose original measurement (ours) has no flag -- what a catalogue user keeps.
 
     Returns
     -------
@@ -288,7 +290,7 @@ def protocol_tables(
         ``ours``, ``peer`` (every image) and ``ours_nomask`` (the sampled chunks; ours and the
         peer are repeated on that sample as ``ours_sampled`` and ``peer_sampled`` for a like
         comparison), each with ``overall``, ``headline``, ``isolated``, ``neighbours``,
-        ``by_axis_ratio``, ``by_snr`` and ``by_subset``.
+        ``by_axis_ratio``, ``by_snr``, ``by_subset`` and ``unflagged``.
     """
     gi = result.galaxy_index
     sampled = result.unmasked_sampled
@@ -303,6 +305,7 @@ def protocol_tables(
         deviation = deviation[keep]
         galaxy = gi[keep]
         q, s, iso, head = axis_ratio[galaxy], snr[galaxy], isolated[galaxy], headline[galaxy]
+        clean = unflagged[galaxy]
         subsets = result.subset[keep]
         tables[method] = {
             "overall": _summary(deviation),
@@ -315,6 +318,7 @@ def protocol_tables(
             "headline": _summary(deviation[head]),
             "isolated": _summary(deviation[iso]),
             "neighbours": _summary(deviation[~iso]),
+            "unflagged": _summary(deviation[clean]),
         }
     tables["axis_ratio_bins"] = bin_labels(AXIS_RATIO_EDGES)
     tables["snr_bins"] = bin_labels(SNR_EDGES)

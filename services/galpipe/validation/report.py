@@ -228,6 +228,7 @@ def _markdown(summary: dict[str, Any]) -> str:
     selections = (
         ("all", "overall"),
         ("isolated, q < 0.5, S/N > 50", "headline"),
+        ("unflagged (ours: no flag on the original)", "unflagged"),
         ("isolated", "isolated"),
         ("neighbours", "neighbours"),
     )

@@ -222,7 +222,12 @@ def run_validation(
     )
     isolated = subset_masks(population)["isolated"]
     protocol_summary = protocol_tables(
-        protocol, population.axis_ratio, population.snr, isolated, headline_selection(population)
+        protocol,
+        population.axis_ratio,
+        population.snr,
+        isolated,
+        headline_selection(population),
+        unflagged=measured.ours.flags == 0,
     )
     _save_protocol(out / "protocol.npz", protocol)
     mark = lap("protocol", mark)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from galpipe.science.core import RadonConfig, measure_batch
 from galpipe.validation.peer import sep_orientation
@@ -70,6 +71,7 @@ def test_tables_report_every_method_side_by_side_and_the_unmasked_sample() -> No
         np.array([60.0, 8.0]),
         np.array([True, False]),
         np.array([True, False]),
+        unflagged=np.array([False, True]),
     )
     assert (tables["n_images"], tables["n_sampled"]) == (30, 10)
     for method in ("ours", "peer"):
@@ -77,6 +79,10 @@ def test_tables_report_every_method_side_by_side_and_the_unmasked_sample() -> No
         assert sum(s["n"] for s in tables[method]["by_axis_ratio"]) == 30
         assert tables[method]["isolated"]["n"] + tables[method]["neighbours"]["n"] == 30
         assert tables[method]["headline"]["n"] == tables[method]["isolated"]["n"] == 15
+        # Galaxy 1's 15 images (j * 2 // 30 = 1 for j >= 15), its deviations exactly.
+        assert tables[method]["unflagged"]["n"] == 15
+        deviation = getattr(result, f"deviation_{method}_deg")[15:]
+        assert tables[method]["unflagged"]["mean_deg"] == pytest.approx(np.nanmean(deviation))
         assert sum(s["n"] for s in tables[method]["by_subset"].values()) == 30
     for method in ("ours_nomask", "ours_sampled", "peer_sampled"):
         assert tables[method]["overall"]["n"] == 10
