@@ -16,7 +16,9 @@ leaves it (``galaxies`` rows, ``cutouts`` rows, queued radon tasks).
    production :class:`~galpipe.pipelines.radon.RadonPipeline` (batch ``--batch``, ``--threads``
    readers); galaxies/s = galaxies / wall time from the first claim to the last commit, after
    one warm-up batch (not counted); median of ``--repeats`` runs: ``local_per_s``,
-   ``s3_per_s``. This process's CPU time per galaxy is printed beside it (moto's is not in it).
+   ``s3_per_s``. This process's CPU time per galaxy is printed beside it (moto's is not in it),
+   and ``s3_cpu_bound_per_s``: the machine's cores over the CPU per galaxy of this process and
+   moto together, which no overlap can beat while both share the machine.
 3. **Read ceiling** (anchor of the S3 figure): the same objects read by ``--threads`` threads
    with the store's ``get`` (sha256 verified) and nothing else, and the S3 server's own CPU
    per request (moto runs in a child process of its own; on a 2-core machine it competes with
@@ -46,8 +48,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -259,8 +261,13 @@ class PhaseTimers:
 class SerialExecutor:
     """Stands in for the pipeline's thread pool so that cProfile sees the reads and decodes."""
 
-    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> Iterator[Any]:
-        return iter(list(map(fn, *iterables)))
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as exc:  # the pipeline sees it when it asks for the result
+            future.set_exception(exc)
+        return future
 
     def shutdown(self, wait: bool = True) -> None:
         pass
@@ -531,6 +538,16 @@ def measure_store(
         out["s3_reads_per_s"] = round(reads_per_s, 1)
         out["s3_server_cpu_ms_per_get"] = round(server_ms, 3)
         out["s3_over_read_ceiling"] = round(per_s / reads_per_s, 3)
+        # The worker and moto share this machine's cores: even with perfect overlap (and
+        # PostgreSQL's CPU left out) it cannot finish galaxies faster than this.
+        cpu_ms = out[f"{kind}_cpu_ms_per_galaxy"] + server_ms
+        bound = (os.cpu_count() or 1) * 1e3 / cpu_ms
+        print(
+            f"{kind} CPU bound of this machine: {os.cpu_count()} cores / ({cpu_ms:.2f} ms per "
+            f"galaxy: this process + moto) = {bound:,.0f} galaxies/s; the pipeline ran at "
+            f"{per_s / bound:.2f}x of it"
+        )
+        out["s3_cpu_bound_per_s"] = round(bound, 1)
 
     if "profile" not in args.skip:
         for mode, label in (("timers", "phase timers"), ("cprofile", "cProfile")):
