@@ -25,6 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from galpipe.science import features
+from galpipe.science.core import RadonConfig
 from galpipe.science.preprocess import apply_circular_mask, sanitise_and_shift
 from galpipe.science.radon import RadonOperator
 
@@ -100,7 +101,7 @@ class GalleryItem:
     angles_deg : numpy.ndarray
         ``(A,)`` projection angles, degrees.
     pooled : numpy.ndarray
-        ``(A,)`` the max-pooled curve (step 4).
+        ``(A,)`` the pooled curve (step 4, the pipeline's pooling).
     fit_offset, fit_amplitude, fit_theta0_deg : float
         The fitted ``a + b cos(2(theta - theta0))`` (step 5).
     true_pa_deg, measured_pa_deg, axis_ratio : float
@@ -313,14 +314,16 @@ def gallery_items(
     band
         Band index shown (1: r).
     """
-    stamps = sanitise_and_shift(np.asarray(cubes, dtype=np.float32)).images
+    pre = sanitise_and_shift(np.asarray(cubes, dtype=np.float32))
+    stamps = pre.images
     if mask_neighbours and len(stamps):
         from galpipe.science.neighbours import mask_neighbours as mask
 
-        stamps = np.asarray(mask(stamps)[0], dtype=np.float32)
+        stamps = np.asarray(mask(stamps, pre.no_data)[0], dtype=np.float32)
     stamps = apply_circular_mask(stamps)
     sinograms = operator.apply(stamps[:, band : band + 1], circular=True)[:, 0]
-    pooled = features.max_pool(sinograms)
+    config = RadonConfig()
+    pooled = features.pool(sinograms, config.pooling, config.top_fraction)
     fit = features.fit_sinusoid(pooled, operator.angles)
     return [
         GalleryItem(

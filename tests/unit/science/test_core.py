@@ -262,13 +262,13 @@ def test_default_masking_is_the_neighbours_module(operator: RadonOperator) -> No
 
 def test_algo_version_names_every_parameter() -> None:
     base = RadonConfig()
-    assert base.algo_version.startswith("radon-v3+S=40+A=181+o=3+pool=max+top=0.10+est=peak+nbr=on")
+    assert base.algo_version.startswith("radon-v3+S=40+A=181+o=3+pool=top+top=0.10+est=peak+nbr=on")
     assert "+nbr=off+" in dataclasses.replace(base, mask_neighbours=False).algo_version
     changes = {
         "size": 41,
         "angles_deg": tuple(float(a) for a in range(180)),
         "order": 1,
-        "pooling": "top",
+        "pooling": "max",
         "top_fraction": 0.2,
         "estimator": "moments",
         "mask_neighbours": False,
