@@ -83,6 +83,13 @@ def test_the_numbers_are_consistent(quick_run: tuple[Path, Summary]) -> None:
             assert sum(parts) == tables["all"][method][band]["overall"]["n"] == QUICK_TRUTH
             by_q = tables["all"][method][band]["by_axis_ratio"]
             assert sum(s["n"] for s in by_q) == QUICK_TRUTH
+    # The paired comparison: the same galaxies for both methods, the ones both measured.
+    for subset, paired in document["truth"]["paired"].items():
+        ours_n = [s["n"] for s in paired["ours"]]
+        assert ours_n == [s["n"] for s in paired["peer"]]
+        assert [s["n_measured"] for s in paired["peer"]] == ours_n
+        peer_measured = tables[subset]["peer"]["combined"]["overall"]["n_measured"]
+        assert 0 < sum(ours_n) <= peer_measured
     protocol = document["protocol"]
     assert protocol["n_images"] == QUICK_AUGMENT == summary.n_augment
     assert protocol["ours"]["overall"]["mean_deg"] >= protocol["ours"]["overall"]["median_deg"] > 0

@@ -172,6 +172,16 @@ def _markdown(summary: dict[str, Any]) -> str:
                 "S/N", truth["snr_bins"], {m: tables[m]["combined"]["by_snr"] for m in tables}
             ),
         ]
+    lines += [
+        "### Ours and the peer on the same galaxies (combined, by axis ratio)",
+        "",
+        "The peer gives no angle for some of the hardest galaxies (see measured/n above); "
+        "here both methods are compared on the galaxies both measured.",
+        "",
+    ]
+    for subset, methods in truth["paired"].items():
+        lines += [f"**{subset}**", ""]
+        lines += _binned_table("q", truth["axis_ratio_bins"], methods)
     lines += ["### Per band (all galaxies)", "", "![bands](truth_bands.png)", ""]
     rows = []
     for band in _BANDS:

@@ -180,15 +180,28 @@ def truth_tables(population: TruthPopulation, measured: TruthMeasurements) -> di
     dict
         ``headline`` (method -> stats on :func:`headline_selection`), ``tables`` (subset ->
         method -> band -> ``overall`` / ``by_axis_ratio`` / ``by_snr`` stats, and ``grid`` for
-        the combined angle), ``calibration`` (subset -> estimator -> 1 and 2 sigma coverage),
-        the bin labels and the image digests.
+        the combined angle), ``paired`` (subset -> ours / peer -> combined ``by_axis_ratio``
+        stats on the galaxies *both* measured: the peer gives no angle for some of the
+        hardest galaxies, and its medians over the rest are not a like comparison),
+        ``calibration`` (subset -> estimator -> 1 and 2 sigma coverage), the bin labels and the
+        image digests.
     """
     q, snr = population.axis_ratio, population.snr
     errors = measured.errors_deg(population.position_angle_deg)
     headline = headline_selection(population)
     tables: dict[str, Any] = {}
+    paired: dict[str, Any] = {}
     calib: dict[str, Any] = {}
+    both = np.isfinite(errors["ours"][COMBINED]) & np.isfinite(errors["peer"][COMBINED])
     for subset, mask in subset_masks(population).items():
+        pair = mask & both
+        paired[subset] = {
+            method: [
+                s.as_dict()
+                for s in binned_stats(errors[method][COMBINED][pair], q[pair], AXIS_RATIO_EDGES)
+            ]
+            for method in ("ours", "peer")
+        }
         tables[subset] = {}
         for method in METHODS:
             tables[subset][method] = {}
@@ -228,6 +241,7 @@ def truth_tables(population: TruthPopulation, measured: TruthMeasurements) -> di
         "axis_ratio_bins": bin_labels(AXIS_RATIO_EDGES),
         "snr_bins": bin_labels(SNR_EDGES),
         "tables": tables,
+        "paired": paired,
         "calibration": calib,
         "images_sha256": measured.images_sha256,
     }
