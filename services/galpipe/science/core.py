@@ -46,6 +46,7 @@ from typing import Literal
 import numpy as np
 
 from galpipe.science import features
+from galpipe.science import neighbours as neighbours_module
 from galpipe.science.preprocess import apply_circular_mask, sanitise_and_shift
 from galpipe.science.radon import DEFAULT_ANGLES_DEG, FoldedSinogram, RadonOperator
 from galpipe.science.sky import sky_level_and_noise
@@ -181,8 +182,7 @@ class RadonConfig:
         windows = ",".join(f"{w:g}" for w in self.windows_deg)
         neighbours = "off"
         if self.mask_neighbours:
-            tag = self.neighbour_tag or _default_neighbour_tag()
-            neighbours = f"on:{tag}" if tag else "on"
+            neighbours = f"on:{self.neighbour_tag or neighbours_module.NeighbourConfig().tag}"
         return (
             f"{ALGO_FAMILY}+S={self.size}+{angle_part}+o={self.order}+pool={self.pooling}"
             f"+top={self.top_fraction:.2f}+est={self.estimator}"
@@ -231,26 +231,6 @@ class BatchMeasurement:
     masked_fraction: np.ndarray
     contaminated: np.ndarray
     algo_version: str = field(default="")
-
-
-def _default_neighbour_tag() -> str:
-    """The default neighbour-masking configuration's tag, or "" if that module is absent."""
-    try:
-        from galpipe.science.neighbours import NeighbourConfig
-    except ImportError:
-        return ""
-    return str(NeighbourConfig().tag)
-
-
-def _default_mask_neighbours() -> MaskNeighbours:
-    try:
-        from galpipe.science.neighbours import mask_neighbours
-    except ImportError as exc:  # the module is built in parallel; say what is missing
-        raise RuntimeError(
-            "RadonConfig.mask_neighbours is on but galpipe.science.neighbours.mask_neighbours "
-            "cannot be imported; pass mask_neighbours= or use mask_neighbours=False"
-        ) from exc
-    return mask_neighbours  # type: ignore[no-any-return]
 
 
 def _stack_weights(
@@ -363,7 +343,7 @@ def measure_batch(
     masked_fraction = np.zeros(n, dtype=np.float32)
     contaminated = np.zeros(n, dtype=bool)
     if cfg.mask_neighbours and n > 0:
-        masker = mask_neighbours if mask_neighbours is not None else _default_mask_neighbours()
+        masker = mask_neighbours or neighbours_module.mask_neighbours
         shifted, fraction, contaminated_out = masker(shifted, pre.no_data)
         shifted = np.asarray(shifted, dtype=np.float32)
         masked_fraction = np.asarray(fraction, dtype=np.float32).reshape(n)
