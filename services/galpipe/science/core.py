@@ -49,7 +49,7 @@ from galpipe.science import features
 from galpipe.science import neighbours as neighbours_module
 from galpipe.science.preprocess import apply_circular_mask, sanitise_and_shift
 from galpipe.science.radon import DEFAULT_ANGLES_DEG, FoldedSinogram, RadonOperator
-from galpipe.science.sky import sky_level_and_noise
+from galpipe.science.sky import inverse_noise_weights, sky_level_and_noise
 
 __all__ = [
     "ALGO_FAMILY",
@@ -64,8 +64,8 @@ __all__ = [
 #: v2: combined error scaled by the Birge ratio; v3: combined angle measured on the band stack.
 ALGO_FAMILY = "radon-v3"
 
-#: A band's noise in the stack weights is at least this fraction of its peak above the sky, so
-#: noiseless (simulated) bands get a finite weight; on DR10 data it bites above 1,000 sigma.
+#: A band's noise in the stack weights is at least this fraction of its peak above the sky
+#: (:func:`~galpipe.science.sky.inverse_noise_weights`).
 STACK_NOISE_FLOOR_REL = 1e-3
 
 #: The neighbour-masking step: ``(N, B, S, S)`` float32, sanitised and min-shifted, before the
@@ -241,9 +241,7 @@ def _stack_weights(
     ``level``, ``sigma`` the bands' sky level and noise, ``peak`` their brightest pixel (same
     units); galaxies without a usable band get all-zero weights.
     """
-    noise = np.maximum(sigma, STACK_NOISE_FLOOR_REL * np.maximum(peak - level, 0.0))
-    use = usable & (noise > 0)
-    weight = np.where(use, 1.0 / np.where(use, noise, 1.0), 0.0)
+    weight = inverse_noise_weights(sigma, peak - level, usable, STACK_NOISE_FLOOR_REL)
     total = weight.sum(axis=-1, keepdims=True)
     return weight / np.where(total > 0, total, 1.0)
 

@@ -75,7 +75,7 @@ import numpy as np
 import sep
 from scipy import ndimage
 
-from galpipe.science.sky import sky_level_and_noise
+from galpipe.science.sky import inverse_noise_weights, sky_level_and_noise
 
 __all__ = [
     "NeighbourConfig",
@@ -222,9 +222,7 @@ def detection_images(
     level, sigma = sky_level_and_noise(images, no_data)
     peak_above_sky = images.max(axis=(-2, -1)) - level
     usable = peak_above_sky > 0
-    noise = np.maximum(sigma, np.float32(config.noise_floor_rel) * peak_above_sky)
-    # Unusable bands get weight 0 (and a safe divisor of 1, so no inf or NaN is formed).
-    weight = np.where(usable, 1.0 / np.where(usable, noise, 1.0), 0.0).astype(np.float32)
+    weight = inverse_noise_weights(sigma, peak_above_sky, usable, config.noise_floor_rel)
     n_usable = usable.sum(axis=1)
     weight /= np.sqrt(np.maximum(n_usable, 1)).astype(np.float32)[:, None]
     # Σ_b w_b (I_b − level_b) as one batched matrix product, without an (N, B, S, S) temporary.
