@@ -37,6 +37,7 @@ error is reported per band beside it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -341,7 +342,10 @@ def measure_batch(
     masked_fraction = np.zeros(n, dtype=np.float32)
     contaminated = np.zeros(n, dtype=bool)
     if cfg.mask_neighbours and n > 0:
-        masker = mask_neighbours or neighbours_module.mask_neighbours
+        # The default masking reuses the sky just measured rather than sorting the corners again.
+        masker = mask_neighbours or functools.partial(
+            neighbours_module.mask_neighbours, sky=(sky_level, sky_sigma)
+        )
         shifted, fraction, contaminated_out = masker(shifted, pre.no_data)
         shifted = np.asarray(shifted, dtype=np.float32)
         masked_fraction = np.asarray(fraction, dtype=np.float32).reshape(n)

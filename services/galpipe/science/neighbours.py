@@ -195,7 +195,10 @@ class NeighbourMasking(NamedTuple):
 
 
 def detection_images(
-    images: np.ndarray, no_data: np.ndarray, config: NeighbourConfig
+    images: np.ndarray,
+    no_data: np.ndarray,
+    config: NeighbourConfig,
+    sky: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One mean signal-to-noise image per galaxy (step 2 of the module docstring).
 
@@ -209,6 +212,9 @@ def detection_images(
         bool ``(N, B, S, S)``: pixels without data (never sky).
     config : NeighbourConfig
         Only ``noise_floor_rel`` is read.
+    sky : tuple of numpy.ndarray, optional
+        ``(level, sigma)``, float32 ``(N, B)``: :func:`~galpipe.science.sky.sky_level_and_noise`
+        of these ``images`` and ``no_data``, when the caller has it already; else computed.
 
     Returns
     -------
@@ -219,7 +225,7 @@ def detection_images(
     sky_level : numpy.ndarray
         float32 ``(N, B)``: the clipped sky level of every band.
     """
-    level, sigma = sky_level_and_noise(images, no_data)
+    level, sigma = sky if sky is not None else sky_level_and_noise(images, no_data)
     peak_above_sky = images.max(axis=(-2, -1)) - level
     usable = peak_above_sky > 0
     weight = inverse_noise_weights(sigma, peak_above_sky, usable, config.noise_floor_rel)
@@ -331,7 +337,11 @@ def _disk(radius: int) -> np.ndarray:
 
 
 def mask_neighbours(
-    images: np.ndarray, no_data: np.ndarray | None = None, config: NeighbourConfig | None = None
+    images: np.ndarray,
+    no_data: np.ndarray | None = None,
+    config: NeighbourConfig | None = None,
+    *,
+    sky: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> NeighbourMasking:
     """Replace every source but the central one by the band's sky level (step 2.4, ours).
 
@@ -347,6 +357,10 @@ def mask_neighbours(
         as sky. Default: the pixels exactly 0 in ``images`` (right for stamps not min-shifted).
     config : NeighbourConfig, optional
         Detection and masking parameters; ``NeighbourConfig()`` if omitted.
+    sky : tuple of numpy.ndarray, optional
+        ``(level, sigma)`` of every band, :func:`~galpipe.science.sky.sky_level_and_noise` of
+        ``images`` and ``no_data``, when the caller has measured it (the core does); else
+        measured here.
 
     Returns
     -------
@@ -380,7 +394,7 @@ def mask_neighbours(
     if n_galaxies == 0 or size == 0:
         return NeighbourMasking(batch.copy(), masked_fraction, contaminated)
 
-    detection, has_signal, sky_level = detection_images(batch, empty, config)
+    detection, has_signal, sky_level = detection_images(batch, empty, config, sky)
     centre = (size - 1) / 2.0
     offset = np.arange(size) - centre
     distance = np.hypot(offset[:, None], offset[None, :])

@@ -241,8 +241,7 @@ def test_neighbour_masking_is_called_before_the_circular_mask_and_recorded(
 
 
 def test_default_masking_is_the_neighbours_module(operator: RadonOperator) -> None:
-    """The contract with galpipe.science.neighbours (built alongside): called by default."""
-    pytest.importorskip("galpipe.science.neighbours")
+    """The contract with galpipe.science.neighbours: called by default."""
     rng = np.random.default_rng(0)
     galaxy = _bands(gaussian(20.0, q=0.5)) * 10.0
     star = _bands(gaussian(0.0, q=1.0, sigma_major=1.2, centre=(-11.0, 9.0))) * 40.0
