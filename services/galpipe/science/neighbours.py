@@ -35,11 +35,18 @@ Method, per batch ``images`` float32 ``(N, B, S, S)`` (axes ``[..., row, col]``)
    in a segment decides). If no segment covers it, the segment with a pixel nearest the centre
    within ``centre_radius_px`` is central. If none is, there is no central source.
 5. **Masking**: every other segment, dilated by a disk of ``dilate_px`` pixels to catch its
-   wings but never into the central segment, is replaced in every band by that band's sky
-   level from step 1. Not by zero: a hole would itself be a structure that the Radon
-   transform sees. (The median of the band's pixels in no segment was tried as well: it
-   needs a sort of every stamp, +0.06 ms per galaxy, and differs from the clipped corner
-   level only by the galaxy's faint wings below the detection isophote.)
+   wings but never into the central segment, is replaced in every band by the pixel's
+   *point reflection* through the stamp centre -- pixel ``[r, c]`` takes the value of
+   ``[S-1-r, S-1-c]`` -- where that pixel is data and is not masked itself; otherwise by the
+   band's sky level from step 1. A galaxy's light is point-symmetric about its centre (every
+   Sérsic ellipse is), so the reflection puts back the central galaxy's own wings, with noise
+   of the right level, where the neighbour lay. The sky level alone left a hole in those
+   wings: a structure of its own that the Radon transform sees, at a place that moves with
+   the neighbour's segmentation. On 1,500 truth galaxies (issue 6) the reflection lowered
+   the median angle error of galaxies with neighbours by 10-17 % for axis ratios below 0.7
+   and the protocol's mean deviation from 9.8° to 9.1°. (Zero would be a deeper hole still.
+   The median of the band's pixels in no segment was tried as a level as well: a sort of
+   every stamp, +0.06 ms per galaxy, for the same hole.)
 6. **Flags**: ``masked_fraction`` = masked pixels / S². ``contaminated`` is True when
 
    - a masked segment's flux (in the detection image) is at least ``contaminant_flux_ratio``
@@ -163,14 +170,15 @@ class NeighbourConfig:
         Returns
         -------
         str
-            e.g. ``"nb3-t1.5-a5-n32-c0.001-d2-r3-f0.05-e0.001"`` (``nb3`` = version 3 of this
+            e.g. ``"nb4-t1.5-a5-n32-c0.001-d2-r3-f0.05-e0.001"`` (``nb4`` = version 4 of this
             method, then threshold, minarea, nthresh, cont, dilation, centre radius, flux ratio,
             noise floor). Version 2: exact zeros (no data) are no longer counted as sky.
             Version 3: no data as found before the min-shift; the threshold is in σ of the
-            filtered noise (correlated noise).
+            filtered noise (correlated noise). Version 4: masked pixels take their point
+            reflection through the centre (the galaxy's own light), not the sky level.
         """
         return (
-            f"nb3-t{self.detect_sigma:g}-a{self.minarea}-n{self.deblend_nthresh}"
+            f"nb4-t{self.detect_sigma:g}-a{self.minarea}-n{self.deblend_nthresh}"
             f"-c{self.deblend_cont:g}-d{self.dilate_px}-r{self.centre_radius_px:g}"
             f"-f{self.contaminant_flux_ratio:g}-e{self.noise_floor_rel:g}"
         )
@@ -182,7 +190,8 @@ class NeighbourMasking(NamedTuple):
     Attributes
     ----------
     masked : numpy.ndarray
-        float32 ``(N, B, S, S)``: the images with neighbours replaced by the local background.
+        float32 ``(N, B, S, S)``: the images with neighbours replaced (step 5 of the module
+        docstring).
     masked_fraction : numpy.ndarray
         float32 ``(N,)``: masked pixels / S², in [0, 1].
     contaminated : numpy.ndarray
@@ -330,6 +339,34 @@ def _is_contaminated(
     return bool(peak_offset > config.centre_radius_px)
 
 
+def _reflection_fill(
+    images: np.ndarray, mask: np.ndarray, no_data: np.ndarray, sky_level: np.ndarray
+) -> np.ndarray:
+    """What masked pixels take: their point reflection, else the sky (step 5).
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        float32 ``(n, B, S, S)`` min-shifted stamps.
+    mask : numpy.ndarray
+        bool ``(n, S, S)``: the pixels to replace (dilated neighbours).
+    no_data : numpy.ndarray
+        bool ``(n, B, S, S)``: pixels without data.
+    sky_level : numpy.ndarray
+        float32 ``(n, B)``: every band's sky level, same units as ``images``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(n, B, S, S)``: for every pixel, the value of the pixel point-reflected
+        through the stamp centre ``((S-1)/2, (S-1)/2)`` where that one is data and not in
+        ``mask``, else the band's sky level. Only the masked pixels of it are used.
+    """
+    reflected = images[..., ::-1, ::-1]
+    usable = ~mask[:, None, ::-1, ::-1] & ~no_data[..., ::-1, ::-1]
+    return np.where(usable, reflected, sky_level[..., None, None])
+
+
 def _disk(radius: int) -> np.ndarray:
     """Boolean disk structuring element of the given radius in pixels."""
     offset = np.arange(-radius, radius + 1)
@@ -343,7 +380,7 @@ def mask_neighbours(
     *,
     sky: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> NeighbourMasking:
-    """Replace every source but the central one by the band's sky level (step 2.4, ours).
+    """Replace every source but the central one by the galaxy's reflection (step 2.4, ours).
 
     Parameters
     ----------
@@ -440,6 +477,10 @@ def mask_neighbours(
     if config.dilate_px > 0:
         mask = ndimage.binary_dilation(mask, structure=_disk(config.dilate_px)[None])
     mask &= ~is_central[todo]
-    masked[todo] = np.where(mask[:, None], sky_level[todo][..., None, None], batch[todo])
+    masked[todo] = np.where(
+        mask[:, None],
+        _reflection_fill(batch[todo], mask, empty[todo], sky_level[todo]),
+        batch[todo],
+    )
     masked_fraction[todo] = mask.sum(axis=(-2, -1)) / np.float32(size * size)
     return NeighbourMasking(masked, masked_fraction, contaminated)

@@ -127,10 +127,10 @@ def radius_mask(radius: float, distance: float = 0.0, direction_deg: float = 0.0
     return np.asarray((COL - col0) ** 2 + (ROW - row0) ** 2 <= radius**2)
 
 
-def moment_angle_deg(stamp: np.ndarray, sky: np.ndarray | float = 0.0) -> float:
-    """Second-moment orientation of the band-summed stamp in the inscribed circle, in [0, 180).
+def second_moments(stamp: np.ndarray, sky: np.ndarray | float) -> tuple[float, float, float]:
+    """``(Mxx, Myy, Mxy)`` of the band-summed, sky-subtracted stamp in the inscribed circle.
 
-    x = column, y = row; φ = ½·atan2(2·Mxy, Mxx − Myy), counter-clockwise from +x.
+    x = column, y = row, pixels².
     """
     signal = (stamp.astype(np.float64) - np.asarray(sky, dtype=np.float64).reshape(-1, 1, 1)).sum(0)
     weight = np.where(radius_mask(SIZE / 2.0), signal, 0.0)
@@ -140,7 +140,20 @@ def moment_angle_deg(stamp: np.ndarray, sky: np.ndarray | float = 0.0) -> float:
     mxx = (weight * (COL - col_mean) ** 2).sum() / flux
     myy = (weight * (ROW - row_mean) ** 2).sum() / flux
     mxy = (weight * (COL - col_mean) * (ROW - row_mean)).sum() / flux
+    return float(mxx), float(myy), float(mxy)
+
+
+def moment_angle_deg(stamp: np.ndarray, sky: np.ndarray | float = 0.0) -> float:
+    """Second-moment orientation, in [0, 180): φ = ½·atan2(2·Mxy, Mxx − Myy), from +x to +y."""
+    mxx, myy, mxy = second_moments(stamp, sky)
     return float(np.rad2deg(0.5 * np.arctan2(2.0 * mxy, mxx - myy)) % 180.0)
+
+
+def moment_axis_ratio(stamp: np.ndarray, sky: np.ndarray | float = 0.0) -> float:
+    """Second-moment axis ratio: the square root of the moment matrix's eigenvalue ratio."""
+    mxx, myy, mxy = second_moments(stamp, sky)
+    minor, major = np.linalg.eigvalsh(np.array([[mxx, mxy], [mxy, myy]]))
+    return float(np.sqrt(minor / major))
 
 
 def axial_difference(a: float, b: float) -> float:
@@ -226,7 +239,9 @@ def test_correlated_noise_is_not_taken_for_neighbours(blur_px: float) -> None:
 
 @pytest.mark.parametrize("noise_sigma", [0.0, 0.01])
 @pytest.mark.parametrize("neighbour", ["star", "companion"])
-def test_neighbour_is_replaced_by_sky_and_flagged(neighbour: str, noise_sigma: float) -> None:
+def test_neighbour_is_replaced_by_the_galaxy_reflection_and_flagged(
+    neighbour: str, noise_sigma: float
+) -> None:
     scene = make_scene(neighbour, noise_sigma)
 
     result = run_one(scene.contaminated)
@@ -234,16 +249,61 @@ def test_neighbour_is_replaced_by_sky_and_flagged(neighbour: str, noise_sigma: f
 
     assert result.contaminated[0]
     assert 0.02 < result.masked_fraction[0] < 0.2
-    # The neighbour's core: every pixel replaced by one constant per band, close to the sky.
+    # The neighbour's core takes the pixels point-reflected through the centre ...
     distance, direction = NEIGHBOUR_CENTRES[neighbour]
     core = radius_mask(2.5, distance, direction)
-    replaced = masked[:, core]
-    assert np.all(replaced == replaced[:, :1])
     assert np.all(scene.contaminated[:, core].max(axis=1) > scene.sky + 0.2)
-    np.testing.assert_allclose(replaced[:, 0], scene.sky, atol=max(noise_sigma, 1e-3))
+    np.testing.assert_array_equal(masked[:, core], scene.contaminated[:, ::-1, ::-1][:, core])
+    # ... which hold the central galaxy's light there, not the neighbour's.
+    expected = scene.isolated[:, core] - scene.isolated.min() + scene.contaminated.min()
+    np.testing.assert_allclose(masked[:, core], expected, atol=6 * noise_sigma + 1e-3)
     # The masked count matches the reported fraction.
     changed = np.any(masked != scene.contaminated, axis=0)
     assert changed.sum() / SIZE**2 == pytest.approx(result.masked_fraction[0], abs=1.0 / SIZE**2)
+
+
+def test_star_on_the_galaxy_wings_leaves_no_hole() -> None:
+    """A star on the major axis, 9 px out, where the galaxy is still ~20 % of its peak."""
+    star = in_bands(
+        elliptical_gaussian(0.0, 1.3, 1.3, distance=9.0, direction_deg=BETA_DEG, amplitude=2.0),
+        STAR_SED,
+    )
+    noise = 0.01 * np.random.default_rng(4).standard_normal((4, SIZE, SIZE))
+    isolated, sky = min_shift(central_galaxy() + noise)
+    stamp, _ = min_shift(central_galaxy() + star + noise)
+
+    result = run_one(stamp)
+    masked = result.masked[0]
+
+    replaced = np.any(masked != stamp, axis=0)
+    assert replaced[radius_mask(1.5, 9.0, BETA_DEG)].all()
+    # The galaxy's light is back where the star was: within the noise of the isolated stamp.
+    # Filled with the sky level instead, those pixels would lie ~0.2-0.5 below it.
+    galaxy_there = central_galaxy()[:, replaced]
+    assert galaxy_there.max() > 0.15
+    difference = (masked - stamp.min() - (isolated - isolated.min()))[:, replaced]
+    assert np.abs(difference).max() < 0.06
+    # So the galaxy's second-moment axis ratio is kept (a hole on the major axis rounds it).
+    isolated_q = moment_axis_ratio(isolated, sky)
+    assert moment_axis_ratio(masked, sky) == pytest.approx(isolated_q, abs=0.01)
+
+
+def test_reflection_that_is_masked_or_without_data_falls_back_to_the_sky() -> None:
+    """Two stars opposite each other through the centre, and a no-data column."""
+    stars = bright_star(direction_deg=90.0) + bright_star(direction_deg=270.0)
+    noise = 0.01 * np.random.default_rng(6).standard_normal((4, SIZE, SIZE))
+    stamp, sky = min_shift(central_galaxy() + stars + noise)
+    no_data = np.zeros_like(stamp, dtype=bool)
+    no_data[:, :, -1] = True  # the last column; its reflection is the first column
+
+    result = mask_neighbours(stamp[None], no_data[None])
+    masked = result.masked[0]
+
+    both = radius_mask(2.5, 12.0, 90.0) | radius_mask(2.5, 12.0, 270.0)
+    sky_level = masked[:, both]
+    assert np.all(sky_level == sky_level[:, :1])
+    np.testing.assert_allclose(sky_level[:, 0], sky, atol=0.02)
+    assert np.all(masked[:, :, 0] == stamp[:, :, 0])  # not masked: untouched
 
 
 @pytest.mark.parametrize(("neighbour", "tolerance"), [("star", 1e-3), ("companion", 0.05)])
@@ -513,7 +573,7 @@ def test_invalid_config_names_the_field(field: dict[str, float]) -> None:
 
 def test_tag_names_every_parameter() -> None:
     default = NeighbourConfig()
-    assert default.tag == "nb3-t1.5-a5-n32-c0.001-d2-r3-f0.05-e0.001"
+    assert default.tag == "nb4-t1.5-a5-n32-c0.001-d2-r3-f0.05-e0.001"
     variants = [
         NeighbourConfig(detect_sigma=2.0),
         NeighbourConfig(minarea=7),
