@@ -49,6 +49,7 @@ __all__ = [
     "blur",
     "poisson_resample",
     "rotate",
+    "rotation_no_data",
     "sample_augmentations",
 ]
 
@@ -140,13 +141,7 @@ def rotate(images: ArrayLike, alpha_deg: ArrayLike) -> NDArray[np.float32]:
     batch = _check_images(images)
     n_galaxies, n_bands, size, _ = batch.shape
     alpha = _per_galaxy(alpha_deg, n_galaxies, "alpha_deg", "degrees")
-    # Exact at multiples of 90 deg (as in ndimage.rotate): cos(pi/2) = 6e-17 would put edge
-    # pixels a hair outside the stamp, where mode="constant" returns 0.
-    cos_a, sin_a = special.cosdg(alpha), special.sindg(alpha)
-    # (N, 2, 2) matrices from output (row, col) to input (row, col), see Notes.
-    matrices = np.stack([np.stack([cos_a, -sin_a], -1), np.stack([sin_a, cos_a], -1)], -2)
-    centre = np.full(2, (size - 1) / 2.0)
-    offsets = centre - matrices @ centre
+    matrices, offsets = _rotation_maps(alpha, size)
     rotated = np.empty_like(batch)
     for galaxy in range(n_galaxies):
         for band in range(n_bands):
@@ -160,6 +155,46 @@ def rotate(images: ArrayLike, alpha_deg: ArrayLike) -> NDArray[np.float32]:
                 output=rotated[galaxy, band],
             )
     return rotated
+
+
+def _rotation_maps(
+    alpha_deg: NDArray[np.float64], size: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """``(N, 2, 2)`` matrices and ``(N, 2)`` offsets from output to input ``(row, col)``.
+
+    ``input = matrix @ output + offset`` turns back by ``-alpha`` about the stamp centre
+    (:func:`rotate`, Notes).
+    """
+    # Exact at multiples of 90 deg (as in ndimage.rotate): cos(pi/2) = 6e-17 would put edge
+    # pixels a hair outside the stamp, where mode="constant" returns 0.
+    cos_a, sin_a = special.cosdg(alpha_deg), special.sindg(alpha_deg)
+    matrices = np.stack([np.stack([cos_a, -sin_a], -1), np.stack([sin_a, cos_a], -1)], -2)
+    centre = np.full(2, (size - 1) / 2.0)
+    return matrices, centre - matrices @ centre
+
+
+def rotation_no_data(alpha_deg: ArrayLike, size: int) -> NDArray[np.bool_]:
+    """The pixels that a rotation brings in from outside the stamp: no data.
+
+    Parameters
+    ----------
+    alpha_deg : array_like, shape (N,)
+        Rotations in degrees, as for :func:`rotate`.
+    size : int
+        Stamp side ``S``, pixels.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N, S, S), bool
+        True where the pixel's source point lies outside the input grid ``[0, S-1]^2``,
+        exactly the pixels :func:`rotate` sets to 0 (``mode="constant"`` samples nothing
+        there); the same for every band.
+    """
+    alpha = np.atleast_1d(np.asarray(alpha_deg, dtype=np.float64))
+    matrices, offsets = _rotation_maps(alpha, size)
+    grid = np.stack(np.meshgrid(np.arange(size), np.arange(size), indexing="ij"), axis=-1)
+    source = np.einsum("nij,rcj->nrci", matrices, grid.astype(np.float64)) + offsets[:, None, None]
+    return np.any((source < 0) | (source > size - 1), axis=-1)
 
 
 def _gaussian_band_matrices(sigma_px: NDArray[np.float64], size: int) -> NDArray[np.float32]:
@@ -183,7 +218,9 @@ def _gaussian_band_matrices(sigma_px: NDArray[np.float64], size: int) -> NDArray
     return (weights / norm[:, None, None]).astype(np.float32)
 
 
-def blur(images: ArrayLike, sigma_px: ArrayLike) -> NDArray[np.float32]:
+def blur(
+    images: ArrayLike, sigma_px: ArrayLike, no_data: ArrayLike | None = None
+) -> NDArray[np.float32]:
     """Augmentation B: Gaussian blur with a standard deviation per galaxy, in pixels.
 
     Paper section 5: "blurs the image by a random strength using the gaussian blur method".
@@ -194,14 +231,18 @@ def blur(images: ArrayLike, sigma_px: ArrayLike) -> NDArray[np.float32]:
         Cutouts, finite. All bands of a galaxy get the same blur.
     sigma_px : array_like, shape (N,) or scalar
         Gaussian standard deviation in pixels, >= 0 (0 leaves the galaxy unchanged).
+    no_data : array_like, shape (N, S, S), optional
+        Pixels without data (e.g. :func:`rotation_no_data`). They stay 0, and the others are
+        blurred over the pixels with data only (normalised convolution ``G*(X M) / G*M``,
+        ``M`` the data mask). Default: every pixel is data.
 
     Returns
     -------
     numpy.ndarray, shape (N, B, S, S), float32
-        ``scipy.ndimage.gaussian_filter(img, sigma, mode="constant", cval=0, truncate=4)`` per
-        band (to float32 rounding). Boundary: zero outside the stamp, so flux within ~4 sigma of
-        the edge is partly blurred out of the stamp and lost; total flux is preserved for a
-        galaxy well inside.
+        Without ``no_data``: ``scipy.ndimage.gaussian_filter(img, sigma, mode="constant",
+        cval=0, truncate=4)`` per band (to float32 rounding). Boundary: zero outside the
+        stamp, so flux within ~4 sigma of the edge is partly blurred out of the stamp and
+        lost; total flux is preserved for a galaxy well inside.
 
     Notes
     -----
@@ -209,6 +250,12 @@ def blur(images: ArrayLike, sigma_px: ArrayLike) -> NDArray[np.float32]:
     its ``(S, S)`` 1-D convolution matrix (zero padding built in). All galaxies go through two
     batched matrix products -- measured ~26,000 galaxies/s at S = 40, B = 4 against ~14,500
     for a loop of ``gaussian_filter`` calls.
+
+    Why no data stays no data: a plain blur spreads the data into a rotation's empty corners
+    as a fading, low-noise rim that is neither data nor the 0 that marks no data. The
+    measurement takes that rim for sky and its noise for the sky's: after R then B, on 1,500
+    truth galaxies, 15 % of the isolated galaxies got a spurious "neighbour". A survey seen
+    with worse seeing still has no data where it had none.
     """
     batch = _check_images(images)
     n_galaxies, _, size, _ = batch.shape
@@ -216,7 +263,28 @@ def blur(images: ArrayLike, sigma_px: ArrayLike) -> NDArray[np.float32]:
     if np.any(sigma < 0):
         raise ValueError(f"sigma_px must be >= 0 pixels; got {sigma[sigma < 0][:5]}")
     rows = _gaussian_band_matrices(sigma, size)[:, None, :, :]  # (N, 1, S, S), shared by bands
-    return (rows @ batch @ np.swapaxes(rows, -1, -2)).astype(np.float32, copy=False)
+    blurred = (rows @ batch @ np.swapaxes(rows, -1, -2)).astype(np.float32, copy=False)
+    if no_data is None:
+        return blurred
+    empty = np.asarray(no_data, dtype=bool)
+    if empty.shape != (n_galaxies, size, size):
+        raise ValueError(
+            f"no_data: expected shape {(n_galaxies, size, size)} (one mask per galaxy), "
+            f"got {empty.shape}"
+        )
+    partial = np.flatnonzero(empty.any(axis=(-2, -1)))
+    if partial.size == 0:
+        return blurred
+    empty = empty[partial, None]  # (n, 1, S, S), shared by bands
+    part_rows = rows[partial]
+    data = np.where(empty, np.float32(0.0), batch[partial])
+    coverage = part_rows @ (~empty).astype(np.float32) @ np.swapaxes(part_rows, -1, -2)
+    # A data pixel weighs itself, so its coverage is > 0.
+    smoothed = (part_rows @ data @ np.swapaxes(part_rows, -1, -2)) / np.where(
+        empty, np.float32(1.0), coverage
+    )
+    blurred[partial] = np.where(empty, np.float32(0.0), smoothed)
+    return blurred
 
 
 def poisson_resample(
@@ -349,7 +417,9 @@ def apply_augmentations(
     """Apply each galaxy's drawn augmentations, in the order R, then B, then N.
 
     Rotation and blur act on the scene as the sky and the optics would; the photon noise of
-    the "re-observation" comes last.
+    the "re-observation" comes last. The corners a rotation brings in from outside the stamp
+    hold no data: they are 0 after R and stay 0 through B (:func:`blur` with
+    :func:`rotation_no_data`) and N, the cutout service's mark of no data.
 
     Parameters
     ----------
@@ -373,12 +443,14 @@ def apply_augmentations(
         )
     generator = _as_generator(rng)
     out = batch.copy()
+    no_data = np.zeros((batch.shape[0], *batch.shape[-2:]), dtype=bool)
     selected = np.flatnonzero(params.apply_rotation)
     if selected.size:
         out[selected] = rotate(out[selected], params.alpha_deg[selected])
+        no_data[selected] = rotation_no_data(params.alpha_deg[selected], batch.shape[-1])
     selected = np.flatnonzero(params.apply_blur)
     if selected.size:
-        out[selected] = blur(out[selected], params.blur_sigma_px[selected])
+        out[selected] = blur(out[selected], params.blur_sigma_px[selected], no_data[selected])
     selected = np.flatnonzero(params.apply_resample)
     if selected.size:
         out[selected] = poisson_resample(out[selected], params.total_counts[selected], generator)

@@ -251,9 +251,11 @@ def describe_protocol() -> dict[str, str]:
     return {
         "subsets": "a non-empty subset of {R, B, N}, the 7 subsets equally likely "
         "(each operation with probability 4/7); applied in the order R, B, N",
-        "R": f"rotation about the stamp centre, alpha ~ U[{lo_a:g}, {hi_a:g}) deg, bicubic, "
-        "zero outside the stamp",
-        "B": f"Gaussian blur, sigma ~ U[{lo_b:g}, {hi_b:g}) pixels, zero outside the stamp",
+        "R": f"rotation about the stamp centre, alpha ~ U[{lo_a:g}, {hi_a:g}) deg, bicubic; "
+        "the corners brought in from outside the stamp hold no data (0, the cutout "
+        "service's mark) and keep none through B and N",
+        "B": f"Gaussian blur, sigma ~ U[{lo_b:g}, {hi_b:g}) pixels, zero outside the stamp, "
+        "over the pixels with data only (normalised convolution)",
         "N": f"Poisson resampling, total counts ~ log-U[{lo_n:g}, {hi_n:g}) photons per stamp "
         "(all bands; negative sky pixels clipped to 0 first)",
         "deviation": "|(R_aug - alpha) - R_orig| axial, degrees in [0, 90]; alpha = 0 without R; "

@@ -14,6 +14,7 @@ from galpipe.science.augment import (
     blur,
     poisson_resample,
     rotate,
+    rotation_no_data,
     sample_augmentations,
 )
 
@@ -182,6 +183,56 @@ def test_blur_near_the_edge_loses_flux_through_the_zero_padding() -> None:
     assert blur(stamp, 2.0).sum() == pytest.approx(kept, rel=1e-5)
 
 
+@pytest.mark.parametrize("size", [40, 41])
+def test_rotation_no_data_is_exactly_what_rotate_leaves_empty(size: int) -> None:
+    alpha = np.concatenate([[0.0, 45.0, 90.0, 180.0], np.random.default_rng(3).uniform(0, 180, 60)])
+    ones = np.ones((alpha.size, 1, size, size), dtype=np.float32)
+    empty = rotate(ones, alpha)[:, 0] == 0
+
+    no_data = rotation_no_data(alpha, size)
+
+    np.testing.assert_array_equal(no_data, empty)
+    assert not no_data[[0, 2, 3]].any()  # multiples of 90 deg map the grid onto itself
+    # At 45 deg: all but the regular octagon the square shares with its turned copy, whose
+    # area is 2 / (1 + sqrt 2) of the square's, so ~0.17 of the pixels.
+    assert no_data[1].mean() == pytest.approx(1 - 2 / (1 + np.sqrt(2)), abs=0.03)
+    # The inscribed circle always has data.
+    radius = np.hypot(
+        *np.meshgrid(np.arange(size) - (size - 1) / 2, np.arange(size) - (size - 1) / 2)
+    )
+    assert not no_data[:, radius <= (size - 1) / 2].any()
+
+
+def test_blur_with_no_data_keeps_it_empty_and_blurs_over_the_data_only() -> None:
+    rng = np.random.default_rng(12)
+    images = (1.0 + 0.1 * rng.standard_normal((3, 2, 40, 40))).astype(np.float32)
+    alpha = np.array([30.0, 0.0, 60.0])
+    no_data = rotation_no_data(alpha, 40)
+    rotated = rotate(images, alpha)
+
+    plain = blur(rotated, 1.5)
+    masked = blur(rotated, 1.5, no_data)
+
+    # No data stays exactly 0 (a plain blur spreads a rim of data into it) ...
+    assert np.all(masked[0][:, no_data[0]] == 0)
+    assert np.all(masked[2][:, no_data[2]] == 0)
+    assert np.all(plain[0][:, no_data[0]].max(axis=-1) > 0.1)
+    # ... a galaxy without no-data pixels gets the plain blur ...
+    np.testing.assert_array_equal(masked[1], plain[1])
+    # ... and next to the no-data region the level is kept (a flat field stays flat), where
+    # the plain blur darkens it by mixing in the zeros.
+    rim = ndimage.binary_dilation(no_data[0], iterations=2) & ~no_data[0]
+    np.testing.assert_allclose(masked[0][:, rim].mean(axis=-1), 1.0, atol=0.02)
+    assert plain[0][:, rim].mean() < 0.9
+    # The normalised convolution equals G*(X M) / G*M computed with scipy.
+    data = np.where(no_data[0], 0.0, rotated[0, 0]).astype(np.float64)
+    weight = (~no_data[0]).astype(np.float64)
+    expected = ndimage.gaussian_filter(data, 1.5, mode="constant") / ndimage.gaussian_filter(
+        weight, 1.5, mode="constant"
+    )
+    np.testing.assert_allclose(masked[0, 0][~no_data[0]], expected[~no_data[0]], rtol=1e-5)
+
+
 def test_blur_of_a_batch_equals_blur_one_by_one() -> None:
     images = np.random.default_rng(9).random((4, 4, 32, 32)).astype(np.float32)
     sigmas = np.array([0.6, 1.1, 1.7, 2.0])
@@ -308,7 +359,9 @@ def test_apply_augmentations_applies_exactly_the_flagged_operations() -> None:
     np.testing.assert_array_equal(
         out[2], poisson_resample(images[2:3], 5e4, rng=np.random.default_rng(5))[0]
     )
-    np.testing.assert_array_equal(out[3], blur(rotate(images[3:4], 45.0), 0.8)[0])
+    corners = rotation_no_data([45.0], 41)
+    np.testing.assert_array_equal(out[3], blur(rotate(images[3:4], 45.0), 0.8, corners)[0])
+    assert np.all(out[3][:, corners[0]] == 0)  # R then B: the empty corners stay empty
     # The prediction of the protocol holds for the noiseless ones: angle + shift.
     for index in (0, 1, 3):
         beta = (20.0, 50.0, 80.0, 110.0)[index]
@@ -325,6 +378,8 @@ def test_errors_name_the_input() -> None:
         blur(images[0], 1.0)
     with pytest.raises(ValueError, match="sigma_px must be >= 0"):
         blur(images, -1.0)
+    with pytest.raises(ValueError, match=r"no_data: expected shape \(2, 20, 20\)"):
+        blur(images, 1.0, np.zeros((2, 4, 20, 20), dtype=bool))
     with pytest.raises(ValueError, match="total_counts must be > 0"):
         poisson_resample(images, 0.0, rng=1)
     bad = images.copy()
