@@ -97,6 +97,9 @@ __all__ = [
 _MATCHED_KERNEL = (sep.default_kernel / np.sqrt(np.square(sep.default_kernel).sum())).astype(
     np.float32
 )
+# The noise of perfectly correlated pixels through that kernel, relative to white noise's:
+# the largest factor any noise can have (see _filtered_noise).
+_MAX_FILTERED_NOISE = np.float32(_MATCHED_KERNEL.sum())
 
 
 @dataclass(frozen=True)
@@ -276,7 +279,12 @@ def _filtered_noise(detection: np.ndarray, no_data: np.ndarray) -> np.ndarray:
     1.5σ threshold sits at 0.65 of the noise and noise blobs become "neighbours". Dividing
     ``D`` by this factor puts the threshold in σ of the filtered noise whatever its
     correlation. Floored at 1 so that white noise (and noiseless stamps, whose corners hold
-    no noise to measure) keep the threshold as stated.
+    no noise to measure) keep the threshold as stated. Capped at the kernel's sum (16/6 =
+    2.67), the factor of perfectly correlated noise, which no noise can exceed: a larger
+    spread in the corners is light, not noise -- a neighbour filling the few windows left
+    where most corner pixels lack data (a Poisson-resampled stamp, whose clipped sky is 0 in
+    half its pixels, measured factors of 40-90 and crushed a galaxy at S/N 100 below the
+    threshold).
     """
     filtered = ndimage.correlate(detection, _MATCHED_KERNEL[None], mode="constant")
     # Samples of filtered noise only: windows inside the stamp that touch no no-data pixel.
@@ -284,7 +292,7 @@ def _filtered_noise(detection: np.ndarray, no_data: np.ndarray) -> np.ndarray:
     edge[1:-1, 1:-1] = False
     invalid = ndimage.binary_dilation(no_data, structure=np.ones((1, 3, 3), dtype=bool)) | edge
     _, sigma = sky_level_and_noise(filtered[:, None], invalid[:, None])
-    return np.maximum(sigma[:, 0], np.float32(1.0))
+    return np.clip(sigma[:, 0], np.float32(1.0), _MAX_FILTERED_NOISE)
 
 
 def _central_block(size: int) -> slice:

@@ -234,6 +234,27 @@ def test_correlated_noise_is_not_taken_for_neighbours(blur_px: float) -> None:
     assert result.contaminated.mean() <= 0.05
 
 
+def test_light_in_the_corners_is_not_taken_for_correlated_noise() -> None:
+    # Half the corner pixels without data (scattered, as a Poisson resampling's clipped sky
+    # leaves them) and a star in a corner: the few 3x3 windows of data left lie on the star,
+    # and their spread -- light, not noise -- once divided the detection image by ~50.
+    rng = np.random.default_rng(21)
+    corner_star = in_bands(
+        elliptical_gaussian(0.0, 1.5, 1.5, distance=24.0, direction_deg=45.0, amplitude=1.0),
+        STAR_SED,
+    )
+    noise = 0.01 * rng.standard_normal((4, SIZE, SIZE))
+    stamp, sky = min_shift(central_galaxy() + companion_galaxy() + corner_star + noise)
+    # Where the sky fell below its level, as the clipping to 0 of a resampling does.
+    no_data = ~radius_mask(SIZE / 2.0)[None] & (stamp < sky[:, None, None])
+
+    result = mask_neighbours(stamp[None], no_data[None])
+
+    companion = radius_mask(2.5, *NEIGHBOUR_CENTRES["companion"])
+    assert np.any(result.masked[0] != stamp, axis=0)[companion].all()
+    assert result.contaminated[0]
+
+
 # --- a star and a companion ----------------------------------------------------------------
 
 
