@@ -178,7 +178,8 @@ class NeighbourConfig:
             noise floor). Version 2: exact zeros (no data) are no longer counted as sky.
             Version 3: no data as found before the min-shift; the threshold is in σ of the
             filtered noise (correlated noise). Version 4: masked pixels take their point
-            reflection through the centre (the galaxy's own light), not the sky level.
+            reflection through the centre (the galaxy's own light), not the sky level; the
+            filtered-noise factor is capped at that of perfectly correlated noise.
         """
         return (
             f"nb4-t{self.detect_sigma:g}-a{self.minarea}-n{self.deblend_nthresh}"
