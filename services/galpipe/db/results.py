@@ -16,11 +16,16 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from galpipe.db.measurements import MEASUREMENT_COLUMNS
+
 #: Bands of the per-band rows, in export order.
 BANDS = ("g", "r", "i", "z")
 
 #: Galaxy columns, first in every row: ``extra`` is a JSON object, ``state`` a galaxy state.
 GALAXY_COLUMNS = ("source_id", "ra", "dec", "catalog", "extra", "state")
+
+#: Columns only a combined row carries (how the bands agree, and the masking of the stamp).
+_COMBINED_ONLY = ("band_spread_deg", "n_bands", "masked_fraction", "contaminated")
 
 #: ``radon_measurements`` columns that a combined row fills, in row order.
 COMBINED_COLUMNS = (
@@ -36,24 +41,10 @@ COMBINED_COLUMNS = (
     "flags",
 )
 
-#: ``radon_measurements`` columns that a per-band row fills, in row order (once per band).
-BAND_COLUMNS = (
-    "angle_image_deg",
-    "position_angle_deg",
-    "angle_err_deg",
-    "angle_err_window_deg",
-    "angle_err_window_std_deg",
-    "angle_argmax_deg",
-    "sinusoid_a",
-    "sinusoid_b",
-    "anisotropy",
-    "moments_angle_deg",
-    "moments_position_angle_deg",
-    "moments_err_deg",
-    "moments_ellipticity",
-    "nonfinite_pixels",
-    "flags",
-)
+#: ``radon_measurements`` columns that a per-band row fills, in row order (once per band):
+#: every measured column (after the key ``source_id, algo_version, band``) but the
+#: combined-only ones.
+BAND_COLUMNS = tuple(column for column in MEASUREMENT_COLUMNS[3:] if column not in _COMBINED_ONLY)
 
 SELECTIONS = ("transformed", "all")
 
