@@ -143,7 +143,7 @@ resource "aws_iam_role_policy" "state" {
 
 resource "aws_iam_role_policy_attachment" "apply" {
   #checkov:skip=CKV_AWS_274:an apply creates VPCs, EKS, RDS, S3, KMS and IAM roles, so it needs administrator rights; only infra.yml jobs in the reviewer-gated GitHub environment of that env can assume the role
-  for_each = { for env in keys(var.github_environments) : env => "apply-${env}" }
+  for_each = local.github ? { for env in keys(var.github_environments) : env => "apply-${env}" } : {}
 
   role       = aws_iam_role.github[each.value].name
   policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/AdministratorAccess"

@@ -1,5 +1,6 @@
-# Remote state for the environments: one versioned, KMS-encrypted, TLS-only bucket, and a
-# DynamoDB table whose items lock a state while a plan or apply runs.
+# Remote state for the environments: one private, versioned, KMS-encrypted, TLS-only bucket
+# (modules/s3-hardening), and a DynamoDB table whose items lock a state while a plan or apply
+# runs.
 
 data "aws_caller_identity" "current" {}
 
@@ -21,71 +22,15 @@ resource "aws_s3_bucket" "state" {
   }
 }
 
-resource "aws_s3_bucket_public_access_block" "state" {
-  bucket                  = aws_s3_bucket.state.id
-  block_public_acls       = true
-  block_public_policy     = true
-  ignore_public_acls      = true
-  restrict_public_buckets = true
-}
+module "state_bucket_hardening" {
+  source = "../modules/s3-hardening"
 
-resource "aws_s3_bucket_ownership_controls" "state" {
-  bucket = aws_s3_bucket.state.id
-
-  rule {
-    object_ownership = "BucketOwnerEnforced"
-  }
-}
-
-resource "aws_s3_bucket_versioning" "state" {
-  bucket = aws_s3_bucket.state.id
-
-  versioning_configuration {
-    status = "Enabled"
-  }
-}
-
-resource "aws_s3_bucket_server_side_encryption_configuration" "state" {
-  bucket = aws_s3_bucket.state.id
-
-  rule {
-    bucket_key_enabled = true
-
-    apply_server_side_encryption_by_default {
-      sse_algorithm     = "aws:kms"
-      kms_master_key_id = module.key.key_arn
-    }
-  }
-}
-
-data "aws_iam_policy_document" "state" {
-  statement {
-    sid       = "DenyInsecureTransport"
-    effect    = "Deny"
-    actions   = ["s3:*"]
-    resources = [aws_s3_bucket.state.arn, "${aws_s3_bucket.state.arn}/*"]
-
-    principals {
-      type        = "*"
-      identifiers = ["*"]
-    }
-
-    condition {
-      test     = "Bool"
-      variable = "aws:SecureTransport"
-      values   = ["false"]
-    }
-  }
-}
-
-resource "aws_s3_bucket_policy" "state" {
-  bucket     = aws_s3_bucket.state.id
-  policy     = data.aws_iam_policy_document.state.json
-  depends_on = [aws_s3_bucket_public_access_block.state]
+  bucket      = aws_s3_bucket.state.id
+  kms_key_arn = module.key.key_arn
 }
 
 resource "aws_s3_bucket_lifecycle_configuration" "state" {
-  bucket = aws_s3_bucket.state.id
+  bucket = module.state_bucket_hardening.versioned_bucket
 
   rule {
     id     = "old-state-versions"
@@ -101,8 +46,6 @@ resource "aws_s3_bucket_lifecycle_configuration" "state" {
       days_after_initiation = 1
     }
   }
-
-  depends_on = [aws_s3_bucket_versioning.state]
 }
 
 resource "aws_dynamodb_table" "lock" {

@@ -5,42 +5,42 @@ output "region" {
 
 output "cluster_name" {
   description = "EKS cluster name (`aws eks update-kubeconfig --region <region> --name <cluster_name>`)."
-  value       = module.eks.cluster_name
+  value       = module.platform.cluster_name
 }
 
 output "cluster_endpoint" {
   description = "HTTPS endpoint of the Kubernetes API."
-  value       = module.eks.cluster_endpoint
+  value       = module.platform.cluster_endpoint
 }
 
 output "database_address" {
   description = "Host name of the PostgreSQL instance."
-  value       = module.database.address
+  value       = module.platform.database_address
 }
 
 output "database_port" {
   description = "PostgreSQL port."
-  value       = module.database.port
+  value       = module.platform.database_port
 }
 
 output "database_name" {
   description = "Name of the application database."
-  value       = module.database.database_name
+  value       = module.platform.database_name
 }
 
 output "database_secret_arn" {
   description = "Secrets Manager secret with the database user name and password (managed and rotated by RDS)."
-  value       = module.database.master_user_secret_arn
+  value       = module.platform.database_secret_arn
 }
 
 output "bucket_name" {
   description = "Name of the cutout bucket."
-  value       = module.storage.bucket_name
+  value       = module.platform.bucket_name
 }
 
 output "object_store_url" {
   description = "GALPIPE_OBJECT_STORE of the pipelines (chart value `objectStore.url`)."
-  value       = module.storage.object_store_url
+  value       = module.platform.object_store_url
 }
 
 output "image_repository_url" {
@@ -50,28 +50,20 @@ output "image_repository_url" {
 
 output "flux_role_arns" {
   description = "IRSA role ARNs of Flux's source-controller (`flux-source`) and image-reflector-controller (`flux-images`): annotate their ServiceAccounts with them."
-  value       = module.iam.registry_reader_role_arns
+  value       = module.platform.flux_role_arns
 }
 
 output "pipeline_role_arns" {
   description = "IRSA role ARN per pipeline (chart value `pipelines.<name>.serviceAccount.roleArn`)."
-  value       = module.iam.pipeline_role_arns
+  value       = module.platform.pipeline_role_arns
 }
 
 output "external_secrets_role_arn" {
   description = "IRSA role ARN for the External Secrets Operator's ServiceAccount (reads the database secret only)."
-  value       = module.iam.database_secret_reader_role_arn
+  value       = module.platform.external_secrets_role_arn
 }
 
 output "chart_values" {
   description = "The environment's values for charts/galpipe, in the chart's shape: `terraform output -json chart_values > values-aws.json` and pass it with `-f`."
-  value = {
-    image       = { repository = var.image_repository_url }
-    objectStore = { url = module.storage.object_store_url }
-    pipelines = {
-      for pipeline, role_arn in module.iam.pipeline_role_arns : pipeline => {
-        serviceAccount = { roleArn = role_arn }
-      }
-    }
-  }
+  value       = module.platform.chart_values
 }

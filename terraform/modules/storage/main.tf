@@ -1,5 +1,5 @@
-# The FITS cutout bucket: private, SSE-KMS with a bucket key (one KMS call per object batch
-# instead of per object), versioned, TLS only, and cheaper storage classes as cutouts age.
+# The FITS cutout bucket: private, SSE-KMS, versioned and TLS only (modules/s3-hardening), with
+# a key of its own, and cheaper storage classes as cutouts age.
 
 module "key" {
   source = "../kms"
@@ -19,92 +19,15 @@ resource "aws_s3_bucket" "this" {
   tags          = var.tags
 }
 
-resource "aws_s3_bucket_public_access_block" "this" {
-  bucket                  = aws_s3_bucket.this.id
-  block_public_acls       = true
-  block_public_policy     = true
-  ignore_public_acls      = true
-  restrict_public_buckets = true
-}
+module "hardening" {
+  source = "../s3-hardening"
 
-# ACLs off: the bucket owner owns every object, access is decided by policies alone.
-resource "aws_s3_bucket_ownership_controls" "this" {
-  bucket = aws_s3_bucket.this.id
-
-  rule {
-    object_ownership = "BucketOwnerEnforced"
-  }
-}
-
-resource "aws_s3_bucket_server_side_encryption_configuration" "this" {
-  bucket = aws_s3_bucket.this.id
-
-  rule {
-    bucket_key_enabled = true
-
-    apply_server_side_encryption_by_default {
-      sse_algorithm     = "aws:kms"
-      kms_master_key_id = module.key.key_arn
-    }
-  }
-}
-
-resource "aws_s3_bucket_versioning" "this" {
-  bucket = aws_s3_bucket.this.id
-
-  versioning_configuration {
-    status = "Enabled"
-  }
-}
-
-data "aws_iam_policy_document" "bucket" {
-  statement {
-    sid       = "DenyInsecureTransport"
-    effect    = "Deny"
-    actions   = ["s3:*"]
-    resources = [aws_s3_bucket.this.arn, "${aws_s3_bucket.this.arn}/*"]
-
-    principals {
-      type        = "*"
-      identifiers = ["*"]
-    }
-
-    condition {
-      test     = "Bool"
-      variable = "aws:SecureTransport"
-      values   = ["false"]
-    }
-  }
-
-  statement {
-    sid       = "DenyOutdatedTls"
-    effect    = "Deny"
-    actions   = ["s3:*"]
-    resources = [aws_s3_bucket.this.arn, "${aws_s3_bucket.this.arn}/*"]
-
-    principals {
-      type        = "*"
-      identifiers = ["*"]
-    }
-
-    condition {
-      test     = "NumericLessThan"
-      variable = "s3:TlsVersion"
-      values   = ["1.2"]
-    }
-  }
-}
-
-resource "aws_s3_bucket_policy" "this" {
-  bucket = aws_s3_bucket.this.id
-  policy = data.aws_iam_policy_document.bucket.json
-
-  # S3 refuses a policy while the public access block is being written.
-  depends_on = [aws_s3_bucket_public_access_block.this]
+  bucket      = aws_s3_bucket.this.id
+  kms_key_arn = module.key.key_arn
 }
 
 resource "aws_s3_bucket_lifecycle_configuration" "this" {
-  bucket = aws_s3_bucket.this.id
+  bucket = module.hardening.versioned_bucket
 
   rule {
     id     = "cutouts-to-cheaper-classes"
@@ -143,7 +66,4 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
       expired_object_delete_marker = true
     }
   }
-
-  # Lifecycle rules are validated against the versioning state.
-  depends_on = [aws_s3_bucket_versioning.this]
 }
