@@ -247,13 +247,11 @@ def _stack_weights(
     return weight / np.where(total > 0, total, 1.0)
 
 
-def _curves(folded: FoldedSinogram, config: RadonConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The pooled curve (step 4) and the projection-variance curve of folded sinograms."""
+def _pooled_curve(folded: FoldedSinogram, config: RadonConfig) -> np.ndarray:
+    """The pooled curve of folded sinograms (step 4)."""
     if config.pooling == "max":
-        pooled = features.max_pool_folded(folded)
-    else:
-        pooled = features.pool(folded.unfold(), "top", config.top_fraction)
-    return pooled, features.projection_variance_folded(folded)
+        return features.max_pool_folded(folded)
+    return features.pool(folded.unfold(), "top", config.top_fraction)
 
 
 def _sinograms_to_curves(
@@ -264,17 +262,20 @@ def _sinograms_to_curves(
     chunk_size: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Pooled and projection-variance curves of the bands, ``(N, B, A)``, and of the band
-    stack with ``weights`` ``(N, B)``, ``(N, A)``; chunk by chunk."""
+    stack with ``weights`` ``(N, B)``, ``(N, A)``; chunk by chunk. The stack's variance
+    curve is only computed for the "moments" estimator (NaN otherwise): the bands' variance
+    curves give their moments outputs, the stack's only the moments estimator's angle."""
     n, b = images.shape[:2]
     n_angles = operator.angles.size
     pooled = np.empty((n, b, n_angles), dtype=np.float64)
     variance = np.empty((n, b, n_angles), dtype=np.float64)
     stack_pooled = np.empty((n, n_angles), dtype=np.float64)
-    stack_variance = np.empty((n, n_angles), dtype=np.float64)
+    stack_variance = np.full((n, n_angles), np.nan, dtype=np.float64)
     for start in range(0, n, chunk_size):  # chunks bound the memory of the sinograms
         stop = min(n, start + chunk_size)
         folded = operator.apply_folded(images[start:stop], circular=True)
-        pooled[start:stop], variance[start:stop] = _curves(folded, config)
+        pooled[start:stop] = _pooled_curve(folded, config)
+        variance[start:stop] = features.projection_variance_folded(folded)
         # The transform is linear: the stack's sinogram is the weighted sum of the bands'.
         w = weights[start:stop].astype(folded.even.dtype)
         stacked = FoldedSinogram(
@@ -282,7 +283,9 @@ def _sinograms_to_curves(
             odd=np.einsum("nb,nbak->nak", w, folded.odd),
             size=folded.size,
         )
-        stack_pooled[start:stop], stack_variance[start:stop] = _curves(stacked, config)
+        stack_pooled[start:stop] = _pooled_curve(stacked, config)
+        if config.estimator == "moments":
+            stack_variance[start:stop] = features.projection_variance_folded(stacked)
     return pooled, variance, stack_pooled, stack_variance
 
 
