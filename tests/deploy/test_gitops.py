@@ -2,14 +2,17 @@
 
 No cluster runs here, so what Flux would do is checked piece by piece: every object validates
 (Flux and core schemas), every kustomization lists exactly the files of its directory, every
-reference names an object that exists, the platform charts are pinned, Flux's ECR readers get
-the IRSA roles Terraform creates, every environment pulls from dev's one registry, each
-environment's HelmRelease renders the chart as Flux would, and the image policy orders CI's tags
-the way the setter marker in dev expects while prod stays pinned.
+reference names an object that exists, the platform charts are pinned, each cluster substitutes
+every variable of k8s/platform with values that agree with Terraform (the Cluster Autoscaler's
+cluster, region and IRSA role), Flux's ECR readers get the IRSA roles Terraform creates, every
+environment pulls from dev's one registry, each environment's HelmRelease renders the chart as
+Flux would, and the image policy orders CI's tags the way the setter marker in dev expects while
+prod stays pinned.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -33,12 +36,29 @@ ENVS = ("dev", "prod")
 SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
 MARKER = re.compile(r'#\s*\{"\$imagepolicy":\s*"(?P<ref>[^"]+)"\}')
 #: `flux-source = { namespace = "flux-system", service_account = "source-controller" }`: the
-#: Flux controllers that terraform/envs/<env>/main.tf gives an ECR reader role (`<env>-ecr-<key>`).
+#: Flux controllers that terraform/modules/platform/main.tf gives an ECR reader role
+#: (`<env>-ecr-<key>`) in every environment.
 REGISTRY_READER = re.compile(
     r'(?P<key>[\w-]+)\s*=\s*\{\s*namespace\s*=\s*"flux-system",\s*'
     r'service_account\s*=\s*"(?P<service_account>[\w-]+)"\s*\}'
 )
 ROLE_ARN = "eks.amazonaws.com/role-arn"
+#: A variable of Flux's post-build substitution: ``${name}`` (``${name:=default}`` would let a
+#: cluster that forgot the value run with the default, so the name part must be the whole).
+FLUX_VARIABLE = re.compile(r"\$\{(?P<name>[^}]*)\}")
+FLUX_VARIABLE_NAME = re.compile(r"^[_a-zA-Z][_a-zA-Z0-9]*$")
+TERRAFORM_ENVS = REPO_ROOT / "terraform" / "envs"
+
+
+def _terraform_default(variables_tf: Path, name: str) -> str:
+    """The string default of variable ``name`` in a variables.tf (it precedes any ``}``)."""
+    match = re.search(
+        rf'^variable "{name}" {{[^}}]*?^  default\s*=\s*"(?P<value>[^"]*)"',
+        variables_tf.read_text(),
+        re.MULTILINE,
+    )
+    assert match, f"{variables_tf}: no string default for {name}"
+    return match["value"]
 
 
 def _documents(path: Path) -> list[dict[str, Any]]:
@@ -146,7 +166,12 @@ def test_helm_releases_come_from_defined_sources_at_pinned_versions(env: str) ->
     objects = _what_a_cluster_gets(env)
     repositories = _by_kind(objects, "HelmRepository")
     releases = _by_kind(objects, "HelmRelease")
-    assert {name for _, name in releases} == {"keda", "kube-prometheus-stack", "galpipe"}
+    assert {name for _, name in releases} == {
+        "keda",
+        "cluster-autoscaler",
+        "kube-prometheus-stack",
+        "galpipe",
+    }
     for (_, name), release in releases.items():
         chart = release["spec"]["chart"]["spec"]
         ref = chart["sourceRef"]
@@ -158,6 +183,133 @@ def test_helm_releases_come_from_defined_sources_at_pinned_versions(env: str) ->
     # The API versions the chart is validated against (cloudcoil KEDA 2.16, operator 0.80).
     assert platform["keda"].startswith("2.16.")
     assert platform["kube-prometheus-stack"].startswith("69.")
+    # The chart of Cluster Autoscaler 1.33 (see the comment in cluster-autoscaler.yaml).
+    assert platform["cluster-autoscaler"] == "9.51.0"
+
+
+def _platform_substitutions(env: str) -> dict[str, str]:
+    (platform,) = [
+        k
+        for k in _by_kind(_objects(K8S / "clusters" / env), "Kustomization").values()
+        if k["spec"]["path"] == "./k8s/platform"
+    ]
+    substitute: dict[str, str] = platform["spec"]["postBuild"]["substitute"]
+    return substitute
+
+
+def _platform_as_flux_applies_it(env: str) -> list[dict[str, Any]]:
+    """k8s/platform after ``env``'s post-build substitution.
+
+    Flux substitutes in the built objects (kustomize drops comments), so the objects are
+    serialised, substituted and parsed back; a variable without a value fails here rather than
+    becoming an empty string on the cluster.
+    """
+    variables = _platform_substitutions(env)
+    substituted = []
+    for obj in _objects(K8S / "platform"):
+        text = FLUX_VARIABLE.sub(lambda m: variables[m["name"]], json.dumps(obj))
+        assert "$" not in text, f"{env}: {obj['kind']}/{obj['metadata']['name']} keeps a '$'"
+        substituted.append(json.loads(text))
+    return substituted
+
+
+def test_every_platform_variable_is_substituted_by_every_cluster() -> None:
+    used = {
+        m["name"]
+        for obj in _objects(K8S / "platform")
+        for m in FLUX_VARIABLE.finditer(json.dumps(obj))
+    }
+    assert used >= {"cluster_name", "aws_region", "cluster_autoscaler_role_arn"}
+    for name in used:
+        assert FLUX_VARIABLE_NAME.match(name), f"${{{name}}} is not a plain Flux variable"
+    for env in ENVS:
+        substitute = _platform_substitutions(env)
+        # Exactly the variables k8s/platform uses: none missing, none left over from a removal.
+        assert set(substitute) == used, env
+        assert all(isinstance(v, str) and v for v in substitute.values()), env
+        for obj in _platform_as_flux_applies_it(env):
+            validate_object(obj)
+
+
+def _cluster_autoscaler(env: str) -> dict[str, Any]:
+    releases = _by_kind(_platform_as_flux_applies_it(env), "HelmRelease")
+    return releases[("kube-system", "cluster-autoscaler")]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_cluster_autoscaler_manages_the_cluster_terraform_builds(env: str) -> None:
+    """Cluster, region and IRSA role as terraform/envs/<env> names them, for the trusted SA."""
+    release = _cluster_autoscaler(env)
+    values = release["spec"]["values"]
+    env_variables = TERRAFORM_ENVS / env / "variables.tf"
+    cluster = _terraform_default(env_variables, "name")
+    assert values["autoDiscovery"]["clusterName"] == cluster
+    assert values["awsRegion"] == _terraform_default(env_variables, "region")
+
+    # The ServiceAccount the role trusts (modules/platform's cluster_autoscaler_service_account).
+    platform_tf = (REPO_ROOT / "terraform" / "modules" / "platform" / "variables.tf").read_text()
+    trusted = re.search(
+        r'variable "cluster_autoscaler_service_account" \{.*?default = \{\s*'
+        r'namespace = "(?P<namespace>[^"]+)"\s*name\s*= "(?P<name>[^"]+)"',
+        platform_tf,
+        re.DOTALL,
+    )
+    assert trusted, "modules/platform: no cluster_autoscaler_service_account default"
+    account = values["rbac"]["serviceAccount"]
+    assert release["metadata"]["namespace"] == trusted["namespace"]
+    assert account["create"] is True
+    assert account["name"] == trusted["name"]
+    # `<name>-cluster-autoscaler` (modules/iam) in the environment's account, the one its
+    # pipelines' roles in values-<env>.yaml name.
+    chart_values = yaml.safe_load((CHART_DIR / f"values-{env}.yaml").read_text())
+    aws_account = chart_values["pipelines"]["fetch"]["serviceAccount"]["roleArn"].split(":")[4]
+    assert account["annotations"][ROLE_ARN] == (
+        f"arn:aws:iam::{aws_account}:role/{cluster}-cluster-autoscaler"
+    )
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_cluster_autoscaler_matches_the_kubernetes_minor(env: str) -> None:
+    """The autoscaler is built per Kubernetes minor: its image follows the cluster's version."""
+    values = _cluster_autoscaler(env)["spec"]["values"]
+    minor = _terraform_default(TERRAFORM_ENVS / env / "variables.tf", "kubernetes_version")
+    assert re.fullmatch(rf"v{re.escape(minor)}\.\d+", values["image"]["tag"]), (
+        f"{env} runs Kubernetes {minor}, the autoscaler {values['image']['tag']}"
+    )
+
+
+def test_cluster_autoscaler_scales_down_safely_and_is_watched() -> None:
+    values = _by_kind(_objects(K8S / "platform"), "HelmRelease")[
+        ("kube-system", "cluster-autoscaler")
+    ]["spec"]["values"]
+    args = values["extraArgs"]
+    assert args["expander"] == "least-waste"
+    assert args["balance-similar-node-groups"] is True
+    # Longer than KEDA's cooldown: a pipeline pausing between chunks keeps its nodes.
+    chart_defaults = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    cooldowns = {p["autoscaling"]["cooldownPeriod"] for p in chart_defaults["pipelines"].values()}
+    assert _seconds(args["scale-down-unneeded-time"]) > max(cooldowns)
+    assert _seconds(args["scale-down-delay-after-add"]) >= 60
+    # On the on-demand group it never scales to zero; evictable, so it never pins a node.
+    assert values["nodeSelector"] == {"galpipe.io/node-group": "general"}
+    assert values["podDisruptionBudget"] == {"maxUnavailable": 1}
+    assert values["replicaCount"] == 1
+    assert values["resources"]["requests"]["memory"] == values["resources"]["limits"]["memory"]
+    assert values["containerSecurityContext"]["readOnlyRootFilesystem"] is True
+    assert values["securityContext"]["runAsNonRoot"] is True
+    # kube-prometheus-stack (k8s/platform) selects every ServiceMonitor in every namespace.
+    assert values["serviceMonitor"]["enabled"] is True
+    kube_prometheus = _by_kind(_objects(K8S / "platform"), "HelmRelease")[
+        ("monitoring", "kube-prometheus-stack")
+    ]["spec"]["values"]["prometheus"]["prometheusSpec"]
+    assert kube_prometheus["serviceMonitorSelectorNilUsesHelmValues"] is False
+
+
+def _seconds(duration: str) -> int:
+    """Seconds of a Go duration of whole minutes or seconds (``10m``, ``30s``)."""
+    match = re.fullmatch(r"(?P<value>\d+)(?P<unit>[ms])", duration)
+    assert match, f"unexpected duration {duration!r}"
+    return int(match["value"]) * (60 if match["unit"] == "m" else 1)
 
 
 def test_prod_runs_the_chart_version_in_the_repository() -> None:
@@ -171,7 +323,7 @@ def test_flux_controllers_that_read_ecr_get_their_irsa_roles(
     env: str, require_tool: Callable[[str], str], tmp_path: Path
 ) -> None:
     """kustomize applies flux-system's patches to the ServiceAccounts that bootstrap writes."""
-    main_tf = (REPO_ROOT / "terraform" / "envs" / env / "main.tf").read_text()
+    main_tf = (REPO_ROOT / "terraform" / "modules" / "platform" / "main.tf").read_text()
     role_keys = {m["service_account"]: m["key"] for m in REGISTRY_READER.finditer(main_tf)}
     assert set(role_keys) == {"source-controller", "image-reflector-controller"}
     build = tmp_path / "flux-system"

@@ -6,7 +6,8 @@
 - checkov's Terraform checks: no failure, and every skip carries its reason inline;
 - ``terraform apply`` of envs/dev against moto's server on 127.0.0.1, then ``terraform destroy``:
   both succeed, the outputs are well formed, and what moto holds in between is what the modules
-  promise (least-privilege IRSA policies, a private encrypted bucket, an encrypted private
+  promise (least-privilege IRSA policies, among them the Cluster Autoscaler's, which may change
+  only the node groups of its own cluster; a private encrypted bucket, an encrypted private
   database, an immutable scanned registry).
 
 The apply runs in a copy of terraform/ with a generated ``moto_override.tf`` (local state, the
@@ -354,6 +355,10 @@ def test_apply_outputs_are_well_formed(applied_dev: AppliedEnv) -> None:
     assert out["external_secrets_role_arn"] == (
         f"arn:aws:iam::{ACCOUNT_ID}:role/galpipe-dev-database-secret-reader"
     )
+    # k8s/clusters/dev/platform.yaml substitutes it as cluster_autoscaler_role_arn.
+    assert out["cluster_autoscaler_role_arn"] == (
+        f"arn:aws:iam::{ACCOUNT_ID}:role/galpipe-dev-cluster-autoscaler"
+    )
     # The chart's values, in the chart's own shape.
     assert out["chart_values"] == {
         "image": {"repository": out["image_repository_url"]},
@@ -398,6 +403,63 @@ def test_irsa_roles_grant_each_pipeline_only_its_object_actions(
         assert key_statement["Condition"]["StringEquals"]["kms:ViaService"] == (
             f"s3.{REGION}.amazonaws.com"
         )
+
+
+@pytest.mark.slow
+def test_cluster_autoscaler_may_change_only_its_own_clusters_node_groups(
+    applied_dev: AppliedEnv, moto_account: MotoAccount
+) -> None:
+    """Trusted by kube-system/cluster-autoscaler alone; writes only to groups EKS tags as ours."""
+    iam = moto_account.client("iam")
+    cluster = applied_dev.outputs["cluster_name"]
+    role = iam.get_role(RoleName=f"{cluster}-cluster-autoscaler")["Role"]
+    assert role["Arn"] == applied_dev.outputs["cluster_autoscaler_role_arn"]
+    (provider,) = iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Effect"] == "Allow"
+    assert trust["Action"] == "sts:AssumeRoleWithWebIdentity"
+    assert trust["Principal"] == {"Federated": provider["Arn"]}
+    issuer = provider["Arn"].split(":oidc-provider/", 1)[1]
+    assert trust["Condition"] == {
+        "StringEquals": {
+            f"{issuer}:sub": "system:serviceaccount:kube-system:cluster-autoscaler",
+            f"{issuer}:aud": "sts.amazonaws.com",
+        }
+    }
+
+    statements = {s["Sid"]: s for s in _role_policy(iam, f"{cluster}-cluster-autoscaler")}
+    assert set(statements) == {
+        "DiscoverNodeGroups",
+        "DescribeOwnManagedNodeGroups",
+        "ScaleOwnNodeGroups",
+    }
+    assert all(s["Effect"] == "Allow" for s in statements.values())
+    # Everything granted on any resource only reads.
+    discover = statements["DiscoverNodeGroups"]
+    assert _as_list(discover["Resource"]) == ["*"]
+    assert "Condition" not in discover
+    for action in _as_list(discover["Action"]):
+        service, verb = action.split(":")
+        assert service in ("autoscaling", "ec2"), action
+        assert verb.startswith(("Describe", "Get")), action
+    describe = statements["DescribeOwnManagedNodeGroups"]
+    assert _as_list(describe["Action"]) == ["eks:DescribeNodegroup"]
+    assert _as_list(describe["Resource"]) == [
+        f"arn:aws:eks:{REGION}:{ACCOUNT_ID}:nodegroup/{cluster}/*"
+    ]
+    # The two actions that change capacity: this account and region, and only on groups that
+    # carry the ownership tag EKS puts on this cluster's managed node groups.
+    scale = statements["ScaleOwnNodeGroups"]
+    assert _as_list(scale["Action"]) == [
+        "autoscaling:SetDesiredCapacity",
+        "autoscaling:TerminateInstanceInAutoScalingGroup",
+    ]
+    assert _as_list(scale["Resource"]) == [
+        f"arn:aws:autoscaling:{REGION}:{ACCOUNT_ID}:autoScalingGroup:*:autoScalingGroupName/*"
+    ]
+    assert scale["Condition"] == {
+        "StringEquals": {f"aws:ResourceTag/k8s.io/cluster-autoscaler/{cluster}": "owned"}
+    }
 
 
 @pytest.mark.slow

@@ -1,5 +1,7 @@
 # IRSA roles: each trusts exactly one Kubernetes ServiceAccount of the cluster (the `sub` claim)
-# and allows only the object actions its pipeline needs, on its key prefix only.
+# and allows only what its controller needs: a pipeline its object actions on its key prefix, the
+# secret reader one secret, the registry readers their repositories, and the Cluster Autoscaler
+# the node groups of its own cluster.
 
 data "aws_region" "current" {}
 
@@ -20,7 +22,17 @@ locals {
     var.database_secret_reader == null ? {} : {
       database-secret-reader = "system:serviceaccount:${var.database_secret_reader.namespace}:${var.database_secret_reader.service_account}"
     },
+    var.cluster_autoscaler == null ? {} : {
+      cluster-autoscaler = "system:serviceaccount:${var.cluster_autoscaler.namespace}:${var.cluster_autoscaler.service_account}"
+    },
     local.registry_readers,
+  )
+
+  # arn:<partition>:eks:<region>:<account>:cluster/<name>: the autoscaler's permissions stay in
+  # the cluster's own partition, region and account.
+  autoscaled_cluster = var.cluster_autoscaler == null ? null : regex(
+    "^arn:(?P<partition>[a-z-]+):eks:(?P<region>[a-z0-9-]+):(?P<account>[0-9]{12}):cluster/(?P<name>.+)$",
+    var.cluster_autoscaler.cluster_arn,
   )
 }
 
@@ -149,4 +161,59 @@ resource "aws_iam_role_policy" "registry_read" {
   name   = "registry-read"
   role   = aws_iam_role.this[each.key].id
   policy = data.aws_iam_policy_document.registry_read[0].json
+}
+
+# The Cluster Autoscaler's policy as its AWS documentation recommends it for auto-discovery
+# (kubernetes/autoscaler, cluster-autoscaler/cloudprovider/aws/README.md, "Full Cluster
+# Autoscaler Features Policy"), with the two actions that change capacity narrowed to the
+# auto-scaling groups that carry this cluster's ownership tag. EKS puts that tag
+# (`k8s.io/cluster-autoscaler/<cluster> = owned`) on the group of every managed node group.
+data "aws_iam_policy_document" "cluster_autoscaler" {
+  count = var.cluster_autoscaler == null ? 0 : 1
+
+  statement {
+    sid = "DiscoverNodeGroups"
+    actions = [
+      "autoscaling:DescribeAutoScalingGroups",
+      "autoscaling:DescribeAutoScalingInstances",
+      "autoscaling:DescribeLaunchConfigurations",
+      "autoscaling:DescribeScalingActivities",
+      "ec2:DescribeImages",
+      "ec2:DescribeInstanceTypes",
+      "ec2:DescribeLaunchTemplateVersions",
+      "ec2:GetInstanceTypesFromInstanceRequirements",
+    ]
+    resources = ["*"] # these reads have no resource-level permissions
+  }
+
+  # The labels and taints of a managed node group at zero nodes: what lets the autoscaler start
+  # the spot or GPU group from nothing for a pod that selects it.
+  statement {
+    sid       = "DescribeOwnManagedNodeGroups"
+    actions   = ["eks:DescribeNodegroup"]
+    resources = ["arn:${local.autoscaled_cluster.partition}:eks:${local.autoscaled_cluster.region}:${local.autoscaled_cluster.account}:nodegroup/${local.autoscaled_cluster.name}/*"]
+  }
+
+  statement {
+    sid = "ScaleOwnNodeGroups"
+    actions = [
+      "autoscaling:SetDesiredCapacity",
+      "autoscaling:TerminateInstanceInAutoScalingGroup",
+    ]
+    resources = ["arn:${local.autoscaled_cluster.partition}:autoscaling:${local.autoscaled_cluster.region}:${local.autoscaled_cluster.account}:autoScalingGroup:*:autoScalingGroupName/*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:ResourceTag/k8s.io/cluster-autoscaler/${local.autoscaled_cluster.name}"
+      values   = ["owned"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "cluster_autoscaler" {
+  count = var.cluster_autoscaler == null ? 0 : 1
+
+  name   = "cluster-autoscaler"
+  role   = aws_iam_role.this["cluster-autoscaler"].id
+  policy = data.aws_iam_policy_document.cluster_autoscaler[0].json
 }

@@ -12,3 +12,8 @@ output "registry_reader_role_arns" {
   description = "IRSA role ARN per registry reader (e.g. Flux's source-controller): the `eks.amazonaws.com/role-arn` annotation of its ServiceAccount."
   value       = { for key in keys(local.registry_readers) : trimprefix(key, "ecr-") => aws_iam_role.this[key].arn }
 }
+
+output "cluster_autoscaler_role_arn" {
+  description = "IRSA role ARN of the Cluster Autoscaler's ServiceAccount: its `eks.amazonaws.com/role-arn` annotation (null when not requested)."
+  value       = var.cluster_autoscaler == null ? null : aws_iam_role.this["cluster-autoscaler"].arn
+}

@@ -75,13 +75,13 @@ variable "pipelines" {
 
   validation {
     condition = alltrue([for name, p in var.pipelines :
-      can(regex("^[a-z][a-z0-9-]{0,30}$", name)) && name != "database-secret-reader" &&
+      can(regex("^[a-z][a-z0-9-]{0,30}$", name)) && !contains(["database-secret-reader", "cluster-autoscaler"], name) &&
       can(regex("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", p.namespace)) &&
       can(regex("^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$", p.service_account)) &&
       can(regex("^([a-z0-9][a-z0-9._-]*/)+$", p.key_prefix)) &&
       length(p.object_actions) > 0 &&
     length(setsubtract(p.object_actions, ["s3:GetObject", "s3:PutObject"])) == 0])
-    error_message = "Each pipeline needs a lowercase name (not \"database-secret-reader\", the secret reader's role), a valid namespace and ServiceAccount name, a key_prefix of '/'-terminated segments (e.g. \"cutouts/\"), and object_actions drawn only from \"s3:GetObject\" and \"s3:PutObject\"."
+    error_message = "Each pipeline needs a lowercase name (not \"database-secret-reader\" or \"cluster-autoscaler\", the roles of those controllers), a valid namespace and ServiceAccount name, a key_prefix of '/'-terminated segments (e.g. \"cutouts/\"), and object_actions drawn only from \"s3:GetObject\" and \"s3:PutObject\"."
   }
 }
 
@@ -104,6 +104,31 @@ variable "database_secret_reader" {
       can(regex("^arn:[a-z-]+:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+$", var.database_secret_reader.secret_arn)) &&
     can(regex("^arn:[a-z-]+:kms:[a-z0-9-]+:[0-9]{12}:key/.+$", var.database_secret_reader.kms_key_arn)), false)
     error_message = "The database secret reader needs a Secrets Manager secret ARN and a KMS key ARN."
+  }
+}
+
+variable "cluster_autoscaler" {
+  description = <<-EOT
+    Optional IRSA role for the Kubernetes Cluster Autoscaler, trusted by the ServiceAccount
+    `namespace`/`service_account` (its Helm release's `rbac.serviceAccount.name`). It may read the
+    auto-scaling groups, launch templates and instance types, describe the managed node groups of
+    the cluster `cluster_arn`, and set the capacity of (or terminate an instance in) only the
+    auto-scaling groups tagged `k8s.io/cluster-autoscaler/<cluster name> = owned`, as EKS tags
+    those of its managed node groups. Null for none.
+  EOT
+  type = object({
+    namespace       = string
+    service_account = string
+    cluster_arn     = string
+  })
+  default = null
+
+  validation {
+    condition = var.cluster_autoscaler == null || try(
+      can(regex("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", var.cluster_autoscaler.namespace)) &&
+      can(regex("^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$", var.cluster_autoscaler.service_account)) &&
+    can(regex("^arn:[a-z-]+:eks:[a-z0-9-]+:[0-9]{12}:cluster/[A-Za-z0-9][A-Za-z0-9_-]{0,99}$", var.cluster_autoscaler.cluster_arn)), false)
+    error_message = "The Cluster Autoscaler needs a namespace (a DNS label), a ServiceAccount name (a DNS subdomain) and an EKS cluster ARN (arn:aws:eks:<region>:<account>:cluster/<name>)."
   }
 }
 

@@ -1,7 +1,8 @@
 # One galpipe environment on AWS: the network, an EKS cluster, the PostgreSQL database that
 # admits the cluster's nodes, the cutout bucket, and the IRSA roles of the pipelines, the
-# External Secrets Operator and Flux. The environments (envs/dev, envs/prod) call it with what
-# differs between them: sizes, redundancy, and how much of it `terraform destroy` may delete.
+# External Secrets Operator, Flux and the Cluster Autoscaler. The environments (envs/dev,
+# envs/prod) call it with what differs between them: sizes, redundancy, and how much of it
+# `terraform destroy` may delete.
 
 data "aws_caller_identity" "current" {}
 data "aws_region" "current" {}
@@ -109,6 +110,14 @@ module "iam" {
     service_account = var.external_secrets_service_account.name
     secret_arn      = module.database.master_user_secret_arn
     kms_key_arn     = module.database.kms_key_arn
+  }
+
+  # KEDA scales the pipelines' pods; the Cluster Autoscaler (k8s/platform/cluster-autoscaler.yaml)
+  # scales the node groups to fit them, within each group's min_size and max_size.
+  cluster_autoscaler = {
+    namespace       = var.cluster_autoscaler_service_account.namespace
+    service_account = var.cluster_autoscaler_service_account.name
+    cluster_arn     = module.eks.cluster_arn
   }
 
   # Flux reads the chart and the image tags through the AWS API (`provider: aws`); with IMDS

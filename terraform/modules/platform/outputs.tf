@@ -53,6 +53,11 @@ output "external_secrets_role_arn" {
   value       = module.iam.database_secret_reader_role_arn
 }
 
+output "cluster_autoscaler_role_arn" {
+  description = "IRSA role ARN of the Cluster Autoscaler's ServiceAccount: `cluster_autoscaler_role_arn` in the postBuild.substitute of k8s/clusters/<env>/platform.yaml."
+  value       = module.iam.cluster_autoscaler_role_arn
+}
+
 output "chart_values" {
   description = "The environment's values for charts/galpipe, in the chart's shape: `terraform output -json chart_values > values-aws.json` and pass it with `-f`."
   value = {

@@ -266,3 +266,20 @@ variable "external_secrets_service_account" {
     error_message = "The namespace must be a DNS label and the ServiceAccount name a DNS subdomain."
   }
 }
+
+variable "cluster_autoscaler_service_account" {
+  description = "Namespace and name of the Cluster Autoscaler's ServiceAccount (`rbac.serviceAccount.name` of the HelmRelease in k8s/platform/cluster-autoscaler.yaml), which alone may assume its IRSA role."
+  type = object({
+    namespace = string
+    name      = string
+  })
+  default = {
+    namespace = "kube-system"
+    name      = "cluster-autoscaler"
+  }
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", var.cluster_autoscaler_service_account.namespace)) && can(regex("^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$", var.cluster_autoscaler_service_account.name))
+    error_message = "The namespace must be a DNS label and the ServiceAccount name a DNS subdomain."
+  }
+}
