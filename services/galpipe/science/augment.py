@@ -262,28 +262,29 @@ def blur(
     sigma = _per_galaxy(sigma_px, n_galaxies, "sigma_px", "pixels")
     if np.any(sigma < 0):
         raise ValueError(f"sigma_px must be >= 0 pixels; got {sigma[sigma < 0][:5]}")
+    empty = np.zeros((n_galaxies, size, size), dtype=bool)
+    if no_data is not None:
+        empty = np.asarray(no_data, dtype=bool)
+        if empty.shape != (n_galaxies, size, size):
+            raise ValueError(
+                f"no_data: expected shape {(n_galaxies, size, size)} (one mask per galaxy), "
+                f"got {empty.shape}"
+            )
+        # G*(X M): the no-data pixels contribute nothing, whatever value they hold.
+        batch = np.where(empty[:, None], np.float32(0.0), batch)
     rows = _gaussian_band_matrices(sigma, size)[:, None, :, :]  # (N, 1, S, S), shared by bands
     blurred = (rows @ batch @ np.swapaxes(rows, -1, -2)).astype(np.float32, copy=False)
-    if no_data is None:
-        return blurred
-    empty = np.asarray(no_data, dtype=bool)
-    if empty.shape != (n_galaxies, size, size):
-        raise ValueError(
-            f"no_data: expected shape {(n_galaxies, size, size)} (one mask per galaxy), "
-            f"got {empty.shape}"
-        )
     partial = np.flatnonzero(empty.any(axis=(-2, -1)))
     if partial.size == 0:
         return blurred
-    empty = empty[partial, None]  # (n, 1, S, S), shared by bands
+    # ... / G*M on the galaxies with no-data pixels; a data pixel weighs itself, so its
+    # coverage is > 0.
+    part_empty = empty[partial, None]  # (n, 1, S, S), shared by bands
     part_rows = rows[partial]
-    data = np.where(empty, np.float32(0.0), batch[partial])
-    coverage = part_rows @ (~empty).astype(np.float32) @ np.swapaxes(part_rows, -1, -2)
-    # A data pixel weighs itself, so its coverage is > 0.
-    smoothed = (part_rows @ data @ np.swapaxes(part_rows, -1, -2)) / np.where(
-        empty, np.float32(1.0), coverage
+    coverage = part_rows @ (~part_empty).astype(np.float32) @ np.swapaxes(part_rows, -1, -2)
+    blurred[partial] = np.where(
+        part_empty, np.float32(0.0), blurred[partial] / np.where(part_empty, 1.0, coverage)
     )
-    blurred[partial] = np.where(empty, np.float32(0.0), smoothed)
     return blurred
 
 
