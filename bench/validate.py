@@ -14,6 +14,11 @@ stage is linear in its size). It calls :func:`galpipe.validation.run.run_validat
   paper's method (masking off) on a fifth of the images; ``aug_mean_headline_deg`` on the
   headline galaxies (isolated, q < 0.5, S/N > 50); ``aug_mean_unflagged_deg`` on the galaxies
   whose original measurement has no flag (what a catalogue user keeps);
+- ``floor_aug_mean_deg`` / ``floor_ours_aug_mean_deg``: the protocol's mean deviation of an
+  oracle that knows each galaxy's noiseless image and fits only the angle
+  (:mod:`galpipe.validation.oracle`), and ours, on the same augmented images of isolated
+  galaxies: how far the protocol's figure is the data's rather than the method's;
+  ``floor_aug_mean_low_counts_deg`` the oracle's on the images resampled to 10^3-10^4 photons;
 - ``coverage_1sigma``: fraction of galaxies within 1 reported sigma (0.683 if calibrated);
 - ``peer_beaten_bins``: whether our truth median beats the peer's in every axis-ratio bin below
   0.7 (goal), per subset, on the galaxies both methods measured;
@@ -32,7 +37,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from galpipe.validation.run import run_validation
+from galpipe.validation.run import FLOOR_GALAXIES, run_validation
 
 FULL_TRUTH = 10_000
 FULL_AUGMENT = 500_000
@@ -70,10 +75,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--scale {args.scale}: expected a fraction in (0, 1]")
     n_truth = max(1, round(FULL_TRUTH * args.scale))
     n_augment = round(FULL_AUGMENT * args.scale)
+    n_floor = round(FLOOR_GALAXIES * args.scale)
     with tempfile.TemporaryDirectory(prefix="galpipe-validate-") as scratch:
         out = Path(args.out) if args.out else Path(scratch)
         summary = run_validation(
-            out, n_truth, n_augment, seed=args.seed, quick=args.quick, workers=args.workers
+            out,
+            n_truth,
+            n_augment,
+            seed=args.seed,
+            quick=args.quick,
+            workers=args.workers,
+            n_floor=n_floor,
         )
         document = json.loads((out / "summary.json").read_text())
     headline = summary.as_dict()
@@ -88,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         "aug_median_nomask_deg": document["protocol"]["ours_nomask"]["overall"]["median_deg"],
         "aug_mean_headline_deg": document["protocol"]["ours"]["headline"]["mean_deg"],
         "aug_mean_unflagged_deg": document["protocol"]["ours"]["unflagged"]["mean_deg"],
+        "floor_aug_mean_deg": headline["floor_aug_mean_deg"],
+        "floor_ours_aug_mean_deg": headline["floor_ours_aug_mean_deg"],
+        "floor_aug_mean_low_counts_deg": document["floor"]["oracle"]["deviation"]["resample_low"][
+            "mean_deg"
+        ],
         "coverage_1sigma": headline["coverage_1sigma"],
         "coverage_2sigma": headline["coverage_2sigma"],
         "aug_mean_below_paper": headline["aug_mean_deg"] < PAPER_MEAN_DEG,

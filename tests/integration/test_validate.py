@@ -22,7 +22,14 @@ from galpipe.validation.cli import add_validate_parser
 from galpipe.validation.peer import sep_orientation
 from galpipe.validation.population import render_population
 from galpipe.validation.report import FIGURES, write_report
-from galpipe.validation.run import QUICK_AUGMENT, QUICK_TRUTH, Summary, run_validation
+from galpipe.validation.run import (
+    FLOOR_REPEATS,
+    QUICK_AUGMENT,
+    QUICK_FLOOR_GALAXIES,
+    QUICK_TRUTH,
+    Summary,
+    run_validation,
+)
 from galpipe.validation.truth import METHODS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -40,7 +47,14 @@ def _summary_json(out: Path) -> dict[str, Any]:
 
 def test_the_report_directory_has_every_part(quick_run: tuple[Path, Summary]) -> None:
     out, _ = quick_run
-    for name in ("report.md", "summary.json", "catalogue.ecsv", "galaxies.ecsv", "protocol.npz"):
+    for name in (
+        "report.md",
+        "summary.json",
+        "catalogue.ecsv",
+        "galaxies.ecsv",
+        "protocol.npz",
+        "floor.npz",
+    ):
         assert (out / name).stat().st_size > 0, name
     for figure in FIGURES:
         assert (out / figure).read_bytes()[:8] == PNG_MAGIC, figure
@@ -51,13 +65,15 @@ def test_the_report_directory_has_every_part(quick_run: tuple[Path, Summary]) ->
         "## 2. Accuracy",
         "## 3. Calibration",
         "## 4. The paper's augmentation protocol",
+        "### The information floor",
         "## 5. Agreement with Gaia",
     ):
         assert section in report
     for figure in FIGURES:
         assert f"({figure})" in report
     document = _summary_json(out)
-    assert set(document) >= {"headline", "config", "population", "truth", "protocol", "gaia"}
+    assert set(document) >= {"headline", "config", "population", "truth", "protocol", "floor"}
+    assert "gaia" in document
     for key in ("snr", "axis_ratio", "half_light_radius_arcsec", "sersic_n", "psf", "neighbours"):
         assert key in document["population"]
     assert set(document["protocol"]["distributions"]) >= {"R", "B", "N", "subsets"}
@@ -102,6 +118,17 @@ def test_the_numbers_are_consistent(quick_run: tuple[Path, Summary]) -> None:
         )
         < 1.0
     )
+    # The floor: the oracle's galaxies are isolated, and ours is the protocol's measurement.
+    floor = document["floor"]
+    assert floor["n_images"] == QUICK_FLOOR_GALAXIES * FLOOR_REPEATS
+    with np.load(out / "floor.npz") as rows:
+        isolated = Table.read(out / "galaxies.ecsv")["n_neighbours"][rows["galaxy_index"]] == 0
+        assert isolated.all()
+        assert floor["ours"]["deviation"]["overall"]["mean_deg"] == pytest.approx(
+            float(np.mean(rows["deviation_ours_deg"]))
+        )
+    assert document["headline"]["floor_aug_mean_deg"] == summary.floor_aug_mean_deg
+    assert summary.floor_aug_mean_deg == floor["oracle"]["deviation"]["overall"]["mean_deg"]
     calib = document["truth"]["calibration"]["all"]["ours_combined"]
     assert 0 < calib["within_1sigma"] <= calib["within_2sigma"] <= 1
     assert calib["within_1sigma"] == summary.coverage_1sigma
@@ -150,6 +177,9 @@ def test_identical_inputs_give_identical_outputs(
     assert (out / "catalogue.ecsv").read_bytes() == (tmp_path / "catalogue.ecsv").read_bytes()
     with np.load(out / "protocol.npz") as a, np.load(tmp_path / "protocol.npz") as b:
         assert sorted(a.files) == sorted(b.files)
+        for name in a.files:
+            assert np.array_equal(a[name], b[name], equal_nan=True), name
+    with np.load(out / "floor.npz") as a, np.load(tmp_path / "floor.npz") as b:
         for name in a.files:
             assert np.array_equal(a[name], b[name], equal_nan=True), name
 

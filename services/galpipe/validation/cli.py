@@ -48,6 +48,13 @@ def add_validate_parser(subparsers: Any) -> None:
         default=500_000,
         help="augmented images of the protocol (default 500000, as the paper)",
     )
+    parser.add_argument(
+        "--n-floor",
+        type=_non_negative_int,
+        default=None,
+        help="isolated galaxies the oracle (the information floor) measures, 8 augmented "
+        "images each (default: FLOOR_GALAXIES of galpipe.validation.run, 160)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seeds population and protocol")
     parser.add_argument(
         "--quick", action="store_true", help="400 galaxies, 2000 augmentations (seconds)"
@@ -69,6 +76,7 @@ def run_validate(args: argparse.Namespace) -> int:
         seed=args.seed,
         quick=args.quick,
         workers=args.workers,
+        **({} if args.n_floor is None else {"n_floor": args.n_floor}),
     )
     print(json.dumps(summary.as_dict(), sort_keys=True))
     print(f"report: {summary.out_dir / 'report.md'}")

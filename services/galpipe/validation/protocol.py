@@ -53,6 +53,7 @@ __all__ = [
     "CHUNK_IMAGES",
     "ProtocolResult",
     "describe_protocol",
+    "operator_for",
     "protocol_tables",
     "run_protocol",
 ]
@@ -131,8 +132,8 @@ class _Chunk:
 
 
 @functools.lru_cache(maxsize=2)
-def _operator(size: int, angles: tuple[float, ...], order: int) -> RadonOperator:
-    """The Radon operator, loaded once per worker process."""
+def operator_for(size: int, angles: tuple[float, ...], order: int) -> RadonOperator:
+    """The Radon operator, loaded once per worker process (the protocol's and the floor's)."""
     return RadonOperator.load_or_build(size, np.asarray(angles), order)
 
 
@@ -143,7 +144,7 @@ def _run_chunk(chunk: _Chunk) -> dict[str, np.ndarray]:
     params = augment.sample_augmentations(originals.shape[0], rng)
     augmented = augment.apply_augmentations(originals, params, rng)
     cfg = chunk.config
-    operator = _operator(cfg.size, cfg.angles_deg, cfg.order)
+    operator = operator_for(cfg.size, cfg.angles_deg, cfg.order)
     ours = measure_batch(augmented, cfg, operator)
     peer = sep_orientation(augmented, chunk.peer_config, per_band=False)
     shift = params.angle_shift_deg

@@ -1,4 +1,4 @@
-"""The whole validation run: population -> truth -> protocol -> Gaia -> report.
+"""The whole validation run: population -> truth -> protocol -> floor -> Gaia -> report.
 
 :func:`run_validation` writes into ``out_dir``:
 
@@ -8,7 +8,9 @@
   columns (``galpipe sky serve --catalog`` renders exactly these galaxies);
 - ``galaxies.ecsv`` -- one row per truth galaxy: truth, every method's angle, our error and
   flags;
-- ``protocol.npz`` -- one entry per augmented image: galaxy, subset, parameters, deviations.
+- ``protocol.npz`` -- one entry per augmented image: galaxy, subset, parameters, deviations;
+- ``floor.npz`` -- the information floor (:mod:`galpipe.validation.oracle`): one entry per
+  augmented image of the oracle's isolated galaxies, ours and the oracle side by side.
 
 Identical arguments (the worker count included) give identical files, except the ``timing_s``
 entry of ``summary.json`` and the Markdown's timing lines. Another worker count draws the same
@@ -33,6 +35,7 @@ from galpipe.science.core import RadonConfig
 from galpipe.sky.synthetic.catalog import write_catalog
 from galpipe.sky.synthetic.truth import BANDS
 from galpipe.validation.gaia import gaia_agreement, load_gaia_columns
+from galpipe.validation.oracle import FloorResult, floor_tables, run_floor
 from galpipe.validation.parallel import default_workers
 from galpipe.validation.peer import PeerConfig
 from galpipe.validation.population import PopulationConfig, TruthPopulation, make_population
@@ -46,13 +49,26 @@ from galpipe.validation.truth import (
     truth_tables,
 )
 
-__all__ = ["QUICK_AUGMENT", "QUICK_TRUTH", "Summary", "run_validation"]
+__all__ = [
+    "FLOOR_GALAXIES",
+    "FLOOR_REPEATS",
+    "QUICK_AUGMENT",
+    "QUICK_FLOOR_GALAXIES",
+    "QUICK_TRUTH",
+    "Summary",
+    "run_validation",
+]
 
 log = logging.getLogger(__name__)
 
 #: Sizes of ``--quick`` (the test suite): enough for the headline bin to hold ~40 galaxies.
 QUICK_TRUTH = 400
 QUICK_AUGMENT = 2000
+#: Isolated galaxies the oracle measures (~1.3 s of CPU each at 8 images: ~2 min on 2 cores)
+#: and augmented images per galaxy; ``--quick`` measures a few.
+FLOOR_GALAXIES = 160
+FLOOR_REPEATS = 8
+QUICK_FLOOR_GALAXIES = 4
 
 
 @dataclass(frozen=True)
@@ -70,6 +86,9 @@ class Summary:
         Mean and median deviation of our angle over the augmentation protocol (degrees).
     peer_aug_mean_deg, peer_aug_median_deg : float
         The same for the peer.
+    floor_aug_mean_deg, floor_ours_aug_mean_deg : float
+        The protocol's mean deviation of the oracle (:mod:`galpipe.validation.oracle`) and of
+        ours, on the same augmented images of the oracle's isolated galaxies (degrees).
     coverage_1sigma, coverage_2sigma : float
         Fraction of all galaxies whose combined error is within 1 and 2 reported sigma.
     n_truth, n_augment : int
@@ -85,6 +104,8 @@ class Summary:
     aug_median_deg: float
     peer_aug_mean_deg: float
     peer_aug_median_deg: float
+    floor_aug_mean_deg: float
+    floor_ours_aug_mean_deg: float
     coverage_1sigma: float
     coverage_2sigma: float
     n_truth: int
@@ -148,7 +169,7 @@ def _galaxy_table(
     return table
 
 
-def _save_protocol(path: Path, result: ProtocolResult) -> None:
+def _save_rows(path: Path, result: ProtocolResult | FloorResult) -> None:
     np.savez_compressed(
         path, **{f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
     )
@@ -161,6 +182,7 @@ def run_validation(
     seed: int = 0,
     quick: bool = False,
     workers: int | None = None,
+    n_floor: int = FLOOR_GALAXIES,
 ) -> Summary:
     """Run the whole validation and write the report directory (module docstring).
 
@@ -175,9 +197,13 @@ def run_validation(
     seed : int
         Seeds the population and the augmentations.
     quick : bool
-        Use :data:`QUICK_TRUTH` galaxies and :data:`QUICK_AUGMENT` images (for tests).
+        Use :data:`QUICK_TRUTH` galaxies, :data:`QUICK_AUGMENT` images and
+        :data:`QUICK_FLOOR_GALAXIES` oracle galaxies (for tests).
     workers : int, optional
-        Processes for rendering and the protocol; default every core this process may use.
+        Processes for rendering, the protocol and the floor; default every core this process
+        may use.
+    n_floor : int
+        Isolated galaxies measured by the oracle, :data:`FLOOR_REPEATS` augmented images each.
 
     Returns
     -------
@@ -188,7 +214,7 @@ def run_validation(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if quick:
-        n_truth, n_augment = QUICK_TRUTH, QUICK_AUGMENT
+        n_truth, n_augment, n_floor = QUICK_TRUTH, QUICK_AUGMENT, QUICK_FLOOR_GALAXIES
     n_workers = workers if workers is not None else default_workers()
     timing: dict[str, float] = {}
     config = RadonConfig()
@@ -229,8 +255,13 @@ def run_validation(
         headline_selection(population),
         unflagged=measured.ours.flags == 0,
     )
-    _save_protocol(out / "protocol.npz", protocol)
+    _save_rows(out / "protocol.npz", protocol)
     mark = lap("protocol", mark)
+
+    floor = run_floor(population, n_floor, FLOOR_REPEATS, seed, config=config, workers=n_workers)
+    floor_summary = floor_tables(floor, population.axis_ratio)
+    _save_rows(out / "floor.npz", floor)
+    mark = lap("floor", mark)
 
     ids, gaia_pa, gaia_e = load_gaia_columns(catalogue)
     order = {int(sid): i for i, sid in enumerate(ids)}
@@ -262,6 +293,12 @@ def run_validation(
         aug_median_deg=_nan_if_none(protocol_summary["ours"]["overall"]["median_deg"]),
         peer_aug_mean_deg=_nan_if_none(protocol_summary["peer"]["overall"]["mean_deg"]),
         peer_aug_median_deg=_nan_if_none(protocol_summary["peer"]["overall"]["median_deg"]),
+        floor_aug_mean_deg=_nan_if_none(
+            floor_summary["oracle"]["deviation"]["overall"]["mean_deg"]
+        ),
+        floor_ours_aug_mean_deg=_nan_if_none(
+            floor_summary["ours"]["deviation"]["overall"]["mean_deg"]
+        ),
         coverage_1sigma=_nan_if_none(calibration_all["within_1sigma"]),
         coverage_2sigma=_nan_if_none(calibration_all["within_2sigma"]),
         n_truth=n_truth,
@@ -271,7 +308,10 @@ def run_validation(
     timing["total"] = round(time.perf_counter() - started, 3)
     timing["cpu"] = round(_cpu_seconds() - cpu_started, 3)
     summary = dataclasses.replace(summary, elapsed_s=timing["total"])
-    command = f"galpipe validate {out} --n-truth {n_truth} --n-augment {n_augment} --seed {seed}"
+    command = (
+        f"galpipe validate {out} --n-truth {n_truth} --n-augment {n_augment} "
+        f"--n-floor {n_floor} --seed {seed}"
+    )
     document = {
         "headline": {
             k: v for k, v in summary.as_dict().items() if k not in ("out_dir", "elapsed_s")
@@ -286,6 +326,7 @@ def run_validation(
         "population": population_config.describe(),
         "truth": truth,
         "protocol": protocol_summary,
+        "floor": floor_summary,
         "gaia": gaia,
         "timing_s": {**timing, "workers": n_workers},
     }
