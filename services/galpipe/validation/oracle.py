@@ -409,6 +409,19 @@ def run_floor(
     return FloorResult(**{name: np.concatenate([p[name] for p in parts]) for name in names})
 
 
+def _galaxy_means(values: np.ndarray, galaxy: np.ndarray) -> np.ndarray:
+    """Mean of ``values`` per galaxy (``galaxy``: 0..G-1 per row)."""
+    counts = np.bincount(galaxy)
+    return np.bincount(galaxy, weights=values) / np.where(counts > 0, counts, 1)
+
+
+def _standard_error(per_galaxy: np.ndarray) -> float:
+    """Standard error of the mean over galaxies; NaN with fewer than two."""
+    if per_galaxy.size < 2:
+        return float("nan")
+    return float(np.std(per_galaxy, ddof=1) / np.sqrt(per_galaxy.size))
+
+
 def floor_tables(result: FloorResult, axis_ratio: np.ndarray) -> dict[str, Any]:
     """The oracle beside ours, JSON-ready.
 
@@ -421,7 +434,10 @@ def floor_tables(result: FloorResult, axis_ratio: np.ndarray) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``n_galaxies``, ``n_images``, ``axis_ratio_bins``, ``offsets_deg`` (the grid), and for
+        ``n_galaxies``, ``n_images``, ``axis_ratio_bins``, ``offsets_deg`` (the grid),
+        ``deviation_ours_minus_oracle_deg`` (mean paired difference) and
+        ``deviation_mean_se_deg`` (standard errors of the mean deviations and of that
+        difference, over galaxies: ``ours``, ``oracle``, ``ours_minus_oracle``), and for
         ``ours`` and ``oracle``: ``deviation`` and ``error`` (vs truth), each with ``overall``,
         ``by_axis_ratio``, ``resample_low`` (N with 10^3-10^4 photons), ``resample_high``
         (10^4-10^5) and ``no_resample``.
@@ -438,6 +454,18 @@ def floor_tables(result: FloorResult, axis_ratio: np.ndarray) -> dict[str, Any]:
         "offsets_deg": f"{OFFSETS_DEG[0]:g} to {OFFSETS_DEG[-1]:g} step "
         f"{OFFSETS_DEG[1] - OFFSETS_DEG[0]:g}, parabola-refined",
     }
+    # Images of one galaxy share its noise and shape: the standard errors are over galaxies.
+    _, galaxy = np.unique(result.galaxy_index, return_inverse=True)
+    ours = _galaxy_means(result.deviation_ours_deg, galaxy)
+    oracle = _galaxy_means(result.deviation_oracle_deg, galaxy)
+    tables["deviation_mean_se_deg"] = {
+        "ours": _standard_error(ours),
+        "oracle": _standard_error(oracle),
+        "ours_minus_oracle": _standard_error(ours - oracle),
+    }
+    tables["deviation_ours_minus_oracle_deg"] = (
+        float(np.mean(ours - oracle)) if ours.size else float("nan")
+    )
     for method in ("ours", "oracle"):
         tables[method] = {}
         for kind in ("deviation", "error"):

@@ -13,6 +13,7 @@ from galpipe.science.core import RadonConfig
 from galpipe.sky.synthetic.truth import BANDS, SkyConfig, TruthGalaxy
 from galpipe.validation.oracle import (
     OFFSETS_DEG,
+    FloorResult,
     angle_templates,
     augmented_model,
     best_offset_deg,
@@ -141,3 +142,25 @@ def test_floor_rejects_bad_sizes(small_population: TruthPopulation) -> None:
     with pytest.raises(ValueError, match="repeats"):
         run_floor(small_population, 2, 0, seed=0)
     assert OFFSETS_DEG.size == 180
+
+
+def test_floor_standard_errors_are_over_galaxies() -> None:
+    # Two galaxies, two images each: ours is 1 deg worse than the oracle on every image.
+    result = FloorResult(
+        galaxy_index=np.array([5, 5, 9, 9]),
+        apply_resample=np.array([True, False, True, False]),
+        total_counts=np.array([2e3, 1.0, 5e4, 1.0]),
+        deviation_ours_deg=np.array([3.0, 5.0, 9.0, 11.0]),
+        deviation_oracle_deg=np.array([2.0, 4.0, 8.0, 10.0]),
+        error_ours_deg=np.zeros(4),
+        error_oracle_deg=np.zeros(4),
+    )
+    tables = floor_tables(result, np.linspace(0.2, 1.0, 10))
+    assert tables["n_galaxies"] == 2
+    assert tables["deviation_ours_minus_oracle_deg"] == pytest.approx(1.0)
+    se = tables["deviation_mean_se_deg"]
+    assert se["ours_minus_oracle"] == pytest.approx(0.0)
+    # Galaxy means 4 and 10: standard deviation 3 * sqrt(2), over sqrt(2) galaxies.
+    assert se["ours"] == pytest.approx(3.0)
+    assert tables["ours"]["deviation"]["resample_low"]["n"] == 1
+    assert tables["ours"]["deviation"]["resample_high"]["n"] == 1
