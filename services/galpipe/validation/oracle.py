@@ -405,7 +405,10 @@ def run_floor(
     parts = map_chunks(_run_task, tasks, workers)
     names = [f.name for f in dataclasses.fields(FloorResult)]
     if not parts:
-        return FloorResult(**{name: np.empty(0) for name in names})
+        empty = {name: np.empty(0) for name in names}
+        empty["galaxy_index"] = np.empty(0, dtype=np.int64)
+        empty["apply_resample"] = np.empty(0, dtype=bool)
+        return FloorResult(**empty)
     return FloorResult(**{name: np.concatenate([p[name] for p in parts]) for name in names})
 
 

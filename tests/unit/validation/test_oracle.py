@@ -12,7 +12,6 @@ from galpipe.science import augment
 from galpipe.science.core import RadonConfig
 from galpipe.sky.synthetic.truth import BANDS, SkyConfig, TruthGalaxy
 from galpipe.validation.oracle import (
-    OFFSETS_DEG,
     FloorResult,
     angle_templates,
     augmented_model,
@@ -138,10 +137,17 @@ def test_floor_is_deterministic_and_the_oracle_finds_bright_angles(
     assert sum(split) + tables["ours"]["error"]["no_resample"]["n"] == 12
 
 
-def test_floor_rejects_bad_sizes(small_population: TruthPopulation) -> None:
+def test_floor_rejects_bad_sizes_and_may_be_empty(small_population: TruthPopulation) -> None:
     with pytest.raises(ValueError, match="repeats"):
         run_floor(small_population, 2, 0, seed=0)
-    assert OFFSETS_DEG.size == 180
+    with pytest.raises(ValueError, match="n_galaxies"):
+        run_floor(small_population, -1, 4, seed=0)
+    empty = run_floor(small_population, 0, 4, seed=0)
+    assert len(empty) == 0
+    tables = floor_tables(empty, small_population.axis_ratio)
+    assert tables["n_images"] == 0
+    assert tables["oracle"]["deviation"]["overall"]["n_measured"] == 0
+    assert np.isnan(tables["deviation_mean_se_deg"]["oracle"])
 
 
 def test_floor_standard_errors_are_over_galaxies() -> None:
