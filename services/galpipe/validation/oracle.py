@@ -48,6 +48,7 @@ from galpipe.validation.protocol import operator_for
 from galpipe.validation.stats import AXIS_RATIO_EDGES, bin_labels, binned_stats, error_stats
 
 __all__ = [
+    "FLOOR_METHODS",
     "GALAXIES_PER_TASK",
     "NOISE_DRAWS",
     "OFFSETS_DEG",
@@ -60,6 +61,9 @@ __all__ = [
     "run_floor",
 ]
 
+#: The methods side by side on the floor's images: ours (production), ours with neighbour
+#: masking off (on isolated galaxies masking can only add false detections), the oracle.
+FLOOR_METHODS = ("ours", "ours_nomask", "oracle")
 #: Trial offsets from the true position angle, degrees: a 1-degree grid over the half turn.
 OFFSETS_DEG: np.ndarray = np.arange(-90.0, 90.0, 1.0)
 #: Noise stamps whose spread after R and B gives each pixel's sky noise.
@@ -276,9 +280,10 @@ class FloorResult:
         Index of the truth galaxy in the population.
     apply_resample, total_counts : numpy.ndarray
         Whether N was applied, and its photons.
-    deviation_ours_deg, deviation_oracle_deg : numpy.ndarray
-        The protocol's deviation of each method, degrees in [0, 90].
-    error_ours_deg, error_oracle_deg : numpy.ndarray
+    deviation_ours_deg, deviation_ours_nomask_deg, deviation_oracle_deg : numpy.ndarray
+        The protocol's deviation of each method (ours; ours with neighbour masking off, the
+        paper's method; the oracle), degrees in [0, 90].
+    error_ours_deg, error_ours_nomask_deg, error_oracle_deg : numpy.ndarray
         Each method's axial error against the true position angle on the augmented image.
     """
 
@@ -286,8 +291,10 @@ class FloorResult:
     apply_resample: np.ndarray
     total_counts: np.ndarray
     deviation_ours_deg: np.ndarray
+    deviation_ours_nomask_deg: np.ndarray
     deviation_oracle_deg: np.ndarray
     error_ours_deg: np.ndarray
+    error_ours_nomask_deg: np.ndarray
     error_oracle_deg: np.ndarray
 
     def __len__(self) -> int:
@@ -316,8 +323,12 @@ def _run_task(task: _Task) -> dict[str, np.ndarray]:
     augmented = augment.apply_augmentations(task.images[local], params, rng)
     cfg = task.config
     operator = operator_for(cfg.size, cfg.angles_deg, cfg.order)
-    reference = measure_batch(task.images, cfg, operator).angle_image_deg
-    measured = measure_batch(augmented, cfg, operator).angle_image_deg - params.angle_shift_deg
+    ours: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    unmasked = dataclasses.replace(cfg, mask_neighbours=False)
+    for method, method_cfg in (("ours", cfg), ("ours_nomask", unmasked)):
+        reference = measure_batch(task.images, method_cfg, operator).angle_image_deg
+        measured = measure_batch(augmented, method_cfg, operator).angle_image_deg
+        ours[method] = (measured - params.angle_shift_deg, reference[local])
     truth_pa = np.array([t.position_angle_deg for t in task.truths])
     oracle_orig = np.empty(n_galaxies)
     oracle_aug = np.empty(local.size)
@@ -333,16 +344,18 @@ def _run_task(task: _Task) -> dict[str, np.ndarray]:
             )
             mean, var = augmented_model(templates, task.images[g], one, sigma, gain, rng)
             oracle_aug[j] = best_offset_deg(augmented[j].astype(np.float64), mean, var)
-    ours_pa = image_angle_to_position_angle(measured, task.jacobians[local])
-    return {
+    rows = {
         "galaxy_index": task.galaxy_index[local],
         "apply_resample": params.apply_resample,
         "total_counts": params.total_counts,
-        "deviation_ours_deg": axial_difference(measured, reference[local]),
         "deviation_oracle_deg": axial_difference(oracle_aug, oracle_orig[local]),
-        "error_ours_deg": axial_difference(ours_pa, truth_pa[local]),
         "error_oracle_deg": axial_difference(oracle_aug, np.zeros_like(oracle_aug)),
     }
+    for method, (measured, reference) in ours.items():
+        pa = image_angle_to_position_angle(measured, task.jacobians[local])
+        rows[f"deviation_{method}_deg"] = axial_difference(measured, reference)
+        rows[f"error_{method}_deg"] = axial_difference(pa, truth_pa[local])
+    return rows
 
 
 def run_floor(
@@ -441,9 +454,9 @@ def floor_tables(result: FloorResult, axis_ratio: np.ndarray) -> dict[str, Any]:
         ``deviation_ours_minus_oracle_deg`` (mean paired difference) and
         ``deviation_mean_se_deg`` (standard errors of the mean deviations and of that
         difference, over galaxies: ``ours``, ``oracle``, ``ours_minus_oracle``), and for
-        ``ours`` and ``oracle``: ``deviation`` and ``error`` (vs truth), each with ``overall``,
-        ``by_axis_ratio``, ``resample_low`` (N with 10^3-10^4 photons), ``resample_high``
-        (10^4-10^5) and ``no_resample``.
+        each of :data:`FLOOR_METHODS`: ``deviation`` and ``error`` (vs truth), each with
+        ``overall``, ``by_axis_ratio``, ``resample_low`` (N with 10^3-10^4 photons),
+        ``resample_high`` (10^4-10^5) and ``no_resample``.
     """
     q = axis_ratio[result.galaxy_index]
     resampled = result.apply_resample
@@ -469,7 +482,7 @@ def floor_tables(result: FloorResult, axis_ratio: np.ndarray) -> dict[str, Any]:
     tables["deviation_ours_minus_oracle_deg"] = (
         float(np.mean(ours - oracle)) if ours.size else float("nan")
     )
-    for method in ("ours", "oracle"):
+    for method in FLOOR_METHODS:
         tables[method] = {}
         for kind in ("deviation", "error"):
             values = getattr(result, f"{kind}_{method}_deg")

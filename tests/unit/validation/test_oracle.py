@@ -128,6 +128,9 @@ def test_floor_is_deterministic_and_the_oracle_finds_bright_angles(
     assert plenty.sum() >= 4
     assert np.nanmedian(result.error_oracle_deg[plenty]) < 3.0
     assert np.nanmedian(result.error_ours_deg[plenty]) < 3.0
+    # Alone in the stamp and bright, masking finds nothing: ours is the paper's method there.
+    same = result.deviation_ours_deg[plenty] == result.deviation_ours_nomask_deg[plenty]
+    assert same.mean() >= 0.75
     tables = floor_tables(result, small_population.axis_ratio)
     assert tables["n_galaxies"] == 3
     assert tables["n_images"] == 12
@@ -157,8 +160,10 @@ def test_floor_standard_errors_are_over_galaxies() -> None:
         apply_resample=np.array([True, False, True, False]),
         total_counts=np.array([2e3, 1.0, 5e4, 1.0]),
         deviation_ours_deg=np.array([3.0, 5.0, 9.0, 11.0]),
+        deviation_ours_nomask_deg=np.array([3.0, 5.0, 9.0, 11.0]),
         deviation_oracle_deg=np.array([2.0, 4.0, 8.0, 10.0]),
         error_ours_deg=np.zeros(4),
+        error_ours_nomask_deg=np.zeros(4),
         error_oracle_deg=np.zeros(4),
     )
     tables = floor_tables(result, np.linspace(0.2, 1.0, 10))
