@@ -52,17 +52,17 @@ from psycopg.conninfo import make_conninfo
 from _proc import process_cpu_seconds
 from galpipe.db.breaker import FETCH_VIEW_SECONDS, CircuitBreaker
 from galpipe.db.connection import open_pool
+from galpipe.db.embedded import start_embedded_postgres
 from galpipe.db.galaxies import insert_galaxies
 from galpipe.db.migrate import migrate
 from galpipe.db.queue import RetryPolicy, TaskQueue
 from galpipe.db.ratelimit import FETCH_BLOCK_SECONDS, TokenBucket
-from galpipe.local import start_embedded_postgres
 from galpipe.pipelines.fetch import FetchPipeline, build_fetch_pipeline
+from galpipe.pipelines.worker import Worker, run_from_settings
 from galpipe.settings import Settings
-from galpipe.sky.legacysurvey import CutoutRequest, LegacySurveyClient
-from galpipe.sky.synthetic import FaultConfig, SyntheticSky, TruthGalaxy, make_truths
-from galpipe.storage import LocalObjectStore
-from galpipe.worker import Worker, run_from_settings
+from galpipe.storage.store import LocalObjectStore
+from galpipe.survey.legacysurvey import CutoutRequest, LegacySurveyClient
+from galpipe.synthetic import FaultConfig, SyntheticSky, TruthGalaxy, make_truths
 
 PAPER_SUCCESS_PER_S = 3.7  # the paper's successful galaxies/s at a 5/s limit
 TARGET_RATE_USE = 0.98

@@ -12,13 +12,13 @@ leaves it (``galaxies`` rows, ``cutouts`` rows, queued radon tasks).
 1. **Anchor "core"**: :func:`galpipe.science.core.measure_batch` alone, in this process, on the
    decoded cubes of the same ``--n`` galaxies, same configuration (the production default,
    neighbour masking on), chunks of ``--batch``.
-2. **Local store** and **S3**: one :class:`~galpipe.worker.Worker` in this process runs the
-   production :class:`~galpipe.pipelines.radon.RadonPipeline` (batch ``--batch``, ``--threads``
-   readers); galaxies/s = galaxies / wall time from the first claim to the last commit, after
-   one warm-up batch (not counted); median of ``--repeats`` runs: ``local_per_s``,
-   ``s3_per_s``. This process's CPU time per galaxy is printed beside it (moto's is not in it),
-   and ``s3_cpu_bound_per_s``: the machine's cores over the CPU per galaxy of this process and
-   moto together, which no overlap can beat while both share the machine.
+2. **Local store** and **S3**: one :class:`~galpipe.pipelines.worker.Worker` in this process runs
+   the production :class:`~galpipe.pipelines.radon.RadonPipeline` (batch ``--batch``, ``--threads``
+   readers); galaxies/s = galaxies / wall time from the first claim to the last commit, after one
+   warm-up batch (not counted); median of ``--repeats`` runs: ``local_per_s``, ``s3_per_s``. This
+   process's CPU time per galaxy is printed beside it (moto's is not in it), and
+   ``s3_cpu_bound_per_s``: the machine's cores over the CPU per galaxy of this process and moto
+   together, which no overlap can beat while both share the machine.
 3. **Read ceiling** (anchor of the S3 figure): the same objects read by ``--threads`` threads
    with the store's ``get`` (sha256 verified) and nothing else, and the S3 server's own CPU
    per request (moto runs in a child process of its own; on a 2-core machine it competes with
@@ -65,18 +65,18 @@ from psycopg.conninfo import make_conninfo
 from _proc import process_cpu_seconds
 from galpipe.db.connection import open_pool
 from galpipe.db.cutouts import CutoutRecord, record_cutouts
+from galpipe.db.embedded import start_embedded_postgres
 from galpipe.db.galaxies import insert_galaxies
 from galpipe.db.migrate import migrate
 from galpipe.db.queue import TaskQueue
-from galpipe.local import start_embedded_postgres
 from galpipe.pipelines import radon as radon_module
 from galpipe.pipelines.radon import RadonPipeline, decode_cutout
+from galpipe.pipelines.worker import Worker
 from galpipe.science.core import RadonConfig, measure_batch
 from galpipe.science.features import axial_difference
 from galpipe.science.radon import RadonOperator
-from galpipe.sky.synthetic import TruthGalaxy, cutout_fits_bytes, make_truths
-from galpipe.storage import LocalObjectStore, ObjectStore, S3ObjectStore, make_s3_client
-from galpipe.worker import Worker
+from galpipe.storage.store import LocalObjectStore, ObjectStore, S3ObjectStore, make_s3_client
+from galpipe.synthetic import TruthGalaxy, cutout_fits_bytes, make_truths
 
 TARGET_PER_S = 300.0
 SIZE = 40

@@ -42,9 +42,9 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from galpipe.db.connection import open_pool
+from galpipe.db.embedded import start_embedded_postgres
 from galpipe.db.migrate import migrate
 from galpipe.db.queue import READY_DEPTH_SQL, TaskQueue
-from galpipe.local import start_embedded_postgres
 
 TARGET_TASKS_PER_S = 10_000.0
 TARGET_DEPTH_QUERY_MS = 50.0

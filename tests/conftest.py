@@ -11,9 +11,9 @@ from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
 from galpipe.db.connection import open_pool
+from galpipe.db.embedded import start_embedded_postgres
 from galpipe.db.migrate import migrate
 from galpipe.db.queue import RetryPolicy, TaskQueue
-from galpipe.local import start_embedded_postgres
 
 TEMPLATE_DB = "galpipe_template"
 _db_numbers = itertools.count()

@@ -7,11 +7,11 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from galpipe.export import add_export_command
-from galpipe.logs import configure_logging
+from galpipe.catalog.export import add_export_command
+from galpipe.ops.status import add_status_command
+from galpipe.runtime.logs import configure_logging
 from galpipe.settings import Settings, SettingsError
-from galpipe.sky.synthetic.cli import add_sky_commands
-from galpipe.status import add_status_command
+from galpipe.synthetic.cli import add_sky_commands
 from galpipe.validation.cli import add_validate_parser
 
 log = logging.getLogger("galpipe")
@@ -56,7 +56,7 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_fetch(args: argparse.Namespace, settings: Settings) -> int:
     from galpipe.pipelines.fetch import build_fetch_pipeline
-    from galpipe.worker import run_from_settings
+    from galpipe.pipelines.worker import run_from_settings
 
     run_from_settings(settings, build_fetch_pipeline)
     return 0
@@ -64,14 +64,14 @@ def _cmd_fetch(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_radon(args: argparse.Namespace, settings: Settings) -> int:
     from galpipe.pipelines.radon import build_radon_pipeline
-    from galpipe.worker import run_from_settings
+    from galpipe.pipelines.worker import run_from_settings
 
     run_from_settings(settings, build_radon_pipeline)
     return 0
 
 
 def _cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
-    from galpipe.monitor import run_from_settings
+    from galpipe.ops.monitor import run_from_settings
 
     run_from_settings(settings)
     return 0
@@ -87,7 +87,7 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     from rich.console import Console
 
-    from galpipe.demo import DemoError, DemoOptions, print_summary, run_demo
+    from galpipe.demo.run import DemoError, DemoOptions, print_summary, run_demo
 
     console = Console()
     try:

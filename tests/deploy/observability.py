@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
-from galpipe import metrics
+from galpipe.runtime import metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RULES_FILE = REPO_ROOT / "charts" / "galpipe" / "files" / "prometheus-rules.yaml"

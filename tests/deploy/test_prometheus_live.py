@@ -38,10 +38,10 @@ from psycopg_pool import ConnectionPool
 from galpipe.catalog import ingest_catalog
 from galpipe.db.connection import open_pool
 from galpipe.db.queue import TaskQueue
-from galpipe.demo import ChildProcess, stop_all, worker_environment
+from galpipe.demo.run import ChildProcess, stop_all, worker_environment
 from galpipe.science.core import RadonConfig
 from galpipe.science.radon import RadonOperator, default_cache_dir
-from galpipe.sky.synthetic.catalog import make_truths, truth_table
+from galpipe.synthetic.catalog import make_truths, truth_table
 from tests.conftest import TEMPLATE_DB
 from tests.deploy.observability import (
     RULES_FILE,

@@ -43,7 +43,7 @@ from datetime import datetime, timedelta
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from galpipe import metrics
+from galpipe.runtime import metrics
 from galpipe.settings import Settings
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from psycopg_pool import ConnectionPool
 
-from galpipe import metrics
+from galpipe.runtime import metrics
 from galpipe.settings import Settings
 
 # One reservation, in one statement. ``clock`` is read once; ``greatest(c.ts, r.updated_at)``

@@ -67,7 +67,7 @@ Outcome = Done | Retry | Skip | Fail | Release
 
 
 class Pipeline(Protocol):
-    """A stage of galpipe, run by :class:`galpipe.worker.Worker`."""
+    """A stage of galpipe, run by :class:`galpipe.pipelines.worker.Worker`."""
 
     name: str
     batch_size: int

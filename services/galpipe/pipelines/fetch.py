@@ -6,7 +6,7 @@ decision that every fetch process shares through Postgres:
 1. wait while the shared circuit breaker is open (the paper's auto-pause on an outage); after
    its cooldown exactly one request, across all replicas, probes the service;
 2. take a token from the shared bucket (one global request rate, whatever the replica count);
-3. GET the cutout and classify the answer (:mod:`galpipe.sky.legacysurvey`);
+3. GET the cutout and classify the answer (:mod:`galpipe.survey.legacysurvey`);
 4. store the bytes exactly as received at a deterministic key, read them back and check size
    and SHA-256 before the galaxy counts as fetched.
 
@@ -26,15 +26,22 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from galpipe import metrics
 from galpipe.db.breaker import CLOSED, CircuitBreaker
 from galpipe.db.cutouts import CutoutRecord, record_cutouts
 from galpipe.db.galaxies import positions
 from galpipe.db.queue import Task
 from galpipe.db.ratelimit import RateLimitTimeoutError, TokenBucket
 from galpipe.pipelines.base import Done, Fail, Outcome, Release, Retry, Skip
+from galpipe.runtime import metrics
 from galpipe.settings import Settings
-from galpipe.sky.legacysurvey import (
+from galpipe.storage.instrumented import InstrumentedObjectStore
+from galpipe.storage.store import (
+    ObjectStore,
+    ObjectStoreError,
+    object_store_from_settings,
+    sha256_hex,
+)
+from galpipe.survey.legacysurvey import (
     CutoutRequest,
     LegacySurveyClient,
     NoCoverage,
@@ -42,8 +49,6 @@ from galpipe.sky.legacysurvey import (
     Retryable,
     Success,
 )
-from galpipe.storage import ObjectStore, ObjectStoreError, object_store_from_settings, sha256_hex
-from galpipe.storage_metrics import InstrumentedObjectStore
 
 log = logging.getLogger(__name__)
 

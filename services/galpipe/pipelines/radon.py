@@ -29,11 +29,11 @@ import psycopg
 from astropy.io import fits
 from psycopg_pool import ConnectionPool
 
-from galpipe import metrics
 from galpipe.db.cutouts import CutoutRecord, cutouts_for
 from galpipe.db.measurements import record_measurements
 from galpipe.db.queue import Task
 from galpipe.pipelines.base import Done, Fail, Outcome, Retry
+from galpipe.runtime import metrics
 from galpipe.science.core import RadonConfig, measure_batch
 from galpipe.science.orientation import (
     OrientationError,
@@ -42,8 +42,8 @@ from galpipe.science.orientation import (
 )
 from galpipe.science.radon import RadonOperator
 from galpipe.settings import Settings
-from galpipe.sky.cutout import CutoutFormatError, parse_cutout
-from galpipe.storage import ChecksumMismatch, ObjectNotFound, ObjectStore, ObjectStoreError
+from galpipe.storage.store import ChecksumMismatch, ObjectNotFound, ObjectStore, ObjectStoreError
+from galpipe.survey.cutout import CutoutFormatError, parse_cutout
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def decode_cutout(raw: bytes, size: int, bands: str = "griz") -> DecodedCutout:
     """Decode stored FITS bytes into the core's ``(4, S, S)`` layout (bands g, r, i, z).
 
     The bytes are checked by the same parser the fetch pipeline used
-    (:func:`galpipe.sky.cutout.parse_cutout`). A band the cutout does not carry is an all-zero
+    (:func:`galpipe.survey.cutout.parse_cutout`). A band the cutout does not carry is an all-zero
     plane (the core flags it blank).
 
     Raises
@@ -288,8 +288,8 @@ def build_radon_pipeline(
     settings: Settings, pool: ConnectionPool, stop: threading.Event
 ) -> RadonPipeline:
     """The production factory: everything from ``GALPIPE_*`` settings."""
-    from galpipe.storage import object_store_from_settings
-    from galpipe.storage_metrics import InstrumentedObjectStore
+    from galpipe.storage.instrumented import InstrumentedObjectStore
+    from galpipe.storage.store import object_store_from_settings
 
     config = RadonConfig(size=settings.cutout_size)
     operator = RadonOperator.load_or_build(

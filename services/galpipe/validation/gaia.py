@@ -23,7 +23,7 @@ import numpy as np
 from galpipe.catalog.extras import extra_json
 from galpipe.catalog.read import load_catalog
 from galpipe.science.features import axial_difference
-from galpipe.sky.synthetic.catalog import GAIA_SERSIC_COLUMNS
+from galpipe.synthetic.catalog import GAIA_SERSIC_COLUMNS
 from galpipe.validation.stats import ELLIPTICITY_EDGES, bin_labels, binned_stats, error_stats
 
 __all__ = ["gaia_agreement", "gaia_columns_from_extras", "load_gaia_columns"]

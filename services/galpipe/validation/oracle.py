@@ -6,10 +6,10 @@ whole stamp -- the angle of a round galaxy is simply not in the image. To tell t
 shortfall from the data's, the report measures the same augmented images with an estimator
 that lacks nothing but the angle. For an isolated truth galaxy it
 
-1. renders the noiseless cutout (GalSim, :func:`~galpipe.sky.synthetic.render.render_cutout`,
+1. renders the noiseless cutout (GalSim, :func:`~galpipe.synthetic.render.render_cutout`,
    the population's own renderer) with the position angle offset by every ``delta`` of
    :data:`OFFSETS_DEG`;
-2. pushes each template through the image's own R and B (:mod:`galpipe.science.augment`), so
+2. pushes each template through the image's own R and B (:mod:`galpipe.validation.augment`), so
    that the interpolation and the blur are modelled exactly, and gives every pixel the
    expected mean and variance of the data: Gaussian sky noise propagated through R and B
    (Monte Carlo over :data:`NOISE_DRAWS` noise stamps), the sources' photon noise, and after
@@ -36,12 +36,12 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr
 
-from galpipe.science import augment
 from galpipe.science.core import RadonConfig, measure_batch
 from galpipe.science.features import axial_difference
 from galpipe.science.orientation import image_angle_to_position_angle
-from galpipe.sky.synthetic.render import render_cutout
-from galpipe.sky.synthetic.truth import BANDS, TruthGalaxy
+from galpipe.synthetic.render import render_cutout
+from galpipe.synthetic.truth import BANDS, TruthGalaxy
+from galpipe.validation import augment
 from galpipe.validation.parallel import map_chunks
 from galpipe.validation.population import PIXSCALE_ARCSEC, TruthPopulation
 from galpipe.validation.protocol import operator_for
@@ -80,7 +80,7 @@ _VARIANCE_FLOOR_REL = 1e-6
 def clipped_normal_moments(mean: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and variance of ``max(X, 0)`` for ``X ~ Normal(mean, sigma^2)``, elementwise.
 
-    Poisson resampling (:func:`~galpipe.science.augment.poisson_resample`) clips the image at 0
+    Poisson resampling (:func:`~galpipe.validation.augment.poisson_resample`) clips the image at 0
     before drawing, so a sky pixel of mean ``m`` and noise ``sigma`` enters N with this mean.
 
     Parameters

@@ -1,9 +1,9 @@
 """The truth population: synthetic galaxies with known orientation, in the cutout format.
 
-Each galaxy is a :class:`~galpipe.sky.synthetic.truth.TruthGalaxy` of the synthetic sky
+Each galaxy is a :class:`~galpipe.synthetic.truth.TruthGalaxy` of the synthetic sky
 (GalSim Sérsic profile convolved with a Moffat PSF, Poisson noise of the source, Gaussian sky
 noise), with its fluxes rescaled to a drawn signal-to-noise ratio. It is rendered by the sky's
-own FITS writer (:func:`~galpipe.sky.synthetic.fitsfile.cutout_fits_bytes`: the bytes the cutout
+own FITS writer (:func:`~galpipe.synthetic.fitsfile.cutout_fits_bytes`: the bytes the cutout
 service would send, WCS included) and decoded by the radon pipeline's decoder
 (:func:`~galpipe.pipelines.radon.decode_cutout`), so the images and the pixel-to-sky Jacobians
 are exactly what production measures.
@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 
 from galpipe.pipelines.radon import decode_cutout
-from galpipe.sky.synthetic.catalog import make_truths
-from galpipe.sky.synthetic.fitsfile import cutout_fits_bytes
-from galpipe.sky.synthetic.truth import BANDS, SkyConfig, TruthGalaxy
+from galpipe.synthetic.catalog import make_truths
+from galpipe.synthetic.fitsfile import cutout_fits_bytes
+from galpipe.synthetic.truth import BANDS, SkyConfig, TruthGalaxy
 from galpipe.validation.parallel import map_chunks
 
 __all__ = [
@@ -73,7 +73,7 @@ class PopulationConfig:
         ``S/N`` (module docstring) is drawn log-uniform on this range.
     sky : SkyConfig
         Everything else: Sérsic index, half-light radius, axis ratio, colours, seeing, sky
-        noise, neighbours (see :class:`~galpipe.sky.synthetic.truth.SkyConfig`). Its ``r_mag``
+        noise, neighbours (see :class:`~galpipe.synthetic.truth.SkyConfig`). Its ``r_mag``
         only fixes the colours' starting point: the fluxes are rescaled to the drawn S/N.
     size : int
         Stamp side, pixels.

@@ -6,7 +6,7 @@ Each augmented image takes one truth galaxy and applies a random non-empty subse
 - **B** Gaussian blur with ``sigma ~ U[0.5, 2.0)`` pixels,
 - **N** Poisson resampling to ``total counts ~ log-U[1e3, 1e5)`` photons per stamp (all bands),
 
-the 7 subsets equally likely, in the order R, B, N (:mod:`galpipe.science.augment`, which draws
+the 7 subsets equally likely, in the order R, B, N (:mod:`galpipe.validation.augment`, which draws
 and applies them). The deviation is the axial difference ``|(R_aug - alpha) - R_orig|`` in
 [0, 90] degrees, ``alpha = 0`` when R is not applied, ``R_orig`` the same method's angle on the
 un-augmented image -- the paper's figure is its mean over 500,000 images. Our measurement
@@ -35,10 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from galpipe.science import augment
 from galpipe.science.core import RadonConfig, measure_batch
 from galpipe.science.features import axial_difference
 from galpipe.science.radon import RadonOperator
+from galpipe.validation import augment
 from galpipe.validation.parallel import map_chunks
 from galpipe.validation.peer import PeerConfig, sep_orientation
 from galpipe.validation.stats import (

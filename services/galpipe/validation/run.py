@@ -32,8 +32,8 @@ import numpy as np
 from astropy.table import Table
 
 from galpipe.science.core import RadonConfig
-from galpipe.sky.synthetic.catalog import write_catalog
-from galpipe.sky.synthetic.truth import BANDS
+from galpipe.synthetic.catalog import write_catalog
+from galpipe.synthetic.truth import BANDS
 from galpipe.validation.gaia import gaia_agreement, load_gaia_columns
 from galpipe.validation.oracle import FloorResult, floor_tables, run_floor
 from galpipe.validation.parallel import default_workers

@@ -32,7 +32,7 @@ from galpipe.science.core import BatchMeasurement, RadonConfig, measure_batch
 from galpipe.science.features import axial_difference
 from galpipe.science.orientation import image_angle_to_position_angle
 from galpipe.science.radon import RadonOperator
-from galpipe.sky.synthetic.truth import BANDS
+from galpipe.synthetic.truth import BANDS
 from galpipe.validation.peer import PeerConfig, sep_orientation
 from galpipe.validation.population import TruthPopulation, images_digest
 from galpipe.validation.stats import (

@@ -16,9 +16,9 @@ import pytest
 import sep
 from scipy import ndimage
 
-from galpipe.science.augment import rotate
 from galpipe.science.neighbours import NeighbourConfig, NeighbourMasking, mask_neighbours
 from galpipe.science.preprocess import sanitise_and_shift
+from galpipe.validation.augment import rotate
 
 SIZE = 40
 CENTRE = (SIZE - 1) / 2.0

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from galpipe.sky.synthetic.catalog import (
+from galpipe.synthetic.catalog import (
     gaia_sersic_values,
     make_truths,
     read_catalog,

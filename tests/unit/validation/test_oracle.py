@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from galpipe.science import augment
 from galpipe.science.core import RadonConfig
-from galpipe.sky.synthetic.truth import BANDS, SkyConfig, TruthGalaxy
+from galpipe.synthetic.truth import BANDS, SkyConfig, TruthGalaxy
+from galpipe.validation import augment
 from galpipe.validation.oracle import (
     FloorResult,
     angle_templates,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from galpipe.sky.synthetic.catalog import make_truths
-from galpipe.sky.synthetic.truth import SkyConfig
+from galpipe.synthetic.catalog import make_truths
+from galpipe.synthetic.truth import SkyConfig
 from galpipe.validation.population import (
     PIXSCALE_ARCSEC,
     PopulationConfig,

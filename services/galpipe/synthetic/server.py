@@ -1,0 +1,460 @@
+"""The synthetic sky over HTTP: the Legacy Surveys cutout URL, answered on loopback.
+
+``GET /viewer/fits-cutout?ra=&dec=&layer=&pixscale=&bands=&size=`` renders the catalogued galaxy
+nearest to ``(ra, dec)`` (within ``match_radius_arcsec``; elsewhere a galaxy seeded by the rounded
+coordinates) and answers the FITS file of :mod:`galpipe.synthetic.fitsfile`, after the
+server's own rate limit, outages and injected faults (:mod:`galpipe.synthetic.faults`).
+
+Admin endpoints (never rate-limited, faulted or logged): ``GET /admin/log`` (the request log as
+JSON), ``DELETE /admin/log`` (clear it), ``POST /admin/outage?seconds=S`` (an outage from now),
+``POST /admin/rate?per_second=R`` (change the limit, 0 lifts it), ``GET /healthz``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from galpipe.synthetic.catalog import SkyIndex
+from galpipe.synthetic.faults import (
+    FaultConfig,
+    FaultPlan,
+    OutageSchedule,
+    SlidingWindowLimiter,
+    max_in_window,
+)
+from galpipe.synthetic.fitsfile import cube_fits_bytes
+from galpipe.synthetic.render import render_cutout
+from galpipe.synthetic.request import KNOWN_LAYERS, CutoutRequest, RequestError
+from galpipe.synthetic.truth import (
+    BANDS,
+    SkyConfig,
+    TruthGalaxy,
+    source_id_for_position,
+    truth_for,
+)
+
+__all__ = ["SyntheticSky", "max_in_window"]
+
+log = logging.getLogger("galpipe.synthetic")
+
+CUTOUT_PATHS = ("/viewer/fits-cutout", "/viewer/fits-cutout/")
+FITS_CONTENT_TYPE = "image/fits"
+# Cache keys round positions to 1e-6 degree (3.6 mas, 0.014 pixel): a client that formats
+# coordinates with 6 decimals still finds the pre-rendered cutout.
+_KEY_DECIMALS = 6
+
+
+def _render_default(truth: TruthGalaxy, missing: str) -> bytes:
+    """Worker of :meth:`SyntheticSky.prerender` (module level so child processes can import it)."""
+    return _fits_for(truth, truth.ra, truth.dec, 40, 0.262, BANDS, missing)
+
+
+def _fits_for(
+    truth: TruthGalaxy, ra: float, dec: float, size: int, pixscale: float, bands: str, missing: str
+) -> bytes:
+    cube = render_cutout(truth, size, pixscale, bands, centre=(ra, dec))
+    for index, band in enumerate(bands):
+        if band in missing:
+            cube[index] = 0.0
+    return cube_fits_bytes(cube, ra, dec, pixscale, bands, source_id=truth.source_id)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # Headers and body leave in two writes; with Nagle's algorithm the second waits for the
+    # client's delayed ACK (about 40 ms), which would cap a connection at ~25 answers/s.
+    disable_nagle_algorithm = True
+    server: _SkyHTTPServer
+
+    def do_GET(self) -> None:
+        self.server.sky._dispatch(self, "GET")
+
+    def do_POST(self) -> None:
+        self.server.sky._dispatch(self, "POST")
+
+    def do_DELETE(self) -> None:
+        self.server.sky._dispatch(self, "DELETE")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+
+class _SkyHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+
+    def __init__(self, address: tuple[str, int], sky: SyntheticSky) -> None:
+        self.sky = sky
+        super().__init__(address, _Handler)
+
+
+class SyntheticSky:
+    """A synthetic Legacy Surveys cutout service on ``host`` (loopback by default).
+
+    Parameters
+    ----------
+    truths : sequence of TruthGalaxy, optional
+        The catalogue; a request is matched to its nearest galaxy within
+        ``match_radius_arcsec``.
+    faults : FaultConfig, optional
+        Injected faults (none by default).
+    rate : float
+        The server's own limit, requests per second (0: unlimited); 429 beyond it.
+    host, port : str, int
+        Where to listen; port 0 picks a free one (see :attr:`url` after :meth:`start`).
+    config : SkyConfig, optional
+        Truth distributions for uncatalogued positions.
+    match_radius_arcsec : float
+        How far from a catalogued galaxy a request still draws it.
+    cache_size : int
+        FITS answers kept (about 29 kB each for a 4x40x40 cutout); 0 disables the cache.
+    log_path : path, optional
+        Also append the request log here, one JSON object a line.
+    clock, wall_clock : callable
+        Monotonic seconds (limits, outages) and Unix seconds (log times).
+
+    Attributes
+    ----------
+    renders, cache_hits : int
+        Cutouts rendered on request, and answered from the cache.
+    limiter : SlidingWindowLimiter
+        The server's own rate limit (``limiter.set_rate(0)`` lifts it at runtime).
+    """
+
+    def __init__(
+        self,
+        truths: Sequence[TruthGalaxy] = (),
+        *,
+        faults: FaultConfig | None = None,
+        rate: float = 5.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        config: SkyConfig | None = None,
+        match_radius_arcsec: float = 1.0,
+        cache_size: int = 10_000,
+        log_path: str | Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.index = SkyIndex(truths)
+        self.faults = faults or FaultConfig()
+        self.config = config or SkyConfig()
+        self.match_radius_arcsec = match_radius_arcsec
+        self.host, self.port = host, port
+        self._clock, self._wall = clock, wall_clock
+        self.limiter = SlidingWindowLimiter(rate, clock)
+        self._plan = FaultPlan(self.faults)
+        self._outages = OutageSchedule(self.faults.outages, clock(), clock)
+        self._cache_size = cache_size
+        self._cache: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self.renders = 0
+        self.cache_hits = 0
+        self._log: list[dict[str, Any]] = []
+        self._log_lock = threading.Lock()
+        self._log_path = Path(log_path) if log_path is not None else None
+        self._stopping = threading.Event()
+        self._server: _SkyHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> SyntheticSky:
+        """Bind and serve in a background thread; outage windows count from now."""
+        if self._server is not None:
+            raise RuntimeError("synthetic sky already started")
+        self._stopping.clear()
+        self._server = _SkyHTTPServer((self.host, self.port), self)
+        self.port = self._server.server_address[1]
+        self._outages = OutageSchedule(self.faults.outages, self._clock(), self._clock)
+        # A short poll keeps stop() quick (shutdown waits for the loop's next poll).
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="synthetic-sky",
+            daemon=True,
+        )
+        self._thread.start()
+        log.info("synthetic sky serving on %s (%d galaxies)", self.url, len(self.index))
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; requests held by latency or timeouts are released."""
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = self._thread = None
+
+    def __enter__(self) -> SyntheticSky:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:43121`` (append ``/viewer/fits-cutout?...``)."""
+        return f"http://{self.host}:{self.port}"
+
+    # -- state -----------------------------------------------------------------------------
+
+    def start_outage(self, seconds: float) -> None:
+        """Answer every cutout request with 503 for the next ``seconds``."""
+        self._outages.start_now(seconds)
+
+    @property
+    def log(self) -> list[dict[str, Any]]:
+        """A copy of the request log: ``time`` (Unix s, arrival), ``path``, ``status`` (0: no
+        answer), ``bytes`` (body bytes sent), ``fault``, ``duration_s``."""
+        with self._log_lock:
+            return list(self._log)
+
+    def clear_log(self) -> None:
+        """Forget the logged requests."""
+        with self._log_lock:
+            self._log.clear()
+
+    def truth_at(self, ra: float, dec: float) -> TruthGalaxy:
+        """The galaxy a request at ``(ra, dec)`` draws (catalogued, else seeded by position)."""
+        found = self.index.nearest(ra, dec, self.match_radius_arcsec)
+        if found is not None:
+            return found
+        return truth_for(source_id_for_position(ra, dec), ra, dec, self.config)
+
+    def missing_bands(self, layer: str, dec: float) -> str:
+        """Bands the layer lacks at this declination (served as all-zero planes)."""
+        if layer.startswith("ls-dr9"):
+            return "i"
+        north = self.faults.north_without_i_dec
+        if layer == "ls-dr10" and north is not None and dec >= north:
+            return "i"
+        return ""
+
+    def prerender(self, workers: int = 1) -> int:
+        """Render every catalogued galaxy at the default request (40 px, 0.262", griz, its own
+        position, layer ls-dr10) into the cache; returns how many.
+
+        ``workers > 1`` renders in that many spawned processes.
+        """
+        truths = self.index.truths
+        missing = [self.missing_bands("ls-dr10", t.dec) for t in truths]
+        if workers > 1 and len(truths) > 1:
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                bodies = list(pool.map(_render_default, truths, missing, chunksize=64))
+        else:
+            bodies = [_render_default(t, m) for t, m in zip(truths, missing, strict=True)]
+        for truth, miss, body in zip(truths, missing, bodies, strict=True):
+            self._cache_put(self._key(truth, truth.ra, truth.dec, 40, 0.262, BANDS, miss), body)
+        return len(truths)
+
+    # -- rendering ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _key(
+        truth: TruthGalaxy, ra: float, dec: float, size: int, pixscale: float, bands: str, miss: str
+    ) -> tuple[Any, ...]:
+        return (
+            truth.source_id,
+            round(ra, _KEY_DECIMALS),
+            round(dec, _KEY_DECIMALS),
+            size,
+            round(pixscale, 6),
+            bands,
+            miss,
+        )
+
+    def _cache_put(self, key: tuple[Any, ...], body: bytes) -> None:
+        if self._cache_size <= 0:
+            return
+        with self._cache_lock:
+            self._cache[key] = body
+            self._cache.move_to_end(key)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+
+    def cutout_bytes(self, request: CutoutRequest, *, zero_all: bool = False) -> bytes:
+        """The FITS answer to ``request`` (cached); ``zero_all`` blanks every plane."""
+        truth = self.truth_at(request.ra, request.dec)
+        missing = request.bands if zero_all else self.missing_bands(request.layer, request.dec)
+        key = self._key(
+            truth, request.ra, request.dec, request.size, request.pixscale, request.bands, missing
+        )
+        with self._cache_lock:
+            body = self._cache.get(key)
+            if body is None:
+                self.renders += 1
+            else:
+                self.cache_hits += 1
+        if body is None:
+            body = _fits_for(
+                truth,
+                request.ra,
+                request.dec,
+                request.size,
+                request.pixscale,
+                request.bands,
+                missing,
+            )
+            self._cache_put(key, body)
+        return body
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    def _dispatch(self, handler: _Handler, method: str) -> None:
+        url = urlsplit(handler.path)
+        if url.path.startswith("/admin/") or url.path == "/healthz":
+            self._admin(handler, method, url.path, url.query)
+            return
+        arrival, started = self._wall(), self._clock()
+        if method == "GET" and url.path in CUTOUT_PATHS:
+            reply = self._cutout(url.query)
+        else:
+            reply = _Reply(404, f"no such path: {url.path}\n".encode())
+        # Logged before the answer leaves, so a client that has its answer finds it logged.
+        self._record(
+            {
+                "time": arrival,
+                "path": handler.path,
+                "status": reply.status,
+                "bytes": len(reply.body),
+                "fault": reply.fault,
+                "duration_s": round(self._clock() - started, 6),
+            }
+        )
+        if reply.status == 0:
+            if reply.hold_s > 0:
+                self._stopping.wait(reply.hold_s)
+            handler.close_connection = True
+            return
+        _send(handler, reply.status, reply.body, reply.headers, announce=reply.announce)
+
+    def _record(self, entry: dict[str, Any]) -> None:
+        with self._log_lock:
+            self._log.append(entry)
+            if self._log_path is not None:
+                with self._log_path.open("a", encoding="utf-8") as stream:
+                    stream.write(json.dumps(entry) + "\n")
+
+    def _cutout(self, query: str) -> _Reply:
+        admitted, wait_s = self.limiter.admit()
+        if not admitted:
+            headers = {"Retry-After": str(max(1, math.ceil(wait_s)))}
+            return _Reply(429, b"rate limit exceeded\n", headers, fault="rate-limit")
+        if self._outages.remaining() > 0:
+            return _Reply(503, b"service unavailable (outage)\n", fault="outage")
+        try:
+            request = CutoutRequest.from_query(query)
+        except RequestError as exc:
+            return _Reply(400, f"bad request: {exc}\n".encode())
+        if request.layer not in KNOWN_LAYERS:
+            # The real viewer answers an unknown layer with this plain-text body and status 200
+            # (legacysurvey/imagine, map/views.py: HttpResponse('no such layer')).
+            return _Reply(200, b"no such layer")
+
+        fault, latency = self._plan.draw()
+        if latency > 0 and self._stopping.wait(latency):
+            return _Reply(0, b"", fault="stopping")
+        if fault == "error":
+            return _Reply(503, b"service temporarily unavailable\n", fault=fault)
+        if fault == "throttle":
+            headers = {"Retry-After": str(self.faults.retry_after_s)}
+            return _Reply(429, b"too many requests\n", headers, fault=fault)
+        if fault == "timeout":
+            sleeps = self.faults.timeout_mode == "sleep"
+            return _Reply(0, b"", fault=fault, hold_s=self.faults.timeout_sleep_s if sleeps else 0)
+
+        region = self.faults.blank_region_at(request.ra, request.dec)
+        if region is not None and region.mode == "http500":
+            return _Reply(500, b"no imaging data at this position\n", fault="blank")
+        body = self.cutout_bytes(request, zero_all=region is not None)
+        if fault == "corrupt":
+            return _Reply(200, self._plan.garbage(len(body)), _FITS, fault=fault)
+        if fault == "truncated":
+            half = body[: len(body) // 2]
+            announce = None if self.faults.truncate_mode == "short" else len(body)
+            return _Reply(200, half, _FITS, fault=fault, announce=announce)
+        return _Reply(200, body, _FITS, fault="blank" if region is not None else None)
+
+    def _admin(self, handler: _Handler, method: str, path: str, query: str) -> None:
+        params = {k: v[-1] for k, v in parse_qs(query).items()}
+        try:
+            if path == "/healthz" and method == "GET":
+                _send(handler, 200, b"ok\n")
+            elif path == "/admin/log" and method == "GET":
+                _send_json(handler, 200, self.log)
+            elif path == "/admin/log" and method == "DELETE":
+                self.clear_log()
+                _send_json(handler, 200, {"cleared": True})
+            elif path == "/admin/outage" and method == "POST":
+                seconds = float(params.get("seconds", "nan"))
+                self.start_outage(seconds)
+                _send_json(handler, 200, {"outage_s": seconds})
+            elif path == "/admin/rate" and method == "POST":
+                per_second = float(params.get("per_second", "nan"))
+                self.limiter.set_rate(per_second)
+                _send_json(handler, 200, {"per_second": per_second})
+            else:
+                _send(handler, 404, f"no such admin endpoint: {method} {path}\n".encode())
+        except ValueError as exc:
+            _send(handler, 400, f"bad request: {exc}\n".encode())
+
+
+_FITS = {"Content-Type": FITS_CONTENT_TYPE}
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """What to answer: ``status`` 0 closes the connection unanswered after ``hold_s``."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] | None = None
+    fault: str | None = None
+    announce: int | None = None
+    hold_s: float = 0.0
+
+
+def _send(
+    handler: _Handler,
+    status: int,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+    *,
+    announce: int | None = None,
+) -> None:
+    """Answer; ``announce`` declares a longer ``Content-Length`` and closes after ``body``."""
+    try:
+        handler.send_response(status)
+        merged = {"Content-Type": "text/plain; charset=utf-8", **(headers or {})}
+        for name, value in merged.items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", str(announce if announce is not None else len(body)))
+        if announce is not None:
+            handler.send_header("Connection", "close")
+            handler.close_connection = True
+        handler.end_headers()
+        handler.wfile.write(body)
+        handler.wfile.flush()
+    except (BrokenPipeError, ConnectionResetError):
+        handler.close_connection = True
+
+
+def _send_json(handler: _Handler, status: int, payload: object) -> None:
+    body = json.dumps(payload).encode()
+    _send(handler, status, body, {"Content-Type": "application/json"})
