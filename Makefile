@@ -6,9 +6,14 @@ STAMP   := $(VENV)/.installed
 # checkov pins its own dependency versions (an older boto3), so it gets a venv of its own.
 CHECKOV := .tools/checkov/bin/checkov
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install system-packages demo test lint format bench clean
 
-install: $(STAMP) $(CHECKOV)
+# The Debian packages the tests run (fitsverify, promtool, prometheus, kubectl): installed when
+# this runs as root with apt-get, otherwise named with the command that installs them.
+install: $(STAMP) $(CHECKOV) system-packages
+
+system-packages:
+	@scripts/system-packages.sh
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,13 +28,16 @@ $(CHECKOV):
 demo: $(STAMP)
 	$(BIN)/galpipe demo
 
-test: $(STAMP) $(CHECKOV)
+# Lint first (style, types and the architecture's import contracts), then every test; the run
+# ends by naming any test skipped for a missing tool and the command that installs it.
+test: install lint
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check services tests bench
 	$(BIN)/ruff format --check services tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format services tests bench

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable, Iterator
 
 import psycopg
@@ -14,8 +15,10 @@ from galpipe.db.connection import open_pool
 from galpipe.db.embedded import start_embedded_postgres
 from galpipe.db.migrate import migrate
 from galpipe.db.queue import RetryPolicy, TaskQueue
+from tests.tools import MISSING_TOOL
 
 TEMPLATE_DB = "galpipe_template"
+_MISSING_TOOL_REASON = re.compile(rf"{MISSING_TOOL}: (?P<tool>[\w.-]+); it comes from (?P<how>.*)")
 _db_numbers = itertools.count()
 
 
@@ -81,3 +84,20 @@ def add_galaxies(pool: ConnectionPool) -> Callable[..., list[int]]:
         return list(range(start, start + n))
 
     return add
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """End the run by naming the tests skipped for a missing tool and how to install it."""
+    missing: dict[str, tuple[str, int]] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        match = _MISSING_TOOL_REASON.search(reason)
+        if match is not None:
+            how, count = missing.get(match["tool"], (match["how"], 0))
+            missing[match["tool"]] = (how, count + 1)
+    if not missing:
+        return
+    terminalreporter.section("skipped for missing tools", sep="=", yellow=True, bold=True)
+    for tool, (how, count) in sorted(missing.items()):
+        terminalreporter.write_line(f"{count} test(s) need {tool}: it comes from {how}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import subprocess
 import warnings
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from galpipe.catalog.export import (
 )
 from galpipe.db.measurements import MEASUREMENT_COLUMNS, record_measurements
 from galpipe.settings import Settings
+from tests.tools import require_tool
 
 V1, V2 = "radon-v1+test", "radon-v2+test"
 BANDS = ("g", "r", "i", "z")
@@ -44,7 +44,7 @@ STATES = {
 }
 
 
-def _row(sid: int, version: str, band: str, pa: float | None, flags: int = 0) -> tuple[Any, ...]:
+def _row(sid: int, version: str, band: str, pa: float | None, flags: int = 0) -> dict[str, Any]:
     values: dict[str, Any] = dict.fromkeys(MEASUREMENT_COLUMNS)
     values.update(source_id=sid, algo_version=version, band=band, flags=flags)
     if pa is not None:
@@ -60,7 +60,7 @@ def _row(sid: int, version: str, band: str, pa: float | None, flags: int = 0) ->
         values.update(masked_fraction=0.125, band_spread_deg=None if pa is None else 1.5)
     else:
         values.update(sinusoid_a=100.0 + sid, sinusoid_b=30.0 + sid, moments_ellipticity=0.4)
-    return tuple(values[c] for c in MEASUREMENT_COLUMNS)
+    return values
 
 
 def _band_pa(sid: int, b: int) -> float:
@@ -306,9 +306,7 @@ def test_no_nan_is_written_for_a_present_value(populated) -> None:
 
 
 def test_fits_passes_fitsverify(populated, tmp_path: Path) -> None:
-    fitsverify = shutil.which("fitsverify")
-    if fitsverify is None:
-        pytest.skip("fitsverify (Debian package fitsverify) is not installed")
+    fitsverify = require_tool("fitsverify")
     out = tmp_path / "wide.fits"
     export_results(populated, out, selection="all", bands="all")
     report = subprocess.run([fitsverify, str(out)], capture_output=True, text=True, check=False)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from rich.console import Console
 from galpipe.demo.run import DemoOptions, DemoResult, run_demo, worker_environment
 from galpipe.science.core import Flag, RadonConfig
 from galpipe.storage.store import open_object_store
+from tests.tools import require_tool
 
 N_GALAXIES = 300
 TERMINAL = {"done", "failed", "skipped"}
@@ -74,11 +74,12 @@ def _check_outputs(out: Path) -> None:
     assert "LIFTED" in report
     for link in ("results.fits", "results.ecsv", "gallery.png", "pa_recovery.png"):
         assert f"({link})" in report
-    if shutil.which("fitsverify"):
-        check = subprocess.run(
-            ["fitsverify", "-q", str(out / "results.fits")], capture_output=True, text=True
-        )
-        assert check.returncode == 0, check.stdout + check.stderr
+    check = subprocess.run(
+        [require_tool("fitsverify"), "-q", str(out / "results.fits")],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_demo_command_with_embedded_postgres_and_local_store(tmp_path: Path) -> None:

@@ -14,6 +14,8 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from tests.tools import require_tool
+
 galsim = pytest.importorskip("galsim")
 
 from galpipe.synthetic.catalog import (  # noqa: E402 -- after the galsim skip
@@ -382,12 +384,9 @@ def test_max_in_window() -> None:
 
 
 def test_cutout_fits_passes_fitsverify(tmp_path) -> None:
-    import shutil
     import subprocess
 
-    fitsverify = shutil.which("fitsverify")
-    if fitsverify is None:
-        pytest.skip("fitsverify (Debian package fitsverify) is not installed; .ci/run installs it")
+    fitsverify = require_tool("fitsverify")
     (truth,) = make_truths(1, seed=5)
     path = tmp_path / "cutout.fits"
     path.write_bytes(cutout_fits_bytes(truth))
