@@ -34,14 +34,14 @@ test: install lint
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check services tests bench
-	$(BIN)/ruff format --check services tests bench
+	$(BIN)/ruff check services tests bench scripts
+	$(BIN)/ruff format --check services tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 format: $(STAMP)
-	$(BIN)/ruff format services tests bench
-	$(BIN)/ruff check --fix services tests bench
+	$(BIN)/ruff format services tests bench scripts
+	$(BIN)/ruff check --fix services tests bench scripts
 
 bench: $(STAMP)
 	@set -e; for f in bench/[!_]*.py; do echo "== $$f"; $(BIN)/python $$f; done

@@ -5,7 +5,7 @@ embedded PostgreSQL and, in this process, the synthetic sky on 127.0.0.1; fetch 
 separate processes started through the production entry point
 (``run_from_settings(Settings.from_env(...), build_fetch_pipeline)``), as a pod runs them.
 
-1. **Rate use** (issue 4, benchmark a): the sky answers 20 % of requests with 503 and admits
+1. **Rate use**: the sky answers 20 % of requests with 503 and admits
    5 requests/s (its own sliding-window limit; its cutouts pre-rendered, so that rendering does
    not delay the arrival stamps); the shared token bucket runs 1.5 % under that (4.925/s: a
    bucket at exactly the limit puts the span of every 6 arrivals at 1.000 s, and arrival
@@ -14,7 +14,7 @@ separate processes started through the production entry point
    requests sent and the cutouts served: ``rate_use`` = requests / (limit x window), target
    >= 0.98; ``success_per_s`` = cutouts served per second, target >= 0.95 x limit x
    (1 - failure ratio) = 3.8/s, and its ratio to the paper's 3.7/s.
-2. **Unlimited** (benchmark b): the sky's limit lifted, every cutout pre-rendered so the sky is
+2. **Unlimited**: the sky's limit lifted, every cutout pre-rendered so the sky is
    not the bottleneck, the bucket set far above reach, one replica writing to a local object
    store: ``unlimited_per_s`` = galaxies done / (last commit - first request), target >= 300/s.
    A second, diagnostic run with ``synchronous_commit = off`` for the whole database shows what
@@ -50,17 +50,22 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from _proc import process_cpu_seconds
-from galpipe.db.breaker import FETCH_VIEW_SECONDS, CircuitBreaker
+from galpipe.db.breaker import CircuitBreaker
 from galpipe.db.connection import open_pool
 from galpipe.db.embedded import start_embedded_postgres
 from galpipe.db.galaxies import insert_galaxies
 from galpipe.db.migrate import migrate
 from galpipe.db.queue import RetryPolicy, TaskQueue
-from galpipe.db.ratelimit import FETCH_BLOCK_SECONDS, TokenBucket
-from galpipe.pipelines.fetch import FetchPipeline, build_fetch_pipeline
+from galpipe.db.ratelimit import RateLimitPolicy, TokenBucket
+from galpipe.pipelines.fetch import (
+    BREAKER_VIEW_SECONDS,
+    TOKEN_BLOCK_SECONDS,
+    FetchPipeline,
+    build_fetch_pipeline,
+)
 from galpipe.pipelines.worker import Worker, run_from_settings
 from galpipe.settings import Settings
-from galpipe.storage.store import LocalObjectStore
+from galpipe.storage import LocalObjectStore
 from galpipe.survey.legacysurvey import CutoutRequest, LegacySurveyClient
 from galpipe.synthetic import FaultConfig, SyntheticSky, TruthGalaxy, make_truths
 
@@ -438,8 +443,10 @@ def profile(admin_url: str, args: argparse.Namespace, tmp: Path) -> dict[str, An
             pool=pool,
             client=client,
             store=LocalObjectStore(tmp / "profile-objects"),
-            bucket=TokenBucket(pool, "fetch", 1e6, 1e6, block_seconds=FETCH_BLOCK_SECONDS),
-            breaker=CircuitBreaker(pool, "fetch", view_seconds=FETCH_VIEW_SECONDS),
+            bucket=TokenBucket(
+                pool, "fetch", RateLimitPolicy(1e6, 1e6), block_seconds=TOKEN_BLOCK_SECONDS
+            ),
+            breaker=CircuitBreaker(pool, "fetch", view_seconds=BREAKER_VIEW_SECONDS),
             owner="profile",
             batch_size=args.batch,
             threads=1,

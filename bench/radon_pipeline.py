@@ -75,12 +75,12 @@ from galpipe.pipelines.worker import Worker
 from galpipe.science.core import RadonConfig, measure_batch
 from galpipe.science.features import axial_difference
 from galpipe.science.radon import RadonOperator
-from galpipe.storage.store import LocalObjectStore, ObjectStore, S3ObjectStore, make_s3_client
+from galpipe.storage import LocalObjectStore, ObjectStore, S3ObjectStore, make_s3_client
+from galpipe.survey.layout import BANDS, LAYER, PIXSCALE_ARCSEC
+from galpipe.survey.layout import CUTOUT_SIZE_PX as SIZE
 from galpipe.synthetic import TruthGalaxy, cutout_fits_bytes, make_truths
 
 TARGET_PER_S = 300.0
-SIZE = 40
-BANDS = "griz"
 PUT_THREADS = 16
 FIRST_ID = 10_000_000
 DUMMY_AWS_ENV = {
@@ -197,7 +197,7 @@ def store_objects(store: ObjectStore, corpus: Corpus, n: int) -> list[CutoutReco
         key = f"cutouts/bench/{sid}.fits"
         stored = store.put(key, corpus.blob_for(i))
         return CutoutRecord(
-            sid, "ls-dr10", BANDS, "", SIZE, 0.262, "bench", key, stored.sha256, stored.nbytes
+            sid, LAYER, BANDS, "", SIZE, PIXSCALE_ARCSEC, "bench", key, stored.sha256, stored.nbytes
         )
 
     with ThreadPoolExecutor(PUT_THREADS) as executor:

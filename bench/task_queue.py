@@ -16,7 +16,7 @@ same process:
 
 Throughput is tasks completed / (last worker's end - first worker's start), the workers being
 released together by a barrier; each scenario runs ``--repeats`` times, interleaved, and the
-median counts. Ratios are printed against the anchor and against the issue's targets
+median counts. Ratios are printed against the anchor and against the targets
 (10,000 tasks/s; 50 ms per depth query). The last line is ``RESULT {json}``.
 """
 

@@ -1,6 +1,6 @@
 """Benchmark of the validation: accuracy vs truth, the paper's protocol, the peer, and run time.
 
-Run ``python bench/validate.py`` for the issue's full size (10,000 truth galaxies, 500,000
+Run ``python bench/validate.py`` for the full size (10,000 truth galaxies, 500,000
 augmented images; goal: under 20 minutes on the 2-core machine), ``--quick`` for the test-suite
 size, or ``--scale 0.1`` for a tenth of the full run (the time then extrapolates linearly: every
 stage is linear in its size). It calls :func:`galpipe.validation.run.run_validation` once into
@@ -34,35 +34,70 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from galpipe.validation.run import FLOOR_GALAXIES, run_validation
+from galpipe.validation.run import FLOOR_GALAXIES, FULL_AUGMENT, FULL_TRUTH, run_validation
+from galpipe.validation.summary import ValidationSummary
+from galpipe.validation.truth import TruthSummary
 
-FULL_TRUTH = 10_000
-FULL_AUGMENT = 500_000
 PAPER_MEAN_DEG = 6.17
 TARGET_FULL_S = 20 * 60.0
 #: Axis-ratio bins (by their upper edge) where ours should beat the peer.
 PEER_GOAL_MAX_Q = 0.7
 
 
-def peer_beaten(summary: dict[str, Any]) -> dict[str, bool]:
+def peer_beaten(truth: TruthSummary) -> dict[str, bool]:
     """Per subset: our median error below the peer's in every q bin with upper edge <= 0.7,
     on the galaxies both methods measured (the peer gives no angle for some hard ones)."""
-    truth = summary["truth"]
     result = {}
-    for subset, paired in truth["paired"].items():
-        ours, peer = paired["ours"], paired["peer"]
+    for subset, paired in truth.paired.items():
         wins = []
-        for label, o, p in zip(truth["axis_ratio_bins"], ours, peer, strict=True):
+        for label, o, p in zip(truth.axis_ratio_bins, paired.ours, paired.peer, strict=True):
             upper = float(label.strip("[]()").split(",")[1])
-            if upper <= PEER_GOAL_MAX_Q and o["median_deg"] is not None:
-                wins.append(p["median_deg"] is None or o["median_deg"] < p["median_deg"])
+            if upper <= PEER_GOAL_MAX_Q and not math.isnan(o.median_deg):
+                wins.append(math.isnan(p.median_deg) or o.median_deg < p.median_deg)
         result[subset] = all(wins)
     return result
+
+
+def _number(value: float) -> float | None:
+    """A result's value as JSON: NaN (nothing measured) as null."""
+    return None if math.isnan(value) else value
+
+
+def bench_result(summary: ValidationSummary) -> dict[str, Any]:
+    """The benchmark's figures of a run (module docstring), JSON-ready but for the timings."""
+    headline, protocol, floor = summary.headline, summary.protocol, summary.floor
+    return {
+        "truth_median_deg": _number(headline.truth_median_deg),
+        "peer_truth_median_deg": _number(headline.peer_truth_median_deg),
+        "aug_mean_deg": _number(headline.aug_mean_deg),
+        "aug_median_deg": _number(headline.aug_median_deg),
+        "peer_aug_mean_deg": _number(headline.peer_aug_mean_deg),
+        "floor_aug_mean_deg": _number(headline.floor_aug_mean_deg),
+        "floor_ours_aug_mean_deg": _number(headline.floor_ours_aug_mean_deg),
+        "coverage_1sigma": _number(headline.coverage_1sigma),
+        "coverage_2sigma": _number(headline.coverage_2sigma),
+        # The paper's method (masking off) on every 5th chunk of the same augmented images.
+        "aug_mean_nomask_deg": _number(protocol.ours_nomask.overall.mean_deg),
+        "aug_median_nomask_deg": _number(protocol.ours_nomask.overall.median_deg),
+        "aug_mean_headline_deg": _number(protocol.ours.headline.mean_deg),
+        "aug_mean_unflagged_deg": _number(protocol.ours.unflagged.mean_deg),
+        "floor_ours_nomask_aug_mean_deg": _number(floor.ours_nomask.deviation.overall.mean_deg),
+        "floor_aug_mean_low_counts_deg": _number(floor.oracle.deviation.resample_low.mean_deg),
+        "aug_mean_below_paper": headline.aug_mean_deg < PAPER_MEAN_DEG,
+        "peer_beaten_bins": peer_beaten(summary.truth),
+        "n_truth": headline.n_truth,
+        "n_augment": headline.n_augment,
+        "workers": summary.timing.workers,
+        "elapsed_s": summary.timing.total_s,
+        "stage_s": summary.timing.seconds(),
+        "target_full_s": TARGET_FULL_S,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,54 +110,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 < args.scale <= 1:
         parser.error(f"--scale {args.scale}: expected a fraction in (0, 1]")
-    n_truth = max(1, round(FULL_TRUTH * args.scale))
-    n_augment = round(FULL_AUGMENT * args.scale)
-    n_floor = round(FLOOR_GALAXIES * args.scale)
+    # --quick leaves the sizes to the run's quick defaults; --scale sets them.
+    sizes: dict[str, int | None] = dict.fromkeys(("n_truth", "n_augment", "n_floor"))
+    if not args.quick:
+        sizes = {
+            "n_truth": max(1, round(FULL_TRUTH * args.scale)),
+            "n_augment": round(FULL_AUGMENT * args.scale),
+            "n_floor": round(FLOOR_GALAXIES * args.scale),
+        }
     with tempfile.TemporaryDirectory(prefix="galpipe-validate-") as scratch:
         out = Path(args.out) if args.out else Path(scratch)
         summary = run_validation(
-            out,
-            n_truth,
-            n_augment,
-            seed=args.seed,
-            quick=args.quick,
-            workers=args.workers,
-            n_floor=n_floor,
+            out, seed=args.seed, quick=args.quick, workers=args.workers, **sizes
         )
-        document = json.loads((out / "summary.json").read_text())
-    headline = summary.as_dict()
-    result = {
-        "truth_median_deg": headline["truth_median_deg"],
-        "peer_truth_median_deg": headline["peer_truth_median_deg"],
-        "aug_mean_deg": headline["aug_mean_deg"],
-        "aug_median_deg": headline["aug_median_deg"],
-        "peer_aug_mean_deg": headline["peer_aug_mean_deg"],
-        # The paper's method (masking off) on every 5th chunk of the same augmented images.
-        "aug_mean_nomask_deg": document["protocol"]["ours_nomask"]["overall"]["mean_deg"],
-        "aug_median_nomask_deg": document["protocol"]["ours_nomask"]["overall"]["median_deg"],
-        "aug_mean_headline_deg": document["protocol"]["ours"]["headline"]["mean_deg"],
-        "aug_mean_unflagged_deg": document["protocol"]["ours"]["unflagged"]["mean_deg"],
-        "floor_aug_mean_deg": headline["floor_aug_mean_deg"],
-        "floor_ours_aug_mean_deg": headline["floor_ours_aug_mean_deg"],
-        "floor_ours_nomask_aug_mean_deg": document["floor"]["ours_nomask"]["deviation"]["overall"][
-            "mean_deg"
-        ],
-        "floor_aug_mean_low_counts_deg": document["floor"]["oracle"]["deviation"]["resample_low"][
-            "mean_deg"
-        ],
-        "coverage_1sigma": headline["coverage_1sigma"],
-        "coverage_2sigma": headline["coverage_2sigma"],
-        "aug_mean_below_paper": headline["aug_mean_deg"] < PAPER_MEAN_DEG,
-        "peer_beaten_bins": peer_beaten(document),
-        "n_truth": summary.n_truth,
-        "n_augment": summary.n_augment,
-        "workers": document["timing_s"]["workers"],
-        "elapsed_s": summary.elapsed_s,
-        "stage_s": {k: v for k, v in document["timing_s"].items() if k != "workers"},
-        # Quick mode has another augmentations-per-galaxy ratio: no honest extrapolation.
-        "extrapolated_full_s": None if args.quick else round(summary.elapsed_s / args.scale, 1),
-        "target_full_s": TARGET_FULL_S,
-    }
+    result = bench_result(summary)
+    # Quick mode has another augmentations-per-galaxy ratio: no honest extrapolation.
+    elapsed = summary.timing.total_s
+    result["extrapolated_full_s"] = None if args.quick else round(elapsed / args.scale, 1)
     print(json.dumps(result, indent=2, sort_keys=True))
     print("RESULT " + json.dumps(result, sort_keys=True), flush=True)
     return 0

@@ -13,10 +13,13 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlparse
 
+from galpipe.errors import ConfigurationError
+from galpipe.survey import layout
+
 PREFIX = "GALPIPE_"
 
 
-class SettingsError(ValueError):
+class SettingsError(ConfigurationError, ValueError):
     """A configuration variable is missing or malformed; the message names it."""
 
 
@@ -223,19 +226,22 @@ class Settings:
     cutout_layer: str = _setting(
         "CUTOUT_LAYER",
         _parse_str,
-        "ls-dr10",
+        layout.LAYER,
         "Survey layer; always sent (the service's default is older).",
     )
     cutout_bands: str = _setting(
-        "CUTOUT_BANDS", _parse_str, "griz", "Bands of each cutout, in order."
+        "CUTOUT_BANDS", _parse_str, layout.BANDS, "Bands of each cutout, in order."
     )
     cutout_size: int = _setting(
-        "CUTOUT_SIZE", _parse_positive_int, 40, "Cutout width and height in pixels (paper: 40)."
+        "CUTOUT_SIZE",
+        _parse_positive_int,
+        layout.CUTOUT_SIZE_PX,
+        "Cutout width and height in pixels (paper: 40).",
     )
     cutout_pixscale: float = _setting(
         "CUTOUT_PIXSCALE",
         _parse_positive_float,
-        0.262,
+        layout.PIXSCALE_ARCSEC,
         "Arcseconds per pixel (DR10 native: 0.262).",
     )
     cutout_connect_timeout_seconds: float = _setting(

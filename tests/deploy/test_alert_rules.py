@@ -23,7 +23,7 @@ from tests.deploy.observability import (
     runbook_anchors,
 )
 
-#: The alerts issue 7 asks for, plus the monitor's own absence (without it the others are blind).
+#: The alerts of docs/runbook.md, plus the monitor's own absence (without it the others are blind).
 EXPECTED_ALERTS = {
     "GalpipeCutoutSourceDown",
     "GalpipeQueueStalled",

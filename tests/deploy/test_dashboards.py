@@ -51,7 +51,7 @@ def _variables(expr: str) -> set[str]:
     return set(re.findall(r"\$[A-Za-z_]+", expr))
 
 
-def test_dashboards_cover_what_issue_7_asks_for() -> None:
+def test_dashboards_cover_queues_throughput_outcomes_and_replicas() -> None:
     titles = {name: {p["title"] for p in panels(dashboard(name))} for name in DASHBOARDS}
     assert {
         "Queue depth by state",

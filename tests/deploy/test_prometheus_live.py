@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import subprocess
 import threading
@@ -38,7 +37,7 @@ from psycopg_pool import ConnectionPool
 from galpipe.catalog import ingest_catalog
 from galpipe.db.connection import open_pool
 from galpipe.db.queue import TaskQueue
-from galpipe.demo.run import ChildProcess, stop_all, worker_environment
+from galpipe.demo.processes import ChildProcess, start_sky, stop_all, worker_environment
 from galpipe.science.core import RadonConfig
 from galpipe.science.radon import RadonOperator, default_cache_dir
 from galpipe.synthetic.catalog import make_truths, truth_table
@@ -51,13 +50,13 @@ from tests.deploy.observability import (
     metric_selectors,
     substitute,
 )
+from tests.probes import counts_now
 
 N_GALAXIES = 100
 FETCH_RATE = 10.0  # requests/s: the fetch stage takes ~10 s, so Prometheus sees it working
 RUN_LIMIT_S = 45.0
 SCRAPE_S = 1
 RATE_INTERVAL_S = 5
-_SKY_LINE = re.compile(r"synthetic sky on (http://[^/\s]+)/viewer/fits-cutout")
 
 #: Stand-in for kube-state-metrics: the series a cluster would have for this release.
 KUBE_STATE_METRICS_TEXT = """\
@@ -151,7 +150,7 @@ def _wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
 
 
 def _terminal(pool: ConnectionPool) -> bool:
-    counts = TaskQueue(pool).counts()
+    counts = counts_now(pool)
     radon = counts.get("radon", {})
     fetch = counts.get("fetch", {})
     return (
@@ -214,23 +213,14 @@ def stack_run(
     api = PrometheusAPI(f"http://127.0.0.1:{web_port}")
     children: list[ChildProcess] = []
     try:
-        sky = ChildProcess(
-            "sky",
-            [
-                *("sky", "serve", "--catalog", str(catalog), "--host", "127.0.0.1"),
-                *("--port", "0", "--rate", "0", "--prerender", "--cache-size", "10000"),
-            ],
-            work / "sky.log",
-            os.environ,
-            watch=_SKY_LINE,
-        )
+        sky = start_sky(catalog, work, cache_size=10_000)
         children.append(sky)
         _wait_until(
             lambda: urllib.request.urlopen(f"{api.url}/-/ready", timeout=2).status == 200,
             30,
             "prometheus ready",
         )
-        cutout_url = sky.wait_for_match(timeout=120).group(1)
+        cutout_url = sky.wait_until_ready(timeout_s=120)
         env = worker_environment(
             os.environ,
             database_url=database_url,

@@ -41,7 +41,7 @@ from tests.deploy.policy import REPO_ROOT, run_checkov
 TERRAFORM_DIR = REPO_ROOT / "terraform"
 #: The filesystem mirror of the hashicorp/aws provider on the machine image.
 PROVIDER_MIRROR = Path("/opt/tf-plugins")
-#: The modules the issue asks for (modules/kms is their shared key building block).
+#: The modules of docs/deploy-aws.md (modules/kms is their shared key building block).
 MODULES = ("network", "eks", "database", "storage", "iam", "registry")
 #: Every root configuration: each is initialised and validated on its own.
 ROOTS = ("envs/dev", "envs/prod", "bootstrap")

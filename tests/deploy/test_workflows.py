@@ -1,7 +1,7 @@
 """The GitHub Actions workflows, their config and the repository's shell scripts.
 
 The real linters (zizmor offline, actionlint with shellcheck, checkov, yamllint, shellcheck) and
-the properties the issue asks for that no linter checks: actions pinned by commit SHA with their
+the properties we require that no linter checks: actions pinned by commit SHA with their
 version, least-privilege permissions, OIDC instead of keys, the image tag that Flux orders.
 """
 
@@ -148,7 +148,7 @@ def test_every_shell_script_passes_shellcheck(require_tool: Callable[[str], str]
     assert expected <= checked, f"not checked: {sorted(expected - checked)}"
 
 
-# -- what the issue asks of the workflows ---------------------------------------------------
+# -- what we require of the workflows -------------------------------------------------------
 
 
 def test_every_action_is_pinned_by_commit_sha_with_its_version() -> None:

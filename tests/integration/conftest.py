@@ -16,7 +16,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from galpipe.storage.store import make_s3_client
+from galpipe.storage import make_s3_client
 
 #: Dummy credentials and region: moto accepts anything, and no real AWS is ever asked.
 DUMMY_AWS_ENV = {

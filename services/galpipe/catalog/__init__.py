@@ -9,7 +9,7 @@ knowing (valid ids, duplicates, re-ingest, extra columns, units), are described 
 - :mod:`~galpipe.catalog.extras` — the kept columns as JSON for ``galaxies.extra``.
 - :mod:`~galpipe.catalog.report` — the CSV report of rejected rows.
 - :mod:`~galpipe.catalog.ingest` — storing in chunks, queuing fetch tasks, the summary.
-- :mod:`~galpipe.catalog.cli` — ``galpipe ingest``.
+- :mod:`~galpipe.catalog.cli` — ``galpipe ingest`` and ``galpipe export``.
 """
 
 from galpipe.catalog.cli import format_summary, ingest_cli, parse_keep

@@ -1,4 +1,4 @@
-"""``galpipe ingest``: parse its options, load and store the file, print the summary."""
+"""``galpipe ingest`` and ``galpipe export``: the catalogue in and the results catalogue out."""
 
 from __future__ import annotations
 
@@ -10,10 +10,77 @@ from typing import Any
 
 import psycopg
 
+from galpipe.catalog.export import BAND_SELECTIONS, FORMATS, export_results, format_for
 from galpipe.catalog.ingest import IngestSummary, store_catalog
 from galpipe.catalog.read import load_catalog
-from galpipe.catalog.validate import CatalogError
+from galpipe.db.results import SELECTIONS
+from galpipe.errors import ServiceError, reraise_as
 from galpipe.settings import Settings
+
+__all__ = ["format_summary", "ingest_cli", "parse_keep", "register"]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``ingest`` and ``export`` to ``subparsers``."""
+    _register_ingest(subparsers)
+    _register_export(subparsers)
+
+
+def _register_ingest(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser("ingest", help="ingest a galaxy catalogue and queue fetch tasks")
+    p.add_argument("file", help="catalogue file: CSV, ECSV, FITS or VOTable")
+    p.add_argument(
+        "--format",
+        help="astropy.table format name (csv, ascii.ecsv, fits, votable); "
+        "guessed from the file name when omitted",
+    )
+    p.add_argument("--id-col", default="source_id", help="column of integer galaxy ids")
+    p.add_argument("--ra-col", default="ra", help="column of right ascension in degrees")
+    p.add_argument("--dec-col", default="dec", help="column of declination in degrees")
+    p.add_argument(
+        "--keep",
+        default=None,
+        help="comma-separated extra columns to store with each galaxy "
+        "(default: every other column)",
+    )
+    p.add_argument("--catalog-name", default=None, help="name recorded with each galaxy")
+    p.add_argument(
+        "--report",
+        default=None,
+        help="where to write rejected rows (CSV); default FILE.rejected.csv",
+    )
+    p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    p.set_defaults(handler=ingest_cli)
+
+
+def _register_export(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "export", help="write the results catalogue (FITS, ECSV or Parquet) with units"
+    )
+    p.add_argument("out", help="file to write; the suffix picks the format unless --format")
+    p.add_argument(
+        "--format",
+        default=None,
+        help=f"one of {', '.join(FORMATS)} (default: from the suffix of OUT)",
+    )
+    p.add_argument(
+        "--algo-version",
+        default=None,
+        help="measurements of this algo_version (default: the most recently measured)",
+    )
+    p.add_argument(
+        "--state",
+        default="transformed",
+        choices=SELECTIONS,
+        help="transformed: galaxies with results (default); all: every galaxy with its state",
+    )
+    p.add_argument(
+        "--bands",
+        default="combined",
+        choices=BAND_SELECTIONS,
+        help="combined: the combined measurement (default); all: also pa_g, pa_err_g, ...",
+    )
+    p.set_defaults(handler=_cmd_export)
 
 
 def parse_keep(raw: str | None) -> list[str] | None:
@@ -41,44 +108,66 @@ def format_summary(summary: IngestSummary, path: Path) -> str:
     return "\n".join(lines)
 
 
-def ingest_cli(args: argparse.Namespace, settings: Settings) -> int:
-    """``galpipe ingest``: 0 when the file was ingested (even with rejected rows), 1 if not.
+def ingest_cli(args: argparse.Namespace, settings: Settings) -> None:
+    """``galpipe ingest``: load the file, store its good rows, print the summary.
 
-    A missing ``GALPIPE_DATABASE_URL`` raises :class:`~galpipe.settings.SettingsError` before
-    the file is read (the CLI exits 2).
+    A file with rejected rows is ingested all the same (the summary names the report of them).
+
+    Raises
+    ------
+    SettingsError
+        ``GALPIPE_DATABASE_URL`` is not set; raised before the file is read.
+    CatalogError
+        The file cannot be read or lacks the columns; the message names the file.
+    ServiceError
+        The database failed.
     """
-    from galpipe.db.connection import pool_from_settings
+    from galpipe.runtime.database import pool_from_settings
 
     settings.require("database_url")
     path = Path(args.file)
     progress = not args.no_progress and sys.stderr.isatty()
-    try:
-        status = _reading_status(progress, path)
-        with status:
-            catalog = load_catalog(
-                path,
-                format=args.format,
-                id_col=args.id_col,
-                ra_col=args.ra_col,
-                dec_col=args.dec_col,
-                keep=parse_keep(args.keep),
-            )
-        with pool_from_settings(settings) as pool:
-            summary = store_catalog(
-                pool,
-                catalog,
-                catalog_name=args.catalog_name,
-                report_path=args.report,
-                progress=progress,
-            )
-    except CatalogError as exc:
-        print(f"galpipe ingest: {exc}", file=sys.stderr)
-        return 1
-    except psycopg.Error as exc:
-        print(f"galpipe ingest: {path}: database error: {exc}", file=sys.stderr)
-        return 1
+    with _reading_status(progress, path):
+        catalog = load_catalog(
+            path,
+            format=args.format,
+            id_col=args.id_col,
+            ra_col=args.ra_col,
+            dec_col=args.dec_col,
+            keep=parse_keep(args.keep),
+        )
+    database_errors = reraise_as(ServiceError, psycopg.Error, context=f"{path}: database error")
+    with database_errors, pool_from_settings(settings) as pool:
+        summary = store_catalog(
+            pool,
+            catalog,
+            catalog_name=args.catalog_name,
+            report_path=args.report,
+            progress=progress,
+        )
     print(format_summary(summary, path))
-    return 0
+
+
+def _cmd_export(args: argparse.Namespace, settings: Settings) -> None:
+    """``galpipe export``: raises ExportError (an InputError) for an export that cannot be made."""
+    from galpipe.runtime.database import pool_from_settings
+
+    out = Path(args.out)
+    fmt = format_for(out, args.format)  # before connecting: a typo fails fast
+    database_errors = reraise_as(ServiceError, psycopg.Error, context="database error")
+    with database_errors, pool_from_settings(settings) as pool:
+        summary = export_results(
+            pool,
+            out,
+            fmt=fmt,
+            algo_version=args.algo_version,
+            selection=args.state,
+            bands=args.bands,
+        )
+    print(
+        f"wrote {summary.rows} galaxies x {summary.columns} columns "
+        f"(algo_version {summary.algo_version}) to {summary.path} as {summary.format}"
+    )
 
 
 def _reading_status(enabled: bool, path: Path) -> contextlib.AbstractContextManager[Any]:

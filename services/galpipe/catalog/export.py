@@ -14,9 +14,7 @@ are masked, never a silent NaN: ECSV writes them as empty cells, FITS as NaN for
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +28,7 @@ from astropy.table import Column, MaskedColumn, Table
 from psycopg_pool import ConnectionPool
 
 from galpipe.db import results as db
-from galpipe.settings import Settings
+from galpipe.errors import InputError
 
 __all__ = [
     "FORMATS",
@@ -38,7 +36,6 @@ __all__ = [
     "ColumnDoc",
     "ExportError",
     "ExportSummary",
-    "add_export_command",
     "build_results_table",
     "export_results",
     "format_for",
@@ -56,7 +53,7 @@ _DIMENSIONLESS = u.dimensionless_unscaled
 _NON_FITS_UNIT_NAMES = {u.nanomaggy: "nanomaggy"}
 
 
-class ExportError(Exception):
+class ExportError(InputError):
     """The export cannot be made as asked; the message names the input and the problem."""
 
 
@@ -514,69 +511,3 @@ def export_results(
     )
     write_results(table, out, chosen)
     return ExportSummary(out, chosen, len(table), len(table.colnames), table.meta["ALGOVER"])
-
-
-# -- the command ---------------------------------------------------------------------------------
-
-
-def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from galpipe.db.connection import pool_from_settings
-
-    out = Path(args.out)
-    try:
-        fmt = format_for(out, args.format)  # before connecting: a typo fails fast
-        with pool_from_settings(settings) as pool:
-            summary = export_results(
-                pool,
-                out,
-                fmt=fmt,
-                algo_version=args.algo_version,
-                selection=args.state,
-                bands=args.bands,
-            )
-    except ExportError as exc:
-        print(f"galpipe export: {exc}", file=sys.stderr)
-        return 1
-    print(
-        f"wrote {summary.rows} galaxies x {summary.columns} columns "
-        f"(algo_version {summary.algo_version}) to {summary.path} as {summary.format}"
-    )
-    return 0
-
-
-def add_export_command(subparsers: Any) -> None:
-    """Add ``export`` to the ``galpipe`` sub-command parsers.
-
-    Parameters
-    ----------
-    subparsers : argparse._SubParsersAction
-        What ``ArgumentParser.add_subparsers`` returned; the command sets ``handler`` to a
-        ``(args, settings) -> int`` function.
-    """
-    p = subparsers.add_parser(
-        "export", help="write the results catalogue (FITS, ECSV or Parquet) with units"
-    )
-    p.add_argument("out", help="file to write; the suffix picks the format unless --format")
-    p.add_argument(
-        "--format",
-        default=None,
-        help=f"one of {', '.join(FORMATS)} (default: from the suffix of OUT)",
-    )
-    p.add_argument(
-        "--algo-version",
-        default=None,
-        help="measurements of this algo_version (default: the most recently measured)",
-    )
-    p.add_argument(
-        "--state",
-        default="transformed",
-        choices=db.SELECTIONS,
-        help="transformed: galaxies with results (default); all: every galaxy with its state",
-    )
-    p.add_argument(
-        "--bands",
-        default="combined",
-        choices=BAND_SELECTIONS,
-        help="combined: the combined measurement (default); all: also pa_g, pa_err_g, ...",
-    )
-    p.set_defaults(handler=_cmd_export)

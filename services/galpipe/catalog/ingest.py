@@ -49,7 +49,12 @@ from psycopg_pool import ConnectionPool
 
 from galpipe.catalog.extras import extra_json
 from galpipe.catalog.read import COMPRESSION_SUFFIXES, LoadedCatalog, load_catalog
-from galpipe.catalog.report import default_report_path, prepare_report, write_report
+from galpipe.catalog.report import (
+    Rejection,
+    default_report_path,
+    prepare_report,
+    write_report,
+)
 from galpipe.catalog.validate import CatalogError
 from galpipe.db.galaxies import StagedRow, insert_galaxies
 from galpipe.db.queue import TaskQueue
@@ -170,62 +175,24 @@ def store_catalog(
     if chunk_rows <= 0:
         raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
     path = catalog.path
-    name = catalog_name if catalog_name is not None else default_catalog_name(path)
-    if not name.strip():
-        raise CatalogError(f"{path}: the catalog name is empty")
+    name = _catalog_name(path, catalog_name)
     report = Path(report_path) if report_path is not None else default_report_path(path)
     prepare_report(path, report)
 
     rows = catalog.rows
     rejected = rows.rejected_rows
-    rejections = catalog.rejections(rejected, rows.reason[rejected].tolist())
+    tally = _Tally(rejections=catalog.rejections(rejected, rows.reason[rejected].tolist()))
     accepted = np.flatnonzero(rows.accepted)
     queue = TaskQueue(pool)
-    ingested = already_present = fetch_queued = 0
     show_bar = progress and catalog.n_rows > chunk_rows
     with _progress_bar(show_bar, catalog.n_rows, f"ingesting {path.name}") as advance:
-        advance(len(rejections))
+        advance(len(tally.rejections))
         for start in range(0, len(accepted), chunk_rows):
             index = accepted[start : start + chunk_rows]
-            ids = rows.source_id[index]
-            staged: list[StagedRow] = list(
-                zip(
-                    (index + 1).tolist(),
-                    ids.tolist(),
-                    rows.ra[index].tolist(),
-                    rows.dec[index].tolist(),
-                    extra_json(catalog, index),
-                    strict=True,
-                )
-            )
-            with pool.connection() as conn, conn.transaction():
-                outcome = insert_galaxies(conn, name, staged)
-                conflicting = np.array([c.source_id for c in outcome.conflicts], dtype=np.int64)
-                to_fetch = ids[~np.isin(ids, conflicting)]
-                fetch_queued += queue.enqueue(FETCH_PIPELINE, to_fetch.tolist(), conn=conn)
-            rejections += catalog.rejections(
-                [c.row - 1 for c in outcome.conflicts],
-                [
-                    f"{catalog.id_col} already ingested with different coordinates "
-                    f"(ra={c.ra!r}, dec={c.dec!r})"
-                    for c in outcome.conflicts
-                ],
-            )
-            ingested += outcome.inserted
-            already_present += len(index) - outcome.inserted - len(outcome.conflicts)
+            _store_chunk(pool, queue, catalog, name, index, tally)
             advance(len(index))
 
-    if rejections:
-        rejections.sort(key=lambda r: r.row)
-        write_report(report, rejections)
-    summary = IngestSummary(
-        read=catalog.n_rows,
-        ingested=ingested,
-        already_present=already_present,
-        rejected=len(rejections),
-        fetch_queued=fetch_queued,
-        report_path=report if rejections else None,
-    )
+    summary = _summarise(catalog, report, tally)
     log.info(
         "ingested %s as %r: read %d, ingested %d, already present %d, rejected %d",
         path,
@@ -237,6 +204,83 @@ def store_catalog(
         extra={"catalog": name, "fetch_queued": summary.fetch_queued},
     )
     return summary
+
+
+@dataclass
+class _Tally:
+    """What :func:`store_catalog` has done so far, chunk after chunk."""
+
+    rejections: list[Rejection]
+    ingested: int = 0
+    already_present: int = 0
+    fetch_queued: int = 0
+
+
+def _catalog_name(path: Path, given: str | None) -> str:
+    name = given if given is not None else default_catalog_name(path)
+    if not name.strip():
+        raise CatalogError(f"{path}: the catalog name is empty")
+    return name
+
+
+def _staged_rows(catalog: LoadedCatalog, index: np.ndarray) -> list[StagedRow]:
+    """Rows ``index`` (0-based) of ``catalog`` as :func:`insert_galaxies` stages them."""
+    rows = catalog.rows
+    return list(
+        zip(
+            (index + 1).tolist(),
+            rows.source_id[index].tolist(),
+            rows.ra[index].tolist(),
+            rows.dec[index].tolist(),
+            extra_json(catalog, index),
+            strict=True,
+        )
+    )
+
+
+def _store_chunk(
+    pool: ConnectionPool,
+    queue: TaskQueue,
+    catalog: LoadedCatalog,
+    name: str,
+    index: np.ndarray,
+    tally: _Tally,
+) -> None:
+    """Insert accepted rows ``index`` and queue their fetch tasks in one transaction.
+
+    A row whose id is stored at other coordinates gets no fetch task and becomes a rejection.
+    """
+    ids = catalog.rows.source_id[index]
+    with pool.connection() as conn, conn.transaction():
+        outcome = insert_galaxies(conn, name, _staged_rows(catalog, index))
+        conflicting = np.array([c.source_id for c in outcome.conflicts], dtype=np.int64)
+        to_fetch = ids[~np.isin(ids, conflicting)]
+        tally.fetch_queued += queue.enqueue(FETCH_PIPELINE, to_fetch.tolist(), conn=conn)
+    tally.rejections += catalog.rejections(
+        [c.row - 1 for c in outcome.conflicts],
+        [
+            f"{catalog.id_col} already ingested with different coordinates "
+            f"(ra={c.ra!r}, dec={c.dec!r})"
+            for c in outcome.conflicts
+        ],
+    )
+    tally.ingested += outcome.inserted
+    tally.already_present += len(index) - outcome.inserted - len(outcome.conflicts)
+
+
+def _summarise(catalog: LoadedCatalog, report: Path, tally: _Tally) -> IngestSummary:
+    """Write the report of rejected rows (in row order), if any, and count what was done."""
+    if tally.rejections:
+        tally.rejections.sort(key=lambda r: r.row)
+        write_report(report, tally.rejections)
+    return IngestSummary(
+        read=catalog.n_rows,
+        ingested=tally.ingested,
+        already_present=tally.already_present,
+        rejected=len(tally.rejections),
+        fetch_queued=tally.fetch_queued,
+        report_path=report if tally.rejections else None,
+    )
 
 
 def ingest_catalog(

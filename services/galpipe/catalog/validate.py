@@ -13,13 +13,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from galpipe.errors import InputError
+
 _INT64_MAX = int(np.iinfo(np.int64).max)
 _INT64_DIGITS = len(str(_INT64_MAX))
 # Largest magnitude below which every integer is exactly representable in float64.
 _FLOAT_EXACT_INT_MAX = 2**53
 
 
-class CatalogError(ValueError):
+class CatalogError(InputError, ValueError):
     """The catalogue cannot be ingested; the message names the file and the problem."""
 
 

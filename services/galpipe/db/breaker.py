@@ -33,6 +33,7 @@ it takes the shared row's lock off the path of every successful request.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -43,15 +44,15 @@ from datetime import datetime, timedelta
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from galpipe.runtime import metrics
-from galpipe.settings import Settings
+log = logging.getLogger(__name__)
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 _ERROR_CHARS = 2000  # enough of an error message to diagnose it, bounded for one shared row
 #: Successes gathered in memory before they are written, whatever the view's age.
 MAX_PENDING_SUCCESSES = 256
-#: How long a fetch process trusts its view of a closed breaker (seconds).
-FETCH_VIEW_SECONDS = 0.25
+
+#: ``observer(breaker_name)`` is called once per request the breaker refused.
+RejectionObserver = Callable[[str], None]
 
 _COLUMNS = (
     "state::text, consecutive_failures, window_start, window_requests, window_failures, "
@@ -74,6 +75,8 @@ WHERE name = %(name)s
 @dataclass(frozen=True)
 class BreakerPolicy:
     """When a breaker opens and how long it stays open.
+
+    Every process sharing a breaker should use the same policy: it is not stored in the row.
 
     Parameters
     ----------
@@ -285,16 +288,17 @@ class CircuitBreaker:
     pool
         Connection pool on the galpipe database.
     name
-        Breaker name; processes with the same name share one state.
-    failures, failure_ratio, min_requests, window_seconds, cooldown_seconds,
-    probe_timeout_seconds
-        See :class:`BreakerPolicy`. Every process of a pipeline should use the same values;
-        they are not stored in the row.
+        Breaker name (the pipeline it serves); processes with the same name share one state.
+    policy
+        When it opens and for how long (default: :class:`BreakerPolicy`'s defaults).
     view_seconds
         How long this object trusts a closed state it has read, and gathers successes in
         memory (see the module docstring); 0 reads and writes the row every time.
     clock
         Monotonic clock (seconds) for the view's age.
+    observer
+        Called as ``observer(name)`` for every request :meth:`allow` refuses (the process's
+        metrics); an exception it raises is logged and ignored.
 
     Examples
     --------
@@ -311,15 +315,11 @@ class CircuitBreaker:
         self,
         pool: ConnectionPool,
         name: str,
+        policy: BreakerPolicy | None = None,
         *,
-        failures: int = 5,
-        failure_ratio: float = 0.5,
-        min_requests: int = 20,
-        window_seconds: float = 60.0,
-        cooldown_seconds: float = 30.0,
-        probe_timeout_seconds: float = 30.0,
         view_seconds: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        observer: RejectionObserver | None = None,
     ) -> None:
         if not name:
             raise ValueError("breaker name must be a non-empty string")
@@ -327,39 +327,13 @@ class CircuitBreaker:
             raise ValueError(f"view_seconds must be >= 0 and finite, got {view_seconds!r}")
         self.pool = pool
         self.name = name
+        self.policy = policy or BreakerPolicy()
         self.view_seconds = float(view_seconds)
         self._clock = clock
+        self._observer = observer
         self._lock = threading.Lock()
         self._closed_until = -math.inf  # on ``clock``: until then, allow() answers "closed"
         self._pending = 0  # successes seen while the view was closed, not written yet
-        self.policy = BreakerPolicy(
-            failures=failures,
-            failure_ratio=failure_ratio,
-            min_requests=min_requests,
-            window_seconds=window_seconds,
-            cooldown_seconds=cooldown_seconds,
-            probe_timeout_seconds=probe_timeout_seconds,
-        )
-
-    @classmethod
-    def from_settings(
-        cls,
-        pool: ConnectionPool,
-        settings: Settings,
-        name: str = "fetch",
-    ) -> CircuitBreaker:
-        """The breaker configured by the ``GALPIPE_BREAKER_*`` variables."""
-        return cls(
-            pool,
-            name,
-            failures=settings.breaker_failures,
-            failure_ratio=settings.breaker_failure_ratio,
-            min_requests=settings.breaker_min_requests,
-            window_seconds=settings.breaker_window_seconds,
-            cooldown_seconds=settings.breaker_cooldown_seconds,
-            probe_timeout_seconds=settings.breaker_probe_timeout_seconds,
-            view_seconds=FETCH_VIEW_SECONDS,
-        )
 
     def _read(self, conn: psycopg.Connection, sql: str) -> tuple[BreakerRow, datetime] | None:
         """The row and the database time, by ``sql`` (a plain or a locking read)."""
@@ -380,8 +354,7 @@ class CircuitBreaker:
 
         A plain read answers when the state does not change (closed; open in cooldown;
         half-open with a live probe); taking the probe is a row-locked transaction, so across
-        all processes exactly one caller gets it. A refusal counts in
-        ``galpipe_breaker_rejections_total``.
+        all processes exactly one caller gets it. A refusal is reported to the observer.
         """
         if self._clock() < self._closed_until:
             return True
@@ -408,8 +381,16 @@ class CircuitBreaker:
                     self._write(conn, after)
         self._observe(after.state)
         if not allowed:
-            metrics.BREAKER_REJECTIONS.labels(breaker=self.name).inc()
+            self._report_rejection()
         return allowed
+
+    def _report_rejection(self) -> None:
+        if self._observer is None:
+            return
+        try:
+            self._observer(self.name)
+        except Exception:
+            log.exception("breaker %r: rejection observer failed; ignored", self.name)
 
     def _observe(self, state: str) -> None:
         """Remember the state just read or written: a closed one is trusted for a while."""

@@ -1,10 +1,12 @@
-"""Connection pools for galpipe processes (psycopg 3 + psycopg_pool)."""
+"""Connection pools on the galpipe database (psycopg 3 + psycopg_pool).
+
+A process opens its pool as its settings say with
+:func:`galpipe.runtime.database.pool_from_settings`; this module knows no settings.
+"""
 
 from __future__ import annotations
 
 from psycopg_pool import ConnectionPool
-
-from galpipe.settings import Settings
 
 APPLICATION_NAME = "galpipe"
 
@@ -27,8 +29,3 @@ def open_pool(
     )
     pool.open(wait=True, timeout=30.0)
     return pool
-
-
-def pool_from_settings(settings: Settings) -> ConnectionPool:
-    """The production factory: one pool sized by ``GALPIPE_DB_POOL_SIZE``."""
-    return open_pool(settings.require("database_url"), max_size=settings.db_pool_size)

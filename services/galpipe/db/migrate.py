@@ -16,6 +16,8 @@ from importlib import resources
 
 import psycopg
 
+from galpipe.errors import ServiceError
+
 log = logging.getLogger(__name__)
 
 # An arbitrary constant shared by every galpipe process: the advisory lock key of migrations.
@@ -23,7 +25,7 @@ MIGRATION_LOCK_KEY = 0x6A1_91BE
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
-class MigrationError(RuntimeError):
+class MigrationError(ServiceError, RuntimeError):
     """The database holds a migration history that this code does not recognise."""
 
 

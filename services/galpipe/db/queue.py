@@ -62,10 +62,6 @@ class RetryPolicy:
         if not self.delays or any(d < 0 for d in self.delays):
             raise ValueError(f"delays must be non-empty and non-negative, got {self.delays}")
 
-    def delay(self, attempts: int) -> float:
-        """Seconds before the next try of a task that has been attempted ``attempts`` times."""
-        return self.delays[min(max(attempts, 1), len(self.delays)) - 1]
-
 
 @dataclass(frozen=True)
 class RetryOutcome:
@@ -382,24 +378,6 @@ class TaskQueue:
                 (pipeline, paused, reason),
             )
 
-    def is_paused(self, pipeline: str) -> bool:
-        with self.pool.connection() as conn:
-            row = conn.execute(
-                "SELECT paused FROM pipeline_control WHERE pipeline = %s", (pipeline,)
-            ).fetchone()
-        return bool(row and row[0])
-
-    def counts(self) -> dict[str, dict[str, int]]:
-        """Tasks by pipeline and state, every state present (zero when none)."""
-        with self.pool.connection() as conn:
-            rows = conn.execute(
-                "SELECT pipeline, state::text, count(*) FROM tasks GROUP BY 1, 2"
-            ).fetchall()
-        result: dict[str, dict[str, int]] = {}
-        for pipeline, state, n in rows:
-            result.setdefault(pipeline, dict.fromkeys(STATES, 0))[state] = n
-        return result
-
     def ready_depth(self, pipeline: str) -> int:
         """Ready tasks of ``pipeline``: the autoscaler's query (exact; see ``READY_DEPTH_SQL``).
 
@@ -410,14 +388,87 @@ class TaskQueue:
         return int(row[0]) if row else 0
 
 
+# -- observation: what status, the monitor and the demo read -------------------------------------
+
+#: Tasks by (pipeline, state). Without ``ids`` (NULL) the filter folds away when the statement
+#: is planned and the counts read ``tasks_state`` index-only (it is deduplicated: a few MB per
+#: million tasks); with them, only the tasks of those galaxies are counted.
+TASK_COUNTS_SQL = """
+SELECT pipeline, state::text, count(*) FROM tasks
+WHERE %(ids)s::bigint[] IS NULL OR source_id = ANY(%(ids)s)
+GROUP BY 1, 2
+"""
+
+#: One LIMIT 1 probe of ``tasks_ready`` per pipeline (a loose index scan), not a scan of the
+#: queue: the head of the FIFO (``seq`` follows ``enqueued_at``: both are assigned at insert).
+#: With ``ready_only`` the probe skips delayed retries on the index's INCLUDE column
+#: ``not_before``, so only the head row is read from the heap.
+OLDEST_QUEUED_SQL = """
+SELECT p.pipeline, EXTRACT(EPOCH FROM now() - head.enqueued_at)::float8
+FROM unnest(%(pipelines)s::text[]) AS p(pipeline)
+CROSS JOIN LATERAL (
+    SELECT t.enqueued_at FROM tasks t
+    WHERE t.pipeline = p.pipeline AND t.state = 'queued'
+      AND (NOT %(ready_only)s OR t.not_before <= now())
+    ORDER BY t.seq
+    LIMIT 1
+) AS head
+"""
+
+
+def task_counts(
+    conn: psycopg.Connection, source_ids: Sequence[int] | None = None
+) -> dict[str, dict[str, int]]:
+    """Tasks by pipeline and state, every state present (zero when none).
+
+    Parameters
+    ----------
+    conn
+        Connection (the caller's transaction, if it holds one).
+    source_ids
+        Count only the tasks of these galaxies; ``None`` counts every task.
+
+    Returns
+    -------
+    dict
+        ``{pipeline: {state: count}}`` for each pipeline with at least one task counted.
+    """
+    ids = None if source_ids is None else list(source_ids)
+    result: dict[str, dict[str, int]] = {}
+    for pipeline, state, n in conn.execute(TASK_COUNTS_SQL, {"ids": ids}).fetchall():
+        result.setdefault(pipeline, dict.fromkeys(STATES, 0))[state] = int(n)
+    return result
+
+
+def oldest_queued_age(
+    conn: psycopg.Connection, pipelines: Sequence[str], *, ready_only: bool = False
+) -> dict[str, float]:
+    """Seconds since the head of each pipeline's queue was enqueued (pipelines with one).
+
+    Parameters
+    ----------
+    conn
+        Connection (the caller's transaction, if it holds one).
+    pipelines
+        Pipelines to probe.
+    ready_only
+        Only queued tasks that are due (``not_before <= now()``): a retry waiting out its
+        delay is not ready. Age counts from ``enqueued_at``, the task's first enqueue, so a
+        task that was retried keeps its age.
+    """
+    rows = conn.execute(
+        OLDEST_QUEUED_SQL, {"pipelines": list(pipelines), "ready_only": ready_only}
+    ).fetchall()
+    return {p: max(0.0, float(age)) for p, age in rows}
+
+
 # Also the KEDA ScaledObject's query: charts/galpipe/files/ready-depth.sql holds this text and the
 # chart puts the pipeline's name in place of the parameter, as ready_depth_query does;
 # tests/deploy/test_chart_contract.py keeps the two equal and EXPLAINs the rendered query.
-# Ready = queued minus queued-but-delayed, which is exact (one snapshot, not_before NOT NULL) and
-# about 2.5x faster than testing not_before on every queued row: the first count reads only the
-# deduplicated (pipeline, state) postings of tasks_state, the second the few retried rows in
-# tasks_delayed (its predicate is repeated here so the planner can use it). bench/task_queue.py
-# measures it. The CASE skips both counts while the pipeline is paused.
+# Ready = queued minus queued-but-delayed: exact (one snapshot, not_before NOT NULL), and the two
+# counts read only index postings (tasks_state, then the partial tasks_delayed, whose predicate
+# is repeated here so the planner can use it). The measurement is in docs/decisions.md,
+# "The ready-depth query: queued minus delayed". The CASE skips both counts while paused.
 READY_DEPTH_SQL = """
 SELECT CASE
     WHEN EXISTS (SELECT 1 FROM pipeline_control WHERE pipeline = %(pipeline)s AND paused) THEN 0

@@ -24,6 +24,7 @@ sent late in a bunch.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -31,31 +32,31 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
-from galpipe.runtime import metrics
-from galpipe.settings import Settings
+from galpipe.errors import ServiceError
+
+log = logging.getLogger(__name__)
 
 # One reservation, in one statement. ``clock`` is read once; ``greatest(c.ts, r.updated_at)``
 # keeps the accounting exact when this UPDATE waited for another one's row lock: PostgreSQL
 # then re-checks the row but keeps ``c.ts`` from before the wait, and a timestamp older than
-# ``updated_at`` simply means "no refill since", never a refill counted twice.
+# ``updated_at`` simply means "no refill since" (``rate_limit_tokens``, migration 0005), never
+# a refill counted twice.
 # The second column is only filled when the reservation was refused (it would have waited
 # longer than ``max_wait``): the wait it would have had, from the statement's snapshot.
 _RESERVE_SQL = """
 WITH clock AS (SELECT clock_timestamp() AS ts),
 taken AS (
     UPDATE rate_limits r
-    SET tokens = LEAST(r.burst, r.tokens + r.rate
-                       * GREATEST(0, EXTRACT(EPOCH FROM c.ts - r.updated_at)::float8))
-                 - %(n)s,
+    SET tokens = rate_limit_tokens(r.tokens, r.rate, r.burst, r.updated_at, c.ts) - %(n)s,
         updated_at = GREATEST(c.ts, r.updated_at),
         granted = r.granted + %(n)s
     FROM clock c
     WHERE r.name = %(name)s
-      AND LEAST(r.burst, r.tokens + r.rate
-                * GREATEST(0, EXTRACT(EPOCH FROM c.ts - r.updated_at)::float8))
-          - %(n)s >= -%(max_wait)s * r.rate
+      AND rate_limit_tokens(r.tokens, r.rate, r.burst, r.updated_at, c.ts) - %(n)s
+          >= -%(max_wait)s * r.rate
     RETURNING r.tokens, r.rate, r.burst, r.updated_at
 )
 SELECT
@@ -64,9 +65,7 @@ SELECT
      FROM taken t) AS wait,
     (SELECT t.rate FROM taken t) AS rate,
     (SELECT t.burst FROM taken t) AS burst,
-    (SELECT (%(n)s - LEAST(r.burst, r.tokens + r.rate
-                           * GREATEST(0, EXTRACT(EPOCH FROM c.ts - r.updated_at)::float8)))
-            / r.rate
+    (SELECT (%(n)s - rate_limit_tokens(r.tokens, r.rate, r.burst, r.updated_at, c.ts)) / r.rate
      FROM rate_limits r, clock c WHERE r.name = %(name)s) AS refused_wait
 """
 
@@ -76,30 +75,31 @@ _CONFIGURE_SQL = """
 INSERT INTO rate_limits AS r (name, rate, burst, tokens, updated_at)
 VALUES (%(name)s, %(rate)s, %(burst)s, %(burst)s, clock_timestamp())
 ON CONFLICT (name) DO UPDATE
-SET tokens = LEAST(EXCLUDED.burst, r.burst,
-                   r.tokens + r.rate
-                   * GREATEST(0, EXTRACT(EPOCH FROM clock_timestamp() - r.updated_at)::float8)),
+SET tokens = LEAST(EXCLUDED.burst,
+                   rate_limit_tokens(r.tokens, r.rate, r.burst, r.updated_at, clock_timestamp())),
     updated_at = GREATEST(clock_timestamp(), r.updated_at),
     rate = EXCLUDED.rate,
     burst = EXCLUDED.burst
 """
 
-_USAGE_SQL = """
-SELECT rate, burst,
-       LEAST(burst, tokens + rate
-             * GREATEST(0, EXTRACT(EPOCH FROM clock_timestamp() - updated_at)::float8)),
+# Every bucket (or the one named), its tokens brought up to now.
+_USAGES_SQL = """
+SELECT name, rate, burst,
+       rate_limit_tokens(tokens, rate, burst, updated_at, clock_timestamp()),
        granted
-FROM rate_limits WHERE name = %(name)s
+FROM rate_limits
+WHERE %(name)s::text IS NULL OR name = %(name)s
+ORDER BY name
 """
 
-
-#: How many seconds of the fetch rate one draw reserves for this process's threads.
-FETCH_BLOCK_SECONDS = 0.2
 #: Most tokens one statement reserves, whatever the rate (a lifted limit is ~1e6/s).
 MAX_BLOCK = 256
 
+#: ``observer(bucket_name, waited_s)`` is called once per :meth:`TokenBucket.acquire`.
+WaitObserver = Callable[[str, float], None]
 
-class RateLimitTimeoutError(TimeoutError):
+
+class RateLimitTimeoutError(ServiceError, TimeoutError):
     """A token would only be granted after longer than the caller agreed to wait.
 
     Nothing was reserved. ``wait`` is the seconds the caller would have had to wait.
@@ -161,6 +161,42 @@ def _check_tokens(n: int) -> int:
     return n
 
 
+@dataclass(frozen=True)
+class RateLimitPolicy:
+    """How fast a shared bucket refills and how much it holds.
+
+    Parameters
+    ----------
+    rate
+        Refill rate, tokens per second (> 0, finite).
+    burst
+        Capacity, tokens (> 0, finite): how many may be drawn at once after an idle spell.
+
+    Raises
+    ------
+    TypeError
+        If either is not a number.
+    ValueError
+        If either is not positive and finite.
+    """
+
+    rate: float
+    burst: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rate", _check_positive("rate (tokens per second)", self.rate))
+        object.__setattr__(self, "burst", _check_positive("burst (tokens)", self.burst))
+
+
+def bucket_usages(conn: psycopg.Connection, name: str | None = None) -> list[BucketUsage]:
+    """Every shared bucket (or only ``name``), by name, its tokens brought up to now."""
+    rows = conn.execute(_USAGES_SQL, {"name": name}).fetchall()
+    return [
+        BucketUsage(str(bucket), float(rate), float(burst), float(tokens), int(granted))
+        for bucket, rate, burst, tokens, granted in rows
+    ]
+
+
 class TokenBucket:
     """A token bucket shared through ``rate_limits`` by every process that names it.
 
@@ -169,23 +205,24 @@ class TokenBucket:
     pool
         Connection pool on the galpipe database.
     name
-        Bucket name; processes with the same name share one rate.
-    rate
-        Refill rate, tokens per second (> 0).
-    burst
-        Capacity, tokens (> 0): how many may be drawn at once after an idle spell.
+        Bucket name (the pipeline it serves); processes with the same name share one rate.
+    policy
+        Refill rate and capacity.
     clock
-        Monotonic clock (seconds): the deadlines of the slots and the waits reported to metrics.
+        Monotonic clock (seconds): the deadlines of the slots and the waits reported.
     sleep
         Sleeps a number of seconds; tests inject a recorder.
     block_seconds
         Single-token draws reserve ``ceil(rate * block_seconds)`` tokens at a time (at most
         ``MAX_BLOCK``) and serve them from this process (0: one statement per draw).
+    observer
+        Called as ``observer(name, waited_s)`` after every :meth:`acquire` (the process's
+        metrics); an exception it raises is logged and ignored.
 
     Notes
     -----
-    ``rate`` and ``burst`` are written to the database by :meth:`configure` (and by the first
-    draw when the row does not exist yet); a draw always obeys the values in the row, so the
+    The policy is written to the database by :meth:`configure` (and by the first draw when
+    the row does not exist yet); a draw always obeys the rate and burst in the row, so the
     last process configured wins.
     """
 
@@ -193,12 +230,12 @@ class TokenBucket:
         self,
         pool: ConnectionPool,
         name: str,
-        rate: float,
-        burst: float,
+        policy: RateLimitPolicy,
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         block_seconds: float = 0.0,
+        observer: WaitObserver | None = None,
     ) -> None:
         if not name:
             raise ValueError("bucket name must be a non-empty string")
@@ -206,39 +243,17 @@ class TokenBucket:
             raise ValueError(f"block_seconds must be >= 0 and finite, got {block_seconds!r}")
         self.pool = pool
         self.name = name
-        self.rate = _check_positive("rate (tokens per second)", rate)
-        self.burst = _check_positive("burst (tokens)", burst)
+        self.policy = policy
         self.block_seconds = float(block_seconds)
         self._clock = clock
         self._sleep = sleep
+        self._observer = observer
         # Slots of this process's last block: (due time on ``clock``, latest use on ``clock``).
         self._slots: deque[tuple[float, float]] = deque()
         self._slots_lock = threading.Lock()
 
-    @classmethod
-    def from_settings(
-        cls,
-        pool: ConnectionPool,
-        settings: Settings,
-        name: str = "fetch",
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> TokenBucket:
-        """The fetch pipeline's bucket: ``GALPIPE_FETCH_RATE_LIMIT`` and ``_BURST``, drawn in
-        blocks of ``FETCH_BLOCK_SECONDS``."""
-        return cls(
-            pool,
-            name,
-            settings.fetch_rate_limit,
-            settings.fetch_rate_burst,
-            clock=clock,
-            sleep=sleep,
-            block_seconds=FETCH_BLOCK_SECONDS,
-        )
-
     def configure(self) -> None:
-        """Create the bucket full, or give an existing one this object's rate and burst.
+        """Create the bucket full, or give an existing one this object's policy.
 
         Tokens already in the bucket are kept (refilled at the old rate up to now, then
         clamped to the new burst), so restarting every pod with a new rate neither grants a
@@ -246,7 +261,8 @@ class TokenBucket:
         """
         with self.pool.connection() as conn:
             conn.execute(
-                _CONFIGURE_SQL, {"name": self.name, "rate": self.rate, "burst": self.burst}
+                _CONFIGURE_SQL,
+                {"name": self.name, "rate": self.policy.rate, "burst": self.policy.burst},
             )
 
     def _reserve(self, n: int, max_wait: float) -> tuple[float, float, float, float]:
@@ -281,10 +297,11 @@ class TokenBucket:
             while self._slots and self._slots[0][1] < now:
                 self._slots.popleft()  # fell due too long ago to be used without bunching
             if not self._slots:
-                block = min(MAX_BLOCK, max(1, math.ceil(self.rate * self.block_seconds)))
+                own_rate = self.policy.rate
+                block = min(MAX_BLOCK, max(1, math.ceil(own_rate * self.block_seconds)))
                 # The block's first token must be due within max_wait; its last one later.
                 answered, wait, rate, burst = self._reserve(
-                    block, max_wait + (block - 1) / self.rate
+                    block, max_wait + (block - 1) / own_rate
                 )
                 tolerance = burst / rate
                 for i in range(block):
@@ -322,40 +339,13 @@ class TokenBucket:
         if wait > 0:
             self._sleep(wait)
         waited = max(0.0, self._clock() - started)
-        metrics.RATE_LIMIT_WAIT_SECONDS.labels(bucket=self.name).observe(waited)
+        self._report_wait(waited)
         return waited
 
-    def try_acquire(self, n: int = 1) -> bool:
-        """Take ``n`` tokens if the bucket holds them now; never waits, never queues.
-
-        Raises
-        ------
-        ValueError
-            If ``n`` exceeds this object's ``burst``: such a draw could never succeed.
-        """
-        _check_tokens(n)
-        if n > self.burst:
-            raise ValueError(
-                f"try_acquire({n}) can never succeed: bucket {self.name!r} "
-                f"holds at most burst={self.burst:g} tokens"
-            )
+    def _report_wait(self, waited: float) -> None:
+        if self._observer is None:
+            return
         try:
-            self._reserve(n, 0.0)
-        except RateLimitTimeoutError:
-            return False
-        return True
-
-    def usage(self) -> BucketUsage:
-        """Rate, burst, tokens now and tokens granted so far, from the shared row.
-
-        Raises
-        ------
-        LookupError
-            If the bucket was never configured nor drawn from.
-        """
-        with self.pool.connection() as conn:
-            row = conn.execute(_USAGE_SQL, {"name": self.name}).fetchone()
-        if row is None:
-            raise LookupError(f"rate limit {self.name!r} does not exist (configure it first)")
-        rate, burst, tokens, granted = row
-        return BucketUsage(self.name, float(rate), float(burst), float(tokens), int(granted))
+            self._observer(self.name, waited)
+        except Exception:
+            log.exception("rate limit %r: wait observer failed; ignored", self.name)

@@ -1,15 +1,12 @@
-"""SQL of ``galpipe status``: queue counts, queue age, recent completions, pauses, buckets.
+"""SQL of ``galpipe status`` beyond the queue's own counts and ages, and the buckets' usage.
 
-Every query reads an index or a small table:
+Counts by state and the oldest queued task are :func:`galpipe.db.queue.task_counts` and
+:func:`galpipe.db.queue.oldest_queued_age`; the buckets are
+:func:`galpipe.db.ratelimit.bucket_usages`. Every query here reads an index or a small table:
 
-- counts by (pipeline, state) read ``tasks_state`` index-only (it is deduplicated: a few MB per
-  million tasks);
-- the oldest queued task is the head of the FIFO, the first ``tasks_ready`` entry per pipeline
-  (``seq`` follows ``enqueued_at``: both are assigned at insert);
 - completions in the last window are done tasks with a recent ``updated_at``; see
   :data:`RECENT_DONE_SQL` for its cost;
-- ``pipeline_control``, ``breakers`` and ``rate_limits`` hold one row per pipeline, breaker or
-  bucket.
+- ``pipeline_control`` and ``breakers`` hold one row per pipeline or breaker.
 """
 
 from __future__ import annotations
@@ -19,26 +16,9 @@ from datetime import datetime
 
 import psycopg
 
-from galpipe.db.ratelimit import BucketUsage
-
-_COUNTS_SQL = "SELECT pipeline, state::text, count(*) FROM tasks GROUP BY 1, 2"
-
-# One LIMIT 1 probe of tasks_ready per pipeline (a loose index scan), not a scan of the queue.
-_OLDEST_QUEUED_SQL = """
-SELECT p.pipeline, EXTRACT(EPOCH FROM now() - head.enqueued_at)::float8
-FROM unnest(%(pipelines)s::text[]) AS p(pipeline)
-CROSS JOIN LATERAL (
-    SELECT t.enqueued_at FROM tasks t
-    WHERE t.pipeline = p.pipeline AND t.state = 'queued'
-    ORDER BY t.seq
-    LIMIT 1
-) AS head
-"""
-
-#: Done tasks per pipeline whose ``updated_at`` lies in the last ``%(seconds)s`` seconds. No
-#: index covers ``updated_at``, so this visits every done row (a parallel scan, measured at
-#: 0.15 s for 1.2 M tasks); a partial index ``tasks (pipeline, updated_at) WHERE state = 'done'``
-#: turns it into a range scan of the recent rows, used as is. ``now()`` (stable, unlike
+#: Done tasks per pipeline whose ``updated_at`` lies in the last ``%(seconds)s`` seconds: a range
+#: scan of the partial index ``tasks_done_recent`` (see docs/decisions.md,
+#: "FIFO by a sequence, and the recent-completions index"). ``now()`` (stable, unlike
 #: ``clock_timestamp()``) is what lets the bound be an index condition.
 RECENT_DONE_SQL = """
 SELECT pipeline, count(*) FROM tasks
@@ -51,15 +31,6 @@ _CONTROL_SQL = "SELECT pipeline, paused, reason, updated_at FROM pipeline_contro
 
 _BREAKER_NAMES_SQL = "SELECT name FROM breakers ORDER BY name"
 
-# Tokens brought up to now as TokenBucket.usage() does, for every bucket at once.
-_BUCKETS_SQL = """
-SELECT name, rate, burst,
-       LEAST(burst, tokens + rate
-             * GREATEST(0, EXTRACT(EPOCH FROM clock_timestamp() - updated_at)::float8)),
-       granted
-FROM rate_limits ORDER BY name
-"""
-
 
 @dataclass(frozen=True)
 class PipelineControl:
@@ -69,20 +40,6 @@ class PipelineControl:
     paused: bool
     reason: str | None
     updated_at: datetime
-
-
-def task_counts(conn: psycopg.Connection) -> dict[str, dict[str, int]]:
-    """Tasks by pipeline and state (only the states present)."""
-    counts: dict[str, dict[str, int]] = {}
-    for pipeline, state, n in conn.execute(_COUNTS_SQL).fetchall():
-        counts.setdefault(pipeline, {})[state] = int(n)
-    return counts
-
-
-def oldest_queued_age(conn: psycopg.Connection, pipelines: list[str]) -> dict[str, float]:
-    """Seconds since the head of each pipeline's queue was enqueued (pipelines with one)."""
-    rows = conn.execute(_OLDEST_QUEUED_SQL, {"pipelines": pipelines}).fetchall()
-    return {p: max(0.0, float(age)) for p, age in rows}
 
 
 def recent_done(
@@ -108,16 +65,8 @@ def breaker_names(conn: psycopg.Connection) -> list[str]:
     return [str(r[0]) for r in conn.execute(_BREAKER_NAMES_SQL).fetchall()]
 
 
-def bucket_usages(conn: psycopg.Connection) -> list[BucketUsage]:
-    """Every shared token bucket, with its tokens brought up to now."""
-    return [
-        BucketUsage(str(name), float(rate), float(burst), float(tokens), int(granted))
-        for name, rate, burst, tokens, granted in conn.execute(_BUCKETS_SQL).fetchall()
-    ]
-
-
 def database_now(conn: psycopg.Connection) -> datetime:
-    """The database's clock, the time every age above is measured against."""
+    """The database's clock (``now()``), the time every queue age is measured against."""
     row = conn.execute("SELECT now()").fetchone()
     assert row is not None
     return row[0]  # type: ignore[no-any-return]

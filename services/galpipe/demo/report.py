@@ -1,38 +1,46 @@
-"""Plots and summaries of a run against a known truth (``galpipe demo``): accuracy, catalogue,
-figures and a one-page Markdown report.
+"""The demo's report: the results catalogue joined with the truth, the accuracy against it, the
+one-page Markdown report and the console summary (figures: :mod:`galpipe.demo.figures`).
 
 Conventions: position angles are degrees east of north in ``[0, 180)``; an *axial* error is
 ``|((measured - true + 90) mod 180) - 90|`` in ``[0, 90]`` degrees (a major axis has no head
-or tail). Nothing here touches the database or the object store: callers hand in tables and
-arrays. Figures use matplotlib's Agg backend, so no display is needed.
+or tail). The catalogue's S/N (``snr_half_light``) is galpipe's one S/N, the validation's too:
+:func:`galpipe.synthetic.truth.half_light_snr` of the r band. Nothing here touches the database
+or the object store: callers hand in rows, tables and arrays.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import astropy.units as u
-import matplotlib
 import numpy as np
 from astropy.table import Column, Table, join
+from rich.console import Console
+from rich.table import Table as RichTable
 
-# Agg before pyplot loads: figures are files here, never windows (servers, CI, containers).
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
+from galpipe.db.queue import STATES
+from galpipe.demo.processes import PIPELINES
 from galpipe.science import features
-from galpipe.science.core import RadonConfig
-from galpipe.science.preprocess import apply_circular_mask, sanitise_and_shift
-from galpipe.science.radon import RadonOperator
+from galpipe.survey.layout import PIXSCALE_ARCSEC
+from galpipe.synthetic.truth import half_light_snr
+
+if TYPE_CHECKING:
+    from galpipe.demo.run import DemoOptions, DemoResult
 
 #: Axis-ratio bins ``[low, high)`` of the accuracy table; the last one includes 1.0.
 AXIS_RATIO_BINS: tuple[tuple[float, float], ...] = ((0.2, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.0))
-#: Arcseconds per pixel of the demo's cutouts (DR10 native).
-PIXSCALE_ARCSEC = 0.262
+#: The headline selection of the accuracy: elongated and bright galaxies.
+HEADLINE_MAX_AXIS_RATIO = 0.6
+HEADLINE_MIN_SNR = 30.0
+HEADLINE_LABEL = (
+    f"axis ratio < {HEADLINE_MAX_AXIS_RATIO:g} and S/N > {HEADLINE_MIN_SNR:g} "
+    "(r band, half-light aperture)"
+)
 
 # Columns copied from the truth catalogue into the results catalogue, renamed true_*.
 _TRUTH_COLUMNS = {
@@ -68,7 +76,12 @@ _RESULT_META: dict[str, tuple[u.UnitBase | None, str]] = {
     "masked_fraction": (None, "fraction of the stamp masked as neighbours"),
     "contaminated": (None, "a neighbour could not be masked cleanly"),
     "flags": (None, "galpipe.science.core.Flag bits of the combined measurement"),
-    "snr_r": (None, "r-band S/N in the PSF-convolved half-light aperture (from the truth)"),
+    "snr_half_light": (
+        None,
+        "r-band S/N of the truth: half the r flux over the sky noise in the intrinsic "
+        "half-light aperture, without the source's Poisson noise (half_light_snr; as in "
+        "validation)",
+    ),
     "pa_error_deg": (u.deg, "axial error |measured - true| of the position angle, [0, 90]"),
     "pa_signed_error_deg": (u.deg, "measured minus true position angle, wrapped to [-90, 90)"),
 }
@@ -86,69 +99,12 @@ class AccuracyRow:
     p95: float
 
 
-@dataclass(frozen=True)
-class GalleryItem:
-    """What the gallery shows of one galaxy (see :func:`gallery_items`).
-
-    Attributes
-    ----------
-    source_id : int
-        The galaxy.
-    image : numpy.ndarray
-        ``(S, S)`` r-band stamp as measured (sanitised, neighbour-masked, circular mask).
-    sinogram : numpy.ndarray
-        ``(S, A)`` its Radon transform (position × angle).
-    angles_deg : numpy.ndarray
-        ``(A,)`` projection angles, degrees.
-    pooled : numpy.ndarray
-        ``(A,)`` the pooled curve (step 4, the pipeline's pooling).
-    fit_offset, fit_amplitude, fit_theta0_deg : float
-        The fitted ``a + b cos(2(theta - theta0))`` (step 5).
-    true_pa_deg, measured_pa_deg, axis_ratio : float
-        Truth and the pipeline's combined measurement (east of north).
-    """
-
-    source_id: int
-    image: np.ndarray
-    sinogram: np.ndarray
-    angles_deg: np.ndarray
-    pooled: np.ndarray
-    fit_offset: float
-    fit_amplitude: float
-    fit_theta0_deg: float
-    true_pa_deg: float
-    measured_pa_deg: float
-    axis_ratio: float
-
-
 # -- numbers ---------------------------------------------------------------------------------
 
 
 def signed_axial_difference(measured: np.ndarray, true: np.ndarray) -> np.ndarray:
     """``measured - true`` of axial angles, wrapped to ``[-90, 90)`` degrees."""
     return np.mod(np.asarray(measured) - np.asarray(true) + 90.0, 180.0) - 90.0
-
-
-def aperture_snr(
-    flux: np.ndarray,
-    sky_sigma: np.ndarray,
-    half_light_radius_arcsec: np.ndarray,
-    psf_fwhm_arcsec: np.ndarray,
-    gain_e_per_flux: np.ndarray | float,
-    pixscale_arcsec: float = PIXSCALE_ARCSEC,
-) -> np.ndarray:
-    """S/N of half the flux in a circle of the PSF-convolved half-light radius.
-
-    ``R = sqrt(r_h^2 + (FWHM/2)^2)``; noise ``sqrt(pi R^2 sigma^2 + (F/2) / gain)`` with
-    ``R`` in pixels, ``sigma`` the sky noise per pixel and ``F`` the flux (same units as
-    ``sigma``; nanomaggies in the synthetic sky). A definition for cuts, not a photometric
-    measurement: it grows with flux and falls with size and sky noise as the real one does.
-    """
-    radius_px = np.hypot(half_light_radius_arcsec, np.asarray(psf_fwhm_arcsec) / 2.0)
-    radius_px = radius_px / pixscale_arcsec
-    half = 0.5 * np.asarray(flux, dtype=np.float64)
-    noise = np.sqrt(np.pi * radius_px**2 * np.asarray(sky_sigma) ** 2 + half / gain_e_per_flux)
-    return np.asarray(half / noise)
 
 
 def _row(label: str, errors: np.ndarray) -> AccuracyRow:
@@ -160,7 +116,8 @@ def _row(label: str, errors: np.ndarray) -> AccuracyRow:
     )
 
 
-def _in_bin(values: np.ndarray, low: float, high: float, last: bool) -> np.ndarray:
+def in_axis_ratio_bin(values: np.ndarray, low: float, high: float, last: bool) -> np.ndarray:
+    """``low <= values < high``; ``<= high`` for the ``last`` bin."""
     return (values >= low) & ((values <= high) if last else (values < high))
 
 
@@ -180,9 +137,35 @@ def accuracy_by_axis_ratio(
     for i, (low, high) in enumerate(bins):
         last = i == len(bins) - 1
         label = f"[{low:.1f}, {high:.1f}{']' if last else ')'}"
-        rows.append(_row(label, errors[finite & _in_bin(q, low, high, last)]))
+        rows.append(_row(label, errors[finite & in_axis_ratio_bin(q, low, high, last)]))
     rows.append(_row("all", errors[finite]))
     return rows
+
+
+def headline_accuracy(table: Table) -> AccuracyRow:
+    """Axial errors of the headline selection (:data:`HEADLINE_LABEL`) of a catalogue with truth."""
+    errors = np.asarray(table["pa_error_deg"], dtype=np.float64)
+    q = np.asarray(table["true_axis_ratio"], dtype=np.float64)
+    snr = np.asarray(table["snr_half_light"], dtype=np.float64)
+    selected = (q < HEADLINE_MAX_AXIS_RATIO) & (snr > HEADLINE_MIN_SNR)
+    return _row(HEADLINE_LABEL, errors[selected & np.isfinite(errors)])
+
+
+def failures_by_reason(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Failed and skipped tasks counted by ``"{pipeline} {state}: {reason}"``.
+
+    The reason is the error's first line with every number replaced by ``N``, so that equal
+    causes about different galaxies count together.
+    """
+    counted: dict[str, int] = {}
+    for row in rows:
+        for pipeline in PIPELINES:
+            state, error = row[f"{pipeline}_state"], row[f"{pipeline}_error"]
+            if state in ("failed", "skipped") and error:
+                reason = re.sub(r"\d+", "N", error.splitlines()[0])[:120]
+                key = f"{pipeline} {state}: {reason}"
+                counted[key] = counted.get(key, 0) + 1
+    return counted
 
 
 def results_catalogue(rows: Sequence[Mapping[str, Any]], truth: Table | None) -> Table:
@@ -200,7 +183,7 @@ def results_catalogue(rows: Sequence[Mapping[str, Any]], truth: Table | None) ->
     -------
     astropy.table.Table
         Every column with its unit and description; with a truth, ``true_*`` columns,
-        ``snr_r``, ``pa_error_deg`` and ``pa_signed_error_deg`` (NaN where not measured).
+        ``snr_half_light``, ``pa_error_deg`` and ``pa_signed_error_deg`` (NaN where not measured).
     """
     from galpipe.db.demo_results import RESULT_COLUMNS
 
@@ -209,17 +192,19 @@ def results_catalogue(rows: Sequence[Mapping[str, Any]], truth: Table | None) ->
         values = [r[name] for r in rows]
         table[name] = _column(name, values)
     if truth is not None and len(table):
-        keep = ["source_id", *_TRUTH_COLUMNS, "sky_sigma_r", "gain"]
+        keep = ["source_id", *_TRUTH_COLUMNS, "sky_sigma_r"]
         table = join(table, truth[keep], keys="source_id", join_type="left")
         table.rename_columns(list(_TRUTH_COLUMNS), list(_TRUTH_COLUMNS.values()))
-        table["snr_r"] = aperture_snr(
-            np.asarray(table["true_flux_r"]),
-            np.asarray(table["sky_sigma_r"]),
-            np.asarray(table["true_half_light_radius"]),
-            np.asarray(table["true_psf_fwhm"]),
-            np.asarray(table["gain"]),
-        )
-        table.remove_columns(["sky_sigma_r", "gain"])
+        table["snr_half_light"] = [
+            half_light_snr(flux, sigma, radius, PIXSCALE_ARCSEC)
+            for flux, sigma, radius in zip(
+                table["true_flux_r"].tolist(),
+                table["sky_sigma_r"].tolist(),
+                table["true_half_light_radius"].tolist(),
+                strict=True,
+            )
+        ]
+        table.remove_column("sky_sigma_r")
         measured = np.asarray(table["position_angle_deg"], dtype=np.float64)
         true = np.asarray(table["true_position_angle"], dtype=np.float64)
         table["pa_error_deg"] = features.axial_difference(measured, true)
@@ -278,194 +263,6 @@ def _fits_units(table: Table) -> Table:
     return copy
 
 
-# -- the gallery -----------------------------------------------------------------------------
-
-
-def pick_gallery(table: Table, count: int = 8) -> list[int]:
-    """Source ids of up to ``count`` measured galaxies spread over the axis-ratio range."""
-    measured = table[np.isfinite(np.asarray(table["position_angle_deg"], dtype=np.float64))]
-    if "true_axis_ratio" not in measured.colnames or not len(measured):
-        return [int(s) for s in measured["source_id"][:count]]
-    order = np.argsort(np.asarray(measured["true_axis_ratio"]))
-    picks = np.unique(np.linspace(0, len(order) - 1, min(count, len(order))).round().astype(int))
-    return [int(measured["source_id"][order[i]]) for i in picks]
-
-
-def gallery_items(
-    cubes: np.ndarray,
-    operator: RadonOperator,
-    meta: Sequence[Mapping[str, float]],
-    *,
-    mask_neighbours: bool = True,
-    band: int = 1,
-) -> list[GalleryItem]:
-    """Recompute the r-band Radon steps of a few galaxies for display (science core only).
-
-    Parameters
-    ----------
-    cubes
-        ``(N, 4, S, S)`` decoded cutouts, bands g, r, i, z.
-    operator
-        The pipeline's Radon operator.
-    meta
-        Per galaxy: ``source_id``, ``true_pa_deg``, ``measured_pa_deg``, ``axis_ratio``.
-    mask_neighbours
-        Mask neighbours as the pipeline does (:mod:`galpipe.science.neighbours`).
-    band
-        Band index shown (1: r).
-    """
-    pre = sanitise_and_shift(np.asarray(cubes, dtype=np.float32))
-    stamps = pre.images
-    if mask_neighbours and len(stamps):
-        from galpipe.science.neighbours import mask_neighbours as mask
-
-        stamps = np.asarray(mask(stamps, pre.no_data)[0], dtype=np.float32)
-    stamps = apply_circular_mask(stamps)
-    sinograms = operator.apply(stamps[:, band : band + 1], circular=True)[:, 0]
-    config = RadonConfig()
-    pooled = features.pool(sinograms, config.pooling, config.top_fraction)
-    fit = features.fit_sinusoid(pooled, operator.angles)
-    return [
-        GalleryItem(
-            source_id=int(m["source_id"]),
-            image=stamps[i, band],
-            sinogram=np.asarray(sinograms[i]),
-            angles_deg=np.asarray(operator.angles),
-            pooled=pooled[i],
-            fit_offset=float(fit.offset[i]),
-            fit_amplitude=float(fit.amplitude[i]),
-            fit_theta0_deg=float(fit.theta0_deg[i]),
-            true_pa_deg=float(m["true_pa_deg"]),
-            measured_pa_deg=float(m["measured_pa_deg"]),
-            axis_ratio=float(m["axis_ratio"]),
-        )
-        for i, m in enumerate(meta)
-    ]
-
-
-# -- figures ---------------------------------------------------------------------------------
-
-
-def plot_pa_recovery(table: Table, path: Path) -> Path:
-    """Recovered vs true position angle, and the signed error against axis ratio."""
-    ok = np.isfinite(np.asarray(table["position_angle_deg"], dtype=np.float64))
-    t = table[ok]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.8), constrained_layout=True)
-    points = left.scatter(
-        t["true_position_angle"],
-        t["position_angle_deg"],
-        c=t["true_axis_ratio"],
-        s=6,
-        cmap="viridis",
-        vmin=0.2,
-        vmax=1.0,
-    )
-    left.plot([0, 180], [0, 180], color="0.4", lw=0.8)
-    left.set(
-        xlim=(0, 180),
-        ylim=(0, 180),
-        xlabel="true position angle (deg E of N)",
-        ylabel="measured position angle (deg E of N)",
-        title=f"{len(t):,} measured galaxies",
-    )
-    fig.colorbar(points, ax=left, label="true axis ratio b/a")
-    right.scatter(t["true_axis_ratio"], t["pa_signed_error_deg"], s=6, color="tab:blue")
-    right.axhline(0, color="0.4", lw=0.8)
-    right.set(
-        xlabel="true axis ratio b/a",
-        ylabel="measured − true (deg, axial)",
-        ylim=(-90, 90),
-        title="error against axis ratio",
-    )
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_error_histograms(
-    table: Table, path: Path, bins: Sequence[tuple[float, float]] = AXIS_RATIO_BINS
-) -> Path:
-    """Histograms of the axial error, one panel per axis-ratio bin (log-spaced error bins)."""
-    errors = np.asarray(table["pa_error_deg"], dtype=np.float64)
-    q = np.asarray(table["true_axis_ratio"], dtype=np.float64)
-    edges = np.logspace(-2, np.log10(90.0), 36)
-    fig, axes = plt.subplots(1, len(bins), figsize=(3.2 * len(bins), 3.4), sharey=True)
-    for i, (ax, (low, high)) in enumerate(zip(np.atleast_1d(axes), bins, strict=True)):
-        last = i == len(bins) - 1
-        sel = errors[np.isfinite(errors) & _in_bin(q, low, high, last)]
-        ax.hist(np.clip(sel, edges[0], edges[-1]), bins=edges, color="tab:blue")
-        if sel.size:
-            ax.axvline(np.median(sel), color="tab:red", lw=1, label=f"median {np.median(sel):.2f}°")
-            ax.legend(fontsize=8, loc="upper left")
-        ax.set_xscale("log")
-        ax.set(
-            title=f"b/a in [{low:.1f}, {high:.1f}{']' if last else ')'} (n={sel.size})",
-            xlabel="axial error (deg)",
-        )
-    np.atleast_1d(axes)[0].set_ylabel("galaxies")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_gallery(items: Sequence[GalleryItem], path: Path) -> Path:
-    """One row per galaxy: r-band stamp with true and measured axes, sinogram, pooled curve."""
-    rows = max(len(items), 1)
-    fig, axes = plt.subplots(rows, 3, figsize=(11, 2.6 * rows), squeeze=False)
-    for row, item in zip(axes, items, strict=False):
-        image_ax, sino_ax, curve_ax = row
-        size = item.image.shape[0]
-        image_ax.imshow(item.image, origin="lower", cmap="gray_r")
-        centre = (size - 1) / 2.0
-        for pa, colour, style, label in (
-            (item.true_pa_deg, "tab:green", "-", "true"),
-            (item.measured_pa_deg, "tab:red", "--", "measured"),
-        ):
-            # East is left (-x) and north up (+y) in these cutouts: PA 0 points up, 90 left.
-            dx, dy = -math.sin(math.radians(pa)), math.cos(math.radians(pa))
-            reach = 0.42 * size
-            image_ax.plot(
-                [centre - reach * dx, centre + reach * dx],
-                [centre - reach * dy, centre + reach * dy],
-                color=colour,
-                ls=style,
-                lw=1.5,
-                label=label,
-            )
-        image_ax.set_title(
-            f"{item.source_id}  b/a={item.axis_ratio:.2f}\n"
-            f"true {item.true_pa_deg:.1f}°, measured {item.measured_pa_deg:.1f}°",
-            fontsize=8,
-        )
-        image_ax.legend(fontsize=6, loc="lower right")
-        image_ax.set_xticks([])
-        image_ax.set_yticks([])
-        sino_ax.imshow(
-            item.sinogram,
-            origin="lower",
-            aspect="auto",
-            extent=(item.angles_deg[0], item.angles_deg[-1], 0, item.sinogram.shape[0]),
-            cmap="magma",
-        )
-        sino_ax.set(xlabel="projection angle θ (deg)", ylabel="position (px)")
-        sino_ax.set_title("r-band sinogram", fontsize=8)
-        theta = np.linspace(item.angles_deg[0], item.angles_deg[-1], 361)
-        model = item.fit_offset + item.fit_amplitude * np.cos(
-            2 * np.radians(theta - item.fit_theta0_deg)
-        )
-        curve_ax.plot(item.angles_deg, item.pooled, ".", ms=2, color="tab:blue", label="max pool")
-        curve_ax.plot(theta, model, color="tab:red", lw=1, label="a + b cos 2(θ−θ₀)")
-        curve_ax.axvline(item.fit_theta0_deg, color="tab:red", lw=0.6, ls=":")
-        curve_ax.set(xlabel="θ (deg)", ylabel="pooled projection")
-        curve_ax.set_title(f"θ₀ = {item.fit_theta0_deg:.1f}° (image frame)", fontsize=8)
-        curve_ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 # -- the page --------------------------------------------------------------------------------
 
 
@@ -497,3 +294,132 @@ def write_markdown_report(path: Path, sections: Sequence[tuple[str, str]], title
         parts += [f"## {heading}", "", body.rstrip(), ""]
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
+
+
+def write_report(result: DemoResult, options: DemoOptions) -> Path:
+    """Write ``report.md`` of a finished run into ``result.out`` and return its path."""
+    sections = [("Run", _run_markdown(result, options)), ("Tasks", _tasks_markdown(result))]
+    if result.accuracy:
+        sections.append(("Accuracy against the truth", _accuracy_section(result)))
+    figures = [
+        f"![{label}]({path.name})" for label, path in result.files.items() if path.suffix == ".png"
+    ]
+    if result.gallery_skipped:
+        figures.append(
+            f"The gallery leaves out {len(result.gallery_skipped)} galaxy(ies) whose cutout "
+            "could not be read: "
+            + "; ".join(f"{sid} ({why})" for sid, why in sorted(result.gallery_skipped.items()))
+        )
+    if figures:
+        sections.append(("Figures", "\n\n".join(figures)))
+    files = [f"- [{label}]({path.name})" for label, path in result.files.items()]
+    files.append("- [logs](logs/) of every process")
+    sections.append(("Files", "\n".join(files)))
+    return write_markdown_report(result.out / "report.md", sections, "galpipe demo report")
+
+
+def _run_markdown(result: DemoResult, options: DemoOptions) -> str:
+    sky = (
+        f"the demo's synthetic sky at {result.cutout_url} (its own rate limit LIFTED for the demo)"
+        if options.cutout_url is None
+        else result.cutout_url
+    )
+    lines = [
+        f"- galaxies: {result.n_galaxies:,}; workers: {options.fetch_workers} fetch, "
+        f"{options.radon_workers} radon (separate processes)",
+        f"- database: {'embedded PostgreSQL' if options.database_url is None else 'external'}; "
+        f"object store: `{result.object_store}`",
+        f"- cutouts: {sky}; shared fetch rate {result.fetch_rate:g} requests/s",
+        f"- wall time: {result.wall_s:.1f} s ("
+        + ", ".join(f"{k} {v:.1f} s" for k, v in result.phases.items())
+        + ")",
+        "- status: "
+        + ("every task terminal" if result.all_terminal else "NOT every task is terminal")
+        + ("" if not result.problems else "; problems: " + "; ".join(result.problems)),
+    ]
+    return "\n".join(lines)
+
+
+def _tasks_markdown(result: DemoResult) -> str:
+    rows = []
+    for pipeline in PIPELINES:
+        row = result.counts.get(pipeline, {})
+        rows.append(
+            (
+                pipeline,
+                *(row.get(s, 0) for s in STATES),
+                result.stage_seconds.get(pipeline, float("nan")),
+                result.throughput(pipeline),
+            )
+        )
+    body = markdown_table(("pipeline", *STATES, "stage (s)", "galaxies/s"), rows)
+    if result.failures:
+        body += "\n\nFailures and skips by reason:\n\n" + "\n".join(
+            f"- {n} × {reason}" for reason, n in sorted(result.failures.items())
+        )
+    return body
+
+
+def _accuracy_section(result: DemoResult) -> str:
+    body = accuracy_markdown(result.accuracy)
+    cut = result.accuracy_cut
+    if cut is not None:
+        body += (
+            f"\n\n{cut.label[0].upper()}{cut.label[1:]}: n = {cut.n}, median axial error "
+            f"{cut.median:.2f}°, 95th percentile {cut.p95:.2f}°."
+        )
+    return body + (
+        "\n\nAxial error: |measured − true| of the position angle east of north, wrapped to "
+        "[0°, 90°]; combined griz measurement; only measured galaxies. S/N: half the r flux "
+        "over the sky noise in the intrinsic half-light aperture (column `snr_half_light`, the "
+        "definition the validation uses)."
+    )
+
+
+def print_summary(result: DemoResult, console: Console) -> None:
+    """The end-of-run summary: counts, throughput per stage, accuracy, files."""
+    table = RichTable(title="tasks")
+    table.add_column("pipeline")
+    for state in STATES:
+        table.add_column(state, justify="right")
+    table.add_column("stage s", justify="right")
+    table.add_column("galaxies/s", justify="right")
+    for pipeline in PIPELINES:
+        row = result.counts.get(pipeline, {})
+        table.add_row(
+            pipeline,
+            *(f"{row.get(s, 0):,}" for s in STATES),
+            f"{result.stage_seconds.get(pipeline, float('nan')):.1f}",
+            f"{result.throughput(pipeline):.1f}",
+        )
+    console.print(table)
+    for reason, n in sorted(result.failures.items()):
+        console.print(f"  {n} × {reason}", highlight=False)
+    if result.accuracy:
+        _print_accuracy(result, console)
+    if result.gallery_skipped:
+        console.print(
+            f"gallery: left out {len(result.gallery_skipped)} galaxy(ies) whose cutout could "
+            "not be read (see report)",
+            highlight=False,
+        )
+    console.print(
+        f"wall time {result.wall_s:.1f} s: "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in result.phases.items()),
+        highlight=False,
+    )
+    for problem in result.problems:
+        console.print(f"[red]problem:[/red] {problem}")
+    console.print(f"report: {result.files.get('report', result.out / 'report.md')}")
+
+
+def _print_accuracy(result: DemoResult, console: Console) -> None:
+    acc = RichTable(title="axial error of the position angle vs truth (degrees)")
+    for name in ("axis ratio", "n", "median", "mean", "68th pct", "95th pct"):
+        acc.add_column(name, justify="right")
+    for r in result.accuracy:
+        acc.add_row(r.label, str(r.n), *(f"{v:.2f}" for v in (r.median, r.mean, r.p68, r.p95)))
+    console.print(acc)
+    cut = result.accuracy_cut
+    if cut is not None:
+        console.print(f"{cut.label}: n={cut.n}, median {cut.median:.2f}°", highlight=False)

@@ -12,25 +12,22 @@ longer holds), and ``/readyz`` answers 503."""
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from types import FrameType
 
 import psycopg
-from prometheus_client.core import REGISTRY, Metric
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client.core import Metric
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from galpipe.db import monitor as db
 from galpipe.db.breaker import CLOSED, HALF_OPEN, OPEN
-from galpipe.db.connection import APPLICATION_NAME
-from galpipe.db.queue import TaskQueue
+from galpipe.db.queue import TaskQueue, oldest_queued_age
 from galpipe.ops.status import SystemStatus, collect_status
 from galpipe.runtime import metrics
-from galpipe.runtime.health import HealthServer
+from galpipe.runtime.database import pool_from_settings
+from galpipe.runtime.service import serve
 from galpipe.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -83,7 +80,7 @@ def poll_database(pool: ConnectionPool, settings: Settings) -> DatabaseSnapshot:
         return DatabaseSnapshot(
             status=status,
             ready=ready,
-            oldest_ready_seconds=db.oldest_ready_age(conn, names),
+            oldest_ready_seconds=oldest_queued_age(conn, names, ready_only=True),
             database_bytes=db.database_size(conn),
             relation_bytes=db.relation_sizes(conn),
             connections=db.connections_by_state(conn),
@@ -135,6 +132,9 @@ class _PollResult:
 
 class Monitor:
     """Polls the database periodically and serves the result as a Prometheus collector.
+
+    A :class:`~galpipe.runtime.service.Service`: :func:`run_from_settings` serves it, with
+    itself among the registry's collectors.
 
     Parameters
     ----------
@@ -200,7 +200,7 @@ class Monitor:
             self._stop.wait(max(0.0, self.interval_s - (self._clock() - started)))
         log.info("monitor stopped")
 
-    def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
+    def request_stop(self) -> None:
         """Stop after the poll in hand. Safe to call from a signal handler."""
         self._stop.set()
 
@@ -239,78 +239,29 @@ class Monitor:
         return True, "ok"
 
 
-def monitor_pool(
-    conninfo: str, *, max_size: int = 2, timeout_s: float = _CONNECTION_TIMEOUT_S
-) -> ConnectionPool:
-    """A pool that opens in the background.
-
-    The monitor must start, and report the database down, while the database is unreachable,
-    where :func:`galpipe.db.connection.open_pool` waits for a first connection. ``timeout_s``
-    bounds how long a poll waits for a connection before it counts the database as down.
-    """
-    pool = ConnectionPool(
-        conninfo,
-        min_size=1,
-        max_size=max_size,
-        kwargs={"autocommit": True, "application_name": f"{APPLICATION_NAME}-monitor"},
-        name=f"{APPLICATION_NAME}-monitor",
-        timeout=timeout_s,
-        open=False,
-    )
-    pool.open(wait=False)
-    return pool
-
-
-def serve(
-    monitor: Monitor,
-    *,
-    port: int,
-    host: str = "0.0.0.0",
-    registry: CollectorRegistry = REGISTRY,
-) -> None:
-    """Register ``monitor`` in ``registry``, serve the probes and /metrics, poll until SIGTERM.
-
-    ``/metrics`` serves the default registry (:class:`galpipe.runtime.health.HealthServer`), so a
-    monitor meant to be scraped is registered there.
-    """
-    signal.signal(signal.SIGTERM, monitor.request_stop)
-    signal.signal(signal.SIGINT, monitor.request_stop)
-    registry.register(monitor)
-    server = (
-        HealthServer(monitor.liveness, monitor.readiness, host=host, port=port) if port else None
-    )
-    try:
-        if server:
-            server.start()
-        monitor.run()
-    finally:
-        if server:
-            server.stop()
-        registry.unregister(monitor)
-
-
 def run_from_settings(settings: Settings) -> None:
     """Run the monitor process as configured by ``GALPIPE_*`` until SIGTERM."""
     # A poll waits for a connection at most one interval (1 to 10 s) before it counts the
-    # database as down, so a dead database shows within an interval or two.
+    # database as down, so a dead database shows within an interval or two. The pool opens in
+    # the background: the monitor must start, and report the database down, while it is
+    # unreachable.
     interval = settings.monitor_interval_seconds
-    pool = monitor_pool(
-        settings.require("database_url"),
-        max_size=min(2, settings.db_pool_size),
+    with pool_from_settings(
+        settings,
+        role="monitor",
+        max_size=2,
+        wait=False,
         timeout_s=min(_CONNECTION_TIMEOUT_S, max(1.0, interval)),
-    )
+    ) as pool:
 
-    def ping() -> None:
-        with pool.connection(timeout=_PING_TIMEOUT_S) as conn:
-            db.ping(conn)
+        def ping() -> None:
+            with pool.connection(timeout=_PING_TIMEOUT_S) as conn:
+                db.ping(conn)
 
-    try:
         monitor = Monitor(
             lambda: poll_database(pool, settings),
             ping,
             interval_s=interval,
             queue_age_slo_s=settings.queue_age_slo_seconds,
         )
-        serve(monitor, port=settings.metrics_port)
-    finally:
-        pool.close()
+        serve(monitor, port=settings.metrics_port, collectors=[monitor])

@@ -8,8 +8,6 @@ token bucket's use. ``--json`` prints the same as one JSON object, for scripts.
 
 from __future__ import annotations
 
-import argparse
-import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,16 +17,17 @@ from rich.console import Console
 from rich.table import Table
 
 from galpipe.db import status as db
-from galpipe.db.breaker import BreakerStatus, CircuitBreaker
-from galpipe.db.queue import STATES
-from galpipe.db.ratelimit import BucketUsage
+from galpipe.db.breaker import BreakerPolicy, BreakerStatus, CircuitBreaker
+from galpipe.db.queue import STATES, oldest_queued_age, task_counts
+from galpipe.db.ratelimit import BucketUsage, bucket_usages
+from galpipe.pipelines import fetch
 from galpipe.settings import Settings
 
 __all__ = [
     "RATE_WINDOW_SECONDS",
     "PipelineStatus",
     "SystemStatus",
-    "add_status_command",
+    "breaker_policies",
     "collect_status",
     "render_status",
 ]
@@ -110,7 +109,8 @@ def collect_status(
     pool
         Connection pool on the galpipe database.
     settings
-        Breaker policy (window, cooldown) used to report each breaker as its users see it.
+        The breakers' policies (window, cooldown), to report each breaker as the pipeline it
+        serves sees it (:func:`breaker_policies`).
     window_seconds
         Window of the completion rate, seconds.
 
@@ -122,12 +122,12 @@ def collect_status(
     with pool.connection() as conn, conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         taken_at = db.database_now(conn)
-        counts = db.task_counts(conn)
+        counts = task_counts(conn)
         controls = db.pipeline_controls(conn)
         names = sorted(set(counts) | set(controls))
-        ages = db.oldest_queued_age(conn, names)
+        ages = oldest_queued_age(conn, names)
         recent = db.recent_done(conn, names, window_seconds)
-        buckets = db.bucket_usages(conn)
+        buckets = bucket_usages(conn)
         breaker_names = db.breaker_names(conn)
     pipelines = []
     for name in names:
@@ -146,8 +146,17 @@ def collect_status(
                 paused_since=control.updated_at if control and paused else None,
             )
         )
-    breakers = [CircuitBreaker.from_settings(pool, settings, n).status() for n in breaker_names]
+    policies = breaker_policies(settings)
+    breakers = [CircuitBreaker(pool, n, policies.get(n)).status() for n in breaker_names]
     return SystemStatus(taken_at, pipelines, breakers, buckets)
+
+
+def breaker_policies(settings: Settings) -> dict[str, BreakerPolicy]:
+    """The policy of each pipeline's breaker, by breaker name (the pipeline's name).
+
+    A breaker no pipeline here configures is read with :class:`BreakerPolicy`'s defaults.
+    """
+    return {fetch.FetchPipeline.name: fetch.breaker_policy(settings)}
 
 
 def _age(seconds: float | None) -> str:
@@ -211,31 +220,3 @@ def render_status(status: SystemStatus, console: Console) -> None:
             f"{r.granted:,}",
         )
     console.print(buckets if status.rate_limits else "Rate limits: none configured yet")
-
-
-def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from galpipe.db.connection import pool_from_settings
-
-    with pool_from_settings(settings) as pool:
-        status = collect_status(pool, settings)
-    if args.json:
-        print(json.dumps(status.to_json(), indent=2))
-    else:
-        render_status(status, Console())
-    return 0
-
-
-def add_status_command(subparsers: Any) -> None:
-    """Add ``status`` to the ``galpipe`` sub-command parsers.
-
-    Parameters
-    ----------
-    subparsers : argparse._SubParsersAction
-        What ``ArgumentParser.add_subparsers`` returned; the command sets ``handler`` to a
-        ``(args, settings) -> int`` function.
-    """
-    p = subparsers.add_parser(
-        "status", help="queues, rates, pauses, breakers and rate limits, as tables or JSON"
-    )
-    p.add_argument("--json", action="store_true", help="print one JSON object instead")
-    p.set_defaults(handler=_cmd_status)

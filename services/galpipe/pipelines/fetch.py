@@ -26,21 +26,21 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from galpipe.db.breaker import CLOSED, CircuitBreaker
+from galpipe.db.breaker import CLOSED, BreakerPolicy, CircuitBreaker
 from galpipe.db.cutouts import CutoutRecord, record_cutouts
 from galpipe.db.galaxies import positions
 from galpipe.db.queue import Task
-from galpipe.db.ratelimit import RateLimitTimeoutError, TokenBucket
+from galpipe.db.ratelimit import RateLimitPolicy, RateLimitTimeoutError, TokenBucket
 from galpipe.pipelines.base import Done, Fail, Outcome, Release, Retry, Skip
 from galpipe.runtime import metrics
 from galpipe.settings import Settings
-from galpipe.storage.instrumented import InstrumentedObjectStore
-from galpipe.storage.store import (
+from galpipe.storage import (
     ObjectStore,
     ObjectStoreError,
     object_store_from_settings,
     sha256_hex,
 )
+from galpipe.storage.instrumented import InstrumentedObjectStore
 from galpipe.survey.legacysurvey import (
     CutoutRequest,
     LegacySurveyClient,
@@ -56,6 +56,10 @@ log = logging.getLogger(__name__)
 BREAKER_POLL_S = 0.5
 # Longest a request waits for its rate-limit token before the task is given back (seconds).
 MAX_TOKEN_WAIT_S = 60.0
+#: How long a fetch process trusts its view of a closed breaker (seconds).
+BREAKER_VIEW_SECONDS = 0.25
+#: How many seconds of the fetch rate one draw reserves for this process's threads.
+TOKEN_BLOCK_SECONDS = 0.2
 
 
 class FetchPipeline:
@@ -70,7 +74,7 @@ class FetchPipeline:
     store
         Where the FITS bytes go.
     bucket, breaker
-        The shared token bucket and circuit breaker of the fetch pipeline.
+        The shared token bucket and circuit breaker of the fetch pipeline (named ``fetch``).
     owner
         This process's lease owner name (also the breaker's probe owner).
     batch_size, threads
@@ -222,10 +226,41 @@ class FetchPipeline:
         )
 
 
+def breaker_policy(settings: Settings) -> BreakerPolicy:
+    """The fetch pipeline's breaker policy: the ``GALPIPE_BREAKER_*`` settings."""
+    return BreakerPolicy(
+        failures=settings.breaker_failures,
+        failure_ratio=settings.breaker_failure_ratio,
+        min_requests=settings.breaker_min_requests,
+        window_seconds=settings.breaker_window_seconds,
+        cooldown_seconds=settings.breaker_cooldown_seconds,
+        probe_timeout_seconds=settings.breaker_probe_timeout_seconds,
+    )
+
+
+def rate_limit_policy(settings: Settings) -> RateLimitPolicy:
+    """The fetch pipeline's request rate: ``GALPIPE_FETCH_RATE_LIMIT`` and ``_BURST``."""
+    return RateLimitPolicy(rate=settings.fetch_rate_limit, burst=settings.fetch_rate_burst)
+
+
 def build_fetch_pipeline(
     settings: Settings, pool: ConnectionPool, stop: threading.Event
 ) -> FetchPipeline:
-    """The production factory: everything from ``GALPIPE_*`` settings."""
+    """The production fetch pipeline, everything from ``GALPIPE_*`` settings.
+
+    The one place it is wired: the cutout client, the object store, and the token bucket and
+    circuit breaker named after the pipeline, with their policies, each reporting to the
+    process's metrics. The bucket's row takes this process's policy before the first draw.
+
+    Parameters
+    ----------
+    settings
+        The process's configuration.
+    pool
+        Database pool (galaxy positions, the shared bucket and breaker).
+    stop
+        The worker's stop event: requests waiting on the breaker give their task back.
+    """
     request = CutoutRequest(
         base_url=settings.cutout_base_url,
         layer=settings.cutout_layer,
@@ -239,14 +274,27 @@ def build_fetch_pipeline(
         read_timeout=settings.cutout_read_timeout_seconds,
         observer=observe_request,
     )
-    bucket = TokenBucket.from_settings(pool, settings, name="fetch")
+    bucket = TokenBucket(
+        pool,
+        FetchPipeline.name,
+        rate_limit_policy(settings),
+        block_seconds=TOKEN_BLOCK_SECONDS,
+        observer=observe_token_wait,
+    )
     bucket.configure()
+    breaker = CircuitBreaker(
+        pool,
+        FetchPipeline.name,
+        breaker_policy(settings),
+        view_seconds=BREAKER_VIEW_SECONDS,
+        observer=observe_breaker_rejection,
+    )
     return FetchPipeline(
         pool=pool,
         client=client,
         store=InstrumentedObjectStore(object_store_from_settings(settings)),
         bucket=bucket,
-        breaker=CircuitBreaker.from_settings(pool, settings, name="fetch"),
+        breaker=breaker,
         owner=settings.owner,
         batch_size=settings.fetch_batch_size,
         threads=settings.fetch_threads,
@@ -260,3 +308,13 @@ def observe_request(status_class: str, latency_s: float, nbytes: int) -> None:
     metrics.CUTOUT_REQUESTS.labels(status_class).inc()
     metrics.CUTOUT_REQUEST_SECONDS.labels(status_class).observe(latency_s)
     metrics.CUTOUT_RESPONSE_BYTES.inc(nbytes)
+
+
+def observe_token_wait(bucket: str, waited_s: float) -> None:
+    """Count one wait for a token of the shared bucket in the Prometheus metrics."""
+    metrics.RATE_LIMIT_WAIT_SECONDS.labels(bucket=bucket).observe(waited_s)
+
+
+def observe_breaker_rejection(breaker: str) -> None:
+    """Count one request the shared breaker refused in the Prometheus metrics."""
+    metrics.BREAKER_REJECTIONS.labels(breaker=breaker).inc()

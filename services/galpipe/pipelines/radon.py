@@ -7,8 +7,8 @@ Per claimed batch (default 256 galaxies):
 2. decode the FITS with astropy and stack the cubes to ``(N, 4, S, S)``;
 3. run the science core once for the whole batch (:func:`galpipe.science.core.measure_batch`);
 4. convert image angles to position angles east of north with each cutout's own WCS;
-5. hand the per-band and combined rows to the worker, which writes them and completes the
-   tasks in one transaction (step 6, "Transformed").
+5. hand the per-band and combined records (by column name) to the worker, which writes them
+   and completes the tasks in one transaction (step 6, "Transformed").
 
 A cutout that cannot be measured (missing, corrupt, wrong layout) fails with its reason; the
 rest of the batch goes on.
@@ -30,11 +30,12 @@ from astropy.io import fits
 from psycopg_pool import ConnectionPool
 
 from galpipe.db.cutouts import CutoutRecord, cutouts_for
-from galpipe.db.measurements import record_measurements
+from galpipe.db.measurements import MeasurementRecord, record_measurements
 from galpipe.db.queue import Task
+from galpipe.errors import InputError
 from galpipe.pipelines.base import Done, Fail, Outcome, Retry
 from galpipe.runtime import metrics
-from galpipe.science.core import RadonConfig, measure_batch
+from galpipe.science.core import BatchMeasurement, RadonConfig, measure_batch
 from galpipe.science.orientation import (
     OrientationError,
     image_angle_to_position_angle,
@@ -42,17 +43,24 @@ from galpipe.science.orientation import (
 )
 from galpipe.science.radon import RadonOperator
 from galpipe.settings import Settings
-from galpipe.storage.store import ChecksumMismatch, ObjectNotFound, ObjectStore, ObjectStoreError
+from galpipe.storage import (
+    ChecksumMismatch,
+    ObjectNotFound,
+    ObjectStore,
+    ObjectStoreError,
+    object_store_from_settings,
+)
+from galpipe.storage.instrumented import InstrumentedObjectStore
 from galpipe.survey.cutout import CutoutFormatError, parse_cutout
+from galpipe.survey.layout import BANDS
 
 log = logging.getLogger(__name__)
 
-BANDS = ("g", "r", "i", "z")
 #: Galaxies measured together while the rest of a batch is still being read.
 MEASURE_CHUNK = 64
 
 
-class CutoutDecodeError(ValueError):
+class CutoutDecodeError(InputError, ValueError):
     """The stored bytes are not a cutout the core can measure; the message says why."""
 
 
@@ -64,7 +72,7 @@ class DecodedCutout:
     jacobian: np.ndarray  # (2, 2) pixel -> (east, north), degrees per pixel
 
 
-def decode_cutout(raw: bytes, size: int, bands: str = "griz") -> DecodedCutout:
+def decode_cutout(raw: bytes, size: int, bands: str = BANDS) -> DecodedCutout:
     """Decode stored FITS bytes into the core's ``(4, S, S)`` layout (bands g, r, i, z).
 
     The bytes are checked by the same parser the fetch pipeline used
@@ -214,83 +222,104 @@ class RadonPipeline:
         jacobians = np.stack([c.jacobian for _, c in good])
         m = measure_batch(images, self.config, self.operator)
         metrics.observe_radon_batch(m)
-        band_pa = image_angle_to_position_angle(
-            np.nan_to_num(m.band_angle_image_deg), jacobians[:, None]
-        )
-        band_moments_pa = image_angle_to_position_angle(
-            np.nan_to_num(m.band_moments_angle_deg), jacobians[:, None]
-        )
-        pa = image_angle_to_position_angle(np.nan_to_num(m.angle_image_deg), jacobians)
-        version = m.algo_version
+        sky = _PositionAngles.of(m, jacobians)
         outcomes: list[Outcome] = []
         for i, (sid, _) in enumerate(good):
-            rows: list[tuple[Any, ...]] = []
-            for b, band in enumerate(BANDS):
-                blank = not math.isfinite(float(m.band_angle_image_deg[i, b]))
-                rows.append(
-                    (
-                        sid,
-                        version,
-                        band,
-                        _nullable(m.band_angle_image_deg[i, b]),
-                        None if blank else _nullable(band_pa[i, b]),
-                        _nullable(m.band_angle_err_fit_deg[i, b]),
-                        _nullable(m.band_angle_err_window_deg[i, b]),
-                        _nullable(m.band_angle_err_window_std_deg[i, b]),
-                        _nullable(m.band_angle_argmax_deg[i, b]),
-                        _nullable(m.band_sinusoid_a[i, b]),
-                        _nullable(m.band_sinusoid_b[i, b]),
-                        _nullable(m.band_anisotropy[i, b]),
-                        _nullable(m.band_moments_angle_deg[i, b]),
-                        None if blank else _nullable(band_moments_pa[i, b]),
-                        _nullable(m.band_moments_err_deg[i, b]),
-                        _nullable(m.band_moments_ellipticity[i, b]),
-                        None,
-                        None,
-                        _nullable(m.nonfinite_count[i, b]),
-                        None,
-                        None,
-                        int(m.band_flags[i, b]),
-                    )
-                )
-            combined_ok = math.isfinite(float(m.angle_image_deg[i]))
-            rows.append(
-                (
-                    sid,
-                    version,
-                    "combined",
-                    _nullable(m.angle_image_deg[i]),
-                    _nullable(pa[i]) if combined_ok else None,
-                    _nullable(m.angle_err_deg[i]),
-                    None,
-                    None,
-                    None,
-                    None,
-                    None,
-                    _nullable(m.anisotropy[i]),
-                    None,
-                    None,
-                    None,
-                    None,
-                    _nullable(m.band_spread_deg[i]),
-                    _nullable(m.n_bands[i]),
-                    _nullable(m.nonfinite_count[i].sum()),
-                    _nullable(m.masked_fraction[i]),
-                    bool(m.contaminated[i]),
-                    int(m.flags[i]),
-                )
-            )
-            outcomes.append(Done(sid, rows))
+            records = [_band_record(m, sky, sid, i, b) for b in range(len(BANDS))]
+            outcomes.append(Done(sid, [*records, _combined_record(m, sky, sid, i)]))
         return outcomes
+
+
+@dataclass(frozen=True)
+class _PositionAngles:
+    """A batch's image angles turned east of north (degrees) by each cutout's Jacobian.
+
+    NaN angles go in as 0 (the conversion needs numbers); the records store NULL for them.
+    """
+
+    band: np.ndarray  # (N, 4) per band
+    band_moments: np.ndarray  # (N, 4) per band, the sinogram moments' angle
+    combined: np.ndarray  # (N,)
+
+    @classmethod
+    def of(cls, m: BatchMeasurement, jacobians: np.ndarray) -> _PositionAngles:
+        per_band = jacobians[:, None]
+        return cls(
+            band=image_angle_to_position_angle(np.nan_to_num(m.band_angle_image_deg), per_band),
+            band_moments=image_angle_to_position_angle(
+                np.nan_to_num(m.band_moments_angle_deg), per_band
+            ),
+            combined=image_angle_to_position_angle(np.nan_to_num(m.angle_image_deg), jacobians),
+        )
+
+
+def _band_record(
+    m: BatchMeasurement, sky: _PositionAngles, sid: int, i: int, b: int
+) -> MeasurementRecord:
+    """Galaxy ``i``'s row for band ``b``; the combined-only columns stay NULL."""
+    blank = not math.isfinite(float(m.band_angle_image_deg[i, b]))
+    return MeasurementRecord(
+        source_id=sid,
+        algo_version=m.algo_version,
+        band=BANDS[b],
+        angle_image_deg=_nullable(m.band_angle_image_deg[i, b]),
+        position_angle_deg=None if blank else _nullable(sky.band[i, b]),
+        angle_err_deg=_nullable(m.band_angle_err_fit_deg[i, b]),
+        angle_err_window_deg=_nullable(m.band_angle_err_window_deg[i, b]),
+        angle_err_window_std_deg=_nullable(m.band_angle_err_window_std_deg[i, b]),
+        angle_argmax_deg=_nullable(m.band_angle_argmax_deg[i, b]),
+        sinusoid_a=_nullable(m.band_sinusoid_a[i, b]),
+        sinusoid_b=_nullable(m.band_sinusoid_b[i, b]),
+        anisotropy=_nullable(m.band_anisotropy[i, b]),
+        moments_angle_deg=_nullable(m.band_moments_angle_deg[i, b]),
+        moments_position_angle_deg=None if blank else _nullable(sky.band_moments[i, b]),
+        moments_err_deg=_nullable(m.band_moments_err_deg[i, b]),
+        moments_ellipticity=_nullable(m.band_moments_ellipticity[i, b]),
+        nonfinite_pixels=_nullable(m.nonfinite_count[i, b]),
+        flags=int(m.band_flags[i, b]),
+    )
+
+
+def _combined_record(
+    m: BatchMeasurement, sky: _PositionAngles, sid: int, i: int
+) -> MeasurementRecord:
+    """Galaxy ``i``'s combined row; the per-band-only columns stay NULL."""
+    combined_ok = math.isfinite(float(m.angle_image_deg[i]))
+    return MeasurementRecord(
+        source_id=sid,
+        algo_version=m.algo_version,
+        band="combined",
+        angle_image_deg=_nullable(m.angle_image_deg[i]),
+        position_angle_deg=_nullable(sky.combined[i]) if combined_ok else None,
+        angle_err_deg=_nullable(m.angle_err_deg[i]),
+        anisotropy=_nullable(m.anisotropy[i]),
+        band_spread_deg=_nullable(m.band_spread_deg[i]),
+        n_bands=_nullable(m.n_bands[i]),
+        nonfinite_pixels=_nullable(m.nonfinite_count[i].sum()),
+        masked_fraction=_nullable(m.masked_fraction[i]),
+        contaminated=bool(m.contaminated[i]),
+        flags=int(m.flags[i]),
+    )
 
 
 def build_radon_pipeline(
     settings: Settings, pool: ConnectionPool, stop: threading.Event
 ) -> RadonPipeline:
-    """The production factory: everything from ``GALPIPE_*`` settings."""
-    from galpipe.storage.instrumented import InstrumentedObjectStore
-    from galpipe.storage.store import object_store_from_settings
+    """The production radon pipeline, everything from ``GALPIPE_*`` settings.
 
+    The one place it is wired: the science configuration for the cutout size, its Radon
+    operator (loaded from ``GALPIPE_RADON_CACHE_DIR``, built and cached there on a miss), and
+    the object store, reporting to the process's metrics.
+
+    Parameters
+    ----------
+    settings
+        The process's configuration.
+    pool
+        Database pool (cutout rows).
+    stop
+        The worker's stop event (a batch is measured whole, so the pipeline does not watch it).
+    """
     config = RadonConfig(size=settings.cutout_size)
     operator = RadonOperator.load_or_build(
         config.size,

@@ -4,28 +4,28 @@ One loop serves every stage. It claims a FIFO batch under a lease, keeps the lea
 the pipeline works, and commits the outcome in one transaction: done tasks (with their
 downstream tasks and the pipeline's result rows), retries, skips and failures. On SIGTERM it
 stops claiming, finishes the batch in hand (or gives it back if work had not started) and
-returns, so the process exits 0 within the pod's termination grace period.
+returns, so the process exits 0 within the pod's termination grace period. A :class:`Worker` is a
+:class:`~galpipe.runtime.service.Service`; :func:`run_from_settings` serves one.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from types import FrameType
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from galpipe.db.connection import pool_from_settings
 from galpipe.db.queue import RetryPolicy, Task, TaskQueue
 from galpipe.pipelines.base import Done, Fail, Outcome, Pipeline, Release, Retry, Skip
 from galpipe.runtime import metrics
-from galpipe.runtime.health import HealthServer
+from galpipe.runtime.database import pool_from_settings
+from galpipe.runtime.service import serve
 from galpipe.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -105,20 +105,11 @@ class Worker:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
+    def request_stop(self) -> None:
         """Stop claiming; the batch in hand is finished. Safe to call from a signal handler."""
         if not self._stop.is_set():
-            log.info("stop requested; finishing the current batch", extra={"signal": signum})
+            log.info("stop requested; finishing the current batch")
         self._stop.set()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
-    def install_signal_handlers(self) -> None:
-        """SIGTERM (Kubernetes) and SIGINT (Ctrl-C) both mean: finish up and exit."""
-        signal.signal(signal.SIGTERM, self.request_stop)
-        signal.signal(signal.SIGINT, self.request_stop)
 
     def run(self, *, stop_when_idle: bool = False, max_batches: int | None = None) -> WorkerStats:
         """Loop until stopped (or, for tests and one-shot jobs, until the queue is empty)."""
@@ -316,19 +307,6 @@ class _LeaseRenewal:
                 log.exception("could not extend the lease; will try again")
 
 
-def serve(worker: Worker, *, port: int, host: str = "0.0.0.0") -> WorkerStats:
-    """Production entry: signal handlers, health server (unless port 0), loop until SIGTERM."""
-    worker.install_signal_handlers()
-    server = HealthServer(worker.liveness, worker.readiness, host=host, port=port) if port else None
-    if server:
-        server.start()
-    try:
-        return worker.run()
-    finally:
-        if server:
-            server.stop()
-
-
 PipelineFactory = Callable[[Settings, ConnectionPool, threading.Event], Pipeline]
 
 
@@ -336,11 +314,16 @@ def run_from_settings(settings: Settings, build: PipelineFactory) -> WorkerStats
     """Run one pipeline's worker process as configured by ``GALPIPE_*`` until SIGTERM.
 
     ``build(settings, pool, stop)`` makes the pipeline; ``stop`` is the worker's stop event.
+    The pipeline's ``close()``, if it has one, runs after the worker stopped, before the pool
+    closes.
     """
-    pool = pool_from_settings(settings)
-    stop = threading.Event()
-    try:
+    with ExitStack() as resources:  # closes in reverse: the pipeline, then the pool
+        pool = resources.enter_context(pool_from_settings(settings))
+        stop = threading.Event()
         pipeline = build(settings, pool, stop)
+        close = getattr(pipeline, "close", None)
+        if close is not None:
+            resources.callback(close)
         queue = TaskQueue(pool, RetryPolicy(settings.max_retries, settings.retry_delays))
         worker = Worker(
             pipeline,
@@ -351,11 +334,4 @@ def run_from_settings(settings: Settings, build: PipelineFactory) -> WorkerStats
             poll_max_seconds=settings.poll_max_seconds,
             stop_event=stop,
         )
-        try:
-            return serve(worker, port=settings.metrics_port)
-        finally:
-            close = getattr(pipeline, "close", None)
-            if close is not None:
-                close()
-    finally:
-        pool.close()
+        return serve(worker, port=settings.metrics_port)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client.registry import CollectorRegistry
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +26,18 @@ class HealthServer:
         Answers ``/readyz``: can it do work now (database reachable)?
     host, port
         Where to listen; port 0 picks a free port (see :attr:`port`).
+    registry
+        What ``/metrics`` serves (the process-wide default registry unless told).
     """
 
     def __init__(
-        self, liveness: Check, readiness: Check, *, host: str = "0.0.0.0", port: int = 9100
+        self,
+        liveness: Check,
+        readiness: Check,
+        *,
+        host: str = "0.0.0.0",
+        port: int = 9100,
+        registry: CollectorRegistry = REGISTRY,
     ) -> None:
         checks = {"/healthz": liveness, "/readyz": readiness}
 
@@ -36,7 +45,7 @@ class HealthServer:
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
-                    self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
                     return
                 check = checks.get(path)
                 if check is None:

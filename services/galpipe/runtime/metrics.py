@@ -18,6 +18,8 @@ import numpy.typing as npt
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from galpipe.survey.layout import BANDS
+
 if TYPE_CHECKING:
     from galpipe.science.core import BatchMeasurement
 
@@ -107,7 +109,7 @@ OBJECT_STORE_READ_BYTES = Counter(
 # -- science (observed by the radon pipeline once per measured batch) --------------------------
 
 #: The band axis of :class:`galpipe.science.core.BatchMeasurement`, in order.
-_MEASURED_BANDS = ("g", "r", "i", "z")
+_MEASURED_BANDS = tuple(BANDS)
 
 RADON_GALAXIES = Counter(
     "galpipe_radon_galaxies_measured_total", "Galaxies the radon pipeline measured."

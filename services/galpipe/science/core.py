@@ -18,7 +18,7 @@
    the bands' -- no extra transform. Each band weighted by its own 1/sigma is the
    signal-to-noise-optimal stack for a galaxy of flat spectrum in S/N; measuring the stack
    rather than averaging four noisier band angles keeps the estimator in its linear regime at
-   low S/N (on 3,000 truth galaxies: median error 1.73 deg vs 1.96 for q in [0.2, 0.35)).
+   low S/N (``docs/decisions.md``, "The combined angle measured on the band stack").
 
 Which fields may be NaN, and when (nothing else is ever NaN):
 
@@ -39,17 +39,27 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntFlag
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from galpipe.science import features
 from galpipe.science import neighbours as neighbours_module
-from galpipe.science.preprocess import apply_circular_mask, sanitise_and_shift
-from galpipe.science.radon import DEFAULT_ANGLES_DEG, FoldedSinogram, RadonOperator
+from galpipe.science.preprocess import (
+    PreprocessedBatch,
+    apply_circular_mask,
+    sanitise_and_shift,
+)
+from galpipe.science.radon import (
+    DEFAULT_ANGLES_DEG,
+    DEFAULT_STAMP_SIZE,
+    FoldedSinogram,
+    RadonOperator,
+)
 from galpipe.science.sky import inverse_noise_weights, sky_level_and_noise
 
 __all__ = [
@@ -115,8 +125,7 @@ class RadonConfig:
         Pooling whose curve gives the peak angle, error and anisotropy (step 4); both are the
         paper's. "top" (the mean of the brightest ``top_fraction`` of each column) by default:
         averaging a few values instead of taking the one brightest lowers the noise of the
-        curve -- on 3,000 truth galaxies its median error is 9-13 % below max pooling's in
-        every axis-ratio bin (1.58 vs 1.74 deg for q in [0.2, 0.35)).
+        curve (``docs/decisions.md``, "Top-10 % average pooling by default").
     top_fraction : float
         x of the top-x% pooling (ours: 0.10).
     estimator : {"peak", "moments"}
@@ -138,7 +147,7 @@ class RadonConfig:
         ``measure_batch`` gets a non-default ``mask_neighbours`` callable.
     """
 
-    size: int = 40
+    size: int = DEFAULT_STAMP_SIZE
     angles_deg: tuple[float, ...] = tuple(float(a) for a in DEFAULT_ANGLES_DEG)
     order: int = 3
     pooling: Literal["max", "top"] = "top"
@@ -289,6 +298,249 @@ def _sinograms_to_curves(
     return pooled, variance, stack_pooled, stack_variance
 
 
+@dataclass(frozen=True)
+class _Stamps:
+    """The batch after step 2, ready for the transform; per band ``(N, B)`` unless stated.
+
+    ``images`` float32 ``(N, B, S, S)`` (sanitised, min-shifted, neighbours masked, circular
+    mask applied); ``nonfinite_count``; ``blank`` (nothing to measure, also once masked to
+    nothing); ``point_like``; ``usable`` (neither, so combined); ``weights`` (the band-stack
+    weights, step 6); per galaxy ``(N,)``: ``masked_fraction``, ``contaminated``.
+    """
+
+    images: np.ndarray
+    nonfinite_count: np.ndarray
+    blank: np.ndarray
+    point_like: np.ndarray
+    usable: np.ndarray
+    weights: np.ndarray
+    masked_fraction: np.ndarray
+    contaminated: np.ndarray
+
+
+@dataclass(frozen=True)
+class _BandFits:
+    """Step 5 per band, ``(N, B)``: the pooled curve's sinusoid (``peak``) and window-drop
+    error, the projection variance's sinusoid (``moments``), ``anisotropy`` (``b/a``), the
+    peak's image ``angle_deg``, and the quality tests ``low_signal`` and ``round``."""
+
+    peak: features.SinusoidFit
+    window: features.WindowError
+    moments: features.SinusoidFit
+    anisotropy: np.ndarray
+    angle_deg: np.ndarray
+    low_signal: np.ndarray
+    round: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Combined:
+    """Step 6 per galaxy, ``(N,)``: the band stack's angle, error and anisotropy (NaN where
+    ``has_band`` is False) and the per-band angles' combination ``bands`` (spread, count)."""
+
+    angle_deg: np.ndarray
+    err_deg: np.ndarray
+    anisotropy: np.ndarray
+    bands: features.CombinedAngle
+    has_band: np.ndarray
+
+
+def _flag_bits(shape: tuple[int, ...], conditions: Mapping[Flag, npt.ArrayLike]) -> np.ndarray:
+    """int32 :class:`Flag` bits of ``shape``, each flag set where its condition holds."""
+    bits = np.zeros(shape, dtype=np.int32)
+    for flag, condition in conditions.items():
+        bits |= np.where(condition, int(flag), 0).astype(np.int32)
+    return bits
+
+
+def _checked_operator(
+    images: np.ndarray, cfg: RadonConfig, operator: RadonOperator | None, chunk_size: int
+) -> RadonOperator:
+    """The operator for ``cfg`` (``operator``, or the cached one), once the arguments agree."""
+    if images.ndim != 4 or images.shape[-2:] != (cfg.size, cfg.size):
+        raise ValueError(
+            f"images: expected shape (N, B, {cfg.size}, {cfg.size}) for config size {cfg.size}, "
+            f"got {images.shape}"
+        )
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size: expected a positive number of galaxies, got {chunk_size}")
+    op = operator
+    if op is None:
+        op = RadonOperator.load_or_build(cfg.size, cfg.angles, cfg.order)
+    if op.size != cfg.size or op.order != cfg.order or not np.array_equal(op.angles, cfg.angles):
+        raise ValueError(
+            f"operator: built for size {op.size}, order {op.order}, {op.angles.size} angles; "
+            f"the config asks for size {cfg.size}, order {cfg.order}, {cfg.angles.size} angles"
+        )
+    return op
+
+
+def _masked_neighbours(
+    pre: PreprocessedBatch,
+    sky: tuple[np.ndarray, np.ndarray],
+    cfg: RadonConfig,
+    mask_neighbours: MaskNeighbours | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Step 2 (ours): ``(images, masked_fraction, contaminated)`` after neighbour masking, or
+    the images unchanged with nothing masked when ``cfg.mask_neighbours`` is off."""
+    n = pre.images.shape[0]
+    if not (cfg.mask_neighbours and n > 0):
+        return pre.images, np.zeros(n, dtype=np.float32), np.zeros(n, dtype=bool)
+    # The default masking reuses the sky just measured rather than sorting the corners again.
+    masker = mask_neighbours or functools.partial(neighbours_module.mask_neighbours, sky=sky)
+    masked, fraction, contaminated = masker(pre.images, pre.no_data)
+    return (
+        np.asarray(masked, dtype=np.float32),
+        np.asarray(fraction, dtype=np.float32).reshape(n),
+        np.asarray(contaminated, dtype=bool).reshape(n),
+    )
+
+
+def _prepare_stamps(
+    images: np.ndarray, cfg: RadonConfig, mask_neighbours: MaskNeighbours | None
+) -> _Stamps:
+    """Step 2 (and ours: neighbour masking before the circular mask), and which bands count."""
+    pre = sanitise_and_shift(images)
+    sky_level, sky_sigma = sky_level_and_noise(pre.images, pre.no_data)
+    shifted, masked_fraction, contaminated = _masked_neighbours(
+        pre, (sky_level, sky_sigma), cfg, mask_neighbours
+    )
+    stamps = apply_circular_mask(shifted)
+    flux = stamps.sum(axis=(-2, -1), dtype=np.float64)
+    brightest = stamps.max(axis=(-2, -1)).astype(np.float64)
+    point_like = (flux > 0) & (brightest > cfg.point_like_fraction * flux)
+    blank = pre.blank | ~(flux > 0)  # also blank once masked to nothing
+    usable = ~blank & ~point_like
+    return _Stamps(
+        images=stamps,
+        nonfinite_count=pre.nonfinite_count,
+        blank=blank,
+        point_like=point_like,
+        usable=usable,
+        weights=_stack_weights(sky_level, sky_sigma, brightest, usable),
+        masked_fraction=masked_fraction,
+        contaminated=contaminated,
+    )
+
+
+def _fit_bands(
+    pooled: np.ndarray, variance: np.ndarray, angles: np.ndarray, cfg: RadonConfig
+) -> _BandFits:
+    """Step 5, per band: the sinusoid fits, the window-drop error and the quality tests."""
+    peak = features.fit_sinusoid(pooled, angles)
+    anisotropy = features.sinusoid_anisotropy(peak)
+    return _BandFits(
+        peak=peak,
+        window=features.window_drop_error(pooled, angles, cfg.windows_deg),
+        moments=features.fit_sinusoid(variance, angles),
+        anisotropy=anisotropy,
+        angle_deg=features.peak_angle_to_image_angle(peak.theta0_deg),
+        low_signal=peak.amplitude < cfg.min_significance * peak.amplitude_err,
+        round=anisotropy < cfg.min_anisotropy,
+    )
+
+
+def _combine(
+    fits: _BandFits,
+    usable: np.ndarray,
+    stack_pooled: np.ndarray,
+    stack_variance: np.ndarray,
+    angles: np.ndarray,
+    cfg: RadonConfig,
+) -> _Combined:
+    """Step 6 (ours): the band stack's angle, and how far the usable bands agree with it."""
+    stack_fit = features.fit_sinusoid(stack_pooled, angles)
+    if cfg.estimator == "peak":
+        chosen_angle, chosen_err = fits.angle_deg, fits.peak.theta0_err_deg
+        stack_angle = features.peak_angle_to_image_angle(stack_fit.theta0_deg)
+        stack_err = stack_fit.theta0_err_deg
+    else:
+        stack_moments = features.fit_sinusoid(stack_variance, angles)
+        chosen_angle, chosen_err = fits.moments.theta0_deg, fits.moments.theta0_err_deg
+        stack_angle, stack_err = stack_moments.theta0_deg, stack_moments.theta0_err_deg
+    bands = features.combine_axial(chosen_angle, chosen_err, usable)
+    has_band = bands.n_bands > 0
+    birge = features.birge_ratio(chosen_angle, chosen_err, usable, stack_angle)
+    return _Combined(
+        angle_deg=np.where(has_band, stack_angle, np.nan),
+        err_deg=np.where(
+            has_band, np.minimum(birge * stack_err, features.MAX_ANGLE_ERR_DEG), np.nan
+        ),
+        anisotropy=np.where(has_band, features.sinusoid_anisotropy(stack_fit), np.nan),
+        bands=bands,
+        has_band=has_band,
+    )
+
+
+def _band_flags(stamps: _Stamps, fits: _BandFits) -> np.ndarray:
+    """int32 ``(N, B)`` :class:`Flag` bits of every band; a blank band gets no quality bit."""
+    measured = ~stamps.blank
+    return _flag_bits(
+        stamps.blank.shape,
+        {
+            Flag.BAND_BLANK: stamps.blank,
+            Flag.NONFINITE_PIXELS: stamps.nonfinite_count > 0,
+            Flag.LOW_SIGNAL: measured & fits.low_signal,
+            Flag.ROUND: measured & fits.round,
+            Flag.POINT_LIKE: measured & stamps.point_like,
+        },
+    )
+
+
+def _galaxy_flags(stamps: _Stamps, fits: _BandFits, combined: _Combined) -> np.ndarray:
+    """int32 ``(N,)`` :class:`Flag` bits of every galaxy (the rules: :class:`Flag`)."""
+
+    def every_combined_band(condition: np.ndarray) -> np.ndarray:
+        return combined.has_band & np.all(condition | ~stamps.usable, axis=-1)
+
+    return _flag_bits(
+        stamps.contaminated.shape,
+        {
+            Flag.BAND_BLANK: stamps.blank.any(axis=-1),
+            Flag.NONFINITE_PIXELS: (stamps.nonfinite_count > 0).any(axis=-1),
+            Flag.POINT_LIKE: stamps.point_like.any(axis=-1) & ~stamps.blank.all(axis=-1),
+            Flag.LOW_SIGNAL: every_combined_band(fits.low_signal),
+            Flag.ROUND: every_combined_band(fits.round),
+            Flag.NO_VALID_BAND: ~combined.has_band,
+            Flag.CONTAMINATED: stamps.contaminated,
+        },
+    )
+
+
+def _batch_measurement(
+    stamps: _Stamps, fits: _BandFits, combined: _Combined, cfg: RadonConfig
+) -> BatchMeasurement:
+    """The fields of :class:`BatchMeasurement`; per-band floats NaN where the band is blank."""
+
+    def per_band(values: np.ndarray) -> np.ndarray:
+        return np.where(stamps.blank, np.nan, values)
+
+    return BatchMeasurement(
+        band_angle_image_deg=per_band(fits.angle_deg),
+        band_angle_err_fit_deg=per_band(fits.peak.theta0_err_deg),
+        band_angle_err_window_deg=per_band(fits.window.mean_deg),
+        band_angle_err_window_std_deg=per_band(fits.window.std_deg),
+        band_angle_argmax_deg=per_band(features.peak_angle_to_image_angle(fits.window.peak_deg)),
+        band_sinusoid_a=per_band(fits.peak.offset),
+        band_sinusoid_b=per_band(fits.peak.amplitude),
+        band_anisotropy=per_band(fits.anisotropy),
+        band_moments_angle_deg=per_band(fits.moments.theta0_deg),
+        band_moments_err_deg=per_band(fits.moments.theta0_err_deg),
+        band_moments_ellipticity=per_band(features.sinusoid_anisotropy(fits.moments)),
+        band_flags=_band_flags(stamps, fits),
+        nonfinite_count=stamps.nonfinite_count,
+        angle_image_deg=combined.angle_deg,
+        angle_err_deg=combined.err_deg,
+        band_spread_deg=combined.bands.spread_deg,
+        anisotropy=combined.anisotropy,
+        n_bands=combined.bands.n_bands.astype(np.int32),
+        flags=_galaxy_flags(stamps, fits, combined),
+        masked_fraction=stamps.masked_fraction,
+        contaminated=stamps.contaminated,
+        algo_version=cfg.algo_version,
+    )
+
+
 def measure_batch(
     images: np.ndarray,
     config: RadonConfig | None = None,
@@ -321,127 +573,11 @@ def measure_batch(
     """
     cfg = config if config is not None else RadonConfig()
     arr = np.asarray(images)
-    if arr.ndim != 4 or arr.shape[-2:] != (cfg.size, cfg.size):
-        raise ValueError(
-            f"images: expected shape (N, B, {cfg.size}, {cfg.size}) for config size {cfg.size}, "
-            f"got {arr.shape}"
-        )
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size: expected a positive number of galaxies, got {chunk_size}")
-    op = operator
-    if op is None:
-        op = RadonOperator.load_or_build(cfg.size, cfg.angles, cfg.order)
-    if op.size != cfg.size or op.order != cfg.order or not np.array_equal(op.angles, cfg.angles):
-        raise ValueError(
-            f"operator: built for size {op.size}, order {op.order}, {op.angles.size} angles; "
-            f"the config asks for size {cfg.size}, order {cfg.order}, {cfg.angles.size} angles"
-        )
-    n = arr.shape[0]
-
-    # Step 2 (and ours: neighbour masking before the circular mask).
-    pre = sanitise_and_shift(arr)
-    shifted = pre.images
-    sky_level, sky_sigma = sky_level_and_noise(shifted, pre.no_data)
-    masked_fraction = np.zeros(n, dtype=np.float32)
-    contaminated = np.zeros(n, dtype=bool)
-    if cfg.mask_neighbours and n > 0:
-        # The default masking reuses the sky just measured rather than sorting the corners again.
-        masker = mask_neighbours or functools.partial(
-            neighbours_module.mask_neighbours, sky=(sky_level, sky_sigma)
-        )
-        shifted, fraction, contaminated_out = masker(shifted, pre.no_data)
-        shifted = np.asarray(shifted, dtype=np.float32)
-        masked_fraction = np.asarray(fraction, dtype=np.float32).reshape(n)
-        contaminated = np.asarray(contaminated_out, dtype=bool).reshape(n)
-    stamps = apply_circular_mask(shifted)
-    flux = stamps.sum(axis=(-2, -1), dtype=np.float64)
-    brightest = stamps.max(axis=(-2, -1)).astype(np.float64)
-    point_like = (flux > 0) & (brightest > cfg.point_like_fraction * flux)
-    blank = pre.blank | ~(flux > 0)  # also blank once masked to nothing
-    usable = ~blank & ~point_like
-    weights = _stack_weights(sky_level, sky_sigma, brightest, usable)
-
-    # Steps 3-4.
+    op = _checked_operator(arr, cfg, operator, chunk_size)
+    stamps = _prepare_stamps(arr, cfg, mask_neighbours)  # step 2
     pooled, variance, stack_pooled, stack_variance = _sinograms_to_curves(
-        stamps, weights, op, cfg, chunk_size
-    )
-
-    # Step 5, per band.
-    angles = op.angles
-    peak_fit = features.fit_sinusoid(pooled, angles)
-    window = features.window_drop_error(pooled, angles, cfg.windows_deg)
-    moment_fit = features.fit_sinusoid(variance, angles)
-    anisotropy = features.sinusoid_anisotropy(peak_fit)
-    band_angle = features.peak_angle_to_image_angle(peak_fit.theta0_deg)
-    low_signal = peak_fit.amplitude < cfg.min_significance * peak_fit.amplitude_err
-    round_ = anisotropy < cfg.min_anisotropy
-
-    band_flags = np.zeros(blank.shape, dtype=np.int32)
-    band_flags |= np.where(blank, int(Flag.BAND_BLANK), 0).astype(np.int32)
-    band_flags |= np.where(pre.nonfinite_count > 0, int(Flag.NONFINITE_PIXELS), 0).astype(np.int32)
-    band_flags |= np.where(~blank & low_signal, int(Flag.LOW_SIGNAL), 0).astype(np.int32)
-    band_flags |= np.where(~blank & round_, int(Flag.ROUND), 0).astype(np.int32)
-    band_flags |= np.where(~blank & point_like, int(Flag.POINT_LIKE), 0).astype(np.int32)
-
-    # Step 6 (ours): the band stack, and how far the bands agree with it.
-    stack_fit = features.fit_sinusoid(stack_pooled, angles)
-    if cfg.estimator == "peak":
-        chosen_angle, chosen_err = band_angle, peak_fit.theta0_err_deg
-        stack_angle = features.peak_angle_to_image_angle(stack_fit.theta0_deg)
-        stack_err = stack_fit.theta0_err_deg
-    else:
-        stack_moments = features.fit_sinusoid(stack_variance, angles)
-        chosen_angle, chosen_err = moment_fit.theta0_deg, moment_fit.theta0_err_deg
-        stack_angle, stack_err = stack_moments.theta0_deg, stack_moments.theta0_err_deg
-    bands = features.combine_axial(chosen_angle, chosen_err, usable)
-    has_band = bands.n_bands > 0
-    birge = features.birge_ratio(chosen_angle, chosen_err, usable, stack_angle)
-    combined_angle = np.where(has_band, stack_angle, np.nan)
-    combined_err = np.where(
-        has_band, np.minimum(birge * stack_err, features.MAX_ANGLE_ERR_DEG), np.nan
-    )
-    combined_anisotropy = np.where(has_band, features.sinusoid_anisotropy(stack_fit), np.nan)
-
-    def all_used(mask: np.ndarray) -> np.ndarray:
-        return has_band & np.all(mask | ~usable, axis=-1)
-
-    flags = np.zeros(n, dtype=np.int32)
-    flags |= np.where(blank.any(axis=-1), int(Flag.BAND_BLANK), 0).astype(np.int32)
-    flags |= np.where((pre.nonfinite_count > 0).any(axis=-1), int(Flag.NONFINITE_PIXELS), 0).astype(
-        np.int32
-    )
-    flags |= np.where(
-        point_like.any(axis=-1) & ~blank.all(axis=-1), int(Flag.POINT_LIKE), 0
-    ).astype(np.int32)
-    flags |= np.where(all_used(low_signal), int(Flag.LOW_SIGNAL), 0).astype(np.int32)
-    flags |= np.where(all_used(round_), int(Flag.ROUND), 0).astype(np.int32)
-    flags |= np.where(~has_band, int(Flag.NO_VALID_BAND), 0).astype(np.int32)
-    flags |= np.where(contaminated, int(Flag.CONTAMINATED), 0).astype(np.int32)
-
-    def per_band(values: np.ndarray) -> np.ndarray:
-        return np.where(blank, np.nan, values)
-
-    return BatchMeasurement(
-        band_angle_image_deg=per_band(band_angle),
-        band_angle_err_fit_deg=per_band(peak_fit.theta0_err_deg),
-        band_angle_err_window_deg=per_band(window.mean_deg),
-        band_angle_err_window_std_deg=per_band(window.std_deg),
-        band_angle_argmax_deg=per_band(features.peak_angle_to_image_angle(window.peak_deg)),
-        band_sinusoid_a=per_band(peak_fit.offset),
-        band_sinusoid_b=per_band(peak_fit.amplitude),
-        band_anisotropy=per_band(anisotropy),
-        band_moments_angle_deg=per_band(moment_fit.theta0_deg),
-        band_moments_err_deg=per_band(moment_fit.theta0_err_deg),
-        band_moments_ellipticity=per_band(features.sinusoid_anisotropy(moment_fit)),
-        band_flags=band_flags,
-        nonfinite_count=pre.nonfinite_count,
-        angle_image_deg=combined_angle,
-        angle_err_deg=combined_err,
-        band_spread_deg=bands.spread_deg,
-        anisotropy=combined_anisotropy,
-        n_bands=bands.n_bands.astype(np.int32),
-        flags=flags,
-        masked_fraction=masked_fraction,
-        contaminated=contaminated,
-        algo_version=cfg.algo_version,
-    )
+        stamps.images, stamps.weights, op, cfg, chunk_size
+    )  # steps 3-4
+    fits = _fit_bands(pooled, variance, op.angles, cfg)  # step 5
+    combined = _combine(fits, stamps.usable, stack_pooled, stack_variance, op.angles, cfg)
+    return _batch_measurement(stamps, fits, combined, cfg)

@@ -5,7 +5,7 @@ projection position, axis -1 the angle, see :mod:`galpipe.science.radon`) and po
 ``(..., A)``. No loops over galaxies, angles or pixels; the sinusoid fits are one matrix product
 with a precomputed pseudo-inverse.
 
-Conventions (SCIENCE.md, "Conventions"):
+Conventions (``docs/science.md``, "Conventions"):
 
 - ``theta`` is the projection angle of the sinogram, degrees: the stamp was turned by
   ``scipy.ndimage.rotate(img, theta)`` before its columns were summed.

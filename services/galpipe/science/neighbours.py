@@ -3,8 +3,8 @@
 The paper (section 3) assumes the galaxy is alone and centred. A 40-pixel DR10 stamp (10.5″)
 often also holds a star or a companion galaxy, and its light pulls the Radon peak towards it.
 This module segments each stamp, keeps the source at the stamp centre and replaces every
-other source's pixels by the local background of each band before the Radon transform
-(SCIENCE.md, step 2.4 (ours)).
+other source's pixels by the galaxy's own point reflection (or the band's sky level) before the
+Radon transform (``docs/science.md``, "Neighbour masking (ours)").
 
 Where it runs in step 2: after the sanitising and the per-band min-shift, *before* the
 circular mask -- the corners outside the inscribed circle are where the sky is estimated,
@@ -42,11 +42,8 @@ Method, per batch ``images`` float32 ``(N, B, S, S)`` (axes ``[..., row, col]``)
    Sérsic ellipse is), so the reflection puts back the central galaxy's own wings, with noise
    of the right level, where the neighbour lay. The sky level alone left a hole in those
    wings: a structure of its own that the Radon transform sees, at a place that moves with
-   the neighbour's segmentation. On 1,500 truth galaxies (issue 6) the reflection lowered
-   the median angle error of galaxies with neighbours by 10-17 % for axis ratios below 0.7
-   and the protocol's mean deviation from 9.8° to 9.1°. (Zero would be a deeper hole still.
-   The median of the band's pixels in no segment was tried as a level as well: a sort of
-   every stamp, +0.06 ms per galaxy, for the same hole.)
+   the neighbour's segmentation. What the reflection gained, and the fills tried before it:
+   ``docs/decisions.md``, "Point-reflection fill".
 6. **Flags**: ``masked_fraction`` = masked pixels / S². ``contaminated`` is True when
 
    - a masked segment's flux (in the detection image) is at least ``contaminant_flux_ratio``
@@ -109,20 +106,17 @@ class NeighbourConfig:
     Attributes
     ----------
     detect_sigma : float
-        Detection threshold in σ of the detection image's noise (SExtractor's DETECT_THRESH).
-        With the matched 3×3 filter and ``minarea = 5``, 1.5 gave no spurious source in 500
-        stamps of pure unit Gaussian noise.
+        Detection threshold in σ of the detection image's noise (SExtractor's DETECT_THRESH);
+        why 1.5: ``docs/decisions.md``, "Detection threshold 1.5σ".
     minarea : int
         Minimum number of pixels above threshold for a source (DETECT_MINAREA).
     deblend_nthresh : int
         Number of deblending sub-thresholds (DEBLEND_NTHRESH).
     deblend_cont : float
         Minimum flux fraction of a branch to be deblended as a separate source
-        (DEBLEND_MINCONT); 1.0 disables deblending. 0.001 rather than SExtractor's 0.005:
-        on 300 simulated blends (companion or star at 7-16 px, flux ratio 0.1-10) it splits
-        more companions that have their own peak (second-moment angle error of the masked
-        elongated galaxies: 90th percentile of the unflagged ones 5.2° instead of 6.8°) and it
-        split none of the same 300 galaxies without their neighbour.
+        (DEBLEND_MINCONT); 1.0 disables deblending. 0.001 rather than SExtractor's 0.005 splits
+        more companions that have their own peak (``docs/decisions.md``, "Deblending contrast
+        0.001").
     dilate_px : int
         Radius in pixels of the disk by which the masks of neighbours are dilated (their wings
         below the detection isophote); 0 disables the dilation.
@@ -283,9 +277,8 @@ def _filtered_noise(detection: np.ndarray, no_data: np.ndarray) -> np.ndarray:
     no noise to measure) keep the threshold as stated. Capped at the kernel's sum (16/6 =
     2.67), the factor of perfectly correlated noise, which no noise can exceed: a larger
     spread in the corners is light, not noise -- a neighbour filling the few windows left
-    where most corner pixels lack data (a Poisson-resampled stamp, whose clipped sky is 0 in
-    half its pixels, measured factors of 40-90 and crushed a galaxy at S/N 100 below the
-    threshold).
+    where most corner pixels lack data (``docs/decisions.md``, "The filtered-noise factor
+    capped at 16/6").
     """
     filtered = ndimage.correlate(detection, _MATCHED_KERNEL[None], mode="constant")
     # Samples of filtered noise only: windows inside the stamp that touch no no-data pixel.
@@ -382,45 +375,8 @@ def _disk(radius: int) -> np.ndarray:
     return np.asarray(offset[:, None] ** 2 + offset[None, :] ** 2 <= radius**2)
 
 
-def mask_neighbours(
-    images: np.ndarray,
-    no_data: np.ndarray | None = None,
-    config: NeighbourConfig | None = None,
-    *,
-    sky: tuple[np.ndarray, np.ndarray] | None = None,
-) -> NeighbourMasking:
-    """Replace every source but the central one by the galaxy's reflection (step 2.4, ours).
-
-    Parameters
-    ----------
-    images : numpy.ndarray
-        float32 ``(N, B, S, S)`` cutouts (bands g, r, i, z; axes ``[..., row, col]``; any
-        flux unit, nanomaggies for DR10), already sanitised (every pixel finite) and
-        min-shifted per band (SCIENCE.md step 2.1-2.2), *before* the circular mask.
-    no_data : numpy.ndarray, optional
-        bool ``(N, B, S, S)``: the pixels that had no data before the shift
-        (:attr:`~galpipe.science.preprocess.PreprocessedBatch.no_data`); they are never taken
-        as sky. Default: the pixels exactly 0 in ``images`` (right for stamps not min-shifted).
-    config : NeighbourConfig, optional
-        Detection and masking parameters; ``NeighbourConfig()`` if omitted.
-    sky : tuple of numpy.ndarray, optional
-        ``(level, sigma)`` of every band, :func:`~galpipe.science.sky.sky_level_and_noise` of
-        ``images`` and ``no_data``, when the caller has measured it (the core does); else
-        measured here.
-
-    Returns
-    -------
-    NeighbourMasking
-        ``(masked, masked_fraction, contaminated)``: float32 ``(N, B, S, S)`` images (a new
-        array; the input is not modified), float32 ``(N,)`` fraction of the S² pixels
-        replaced, bool ``(N,)`` flag. See the module docstring for the method and the rules.
-
-    Raises
-    ------
-    ValueError
-        If ``images`` is not ``(N, B, S, S)`` with square stamps, or holds non-finite values.
-    """
-    config = NeighbourConfig() if config is None else config
+def _checked_batch(images: np.ndarray, no_data: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``images`` as float32 and the no-data pixels (default: the exact zeros), once checked."""
     batch = np.asarray(images, dtype=np.float32)
     if batch.ndim != 4 or batch.shape[-1] != batch.shape[-2]:
         raise ValueError(
@@ -434,19 +390,30 @@ def mask_neighbours(
     empty = batch == 0 if no_data is None else np.asarray(no_data, dtype=bool)
     if empty.shape != batch.shape:
         raise ValueError(f"no_data: expected shape {batch.shape} like images, got {empty.shape}")
-    n_galaxies, _, size, _ = batch.shape
-    masked_fraction = np.zeros(n_galaxies, dtype=np.float32)
-    contaminated = np.zeros(n_galaxies, dtype=bool)
-    if n_galaxies == 0 or size == 0:
-        return NeighbourMasking(batch.copy(), masked_fraction, contaminated)
+    return batch, empty
 
-    detection, has_signal, sky_level = detection_images(batch, empty, config, sky)
+
+def _segment(
+    detection: np.ndarray, has_signal: np.ndarray, config: NeighbourConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Steps 3-4 and the flag (step 6) of every galaxy with signal.
+
+    Returns
+    -------
+    segmaps : numpy.ndarray
+        int32 ``(N, S, S)`` sep segmentation maps (all 0 where nothing was detected).
+    central : numpy.ndarray
+        int32 ``(N,)`` label of the central segment, 0 where none is central.
+    contaminated : numpy.ndarray
+        bool ``(N,)``, the flag.
+    """
+    n_galaxies, size, _ = detection.shape
     centre = (size - 1) / 2.0
     offset = np.arange(size) - centre
     distance = np.hypot(offset[:, None], offset[None, :])
-
     segmaps = np.zeros((n_galaxies, size, size), dtype=np.int32)
     central = np.zeros(n_galaxies, dtype=np.int32)
+    contaminated = np.zeros(n_galaxies, dtype=bool)
     previous_pixstack = sep.get_extract_pixstack()
     # A stamp has S² pixels, so at most S² can be on the stack at once; 2·S² leaves margin.
     sep.set_extract_pixstack(max(2 * size * size, 1024))
@@ -472,15 +439,31 @@ def mask_neighbours(
             contaminated[index] = _is_contaminated(sources, label - 1, centre, config)
     finally:
         sep.set_extract_pixstack(previous_pixstack)
+    return segmaps, central, contaminated
 
-    # Everything from here on is vectorised over the galaxies that have neighbours.
+
+def _replace_neighbours(
+    batch: np.ndarray,
+    no_data: np.ndarray,
+    sky_level: np.ndarray,
+    segmaps: np.ndarray,
+    central: np.ndarray,
+    config: NeighbourConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Step 5 and ``masked_fraction``: every segment but the central one, dilated, replaced.
+
+    Vectorised over the galaxies that have neighbours; returns the masked copy of ``batch``
+    and float32 ``(N,)`` masked pixels / S².
+    """
+    n_galaxies, _, size, _ = batch.shape
+    masked_fraction = np.zeros(n_galaxies, dtype=np.float32)
     # Label 0 is "no segment", so a galaxy without a central source has no central pixel.
     is_central = (segmaps == central[:, None, None]) & (central > 0)[:, None, None]
     neighbour = (segmaps > 0) & ~is_central
     todo = np.flatnonzero(neighbour.any(axis=(-2, -1)))
     masked = batch.copy()
     if todo.size == 0:
-        return NeighbourMasking(masked, masked_fraction, contaminated)
+        return masked, masked_fraction
 
     mask = neighbour[todo]
     if config.dilate_px > 0:
@@ -488,8 +471,59 @@ def mask_neighbours(
     mask &= ~is_central[todo]
     masked[todo] = np.where(
         mask[:, None],
-        _reflection_fill(batch[todo], mask, empty[todo], sky_level[todo]),
+        _reflection_fill(batch[todo], mask, no_data[todo], sky_level[todo]),
         batch[todo],
     )
     masked_fraction[todo] = mask.sum(axis=(-2, -1)) / np.float32(size * size)
+    return masked, masked_fraction
+
+
+def mask_neighbours(
+    images: np.ndarray,
+    no_data: np.ndarray | None = None,
+    config: NeighbourConfig | None = None,
+    *,
+    sky: tuple[np.ndarray, np.ndarray] | None = None,
+) -> NeighbourMasking:
+    """Replace every source but the central one by the galaxy's reflection (step 2.4, ours).
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        float32 ``(N, B, S, S)`` cutouts (bands g, r, i, z; axes ``[..., row, col]``; any
+        flux unit, nanomaggies for DR10), already sanitised (every pixel finite) and
+        min-shifted per band (``docs/science.md``, step 2), *before* the circular mask.
+    no_data : numpy.ndarray, optional
+        bool ``(N, B, S, S)``: the pixels that had no data before the shift
+        (:attr:`~galpipe.science.preprocess.PreprocessedBatch.no_data`); they are never taken
+        as sky. Default: the pixels exactly 0 in ``images`` (right for stamps not min-shifted).
+    config : NeighbourConfig, optional
+        Detection and masking parameters; ``NeighbourConfig()`` if omitted.
+    sky : tuple of numpy.ndarray, optional
+        ``(level, sigma)`` of every band, :func:`~galpipe.science.sky.sky_level_and_noise` of
+        ``images`` and ``no_data``, when the caller has measured it (the core does); else
+        measured here.
+
+    Returns
+    -------
+    NeighbourMasking
+        ``(masked, masked_fraction, contaminated)``: float32 ``(N, B, S, S)`` images (a new
+        array; the input is not modified), float32 ``(N,)`` fraction of the S² pixels
+        replaced, bool ``(N,)`` flag. See the module docstring for the method and the rules.
+
+    Raises
+    ------
+    ValueError
+        If ``images`` is not ``(N, B, S, S)`` with square stamps, or holds non-finite values.
+    """
+    config = NeighbourConfig() if config is None else config
+    batch, empty = _checked_batch(images, no_data)
+    n_galaxies, _, size, _ = batch.shape
+    if n_galaxies == 0 or size == 0:
+        return NeighbourMasking(
+            batch.copy(), np.zeros(n_galaxies, dtype=np.float32), np.zeros(n_galaxies, dtype=bool)
+        )
+    detection, has_signal, sky_level = detection_images(batch, empty, config, sky)
+    segmaps, central, contaminated = _segment(detection, has_signal, config)
+    masked, masked_fraction = _replace_neighbours(batch, empty, sky_level, segmaps, central, config)
     return NeighbourMasking(masked, masked_fraction, contaminated)

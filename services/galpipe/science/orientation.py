@@ -1,10 +1,10 @@
-"""Image angle <-> position angle east of north, from a cutout's FITS WCS (issue 3, item 4).
+"""Image angle <-> position angle east of north, from a cutout's FITS WCS (step 6).
 
 The Radon measurement (paper section 3, steps 3-5) gives an *image angle* ``phi``: the
 orientation of the major axis counter-clockwise from the +x (column) axis towards the +y (row)
 axis of the array as stored, in degrees, axial (period 180 deg). Row 0 is FITS pixel y = 1, so
 ``(x, y) = (column, row)`` are FITS pixel coordinates minus one. What the catalogue stores is
-the *position angle* PA on the sky: east of north, in [0, 180) deg (SCIENCE.md,
+the *position angle* PA on the sky: east of north, in [0, 180) deg (``docs/science.md``,
 "Conventions"). The link between the two is the cutout's WCS, never assumed.
 
 The math

@@ -1,6 +1,6 @@
 """Step 2 of the paper: preprocessing of a batch of cutouts before the Radon transform.
 
-Per band, in this order (paper section 3, step 2; SCIENCE.md "Step 2"):
+Per band, in this order (paper section 3, step 2; ``docs/science.md``, "Step 2"):
 
 1. NaN / +-inf pixels are counted, then ignored while the band minimum is found.
 2. The band is shifted so its minimum (over finite pixels) is 0 -- the survey subtracted a

@@ -14,14 +14,9 @@ The transform is linear in the image, so :class:`RadonOperator` builds it once p
 (size, angles, interpolation order) by pushing basis images through the same
 ``scipy.ndimage.rotate`` call, and applies it to a whole batch as matrix products.
 
-Storage and speed (measured on this project's 2-core machines, ``bench/radon.py``): the operator
-is **dense**, stored float32 on disk and held in memory in its compute dtype (float64 by
-default). The spline prefilter of ``order=3`` gives every output a (decaying) dependence on
-every input pixel, so an exact operator has no zeros to exploit: thresholded at 1e-7 of its
-largest entry (to keep 1e-6 accuracy) a CSR matrix is still ~75 % full, and scipy's
-single-threaded sparse-times-dense product measured 5x slower than the dense BLAS product
-(``bench/radon.py --sparse``). The matrices total 44 MB for S=40 and 181 angles in float64.
-Two exact symmetries shrink the dense product:
+Storage: the operator is **dense**, stored float32 on disk and held in memory in its compute
+dtype (float64 by default); why dense and why float64 is in ``docs/decisions.md``, "The Radon
+transform as one dense, cached operator". Two exact symmetries shrink the dense product:
 
 - Point symmetry: rotating a stamp by 180 degrees about its centre reverses the flattened pixel
   order (pixel ``p`` <-> ``S*S-1-p``) and reverses every projection (``s`` <-> ``S-1-s``), and it
@@ -34,10 +29,9 @@ Two exact symmetries shrink the dense product:
   the operator are skipped (``apply(..., circular=True)``): another ~21 % less work.
 
 Precision: with float64 products (default) the operator agrees with :func:`literal_radon` to
-~1e-7 relative (the float32 rounding of its stored entries and of the float32 output). With
-``compute_dtype=np.float32`` the core runs ~1.6x faster but float32 accumulation over ~800 terms
-gives ~1e-6 relative, at the edge of the issue's 1e-6 bound, so float64 is the default.
-Memory for S=40 and 181 angles: 22 MB in float32, 44 MB in float64 (MiB).
+~1e-7 relative (the float32 rounding of its stored entries and of the float32 output); with
+``compute_dtype=np.float32`` to ~1e-6. Memory for S=40 and 181 angles: 22 MB in float32, 44 MB
+in float64 (MiB).
 
 Cache: the operator is written to ``<cache_dir>/radon-S{S}-A{A}-o{order}-{angles hash}-v{N}.npz``
 (default ``~/.cache/galpipe``), atomically (temporary file + rename); a file that cannot be
@@ -61,6 +55,7 @@ from galpipe.science.preprocess import circular_mask
 
 __all__ = [
     "DEFAULT_ANGLES_DEG",
+    "DEFAULT_STAMP_SIZE",
     "FORMAT_VERSION",
     "FoldedSinogram",
     "RadonOperator",
@@ -74,6 +69,10 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 #: The paper's 181 projection angles, degrees.
 DEFAULT_ANGLES_DEG: np.ndarray = np.arange(181, dtype=np.float64)
+#: Stamp side by default, pixels: the paper's 40, which is the Legacy Survey cutout size of
+#: ``galpipe.survey.layout.CUTOUT_SIZE_PX``. Science imports nothing else of galpipe, so the
+#: value is repeated here and a test keeps the two equal.
+DEFAULT_STAMP_SIZE = 40
 # Axes argument that makes ndimage.rotate turn each (S, S) plane of an (M, S, S) stack exactly as
 # it turns a 2-D image with its default axes=(1, 0).
 _STACK_AXES = (2, 1)
@@ -201,7 +200,7 @@ class RadonOperator:
     @classmethod
     def build(
         cls,
-        size: int = 40,
+        size: int = DEFAULT_STAMP_SIZE,
         angles: np.ndarray | None = None,
         order: int = 3,
         compute_dtype: type[np.floating] = np.float64,
@@ -259,7 +258,7 @@ class RadonOperator:
     @classmethod
     def load_or_build(
         cls,
-        size: int = 40,
+        size: int = DEFAULT_STAMP_SIZE,
         angles: np.ndarray | None = None,
         order: int = 3,
         cache_dir: Path | str | None = None,

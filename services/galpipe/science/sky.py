@@ -3,11 +3,8 @@
 The pixels outside the inscribed circle of radius ``S/2`` (the ones the paper's circular mask
 discards; 336 of 1,600 for ``S = 40``, the farthest from the galaxy) are sigma-clipped at 3σ
 for three rounds; level = median, σ = interquartile range / 1.349 of the kept pixels,
-vectorised over the batch. Measured on 400 simulated 40×40 stamps (elongated galaxy, a star in
-half of them, known sky): level bias +0.01σ, scatter 0.07σ, σ within 1 %. ``sep.Background``
-does worse on a stamp this small: its default 64-pixel mesh is larger than the stamp, and with
-meshes of 8-20 pixels the galaxy fills the central meshes (global level biased by +0.07σ to
-+0.11σ, scatter 0.07σ-0.10σ), besides needing a loop over galaxies.
+vectorised over the batch. Why this estimator rather than ``sep.Background``, with its
+measured bias and scatter: ``docs/decisions.md``, "The sky from the stamp's corners".
 
 Used by the neighbour masking (detection image, fill value) and by the band stack of the
 combined angle; both weight the bands by :func:`inverse_noise_weights`.

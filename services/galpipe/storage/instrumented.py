@@ -1,4 +1,4 @@
-"""An :class:`~galpipe.storage.store.ObjectStore` that counts its calls in the Prometheus metrics.
+"""An :class:`~galpipe.storage.base.ObjectStore` that counts its calls in the Prometheus metrics.
 
 Wrap any backend (S3 or a local directory) once where the process opens its store; every
 call is then counted by operation and outcome in ``galpipe_object_store_operations_total`` and
@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from galpipe.runtime import metrics
-from galpipe.storage.store import ChecksumMismatch, ObjectNotFound, ObjectStore, StoredObject
+from galpipe.storage.base import ChecksumMismatch, ObjectNotFound, ObjectStore, StoredObject
 
 OPERATIONS = ("put", "get", "exists", "delete")
 

@@ -34,6 +34,8 @@ from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS, FITSFixedWarning
 
+from galpipe.errors import InputError
+
 __all__ = [
     "FITS_BLOCK_BYTES",
     "Cutout",
@@ -77,7 +79,7 @@ FormatProblem = Literal[
 ]
 
 
-class CutoutFormatError(ValueError):
+class CutoutFormatError(InputError, ValueError):
     """The bytes are not a cutout of the requested layout; ``problem`` says what is wrong."""
 
     def __init__(self, problem: FormatProblem, message: str) -> None:

@@ -1,8 +1,9 @@
 """Client of the DESI Legacy Surveys cutout service (``/viewer/fits-cutout``).
 
 One request per galaxy: ``GET {base}/viewer/fits-cutout?ra=…&dec=…&layer=ls-dr10&pixscale=0.262&
-bands=griz&size=40``. The answer is checked, parsed into a :class:`~galpipe.survey.cutout.Cutout`
-and classified into a small sum type, :data:`FetchResult`:
+bands=griz&size=40`` (by default the layout of :mod:`galpipe.survey.layout`). The answer is
+checked, parsed into a :class:`~galpipe.survey.cutout.Cutout` and classified into a small sum
+type, :data:`FetchResult`:
 
 - :class:`Success`: a cube of the requested layout with at least one band holding data; bands
   without data are listed in ``missing_bands`` (flagged, not fatal);
@@ -35,7 +36,8 @@ Facts about the service, confirmed in its public server code, ``legacysurvey/ima
   ``Accept-Encoding: identity`` so that the stored bytes are the bytes on the wire; should a
   proxy compress anyway, requests decodes ``Content-Encoding: gzip`` transparently.
 - No rate limit is published; the viewer goes down for NERSC maintenance about once a month
-  (skyportal/skyportal issue 456), which the shared circuit breaker absorbs.
+  (as other clients of the service, SkyPortal among them, report), which the shared circuit
+  breaker absorbs.
 
 A 200 whose body is not FITS is classified :class:`Retryable` (``not_fits``), not permanent at
 once: such bodies come from proxies and maintenance pages in front of the service, which pass.
@@ -69,16 +71,13 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from galpipe import __version__
+from galpipe.survey import layout
 from galpipe.survey.cutout import Cutout, CutoutFormatError, describe_body, parse_cutout
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
     "CUTOUT_PATH",
-    "DEFAULT_BANDS",
     "DEFAULT_BASE_URL",
-    "DEFAULT_LAYER",
-    "DEFAULT_PIXSCALE",
-    "DEFAULT_SIZE",
     "MAX_RETRY_AFTER_S",
     "MAX_SIZE",
     "READ_TIMEOUT_S",
@@ -105,14 +104,6 @@ log = logging.getLogger(__name__)
 DEFAULT_BASE_URL = "https://www.legacysurvey.org"
 #: Path of the FITS cutout view, appended to the base URL.
 CUTOUT_PATH = "/viewer/fits-cutout"
-#: Data release layer: DR10 (south: DECam griz; north: DR9 BASS/MzLS grz).
-DEFAULT_LAYER = "ls-dr10"
-#: Bands in cube order.
-DEFAULT_BANDS = "griz"
-#: Width and height of the cutout in pixels.
-DEFAULT_SIZE = 40
-#: Pixel scale in arcsec per pixel: the native scale of the coadds, so no resampling blur.
-DEFAULT_PIXSCALE = 0.262
 #: Largest ``size`` the service honours (``maxsize = 3000`` in ``MapLayer.get_cutout``).
 MAX_SIZE = 3000
 #: Seconds to wait for the TCP (and TLS) connection.
@@ -185,6 +176,8 @@ FetchObserver = Callable[[str, float, int], None]
 class CutoutRequest:
     """What to ask the service for; one instance serves every galaxy of a run.
 
+    Layer, bands, size and pixel scale default to :mod:`galpipe.survey.layout`.
+
     Parameters
     ----------
     base_url
@@ -201,10 +194,10 @@ class CutoutRequest:
     """
 
     base_url: str = DEFAULT_BASE_URL
-    layer: str = DEFAULT_LAYER
-    bands: str = DEFAULT_BANDS
-    size: int = DEFAULT_SIZE
-    pixscale: float = DEFAULT_PIXSCALE
+    layer: str = layout.LAYER
+    bands: str = layout.BANDS
+    size: int = layout.CUTOUT_SIZE_PX
+    pixscale: float = layout.PIXSCALE_ARCSEC
 
     def __post_init__(self) -> None:
         url = urlsplit(self.base_url)
@@ -688,95 +681,70 @@ class LegacySurveyClient:
         :attr:`CutoutRequest.max_body_bytes` or disagrees with ``Content-Length`` — the observer
         label and the result to return instead.
         """
-        status = response.status_code
-        limit = self.request.max_body_bytes
         chunks: list[bytes] = []
-        received = 0
         try:
-            for chunk in response.iter_content(_CHUNK_BYTES):
-                chunks.append(chunk)
-                received += len(chunk)
-                if received > limit:
-                    # No cutout of the requested size is this large; read no further.
-                    return (
-                        b"",
-                        received,
-                        (
-                            status_class(status),
-                            Permanent(
-                                f"HTTP {status} with a body larger than {limit} bytes, more than "
-                                "any cutout of the requested size; not read further",
-                                "too_large",
-                            ),
-                        ),
-                    )
+            too_large = self._read_chunks(response, chunks)
         except requests.ConnectionError as exc:
-            # Chunks arrive whole or not at all, so ``received`` may undercount what was read.
-            declared = response.headers.get("Content-Length", "absent")
-            if _is_read_timeout(exc):
-                return (
-                    b"",
-                    received,
-                    (
-                        "timeout",
-                        Retryable(
-                            f"read timeout: the body stopped arriving for {self.read_timeout:g} s "
-                            f"(HTTP {status}, Content-Length {declared})",
-                            None,
-                            "timeout",
-                        ),
-                    ),
-                )
-            return (
-                b"",
-                received,
-                (
-                    "connection",
-                    Retryable(
-                        f"connection broke during the body (HTTP {status}, Content-Length "
-                        f"{declared}): {_root_cause(exc)}",
-                        None,
-                        "connection",
-                    ),
-                ),
-            )
+            # Chunks arrive whole or not at all, so the count may undercount what was read.
+            return b"", _byte_count(chunks), self._broken_connection(response, exc)
         except (
             requests.exceptions.ChunkedEncodingError,
             requests.exceptions.ContentDecodingError,
         ) as exc:
-            declared = response.headers.get("Content-Length", "absent")
-            return (
-                b"",
-                received,
-                (
-                    "truncated",
-                    Retryable(
-                        f"truncated body: the connection closed before the end (HTTP {status}, "
-                        f"Content-Length {declared}): {_root_cause(exc)}",
-                        None,
-                        "truncated",
-                    ),
-                ),
-            )
+            return b"", _byte_count(chunks), _truncated_stream(response, exc)
+        received = _byte_count(chunks)
+        if too_large is not None:
+            return b"", received, too_large
         body = b"".join(chunks)
-        declared = response.headers.get("Content-Length", "").strip()
-        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-        # Content-Length counts encoded bytes; compare only when nothing was decoded.
-        if declared.isdigit() and encoding == "identity" and len(body) != int(declared):
-            return (
-                b"",
-                received,
-                (
-                    "truncated",
-                    Retryable(
-                        f"truncated body: {len(body)} bytes received but Content-Length is "
-                        f"{declared} (HTTP {status})",
-                        None,
-                        "truncated",
-                    ),
-                ),
-            )
+        length_mismatch = _length_mismatch(response, body)
+        if length_mismatch is not None:
+            return b"", received, length_mismatch
         return body, received, None
+
+    def _read_chunks(
+        self, response: requests.Response, chunks: list[bytes]
+    ) -> tuple[str, FetchResult] | None:
+        """Append the body's chunks to ``chunks`` until its end.
+
+        Returns None, or the observer label and a :class:`Permanent` (``too_large``) as soon as
+        more than :attr:`CutoutRequest.max_body_bytes` arrived. Raises what ``iter_content``
+        raises; ``chunks`` then holds what arrived before.
+        """
+        limit = self.request.max_body_bytes
+        received = 0
+        for chunk in response.iter_content(_CHUNK_BYTES):
+            chunks.append(chunk)
+            received += len(chunk)
+            if received > limit:
+                # No cutout of the requested size is this large; read no further.
+                status = response.status_code
+                return status_class(status), Permanent(
+                    f"HTTP {status} with a body larger than {limit} bytes, more than "
+                    "any cutout of the requested size; not read further",
+                    "too_large",
+                )
+        return None
+
+    def _broken_connection(
+        self, response: requests.Response, exc: requests.ConnectionError
+    ) -> tuple[str, FetchResult]:
+        """Observer label and :class:`Retryable` of a body cut off by a read timeout or a
+        broken connection."""
+        status = response.status_code
+        declared = response.headers.get("Content-Length", "absent")
+        if _is_read_timeout(exc):
+            return "timeout", Retryable(
+                f"read timeout: the body stopped arriving for {self.read_timeout:g} s "
+                f"(HTTP {status}, Content-Length {declared})",
+                None,
+                "timeout",
+            )
+        return "connection", Retryable(
+            f"connection broke during the body (HTTP {status}, Content-Length "
+            f"{declared}): {_root_cause(exc)}",
+            None,
+            "connection",
+        )
 
     def _classify_exception(self, exc: requests.RequestException) -> tuple[str, FetchResult]:
         """Observer label and result for a request that got no complete status line."""
@@ -810,6 +778,41 @@ class LegacySurveyClient:
             self._observer(label, latency_s, nbytes)
         except Exception:
             log.exception("cutout fetch observer failed (label=%s); ignored", label)
+
+
+def _byte_count(chunks: list[bytes]) -> int:
+    """Bytes in ``chunks``."""
+    return sum(len(chunk) for chunk in chunks)
+
+
+def _truncated_stream(
+    response: requests.Response, exc: requests.RequestException
+) -> tuple[str, FetchResult]:
+    """Observer label and :class:`Retryable` of a body whose chunked or compressed stream
+    ended early."""
+    declared = response.headers.get("Content-Length", "absent")
+    return "truncated", Retryable(
+        f"truncated body: the connection closed before the end (HTTP {response.status_code}, "
+        f"Content-Length {declared}): {_root_cause(exc)}",
+        None,
+        "truncated",
+    )
+
+
+def _length_mismatch(response: requests.Response, body: bytes) -> tuple[str, FetchResult] | None:
+    """Observer label and :class:`Retryable` if ``body`` is shorter or longer than the
+    ``Content-Length`` declared for it; else None."""
+    declared = response.headers.get("Content-Length", "").strip()
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    # Content-Length counts encoded bytes; compare only when nothing was decoded.
+    if declared.isdigit() and encoding == "identity" and len(body) != int(declared):
+        return "truncated", Retryable(
+            f"truncated body: {len(body)} bytes received but Content-Length is "
+            f"{declared} (HTTP {response.status_code})",
+            None,
+            "truncated",
+        )
+    return None
 
 
 def _is_read_timeout(exc: BaseException) -> bool:

@@ -5,8 +5,8 @@ Modules, one job each: :mod:`.truth` (what a galaxy is, from its ``source_id``),
 parameters), :mod:`.catalog` (ECSV catalogue and lookup by position), :mod:`.faults` (what goes
 wrong), :mod:`.server` (HTTP), :mod:`.cli` (``galpipe sky``).
 
-Names are imported lazily so that ``from galpipe.synthetic.cli import add_sky_commands``
-does not load GalSim.
+Names are imported lazily so that ``from galpipe.synthetic.cli import register`` does not
+load GalSim.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
         truth_table,
         write_catalog,
     )
-    from galpipe.synthetic.cli import add_sky_commands
     from galpipe.synthetic.faults import BlankRegion, FaultConfig, max_in_window
     from galpipe.synthetic.fitsfile import SURVEY, cube_fits_bytes, cutout_fits_bytes
     from galpipe.synthetic.render import render_cutout
@@ -35,7 +34,6 @@ _EXPORTS = {
     "read_catalog": "catalog",
     "truth_table": "catalog",
     "write_catalog": "catalog",
-    "add_sky_commands": "cli",
     "BlankRegion": "faults",
     "FaultConfig": "faults",
     "max_in_window": "faults",
@@ -59,7 +57,6 @@ __all__ = [
     "SkyIndex",
     "SyntheticSky",
     "TruthGalaxy",
-    "add_sky_commands",
     "cube_fits_bytes",
     "cutout_fits_bytes",
     "make_truths",

@@ -22,7 +22,8 @@ import numpy as np
 from astropy.table import Table
 from scipy.spatial import cKDTree
 
-from galpipe.synthetic.truth import BANDS, SkyConfig, TruthGalaxy, truth_for
+from galpipe.survey.layout import BANDS
+from galpipe.synthetic.truth import SkyConfig, TruthGalaxy, truth_for
 
 __all__ = [
     "GAIA_SERSIC_COLUMNS",

@@ -7,12 +7,11 @@ Only argparse is imported here; GalSim, astropy and the server load when a comma
 from __future__ import annotations
 
 import argparse
-import signal
-import sys
-import threading
 from typing import Any
 
-__all__ = ["add_sky_commands", "fault_config_from_args"]
+from galpipe.errors import CommandError, InputError, reraise_as
+
+__all__ = ["fault_config_from_args", "register"]
 
 
 def _range(text: str) -> float:
@@ -51,18 +50,16 @@ def _blank_region(text: str) -> Any:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def add_sky_commands(subparsers: Any) -> None:
-    """Add ``sky catalog`` and ``sky serve`` to the ``galpipe`` sub-command parsers.
-
-    Parameters
-    ----------
-    subparsers : argparse._SubParsersAction
-        What ``ArgumentParser.add_subparsers`` returned; each command sets ``handler`` to a
-        ``(args, settings) -> int`` function.
-    """
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``sky`` with its sub-commands ``sky catalog`` and ``sky serve`` to ``subparsers``."""
     sky = subparsers.add_parser("sky", help="the synthetic GalSim sky (catalogue and server)")
     sky_sub = sky.add_subparsers(dest="sky_command", required=True, metavar="SKY_COMMAND")
+    _add_catalog_command(sky_sub)
+    serve = _add_serve_command(sky_sub)
+    _add_fault_options(serve.add_argument_group("fault injection"))
 
+
+def _add_catalog_command(sky_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sky_sub.add_parser("catalog", help="write a catalogue of synthetic galaxies (ECSV)")
     p.add_argument("--n", type=int, required=True, help="number of galaxies")
     p.add_argument("--out", required=True, help="ECSV file to write")
@@ -89,8 +86,13 @@ def add_sky_commands(subparsers: Any) -> None:
         default=None,
         help="fraction of galaxies with stars/companions near them (default 0.3)",
     )
-    p.set_defaults(handler=_cmd_catalog)
+    # ``command`` names the sub-command in full in error messages: "galpipe sky catalog: …".
+    p.set_defaults(handler=_cmd_catalog, command="sky catalog")
 
+
+def _add_serve_command(
+    sky_sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     p = sky_sub.add_parser("serve", help="serve cutouts like the Legacy Surveys viewer")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8764, help="port (default 8764; 0 = any free)")
@@ -106,7 +108,18 @@ def add_sky_commands(subparsers: Any) -> None:
     p.add_argument("--workers", type=int, default=1, help="processes for --prerender")
     p.add_argument("--cache-size", type=int, default=10_000, help="cutouts kept (0: no cache)")
     p.add_argument("--log-file", default=None, help="append the request log here (JSON lines)")
-    faults = p.add_argument_group("fault injection")
+    p.add_argument(
+        "--ready-file",
+        default=None,
+        metavar="PATH",
+        help='once listening, write {"url", "host", "port", "pid"} here as JSON (removed at exit)',
+    )
+    p.set_defaults(handler=_cmd_serve, command="sky serve")
+    return p
+
+
+def _add_fault_options(faults: argparse._ArgumentGroup) -> None:
+    """The options of :func:`fault_config_from_args`: what the served sky gets wrong."""
     faults.add_argument("--error-ratio", type=_ratio, default=0.0, help="503 answers")
     faults.add_argument("--throttle-ratio", type=_ratio, default=0.0, help="429 answers")
     faults.add_argument("--retry-after", type=int, default=1, help="Retry-After of 429s, s")
@@ -142,7 +155,6 @@ def add_sky_commands(subparsers: Any) -> None:
     )
     faults.add_argument("--no-north", action="store_true", help="serve i everywhere")
     faults.add_argument("--fault-seed", type=int, default=0, help="seeds the fault draws")
-    p.set_defaults(handler=_cmd_serve)
 
 
 def fault_config_from_args(args: argparse.Namespace) -> Any:
@@ -168,7 +180,7 @@ def fault_config_from_args(args: argparse.Namespace) -> Any:
     )
 
 
-def _cmd_catalog(args: argparse.Namespace, settings: object) -> int:
+def _cmd_catalog(args: argparse.Namespace, settings: object) -> None:
     from dataclasses import replace
 
     from galpipe.synthetic.catalog import make_truths, write_catalog
@@ -177,7 +189,7 @@ def _cmd_catalog(args: argparse.Namespace, settings: object) -> int:
     config = SkyConfig()
     if args.neighbour_fraction is not None:
         config = replace(config, neighbour_fraction=args.neighbour_fraction)
-    try:
+    with reraise_as(InputError, ValueError, OSError):
         truths = make_truths(
             args.n,
             seed=args.seed,
@@ -186,18 +198,15 @@ def _cmd_catalog(args: argparse.Namespace, settings: object) -> int:
             config=config,
         )
         path = write_catalog(args.out, truths)
-    except (ValueError, OSError) as exc:
-        print(f"galpipe sky catalog: {exc}", file=sys.stderr)
-        return 1
     print(f"wrote {len(truths):,} synthetic galaxies to {path}")
-    return 0
 
 
-def _cmd_serve(args: argparse.Namespace, settings: object) -> int:
+def _cmd_serve(args: argparse.Namespace, settings: object) -> None:
+    from galpipe.runtime.service import serve
     from galpipe.synthetic.catalog import read_catalog
-    from galpipe.synthetic.server import SyntheticSky
+    from galpipe.synthetic.server import SkyProcess, SyntheticSky
 
-    try:
+    with reraise_as(InputError, ValueError, OSError):
         truths = read_catalog(args.catalog) if args.catalog else []
         sky = SyntheticSky(
             truths,
@@ -208,30 +217,9 @@ def _cmd_serve(args: argparse.Namespace, settings: object) -> int:
             match_radius_arcsec=args.match_radius,
             cache_size=args.cache_size,
             log_path=args.log_file,
+            ready_file=args.ready_file,
         )
-    except (ValueError, OSError) as exc:
-        print(f"galpipe sky serve: {exc}", file=sys.stderr)
-        return 1
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    if args.prerender:
-        count = sky.prerender(workers=args.workers)
-        print(f"pre-rendered {count:,} cutouts", flush=True)
-        if stop.is_set():
-            return 0
-    try:
-        sky.start()
-    except OSError as exc:
-        where = f"{args.host}:{args.port}"
-        print(f"galpipe sky serve: cannot listen on {where}: {exc}", file=sys.stderr)
-        return 1
-    rate = f"{args.rate:g}/s" if args.rate else "unlimited"
-    print(
-        f"synthetic sky on {sky.url}/viewer/fits-cutout ({len(truths):,} galaxies, {rate})",
-        flush=True,
-    )
-    while not stop.wait(0.5):
-        pass
-    sky.stop()
-    return 0
+    process = SkyProcess(sky, prerender_workers=args.workers if args.prerender else None)
+    # Port 0: no health server; the sky is a stand-in for the survey, not a probed service.
+    with reraise_as(CommandError, OSError, context=f"cannot listen on {args.host}:{args.port}"):
+        serve(process, port=0)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from galpipe.survey.layout import BANDS, PIXSCALE_ARCSEC
 from galpipe.synthetic.render import render_cutout
-from galpipe.synthetic.truth import BANDS, TruthGalaxy
+from galpipe.synthetic.truth import TruthGalaxy
 
 __all__ = ["SURVEY", "VERSION", "cube_fits_bytes", "cutout_cards", "cutout_fits_bytes"]
 
@@ -144,7 +145,7 @@ def cube_fits_bytes(
 def cutout_fits_bytes(
     truth: TruthGalaxy,
     size: int = 40,
-    pixscale: float = 0.262,
+    pixscale: float = PIXSCALE_ARCSEC,
     bands: str = BANDS,
     *,
     centre: tuple[float, float] | None = None,

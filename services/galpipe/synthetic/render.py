@@ -22,7 +22,8 @@ import math
 import galsim
 import numpy as np
 
-from galpipe.synthetic.truth import BANDS, Neighbour, TruthGalaxy
+from galpipe.survey.layout import BANDS, PIXSCALE_ARCSEC
+from galpipe.synthetic.truth import Neighbour, TruthGalaxy
 
 __all__ = ["image_beta_deg", "render_cutout", "tangent_offset_arcsec"]
 
@@ -93,7 +94,7 @@ def _band_noise_rng(source_id: int, band: str) -> np.random.Generator:
 def render_cutout(
     truth: TruthGalaxy,
     size: int = 40,
-    pixscale: float = 0.262,
+    pixscale: float = PIXSCALE_ARCSEC,
     bands: str = BANDS,
     *,
     centre: tuple[float, float] | None = None,

@@ -11,7 +11,8 @@ import math
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
-from galpipe.synthetic.truth import BANDS
+from galpipe.errors import InputError
+from galpipe.survey.layout import BANDS, PIXSCALE_ARCSEC
 
 __all__ = ["DEFAULT_LAYER", "KNOWN_LAYERS", "MAX_SIZE", "CutoutRequest", "RequestError"]
 
@@ -21,7 +22,7 @@ DEFAULT_LAYER = "ls-dr9"
 MAX_SIZE = 512
 
 
-class RequestError(ValueError):
+class RequestError(InputError, ValueError):
     """A cutout request with a missing or malformed parameter (answered 400)."""
 
 
@@ -63,7 +64,7 @@ class CutoutRequest:
 
         ra = number("ra", None, 0.0, 360.0)
         dec = number("dec", None, -90.0, 90.0)
-        pixscale = number("pixscale", 0.262, 1e-3, 60.0)
+        pixscale = number("pixscale", PIXSCALE_ARCSEC, 1e-3, 60.0)
         size_raw = params.get("size", "256")
         try:
             size = int(size_raw)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from galpipe.survey import layout
 from galpipe.synthetic.catalog import SkyIndex
 from galpipe.synthetic.faults import (
     FaultConfig,
@@ -39,14 +41,13 @@ from galpipe.synthetic.fitsfile import cube_fits_bytes
 from galpipe.synthetic.render import render_cutout
 from galpipe.synthetic.request import KNOWN_LAYERS, CutoutRequest, RequestError
 from galpipe.synthetic.truth import (
-    BANDS,
     SkyConfig,
     TruthGalaxy,
     source_id_for_position,
     truth_for,
 )
 
-__all__ = ["SyntheticSky", "max_in_window"]
+__all__ = ["SkyProcess", "SyntheticSky", "max_in_window", "read_ready_file", "write_ready_file"]
 
 log = logging.getLogger("galpipe.synthetic")
 
@@ -59,7 +60,15 @@ _KEY_DECIMALS = 6
 
 def _render_default(truth: TruthGalaxy, missing: str) -> bytes:
     """Worker of :meth:`SyntheticSky.prerender` (module level so child processes can import it)."""
-    return _fits_for(truth, truth.ra, truth.dec, 40, 0.262, BANDS, missing)
+    return _fits_for(
+        truth,
+        truth.ra,
+        truth.dec,
+        layout.CUTOUT_SIZE_PX,
+        layout.PIXSCALE_ARCSEC,
+        layout.BANDS,
+        missing,
+    )
 
 
 def _fits_for(
@@ -123,6 +132,9 @@ class SyntheticSky:
         FITS answers kept (about 29 kB each for a 4x40x40 cutout); 0 disables the cache.
     log_path : path, optional
         Also append the request log here, one JSON object a line.
+    ready_file : path, optional
+        Once listening, :meth:`start` writes where to this file (:func:`write_ready_file`), for
+        the process that started the server; :meth:`stop` removes it.
     clock, wall_clock : callable
         Monotonic seconds (limits, outages) and Unix seconds (log times).
 
@@ -146,6 +158,7 @@ class SyntheticSky:
         match_radius_arcsec: float = 1.0,
         cache_size: int = 10_000,
         log_path: str | Path | None = None,
+        ready_file: str | Path | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -166,6 +179,7 @@ class SyntheticSky:
         self._log: list[dict[str, Any]] = []
         self._log_lock = threading.Lock()
         self._log_path = Path(log_path) if log_path is not None else None
+        self._ready_file = Path(ready_file) if ready_file is not None else None
         self._stopping = threading.Event()
         self._server: _SkyHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -189,6 +203,8 @@ class SyntheticSky:
         )
         self._thread.start()
         log.info("synthetic sky serving on %s (%d galaxies)", self.url, len(self.index))
+        if self._ready_file is not None:
+            write_ready_file(self._ready_file, self)
         return self
 
     def stop(self) -> None:
@@ -200,12 +216,19 @@ class SyntheticSky:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._server = self._thread = None
+        if self._ready_file is not None:
+            self._ready_file.unlink(missing_ok=True)
 
     def __enter__(self) -> SyntheticSky:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    @property
+    def serving(self) -> bool:
+        """Whether the HTTP server's thread is up (between :meth:`start` and :meth:`stop`)."""
+        return self._thread is not None and self._thread.is_alive()
 
     @property
     def url(self) -> str:
@@ -253,14 +276,23 @@ class SyntheticSky:
         ``workers > 1`` renders in that many spawned processes.
         """
         truths = self.index.truths
-        missing = [self.missing_bands("ls-dr10", t.dec) for t in truths]
+        missing = [self.missing_bands(layout.LAYER, t.dec) for t in truths]
         if workers > 1 and len(truths) > 1:
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
                 bodies = list(pool.map(_render_default, truths, missing, chunksize=64))
         else:
             bodies = [_render_default(t, m) for t, m in zip(truths, missing, strict=True)]
         for truth, miss, body in zip(truths, missing, bodies, strict=True):
-            self._cache_put(self._key(truth, truth.ra, truth.dec, 40, 0.262, BANDS, miss), body)
+            key = self._key(
+                truth,
+                truth.ra,
+                truth.dec,
+                layout.CUTOUT_SIZE_PX,
+                layout.PIXSCALE_ARCSEC,
+                layout.BANDS,
+                miss,
+            )
+            self._cache_put(key, body)
         return len(truths)
 
     # -- rendering ---------------------------------------------------------------------------
@@ -415,6 +447,77 @@ class SyntheticSky:
             _send(handler, 400, f"bad request: {exc}\n".encode())
 
 
+class SkyProcess:
+    """``galpipe sky serve``: a :class:`~galpipe.runtime.service.Service` around a sky.
+
+    :meth:`run` pre-renders the catalogue if asked, starts the sky, announces its URL and serves
+    until :meth:`request_stop`, then stops the sky. A stop requested during the pre-rendering
+    ends the run before the sky starts.
+
+    Parameters
+    ----------
+    sky : SyntheticSky
+        The server to run (not yet started).
+    prerender_workers : int, optional
+        Pre-render the catalogue with this many processes first (None: do not pre-render).
+    announce : callable
+        Receives one line when the pre-rendering is done and one when the sky serves:
+        ``synthetic sky on URL/viewer/fits-cutout (N galaxies, RATE)``. Printed to stdout by
+        default.
+    """
+
+    def __init__(
+        self,
+        sky: SyntheticSky,
+        *,
+        prerender_workers: int | None = None,
+        announce: Callable[[str], None] = lambda line: print(line, flush=True),
+    ) -> None:
+        self.sky = sky
+        self.prerender_workers = prerender_workers
+        self._announce = announce
+        self._stop = threading.Event()
+        self._started = False
+
+    def run(self) -> None:
+        """Pre-render (if asked), serve until stopped; ``OSError`` if the port cannot be bound."""
+        if self.prerender_workers is not None:
+            count = self.sky.prerender(workers=self.prerender_workers)
+            self._announce(f"pre-rendered {count:,} cutouts")
+            if self._stop.is_set():
+                return
+        self.sky.start()
+        self._started = True
+        try:
+            per_second = self.sky.limiter.per_second
+            rate = f"{per_second:g}/s" if per_second else "unlimited"
+            where = f"{self.sky.url}{CUTOUT_PATHS[0]}"
+            self._announce(f"synthetic sky on {where} ({len(self.sky.index):,} galaxies, {rate})")
+            # A bounded wait keeps the main thread waking up for signal handlers.
+            while not self._stop.wait(0.5):
+                pass
+        finally:
+            self.sky.stop()
+
+    def request_stop(self) -> None:
+        """Stop serving (after the pre-rendering, if it is under way)."""
+        self._stop.set()
+
+    def liveness(self) -> tuple[bool, str]:
+        """Alive while pre-rendering or serving; dead if the server thread ended on its own."""
+        if self._started and not self.sky.serving and not self._stop.is_set():
+            return False, "the sky's server thread is not running"
+        return True, "ok"
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready while the sky answers requests and no stop was asked for."""
+        if self._stop.is_set():
+            return False, "stopping"
+        if not self.sky.serving:
+            return False, "not serving yet"
+        return True, "ok"
+
+
 _FITS = {"Content-Type": FITS_CONTENT_TYPE}
 
 
@@ -458,3 +561,25 @@ def _send(
 def _send_json(handler: _Handler, status: int, payload: object) -> None:
     body = json.dumps(payload).encode()
     _send(handler, status, body, {"Content-Type": "application/json"})
+
+
+def write_ready_file(path: str | Path, sky: SyntheticSky) -> None:
+    """Tell the process that started a listening sky where it is (``sky serve --ready-file``).
+
+    Writes ``{"url": ..., "host": ..., "port": ..., "pid": ...}`` as JSON; the file appears
+    whole (written beside it, then renamed), so whoever polls for it never reads half of it.
+    """
+    path = Path(path)
+    announcement = {"url": sky.url, "host": sky.host, "port": sky.port, "pid": os.getpid()}
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(announcement) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+
+
+def read_ready_file(path: str | Path) -> str | None:
+    """The base URL a sky announced in ``path`` (:func:`write_ready_file`); None until then."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    return str(json.loads(text)["url"])

@@ -23,16 +23,16 @@ from typing import Any, Literal
 
 import numpy as np
 
+from galpipe.survey.layout import BANDS
+
 __all__ = [
-    "BANDS",
     "Neighbour",
     "SkyConfig",
     "TruthGalaxy",
+    "half_light_snr",
     "source_id_for_position",
     "truth_for",
 ]
-
-BANDS = "griz"
 
 # Mixed into every seed so that the truth stream cannot collide with another use of the id.
 _TRUTH_SALT = 0x6A1_5E7
@@ -220,15 +220,12 @@ class TruthGalaxy:
         return tuple(Neighbour(**item) for item in items)
 
 
-def _rng(source_id: int, stream: int) -> np.random.Generator:
+def _truth_rng(source_id: int) -> np.random.Generator:
     if source_id < 0:
         raise ValueError(f"source_id {source_id}: must be a non-negative integer")
-    return np.random.default_rng(np.random.SeedSequence([_TRUTH_SALT, stream, int(source_id)]))
-
-
-def noise_rng(source_id: int) -> np.random.Generator:
-    """The generator of a galaxy's pixel noise: deterministic, independent of its truth draws."""
-    return _rng(source_id, stream=1)
+    # The 0 is the seed's stream index; it stays so that every id keeps drawing the galaxy it
+    # always drew.
+    return np.random.default_rng(np.random.SeedSequence([_TRUTH_SALT, 0, int(source_id)]))
 
 
 def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
@@ -307,7 +304,7 @@ def truth_for(
         The same value for the same ``(source_id, config)``, always.
     """
     config = config or SkyConfig()
-    rng = _rng(source_id, stream=0)
+    rng = _truth_rng(source_id)
     sersic_n = _sersic_index(rng, config.sersic_n)
     hlr = _uniform(rng, config.half_light_radius_arcsec)
     q = _uniform(rng, config.axis_ratio)
@@ -333,6 +330,31 @@ def truth_for(
         gain_e_per_nmgy=config.gain_e_per_nmgy,
         neighbours=neighbours,
     )
+
+
+def half_light_snr(
+    flux: float, sky_sigma: float, half_light_radius_arcsec: float, pixscale_arcsec: float
+) -> float:
+    """The signal-to-noise ratio of a galaxy, as every S/N of galpipe is defined.
+
+    ``S/N = (F / 2) / (sigma * sqrt(pi * R_e^2 / p^2))``: half the flux ``F`` over the sky noise
+    ``sigma`` (per pixel, the same units as ``F``) summed over the intrinsic (pre-PSF)
+    half-light aperture of radius ``R_e`` (arcsec; GalSim's ``shear(q)`` keeps the area, so the
+    half-light ellipse has area ``pi R_e^2``) at ``p`` arcsec per pixel. It is background-limited:
+    the source's own Poisson noise is left out of the definition (it is in the images).
+
+    Parameters
+    ----------
+    flux, sky_sigma : float
+        The band's flux and sky noise per pixel (nanomaggies in the synthetic sky); galpipe's
+        tables use the r band.
+    half_light_radius_arcsec : float
+        ``R_e``, arcsec.
+    pixscale_arcsec : float
+        Arcseconds per pixel.
+    """
+    aperture_px = math.pi * (half_light_radius_arcsec / pixscale_arcsec) ** 2
+    return 0.5 * flux / (sky_sigma * math.sqrt(aperture_px))
 
 
 def source_id_for_position(ra: float, dec: float) -> int:

@@ -1,4 +1,4 @@
-"""Validation of the position angles (issue 6): truth, the paper's protocol, a peer, Gaia.
+"""Validation of the position angles: truth, the paper's protocol, a peer, the floor, Gaia.
 
 ``galpipe validate OUT`` (:func:`galpipe.validation.run.run_validation`) writes a report
 directory -- ``report.md``, PNG figures, ``summary.json`` and per-galaxy tables -- that can
@@ -13,6 +13,10 @@ stand as a paper's appendix. One module per job:
 - :mod:`~galpipe.validation.protocol` -- the paper's R/B/N augmentation protocol (section 5).
 - :mod:`~galpipe.validation.gaia` -- agreement with Gaia DR3's Sérsic position angles.
 - :mod:`~galpipe.validation.parallel` -- chunked work over a process pool, deterministic.
+- :mod:`~galpipe.validation.oracle` -- the information floor: an oracle that knows all but
+  the angle, on the protocol's images.
+- :mod:`~galpipe.validation.summary` -- the run's findings as frozen dataclasses
+  (``summary.json``).
 - :mod:`~galpipe.validation.report` -- Markdown, figures and ``summary.json``.
 - :mod:`~galpipe.validation.run` -- the whole run; :mod:`~galpipe.validation.cli` -- the command.
 """

@@ -12,8 +12,8 @@ random non-empty subset of
 re-measure, and report the deviation from the prediction (the paper: ~6.17 deg mean over
 500,000 augmented images). This module implements the three operations, batched over
 ``images: float32 (N, B, S, S)`` (axes ``[galaxy, band, row, col]``, row 0 = FITS y = 1,
-SCIENCE.md "Conventions"), and the sampling of the protocol's parameters. Everything is pure:
-inputs are not modified and randomness comes only from the generator passed in.
+``docs/science.md``, "Conventions"), and the sampling of the protocol's parameters. Everything
+is pure: inputs are not modified and randomness comes only from the generator passed in.
 
 Conventions
 -----------
@@ -53,8 +53,9 @@ __all__ = [
     "sample_augmentations",
 ]
 
-#: The protocol's parameter ranges (issue 6): alpha ~ U[0, 180) deg, sigma ~ U[0.5, 2.0] px,
-#: total counts ~ log-uniform on [1e3, 1e5] photons per galaxy (all bands together).
+#: The protocol's parameter ranges (ours; the paper gives none): alpha ~ U[0, 180) deg,
+#: sigma ~ U[0.5, 2.0] px, total counts ~ log-uniform on [1e3, 1e5] photons per galaxy (all
+#: bands together).
 ROTATION_RANGE_DEG = (0.0, 180.0)
 BLUR_SIGMA_RANGE_PX = (0.5, 2.0)
 TOTAL_COUNTS_RANGE = (1.0e3, 1.0e5)
@@ -131,12 +132,9 @@ def rotate(images: ArrayLike, alpha_deg: ArrayLike) -> NDArray[np.float32]:
 
         [r_in, c_in] = [[cos a, -sin a], [sin a, cos a]] @ ([r, c] - m) + m
 
-    Implementation (measured on this 2-core machine, 512 galaxies x 4 bands x 40^2): one
-    ``ndimage.affine_transform`` call per band image runs at ~2,150 galaxies/s. The vectorised
-    routes were slower: one ``map_coordinates`` over the whole stack as a 3-D array (the spline
-    must then span the image axis too: 64 taps instead of 16) ~750 galaxies/s; a 2-D mosaic of
-    pre-filtered, mirror-padded coefficient blocks with one ``map_coordinates`` call
-    ~1,800 galaxies/s. The loop is over images, each call is compiled C; no pixel loop.
+    Implementation: one ``ndimage.affine_transform`` call per band image. The loop is over
+    images, each call is compiled C; no pixel loop. The vectorised routes measured slower
+    (``docs/decisions.md``, "How the augmentations are computed").
     """
     batch = _check_images(images)
     n_galaxies, n_bands, size, _ = batch.shape
@@ -248,14 +246,14 @@ def blur(
     -----
     The Gaussian is separable, so the blur of galaxy ``n`` is ``T_n @ X @ T_n.T`` with ``T_n``
     its ``(S, S)`` 1-D convolution matrix (zero padding built in). All galaxies go through two
-    batched matrix products -- measured ~26,000 galaxies/s at S = 40, B = 4 against ~14,500
-    for a loop of ``gaussian_filter`` calls.
+    batched matrix products, faster than a loop of ``gaussian_filter`` calls
+    (``docs/decisions.md``, "How the augmentations are computed").
 
     Why no data stays no data: a plain blur spreads the data into a rotation's empty corners
     as a fading, low-noise rim that is neither data nor the 0 that marks no data. The
-    measurement takes that rim for sky and its noise for the sky's: after R then B, on 1,500
-    truth galaxies, 15 % of the isolated galaxies got a spurious "neighbour". A survey seen
-    with worse seeing still has no data where it had none.
+    measurement takes that rim for sky and its noise for the sky's, and finds spurious
+    "neighbours" (``docs/decisions.md``, "Augmentations that keep no data as no data"). A
+    survey seen with worse seeing still has no data where it had none.
     """
     batch = _check_images(images)
     n_galaxies, _, size, _ = batch.shape
@@ -373,7 +371,7 @@ class AugmentationParams:
 
 
 def sample_augmentations(n: int, rng: RngLike) -> AugmentationParams:
-    """Draw the paper's protocol for ``n`` galaxies (section 5; validation, issue 6).
+    """Draw the paper's protocol for ``n`` galaxies (section 5).
 
     Each galaxy gets a non-empty subset of {R, B, N}, the 7 subsets equally likely (so each
     operation applies with probability 4/7), and parameters

@@ -1,17 +1,16 @@
 """``galpipe validate``: the validation report (truth, the paper's protocol, a peer, Gaia).
 
-Wiring (in :mod:`galpipe.cli`): ``add_validate_parser(sub)`` adds the subcommand and sets its
-``handler`` (the ``(args, settings) -> int`` form of the other commands);
-:func:`run_validate` is the command itself.
+:func:`register` adds the command to ``galpipe``.
+Only argparse is imported here; GalSim and matplotlib load when the command runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from pathlib import Path
 
-__all__ = ["add_validate_parser", "run_validate"]
+__all__ = ["register"]
 
 
 def _positive_int(text: str) -> int:
@@ -28,8 +27,8 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def add_validate_parser(subparsers: Any) -> None:
-    """Add ``validate`` to the ``galpipe`` subcommands (``argparse`` subparsers action)."""
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``validate`` to ``subparsers``."""
     parser = subparsers.add_parser(
         "validate",
         help="validation report: accuracy vs truth, the paper's augmentation protocol, a peer",
@@ -39,34 +38,42 @@ def add_validate_parser(subparsers: Any) -> None:
         "report.md, PNG figures and summary.json into OUT.",
     )
     parser.add_argument("out", help="report directory (created; files in it are overwritten)")
+    # Sizes default to None: --quick then chooses the defaults of those not given, and a size
+    # given always wins (galpipe.validation.run.resolve_sizes).
     parser.add_argument(
-        "--n-truth", type=_positive_int, default=10_000, help="truth galaxies (default 10000)"
+        "--n-truth",
+        type=_positive_int,
+        default=None,
+        help="truth galaxies (default 10000; with --quick 400)",
     )
     parser.add_argument(
         "--n-augment",
         type=_non_negative_int,
-        default=500_000,
-        help="augmented images of the protocol (default 500000, as the paper)",
+        default=None,
+        help="augmented images of the protocol (default 500000, as the paper; with --quick 2000)",
     )
     parser.add_argument(
         "--n-floor",
         type=_non_negative_int,
         default=None,
         help="isolated galaxies the oracle (the information floor) measures, 8 augmented "
-        "images each (default: FLOOR_GALAXIES of galpipe.validation.run, 160)",
+        "images each (default 160; with --quick 4)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seeds population and protocol")
     parser.add_argument(
-        "--quick", action="store_true", help="400 galaxies, 2000 augmentations (seconds)"
+        "--quick",
+        action="store_true",
+        help="the test suite's sizes for those not given: 400 galaxies, 2000 augmentations, "
+        "4 oracle galaxies (seconds)",
     )
     parser.add_argument(
         "--workers", type=_positive_int, default=None, help="processes (default: every core)"
     )
-    parser.set_defaults(handler=lambda args, _settings: run_validate(args))
+    parser.set_defaults(handler=_cmd_validate)
 
 
-def run_validate(args: argparse.Namespace) -> int:
-    """Run the validation with the parsed ``args``; print the headline as JSON; exit status 0."""
+def _cmd_validate(args: argparse.Namespace, settings: object) -> None:
+    """Run the validation with the parsed ``args``; print the headline as JSON."""
     from galpipe.validation.run import run_validation  # loads GalSim and matplotlib: only here
 
     summary = run_validation(
@@ -76,8 +83,12 @@ def run_validate(args: argparse.Namespace) -> int:
         seed=args.seed,
         quick=args.quick,
         workers=args.workers,
-        **({} if args.n_floor is None else {"n_floor": args.n_floor}),
+        n_floor=args.n_floor,
     )
-    print(json.dumps(summary.as_dict(), sort_keys=True))
-    print(f"report: {summary.out_dir / 'report.md'}")
-    return 0
+    headline = {
+        **summary.headline.to_json(),
+        "out_dir": args.out,
+        "elapsed_s": summary.timing.total_s,
+    }
+    print(json.dumps(headline, sort_keys=True))
+    print(f"report: {Path(args.out) / 'report.md'}")

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from os import PathLike
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -24,9 +25,23 @@ from galpipe.catalog.extras import extra_json
 from galpipe.catalog.read import load_catalog
 from galpipe.science.features import axial_difference
 from galpipe.synthetic.catalog import GAIA_SERSIC_COLUMNS
-from galpipe.validation.stats import ELLIPTICITY_EDGES, bin_labels, binned_stats, error_stats
+from galpipe.validation.stats import (
+    ELLIPTICITY_EDGES,
+    ErrorStats,
+    bin_labels,
+    binned_stats,
+    error_stats,
+    json_ready,
+    stats_list,
+)
 
-__all__ = ["gaia_agreement", "gaia_columns_from_extras", "load_gaia_columns"]
+__all__ = [
+    "GaiaAgreement",
+    "GaiaSummary",
+    "gaia_agreement",
+    "gaia_columns_from_extras",
+    "load_gaia_columns",
+]
 
 _POSANGLE, _ELLIPTICITY = GAIA_SERSIC_COLUMNS
 
@@ -73,11 +88,75 @@ def load_gaia_columns(path: str | PathLike[str]) -> tuple[np.ndarray, np.ndarray
     return catalogue.rows.source_id[accepted], pa, ellipticity
 
 
+@dataclass(frozen=True)
+class GaiaAgreement:
+    """One method's axial difference from Gaia's angle: overall and by Gaia ellipticity bin."""
+
+    overall: ErrorStats
+    by_ellipticity: tuple[ErrorStats, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """``overall`` and ``by_ellipticity``."""
+        return {
+            "overall": self.overall.to_json(),
+            "by_ellipticity": [s.to_json() for s in self.by_ellipticity],
+        }
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any]) -> Self:
+        """The inverse of :meth:`to_json`."""
+        return cls(ErrorStats.from_json(values["overall"]), stats_list(values["by_ellipticity"]))
+
+
+@dataclass(frozen=True)
+class GaiaSummary:
+    """Every method's agreement with Gaia.
+
+    Attributes
+    ----------
+    ellipticity_bins : tuple of str
+        Labels of every ``by_ellipticity``.
+    methods : mapping of str to GaiaAgreement
+        Method name -> its agreement.
+    source : str
+        Where the Gaia values came from, in words (empty: not said).
+
+    ``to_json`` writes the methods by name beside ``ellipticity_bins`` and ``source``.
+    """
+
+    ellipticity_bins: tuple[str, ...]
+    methods: Mapping[str, GaiaAgreement]
+    source: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready: ``ellipticity_bins``, ``source`` (if said) and one key per method."""
+        values: dict[str, Any] = {"ellipticity_bins": self.ellipticity_bins}
+        if self.source:
+            values["source"] = self.source
+        values.update({name: agreement.to_json() for name, agreement in self.methods.items()})
+        return json_ready(values)
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any]) -> Self:
+        """The inverse of :meth:`to_json` (the methods keep the order of ``values``)."""
+        return cls(
+            ellipticity_bins=tuple(values["ellipticity_bins"]),
+            methods={
+                name: GaiaAgreement.from_json(agreement)
+                for name, agreement in values.items()
+                if name not in ("ellipticity_bins", "source")
+            },
+            source=values.get("source", ""),
+        )
+
+
 def gaia_agreement(
     position_angles_deg: Mapping[str, np.ndarray],
     gaia_pa_deg: np.ndarray,
     gaia_ellipticity: np.ndarray,
-) -> dict[str, Any]:
+    *,
+    source: str = "",
+) -> GaiaSummary:
     """Axial difference of each method's position angle from Gaia's, by Gaia ellipticity.
 
     Parameters
@@ -86,20 +165,19 @@ def gaia_agreement(
         Method name -> ``(N,)`` position angles east of north, degrees (NaN: not measured).
     gaia_pa_deg, gaia_ellipticity : numpy.ndarray
         ``(N,)`` Gaia's ``posangle_sersic`` and ``ellipticity_sersic`` for the same galaxies.
+    source : str
+        Where the Gaia values came from, in words, for the report.
 
     Returns
     -------
-    dict
-        ``ellipticity_bins`` labels, and per method ``overall`` and ``by_ellipticity`` stats;
-        galaxies without Gaia values count as unmeasured.
+    GaiaSummary
+        Galaxies without Gaia values count as unmeasured.
     """
-    result: dict[str, Any] = {"ellipticity_bins": bin_labels(ELLIPTICITY_EDGES)}
+    methods = {}
     for method, pa in position_angles_deg.items():
         difference = axial_difference(pa, gaia_pa_deg)
-        result[method] = {
-            "overall": error_stats(difference).as_dict(),
-            "by_ellipticity": [
-                s.as_dict() for s in binned_stats(difference, gaia_ellipticity, ELLIPTICITY_EDGES)
-            ],
-        }
-    return result
+        methods[method] = GaiaAgreement(
+            overall=error_stats(difference),
+            by_ellipticity=tuple(binned_stats(difference, gaia_ellipticity, ELLIPTICITY_EDGES)),
+        )
+    return GaiaSummary(tuple(bin_labels(ELLIPTICITY_EDGES)), methods, source)

@@ -30,8 +30,9 @@ dominates the mean -- it is close to the best any method can do.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 from scipy.special import ndtr
@@ -39,20 +40,34 @@ from scipy.special import ndtr
 from galpipe.science.core import RadonConfig, measure_batch
 from galpipe.science.features import axial_difference
 from galpipe.science.orientation import image_angle_to_position_angle
+from galpipe.survey.layout import BANDS, PIXSCALE_ARCSEC
 from galpipe.synthetic.render import render_cutout
-from galpipe.synthetic.truth import BANDS, TruthGalaxy
+from galpipe.synthetic.truth import TruthGalaxy
 from galpipe.validation import augment
 from galpipe.validation.parallel import map_chunks
-from galpipe.validation.population import PIXSCALE_ARCSEC, TruthPopulation
+from galpipe.validation.population import TruthPopulation
 from galpipe.validation.protocol import operator_for
-from galpipe.validation.stats import AXIS_RATIO_EDGES, bin_labels, binned_stats, error_stats
+from galpipe.validation.stats import (
+    AXIS_RATIO_EDGES,
+    ErrorStats,
+    bin_labels,
+    binned_stats,
+    error_stats,
+    json_ready,
+    nan_if_none,
+    stats_list,
+)
 
 __all__ = [
     "FLOOR_METHODS",
     "GALAXIES_PER_TASK",
     "NOISE_DRAWS",
     "OFFSETS_DEG",
+    "FloorMethod",
     "FloorResult",
+    "FloorStandardErrors",
+    "FloorStats",
+    "FloorSummary",
     "angle_templates",
     "augmented_model",
     "best_offset_deg",
@@ -438,57 +453,197 @@ def _standard_error(per_galaxy: np.ndarray) -> float:
     return float(np.std(per_galaxy, ddof=1) / np.sqrt(per_galaxy.size))
 
 
-def floor_tables(result: FloorResult, axis_ratio: np.ndarray) -> dict[str, Any]:
-    """The oracle beside ours, JSON-ready.
+@dataclass(frozen=True)
+class FloorStats:
+    """One method's deviations (or errors) on the floor's images, by selection.
+
+    Attributes
+    ----------
+    overall : ErrorStats
+        Every image.
+    by_axis_ratio : tuple of ErrorStats
+        By the galaxy's axis-ratio bin.
+    resample_low, resample_high, no_resample : ErrorStats
+        Images resampled by N to 10^3-10^4 photons, to 10^4-10^5, and not resampled.
+    """
+
+    overall: ErrorStats
+    by_axis_ratio: tuple[ErrorStats, ...]
+    resample_low: ErrorStats
+    resample_high: ErrorStats
+    no_resample: ErrorStats
+
+    def to_json(self) -> dict[str, Any]:
+        """One key per attribute."""
+        return {
+            "overall": self.overall.to_json(),
+            "by_axis_ratio": [d.to_json() for d in self.by_axis_ratio],
+            "resample_low": self.resample_low.to_json(),
+            "resample_high": self.resample_high.to_json(),
+            "no_resample": self.no_resample.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any]) -> Self:
+        """The inverse of :meth:`to_json`."""
+        return cls(
+            overall=ErrorStats.from_json(values["overall"]),
+            by_axis_ratio=stats_list(values["by_axis_ratio"]),
+            resample_low=ErrorStats.from_json(values["resample_low"]),
+            resample_high=ErrorStats.from_json(values["resample_high"]),
+            no_resample=ErrorStats.from_json(values["no_resample"]),
+        )
+
+
+@dataclass(frozen=True)
+class FloorMethod:
+    """One method on the floor's images: the protocol's deviation, and the error vs truth."""
+
+    deviation: FloorStats
+    error: FloorStats
+
+    def to_json(self) -> dict[str, Any]:
+        """``deviation`` and ``error``."""
+        return {"deviation": self.deviation.to_json(), "error": self.error.to_json()}
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any]) -> Self:
+        """The inverse of :meth:`to_json`."""
+        return cls(FloorStats.from_json(values["deviation"]), FloorStats.from_json(values["error"]))
+
+
+@dataclass(frozen=True)
+class FloorStandardErrors:
+    """Standard errors of the mean deviations over galaxies, degrees (NaN with < 2 galaxies)."""
+
+    ours: float
+    oracle: float
+    ours_minus_oracle: float
+
+    def to_json(self) -> dict[str, Any]:
+        """One key per attribute (NaN becomes None)."""
+        return json_ready(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any]) -> Self:
+        """The inverse of :meth:`to_json`."""
+        return cls(
+            ours=nan_if_none(values["ours"]),
+            oracle=nan_if_none(values["oracle"]),
+            ours_minus_oracle=nan_if_none(values["ours_minus_oracle"]),
+        )
+
+
+@dataclass(frozen=True)
+class FloorSummary:
+    """The oracle beside ours.
+
+    Attributes
+    ----------
+    n_galaxies, n_images : int
+        The floor's isolated galaxies and their augmented images.
+    axis_ratio_bins : tuple of str
+        Labels of every ``by_axis_ratio``.
+    offsets_deg : str
+        The oracle's grid of trial angles, in words.
+    deviation_ours_minus_oracle_deg : float
+        Mean paired difference of the deviations, ours minus the oracle's (NaN: no image).
+    deviation_mean_se_deg : FloorStandardErrors
+        Standard errors of the mean deviations and of that difference, over galaxies.
+    ours, ours_nomask, oracle : FloorMethod
+        Each method of :data:`FLOOR_METHODS`.
+    """
+
+    n_galaxies: int
+    n_images: int
+    axis_ratio_bins: tuple[str, ...]
+    offsets_deg: str
+    deviation_ours_minus_oracle_deg: float
+    deviation_mean_se_deg: FloorStandardErrors
+    ours: FloorMethod
+    ours_nomask: FloorMethod
+    oracle: FloorMethod
+
+    def methods(self) -> dict[str, FloorMethod]:
+        """Method name (:data:`FLOOR_METHODS`) -> its statistics."""
+        return {"ours": self.ours, "ours_nomask": self.ours_nomask, "oracle": self.oracle}
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready, one key per attribute (the methods by name)."""
+        return json_ready(
+            {
+                "n_galaxies": self.n_galaxies,
+                "n_images": self.n_images,
+                "axis_ratio_bins": self.axis_ratio_bins,
+                "offsets_deg": self.offsets_deg,
+                "deviation_ours_minus_oracle_deg": self.deviation_ours_minus_oracle_deg,
+                "deviation_mean_se_deg": self.deviation_mean_se_deg.to_json(),
+                **{name: method.to_json() for name, method in self.methods().items()},
+            }
+        )
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any]) -> Self:
+        """The inverse of :meth:`to_json`."""
+        return cls(
+            n_galaxies=values["n_galaxies"],
+            n_images=values["n_images"],
+            axis_ratio_bins=tuple(values["axis_ratio_bins"]),
+            offsets_deg=values["offsets_deg"],
+            deviation_ours_minus_oracle_deg=nan_if_none(values["deviation_ours_minus_oracle_deg"]),
+            deviation_mean_se_deg=FloorStandardErrors.from_json(values["deviation_mean_se_deg"]),
+            ours=FloorMethod.from_json(values["ours"]),
+            ours_nomask=FloorMethod.from_json(values["ours_nomask"]),
+            oracle=FloorMethod.from_json(values["oracle"]),
+        )
+
+
+def floor_tables(result: FloorResult, axis_ratio: np.ndarray) -> FloorSummary:
+    """The oracle beside ours (:class:`FloorSummary`).
 
     Parameters
     ----------
     result : FloorResult
     axis_ratio : numpy.ndarray
         ``(N,)`` the population's true axis ratios (indexed by ``result.galaxy_index``).
-
-    Returns
-    -------
-    dict
-        ``n_galaxies``, ``n_images``, ``axis_ratio_bins``, ``offsets_deg`` (the grid),
-        ``deviation_ours_minus_oracle_deg`` (mean paired difference) and
-        ``deviation_mean_se_deg`` (standard errors of the mean deviations and of that
-        difference, over galaxies: ``ours``, ``oracle``, ``ours_minus_oracle``), and for
-        each of :data:`FLOOR_METHODS`: ``deviation`` and ``error`` (vs truth), each with
-        ``overall``, ``by_axis_ratio``, ``resample_low`` (N with 10^3-10^4 photons),
-        ``resample_high`` (10^4-10^5) and ``no_resample``.
     """
     q = axis_ratio[result.galaxy_index]
     resampled = result.apply_resample
     low = resampled & (result.total_counts < 1.0e4)
-    selections = {"resample_low": low, "resample_high": resampled & ~low}
-    selections["no_resample"] = ~resampled
-    tables: dict[str, Any] = {
-        "n_galaxies": int(np.unique(result.galaxy_index).size),
-        "n_images": len(result),
-        "axis_ratio_bins": bin_labels(AXIS_RATIO_EDGES),
-        "offsets_deg": f"{OFFSETS_DEG[0]:g} to {OFFSETS_DEG[-1]:g} step "
-        f"{OFFSETS_DEG[1] - OFFSETS_DEG[0]:g}, parabola-refined",
-    }
+
+    def stats(values: np.ndarray) -> FloorStats:
+        return FloorStats(
+            overall=error_stats(values),
+            by_axis_ratio=tuple(binned_stats(values, q, AXIS_RATIO_EDGES)),
+            resample_low=error_stats(values[low]),
+            resample_high=error_stats(values[resampled & ~low]),
+            no_resample=error_stats(values[~resampled]),
+        )
+
     # Images of one galaxy share its noise and shape: the standard errors are over galaxies.
     _, galaxy = np.unique(result.galaxy_index, return_inverse=True)
     ours = _galaxy_means(result.deviation_ours_deg, galaxy)
     oracle = _galaxy_means(result.deviation_oracle_deg, galaxy)
-    tables["deviation_mean_se_deg"] = {
-        "ours": _standard_error(ours),
-        "oracle": _standard_error(oracle),
-        "ours_minus_oracle": _standard_error(ours - oracle),
+    methods = {
+        method: FloorMethod(
+            deviation=stats(getattr(result, f"deviation_{method}_deg")),
+            error=stats(getattr(result, f"error_{method}_deg")),
+        )
+        for method in FLOOR_METHODS
     }
-    tables["deviation_ours_minus_oracle_deg"] = (
-        float(np.mean(ours - oracle)) if ours.size else float("nan")
+    return FloorSummary(
+        n_galaxies=int(np.unique(result.galaxy_index).size),
+        n_images=len(result),
+        axis_ratio_bins=tuple(bin_labels(AXIS_RATIO_EDGES)),
+        offsets_deg=f"{OFFSETS_DEG[0]:g} to {OFFSETS_DEG[-1]:g} step "
+        f"{OFFSETS_DEG[1] - OFFSETS_DEG[0]:g}, parabola-refined",
+        deviation_ours_minus_oracle_deg=float(np.mean(ours - oracle)) if ours.size else np.nan,
+        deviation_mean_se_deg=FloorStandardErrors(
+            ours=_standard_error(ours),
+            oracle=_standard_error(oracle),
+            ours_minus_oracle=_standard_error(ours - oracle),
+        ),
+        ours=methods["ours"],
+        ours_nomask=methods["ours_nomask"],
+        oracle=methods["oracle"],
     )
-    for method in FLOOR_METHODS:
-        tables[method] = {}
-        for kind in ("deviation", "error"):
-            values = getattr(result, f"{kind}_{method}_deg")
-            tables[method][kind] = {
-                "overall": error_stats(values).as_dict(),
-                "by_axis_ratio": [d.as_dict() for d in binned_stats(values, q, AXIS_RATIO_EDGES)],
-                **{name: error_stats(values[keep]).as_dict() for name, keep in selections.items()},
-            }
-    return tables

@@ -22,14 +22,22 @@ What the peer does with an ``(N, B, S, S)`` batch -- the same array our measurem
    ``centre_radius_px``), as our masking chooses it; its ``theta`` is the angle. No central
    object: NaN.
 
+Every image ends one of three ways (:class:`PeerOutcomes`): measured; no detection (no signal,
+no object, or none central: the peer's answer "nothing there"); or failed, when ``sep`` itself
+raised (e.g. an object larger than its pixel stack). A failure is NaN too, but it is the
+tool's limit, not the image's content, so it is counted apart, logged, and reported.
+
 Convention: ``sep`` uses ``x`` = column, ``y`` = row and ``theta`` counter-clockwise from +x
-towards +y in radians, [-pi/2, pi/2] -- our image angle (SCIENCE.md "Conventions") after
+towards +y in radians, [-pi/2, pi/2] -- our image angle (``docs/science.md``, "Conventions") after
 ``degrees mod 180``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Self
 
 import numpy as np
 import sep
@@ -37,7 +45,9 @@ import sep
 from galpipe.science.neighbours import NeighbourConfig, central_label, detection_images
 from galpipe.science.preprocess import sanitise_and_shift
 
-__all__ = ["PeerConfig", "PeerMeasurement", "sep_orientation"]
+__all__ = ["PeerConfig", "PeerMeasurement", "PeerOutcomes", "sep_orientation"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,43 @@ class PeerConfig:
 
 
 @dataclass(frozen=True)
+class PeerOutcomes:
+    """How the peer's combined measurements of a set of images ended; the counts sum to them.
+
+    Attributes
+    ----------
+    measured : int
+        Images with an angle.
+    no_detection : int
+        ``sep`` ran and found no central object (or the image had no signal).
+    failed : int
+        ``sep`` raised: no angle, for a reason of the tool's, not of the image.
+    """
+
+    measured: int
+    no_detection: int
+    failed: int
+
+    @classmethod
+    def of(cls, measured: np.ndarray, failed: np.ndarray) -> Self:
+        """Count the outcomes of images marked ``(M,)`` measured and ``(M,)`` failed (bool)."""
+        return cls(
+            measured=int(measured.sum()),
+            no_detection=int((~measured & ~failed).sum()),
+            failed=int(failed.sum()),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The three counts by name."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any]) -> Self:
+        """The inverse of :meth:`to_json`."""
+        return cls(values["measured"], values["no_detection"], values["failed"])
+
+
+@dataclass(frozen=True)
 class PeerMeasurement:
     """The peer's angles; image angles in degrees, [0, 180), NaN where nothing central was found.
 
@@ -85,22 +132,42 @@ class PeerMeasurement:
         ``(N,)`` on the combined detection image of all bands.
     ellipticity : numpy.ndarray
         ``(N,)`` ``1 - b/a`` of the combined detection's central object.
+    band_failed, failed : numpy.ndarray
+        ``(N, B)`` and ``(N,)`` bool: ``sep`` raised on that detection image (the angle is NaN,
+        but not for want of a detection).
     """
 
     band_angle_image_deg: np.ndarray
     angle_image_deg: np.ndarray
     ellipticity: np.ndarray
+    band_failed: np.ndarray
+    failed: np.ndarray
+
+    def outcomes(self) -> PeerOutcomes:
+        """How the combined measurements ended: measured, no detection, failed."""
+        return PeerOutcomes.of(np.isfinite(self.angle_image_deg), self.failed)
+
+
+@dataclass(frozen=True)
+class _CentralObjects:
+    """What :func:`_central_theta` found on each detection image."""
+
+    angle_deg: np.ndarray  # (N,) NaN: none
+    ellipticity: np.ndarray  # (N,) 1 - b/a
+    failed: np.ndarray  # (N,) bool: sep raised
 
 
 def _central_theta(
     detection: np.ndarray, has_signal: np.ndarray, config: PeerConfig
-) -> tuple[np.ndarray, np.ndarray]:
+) -> _CentralObjects:
     """Angle (degrees) and ``1 - b/a`` of the central object of each detection image."""
     n_images, size, _ = detection.shape
     offset = np.arange(size) - (size - 1) / 2.0
     distance = np.hypot(offset[:, None], offset[None, :])
     angle = np.full(n_images, np.nan)
     ellipticity = np.full(n_images, np.nan)
+    failed = np.zeros(n_images, dtype=bool)
+    first_error = ""
     for index in np.flatnonzero(has_signal):
         try:
             sources, segmap = sep.extract(
@@ -112,7 +179,9 @@ def _central_theta(
                 deblend_cont=config.deblend_cont,
                 segmentation_map=True,
             )
-        except Exception:  # sep raises bare Exception (e.g. object too large): no measurement
+        except Exception as exc:  # sep raises bare Exception (e.g. object too large)
+            failed[index] = True
+            first_error = first_error or str(exc)
             continue
         if len(sources) == 0:
             continue
@@ -123,7 +192,11 @@ def _central_theta(
         angle[index] = np.mod(np.rad2deg(float(source["theta"])), 180.0)
         if source["a"] > 0:
             ellipticity[index] = 1.0 - float(source["b"]) / float(source["a"])
-    return angle, ellipticity
+    if failed.any():
+        log.warning(
+            "peer: sep failed on %d of %d images (first: %s)", failed.sum(), n_images, first_error
+        )
+    return _CentralObjects(angle, ellipticity, failed)
 
 
 def sep_orientation(
@@ -156,6 +229,7 @@ def sep_orientation(
     # NeighbourConfig it reads): both methods then detect on the same image.
     detect_rule = NeighbourConfig()
     band_angle = np.full((n_galaxies, n_bands), np.nan)
+    band_failed = np.zeros((n_galaxies, n_bands), dtype=bool)
     previous = sep.get_extract_pixstack()
     # A stamp has S^2 pixels; sep's default stack of 300,000 costs more to allocate than the
     # extraction itself.
@@ -165,9 +239,12 @@ def sep_orientation(
             detection, has_signal, _ = detection_images(
                 shifted[:, band : band + 1], no_data[:, band : band + 1], detect_rule
             )
-            band_angle[:, band], _ = _central_theta(detection, has_signal, cfg)
+            found = _central_theta(detection, has_signal, cfg)
+            band_angle[:, band], band_failed[:, band] = found.angle_deg, found.failed
         detection, has_signal, _ = detection_images(shifted, no_data, detect_rule)
-        angle, ellipticity = _central_theta(detection, has_signal, cfg)
+        combined = _central_theta(detection, has_signal, cfg)
     finally:
         sep.set_extract_pixstack(previous)
-    return PeerMeasurement(band_angle, angle, ellipticity)
+    return PeerMeasurement(
+        band_angle, combined.angle_deg, combined.ellipticity, band_failed, combined.failed
+    )

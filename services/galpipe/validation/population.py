@@ -10,7 +10,8 @@ are exactly what production measures.
 
 Signal-to-noise (the definition every table uses)
 -------------------------------------------------
-``S/N`` is the r band's, within the half-light aperture of the intrinsic (pre-PSF) profile::
+``S/N`` is the r band's, within the half-light aperture of the intrinsic (pre-PSF) profile
+(:func:`galpipe.synthetic.truth.half_light_snr`, which the demo's catalogue uses too)::
 
     S/N = (F_r / 2) / (sigma_r * sqrt(pi * R_e^2 / p^2))
 
@@ -34,9 +35,10 @@ from typing import Any
 import numpy as np
 
 from galpipe.pipelines.radon import decode_cutout
+from galpipe.survey.layout import BANDS, CUTOUT_SIZE_PX, PIXSCALE_ARCSEC
 from galpipe.synthetic.catalog import make_truths
 from galpipe.synthetic.fitsfile import cutout_fits_bytes
-from galpipe.synthetic.truth import BANDS, SkyConfig, TruthGalaxy
+from galpipe.synthetic.truth import SkyConfig, TruthGalaxy, half_light_snr
 from galpipe.validation.parallel import map_chunks
 
 __all__ = [
@@ -53,9 +55,6 @@ __all__ = [
 _RENDER_CHUNK = 250
 #: Mixed into the S/N draws so that they are independent of the catalogue's own streams.
 _SNR_SALT = 0x5A1_0
-
-PIXSCALE_ARCSEC = 0.262
-STAMP_SIZE = 40
 
 
 @dataclass(frozen=True)
@@ -85,7 +84,7 @@ class PopulationConfig:
     seed: int = 0
     snr_range: tuple[float, float] = (5.0, 200.0)
     sky: SkyConfig = field(default_factory=SkyConfig)
-    size: int = STAMP_SIZE
+    size: int = CUTOUT_SIZE_PX
     pixscale: float = PIXSCALE_ARCSEC
 
     def __post_init__(self) -> None:
@@ -172,9 +171,10 @@ class TruthPopulation:
 
 
 def snr_half_light(truth: TruthGalaxy, pixscale: float = PIXSCALE_ARCSEC) -> float:
-    """The galaxy's S/N as defined in the module docstring (r band, half-light aperture)."""
-    aperture_px = math.pi * (truth.half_light_radius_arcsec / pixscale) ** 2
-    return 0.5 * truth.flux["r"] / (truth.sky_sigma["r"] * math.sqrt(aperture_px))
+    """The galaxy's r-band S/N (:func:`galpipe.synthetic.truth.half_light_snr`)."""
+    return half_light_snr(
+        truth.flux["r"], truth.sky_sigma["r"], truth.half_light_radius_arcsec, pixscale
+    )
 
 
 def _scaled(truth: TruthGalaxy, factor: float) -> TruthGalaxy:
@@ -222,7 +222,7 @@ def _render_chunk(task: tuple[Sequence[TruthGalaxy], int, float]) -> tuple[np.nd
 
 def render_population(
     truths: Sequence[TruthGalaxy],
-    size: int = STAMP_SIZE,
+    size: int = CUTOUT_SIZE_PX,
     pixscale: float = PIXSCALE_ARCSEC,
     workers: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -40,18 +41,24 @@ from galpipe.science.features import axial_difference
 from galpipe.science.radon import RadonOperator
 from galpipe.validation import augment
 from galpipe.validation.parallel import map_chunks
-from galpipe.validation.peer import PeerConfig, sep_orientation
+from galpipe.validation.peer import PeerConfig, PeerOutcomes, sep_orientation
 from galpipe.validation.stats import (
     AXIS_RATIO_EDGES,
     SNR_EDGES,
+    ErrorStats,
     bin_labels,
     binned_stats,
     error_stats,
+    json_ready,
+    stats_list,
 )
 
 __all__ = [
+    "AUGMENTATION_SUBSETS",
     "CHUNK_IMAGES",
+    "DeviationStats",
     "ProtocolResult",
+    "ProtocolSummary",
     "describe_protocol",
     "operator_for",
     "protocol_tables",
@@ -64,6 +71,8 @@ CHUNK_IMAGES = 2000
 UNMASKED_EVERY = 5
 #: Mixed into every chunk's seed so the protocol's stream differs from the population's.
 _PROTOCOL_SALT = 0x9A0
+#: The non-empty subsets of {R, B, N}, named by the operations applied.
+AUGMENTATION_SUBSETS = ("R", "B", "N", "RB", "RN", "BN", "RBN")
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,10 @@ class ProtocolResult:
         chunks (``unmasked_sampled``).
     unmasked_sampled : numpy.ndarray
         True for the images of the chunks also measured with masking off.
+    peer_measured, peer_failed : numpy.ndarray
+        True where the peer gave an angle on the augmented image, and where ``sep`` raised on
+        it (no angle, and not for want of a detection:
+        :class:`~galpipe.validation.peer.PeerOutcomes`).
     """
 
     galaxy_index: np.ndarray
@@ -99,6 +112,8 @@ class ProtocolResult:
     deviation_peer_deg: np.ndarray
     deviation_ours_nomask_deg: np.ndarray
     unmasked_sampled: np.ndarray
+    peer_measured: np.ndarray
+    peer_failed: np.ndarray
 
     def __len__(self) -> int:
         return int(self.galaxy_index.size)
@@ -170,6 +185,8 @@ def _run_chunk(chunk: _Chunk) -> dict[str, np.ndarray]:
         ),
         "deviation_ours_nomask_deg": nomask,
         "unmasked_sampled": np.full(originals.shape[0], sampled),
+        "peer_measured": np.isfinite(peer.angle_image_deg),
+        "peer_failed": peer.failed,
     }
 
 
@@ -265,8 +282,135 @@ def describe_protocol() -> dict[str, str]:
     }
 
 
-def _summary(deviation: np.ndarray) -> dict[str, Any]:
-    return error_stats(deviation).as_dict()
+@dataclass(frozen=True)
+class DeviationStats:
+    """One method's deviations over the protocol's images, by selection.
+
+    Attributes
+    ----------
+    overall : ErrorStats
+        Every image.
+    by_axis_ratio, by_snr : tuple of ErrorStats
+        By the truth galaxy's axis-ratio and S/N bin.
+    by_subset : mapping of str to ErrorStats
+        By the augmentation subset applied (:data:`AUGMENTATION_SUBSETS`).
+    headline, isolated, neighbours, unflagged : ErrorStats
+        Images of the truth headline's galaxies (isolated, q < 0.5, S/N > 50), of the isolated
+        galaxies, of those with neighbours, and of the galaxies whose original measurement
+        (ours) has no flag -- what a catalogue user keeps.
+    """
+
+    overall: ErrorStats
+    by_axis_ratio: tuple[ErrorStats, ...]
+    by_snr: tuple[ErrorStats, ...]
+    by_subset: Mapping[str, ErrorStats]
+    headline: ErrorStats
+    isolated: ErrorStats
+    neighbours: ErrorStats
+    unflagged: ErrorStats
+
+    def to_json(self) -> dict[str, Any]:
+        """One key per attribute."""
+        return {
+            "overall": self.overall.to_json(),
+            "by_axis_ratio": [d.to_json() for d in self.by_axis_ratio],
+            "by_snr": [d.to_json() for d in self.by_snr],
+            "by_subset": {name: d.to_json() for name, d in self.by_subset.items()},
+            "headline": self.headline.to_json(),
+            "isolated": self.isolated.to_json(),
+            "neighbours": self.neighbours.to_json(),
+            "unflagged": self.unflagged.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any]) -> Self:
+        """The inverse of :meth:`to_json`."""
+        return cls(
+            overall=ErrorStats.from_json(values["overall"]),
+            by_axis_ratio=stats_list(values["by_axis_ratio"]),
+            by_snr=stats_list(values["by_snr"]),
+            by_subset={k: ErrorStats.from_json(v) for k, v in values["by_subset"].items()},
+            headline=ErrorStats.from_json(values["headline"]),
+            isolated=ErrorStats.from_json(values["isolated"]),
+            neighbours=ErrorStats.from_json(values["neighbours"]),
+            unflagged=ErrorStats.from_json(values["unflagged"]),
+        )
+
+
+@dataclass(frozen=True)
+class ProtocolSummary:
+    """The protocol's statistics, every method side by side.
+
+    Attributes
+    ----------
+    n_images, n_sampled : int
+        Augmented images, and of them those also measured with masking off.
+    axis_ratio_bins, snr_bins : tuple of str
+        Labels of the bins of every ``by_axis_ratio`` and ``by_snr``.
+    distributions : mapping of str to str
+        The protocol's draws in words (:func:`describe_protocol`).
+    ours, peer : DeviationStats
+        Every image.
+    ours_nomask : DeviationStats
+        Ours with masking off, on the sampled images.
+    ours_sampled, peer_sampled : DeviationStats
+        Ours and the peer on those same images, for a like comparison.
+    peer_outcomes : PeerOutcomes
+        How the peer's measurements of the augmented images ended.
+    """
+
+    n_images: int
+    n_sampled: int
+    axis_ratio_bins: tuple[str, ...]
+    snr_bins: tuple[str, ...]
+    distributions: Mapping[str, str]
+    ours: DeviationStats
+    peer: DeviationStats
+    ours_nomask: DeviationStats
+    ours_sampled: DeviationStats
+    peer_sampled: DeviationStats
+    peer_outcomes: PeerOutcomes
+
+    def methods(self) -> dict[str, DeviationStats]:
+        """Method name -> its statistics: ``ours``, ``peer``, ``ours_nomask``, the sampled."""
+        return {
+            "ours": self.ours,
+            "peer": self.peer,
+            "ours_nomask": self.ours_nomask,
+            "ours_sampled": self.ours_sampled,
+            "peer_sampled": self.peer_sampled,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready, one key per attribute (the methods by name)."""
+        return json_ready(
+            {
+                "n_images": self.n_images,
+                "n_sampled": self.n_sampled,
+                "axis_ratio_bins": self.axis_ratio_bins,
+                "snr_bins": self.snr_bins,
+                "distributions": dict(self.distributions),
+                **{name: stats.to_json() for name, stats in self.methods().items()},
+                "peer_outcomes": self.peer_outcomes.to_json(),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any]) -> Self:
+        """The inverse of :meth:`to_json`."""
+        return cls(
+            n_images=values["n_images"],
+            n_sampled=values["n_sampled"],
+            axis_ratio_bins=tuple(values["axis_ratio_bins"]),
+            snr_bins=tuple(values["snr_bins"]),
+            distributions=dict(values["distributions"]),
+            ours=DeviationStats.from_json(values["ours"]),
+            peer=DeviationStats.from_json(values["peer"]),
+            ours_nomask=DeviationStats.from_json(values["ours_nomask"]),
+            ours_sampled=DeviationStats.from_json(values["ours_sampled"]),
+            peer_sampled=DeviationStats.from_json(values["peer_sampled"]),
+            peer_outcomes=PeerOutcomes.from_json(values["peer_outcomes"]),
+        )
 
 
 def protocol_tables(
@@ -276,8 +420,8 @@ def protocol_tables(
     isolated: np.ndarray,
     headline: np.ndarray,
     unflagged: np.ndarray,
-) -> dict[str, Any]:
-    """The protocol's statistics as JSON-ready data, every method side by side.
+) -> ProtocolSummary:
+    """The protocol's statistics (:class:`ProtocolSummary`).
 
     Parameters
     ----------
@@ -286,44 +430,57 @@ def protocol_tables(
         ``(N,)`` per truth galaxy (indexed by ``result.galaxy_index``); ``headline`` selects
         the truth headline's galaxies (isolated, q < 0.5, S/N > 50); ``unflagged`` the galaxies
         whose original measurement (ours) has no flag -- what a catalogue user keeps.
-
-    Returns
-    -------
-    dict
-        ``ours``, ``peer`` (every image) and ``ours_nomask`` (the sampled chunks; ours and the
-        peer are repeated on that sample as ``ours_sampled`` and ``peer_sampled`` for a like
-        comparison), each with ``overall``, ``headline``, ``isolated``, ``neighbours``,
-        ``by_axis_ratio``, ``by_snr``, ``by_subset`` and ``unflagged``.
     """
-    gi = result.galaxy_index
     sampled = result.unmasked_sampled
-    tables: dict[str, Any] = {"n_images": len(result), "n_sampled": int(sampled.sum())}
-    for method, deviation, keep in (
-        ("ours", result.deviation_ours_deg, slice(None)),
-        ("peer", result.deviation_peer_deg, slice(None)),
-        ("ours_nomask", result.deviation_ours_nomask_deg, sampled),
-        ("ours_sampled", result.deviation_ours_deg, sampled),
-        ("peer_sampled", result.deviation_peer_deg, sampled),
-    ):
-        deviation = deviation[keep]
-        galaxy = gi[keep]
-        q, s, iso, head = axis_ratio[galaxy], snr[galaxy], isolated[galaxy], headline[galaxy]
-        clean = unflagged[galaxy]
-        subsets = result.subset[keep]
-        tables[method] = {
-            "overall": _summary(deviation),
-            "by_axis_ratio": [d.as_dict() for d in binned_stats(deviation, q, AXIS_RATIO_EDGES)],
-            "by_snr": [d.as_dict() for d in binned_stats(deviation, s, SNR_EDGES)],
-            "by_subset": {
-                name: _summary(deviation[subsets == name])
-                for name in ("R", "B", "N", "RB", "RN", "BN", "RBN")
-            },
-            "headline": _summary(deviation[head]),
-            "isolated": _summary(deviation[iso]),
-            "neighbours": _summary(deviation[~iso]),
-            "unflagged": _summary(deviation[clean]),
-        }
-    tables["axis_ratio_bins"] = bin_labels(AXIS_RATIO_EDGES)
-    tables["snr_bins"] = bin_labels(SNR_EDGES)
-    tables["distributions"] = describe_protocol()
-    return tables
+    galaxies = _GalaxyProperties(axis_ratio, snr, isolated, headline, unflagged)
+
+    def stats(deviation: np.ndarray, keep: np.ndarray | slice) -> DeviationStats:
+        return _deviation_stats(result, deviation, keep, galaxies)
+
+    return ProtocolSummary(
+        n_images=len(result),
+        n_sampled=int(sampled.sum()),
+        axis_ratio_bins=tuple(bin_labels(AXIS_RATIO_EDGES)),
+        snr_bins=tuple(bin_labels(SNR_EDGES)),
+        distributions=describe_protocol(),
+        ours=stats(result.deviation_ours_deg, slice(None)),
+        peer=stats(result.deviation_peer_deg, slice(None)),
+        ours_nomask=stats(result.deviation_ours_nomask_deg, sampled),
+        ours_sampled=stats(result.deviation_ours_deg, sampled),
+        peer_sampled=stats(result.deviation_peer_deg, sampled),
+        peer_outcomes=PeerOutcomes.of(result.peer_measured, result.peer_failed),
+    )
+
+
+@dataclass(frozen=True)
+class _GalaxyProperties:
+    """``(N,)`` per truth galaxy: what the protocol's images are grouped by."""
+
+    axis_ratio: np.ndarray
+    snr: np.ndarray
+    isolated: np.ndarray
+    headline: np.ndarray
+    unflagged: np.ndarray
+
+
+def _deviation_stats(
+    result: ProtocolResult,
+    deviation: np.ndarray,
+    keep: np.ndarray | slice,
+    galaxies: _GalaxyProperties,
+) -> DeviationStats:
+    """:class:`DeviationStats` of the images ``keep`` selects."""
+    deviation = deviation[keep]
+    galaxy = result.galaxy_index[keep]
+    subsets = result.subset[keep]
+    iso = galaxies.isolated[galaxy]
+    return DeviationStats(
+        overall=error_stats(deviation),
+        by_axis_ratio=tuple(binned_stats(deviation, galaxies.axis_ratio[galaxy], AXIS_RATIO_EDGES)),
+        by_snr=tuple(binned_stats(deviation, galaxies.snr[galaxy], SNR_EDGES)),
+        by_subset={name: error_stats(deviation[subsets == name]) for name in AUGMENTATION_SUBSETS},
+        headline=error_stats(deviation[galaxies.headline[galaxy]]),
+        isolated=error_stats(deviation[iso]),
+        neighbours=error_stats(deviation[~iso]),
+        unflagged=error_stats(deviation[galaxies.unflagged[galaxy]]),
+    )

@@ -1,14 +1,16 @@
 """The validation report: ``summary.json``, ``report.md`` and PNG figures, from one summary.
 
-Everything here reads the JSON-ready summary built by :mod:`galpipe.validation.run`, so the
-Markdown and the figures can be regenerated from ``summary.json`` alone
-(:func:`write_report`). Figures use matplotlib's Agg backend (files, never windows).
+Everything here reads a :class:`~galpipe.validation.summary.ValidationSummary` as it comes back
+from ``summary.json``, so the Markdown and the figures can be regenerated from that file alone
+(:func:`write_report`). One function writes each section of the Markdown, one each figure.
+Figures use matplotlib's Agg backend (files, never windows).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +18,19 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+from galpipe.survey.layout import BANDS
+from galpipe.validation.gaia import GaiaSummary
+from galpipe.validation.oracle import FloorMethod, FloorStats, FloorSummary
+from galpipe.validation.peer import PeerOutcomes
+from galpipe.validation.protocol import AUGMENTATION_SUBSETS, DeviationStats, ProtocolSummary
+from galpipe.validation.stats import ErrorStats
+from galpipe.validation.summary import ValidationSummary
+from galpipe.validation.truth import TruthSummary
 
 __all__ = ["FIGURES", "write_report"]
 
-#: The figures written next to ``report.md``.
-FIGURES = (
-    "truth_accuracy.png",
-    "truth_bands.png",
-    "calibration.png",
-    "protocol.png",
-    "gaia.png",
-)
 _METHOD_LABELS = {
     "ours": "ours (Radon, masking on)",
     "ours_nomask": "ours (Radon, masking off)",
@@ -36,27 +40,34 @@ _METHOD_LABELS = {
     "ours_sampled": "ours (Radon, masking on)",
     "peer_sampled": "peer (sep second moments)",
 }
-_BANDS = ("g", "r", "i", "z", "combined")
+_BANDS = (*BANDS, "combined")
 # The protocol's figure: ours and the peer on every image, ours unmasked on the sampled fifth.
 _PROTOCOL_METHODS = ("ours", "ours_nomask", "peer")
-_SUBSETS = ("R", "B", "N", "RB", "RN", "BN", "RBN")
+#: The paper's mean deviation over its augmentation protocol, degrees.
+_PAPER_MEAN_DEG = 6.17
+_STATS_HEADER = ("measured/n", "median °", "mean °", "p68 °", "p95 °")
+_FLOOR_LABELS = {"ours": "ours", "ours_nomask": "ours, masking off", "oracle": "oracle"}
+
+
+# -- Markdown building blocks -------------------------------------------------------------------
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
-    if value is None:
+    """A table cell; "–" for a statistic of nothing (None, or NaN in memory)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
 
 
-def _stats_cells(stats: dict[str, Any]) -> list[str]:
+def _stats_cells(stats: ErrorStats) -> list[str]:
     return [
-        f"{stats['n_measured']}/{stats['n']}",
-        _fmt(stats["median_deg"]),
-        _fmt(stats["mean_deg"]),
-        _fmt(stats["p68_deg"]),
-        _fmt(stats["p95_deg"]),
+        f"{stats.n_measured}/{stats.n}",
+        _fmt(stats.median_deg),
+        _fmt(stats.mean_deg),
+        _fmt(stats.p68_deg),
+        _fmt(stats.p95_deg),
     ]
 
 
@@ -66,11 +77,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return [*lines, ""]
 
 
-_STATS_HEADER = ("measured/n", "median °", "mean °", "p68 °", "p95 °")
-
-
 def _binned_table(
-    label: str, bins: Sequence[str], by_method: dict[str, list[dict[str, Any]]]
+    label: str, bins: Sequence[str], by_method: Mapping[str, Sequence[ErrorStats]]
 ) -> list[str]:
     """One row per bin and method: the methods side by side within each bin."""
     rows = []
@@ -80,134 +88,99 @@ def _binned_table(
     return _table((label, "method", *_STATS_HEADER), rows)
 
 
-_FLOOR_LABELS = {"ours": "ours", "ours_nomask": "ours, masking off", "oracle": "oracle"}
-
-
-def _floor_section(floor: dict[str, Any]) -> list[str]:
-    """Section 4's last part: ours beside the oracle that knows everything but the angle."""
-    se = floor["deviation_mean_se_deg"]
-    ours_mean = floor["ours"]["deviation"]["overall"]["mean_deg"]
-    oracle_mean = floor["oracle"]["deviation"]["overall"]["mean_deg"]
-    lines = [
-        f"### The information floor: an oracle on the same images ({floor['n_images']} images "
-        f"of {floor['n_galaxies']} isolated galaxies)",
-        "",
-        "How much of the deviation is the method's, and how much the data's? The oracle knows "
-        "each galaxy's noiseless image (the truth rendered by GalSim without noise) and fits "
-        "only its angle: it renders the galaxy at every trial angle "
-        f"({floor['offsets_deg']}), applies the image's own R and B to each, models every "
-        "pixel's noise (the sky through R and B, the photon noise, N's clipping at zero and "
-        "resampling) and takes the angle of greatest Gaussian likelihood. Shape, size, flux, "
-        "centre, PSF and noise levels are the truth's. It measures the same augmented images "
-        "as ours, so any method that must also estimate the galaxy's shape can at best hope to "
-        "approach it; where pixels are correlated (R, B without N) its independent-pixel "
-        "likelihood is not optimal and ours can score better. Ours with neighbour masking off "
-        "(the paper's method) is shown too: these galaxies have no neighbour, so whatever "
-        "masking changes here is the cost of its false detections in starved images.",
-        "",
-        f"Mean deviation ± standard error over galaxies: ours {_fmt(ours_mean)} ± "
-        f"{_fmt(se['ours'])}°, oracle {_fmt(oracle_mean)} ± {_fmt(se['oracle'])}°; "
-        f"ours − oracle {_fmt(floor['deviation_ours_minus_oracle_deg'])} ± "
-        f"{_fmt(se['ours_minus_oracle'])}° (paired, the same images).",
+def _peer_outcomes(outcomes: PeerOutcomes, images: str) -> list[str]:
+    """How the peer's measurements of ``images`` ended: ``sep``'s failures apart."""
+    return [
+        f"The peer on {images}: {outcomes.measured} measured, {outcomes.no_detection} without "
+        f"a central detection, {outcomes.failed} where `sep` failed (it raised; the last two "
+        "count in *n* but not in *measured*).",
         "",
     ]
-    selections = (
-        ("all", "overall"),
-        ("N with 10³–10⁴ photons", "resample_low"),
-        ("N with 10⁴–10⁵ photons", "resample_high"),
-        ("no N (R and/or B)", "no_resample"),
-    )
-    for kind, title in (
-        ("deviation", "The protocol's deviation |(R_aug − α) − R_orig|"),
-        ("error", "Error against the true angle on the augmented images"),
-    ):
-        lines += [f"#### {title}", ""]
-        methods = ("ours", "ours_nomask", "oracle")
-        rows = [
-            [name, _FLOOR_LABELS[m], *_stats_cells(floor[m][kind][key])]
-            for name, key in selections
-            for m in methods
-        ]
-        rows += [
-            [f"q {label}", _FLOOR_LABELS[m], *_stats_cells(floor[m][kind]["by_axis_ratio"][b])]
-            for b, label in enumerate(floor["axis_ratio_bins"])
-            for m in methods
-        ]
-        lines += _table(("images", "method", *_STATS_HEADER), rows)
-    return lines
 
 
-def _markdown(summary: dict[str, Any]) -> str:
-    truth, protocol, gaia = summary["truth"], summary["protocol"], summary["gaia"]
-    floor = summary["floor"]
-    head = truth["headline"]
-    lines = [
+# -- Markdown sections, in the report's order ---------------------------------------------------
+
+
+def _title(summary: ValidationSummary) -> list[str]:
+    config = summary.config
+    return [
         "# Validation of the Radon position angles",
         "",
-        f"Configuration: `{summary['config']['algo_version']}`; peer: "
-        f"`{summary['config']['peer']}`. Seed {summary['config']['seed']}"
-        + (" (quick mode)." if summary["config"]["quick"] else "."),
+        f"Configuration: `{config.algo_version}`; peer: `{config.peer}`. Seed {config.seed}"
+        + (" (quick mode)." if config.quick else "."),
         "",
+    ]
+
+
+def _headline_section(summary: ValidationSummary) -> list[str]:
+    head, protocol, floor = summary.truth.headline, summary.protocol, summary.floor
+    rows = [
+        [
+            f"median axial error vs truth, combined ({head.selection})",
+            _fmt(head.ours.median_deg),
+            _fmt(head.peer.median_deg),
+            "< 2°",
+        ],
+        [
+            f"augmentation protocol: mean deviation over {protocol.n_images} images",
+            _fmt(protocol.ours.overall.mean_deg),
+            _fmt(protocol.peer.overall.mean_deg),
+            f"paper: {_PAPER_MEAN_DEG}°",
+        ],
+        [
+            f"protocol mean on {floor.n_images} images of isolated galaxies: "
+            "ours / an oracle that knows all but the angle (section 4)",
+            f"{_fmt(floor.ours.deviation.overall.mean_deg)} / "
+            f"{_fmt(floor.oracle.deviation.overall.mean_deg)}",
+            "–",
+            "",
+        ],
+        [
+            "augmentation protocol: median deviation",
+            _fmt(protocol.ours.overall.median_deg),
+            _fmt(protocol.peer.overall.median_deg),
+            "",
+        ],
+        [
+            "uncertainty calibration: fraction within 1σ / 2σ (all galaxies)",
+            f"{_fmt(summary.headline.coverage_1sigma)} / {_fmt(summary.headline.coverage_2sigma)}",
+            "–",
+            "0.68 / 0.95",
+        ],
+    ]
+    return [
         "## Headline",
         "",
-        *_table(
-            ("figure", "ours", "peer", "goal"),
-            [
-                [
-                    f"median axial error vs truth, combined ({head['selection']})",
-                    _fmt(head["ours"]["median_deg"]),
-                    _fmt(head["peer"]["median_deg"]),
-                    "< 2°",
-                ],
-                [
-                    f"augmentation protocol: mean deviation over {protocol['n_images']} images",
-                    _fmt(protocol["ours"]["overall"]["mean_deg"]),
-                    _fmt(protocol["peer"]["overall"]["mean_deg"]),
-                    "paper: 6.17°",
-                ],
-                [
-                    f"protocol mean on {floor['n_images']} images of isolated galaxies: "
-                    "ours / an oracle that knows all but the angle (section 4)",
-                    f"{_fmt(floor['ours']['deviation']['overall']['mean_deg'])} / "
-                    f"{_fmt(floor['oracle']['deviation']['overall']['mean_deg'])}",
-                    "–",
-                    "",
-                ],
-                [
-                    "augmentation protocol: median deviation",
-                    _fmt(protocol["ours"]["overall"]["median_deg"]),
-                    _fmt(protocol["peer"]["overall"]["median_deg"]),
-                    "",
-                ],
-                [
-                    "uncertainty calibration: fraction within 1σ / 2σ (all galaxies)",
-                    f"{_fmt(summary['headline']['coverage_1sigma'])} / "
-                    f"{_fmt(summary['headline']['coverage_2sigma'])}",
-                    "–",
-                    "0.68 / 0.95",
-                ],
-            ],
-        ),
+        *_table(("figure", "ours", "peer", "goal"), rows),
         "Angles are axial: an error is |((measured − true + 90) mod 180) − 90| in [0°, 90°]. "
         "Position angles are east of north, derived from each cutout's WCS. A method that "
         "returns no angle for a galaxy counts in *n* but not in *measured*; statistics are over "
         "the measured ones.",
         "",
+    ]
+
+
+def _population_section(summary: ValidationSummary) -> list[str]:
+    population = summary.population
+    return [
         "## 1. The truth population",
         "",
         "GalSim galaxies of the synthetic sky, served as the cutout service's FITS and decoded "
         "by the radon pipeline. Distributions:",
         "",
-    ]
-    for key, value in summary["population"].items():
-        lines.append(f"- **{key}**: {value}")
-    lines += [
+        *(f"- **{key}**: {value}" for key, value in population.items()),
         "",
-        "**S/N definition.** " + summary["population"]["snr_definition"] + "; F_r the r-band "
+        "**S/N definition.** " + population["snr_definition"] + "; F_r the r-band "
         "flux, σ_r the r-band sky noise per pixel, R_e the half-light radius, p the pixel "
         "scale. Background-limited (the source's Poisson noise is in the images, not in the "
         "definition).",
         "",
+    ]
+
+
+def _accuracy_section(summary: ValidationSummary) -> list[str]:
+    truth = summary.truth
+    lines = [
         "## 2. Accuracy against the truth",
         "",
         "Methods: **ours** = the production measurement (`RadonConfig()`, the paper's peak "
@@ -216,60 +189,99 @@ def _markdown(summary: dict[str, Any]) -> str:
         "second-moment estimator from the sinogram's projection variances combined (per band: "
         "that band's moments angle); **peer** = SExtractor's second-moment angle by `sep` on "
         "the same images "
-        f"(SHA-256 of the measured array: `{truth['images_sha256']['ours'][:16]}…` for every "
+        f"(SHA-256 of the measured array: `{truth.images_sha256['ours'][:16]}…` for every "
         "method).",
         "",
+        *_peer_outcomes(truth.peer_outcomes, "the population (combined angle)"),
         "![accuracy](truth_accuracy.png)",
         "",
     ]
     for subset in ("isolated", "neighbours", "all"):
-        tables = truth["tables"][subset]
+        tables = truth.tables[subset]
         lines += [
             f"### Combined angle, {subset} galaxies, by axis ratio",
             "",
             *_binned_table(
                 "q",
-                truth["axis_ratio_bins"],
-                {m: tables[m]["combined"]["by_axis_ratio"] for m in tables},
+                truth.axis_ratio_bins,
+                {m: tables[m]["combined"].by_axis_ratio for m in tables},
             ),
             f"### Combined angle, {subset} galaxies, by S/N",
             "",
             *_binned_table(
-                "S/N", truth["snr_bins"], {m: tables[m]["combined"]["by_snr"] for m in tables}
+                "S/N", truth.snr_bins, {m: tables[m]["combined"].by_snr for m in tables}
             ),
         ]
-    lines += [
+    return lines
+
+
+def _paired_section(summary: ValidationSummary) -> list[str]:
+    truth = summary.truth
+    lines = [
         "### Ours and the peer on the same galaxies (combined, by axis ratio)",
         "",
         "The peer gives no angle for some of the hardest galaxies (see measured/n above); "
         "here both methods are compared on the galaxies both measured.",
         "",
     ]
-    for subset, methods in truth["paired"].items():
+    for subset, paired in truth.paired.items():
         lines += [f"**{subset}**", ""]
-        lines += _binned_table("q", truth["axis_ratio_bins"], methods)
-    lines += ["### Per band (all galaxies)", "", "![bands](truth_bands.png)", ""]
-    rows = []
-    for band in _BANDS:
-        for method, tables in truth["tables"]["all"].items():
-            rows.append([band, _METHOD_LABELS[method], *_stats_cells(tables[band]["overall"])])
-    lines += _table(("band", "method", *_STATS_HEADER), rows)
-    lines += [
-        "### Median combined error on the q × S/N grid (isolated; ours / peer)",
-        "",
+        lines += _binned_table(
+            "q", truth.axis_ratio_bins, {"ours": paired.ours, "peer": paired.peer}
+        )
+    return lines
+
+
+def _band_section(summary: ValidationSummary) -> list[str]:
+    rows = [
+        [band, _METHOD_LABELS[method], *_stats_cells(tables[band].overall)]
+        for band in _BANDS
+        for method, tables in summary.truth.tables["all"].items()
     ]
-    grid_ours = truth["tables"]["isolated"]["ours"]["combined"]["grid"]
-    grid_peer = truth["tables"]["isolated"]["peer"]["combined"]["grid"]
-    grid_rows = [
+    return [
+        "### Per band (all galaxies)",
+        "",
+        "![bands](truth_bands.png)",
+        "",
+        *_table(("band", "method", *_STATS_HEADER), rows),
+    ]
+
+
+def _grid_section(summary: ValidationSummary) -> list[str]:
+    truth = summary.truth
+    grid_ours = truth.tables["isolated"]["ours"]["combined"].grid or ()
+    grid_peer = truth.tables["isolated"]["peer"]["combined"].grid or ()
+    rows = [
         [q_bin]
         + [
-            f"{_fmt(o['median_deg'], 1)} / {_fmt(p['median_deg'], 1)} (n={o['n']})"
-            for o, p in zip(grid_ours[i], grid_peer[i], strict=True)
+            f"{_fmt(o.median_deg, 1)} / {_fmt(p.median_deg, 1)} (n={o.n})"
+            for o, p in zip(ours_row, peer_row, strict=True)
         ]
-        for i, q_bin in enumerate(truth["axis_ratio_bins"])
+        for q_bin, ours_row, peer_row in zip(
+            truth.axis_ratio_bins, grid_ours, grid_peer, strict=True
+        )
     ]
-    lines += _table(("q \\ S/N", *truth["snr_bins"]), grid_rows)
-    lines += [
+    return [
+        "### Median combined error on the q × S/N grid (isolated; ours / peer)",
+        "",
+        *_table(("q \\ S/N", *truth.snr_bins), rows),
+    ]
+
+
+def _calibration_section(summary: ValidationSummary) -> list[str]:
+    rows = [
+        [
+            subset,
+            name,
+            str(c.n),
+            _fmt(c.within_1sigma, 3),
+            _fmt(c.within_2sigma, 3),
+            _fmt(c.median_ratio, 3),
+        ]
+        for subset, estimators in summary.truth.calibration.items()
+        for name, c in estimators.items()
+    ]
+    return [
         "## 3. Calibration of our uncertainties",
         "",
         "Fraction of galaxies whose true error is within 1σ and 2σ of the reported uncertainty "
@@ -283,39 +295,58 @@ def _markdown(summary: dict[str, Any]) -> str:
         "",
         "![calibration](calibration.png)",
         "",
+        *_table(("subset", "estimator", "n", "≤ 1σ", "≤ 2σ", "median |err|/σ"), rows),
     ]
-    rows = []
-    for subset, estimators in truth["calibration"].items():
-        for name, c in estimators.items():
-            rows.append(
-                [
-                    subset,
-                    name,
-                    str(c["n"]),
-                    _fmt(c["within_1sigma"], 3),
-                    _fmt(c["within_2sigma"], 3),
-                    _fmt(c["median_ratio"], 3),
-                ]
-            )
-    lines += _table(("subset", "estimator", "n", "≤ 1σ", "≤ 2σ", "median |err|/σ"), rows)
-    lines += ["## 4. The paper's augmentation protocol", "", "Distributions:", ""]
-    lines += [f"- **{k}**: {v}" for k, v in protocol["distributions"].items()]
-    lines += ["", "![protocol](protocol.png)", ""]
-    selections = (
-        ("all", "overall"),
-        ("isolated, q < 0.5, S/N > 50", "headline"),
-        ("unflagged (ours: no flag on the original)", "unflagged"),
-        ("isolated", "isolated"),
-        ("neighbours", "neighbours"),
-    )
+
+
+#: The protocol's image selections: (row title, its statistics).
+_PROTOCOL_SELECTIONS: tuple[tuple[str, Callable[[DeviationStats], ErrorStats]], ...] = (
+    ("all", lambda d: d.overall),
+    ("isolated, q < 0.5, S/N > 50", lambda d: d.headline),
+    ("unflagged (ours: no flag on the original)", lambda d: d.unflagged),
+    ("isolated", lambda d: d.isolated),
+    ("neighbours", lambda d: d.neighbours),
+)
+
+
+def _protocol_section(summary: ValidationSummary) -> list[str]:
+    protocol = summary.protocol
+    methods = protocol.methods()
     rows = [
-        [name, _METHOD_LABELS[m], *_stats_cells(protocol[m][key])]
-        for name, key in selections
+        [name, _METHOD_LABELS[m], *_stats_cells(select(methods[m]))]
+        for name, select in _PROTOCOL_SELECTIONS
         for m in ("ours", "peer")
     ]
-    lines += _table(("images", "method", *_STATS_HEADER), rows)
-    lines += [
-        f"### The paper's method (masking off) on the same images ({protocol['n_sampled']} "
+    return [
+        "## 4. The paper's augmentation protocol",
+        "",
+        "Distributions:",
+        "",
+        *(f"- **{k}**: {v}" for k, v in protocol.distributions.items()),
+        "",
+        "![protocol](protocol.png)",
+        "",
+        *_table(("images", "method", *_STATS_HEADER), rows),
+        *_peer_outcomes(protocol.peer_outcomes, f"the {protocol.n_images} augmented images"),
+    ]
+
+
+def _protocol_nomask_section(summary: ValidationSummary) -> list[str]:
+    protocol = summary.protocol
+    methods = protocol.methods()
+    sampled = ("ours_sampled", "ours_nomask", "peer_sampled")
+    rows = [
+        [name, _METHOD_LABELS[m], *_stats_cells(select(methods[m]))]
+        for name, select in _PROTOCOL_SELECTIONS[:2]
+        for m in sampled
+    ]
+    rows += [
+        [f"subset {s}", _METHOD_LABELS[m], *_stats_cells(methods[m].by_subset[s])]
+        for s in AUGMENTATION_SUBSETS
+        for m in sampled
+    ]
+    return [
+        f"### The paper's method (masking off) on the same images ({protocol.n_sampled} "
         "images: every 5th chunk)",
         "",
         "The protocol measures self-consistency, not accuracy. Masking decides per image what "
@@ -325,68 +356,163 @@ def _markdown(summary: dict[str, Any]) -> str:
         "isolated galaxies and for galaxies with neighbours here with the truth tables above, "
         "where masking off is far worse for galaxies with neighbours.",
         "",
+        *_table(("images", "method", *_STATS_HEADER), rows),
     ]
-    sampled = ("ours_sampled", "ours_nomask", "peer_sampled")
+
+
+def _protocol_bins_section(summary: ValidationSummary) -> list[str]:
+    protocol = summary.protocol
+    ours_and_peer = {"ours": protocol.ours, "peer": protocol.peer}
+    by_subset = [
+        [s, _METHOD_LABELS[m], *_stats_cells(stats.by_subset[s])]
+        for s in AUGMENTATION_SUBSETS
+        for m, stats in ours_and_peer.items()
+    ]
+    return [
+        "### By axis ratio",
+        "",
+        *_binned_table(
+            "q",
+            protocol.axis_ratio_bins,
+            {m: stats.by_axis_ratio for m, stats in ours_and_peer.items()},
+        ),
+        "### By S/N",
+        "",
+        *_binned_table(
+            "S/N", protocol.snr_bins, {m: stats.by_snr for m, stats in ours_and_peer.items()}
+        ),
+        "### By augmentation subset",
+        "",
+        *_table(("subset", "method", *_STATS_HEADER), by_subset),
+    ]
+
+
+def _floor_section(summary: ValidationSummary) -> list[str]:
+    """Section 4's last part: ours beside the oracle that knows everything but the angle."""
+    floor = summary.floor
+    se = floor.deviation_mean_se_deg
+    ours_mean = floor.ours.deviation.overall.mean_deg
+    oracle_mean = floor.oracle.deviation.overall.mean_deg
+    return [
+        f"### The information floor: an oracle on the same images ({floor.n_images} images "
+        f"of {floor.n_galaxies} isolated galaxies)",
+        "",
+        "How much of the deviation is the method's, and how much the data's? The oracle knows "
+        "each galaxy's noiseless image (the truth rendered by GalSim without noise) and fits "
+        "only its angle: it renders the galaxy at every trial angle "
+        f"({floor.offsets_deg}), applies the image's own R and B to each, models every "
+        "pixel's noise (the sky through R and B, the photon noise, N's clipping at zero and "
+        "resampling) and takes the angle of greatest Gaussian likelihood. Shape, size, flux, "
+        "centre, PSF and noise levels are the truth's. It measures the same augmented images "
+        "as ours, so any method that must also estimate the galaxy's shape can at best hope to "
+        "approach it; where pixels are correlated (R, B without N) its independent-pixel "
+        "likelihood is not optimal and ours can score better. Ours with neighbour masking off "
+        "(the paper's method) is shown too: these galaxies have no neighbour, so whatever "
+        "masking changes here is the cost of its false detections in starved images.",
+        "",
+        f"Mean deviation ± standard error over galaxies: ours {_fmt(ours_mean)} ± "
+        f"{_fmt(se.ours)}°, oracle {_fmt(oracle_mean)} ± {_fmt(se.oracle)}°; "
+        f"ours − oracle {_fmt(floor.deviation_ours_minus_oracle_deg)} ± "
+        f"{_fmt(se.ours_minus_oracle)}° (paired, the same images).",
+        "",
+        *_floor_table(
+            "The protocol's deviation |(R_aug − α) − R_orig|", floor, lambda m: m.deviation
+        ),
+        *_floor_table(
+            "Error against the true angle on the augmented images", floor, lambda m: m.error
+        ),
+    ]
+
+
+#: The floor's image selections: (row title, its statistics).
+_FLOOR_SELECTIONS: tuple[tuple[str, Callable[[FloorStats], ErrorStats]], ...] = (
+    ("all", lambda s: s.overall),
+    ("N with 10³–10⁴ photons", lambda s: s.resample_low),
+    ("N with 10⁴–10⁵ photons", lambda s: s.resample_high),
+    ("no N (R and/or B)", lambda s: s.no_resample),
+)
+
+
+def _floor_table(
+    title: str, floor: FloorSummary, kind: Callable[[FloorMethod], FloorStats]
+) -> list[str]:
+    """One of the floor's tables: every method, by image selection and by axis ratio."""
+    methods = {m: kind(method) for m, method in floor.methods().items()}
     rows = [
-        [name, _METHOD_LABELS[m], *_stats_cells(protocol[m][key])]
-        for name, key in selections[:2]
-        for m in sampled
+        [name, _FLOOR_LABELS[m], *_stats_cells(select(stats))]
+        for name, select in _FLOOR_SELECTIONS
+        for m, stats in methods.items()
     ]
     rows += [
-        [f"subset {s}", _METHOD_LABELS[m], *_stats_cells(protocol[m]["by_subset"][s])]
-        for s in _SUBSETS
-        for m in sampled
+        [f"q {label}", _FLOOR_LABELS[m], *_stats_cells(stats.by_axis_ratio[b])]
+        for b, label in enumerate(floor.axis_ratio_bins)
+        for m, stats in methods.items()
     ]
-    lines += _table(("images", "method", *_STATS_HEADER), rows)
-    lines += ["### By axis ratio", ""]
-    lines += _binned_table(
-        "q",
-        protocol["axis_ratio_bins"],
-        {m: protocol[m]["by_axis_ratio"] for m in ("ours", "peer")},
-    )
-    lines += ["### By S/N", ""]
-    lines += _binned_table(
-        "S/N", protocol["snr_bins"], {m: protocol[m]["by_snr"] for m in ("ours", "peer")}
-    )
-    lines += ["### By augmentation subset", ""]
-    subsets = _SUBSETS
-    lines += _table(
-        ("subset", "method", *_STATS_HEADER),
-        [
-            [s, _METHOD_LABELS[m], *_stats_cells(protocol[m]["by_subset"][s])]
-            for s in subsets
-            for m in ("ours", "peer")
-        ],
-    )
-    lines += _floor_section(summary["floor"])
-    lines += [
+    return [f"#### {title}", "", *_table(("images", "method", *_STATS_HEADER), rows)]
+
+
+def _gaia_section(summary: ValidationSummary) -> list[str]:
+    gaia = summary.gaia
+    return [
         "## 5. Agreement with Gaia DR3's Sérsic angles",
         "",
-        gaia["source"],
+        gaia.source,
         "",
         "![gaia](gaia.png)",
         "",
+        *_binned_table(
+            "Gaia e = 1 − b/a",
+            gaia.ellipticity_bins,
+            {m: agreement.by_ellipticity for m, agreement in gaia.methods.items()},
+        ),
     ]
-    lines += _binned_table(
-        "Gaia e = 1 − b/a",
-        gaia["ellipticity_bins"],
-        {m: gaia[m]["by_ellipticity"] for m in gaia if m not in ("ellipticity_bins", "source")},
-    )
-    lines += ["## Reproduction", "", f"`{summary['config']['command']}`", ""]
-    timing = dict(summary["timing_s"])
-    workers = timing.pop("workers")
-    lines += [f"Wall time per stage, total, and CPU time (all processes), {workers} worker(s):", ""]
-    lines += [f"- {k}: {_fmt(v, 1)} s" for k, v in timing.items()]
-    return "\n".join(lines) + "\n"
+
+
+def _reproduction_section(summary: ValidationSummary) -> list[str]:
+    timing = summary.timing
+    return [
+        "## Reproduction",
+        "",
+        f"`{summary.config.command}`",
+        "",
+        f"Wall time per stage, total, and CPU time (all processes), {timing.workers} worker(s):",
+        "",
+        *(f"- {name}: {_fmt(seconds, 1)} s" for name, seconds in timing.seconds().items()),
+    ]
+
+
+_SECTIONS: tuple[Callable[[ValidationSummary], list[str]], ...] = (
+    _title,
+    _headline_section,
+    _population_section,
+    _accuracy_section,
+    _paired_section,
+    _band_section,
+    _grid_section,
+    _calibration_section,
+    _protocol_section,
+    _protocol_nomask_section,
+    _protocol_bins_section,
+    _floor_section,
+    _gaia_section,
+    _reproduction_section,
+)
+
+
+def _markdown(summary: ValidationSummary) -> str:
+    return "\n".join(line for section in _SECTIONS for line in section(summary)) + "\n"
+
+
+# -- Figures ------------------------------------------------------------------------------------
 
 
 def _plot_binned(
-    axis: Any, labels: Sequence[str], series: dict[str, list[dict[str, Any]]], title: str
+    axis: Any, labels: Sequence[str], series: Mapping[str, Sequence[ErrorStats]], title: str
 ) -> None:
     x = list(range(len(labels)))
     for method, stats in series.items():
-        median = [s["median_deg"] if s["median_deg"] is not None else float("nan") for s in stats]
-        p68 = [s["p68_deg"] if s["p68_deg"] is not None else float("nan") for s in stats]
+        median = [s.median_deg for s in stats]
+        p68 = [s.p68_deg for s in stats]
         line = axis.plot(x, median, "o-", label=f"{_METHOD_LABELS.get(method, method)} median")
         axis.plot(x, p68, "s--", color=line[0].get_color(), alpha=0.6, label="68th percentile")
     axis.set_xticks(x, list(labels), rotation=30, fontsize=8)
@@ -396,106 +522,122 @@ def _plot_binned(
     axis.grid(alpha=0.3)
 
 
-def _figures(summary: dict[str, Any], out_dir: Path) -> None:
-    truth, protocol, gaia = summary["truth"], summary["protocol"], summary["gaia"]
-    tables = truth["tables"]["all"]
-
+def _truth_accuracy_figure(truth: TruthSummary) -> Figure:
+    tables = truth.tables["all"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     _plot_binned(
         axes[0],
-        truth["axis_ratio_bins"],
-        {m: tables[m]["combined"]["by_axis_ratio"] for m in tables},
+        truth.axis_ratio_bins,
+        {m: tables[m]["combined"].by_axis_ratio for m in tables},
         "vs truth by axis ratio q (all galaxies)",
     )
     _plot_binned(
         axes[1],
-        truth["snr_bins"],
-        {m: tables[m]["combined"]["by_snr"] for m in tables},
+        truth.snr_bins,
+        {m: tables[m]["combined"].by_snr for m in tables},
         "vs truth by S/N (all galaxies)",
     )
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_dir / "truth_accuracy.png", dpi=110)
-    plt.close(fig)
+    return fig
 
+
+def _truth_bands_figure(truth: TruthSummary) -> Figure:
+    tables = truth.tables["all"]
     fig, axis = plt.subplots(figsize=(7, 4))
     width = 0.8 / len(tables)
     for k, method in enumerate(tables):
-        values = [tables[method][b]["overall"]["median_deg"] or float("nan") for b in _BANDS]
         axis.bar(
             [i + (k - (len(tables) - 1) / 2) * width for i in range(len(_BANDS))],
-            values,
+            [tables[method][b].overall.median_deg for b in _BANDS],
             width,
             label=_METHOD_LABELS[method],
         )
     axis.set_xticks(range(len(_BANDS)), _BANDS)
     axis.set_ylabel("median axial error vs truth (deg)")
     axis.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_dir / "truth_bands.png", dpi=110)
-    plt.close(fig)
+    return fig
 
-    fig, axis = plt.subplots(figsize=(7, 4))
-    estimators = truth["calibration"]["all"]
+
+def _calibration_figure(truth: TruthSummary) -> Figure:
+    estimators = truth.calibration["all"]
     names = list(estimators)
-    for k, (key, expected) in enumerate((("within_1sigma", 0.683), ("within_2sigma", 0.954))):
-        values = [estimators[n][key] or float("nan") for n in names]
-        axis.bar(
-            [i + (k - 0.5) * 0.38 for i in range(len(names))],
-            values,
-            0.38,
-            label=key.replace("_", " "),
-        )
+    fig, axis = plt.subplots(figsize=(7, 4))
+    coverages = (
+        ("within 1sigma", 0.683, [estimators[n].within_1sigma for n in names]),
+        ("within 2sigma", 0.954, [estimators[n].within_2sigma for n in names]),
+    )
+    for k, (label, expected, values) in enumerate(coverages):
+        axis.bar([i + (k - 0.5) * 0.38 for i in range(len(names))], values, 0.38, label=label)
         axis.axhline(expected, ls="--", color=f"C{k}", lw=1)
     axis.set_xticks(range(len(names)), names)
     axis.set_ylim(0, 1)
     axis.set_ylabel("fraction of galaxies (dashed: Gaussian)")
     axis.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_dir / "calibration.png", dpi=110)
-    plt.close(fig)
+    return fig
 
+
+def _protocol_figure(protocol: ProtocolSummary) -> Figure:
+    methods = {m: protocol.methods()[m] for m in _PROTOCOL_METHODS}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     _plot_binned(
         axes[0],
-        protocol["axis_ratio_bins"],
-        {m: protocol[m]["by_axis_ratio"] for m in _PROTOCOL_METHODS},
-        f"augmentation protocol by q ({protocol['n_images']} images; masking off: "
-        f"{protocol['n_sampled']})",
+        protocol.axis_ratio_bins,
+        {m: stats.by_axis_ratio for m, stats in methods.items()},
+        f"augmentation protocol by q ({protocol.n_images} images; masking off: "
+        f"{protocol.n_sampled})",
     )
-    subsets = _SUBSETS
-    for k, method in enumerate(_PROTOCOL_METHODS):
-        means = [protocol[method]["by_subset"][s]["mean_deg"] or float("nan") for s in subsets]
+    subsets = AUGMENTATION_SUBSETS
+    for k, (method, stats) in enumerate(methods.items()):
         axes[1].bar(
             [i + (k - 1) * 0.27 for i in range(len(subsets))],
-            means,
+            [stats.by_subset[s].mean_deg for s in subsets],
             0.27,
             label=_METHOD_LABELS[method],
         )
-    axes[1].axhline(6.17, ls="--", color="k", lw=1, label="paper: 6.17° mean")
+    axes[1].axhline(
+        _PAPER_MEAN_DEG, ls="--", color="k", lw=1, label=f"paper: {_PAPER_MEAN_DEG}° mean"
+    )
     axes[1].set_xticks(range(len(subsets)), subsets)
     axes[1].set_ylabel("mean deviation (deg)")
     axes[1].set_title("by augmentation subset", fontsize=9)
     axes[0].legend(fontsize=7)
     axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_dir / "protocol.png", dpi=110)
-    plt.close(fig)
+    return fig
 
+
+def _gaia_figure(gaia: GaiaSummary) -> Figure:
     fig, axis = plt.subplots(figsize=(7, 4))
     _plot_binned(
         axis,
-        gaia["ellipticity_bins"],
-        {m: gaia[m]["by_ellipticity"] for m in gaia if m not in ("ellipticity_bins", "source")},
+        gaia.ellipticity_bins,
+        {m: agreement.by_ellipticity for m, agreement in gaia.methods.items()},
         "|PA − Gaia posangle_sersic| by Gaia ellipticity",
     )
     axis.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_dir / "gaia.png", dpi=110)
-    plt.close(fig)
+    return fig
 
 
-def write_report(summary: dict[str, Any], out_dir: Path) -> Path:
+#: Each figure written next to ``report.md``, and what draws it.
+_FIGURE_MAKERS: dict[str, Callable[[ValidationSummary], Figure]] = {
+    "truth_accuracy.png": lambda s: _truth_accuracy_figure(s.truth),
+    "truth_bands.png": lambda s: _truth_bands_figure(s.truth),
+    "calibration.png": lambda s: _calibration_figure(s.truth),
+    "protocol.png": lambda s: _protocol_figure(s.protocol),
+    "gaia.png": lambda s: _gaia_figure(s.gaia),
+}
+#: The figures written next to ``report.md``.
+FIGURES = tuple(_FIGURE_MAKERS)
+
+
+def _figures(summary: ValidationSummary, out_dir: Path) -> None:
+    for name, make in _FIGURE_MAKERS.items():
+        fig = make(summary)
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=110)
+        plt.close(fig)
+
+
+def write_report(summary: ValidationSummary, out_dir: Path) -> Path:
     """Write ``summary.json``, ``report.md`` and :data:`FIGURES` into ``out_dir``.
 
     Returns
@@ -504,11 +646,11 @@ def write_report(summary: dict[str, Any], out_dir: Path) -> Path:
         The Markdown report.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(summary, indent=2, sort_keys=True, allow_nan=False)
+    text = json.dumps(summary.to_json(), indent=2, sort_keys=True, allow_nan=False)
     (out_dir / "summary.json").write_text(text + "\n")
     # Render what the file holds (keys sorted), so a report regenerated from it is identical.
-    summary = json.loads(text)
-    _figures(summary, out_dir)
+    written = ValidationSummary.from_json(json.loads(text))
+    _figures(written, out_dir)
     report = out_dir / "report.md"
-    report.write_text(_markdown(summary))
+    report.write_text(_markdown(written))
     return report

@@ -3,12 +3,14 @@
 :func:`run_validation` writes into ``out_dir``:
 
 - ``report.md`` and the PNG figures (:mod:`galpipe.validation.report`);
-- ``summary.json`` -- every number of the report, the distributions and the timings;
+- ``summary.json`` -- every number of the report, the distributions and the timings
+  (:class:`~galpipe.validation.summary.ValidationSummary`);
 - ``catalogue.ecsv`` -- the truth population as a synthetic-sky catalogue with the Gaia-like
   columns (``galpipe sky serve --catalog`` renders exactly these galaxies);
 - ``galaxies.ecsv`` -- one row per truth galaxy: truth, every method's angle, our error and
   flags;
-- ``protocol.npz`` -- one entry per augmented image: galaxy, subset, parameters, deviations;
+- ``protocol.npz`` -- one entry per augmented image: galaxy, subset, parameters, deviations,
+  the peer's outcome;
 - ``floor.npz`` -- the information floor (:mod:`galpipe.validation.oracle`): one entry per
   augmented image of the oracle's isolated galaxies, ours and the oracle side by side.
 
@@ -26,21 +28,26 @@ import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from astropy.table import Table
 
 from galpipe.science.core import RadonConfig
+from galpipe.survey.layout import BANDS
 from galpipe.synthetic.catalog import write_catalog
-from galpipe.synthetic.truth import BANDS
-from galpipe.validation.gaia import gaia_agreement, load_gaia_columns
-from galpipe.validation.oracle import FloorResult, floor_tables, run_floor
+from galpipe.validation.gaia import GaiaSummary, gaia_agreement, load_gaia_columns
+from galpipe.validation.oracle import FloorResult, FloorSummary, floor_tables, run_floor
 from galpipe.validation.parallel import default_workers
 from galpipe.validation.peer import PeerConfig
 from galpipe.validation.population import PopulationConfig, TruthPopulation, make_population
-from galpipe.validation.protocol import ProtocolResult, protocol_tables, run_protocol
+from galpipe.validation.protocol import (
+    ProtocolResult,
+    ProtocolSummary,
+    protocol_tables,
+    run_protocol,
+)
 from galpipe.validation.report import write_report
+from galpipe.validation.summary import Headline, RunConfig, Timing, ValidationSummary
 from galpipe.validation.truth import (
     TruthMeasurements,
     headline_selection,
@@ -52,15 +59,21 @@ from galpipe.validation.truth import (
 __all__ = [
     "FLOOR_GALAXIES",
     "FLOOR_REPEATS",
+    "FULL_AUGMENT",
+    "FULL_TRUTH",
     "QUICK_AUGMENT",
     "QUICK_FLOOR_GALAXIES",
     "QUICK_TRUTH",
-    "Summary",
+    "RunSizes",
+    "resolve_sizes",
     "run_validation",
 ]
 
 log = logging.getLogger(__name__)
 
+#: Sizes of a full run: the truth galaxies, and the paper's number of augmented images.
+FULL_TRUTH = 10_000
+FULL_AUGMENT = 500_000
 #: Sizes of ``--quick`` (the test suite): enough for the headline bin to hold ~40 galaxies.
 QUICK_TRUTH = 400
 QUICK_AUGMENT = 2000
@@ -69,54 +82,56 @@ QUICK_AUGMENT = 2000
 FLOOR_GALAXIES = 160
 FLOOR_REPEATS = 8
 QUICK_FLOOR_GALAXIES = 4
+#: Where the Gaia values of a run come from, for the report.
+_GAIA_SOURCE = (
+    "Gaia-like columns of the synthetic catalogue (catalogue.ecsv), read through the ingest "
+    "reader and its galaxies.extra JSON: posangle_sersic = true PA + N(0, 2°/e), uniform "
+    "for e < 0.05; ellipticity_sersic = 1 − q + N(0, 0.03). A test of the comparison, not "
+    "a statement about Gaia."
+)
 
 
 @dataclass(frozen=True)
-class Summary:
-    """The headline numbers of a run (the whole of it is in ``summary.json``).
+class RunSizes:
+    """How much a run measures.
 
     Attributes
     ----------
-    out_dir : pathlib.Path
-        The report directory.
-    truth_median_deg, peer_truth_median_deg : float
-        Median combined axial error vs truth, isolated galaxies with q < 0.5 and S/N > 50,
-        ours and the peer (degrees).
-    aug_mean_deg, aug_median_deg : float
-        Mean and median deviation of our angle over the augmentation protocol (degrees).
-    peer_aug_mean_deg, peer_aug_median_deg : float
-        The same for the peer.
-    floor_aug_mean_deg, floor_ours_aug_mean_deg : float
-        The protocol's mean deviation of the oracle (:mod:`galpipe.validation.oracle`) and of
-        ours, on the same augmented images of the oracle's isolated galaxies (degrees).
-    coverage_1sigma, coverage_2sigma : float
-        Fraction of all galaxies whose combined error is within 1 and 2 reported sigma.
-    n_truth, n_augment : int
-        Sizes of the run.
-    elapsed_s : float
-        Wall time of the run, seconds.
+    n_truth : int
+        Truth galaxies.
+    n_augment : int
+        Augmented images of the protocol.
+    n_floor : int
+        Isolated galaxies the oracle measures, :data:`FLOOR_REPEATS` augmented images each.
     """
 
-    out_dir: Path
-    truth_median_deg: float
-    peer_truth_median_deg: float
-    aug_mean_deg: float
-    aug_median_deg: float
-    peer_aug_mean_deg: float
-    peer_aug_median_deg: float
-    floor_aug_mean_deg: float
-    floor_ours_aug_mean_deg: float
-    coverage_1sigma: float
-    coverage_2sigma: float
     n_truth: int
     n_augment: int
-    elapsed_s: float
+    n_floor: int
 
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready values (the path as text)."""
-        values = dataclasses.asdict(self)
-        values["out_dir"] = str(self.out_dir)
-        return values
+
+def resolve_sizes(
+    n_truth: int | None = None,
+    n_augment: int | None = None,
+    n_floor: int | None = None,
+    *,
+    quick: bool = False,
+) -> RunSizes:
+    """The sizes of a run: those given, and for the rest the quick or the full defaults.
+
+    A size given explicitly always wins: ``quick`` only chooses the defaults
+    (:data:`QUICK_TRUTH`, :data:`QUICK_AUGMENT`, :data:`QUICK_FLOOR_GALAXIES`; else
+    :data:`FULL_TRUTH`, :data:`FULL_AUGMENT`, :data:`FLOOR_GALAXIES`).
+    """
+    if quick:
+        defaults = RunSizes(QUICK_TRUTH, QUICK_AUGMENT, QUICK_FLOOR_GALAXIES)
+    else:
+        defaults = RunSizes(FULL_TRUTH, FULL_AUGMENT, FLOOR_GALAXIES)
+    return RunSizes(
+        n_truth=defaults.n_truth if n_truth is None else n_truth,
+        n_augment=defaults.n_augment if n_augment is None else n_augment,
+        n_floor=defaults.n_floor if n_floor is None else n_floor,
+    )
 
 
 def _cpu_seconds() -> float:
@@ -130,8 +145,29 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def _nan_if_none(value: Any) -> float:
-    return float("nan") if value is None else float(value)
+class _Stopwatch:
+    """Wall time of each stage, and of the run, wall and CPU."""
+
+    def __init__(self) -> None:
+        self._started = self._lap_started = time.perf_counter()
+        self._cpu_started = _cpu_seconds()
+        self._stages: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        """``stage`` ends now; the next one starts."""
+        now = time.perf_counter()
+        self._stages[stage] = round(now - self._lap_started, 3)
+        log.info("validate: %s done in %.1f s", stage, now - self._lap_started)
+        self._lap_started = now
+
+    def timing(self, workers: int) -> Timing:
+        """The stages so far, and the run's wall and CPU time until now."""
+        return Timing(
+            stages_s=dict(self._stages),
+            total_s=round(time.perf_counter() - self._started, 3),
+            cpu_s=round(_cpu_seconds() - self._cpu_started, 3),
+            workers=workers,
+        )
 
 
 def _galaxy_table(
@@ -175,66 +211,17 @@ def _save_rows(path: Path, result: ProtocolResult | FloorResult) -> None:
     )
 
 
-def run_validation(
-    out_dir: str | Path,
-    n_truth: int = 10_000,
-    n_augment: int = 500_000,
-    seed: int = 0,
-    quick: bool = False,
-    workers: int | None = None,
-    n_floor: int = FLOOR_GALAXIES,
-) -> Summary:
-    """Run the whole validation and write the report directory (module docstring).
-
-    Parameters
-    ----------
-    out_dir : str or pathlib.Path
-        Created if missing; files in it are overwritten.
-    n_truth : int
-        Truth galaxies (the issue: 10,000).
-    n_augment : int
-        Augmented images of the protocol (the paper: 500,000).
-    seed : int
-        Seeds the population and the augmentations.
-    quick : bool
-        Use :data:`QUICK_TRUTH` galaxies, :data:`QUICK_AUGMENT` images and
-        :data:`QUICK_FLOOR_GALAXIES` oracle galaxies (for tests).
-    workers : int, optional
-        Processes for rendering, the protocol and the floor; default every core this process
-        may use.
-    n_floor : int
-        Isolated galaxies measured by the oracle, :data:`FLOOR_REPEATS` augmented images each.
-
-    Returns
-    -------
-    Summary
-    """
-    started = time.perf_counter()
-    cpu_started = _cpu_seconds()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if quick:
-        n_truth, n_augment, n_floor = QUICK_TRUTH, QUICK_AUGMENT, QUICK_FLOOR_GALAXIES
-    n_workers = workers if workers is not None else default_workers()
-    timing: dict[str, float] = {}
-    config = RadonConfig()
-    peer_config = PeerConfig()
-
-    def lap(name: str, since: float) -> float:
-        now = time.perf_counter()
-        timing[name] = round(now - since, 3)
-        log.info("validate: %s done in %.1f s", name, now - since)
-        return now
-
-    population_config = PopulationConfig(n=n_truth, seed=seed)
-    population = make_population(population_config, workers=n_workers)
-    catalogue = write_catalog(out / "catalogue.ecsv", population.truths, gaia_sersic=True)
-    mark = lap("population", started)
-
-    measured = measure_truth(population, config, peer_config)
-    truth = truth_tables(population, measured)
-    mark = lap("truth", mark)
-
+def _protocol_stage(
+    out: Path,
+    population: TruthPopulation,
+    measured: TruthMeasurements,
+    n_augment: int,
+    seed: int,
+    config: RadonConfig,
+    peer_config: PeerConfig,
+    workers: int,
+) -> ProtocolSummary:
+    """The paper's augmentation protocol on the population; writes ``protocol.npz``."""
     protocol = run_protocol(
         population.images,
         measured.ours.angle_image_deg,
@@ -244,25 +231,37 @@ def run_validation(
         seed,
         config=config,
         peer_config=peer_config,
-        workers=n_workers,
+        workers=workers,
     )
-    isolated = subset_masks(population)["isolated"]
-    protocol_summary = protocol_tables(
+    _save_rows(out / "protocol.npz", protocol)
+    return protocol_tables(
         protocol,
         population.axis_ratio,
         population.snr,
-        isolated,
+        subset_masks(population)["isolated"],
         headline_selection(population),
         unflagged=measured.ours.flags == 0,
     )
-    _save_rows(out / "protocol.npz", protocol)
-    mark = lap("protocol", mark)
 
-    floor = run_floor(population, n_floor, FLOOR_REPEATS, seed, config=config, workers=n_workers)
-    floor_summary = floor_tables(floor, population.axis_ratio)
+
+def _floor_stage(
+    out: Path,
+    population: TruthPopulation,
+    n_floor: int,
+    seed: int,
+    config: RadonConfig,
+    workers: int,
+) -> FloorSummary:
+    """The oracle beside ours on isolated galaxies; writes ``floor.npz``."""
+    floor = run_floor(population, n_floor, FLOOR_REPEATS, seed, config=config, workers=workers)
     _save_rows(out / "floor.npz", floor)
-    mark = lap("floor", mark)
+    return floor_tables(floor, population.axis_ratio)
 
+
+def _gaia_stage(
+    out: Path, catalogue: Path, population: TruthPopulation, measured: TruthMeasurements
+) -> GaiaSummary:
+    """Every method against the catalogue's Gaia-like angles; writes ``galaxies.ecsv``."""
     ids, gaia_pa, gaia_e = load_gaia_columns(catalogue)
     order = {int(sid): i for i, sid in enumerate(ids)}
     rows = np.array([order.get(int(sid), -1) for sid in population.source_id])
@@ -270,78 +269,95 @@ def run_validation(
     pa_gaia = np.where(found, gaia_pa[np.maximum(rows, 0)], np.nan)
     e_gaia = np.where(found, gaia_e[np.maximum(rows, 0)], np.nan)
     gaia = gaia_agreement(
-        {**measured.position_angle_deg, "truth": population.position_angle_deg}, pa_gaia, e_gaia
-    )
-    gaia["source"] = (
-        "Gaia-like columns of the synthetic catalogue (catalogue.ecsv), read through the ingest "
-        "reader and its galaxies.extra JSON: posangle_sersic = true PA + N(0, 2°/e), uniform "
-        "for e < 0.05; ellipticity_sersic = 1 − q + N(0, 0.03). A test of the comparison, not "
-        "a statement about Gaia."
+        {**measured.position_angle_deg, "truth": population.position_angle_deg},
+        pa_gaia,
+        e_gaia,
+        source=_GAIA_SOURCE,
     )
     _galaxy_table(population, measured, pa_gaia, e_gaia).write(
         out / "galaxies.ecsv", format="ascii.ecsv", overwrite=True
     )
-    mark = lap("gaia", mark)
+    return gaia
 
-    calibration_all = truth["calibration"]["all"]["ours_combined"]
-    head = truth["headline"]
-    summary = Summary(
-        out_dir=out,
-        truth_median_deg=_nan_if_none(head["ours"]["median_deg"]),
-        peer_truth_median_deg=_nan_if_none(head["peer"]["median_deg"]),
-        aug_mean_deg=_nan_if_none(protocol_summary["ours"]["overall"]["mean_deg"]),
-        aug_median_deg=_nan_if_none(protocol_summary["ours"]["overall"]["median_deg"]),
-        peer_aug_mean_deg=_nan_if_none(protocol_summary["peer"]["overall"]["mean_deg"]),
-        peer_aug_median_deg=_nan_if_none(protocol_summary["peer"]["overall"]["median_deg"]),
-        floor_aug_mean_deg=_nan_if_none(
-            floor_summary["oracle"]["deviation"]["overall"]["mean_deg"]
-        ),
-        floor_ours_aug_mean_deg=_nan_if_none(
-            floor_summary["ours"]["deviation"]["overall"]["mean_deg"]
-        ),
-        coverage_1sigma=_nan_if_none(calibration_all["within_1sigma"]),
-        coverage_2sigma=_nan_if_none(calibration_all["within_2sigma"]),
-        n_truth=n_truth,
-        n_augment=n_augment,
-        elapsed_s=0.0,
+
+def _command(out: Path, sizes: RunSizes, seed: int, quick: bool) -> str:
+    """The ``galpipe validate`` command line that repeats a run."""
+    return (
+        f"galpipe validate {out} --n-truth {sizes.n_truth} --n-augment {sizes.n_augment} "
+        f"--n-floor {sizes.n_floor} --seed {seed}" + (" --quick" if quick else "")
     )
-    timing["total"] = round(time.perf_counter() - started, 3)
-    timing["cpu"] = round(_cpu_seconds() - cpu_started, 3)
-    summary = dataclasses.replace(summary, elapsed_s=timing["total"])
-    command = (
-        f"galpipe validate {out} --n-truth {n_truth} --n-augment {n_augment} "
-        f"--n-floor {n_floor} --seed {seed}"
+
+
+def run_validation(
+    out_dir: str | Path,
+    n_truth: int | None = None,
+    n_augment: int | None = None,
+    seed: int = 0,
+    quick: bool = False,
+    workers: int | None = None,
+    n_floor: int | None = None,
+) -> ValidationSummary:
+    """Run the whole validation and write the report directory (module docstring).
+
+    Parameters
+    ----------
+    out_dir : str or pathlib.Path
+        Created if missing; files in it are overwritten.
+    n_truth, n_augment, n_floor : int, optional
+        Truth galaxies, augmented images of the protocol, and isolated galaxies the oracle
+        measures (:data:`FLOOR_REPEATS` augmented images each). A size given always wins;
+        one not given is the quick or the full default (:func:`resolve_sizes`).
+    seed : int
+        Seeds the population and the augmentations.
+    quick : bool
+        The defaults of the sizes not given are the test suite's: seconds, not minutes.
+    workers : int, optional
+        Processes for rendering, the protocol and the floor; default every core this process
+        may use.
+
+    Returns
+    -------
+    ValidationSummary
+        What ``summary.json`` holds.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = resolve_sizes(n_truth, n_augment, n_floor, quick=quick)
+    n_workers = workers if workers is not None else default_workers()
+    clock = _Stopwatch()
+    config, peer_config = RadonConfig(), PeerConfig()
+
+    population_config = PopulationConfig(n=sizes.n_truth, seed=seed)
+    population = make_population(population_config, workers=n_workers)
+    catalogue = write_catalog(out / "catalogue.ecsv", population.truths, gaia_sersic=True)
+    clock.lap("population")
+    measured = measure_truth(population, config, peer_config)
+    truth = truth_tables(population, measured)
+    clock.lap("truth")
+    protocol = _protocol_stage(
+        out, population, measured, sizes.n_augment, seed, config, peer_config, n_workers
     )
-    document = {
-        "headline": {
-            k: v for k, v in summary.as_dict().items() if k not in ("out_dir", "elapsed_s")
-        },
-        "config": {
-            "algo_version": config.algo_version,
-            "peer": peer_config.tag,
-            "seed": seed,
-            "quick": quick,
-            "command": command + (" --quick" if quick else ""),
-        },
-        "population": population_config.describe(),
-        "truth": truth,
-        "protocol": protocol_summary,
-        "floor": floor_summary,
-        "gaia": gaia,
-        "timing_s": {**timing, "workers": n_workers},
-    }
-    write_report(_json_safe(document), out)
+    clock.lap("protocol")
+    floor = _floor_stage(out, population, sizes.n_floor, seed, config, n_workers)
+    clock.lap("floor")
+    gaia = _gaia_stage(out, catalogue, population, measured)
+    clock.lap("gaia")
+
+    summary = ValidationSummary(
+        headline=Headline.of(truth, protocol, floor, n_truth=sizes.n_truth),
+        config=RunConfig(
+            algo_version=config.algo_version,
+            peer=peer_config.tag,
+            seed=seed,
+            quick=quick,
+            command=_command(out, sizes, seed, quick),
+        ),
+        population=population_config.describe(),
+        truth=truth,
+        protocol=protocol,
+        floor=floor,
+        gaia=gaia,
+        timing=clock.timing(n_workers),
+    )
+    write_report(summary, out)
     return summary
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN floats to None, numpy scalars to Python (JSON has neither)."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value

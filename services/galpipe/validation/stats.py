@@ -9,9 +9,9 @@ missing measurement (NaN) is not an error of 0 or 90: it is counted in ``n`` but
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -25,6 +25,9 @@ __all__ = [
     "binned_stats",
     "calibration",
     "error_stats",
+    "json_ready",
+    "nan_if_none",
+    "stats_list",
 ]
 
 #: Axis-ratio bins ``[low, high)``, the last closed: q from 0.2 to 1.0.
@@ -56,14 +59,47 @@ class ErrorStats:
     p68_deg: float
     p95_deg: float
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         """Plain JSON-ready values (NaN becomes None)."""
-        return _json_ready(asdict(self))
+        return json_ready(asdict(self))
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any]) -> Self:
+        """The inverse of :meth:`to_json` (None becomes NaN)."""
+        return cls(
+            n=values["n"],
+            n_measured=values["n_measured"],
+            median_deg=nan_if_none(values["median_deg"]),
+            mean_deg=nan_if_none(values["mean_deg"]),
+            p68_deg=nan_if_none(values["p68_deg"]),
+            p95_deg=nan_if_none(values["p95_deg"]),
+        )
 
 
-def _json_ready(values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` with NaN floats replaced by None (JSON has no NaN)."""
-    return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in values.items()}
+def stats_list(values: Sequence[Mapping[str, Any]]) -> tuple[ErrorStats, ...]:
+    """:meth:`ErrorStats.from_json` of each JSON object of a list (one per bin)."""
+    return tuple(ErrorStats.from_json(v) for v in values)
+
+
+def nan_if_none(value: float | None) -> float:
+    """JSON's null for a statistic of nothing back to NaN."""
+    return float("nan") if value is None else float(value)
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with NaN floats as None, numpy scalars as Python, tuples as lists, recursively.
+
+    JSON has neither NaN nor numpy types; a statistic of nothing is null.
+    """
+    if isinstance(value, Mapping):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 def error_stats(errors_deg: np.ndarray) -> ErrorStats:
@@ -128,9 +164,19 @@ class Calibration:
     within_2sigma: float
     median_ratio: float
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         """Plain JSON-ready values (NaN becomes None)."""
-        return _json_ready(asdict(self))
+        return json_ready(asdict(self))
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any]) -> Self:
+        """The inverse of :meth:`to_json` (None becomes NaN)."""
+        return cls(
+            n=values["n"],
+            within_1sigma=nan_if_none(values["within_1sigma"]),
+            within_2sigma=nan_if_none(values["within_2sigma"]),
+            median_ratio=nan_if_none(values["median_ratio"]),
+        )
 
 
 def calibration(errors_deg: np.ndarray, sigma_deg: np.ndarray) -> Calibration:

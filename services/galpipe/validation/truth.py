@@ -6,8 +6,8 @@ Methods (keys of every table):
   (``RadonConfig()``: the paper's peak estimator, neighbour masking on);
 - ``ours_nomask`` -- the same with neighbour masking off (the paper's method as published);
 - ``ours_moments`` -- the production configuration with ``estimator="moments"``: the
-  second-moment angle from the sinogram's projection variances (SCIENCE.md step 5, ours;
-  "validation decides which the combined PA uses"), per band and combined;
+  second-moment angle from the sinogram's projection variances (``docs/science.md``, "The
+  second-moment angle (ours)"; compared here with the paper's peak), per band and combined;
 - ``peer`` -- SExtractor's second-moment angle (:mod:`galpipe.validation.peer`).
 
 All of them get the same ``(N, 4, S, S)`` array (its SHA-256 is recorded). Image angles become
@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -32,16 +33,20 @@ from galpipe.science.core import BatchMeasurement, RadonConfig, measure_batch
 from galpipe.science.features import axial_difference
 from galpipe.science.orientation import image_angle_to_position_angle
 from galpipe.science.radon import RadonOperator
-from galpipe.synthetic.truth import BANDS
-from galpipe.validation.peer import PeerConfig, sep_orientation
+from galpipe.survey.layout import BANDS
+from galpipe.validation.peer import PeerConfig, PeerOutcomes, sep_orientation
 from galpipe.validation.population import TruthPopulation, images_digest
 from galpipe.validation.stats import (
     AXIS_RATIO_EDGES,
     SNR_EDGES,
+    Calibration,
+    ErrorStats,
     bin_labels,
     binned_stats,
     calibration,
     error_stats,
+    json_ready,
+    stats_list,
 )
 
 __all__ = [
@@ -49,7 +54,11 @@ __all__ = [
     "HEADLINE_MIN_SNR",
     "METHODS",
     "SUBSETS",
+    "AngleErrors",
+    "PairedErrors",
+    "TruthHeadline",
     "TruthMeasurements",
+    "TruthSummary",
     "headline_selection",
     "measure_truth",
     "subset_masks",
@@ -58,7 +67,7 @@ __all__ = [
 
 METHODS: tuple[str, ...] = ("ours", "ours_nomask", "ours_moments", "peer")
 SUBSETS: tuple[str, ...] = ("all", "isolated", "neighbours")
-#: The headline selection (issue 6): elongated (q < 0.5) and bright (S/N > 50).
+#: The headline selection: elongated (q < 0.5) and bright (S/N > 50).
 HEADLINE_MAX_AXIS_RATIO = 0.5
 HEADLINE_MIN_SNR = 50.0
 COMBINED = "combined"
@@ -82,6 +91,8 @@ class TruthMeasurements:
         The production configuration with the moments estimator combined.
     peer_image_angle_deg : numpy.ndarray
         ``(N,)`` the peer's combined image angle (the protocol's reference for the peer).
+    peer_outcomes : PeerOutcomes
+        How the peer's combined measurements ended (a failure of ``sep`` is not "no detection").
     images_sha256 : dict of str to str
         Method -> digest of the array it measured (all equal by construction; recorded).
     """
@@ -92,6 +103,7 @@ class TruthMeasurements:
     ours_nomask: BatchMeasurement
     ours_moments: BatchMeasurement
     peer_image_angle_deg: np.ndarray
+    peer_outcomes: PeerOutcomes
     images_sha256: dict[str, str]
 
     def errors_deg(self, true_pa_deg: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
@@ -143,6 +155,7 @@ def measure_truth(
         ours_nomask=ours_nomask,
         ours_moments=ours_moments,
         peer_image_angle_deg=peer.angle_image_deg,
+        peer_outcomes=peer.outcomes(),
         images_sha256=dict.fromkeys(METHODS, digest),
     )
 
@@ -154,7 +167,7 @@ def subset_masks(population: TruthPopulation) -> dict[str, np.ndarray]:
 
 
 def headline_selection(population: TruthPopulation) -> np.ndarray:
-    """``(N,)`` bool: isolated galaxies with q < 0.5 and S/N > 50 (the issue's criterion)."""
+    """``(N,)`` bool: isolated galaxies with q < 0.5 and S/N > 50 (the headline selection)."""
     return (
         (population.n_neighbours == 0)
         & (population.axis_ratio < HEADLINE_MAX_AXIS_RATIO)
@@ -162,86 +175,251 @@ def headline_selection(population: TruthPopulation) -> np.ndarray:
     )
 
 
-def _grid(errors: np.ndarray, q: np.ndarray, snr: np.ndarray) -> list[list[dict[str, Any]]]:
+@dataclass(frozen=True)
+class AngleErrors:
+    """Errors against the truth of one method's angle (one band, or combined) on one subset.
+
+    Attributes
+    ----------
+    overall : ErrorStats
+        Every galaxy of the subset.
+    by_axis_ratio, by_snr : tuple of ErrorStats
+        One per bin of :data:`~galpipe.validation.stats.AXIS_RATIO_EDGES` and
+        :data:`~galpipe.validation.stats.SNR_EDGES`.
+    grid : tuple of tuple of ErrorStats, optional
+        The q x S/N grid (rows: axis-ratio bins, columns: S/N bins); the combined angle only.
+    """
+
+    overall: ErrorStats
+    by_axis_ratio: tuple[ErrorStats, ...]
+    by_snr: tuple[ErrorStats, ...]
+    grid: tuple[tuple[ErrorStats, ...], ...] | None = None
+
+    @classmethod
+    def of(cls, errors: np.ndarray, q: np.ndarray, snr: np.ndarray, *, grid: bool) -> Self:
+        """The statistics of ``(n,)`` errors of galaxies with axis ratios ``q`` and ``snr``."""
+        return cls(
+            overall=error_stats(errors),
+            by_axis_ratio=tuple(binned_stats(errors, q, AXIS_RATIO_EDGES)),
+            by_snr=tuple(binned_stats(errors, snr, SNR_EDGES)),
+            grid=_grid(errors, q, snr) if grid else None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """``overall``, ``by_axis_ratio``, ``by_snr`` and, for the combined angle, ``grid``."""
+        values: dict[str, Any] = {
+            "overall": self.overall.to_json(),
+            "by_axis_ratio": [s.to_json() for s in self.by_axis_ratio],
+            "by_snr": [s.to_json() for s in self.by_snr],
+        }
+        if self.grid is not None:
+            values["grid"] = [[s.to_json() for s in row] for row in self.grid]
+        return values
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any]) -> Self:
+        """The inverse of :meth:`to_json`."""
+        grid = values.get("grid")
+        return cls(
+            overall=ErrorStats.from_json(values["overall"]),
+            by_axis_ratio=stats_list(values["by_axis_ratio"]),
+            by_snr=stats_list(values["by_snr"]),
+            grid=None if grid is None else tuple(stats_list(row) for row in grid),
+        )
+
+
+def _grid(errors: np.ndarray, q: np.ndarray, snr: np.ndarray) -> tuple[tuple[ErrorStats, ...], ...]:
     """Stats on the q x S/N grid: rows are axis-ratio bins, columns S/N bins."""
     rows = []
     for lo, hi in itertools.pairwise(AXIS_RATIO_EDGES):
         last = hi == AXIS_RATIO_EDGES[-1]
         in_bin = (q >= lo) & ((q <= hi) if last else (q < hi))
-        rows.append([s.as_dict() for s in binned_stats(errors[in_bin], snr[in_bin], SNR_EDGES)])
-    return rows
+        rows.append(tuple(binned_stats(errors[in_bin], snr[in_bin], SNR_EDGES)))
+    return tuple(rows)
 
 
-def truth_tables(population: TruthPopulation, measured: TruthMeasurements) -> dict[str, Any]:
-    """Every truth table as JSON-ready data (the report renders a selection of it).
+@dataclass(frozen=True)
+class TruthHeadline:
+    """Every method's combined error on :func:`headline_selection`, described by ``selection``."""
 
-    Returns
-    -------
-    dict
-        ``headline`` (method -> stats on :func:`headline_selection`), ``tables`` (subset ->
-        method -> band -> ``overall`` / ``by_axis_ratio`` / ``by_snr`` stats, and ``grid`` for
-        the combined angle), ``paired`` (subset -> ours / peer -> combined ``by_axis_ratio``
-        stats on the galaxies *both* measured: the peer gives no angle for some of the
-        hardest galaxies, and its medians over the rest are not a like comparison),
-        ``calibration`` (subset -> estimator -> 1 and 2 sigma coverage), the bin labels and the
-        image digests.
+    selection: str
+    ours: ErrorStats
+    ours_nomask: ErrorStats
+    ours_moments: ErrorStats
+    peer: ErrorStats
+
+    def to_json(self) -> dict[str, Any]:
+        """``selection`` and one entry per method."""
+        return {
+            "selection": self.selection,
+            **{m: getattr(self, m).to_json() for m in METHODS},
+        }
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any]) -> Self:
+        """The inverse of :meth:`to_json`."""
+        return cls(
+            selection=values["selection"],
+            ours=ErrorStats.from_json(values["ours"]),
+            ours_nomask=ErrorStats.from_json(values["ours_nomask"]),
+            ours_moments=ErrorStats.from_json(values["ours_moments"]),
+            peer=ErrorStats.from_json(values["peer"]),
+        )
+
+
+@dataclass(frozen=True)
+class PairedErrors:
+    """Ours and the peer by axis-ratio bin, combined, on the galaxies *both* measured."""
+
+    ours: tuple[ErrorStats, ...]
+    peer: tuple[ErrorStats, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """``ours`` and ``peer``, a list of bins each."""
+        return {
+            "ours": [s.to_json() for s in self.ours],
+            "peer": [s.to_json() for s in self.peer],
+        }
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any]) -> Self:
+        """The inverse of :meth:`to_json`."""
+        return cls(ours=stats_list(values["ours"]), peer=stats_list(values["peer"]))
+
+
+@dataclass(frozen=True)
+class TruthSummary:
+    """Every truth table (the report renders a selection of it).
+
+    Attributes
+    ----------
+    headline : TruthHeadline
+        Each method's combined error on the headline selection.
+    axis_ratio_bins, snr_bins : tuple of str
+        Labels of the bins of every ``by_axis_ratio`` and ``by_snr``.
+    tables : mapping
+        Subset (:data:`SUBSETS`) -> method (:data:`METHODS`) -> band (g, r, i, z, combined)
+        -> :class:`AngleErrors`.
+    paired : mapping of str to PairedErrors
+        Subset -> ours and the peer on the galaxies both measured: the peer gives no angle for
+        some of the hardest galaxies, and its medians over the rest are not a like comparison.
+    calibration : mapping
+        Subset -> estimator (``ours_combined``, ``ours_band_fit``, ``ours_moments_combined``,
+        ``ours_band_window``) -> :class:`~galpipe.validation.stats.Calibration`.
+    images_sha256 : mapping of str to str
+        Method -> digest of the array it measured.
+    peer_outcomes : PeerOutcomes
+        How the peer's combined measurements of the population ended.
     """
+
+    headline: TruthHeadline
+    axis_ratio_bins: tuple[str, ...]
+    snr_bins: tuple[str, ...]
+    tables: Mapping[str, Mapping[str, Mapping[str, AngleErrors]]]
+    paired: Mapping[str, PairedErrors]
+    calibration: Mapping[str, Mapping[str, Calibration]]
+    images_sha256: Mapping[str, str]
+    peer_outcomes: PeerOutcomes
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready, one key per attribute."""
+        return json_ready(
+            {
+                "headline": self.headline.to_json(),
+                "axis_ratio_bins": self.axis_ratio_bins,
+                "snr_bins": self.snr_bins,
+                "tables": {
+                    subset: {
+                        method: {band: e.to_json() for band, e in bands.items()}
+                        for method, bands in methods.items()
+                    }
+                    for subset, methods in self.tables.items()
+                },
+                "paired": {subset: p.to_json() for subset, p in self.paired.items()},
+                "calibration": {
+                    subset: {name: c.to_json() for name, c in estimators.items()}
+                    for subset, estimators in self.calibration.items()
+                },
+                "images_sha256": dict(self.images_sha256),
+                "peer_outcomes": self.peer_outcomes.to_json(),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any]) -> Self:
+        """The inverse of :meth:`to_json` (mappings keep the order of ``values``)."""
+        return cls(
+            headline=TruthHeadline.from_json(values["headline"]),
+            axis_ratio_bins=tuple(values["axis_ratio_bins"]),
+            snr_bins=tuple(values["snr_bins"]),
+            tables={
+                subset: {
+                    method: {band: AngleErrors.from_json(e) for band, e in bands.items()}
+                    for method, bands in methods.items()
+                }
+                for subset, methods in values["tables"].items()
+            },
+            paired={s: PairedErrors.from_json(p) for s, p in values["paired"].items()},
+            calibration={
+                subset: {name: Calibration.from_json(c) for name, c in estimators.items()}
+                for subset, estimators in values["calibration"].items()
+            },
+            images_sha256=dict(values["images_sha256"]),
+            peer_outcomes=PeerOutcomes.from_json(values["peer_outcomes"]),
+        )
+
+
+def _calibrations(
+    errors: dict[str, dict[str, np.ndarray]], measured: TruthMeasurements, mask: np.ndarray
+) -> dict[str, Calibration]:
+    """Each uncertainty estimator's coverage on the galaxies of ``mask``."""
+    ours = measured.ours
+    band_errors = np.stack([errors["ours"][b][mask] for b in BANDS], axis=1)
+    return {
+        "ours_combined": calibration(errors["ours"][COMBINED][mask], ours.angle_err_deg[mask]),
+        "ours_band_fit": calibration(band_errors, ours.band_angle_err_fit_deg[mask]),
+        "ours_moments_combined": calibration(
+            errors["ours_moments"][COMBINED][mask], measured.ours_moments.angle_err_deg[mask]
+        ),
+        "ours_band_window": calibration(band_errors, ours.band_angle_err_window_deg[mask]),
+    }
+
+
+def truth_tables(population: TruthPopulation, measured: TruthMeasurements) -> TruthSummary:
+    """Every truth table (:class:`TruthSummary`)."""
     q, snr = population.axis_ratio, population.snr
     errors = measured.errors_deg(population.position_angle_deg)
     headline = headline_selection(population)
-    tables: dict[str, Any] = {}
-    paired: dict[str, Any] = {}
-    calib: dict[str, Any] = {}
     both = np.isfinite(errors["ours"][COMBINED]) & np.isfinite(errors["peer"][COMBINED])
+    tables: dict[str, dict[str, dict[str, AngleErrors]]] = {}
+    paired: dict[str, PairedErrors] = {}
+    calib: dict[str, dict[str, Calibration]] = {}
     for subset, mask in subset_masks(population).items():
         pair = mask & both
-        paired[subset] = {
-            method: [
-                s.as_dict()
-                for s in binned_stats(errors[method][COMBINED][pair], q[pair], AXIS_RATIO_EDGES)
-            ]
-            for method in ("ours", "peer")
+        paired[subset] = PairedErrors(
+            *(
+                tuple(binned_stats(errors[m][COMBINED][pair], q[pair], AXIS_RATIO_EDGES))
+                for m in ("ours", "peer")
+            )
+        )
+        tables[subset] = {
+            method: {
+                band: AngleErrors.of(err[mask], q[mask], snr[mask], grid=band == COMBINED)
+                for band, err in errors[method].items()
+            }
+            for method in METHODS
         }
-        tables[subset] = {}
-        for method in METHODS:
-            tables[subset][method] = {}
-            for band, err in errors[method].items():
-                entry: dict[str, Any] = {
-                    "overall": error_stats(err[mask]).as_dict(),
-                    "by_axis_ratio": [
-                        s.as_dict() for s in binned_stats(err[mask], q[mask], AXIS_RATIO_EDGES)
-                    ],
-                    "by_snr": [s.as_dict() for s in binned_stats(err[mask], snr[mask], SNR_EDGES)],
-                }
-                if band == COMBINED:
-                    entry["grid"] = _grid(err[mask], q[mask], snr[mask])
-                tables[subset][method][band] = entry
-        ours = measured.ours
-        calib[subset] = {
-            "ours_combined": calibration(
-                errors["ours"][COMBINED][mask], ours.angle_err_deg[mask]
-            ).as_dict(),
-            "ours_band_fit": calibration(
-                np.stack([errors["ours"][b][mask] for b in BANDS], axis=1),
-                ours.band_angle_err_fit_deg[mask],
-            ).as_dict(),
-            "ours_moments_combined": calibration(
-                errors["ours_moments"][COMBINED][mask], measured.ours_moments.angle_err_deg[mask]
-            ).as_dict(),
-            "ours_band_window": calibration(
-                np.stack([errors["ours"][b][mask] for b in BANDS], axis=1),
-                ours.band_angle_err_window_deg[mask],
-            ).as_dict(),
-        }
-    return {
-        "headline": {
-            "selection": f"isolated, q < {HEADLINE_MAX_AXIS_RATIO:g}, S/N > {HEADLINE_MIN_SNR:g}",
-            **{m: error_stats(errors[m][COMBINED][headline]).as_dict() for m in METHODS},
-        },
-        "axis_ratio_bins": bin_labels(AXIS_RATIO_EDGES),
-        "snr_bins": bin_labels(SNR_EDGES),
-        "tables": tables,
-        "paired": paired,
-        "calibration": calib,
-        "images_sha256": measured.images_sha256,
-    }
+        calib[subset] = _calibrations(errors, measured, mask)
+    return TruthSummary(
+        headline=TruthHeadline(
+            f"isolated, q < {HEADLINE_MAX_AXIS_RATIO:g}, S/N > {HEADLINE_MIN_SNR:g}",
+            *(error_stats(errors[m][COMBINED][headline]) for m in METHODS),
+        ),
+        axis_ratio_bins=tuple(bin_labels(AXIS_RATIO_EDGES)),
+        snr_bins=tuple(bin_labels(SNR_EDGES)),
+        tables=tables,
+        paired=paired,
+        calibration=calib,
+        images_sha256=measured.images_sha256,
+        peer_outcomes=measured.peer_outcomes,
+    )

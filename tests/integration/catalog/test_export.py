@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import subprocess
@@ -17,15 +16,14 @@ import pytest
 from astropy.table import Table
 from psycopg_pool import ConnectionPool
 
+import galpipe.cli
 from galpipe.catalog.export import (
     ExportError,
-    add_export_command,
     build_results_table,
     export_results,
     format_for,
 )
 from galpipe.db.measurements import MEASUREMENT_COLUMNS, record_measurements
-from galpipe.settings import Settings
 from tests.tools import require_tool
 
 V1, V2 = "radon-v1+test", "radon-v2+test"
@@ -263,11 +261,10 @@ def test_a_version_without_transformed_galaxies_is_an_error(populated) -> None:
 
 
 def _run(argv: list[str], database_url: str, monkeypatch) -> int:
+    """``galpipe ARGV``'s exit status; the root logger stays the test run's."""
     monkeypatch.setenv("GALPIPE_DATABASE_URL", database_url)
-    parser = argparse.ArgumentParser()
-    add_export_command(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return int(args.handler(args, Settings.from_env()))
+    monkeypatch.setattr(galpipe.cli, "configure_logging", lambda *_: None)
+    return galpipe.cli.main(argv)
 
 
 def test_command_writes_the_file(populated, database_url, tmp_path, monkeypatch, capsys) -> None:

@@ -18,16 +18,10 @@ from hypothesis.stateful import (
 )
 from psycopg_pool import ConnectionPool
 
-from galpipe.db.breaker import CircuitBreaker
+from galpipe.db.breaker import BreakerPolicy, CircuitBreaker
 from galpipe.db.connection import open_pool
-from galpipe.runtime import metrics
-from galpipe.settings import Settings
 
 COOLDOWN = 0.3  # seconds: short, so that tests wait it out
-
-
-def _rejections(name: str) -> float:
-    return metrics.BREAKER_REJECTIONS.labels(breaker=name)._value.get()
 
 
 def _trip(breaker: CircuitBreaker, owner: str = "w") -> None:
@@ -37,16 +31,19 @@ def _trip(breaker: CircuitBreaker, owner: str = "w") -> None:
     assert breaker.status().state == "open"
 
 
-def _breaker(pool: ConnectionPool, name: str = "fetch", **policy: float) -> CircuitBreaker:
+def _breaker(
+    pool: ConnectionPool, name: str = "fetch", *, observer=None, **policy: float
+) -> CircuitBreaker:
     defaults: dict = {"failures": 3, "cooldown_seconds": COOLDOWN}
-    return CircuitBreaker(pool, name, **{**defaults, **policy})
+    return CircuitBreaker(pool, name, BreakerPolicy(**{**defaults, **policy}), observer=observer)
 
 
 # -- closed -> open ------------------------------------------------------------------------------
 
 
 def test_consecutive_failures_open_it(pool: ConnectionPool) -> None:
-    breaker = _breaker(pool, cooldown_seconds=60)
+    rejected: list[str] = []
+    breaker = _breaker(pool, cooldown_seconds=60, observer=rejected.append)
     assert breaker.status().state == "closed"
     assert breaker.allow("w")
     assert breaker.record_failure("w", "timeout") == "closed"
@@ -65,10 +62,10 @@ def test_consecutive_failures_open_it(pool: ConnectionPool) -> None:
     assert status.reopens_at == status.opened_at + timedelta(seconds=60)
     assert (status.window_requests, status.window_failures) == (6, 5)
 
-    before = _rejections("fetch")
+    assert rejected == []  # the observer hears of refusals only
     assert not breaker.allow("w")
     assert not breaker.allow("other")
-    assert _rejections("fetch") - before == 2
+    assert rejected == ["fetch", "fetch"]
 
 
 def test_failure_ratio_opens_it_once_enough_requests(pool: ConnectionPool) -> None:
@@ -226,24 +223,6 @@ def test_long_errors_are_truncated(pool: ConnectionPool) -> None:
     assert 100 < len(last_error) <= 2000
 
 
-def test_from_settings(pool: ConnectionPool) -> None:
-    settings = Settings.from_env(
-        {
-            "GALPIPE_BREAKER_FAILURES": "7",
-            "GALPIPE_BREAKER_FAILURE_RATIO": "0.25",
-            "GALPIPE_BREAKER_MIN_REQUESTS": "40",
-            "GALPIPE_BREAKER_WINDOW_SECONDS": "120",
-            "GALPIPE_BREAKER_COOLDOWN_SECONDS": "15",
-            "GALPIPE_BREAKER_PROBE_TIMEOUT_SECONDS": "45",
-        }
-    )
-    breaker = CircuitBreaker.from_settings(pool, settings)
-    assert breaker.name == "fetch"
-    p = breaker.policy
-    assert (p.failures, p.failure_ratio, p.min_requests) == (7, 0.25, 40)
-    assert (p.window_seconds, p.cooldown_seconds, p.probe_timeout_seconds) == (120, 15, 45)
-
-
 @pytest.mark.parametrize(
     ("policy", "message"),
     [
@@ -257,9 +236,9 @@ def test_from_settings(pool: ConnectionPool) -> None:
         ({"probe_timeout_seconds": float("inf")}, "probe_timeout_seconds must be positive"),
     ],
 )
-def test_bad_policy_is_refused(pool: ConnectionPool, policy: dict, message: str) -> None:
+def test_bad_policy_is_refused(policy: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        CircuitBreaker(pool, "bad", **policy)
+        BreakerPolicy(**policy)
 
 
 def test_empty_name_is_refused(pool: ConnectionPool) -> None:
@@ -276,7 +255,7 @@ ASKS_PER_RACER = 20
 def _race_for_the_probe(database_url: str, index: int, barrier, results) -> None:
     """Child: after the barrier, ask ``allow()`` repeatedly; report how many times it said yes."""
     pool = open_pool(database_url, max_size=1)
-    breaker = CircuitBreaker(pool, "fetch", failures=3, cooldown_seconds=COOLDOWN)
+    breaker = CircuitBreaker(pool, "fetch", BreakerPolicy(failures=3, cooldown_seconds=COOLDOWN))
     owner = f"racer-{index}"
     breaker.allow(owner)  # warm up (connection, imports) while the breaker is still closed
     barrier.wait()  # ready
@@ -329,7 +308,7 @@ POLICY = {
 
 
 class BreakerModel:
-    """The breaker as the issue states it, on a virtual clock of whole seconds."""
+    """The breaker as db/breaker.py states it, on a virtual clock of whole seconds."""
 
     def __init__(self) -> None:
         self.now = 0
@@ -392,7 +371,7 @@ class BreakerMachine(RuleBasedStateMachine):
     @initialize()
     def fresh_breaker(self) -> None:
         BreakerMachine.examples += 1
-        self.breaker = CircuitBreaker(self.pool, f"model-{self.examples}", **POLICY)
+        self.breaker = CircuitBreaker(self.pool, f"model-{self.examples}", BreakerPolicy(**POLICY))
         self.model = BreakerModel()
         self.breaker.status()  # creates the row: its window starts at the model's time 0
 
@@ -466,9 +445,8 @@ class _Clock:
 
 
 def _viewing(pool: ConnectionPool, clock: _Clock, view_s: float = 1.0) -> CircuitBreaker:
-    return CircuitBreaker(
-        pool, "fetch", failures=3, cooldown_seconds=60.0, view_seconds=view_s, clock=clock
-    )
+    policy = BreakerPolicy(failures=3, cooldown_seconds=60.0)
+    return CircuitBreaker(pool, "fetch", policy, view_seconds=view_s, clock=clock)
 
 
 def test_successes_are_gathered_then_written_in_one_go(pool: ConnectionPool) -> None:
@@ -521,6 +499,20 @@ def test_flush_writes_at_shutdown(pool: ConnectionPool) -> None:
         breaker.record_success("w")
     breaker.flush()
     assert breaker.status().window_requests == 3
+
+
+def test_a_failing_observer_does_not_change_the_answer(pool: ConnectionPool) -> None:
+    def broken(name: str) -> None:
+        raise RuntimeError(f"metrics backend down for {name}")
+
+    breaker = _breaker(pool, cooldown_seconds=60, observer=broken)
+    _trip(breaker)
+    assert not breaker.allow("w")  # refused, and the observer's error is only logged
+    assert breaker.status().state == "open"
+
+
+def test_the_default_policy(pool: ConnectionPool) -> None:
+    assert CircuitBreaker(pool, "fetch").policy == BreakerPolicy()
 
 
 def test_a_bad_view_is_refused(pool: ConnectionPool) -> None:

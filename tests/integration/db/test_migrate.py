@@ -73,3 +73,14 @@ def test_schema_rejects_impossible_coordinates(database_url: str) -> None:
         conn.rollback()
         with pytest.raises(psycopg.errors.CheckViolation):
             conn.execute("INSERT INTO galaxies VALUES (1, 10.0, -90.5, 'x')")
+
+
+def test_the_combined_error_column_describes_the_band_stack(empty_database: str) -> None:
+    migrate(empty_database)
+    with psycopg.connect(empty_database) as conn:
+        (comment,) = conn.execute(
+            "SELECT col_description('radon_measurements'::regclass, attnum) FROM pg_attribute "
+            "WHERE attrelid = 'radon_measurements'::regclass AND attname = 'angle_err_deg'"
+        ).fetchone()
+    assert "Birge ratio" in comment
+    assert "1/sigma^2" not in comment

@@ -17,7 +17,15 @@ from hypothesis.stateful import (
 )
 from psycopg_pool import ConnectionPool
 
-from galpipe.db.queue import READY_DEPTH_SQL, RetryPolicy, TaskQueue
+from galpipe.db.queue import (
+    READY_DEPTH_SQL,
+    TASK_COUNTS_SQL,
+    RetryPolicy,
+    TaskQueue,
+    oldest_queued_age,
+    task_counts,
+)
+from tests.probes import counts_now, is_paused
 
 
 def _states(pool: ConnectionPool, pipeline: str = "fetch") -> dict[int, tuple[str, int]]:
@@ -39,7 +47,7 @@ def test_enqueue_is_idempotent_and_keeps_order(queue: TaskQueue, add_galaxies) -
     # A finished task is not queued again by a repeated enqueue.
     queue.complete(None, "fetch", "w", ids)
     assert queue.enqueue("fetch", ids) == 0
-    assert queue.counts()["fetch"]["done"] == 30
+    assert counts_now(queue.pool)["fetch"]["done"] == 30
 
 
 def test_enqueue_needs_a_known_galaxy(queue: TaskQueue) -> None:
@@ -90,7 +98,7 @@ def test_only_the_lease_owner_finishes_a_task(queue: TaskQueue, add_galaxies) ->
     assert queue.skip(None, "fetch", "intruder", {ids[1]: "x"}) == []
     assert queue.fail(None, "fetch", "intruder", {ids[2]: "x"}) == []
     assert queue.release("fetch", "intruder") == 0
-    assert queue.counts()["fetch"]["running"] == 4
+    assert counts_now(queue.pool)["fetch"]["running"] == 4
     assert queue.complete(None, "fetch", "owner", ids) == ids
 
 
@@ -115,9 +123,24 @@ def test_retry_waits_its_delay_then_fails_at_the_limit(queue: TaskQueue, pool, a
     assert row == ("failed", 4, "boom 4")
 
 
-def test_retry_policy_delays() -> None:
-    policy = RetryPolicy(max_retries=5, delays=(1.0, 2.0))
-    assert [policy.delay(a) for a in (1, 2, 3, 4)] == [1.0, 2.0, 2.0, 2.0]
+def test_retries_past_the_delay_list_wait_its_last_delay(pool: ConnectionPool, add_galaxies):
+    queue = TaskQueue(pool, RetryPolicy(max_retries=5, delays=(100.0, 200.0)))
+    (sid,) = add_galaxies(1)
+    queue.enqueue("fetch", [sid])
+    waits = []
+    for attempt in range(1, 5):
+        queue.claim_batch("fetch", 1, 30, "w")
+        queue.retry(None, "fetch", "w", {sid: f"boom {attempt}"})
+        with pool.connection() as conn:
+            (wait,) = conn.execute(
+                "SELECT extract(epoch FROM not_before - now())::float8 FROM tasks"
+            ).fetchone()
+            conn.execute("UPDATE tasks SET not_before = now()")  # due again at once
+        waits.append(wait)
+    assert waits == pytest.approx([100.0, 200.0, 200.0, 200.0], abs=1.0)
+
+
+def test_retry_policy_refuses_bad_limits() -> None:
     with pytest.raises(ValueError, match="max_retries"):
         RetryPolicy(max_retries=-1)
     with pytest.raises(ValueError, match="delays"):
@@ -143,7 +166,7 @@ def test_recover_leaves_live_leases_alone(queue: TaskQueue, add_galaxies) -> Non
     queue.claim_batch("fetch", 2, 30, "alive")
     outcome = queue.recover_expired()
     assert outcome.requeued == outcome.failed == []
-    assert queue.counts()["fetch"]["running"] == 2
+    assert counts_now(queue.pool)["fetch"]["running"] == 2
 
 
 def test_pause_stops_claims_and_zeroes_the_autoscaler_depth(queue: TaskQueue, add_galaxies):
@@ -151,8 +174,8 @@ def test_pause_stops_claims_and_zeroes_the_autoscaler_depth(queue: TaskQueue, ad
     queue.enqueue("fetch", ids)
     queue.enqueue("radon", ids)
     queue.pause("fetch", "survey outage")
-    assert queue.is_paused("fetch")
-    assert not queue.is_paused("radon")
+    assert is_paused(queue.pool, "fetch")
+    assert not is_paused(queue.pool, "radon")
     assert queue.claim_batch("fetch", 5, 30, "w") == []
     assert queue.ready_depth("fetch") == 0
     assert queue.ready_depth("radon") == 5
@@ -188,6 +211,65 @@ def test_ready_depth_counts_only_due_tasks(queue: TaskQueue, add_galaxies) -> No
     assert queue.ready_depth("fetch") == 15
     time.sleep(0.3)
     assert queue.ready_depth("fetch") == 25
+
+
+# -- what status, the monitor and the demo read ----------------------------------------------------
+
+
+def _counts(**by_state: int) -> dict[str, int]:
+    return {"queued": 0, "running": 0, "done": 0, "failed": 0, "skipped": 0, **by_state}
+
+
+def test_task_counts_fill_every_state_and_can_be_restricted_to_galaxies(
+    pool: ConnectionPool, queue: TaskQueue, add_galaxies
+) -> None:
+    ids = add_galaxies(10)
+    queue.enqueue("fetch", ids)
+    queue.enqueue("radon", ids[:2])
+    queue.claim_batch("fetch", 3, 30, "w")
+    queue.complete(None, "fetch", "w", ids[:2])
+    with pool.connection() as conn:
+        every_task = task_counts(conn)
+        of_three = task_counts(conn, ids[:3])
+        of_none = task_counts(conn, [])
+    assert every_task == {
+        "fetch": _counts(queued=7, running=1, done=2),
+        "radon": _counts(queued=2),
+    }
+    assert of_three == {"fetch": _counts(running=1, done=2), "radon": _counts(queued=2)}
+    assert of_none == {}
+    assert counts_now(pool) == every_task
+
+
+def test_task_counts_of_every_task_read_the_state_index_only(
+    pool: ConnectionPool, queue: TaskQueue, add_galaxies
+) -> None:
+    queue.enqueue("fetch", add_galaxies(20_000))
+    unfiltered = "SELECT pipeline, state::text, count(*) FROM tasks GROUP BY 1, 2"
+    with pool.connection() as conn:
+        conn.execute("VACUUM ANALYZE tasks")
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + TASK_COUNTS_SQL, {"ids": None}))
+        plain = "\n".join(r[0] for r in conn.execute("EXPLAIN " + unfiltered))
+    # Without ids the filter folds away: the plan is the unfiltered count's, index-only.
+    assert plan == plain
+    assert "Index Only Scan using tasks_state" in plan
+
+
+def test_oldest_queued_age_with_and_without_delayed_retries(
+    pool: ConnectionPool, queue: TaskQueue, add_galaxies
+) -> None:
+    ids = add_galaxies(3)
+    queue.enqueue("fetch", ids)
+    with pool.connection() as conn:  # enqueued 3, 2 and 1 minutes ago, in FIFO order
+        conn.execute("UPDATE tasks SET enqueued_at = now() - (4 - source_id) * interval '1 min'")
+    # The head goes back with an hour's retry delay: still the oldest queued, but not ready.
+    queue.claim_batch("fetch", 1, 30, "w")
+    queue.retry(None, "fetch", "w", {ids[0]: "HTTP 503"}, {ids[0]: 3600.0})
+    with pool.connection() as conn:
+        queued = oldest_queued_age(conn, ["fetch", "radon"])
+        ready = oldest_queued_age(conn, ["fetch", "radon"], ready_only=True)
+    assert queued == {"fetch": pytest.approx(180, abs=5)}
+    assert ready == {"fetch": pytest.approx(120, abs=5)}
 
 
 def test_downstream_tasks_follow_upstream_order(queue: TaskQueue, add_galaxies) -> None:

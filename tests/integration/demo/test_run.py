@@ -1,6 +1,6 @@
 """``galpipe demo`` end to end: the synthetic sky, fetch and radon worker processes, the report.
 
-300 galaxies per run (issue 5), about 15 s each on two cores once the Radon operator is cached:
+300 galaxies per run, about 15 s each on two cores once the Radon operator is cached:
 once through the real command (embedded PostgreSQL, local object store) and once in-process
 against the test database and moto's S3 server, where the database and the bucket outlive the
 run so the results can be reconciled with the tasks and the stored objects.
@@ -19,9 +19,10 @@ import psycopg
 from astropy.table import Table
 from rich.console import Console
 
-from galpipe.demo.run import DemoOptions, DemoResult, run_demo, worker_environment
+from galpipe.demo.processes import worker_environment
+from galpipe.demo.run import DemoOptions, DemoResult, run_demo
 from galpipe.science.core import Flag, RadonConfig
-from galpipe.storage.store import open_object_store
+from galpipe.storage import open_object_store
 from tests.tools import require_tool
 
 N_GALAXIES = 300
@@ -55,9 +56,9 @@ def _check_catalogue(out: Path) -> Table:
 
 
 def _check_accuracy(table: Table) -> None:
-    """Issue 5: median axial error < 3 degrees for axis ratio < 0.6 and S/N > 30."""
+    """The demo's accuracy: median axial error < 3 degrees for axis ratio < 0.6 and S/N > 30."""
     q = np.asarray(table["true_axis_ratio"])
-    snr = np.asarray(table["snr_r"])
+    snr = np.asarray(table["snr_half_light"])
     errors = np.asarray(table["pa_error_deg"], dtype=float)
     selected = (q < 0.6) & (snr > 30) & np.isfinite(errors)
     assert selected.sum() > 100

@@ -22,10 +22,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg_pool import ConnectionPool
 
-from galpipe.db.breaker import CircuitBreaker
+from galpipe.db.breaker import BreakerPolicy, CircuitBreaker
 from galpipe.db.queue import TaskQueue
-from galpipe.db.ratelimit import TokenBucket
-from galpipe.ops.monitor import Monitor, monitor_pool, poll_database
+from galpipe.db.ratelimit import RateLimitPolicy, TokenBucket
+from galpipe.ops.monitor import Monitor, poll_database
+from galpipe.runtime.database import pool_from_settings
 from galpipe.settings import Settings
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -82,10 +83,10 @@ def test_monitor_exports_the_database_state(
     # One fetch task back in the queue with a retry delay: queued, but not ready.
     queue.retry(None, "fetch", "w1", {claimed[3].source_id: "timeout"}, {claimed[3].source_id: 600})
     queue.pause("radon", "maintenance")
-    breaker = CircuitBreaker(pool, "fetch", failures=2)
+    breaker = CircuitBreaker(pool, "fetch", BreakerPolicy(failures=2))
     breaker.record_failure("w1", "HTTP 503")
     breaker.record_failure("w1", "HTTP 503")
-    bucket = TokenBucket(pool, "fetch", rate=5.0, burst=10.0)
+    bucket = TokenBucket(pool, "fetch", RateLimitPolicy(rate=5.0, burst=10.0))
     bucket.configure()
     bucket.acquire(3)
 
@@ -169,7 +170,9 @@ def test_oldest_ready_skips_delayed_retries_where_oldest_queued_does_not(
 def test_an_unreachable_database_exports_only_up_zero_and_fails_readiness(
     pool: ConnectionPool, settings: Settings
 ) -> None:
-    dead = monitor_pool(_closed_port_url(), max_size=1, timeout_s=0.5)
+    # The monitor's pool: it opens, in the background, on a database that does not answer.
+    unreachable = Settings.from_env({"GALPIPE_DATABASE_URL": _closed_port_url()})
+    dead = pool_from_settings(unreachable, role="monitor", max_size=1, wait=False, timeout_s=0.5)
     current = [pool]
     monitor = Monitor(lambda: poll_database(current[0], settings), ping_with(dead), interval_s=1.0)
     try:
@@ -296,7 +299,7 @@ def test_oldest_ready_probe_reads_the_head_of_the_ready_index(
     pool: ConnectionPool, queue: TaskQueue, add_galaxies: Callable[..., list[int]]
 ) -> None:
     """Every poll runs it: one LIMIT 1 walk of ``tasks_ready`` per pipeline, not a queue scan."""
-    from galpipe.db.monitor import OLDEST_READY_SQL
+    from galpipe.db.queue import OLDEST_QUEUED_SQL
 
     ids = add_galaxies(20_000)
     queue.enqueue("fetch", ids)
@@ -304,8 +307,8 @@ def test_oldest_ready_probe_reads_the_head_of_the_ready_index(
     with pool.connection() as conn:
         conn.execute("ANALYZE tasks")
         (plan,) = conn.execute(
-            "EXPLAIN (ANALYZE, FORMAT JSON) " + OLDEST_READY_SQL,
-            {"pipelines": ["fetch", "radon"]},
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + OLDEST_QUEUED_SQL,
+            {"pipelines": ["fetch", "radon"], "ready_only": True},
         ).fetchone()
     nodes = []
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import timedelta
 
 import pytest
 from psycopg_pool import ConnectionPool
 from rich.console import Console
 
-from galpipe.db.breaker import CircuitBreaker
+from galpipe.db.breaker import BreakerPolicy, CircuitBreaker
 from galpipe.db.queue import TaskQueue
-from galpipe.db.ratelimit import TokenBucket
-from galpipe.ops.status import add_status_command, collect_status, render_status
+from galpipe.db.ratelimit import RateLimitPolicy, TokenBucket
+from galpipe.ops.cli import register
+from galpipe.ops.status import collect_status, render_status
+from galpipe.pipelines.fetch import breaker_policy
 from galpipe.settings import Settings
 
 # Fetch: 3 queued (head enqueued 10 min ago), 2 running, 5 done (3 of them in the last minute),
@@ -56,11 +59,11 @@ def busy(pool: ConnectionPool, queue: TaskQueue, add_galaxies, settings: Setting
             "WHERE pipeline = 'radon' AND source_id = 3"
         )
     queue.pause("radon", "new algo_version being deployed")
-    breaker = CircuitBreaker.from_settings(pool, settings, "fetch")
+    breaker = CircuitBreaker(pool, "fetch", breaker_policy(settings))
     breaker.record_failure("w1", "HTTP 503 from the cutout service")
     breaker.record_failure("w1", "HTTP 503 from the cutout service")
-    CircuitBreaker.from_settings(pool, settings, "other").record_success("w1")
-    bucket = TokenBucket(pool, "fetch", rate=5.0, burst=10.0, sleep=lambda s: None)
+    CircuitBreaker(pool, "other").record_success("w1")
+    bucket = TokenBucket(pool, "fetch", RateLimitPolicy(rate=5.0, burst=10.0), sleep=lambda s: None)
     bucket.configure()
     bucket.acquire(25)  # 10 of the burst, then 15 reserved ahead: ~3 s of backlog
     return pool
@@ -109,6 +112,22 @@ def test_breakers_and_rate_limits(busy, settings) -> None:
     assert bucket.backlog_seconds == pytest.approx(3.0, abs=0.5)
 
 
+def test_each_breaker_is_read_with_the_policy_of_the_pipeline_it_serves(
+    pool: ConnectionPool, settings: Settings
+) -> None:
+    # The GALPIPE_BREAKER_* settings (300 s cooldown) are the fetch pipeline's; a breaker no
+    # pipeline configures ("other") is read with the default policy (30 s), not with fetch's.
+    for name in ("fetch", "other"):
+        tripping = CircuitBreaker(pool, name, BreakerPolicy(failures=1))
+        tripping.record_failure("w1", "HTTP 503")
+    breakers = {b.name: b for b in collect_status(pool, settings).breakers}
+    for name, cooldown in (("fetch", 300.0), ("other", BreakerPolicy().cooldown_seconds)):
+        status = breakers[name]
+        assert status.state == "open"
+        assert status.opened_at is not None
+        assert status.reopens_at == status.opened_at + timedelta(seconds=cooldown), name
+
+
 def test_status_writes_nothing(busy, settings) -> None:
     def snapshot() -> list[tuple]:
         with busy.connection() as conn:
@@ -122,15 +141,16 @@ def test_status_writes_nothing(busy, settings) -> None:
     assert snapshot() == before
 
 
-def _run(argv: list[str], settings: Settings) -> int:
+def _run(argv: list[str], settings: Settings) -> None:
+    """Run ``galpipe ARGV``'s handler (the ``galpipe`` command's sub-command) with ``settings``."""
     parser = argparse.ArgumentParser()
-    add_status_command(parser.add_subparsers(dest="command"))
+    register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(argv)
-    return int(args.handler(args, settings))
+    args.handler(args, settings)
 
 
 def test_json_output(busy, settings, capsys) -> None:
-    assert _run(["status", "--json"], settings) == 0
+    _run(["status", "--json"], settings)
     report = json.loads(capsys.readouterr().out)
     assert report["pipelines"]["fetch"]["counts"]["skipped"] == 1
     assert report["pipelines"]["fetch"]["done_last_minute"] == 3
@@ -159,7 +179,7 @@ def test_tables_show_every_part(busy, settings) -> None:
 
 
 def test_empty_database(pool, settings, capsys) -> None:
-    assert _run(["status"], settings) == 0
+    _run(["status"], settings)
     out = capsys.readouterr().out
     assert "Circuit breakers: none used yet" in out
     assert "Rate limits: none configured yet" in out

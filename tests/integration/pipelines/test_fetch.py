@@ -24,18 +24,24 @@ from typing import Any
 
 import pytest
 import requests
+from prometheus_client import REGISTRY
 from psycopg_pool import ConnectionPool
 
-from galpipe.db.breaker import CLOSED, OPEN, CircuitBreaker
+from galpipe.db.breaker import CLOSED, OPEN, BreakerPolicy, CircuitBreaker
 from galpipe.db.connection import open_pool
 from galpipe.db.cutouts import CutoutRecord, cutouts_for
 from galpipe.db.galaxies import insert_galaxies
 from galpipe.db.queue import RetryPolicy, TaskQueue
-from galpipe.db.ratelimit import TokenBucket
-from galpipe.pipelines.fetch import FetchPipeline, build_fetch_pipeline
+from galpipe.db.ratelimit import RateLimitPolicy, TokenBucket, bucket_usages
+from galpipe.pipelines.fetch import (
+    BREAKER_VIEW_SECONDS,
+    TOKEN_BLOCK_SECONDS,
+    FetchPipeline,
+    build_fetch_pipeline,
+)
 from galpipe.pipelines.worker import Worker, run_from_settings
 from galpipe.settings import Settings
-from galpipe.storage.store import LocalObjectStore, ObjectStore, S3ObjectStore
+from galpipe.storage import LocalObjectStore, ObjectStore, S3ObjectStore
 from galpipe.survey.cutout import parse_cutout
 from galpipe.survey.legacysurvey import CutoutRequest, LegacySurveyClient
 from galpipe.synthetic import (
@@ -298,7 +304,7 @@ def run_fleet(
 
 
 def fault_config(**extra: Any) -> FaultConfig:
-    """The issue's transient faults: 20 % 503, 5 % timeouts, 2 % corrupt bodies."""
+    """The fleet's transient faults: 20 % 503, 5 % timeouts, 2 % corrupt bodies."""
     return FaultConfig(
         error_ratio=0.20,
         timeout_ratio=0.05,
@@ -386,7 +392,7 @@ def test_fleet_on_s3_survives_faults_and_an_outage(
     bucket: str,
     moto_endpoint: str,
 ) -> None:
-    """The issue's scenario: 2,000 galaxies, 20 % 503, 5 % timeouts, 2 % corrupt, a 10-s outage."""
+    """The fleet's scenario: 2,000 galaxies, 20 % 503, 5 % timeouts, 2 % corrupt, a 10-s outage."""
     blanks = blank_truths(5)
     truths = make_truths(N_FLEET_S3 - len(blanks), seed=11) + blanks
     sky = sky_factory(truths, faults=fault_config(), rate=RATE_LIMIT)
@@ -522,15 +528,14 @@ def rig_factory(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Rig
         stop = threading.Event()
         request = CutoutRequest(base_url=sky.url, layer=layer)
         client = LegacySurveyClient(request, read_timeout=READ_TIMEOUT_S)
-        bucket = TokenBucket(pool, "fetch", RATE_LIMIT, BURST)
+        bucket = TokenBucket(pool, "fetch", RateLimitPolicy(RATE_LIMIT, BURST))
         bucket.configure()
-        breaker = CircuitBreaker(
-            pool,
-            "fetch",
+        policy = BreakerPolicy(
             failures=breaker_failures,
             failure_ratio=breaker_failure_ratio,
             cooldown_seconds=cooldown_s,
         )
+        breaker = CircuitBreaker(pool, "fetch", policy)
         store = LocalObjectStore(tmp_path / "objects")
         pipeline = FetchPipeline(
             pool=pool,
@@ -697,3 +702,61 @@ def test_blank_sky_is_skipped_with_a_reason(
     assert "HTTP 500" in (tasks[http500.source_id].last_error or "")
     assert all_cutouts(rig.pool) == {}
     assert fetch_tasks(rig.pool, "radon") == {}
+
+
+# --------------------------------------------------------------------------------------------
+# Production wiring: build_fetch_pipeline
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_production_wiring_names_the_bucket_and_breaker_and_applies_the_settings(
+    database_url: str, pool: ConnectionPool, tmp_path: Path
+) -> None:
+    settings = Settings.from_env(
+        {
+            "GALPIPE_DATABASE_URL": database_url,
+            "GALPIPE_OBJECT_STORE": (tmp_path / "objects").as_uri(),
+            "GALPIPE_FETCH_RATE_LIMIT": "7.5",
+            "GALPIPE_FETCH_RATE_BURST": "3",
+            "GALPIPE_BREAKER_FAILURES": "2",
+            "GALPIPE_BREAKER_FAILURE_RATIO": "0.25",
+            "GALPIPE_BREAKER_MIN_REQUESTS": "40",
+            "GALPIPE_BREAKER_WINDOW_SECONDS": "120",
+            "GALPIPE_BREAKER_COOLDOWN_SECONDS": "15",
+            "GALPIPE_BREAKER_PROBE_TIMEOUT_SECONDS": "45",
+        }
+    )
+    pipeline = build_fetch_pipeline(settings, pool, threading.Event())
+    try:
+        bucket, breaker = pipeline.bucket, pipeline.breaker
+        assert bucket.name == breaker.name == FetchPipeline.name == "fetch"
+        assert bucket.policy == RateLimitPolicy(rate=7.5, burst=3.0)
+        assert bucket.block_seconds == TOKEN_BLOCK_SECONDS
+        assert breaker.policy == BreakerPolicy(
+            failures=2,
+            failure_ratio=0.25,
+            min_requests=40,
+            window_seconds=120.0,
+            cooldown_seconds=15.0,
+            probe_timeout_seconds=45.0,
+        )
+        assert breaker.view_seconds == BREAKER_VIEW_SECONDS
+        # The shared row took the pipeline's name and policy before the first draw.
+        with pool.connection() as conn:
+            assert [(u.name, u.rate, u.burst) for u in bucket_usages(conn)] == [("fetch", 7.5, 3.0)]
+
+        # Waits and refusals reach the process's metrics through the observers.
+        waits = _sample("galpipe_rate_limit_wait_seconds_count", bucket="fetch")
+        bucket.acquire()
+        assert _sample("galpipe_rate_limit_wait_seconds_count", bucket="fetch") == waits + 1
+        for _ in range(2):
+            breaker.record_failure("w", "HTTP 503")
+        refusals = _sample("galpipe_breaker_rejections_total", breaker="fetch")
+        assert not breaker.allow("w")
+        assert _sample("galpipe_breaker_rejections_total", breaker="fetch") == refusals + 1
+    finally:
+        pipeline.close()
+        pipeline.client.close()

@@ -15,7 +15,7 @@ from galpipe.pipelines.worker import Worker
 from galpipe.science.core import RadonConfig
 from galpipe.science.features import axial_difference
 from galpipe.science.radon import RadonOperator
-from galpipe.storage.store import LocalObjectStore
+from galpipe.storage import LocalObjectStore
 from galpipe.synthetic.catalog import make_truths
 from galpipe.synthetic.fitsfile import cutout_fits_bytes
 from galpipe.synthetic.truth import SkyConfig

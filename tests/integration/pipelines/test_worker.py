@@ -19,8 +19,10 @@ from psycopg_pool import ConnectionPool
 from galpipe.db.connection import open_pool
 from galpipe.db.queue import RetryPolicy, Task, TaskQueue
 from galpipe.pipelines.base import Done, Fail, Outcome, Release, Retry, Skip
-from galpipe.pipelines.worker import Worker, serve
+from galpipe.pipelines.worker import Worker
 from galpipe.runtime.health import HealthServer
+from galpipe.runtime.service import serve
+from tests.probes import counts_now
 
 RESULTS_DDL = """
 CREATE TABLE IF NOT EXISTS test_results (
@@ -58,7 +60,7 @@ class RecordingPipeline:
 def run_worker_process(
     database_url: str, owner: str, batch_size: int, delay_s: float, lease_s: float
 ) -> None:
-    """Child-process target: a real worker with SIGTERM handling, until the queue is empty."""
+    """Child-process target: a real worker, until the queue is empty (or the batch is slow)."""
     pool = open_pool(database_url, max_size=2)
     queue = TaskQueue(pool, RetryPolicy(max_retries=3, delays=(0.1,)))
     worker = Worker(
@@ -69,7 +71,6 @@ def run_worker_process(
         poll_min_seconds=0.05,
         poll_max_seconds=0.2,
     )
-    worker.install_signal_handlers()
     worker.run(stop_when_idle=delay_s == 0.0)
     pool.close()
 
@@ -133,7 +134,7 @@ def test_four_processes_drain_20000_tasks_exactly_once(
         assert proc.exitcode == 0
     assert _scalar(pool, "SELECT count(*) FROM test_results") == 20_000
     assert _scalar(pool, "SELECT count(DISTINCT source_id) FROM test_results") == 20_000
-    counts = queue.counts()
+    counts = counts_now(queue.pool)
     assert counts["fetch"]["done"] == 20_000
     assert counts["radon"]["queued"] == 20_000
     # Every worker took part: the queue really was shared, not drained by the first one.
@@ -177,7 +178,7 @@ def test_sigkill_mid_batch_loses_nothing(
     assert _scalar(pool, "SELECT count(*) FROM test_results") == 40
     assert _scalar(pool, "SELECT count(DISTINCT source_id) FROM test_results") == 40
     assert _scalar(pool, "SELECT count(*) FROM test_results WHERE owner = 'victim'") == 0
-    assert queue.counts()["fetch"]["done"] == 40
+    assert counts_now(queue.pool)["fetch"]["done"] == 40
     # The killed batch paid one attempt for the crash.
     assert _scalar(pool, "SELECT count(*) FROM tasks WHERE pipeline='fetch' AND attempts=2") == 8
 
@@ -198,7 +199,7 @@ def test_sigterm_finishes_the_batch_and_exits_zero(
     assert proc.exitcode == 0
     # The batch in hand was finished and committed; nothing more was claimed.
     assert _scalar(pool, "SELECT count(*) FROM test_results") == 8
-    counts = queue.counts()["fetch"]
+    counts = counts_now(queue.pool)["fetch"]
     assert counts["done"] == 8
     assert counts["queued"] == 8
     assert counts["running"] == 0
@@ -239,7 +240,7 @@ def test_stop_between_claim_and_process_releases_the_batch(
 
     queue.claim_batch = claim_then_sigterm  # type: ignore[method-assign]
     worker.run()
-    counts = queue.counts()["fetch"]
+    counts = counts_now(queue.pool)["fetch"]
     assert counts["queued"] == 10
     assert counts["running"] == 0
     assert worker.stats.outcomes == {"released": 4}
@@ -295,7 +296,7 @@ def test_outcomes_are_committed_per_task(queue: TaskQueue, pool, add_galaxies) -
             4: "queued:pipeline returned no outcome for this task",
         }[sid % 5]
         assert rows[sid] == expected, sid
-    assert queue.counts()["radon"]["queued"] == 2
+    assert counts_now(queue.pool)["radon"]["queued"] == 2
 
 
 class ExplodingPipeline:
@@ -316,7 +317,7 @@ def test_retries_honour_delays_and_the_maximum(queue: TaskQueue, pool, add_galax
     worker = Worker(ExplodingPipeline(), queue, owner="w", poll_min_seconds=0.01)
     claimed_at: list[float] = []
     # fast_policy: 3 retries, delays 0.2, 0.4, 0.8 s.
-    while queue.counts()["fetch"]["failed"] == 0:
+    while counts_now(queue.pool)["fetch"]["failed"] == 0:
         if worker.run_once():
             claimed_at.append(time.monotonic())
         else:

@@ -23,7 +23,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from galpipe.storage.store import (
+from galpipe.storage import (
     MAX_KEY_BYTES,
     MAX_SEGMENT_BYTES,
     ChecksumMismatch,

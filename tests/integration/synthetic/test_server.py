@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,11 +24,12 @@ from astropy.wcs import WCS
 
 pytest.importorskip("galsim")
 
+from galpipe.runtime.service import serve
 from galpipe.synthetic.catalog import make_truths, read_catalog
-from galpipe.synthetic.cli import add_sky_commands
+from galpipe.synthetic.cli import register
 from galpipe.synthetic.faults import BlankRegion, FaultConfig, max_in_window
 from galpipe.synthetic.fitsfile import cutout_fits_bytes
-from galpipe.synthetic.server import SyntheticSky
+from galpipe.synthetic.server import SkyProcess, SyntheticSky
 from galpipe.synthetic.truth import (
     SkyConfig,
     TruthGalaxy,
@@ -395,7 +400,7 @@ def test_prerendered_catalogue_is_served_from_the_cache(sky_factory) -> None:
 
 def _sky_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="galpipe")
-    add_sky_commands(parser.add_subparsers(dest="command", required=True))
+    register(parser.add_subparsers(dest="command", required=True))
     return parser
 
 
@@ -407,7 +412,7 @@ def test_catalog_command_writes_a_readable_ecsv(tmp_path: Path, capsys) -> None:
             "--ra-range", "10", "12", "--dec-range", "-1", "1", "--neighbour-fraction", "1",
         ]
     )  # fmt: skip
-    assert args.handler(args, None) == 0
+    args.handler(args, None)
     assert "25" in capsys.readouterr().out
     table = Table.read(out, format="ascii.ecsv")
     assert len(table) == 25
@@ -440,3 +445,87 @@ def test_serve_options_become_a_fault_config() -> None:
     assert config.north_without_i_dec is None
     with pytest.raises(SystemExit):
         _sky_parser().parse_args(["sky", "serve", "--error-ratio", "1.5"])
+
+
+# -- the `galpipe sky serve` process -----------------------------------------------------------
+
+
+def _serve_in_thread(process: SkyProcess) -> threading.Thread:
+    thread = threading.Thread(target=serve, args=(process,), kwargs={"port": 0}, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_sky_process_prerenders_announces_and_serves_until_stopped() -> None:
+    lines: list[str] = []
+    sky = SyntheticSky(TRUTHS[:3], rate=0.0)
+    process = SkyProcess(sky, prerender_workers=1, announce=lines.append)
+    assert process.readiness() == (False, "not serving yet")
+    thread = _serve_in_thread(process)
+    try:
+        deadline = time.monotonic() + 30
+        while process.readiness() != (True, "ok"):
+            assert time.monotonic() < deadline, "the sky never became ready"
+            time.sleep(0.02)
+        assert lines == [
+            "pre-rendered 3 cutouts",
+            f"synthetic sky on {sky.url}/viewer/fits-cutout (3 galaxies, unlimited)",
+        ]
+        assert get(sky, **cutout_params(TRUTHS[0])).status_code == 200
+        assert sky.cache_hits == 1
+        assert process.liveness() == (True, "ok")
+    finally:
+        process.request_stop()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert not sky.serving
+    assert process.readiness() == (False, "stopping")
+    with pytest.raises(requests.ConnectionError):
+        get(sky, **cutout_params(TRUTHS[0]))
+
+
+def test_a_stop_during_the_prerendering_ends_the_run_before_serving() -> None:
+    lines: list[str] = []
+    sky = SyntheticSky(TRUTHS[:2], rate=0.0)
+    process = SkyProcess(sky, prerender_workers=1, announce=lines.append)
+    process.request_stop()  # as a SIGTERM while the catalogue renders
+    serve(process, port=0)
+    assert lines == ["pre-rendered 2 cutouts"]
+    assert sky.port == 0  # never bound
+
+
+def test_sky_process_is_dead_when_its_server_thread_ended_on_its_own() -> None:
+    sky = SyntheticSky(TRUTHS[:1], rate=0.0)
+    process = SkyProcess(sky, announce=lambda line: None)
+    thread = _serve_in_thread(process)
+    try:
+        deadline = time.monotonic() + 10
+        while not sky.serving:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        sky.stop()  # the HTTP server goes away under the running process
+        alive, detail = process.liveness()
+        assert not alive
+        assert "not running" in detail
+    finally:
+        process.request_stop()
+        thread.join(10)
+
+
+def test_sky_serve_command_exits_zero_on_sigterm() -> None:
+    """The real command: it prints its URL, answers, and SIGTERM ends it with status 0."""
+    command = [sys.executable, "-m", "galpipe.cli", "sky", "serve", "--port", "0", "--rate", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = re.match(r"synthetic sky on (http://[^/\s]+)/viewer/fits-cutout", line)
+        assert match, line + (process.stderr.read() if process.stderr else "")
+        health = requests.get(f"{match.group(1)}/healthz", timeout=TIMEOUT)
+        assert (health.status_code, health.text) == (200, "ok\n")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -1,7 +1,8 @@
 """``galpipe validate --quick``: the report's structure, its numbers, determinism, the peer.
 
 One quick run (400 truth galaxies, 2,000 augmented images, seed 0) in this process, and a
-second through the command's handler; both must agree byte for byte.
+second through the command's handler; both must agree byte for byte. A tiny run checks that
+sizes given beside ``quick`` win.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from astropy.table import Table
 from galpipe.science.core import RadonConfig, measure_batch
 from galpipe.science.orientation import image_angle_to_position_angle
 from galpipe.synthetic.catalog import read_catalog
-from galpipe.validation.cli import add_validate_parser
+from galpipe.validation.cli import register
 from galpipe.validation.peer import sep_orientation
 from galpipe.validation.population import render_population
 from galpipe.validation.report import FIGURES, write_report
@@ -27,16 +28,16 @@ from galpipe.validation.run import (
     QUICK_AUGMENT,
     QUICK_FLOOR_GALAXIES,
     QUICK_TRUTH,
-    Summary,
     run_validation,
 )
+from galpipe.validation.summary import ValidationSummary
 from galpipe.validation.truth import METHODS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Summary]:
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ValidationSummary]:
     out = tmp_path_factory.mktemp("validate")
     return out, run_validation(out, quick=True, seed=0, workers=1)
 
@@ -45,7 +46,12 @@ def _summary_json(out: Path) -> dict[str, Any]:
     return json.loads((out / "summary.json").read_text())
 
 
-def test_the_report_directory_has_every_part(quick_run: tuple[Path, Summary]) -> None:
+def _written(out: Path) -> ValidationSummary:
+    """The summary as ``summary.json`` holds it."""
+    return ValidationSummary.from_json(_summary_json(out))
+
+
+def test_the_report_directory_has_every_part(quick_run: tuple[Path, ValidationSummary]) -> None:
     out, _ = quick_run
     for name in (
         "report.md",
@@ -72,69 +78,82 @@ def test_the_report_directory_has_every_part(quick_run: tuple[Path, Summary]) ->
     for figure in FIGURES:
         assert f"({figure})" in report
     document = _summary_json(out)
-    assert set(document) >= {"headline", "config", "population", "truth", "protocol", "floor"}
-    assert "gaia" in document
+    # summary.json's shape, which users read.
+    assert set(document) == {
+        "headline",
+        "config",
+        "population",
+        "truth",
+        "protocol",
+        "floor",
+        "gaia",
+        "timing_s",
+    }
     for key in ("snr", "axis_ratio", "half_light_radius_arcsec", "sersic_n", "psf", "neighbours"):
         assert key in document["population"]
-    assert set(document["protocol"]["distributions"]) >= {"R", "B", "N", "subsets"}
+    written = _written(out)
+    assert set(written.protocol.distributions) >= {"R", "B", "N", "subsets"}
+    assert written.to_json() == document
 
 
-def test_headline_accuracy_vs_truth_on_a_fixed_seed(quick_run: tuple[Path, Summary]) -> None:
+def test_headline_accuracy_vs_truth_on_a_fixed_seed(
+    quick_run: tuple[Path, ValidationSummary],
+) -> None:
     """Combined median axial error < 2 deg for isolated galaxies with q < 0.5 and S/N > 50."""
     out, summary = quick_run
-    headline = _summary_json(out)["truth"]["headline"]["ours"]
-    assert headline["n_measured"] >= 25  # enough galaxies for a median to mean something
-    assert summary.truth_median_deg < 2.0
+    assert _written(out).truth.headline.ours.n_measured >= 25  # enough for a median
+    assert summary.headline.truth_median_deg < 2.0
 
 
-def test_the_numbers_are_consistent(quick_run: tuple[Path, Summary]) -> None:
+def test_the_numbers_are_consistent(quick_run: tuple[Path, ValidationSummary]) -> None:
     out, summary = quick_run
-    document = _summary_json(out)
-    assert document["headline"]["truth_median_deg"] == summary.truth_median_deg
-    assert document["headline"]["aug_mean_deg"] == summary.aug_mean_deg
-    tables = document["truth"]["tables"]
+    written = _written(out)
+    assert written.headline == summary.headline
+    tables = written.truth.tables
     for method in METHODS:
         for band in ("g", "r", "i", "z", "combined"):
-            parts = [tables[s][method][band]["overall"]["n"] for s in ("isolated", "neighbours")]
-            assert sum(parts) == tables["all"][method][band]["overall"]["n"] == QUICK_TRUTH
-            by_q = tables["all"][method][band]["by_axis_ratio"]
-            assert sum(s["n"] for s in by_q) == QUICK_TRUTH
+            parts = [tables[s][method][band].overall.n for s in ("isolated", "neighbours")]
+            assert sum(parts) == tables["all"][method][band].overall.n == QUICK_TRUTH
+            by_q = tables["all"][method][band].by_axis_ratio
+            assert sum(s.n for s in by_q) == QUICK_TRUTH
     # The paired comparison: the same galaxies for both methods, the ones both measured.
-    for subset, paired in document["truth"]["paired"].items():
-        ours_n = [s["n"] for s in paired["ours"]]
-        assert ours_n == [s["n"] for s in paired["peer"]]
-        assert [s["n_measured"] for s in paired["peer"]] == ours_n
-        peer_measured = tables[subset]["peer"]["combined"]["overall"]["n_measured"]
+    for subset, paired in written.truth.paired.items():
+        ours_n = [s.n for s in paired.ours]
+        assert ours_n == [s.n for s in paired.peer]
+        assert [s.n_measured for s in paired.peer] == ours_n
+        peer_measured = tables[subset]["peer"]["combined"].overall.n_measured
         assert 0 < sum(ours_n) <= peer_measured
-    protocol = document["protocol"]
-    assert protocol["n_images"] == QUICK_AUGMENT == summary.n_augment
-    assert protocol["ours"]["overall"]["mean_deg"] >= protocol["ours"]["overall"]["median_deg"] > 0
+    # The peer's outcomes add up, and its angles are the measured ones.
+    outcomes = written.truth.peer_outcomes
+    assert outcomes.measured + outcomes.no_detection + outcomes.failed == QUICK_TRUTH
+    assert outcomes.measured == tables["all"]["peer"]["combined"].overall.n_measured
+    protocol = written.protocol
+    assert protocol.n_images == QUICK_AUGMENT == summary.headline.n_augment
+    assert protocol.ours.overall.mean_deg >= protocol.ours.overall.median_deg > 0
+    augmented = protocol.peer_outcomes
+    assert augmented.measured + augmented.no_detection + augmented.failed == QUICK_AUGMENT
     # The masked and unmasked measurements agree on isolated galaxies far more than on the rest.
     iso = tables["isolated"]
-    assert (
-        abs(
-            iso["ours"]["combined"]["overall"]["median_deg"]
-            - iso["ours_nomask"]["combined"]["overall"]["median_deg"]
-        )
-        < 1.0
-    )
+    ours, nomask = iso["ours"]["combined"].overall, iso["ours_nomask"]["combined"].overall
+    assert abs(ours.median_deg - nomask.median_deg) < 1.0
     # The floor: the oracle's galaxies are isolated, and ours is the protocol's measurement.
-    floor = document["floor"]
-    assert floor["n_images"] == QUICK_FLOOR_GALAXIES * FLOOR_REPEATS
+    floor = written.floor
+    assert floor.n_images == QUICK_FLOOR_GALAXIES * FLOOR_REPEATS
     with np.load(out / "floor.npz") as rows:
         isolated = Table.read(out / "galaxies.ecsv")["n_neighbours"][rows["galaxy_index"]] == 0
         assert isolated.all()
-        assert floor["ours"]["deviation"]["overall"]["mean_deg"] == pytest.approx(
+        assert floor.ours.deviation.overall.mean_deg == pytest.approx(
             float(np.mean(rows["deviation_ours_deg"]))
         )
-    assert document["headline"]["floor_aug_mean_deg"] == summary.floor_aug_mean_deg
-    assert summary.floor_aug_mean_deg == floor["oracle"]["deviation"]["overall"]["mean_deg"]
-    calib = document["truth"]["calibration"]["all"]["ours_combined"]
-    assert 0 < calib["within_1sigma"] <= calib["within_2sigma"] <= 1
-    assert calib["within_1sigma"] == summary.coverage_1sigma
+    assert summary.headline.floor_aug_mean_deg == floor.oracle.deviation.overall.mean_deg
+    calib = written.truth.calibration["all"]["ours_combined"]
+    assert 0 < calib.within_1sigma <= calib.within_2sigma <= 1
+    assert calib.within_1sigma == summary.headline.coverage_1sigma
 
 
-def test_peer_and_ours_measured_the_catalogued_images(quick_run: tuple[Path, Summary]) -> None:
+def test_peer_and_ours_measured_the_catalogued_images(
+    quick_run: tuple[Path, ValidationSummary],
+) -> None:
     """Re-render the written catalogue; both methods on those images reproduce the table."""
     out, _ = quick_run
     truths = read_catalog(out / "catalogue.ecsv")[:40]
@@ -153,21 +172,22 @@ def test_peer_and_ours_measured_the_catalogued_images(quick_run: tuple[Path, Sum
         galaxies["pa_peer"],
         atol=1e-9,
     )
-    document = _summary_json(out)
-    digests = set(document["truth"]["images_sha256"].values())
-    assert len(digests) == 1
+    assert len(set(_written(out).truth.images_sha256.values())) == 1
 
 
 def test_identical_inputs_give_identical_outputs(
-    quick_run: tuple[Path, Summary], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    quick_run: tuple[Path, ValidationSummary],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     out, summary = quick_run
     parser = argparse.ArgumentParser()
-    add_validate_parser(parser.add_subparsers(dest="command"))
+    register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["validate", str(tmp_path), "--quick", "--workers", "1"])
-    assert args.handler(args, None) == 0
+    args.handler(args, None)
     printed = json.loads(capsys.readouterr().out.splitlines()[0])
-    assert printed["truth_median_deg"] == summary.truth_median_deg
+    assert printed["truth_median_deg"] == summary.headline.truth_median_deg
+    assert printed["out_dir"] == str(tmp_path)
     first, second = _summary_json(out), _summary_json(tmp_path)
     for document in (first, second):
         document.pop("timing_s")
@@ -185,9 +205,18 @@ def test_identical_inputs_give_identical_outputs(
 
 
 def test_the_report_is_reproducible_from_summary_json(
-    quick_run: tuple[Path, Summary], tmp_path: Path
+    quick_run: tuple[Path, ValidationSummary], tmp_path: Path
 ) -> None:
     out, _ = quick_run
-    write_report(_summary_json(out), tmp_path)
+    write_report(_written(out), tmp_path)
     assert (tmp_path / "report.md").read_text() == (out / "report.md").read_text()
     assert (tmp_path / "summary.json").read_text() == (out / "summary.json").read_text()
+
+
+def test_sizes_given_beside_quick_win(tmp_path: Path) -> None:
+    summary = run_validation(tmp_path, n_truth=24, n_augment=30, n_floor=0, quick=True, workers=1)
+    assert (summary.headline.n_truth, summary.headline.n_augment) == (24, 30)
+    assert (summary.protocol.n_images, summary.floor.n_images) == (30, 0)
+    assert len(Table.read(tmp_path / "galaxies.ecsv")) == 24
+    assert "--n-truth 24 --n-augment 30 --n-floor 0" in summary.config.command
+    assert summary.config.quick

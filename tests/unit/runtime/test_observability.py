@@ -10,13 +10,13 @@ from prometheus_client import REGISTRY
 
 from galpipe.runtime import metrics
 from galpipe.science.core import BatchMeasurement, Flag
-from galpipe.storage.instrumented import InstrumentedObjectStore
-from galpipe.storage.store import (
+from galpipe.storage import (
     ChecksumMismatch,
     LocalObjectStore,
     ObjectNotFound,
     ObjectStoreError,
 )
+from galpipe.storage.instrumented import InstrumentedObjectStore
 
 NAN = float("nan")
 

@@ -1,4 +1,4 @@
-"""Tests of the science core (issue 3), with shared helpers: the operator and test images."""
+"""Tests of the science core, with shared helpers: the operator and test images."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Neighbour masking (ours): a star or a companion is replaced, the central galaxy is kept.
 
 The test stamps are analytic elliptical Gaussians on a 40×40 grid in the conventions of
-SCIENCE.md: axes ``[row, col]``, x = column, y = row, angles counter-clockwise from +x towards
-+y. The orientation check uses an estimator independent of the code under test: the
+docs/science.md: axes ``[row, col]``, x = column, y = row, angles counter-clockwise from +x
+towards +y. The orientation check uses an estimator independent of the code under test: the
 second moments of the stamp, φ = ½·atan2(2·Mxy, Mxx − Myy).
 """
 
@@ -16,6 +16,7 @@ import pytest
 import sep
 from scipy import ndimage
 
+from galpipe.science import core
 from galpipe.science.neighbours import NeighbourConfig, NeighbourMasking, mask_neighbours
 from galpipe.science.preprocess import sanitise_and_shift
 from galpipe.validation.augment import rotate
@@ -614,12 +615,6 @@ def test_tag_names_every_parameter() -> None:
 
 def test_radon_angle_recovered_with_masking() -> None:
     """The paper's Radon angle: dragged by a neighbour, recovered within 1° with masking."""
-    try:
-        from galpipe.science import core
-    except ModuleNotFoundError as error:
-        if error.name != "galpipe.science.core":
-            raise
-        pytest.skip("galpipe.science.core (measure_batch) does not exist yet")
     masking_on = core.RadonConfig(mask_neighbours=True)
     masking_off = core.RadonConfig(mask_neighbours=False)
 

@@ -1,4 +1,4 @@
-"""Image angle <-> position angle from a FITS WCS (issue 3, item 4)."""
+"""Image angle <-> position angle east of north from a FITS WCS."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from galpipe.science.radon import (
 )
 from tests.unit.science import gaussian, operator_for
 
-# The bound: operator vs literal method, relative to the largest value of each
+# The required agreement: operator vs literal method, relative to the largest value of each
 # sinogram, for every angle.
 LITERAL_RTOL = 1e-6
 

@@ -10,11 +10,7 @@ import boto3
 import pytest
 
 from galpipe.settings import Settings, SettingsError
-from galpipe.storage.store import (
-    S3_CONNECT_TIMEOUT_S,
-    S3_MAX_ATTEMPTS,
-    S3_MAX_POOL_CONNECTIONS,
-    S3_READ_TIMEOUT_S,
+from galpipe.storage import (
     ChecksumMismatch,
     InvalidKey,
     InvalidStoreURL,
@@ -27,6 +23,12 @@ from galpipe.storage.store import (
     open_object_store,
     sha256_hex,
     validate_key,
+)
+from galpipe.storage.s3 import (
+    S3_CONNECT_TIMEOUT_S,
+    S3_MAX_ATTEMPTS,
+    S3_MAX_POOL_CONNECTIONS,
+    S3_READ_TIMEOUT_S,
 )
 
 

@@ -50,10 +50,10 @@ def test_gaia_like_angles_are_good_for_elongated_and_meaningless_for_round() -> 
     true_pa = np.array([t.position_angle_deg for t in truths])
     q = np.array([t.axis_ratio for t in truths])
     result = gaia_agreement({"truth": true_pa}, values[:, 0], values[:, 1])
-    bins = result["truth"]["by_ellipticity"]
-    assert result["ellipticity_bins"][0] == "[0, 0.1)"
-    assert bins[-1]["median_deg"] < 3.0 < bins[0]["median_deg"]
-    assert sum(b["n"] for b in bins) == 400
+    bins = result.methods["truth"].by_ellipticity
+    assert result.ellipticity_bins[0] == "[0, 0.1)"
+    assert bins[-1].median_deg < 3.0 < bins[0].median_deg
+    assert sum(b.n for b in bins) == 400
     assert (q <= 1).all()
 
 

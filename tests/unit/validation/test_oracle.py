@@ -9,7 +9,8 @@ import pytest
 from scipy import integrate, stats
 
 from galpipe.science.core import RadonConfig
-from galpipe.synthetic.truth import BANDS, SkyConfig, TruthGalaxy
+from galpipe.survey.layout import BANDS
+from galpipe.synthetic.truth import SkyConfig, TruthGalaxy
 from galpipe.validation import augment
 from galpipe.validation.oracle import (
     FloorResult,
@@ -132,12 +133,12 @@ def test_floor_is_deterministic_and_the_oracle_finds_bright_angles(
     same = result.deviation_ours_deg[plenty] == result.deviation_ours_nomask_deg[plenty]
     assert same.mean() >= 0.75
     tables = floor_tables(result, small_population.axis_ratio)
-    assert tables["n_galaxies"] == 3
-    assert tables["n_images"] == 12
-    overall = tables["oracle"]["deviation"]["overall"]
-    assert overall["mean_deg"] == pytest.approx(float(np.mean(result.deviation_oracle_deg)))
-    split = [tables["ours"]["error"][k]["n"] for k in ("resample_low", "resample_high")]
-    assert sum(split) + tables["ours"]["error"]["no_resample"]["n"] == 12
+    assert tables.n_galaxies == 3
+    assert tables.n_images == 12
+    overall = tables.oracle.deviation.overall
+    assert overall.mean_deg == pytest.approx(float(np.mean(result.deviation_oracle_deg)))
+    error = tables.ours.error
+    assert error.resample_low.n + error.resample_high.n + error.no_resample.n == 12
 
 
 def test_floor_rejects_bad_sizes_and_may_be_empty(small_population: TruthPopulation) -> None:
@@ -148,9 +149,10 @@ def test_floor_rejects_bad_sizes_and_may_be_empty(small_population: TruthPopulat
     empty = run_floor(small_population, 0, 4, seed=0)
     assert len(empty) == 0
     tables = floor_tables(empty, small_population.axis_ratio)
-    assert tables["n_images"] == 0
-    assert tables["oracle"]["deviation"]["overall"]["n_measured"] == 0
-    assert np.isnan(tables["deviation_mean_se_deg"]["oracle"])
+    assert tables.n_images == 0
+    assert tables.oracle.deviation.overall.n_measured == 0
+    assert np.isnan(tables.deviation_mean_se_deg.oracle)
+    assert tables.to_json()["deviation_mean_se_deg"]["oracle"] is None
 
 
 def test_floor_standard_errors_are_over_galaxies() -> None:
@@ -167,11 +169,11 @@ def test_floor_standard_errors_are_over_galaxies() -> None:
         error_oracle_deg=np.zeros(4),
     )
     tables = floor_tables(result, np.linspace(0.2, 1.0, 10))
-    assert tables["n_galaxies"] == 2
-    assert tables["deviation_ours_minus_oracle_deg"] == pytest.approx(1.0)
-    se = tables["deviation_mean_se_deg"]
-    assert se["ours_minus_oracle"] == pytest.approx(0.0)
+    assert tables.n_galaxies == 2
+    assert tables.deviation_ours_minus_oracle_deg == pytest.approx(1.0)
+    se = tables.deviation_mean_se_deg
+    assert se.ours_minus_oracle == pytest.approx(0.0)
     # Galaxy means 4 and 10: standard deviation 3 * sqrt(2), over sqrt(2) galaxies.
-    assert se["ours"] == pytest.approx(3.0)
-    assert tables["ours"]["deviation"]["resample_low"]["n"] == 1
-    assert tables["ours"]["deviation"]["resample_high"]["n"] == 1
+    assert se.ours == pytest.approx(3.0)
+    assert tables.ours.deviation.resample_low.n == 1
+    assert tables.ours.deviation.resample_high.n == 1

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import numpy as np
 import pytest
 
 from galpipe.science.features import axial_difference
-from galpipe.validation.peer import PeerConfig, sep_orientation
+from galpipe.validation import peer as peer_module
+from galpipe.validation.peer import PeerConfig, PeerOutcomes, sep_orientation
 
 SIZE = 40
 
@@ -76,3 +80,47 @@ def test_per_band_off_leaves_bands_unmeasured_and_combined_unchanged() -> None:
 def test_peer_rejects_a_wrong_shape() -> None:
     with pytest.raises(ValueError, match="square"):
         sep_orientation(np.zeros((2, 40, 40), np.float32))
+
+
+def test_a_sep_failure_is_counted_as_failed_not_as_no_detection(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """sep raises on the first galaxy only; the blank stamp is the one without a detection."""
+    images = np.concatenate([_batch([40.0, 100.0]), np.zeros((1, 4, SIZE, SIZE), np.float32)])
+    extract = peer_module.sep.extract
+    calls = {"n": 0}
+
+    def fails_first(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise Exception("internal pixel buffer full")  # what sep raises: a bare Exception
+        return extract(*args, **kwargs)
+
+    monkeypatch.setattr(peer_module.sep, "extract", fails_first)
+    with caplog.at_level(logging.WARNING, logger=peer_module.__name__):
+        peer = sep_orientation(images, per_band=False)
+    assert peer.failed.tolist() == [True, False, False]
+    assert np.isnan(peer.angle_image_deg[[0, 2]]).all()
+    assert np.isfinite(peer.angle_image_deg[1])
+    assert peer.outcomes() == PeerOutcomes(measured=1, no_detection=1, failed=1)
+    assert "sep failed on 1 of 3 images (first: internal pixel buffer full)" in caplog.text
+
+
+def test_per_band_failures_are_marked_per_band(monkeypatch: pytest.MonkeyPatch) -> None:
+    def always_fails(*args: Any, **kwargs: Any) -> Any:
+        raise Exception("object too large")
+
+    monkeypatch.setattr(peer_module.sep, "extract", always_fails)
+    peer = sep_orientation(_batch([10.0]))
+    assert peer.band_failed.all()
+    assert peer.failed.all()
+    assert peer.outcomes() == PeerOutcomes(measured=0, no_detection=0, failed=1)
+
+
+def test_without_failures_an_empty_stamp_is_no_detection() -> None:
+    images = np.concatenate([_batch([70.0]), np.zeros((1, 4, SIZE, SIZE), np.float32)])
+    peer = sep_orientation(images)
+    assert not peer.failed.any()
+    assert not peer.band_failed.any()
+    assert peer.outcomes() == PeerOutcomes(measured=1, no_detection=1, failed=0)
+    assert PeerOutcomes.from_json(peer.outcomes().to_json()) == peer.outcomes()

@@ -73,18 +73,23 @@ def test_tables_report_every_method_side_by_side_and_the_unmasked_sample() -> No
         np.array([True, False]),
         unflagged=np.array([False, True]),
     )
-    assert (tables["n_images"], tables["n_sampled"]) == (30, 10)
-    for method in ("ours", "peer"):
-        assert tables[method]["overall"]["n"] == 30
-        assert sum(s["n"] for s in tables[method]["by_axis_ratio"]) == 30
-        assert tables[method]["isolated"]["n"] + tables[method]["neighbours"]["n"] == 30
-        assert tables[method]["headline"]["n"] == tables[method]["isolated"]["n"] == 15
+    assert (tables.n_images, tables.n_sampled) == (30, 10)
+    for method, stats in (("ours", tables.ours), ("peer", tables.peer)):
+        assert stats.overall.n == 30
+        assert sum(s.n for s in stats.by_axis_ratio) == 30
+        assert stats.isolated.n + stats.neighbours.n == 30
+        assert stats.headline.n == stats.isolated.n == 15
         # Galaxy 1's 15 images (j * 2 // 30 = 1 for j >= 15), its deviations exactly.
-        assert tables[method]["unflagged"]["n"] == 15
+        assert stats.unflagged.n == 15
         deviation = getattr(result, f"deviation_{method}_deg")[15:]
-        assert tables[method]["unflagged"]["mean_deg"] == pytest.approx(np.nanmean(deviation))
-        assert sum(s["n"] for s in tables[method]["by_subset"].values()) == 30
-    for method in ("ours_nomask", "ours_sampled", "peer_sampled"):
-        assert tables[method]["overall"]["n"] == 10
-    assert tables["ours_nomask"]["overall"] == tables["ours_sampled"]["overall"]
-    assert "log-U[1000, 100000)" in tables["distributions"]["N"]
+        assert stats.unflagged.mean_deg == pytest.approx(np.nanmean(deviation))
+        assert sum(s.n for s in stats.by_subset.values()) == 30
+    for stats in (tables.ours_nomask, tables.ours_sampled, tables.peer_sampled):
+        assert stats.overall.n == 10
+    assert tables.ours_nomask.overall == tables.ours_sampled.overall
+    # Every image is measured by the peer, fails, or has no detection; sep failed on none.
+    outcomes = tables.peer_outcomes
+    assert outcomes.measured + outcomes.no_detection + outcomes.failed == 30
+    assert outcomes.measured == int(result.peer_measured.sum()) > 0
+    assert outcomes.failed == 0
+    assert "log-U[1000, 100000)" in tables.distributions["N"]

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 
-from galpipe.validation.stats import bin_labels, binned_stats, calibration, error_stats
+from galpipe.validation.stats import (
+    Calibration,
+    ErrorStats,
+    bin_labels,
+    binned_stats,
+    calibration,
+    error_stats,
+)
 
 
 def test_error_stats_of_known_values_and_nan_counts_as_unmeasured() -> None:
@@ -25,7 +33,17 @@ def test_error_stats_of_nothing_measured_is_none_in_json() -> None:
     assert stats.n == 2
     assert stats.n_measured == 0
     assert math.isnan(stats.median_deg)
-    assert stats.as_dict()["median_deg"] is None
+    assert stats.to_json()["median_deg"] is None
+    back = ErrorStats.from_json(stats.to_json())
+    assert (back.n, back.n_measured) == (2, 0)
+    assert math.isnan(back.median_deg)
+
+
+def test_stats_survive_a_json_round_trip() -> None:
+    stats = error_stats(np.array([0.5, 1.25, 7.0]))
+    assert ErrorStats.from_json(json.loads(json.dumps(stats.to_json()))) == stats
+    coverage = calibration(np.array([1.0, 3.0]), np.array([2.0, 2.0]))
+    assert Calibration.from_json(json.loads(json.dumps(coverage.to_json()))) == coverage
 
 
 def test_bins_are_half_open_with_the_last_closed_and_outliers_dropped() -> None:

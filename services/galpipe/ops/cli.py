@@ -1,0 +1,101 @@
+"""The operator's commands: ``galpipe migrate``, ``pause``, ``resume``, ``status`` and ``monitor``.
+
+Only argparse is imported here; the database code loads when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+from typing import TYPE_CHECKING
+
+from galpipe.errors import ServiceError, reraise_as
+
+if TYPE_CHECKING:
+    from galpipe.settings import Settings
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``migrate``, ``pause``, ``resume``, ``status`` and ``monitor`` to ``subparsers``."""
+    p = subparsers.add_parser(
+        "migrate", help="apply database migrations (safe from many pods at once)"
+    )
+    p.set_defaults(handler=_cmd_migrate)
+
+    p = subparsers.add_parser("pause", help="stop workers of a pipeline claiming")
+    p.add_argument("pipeline", help="pipeline name, e.g. fetch or radon")
+    p.add_argument("--reason", default="paused by operator", help="shown in status")
+    p.set_defaults(handler=_cmd_pause)
+
+    p = subparsers.add_parser("resume", help="undo pause")
+    p.add_argument("pipeline", help="pipeline name, e.g. fetch or radon")
+    p.set_defaults(handler=_cmd_resume)
+
+    p = subparsers.add_parser(
+        "status", help="queues, rates, pauses, breakers and rate limits, as tables or JSON"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object instead")
+    p.set_defaults(handler=_cmd_status)
+
+    p = subparsers.add_parser(
+        "monitor",
+        help="export the database-derived gauges (queues, breakers, rate limits) on /metrics",
+    )
+    p.set_defaults(handler=_cmd_monitor)
+
+
+def _database_errors() -> contextlib.AbstractContextManager[None]:
+    """Report a failure of the database (unreachable, refused, an SQL error) as a ServiceError."""
+    import psycopg
+
+    return reraise_as(ServiceError, psycopg.Error, context="database error")
+
+
+def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
+    from galpipe.db.migrate import migrate
+
+    database_url = settings.require("database_url")
+    with _database_errors():
+        applied = migrate(database_url)
+    print(f"applied {len(applied)} migration(s)" + (f": {applied}" if applied else ""))
+
+
+def _cmd_pause(args: argparse.Namespace, settings: Settings) -> None:
+    from galpipe.db.queue import TaskQueue
+    from galpipe.runtime.database import pool_from_settings
+
+    with _database_errors(), pool_from_settings(settings) as pool:
+        TaskQueue(pool).pause(args.pipeline, args.reason)
+    print(f"paused {args.pipeline}: workers stop claiming after their current batch")
+
+
+def _cmd_resume(args: argparse.Namespace, settings: Settings) -> None:
+    from galpipe.db.queue import TaskQueue
+    from galpipe.runtime.database import pool_from_settings
+
+    with _database_errors(), pool_from_settings(settings) as pool:
+        TaskQueue(pool).resume(args.pipeline)
+    print(f"resumed {args.pipeline}")
+
+
+def _cmd_status(args: argparse.Namespace, settings: Settings) -> None:
+    from rich.console import Console
+
+    from galpipe.ops.status import collect_status, render_status
+    from galpipe.runtime.database import pool_from_settings
+
+    with _database_errors(), pool_from_settings(settings) as pool:
+        status = collect_status(pool, settings)
+    if args.json:
+        print(json.dumps(status.to_json(), indent=2))
+    else:
+        render_status(status, Console())
+
+
+def _cmd_monitor(args: argparse.Namespace, settings: Settings) -> None:
+    from galpipe.ops.monitor import run_from_settings
+
+    run_from_settings(settings)

@@ -1,0 +1,34 @@
+"""When the demo counts a pipeline finished."""
+
+from __future__ import annotations
+
+import pytest
+
+from galpipe.demo.progress import Progress, stage_done
+
+
+def _counts(**states: int) -> dict[str, int]:
+    return {"queued": 0, "running": 0, "done": 0, "failed": 0, "skipped": 0, **states}
+
+
+def test_a_stage_is_done_when_every_task_is_terminal_and_none_waits() -> None:
+    assert stage_done({"fetch": _counts(done=8, skipped=2)}, "fetch", 10)
+    assert not stage_done({"fetch": _counts(done=9, skipped=2, queued=1)}, "fetch", 10)
+    assert not stage_done({"fetch": _counts(done=9)}, "fetch", 10)
+    assert not stage_done({}, "radon", 1)
+
+
+def test_radon_is_not_finished_before_fetch() -> None:
+    progress = Progress(started=100.0)
+    # Every radon task queued so far is done, but fetch still has work (and queues more radon).
+    progress.update({"fetch": _counts(done=3, running=2), "radon": _counts(done=3)}, now=101.0)
+    progress.mark_finished(n_galaxies=5, now=101.0)
+    assert progress.finished_at == {}
+    progress.update({"fetch": _counts(done=5), "radon": _counts(done=3, queued=2)}, now=102.0)
+    progress.mark_finished(n_galaxies=5, now=102.0)
+    assert progress.finished_at == {"fetch": 2.0}
+    progress.update({"fetch": _counts(done=5), "radon": _counts(done=4, failed=1)}, now=104.0)
+    progress.mark_finished(n_galaxies=5, now=104.0)
+    assert progress.finished_at == {"fetch": 2.0, "radon": 4.0}
+    assert progress.all_finished
+    assert progress.rate("radon") == pytest.approx(2 / 3)  # 3 terminal at 101 s, 5 at 104 s
