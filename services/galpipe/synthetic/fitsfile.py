@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from galpipe.survey.layout import BANDS, PIXSCALE_ARCSEC
+from galpipe.survey.layout import BANDS, CUTOUT_SIZE_PX, PIXSCALE_ARCSEC
 from galpipe.synthetic.render import render_cutout
 from galpipe.synthetic.truth import TruthGalaxy
 
@@ -144,7 +144,7 @@ def cube_fits_bytes(
 
 def cutout_fits_bytes(
     truth: TruthGalaxy,
-    size: int = 40,
+    size: int = CUTOUT_SIZE_PX,
     pixscale: float = PIXSCALE_ARCSEC,
     bands: str = BANDS,
     *,

@@ -22,7 +22,7 @@ import math
 import galsim
 import numpy as np
 
-from galpipe.survey.layout import BANDS, PIXSCALE_ARCSEC
+from galpipe.survey.layout import BANDS, CUTOUT_SIZE_PX, PIXSCALE_ARCSEC
 from galpipe.synthetic.truth import Neighbour, TruthGalaxy
 
 __all__ = ["image_beta_deg", "render_cutout", "tangent_offset_arcsec"]
@@ -93,7 +93,7 @@ def _band_noise_rng(source_id: int, band: str) -> np.random.Generator:
 
 def render_cutout(
     truth: TruthGalaxy,
-    size: int = 40,
+    size: int = CUTOUT_SIZE_PX,
     pixscale: float = PIXSCALE_ARCSEC,
     bands: str = BANDS,
     *,
