@@ -385,12 +385,12 @@ def run_pipeline(
 
 # -- profile ---------------------------------------------------------------------------------------
 
-# (phase, function name, file suffix); cumulative time of the function, so nested phases are
-# subtracted from their parents below.
+# (phase, function name, file suffix or suffixes); cumulative time of the function, so nested
+# phases are subtracted from their parents below.
 _PROFILED = (
     ("claim", "claim_batch", "galpipe/db/queue.py"),
     ("cutout_rows", "cutouts_for", "galpipe/db/cutouts.py"),
-    ("read", "get", "galpipe/storage.py"),
+    ("read", "get", ("galpipe/storage/local.py", "galpipe/storage/s3.py")),
     ("decode", "decode_cutout", "galpipe/pipelines/radon.py"),
     ("wcs_jacobian", "sky_jacobian", "galpipe/science/orientation.py"),
     ("measure", "measure_batch", "galpipe/science/core.py"),
@@ -398,8 +398,8 @@ _PROFILED = (
     ("measure_step", "_measure", "galpipe/pipelines/radon.py"),
     ("write", "record_measurements", "galpipe/db/measurements.py"),
     ("complete", "complete", "galpipe/db/queue.py"),
-    ("commit_all", "_commit", "galpipe/worker.py"),
-    ("total", "run", "galpipe/worker.py"),
+    ("commit_all", "_commit", "galpipe/pipelines/worker.py"),
+    ("total", "run", "galpipe/pipelines/worker.py"),
 )
 
 
