@@ -419,13 +419,13 @@ PROFILE_PARTS = (
     ("claim (per galaxy)", "db/queue.py", "claim_batch"),
     ("breaker.allow", "db/breaker.py", "allow"),
     ("bucket.acquire", "db/ratelimit.py", "acquire"),
-    ("client.fetch (HTTP + checks)", "sky/legacysurvey.py", "fetch"),
-    ("  classify_response (FITS checks)", "sky/legacysurvey.py", "classify_response"),
-    ("  astropy WCS in parse_cutout", "sky/cutout.py", "_read_wcs"),
+    ("client.fetch (HTTP + checks)", "survey/legacysurvey.py", "fetch"),
+    ("  classify_response (FITS checks)", "survey/legacysurvey.py", "classify_response"),
+    ("  astropy WCS (deferred: built on first use)", "survey/cutout.py", "_build_wcs"),
     ("breaker.record_success", "db/breaker.py", "record_success"),
     ("store put + read-back (_keep)", "pipelines/fetch.py", "_keep"),
-    ("  LocalObjectStore.put (fsync)", "galpipe/storage.py", "put"),
-    ("commit (per galaxy)", "galpipe/worker.py", "_commit"),
+    ("  LocalObjectStore.put (fsync)", "galpipe/storage/local.py", "put"),
+    ("commit (per galaxy)", "galpipe/pipelines/worker.py", "_commit"),
 )
 
 
