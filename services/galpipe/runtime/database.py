@@ -7,7 +7,7 @@ from psycopg_pool import ConnectionPool
 from galpipe.db.connection import APPLICATION_NAME, open_pool
 from galpipe.settings import Settings
 
-#: How long a connection request waits on a background-opened pool before ``PoolTimeout``.
+#: Seconds a pool may take to open, or a connection request to be served, before ``PoolTimeout``.
 _CONNECTION_TIMEOUT_S = 30.0
 
 
@@ -35,33 +35,10 @@ def pool_from_settings(
         without the database). False: open in the background and return at once, as the
         monitor needs (it must start, and report the database down, while it is unreachable).
     timeout_s
-        With ``wait=False``: how long a ``pool.connection()`` waits for a connection before
-        raising ``PoolTimeout`` (a waiting pool gives up opening after
-        :func:`~galpipe.db.connection.open_pool`'s own 30 s).
+        Seconds: with ``wait``, how long opening may take; without, how long a
+        ``pool.connection()`` waits for a connection before raising ``PoolTimeout``.
     """
     conninfo = settings.require("database_url")
     size = settings.db_pool_size if max_size is None else min(max_size, settings.db_pool_size)
     name = APPLICATION_NAME if role is None else f"{APPLICATION_NAME}-{role}"
-    if wait:
-        return open_pool(conninfo, max_size=size, name=name)
-    return open_pool_in_background(conninfo, max_size=size, name=name, timeout_s=timeout_s)
-
-
-def open_pool_in_background(
-    conninfo: str, *, max_size: int, name: str = APPLICATION_NAME, timeout_s: float
-) -> ConnectionPool:
-    """A pool that connects in the background: unlike :func:`galpipe.db.connection.open_pool`,
-    it returns while the database is unreachable; ``pool.connection()`` then waits at most
-    ``timeout_s`` before raising ``PoolTimeout``. Connections are set up as ``open_pool``'s
-    (autocommit, ``application_name``)."""
-    pool = ConnectionPool(
-        conninfo,
-        min_size=1,
-        max_size=max_size,
-        kwargs={"autocommit": True, "application_name": name},
-        name=name,
-        timeout=timeout_s,
-        open=False,
-    )
-    pool.open(wait=False)
-    return pool
+    return open_pool(conninfo, max_size=size, name=name, wait=wait, timeout_s=timeout_s)
