@@ -8,7 +8,7 @@ CHECKOV := .tools/checkov/bin/checkov
 
 .PHONY: install system-packages demo test lint format bench clean
 
-# The Debian packages the tests run (fitsverify, promtool, prometheus, kubectl): installed when
+# The Debian packages the tests run (fitsverify, chromium, prometheus, kubectl): installed when
 # this runs as root with apt-get, otherwise named with the command that installs them.
 install: $(STAMP) $(CHECKOV) system-packages
 

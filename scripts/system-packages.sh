@@ -7,6 +7,7 @@ set -euo pipefail
 # command:package
 tools=(
   "fitsverify:fitsverify"   # checks every FITS file we write against the standard
+  "chromium:chromium"       # the web console's browser tests (headless)
   "promtool:prometheus"     # alert rules and their unit tests
   "prometheus:prometheus"   # a real server for the dashboard and alert tests
   "kubectl:kubectl"         # renders the Flux kustomizations

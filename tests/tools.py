@@ -33,6 +33,7 @@ HOW_TO_GET = {
     "promtool": f"Debian's `prometheus` package: {_SYSTEM_PACKAGES}",
     "prometheus": f"Debian's `prometheus` package: {_SYSTEM_PACKAGES}",
     "fitsverify": f"Debian's `fitsverify` package: {_SYSTEM_PACKAGES}",
+    "chromium": f"Debian's `chromium` package: {_SYSTEM_PACKAGES}",
 }
 
 
