@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from galpipe.catalog import cli as catalog_cli
+from galpipe.control import cli as control_cli
 from galpipe.demo import cli as demo_cli
 from galpipe.errors import ConfigurationError, GalpipeError
 from galpipe.ops import cli as ops_cli
@@ -43,6 +44,7 @@ COMMAND_REGISTRARS: tuple[Register, ...] = (
     synthetic_cli.register,
     validation_cli.register,
     demo_cli.register,
+    control_cli.register,
 )
 
 

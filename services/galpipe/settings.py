@@ -141,8 +141,31 @@ def _parse_str(name: str, raw: str) -> str:
     return raw.strip()
 
 
-def _setting(env: str, parse: Callable[[str, str], Any], default: Any, doc: str) -> Any:
-    return field(default=default, metadata={"env": PREFIX + env, "parse": parse, "doc": doc})
+#: Where Kubernetes mounts the namespace of the pod's ServiceAccount.
+POD_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+#: Shortest session-signing key accepted: 32 characters (an HMAC-SHA256 key of 256 bits when
+#: they are random bytes, e.g. ``openssl rand -base64 32``).
+SESSION_KEY_MIN_CHARS = 32
+
+
+def _parse_session_key(name: str, raw: str) -> str:
+    if len(raw.strip()) < SESSION_KEY_MIN_CHARS:
+        # The value itself is a secret: never echo it.
+        raise SettingsError(
+            f"{name}: too short ({len(raw.strip())} characters); expected at least "
+            f"{SESSION_KEY_MIN_CHARS} random characters, e.g. `openssl rand -base64 32`"
+        )
+    return raw.strip()
+
+
+def _setting(
+    env: str, parse: Callable[[str, str], Any], default: Any, doc: str, *, secret: bool = False
+) -> Any:
+    return field(
+        default=default,
+        repr=not secret,
+        metadata={"env": PREFIX + env, "parse": parse, "doc": doc},
+    )
 
 
 @dataclass(frozen=True)
@@ -343,6 +366,46 @@ class Settings:
         None,
         "Lease owner name of this process; defaults to `hostname:pid` (the pod name in k8s).",
     )
+    control_port: int = _setting(
+        "CONTROL_PORT",
+        _parse_port,
+        8080,
+        "Port of `galpipe control`'s JSON API and web console.",
+    )
+    control_namespace: str | None = _setting(
+        "CONTROL_NAMESPACE",
+        _parse_str,
+        None,
+        "Namespace of the release `galpipe control` manages and authorises in; defaults to the "
+        "pod's own namespace, else `default`.",
+    )
+    control_release: str = _setting(
+        "CONTROL_RELEASE",
+        _parse_str,
+        "galpipe",
+        "Helm release name: a pipeline's Deployment and ScaledObject are `<release>-<pipeline>`.",
+    )
+    control_helmrelease: str | None = _setting(
+        "CONTROL_HELMRELEASE",
+        _parse_str,
+        None,
+        "Name of the Flux HelmRelease that deploys the chart (suspended while an image is "
+        "pinned); defaults to the release name.",
+    )
+    control_session_key: str | None = _setting(
+        "CONTROL_SESSION_KEY",
+        _parse_session_key,
+        None,
+        "Secret that signs the console's session cookies, at least 32 characters (required by "
+        "`galpipe control`).",
+        secret=True,
+    )
+    control_review_ttl_seconds: float = _setting(
+        "CONTROL_REVIEW_TTL_SECONDS",
+        _parse_positive_float,
+        10.0,
+        "How long `galpipe control` caches a TokenReview or SubjectAccessReview answer.",
+    )
 
     def __post_init__(self) -> None:
         if self.poll_max_seconds < self.poll_min_seconds:
@@ -382,6 +445,22 @@ class Settings:
         if value is None:
             raise SettingsError(f"no batch size setting for pipeline {pipeline!r}")
         return int(value)
+
+    def control_namespace_or_pod(self, namespace_file: str = POD_NAMESPACE_FILE) -> str:
+        """The namespace ``galpipe control`` works in: the setting, else the pod's, else
+        ``default``."""
+        if self.control_namespace:
+            return self.control_namespace
+        try:
+            with open(namespace_file, encoding="utf-8") as file:
+                return file.read().strip() or "default"
+        except OSError:
+            return "default"
+
+    @property
+    def control_helm_release_name(self) -> str:
+        """The Flux HelmRelease's name: the setting, else the release."""
+        return self.control_helmrelease or self.control_release
 
     @property
     def owner(self) -> str:

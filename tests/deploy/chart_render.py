@@ -40,6 +40,24 @@ VALUE_SETS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "monitor-off": ((), {"monitor": {"enabled": False}}),
     "migrations-off": ((), {"migrations": {"enabled": False}}),
     "radon-off": ((), {"pipelines": {"radon": {"enabled": False}}}),
+    "control-off": ((), {"control": {"enabled": False}}),
+    "rbac-off": ((), {"rbac": {"roles": False, "aggregateToDefaultRoles": False}}),
+    "control-ingress-and-own-secret": (
+        (),
+        {
+            "control": {
+                "sessionKey": {"existingSecret": "galpipe-control-key", "key": "key"},
+                "helmRelease": "galpipe-dev",
+                "ingress": {
+                    "enabled": True,
+                    "className": "nginx",
+                    "annotations": {"nginx.ingress.kubernetes.io/ssl-redirect": "true"},
+                    "hosts": ["galpipe.example.org"],
+                    "tls": [{"secretName": "galpipe-tls", "hosts": ["galpipe.example.org"]}],
+                },
+            }
+        },
+    ),
     "s3-endpoint-and-digest": (
         (),
         {
@@ -118,6 +136,10 @@ def render_set(value_set: str) -> list[dict[str, Any]]:
 def of_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     """Objects of ``kind`` by name."""
     return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+
+
+#: Kinds without a namespace (the control service's ClusterRoles and their binding).
+CLUSTER_SCOPED = frozenset({"ClusterRole", "ClusterRoleBinding"})
 
 
 def pod_specs(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

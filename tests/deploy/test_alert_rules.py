@@ -23,7 +23,8 @@ from tests.deploy.observability import (
     runbook_anchors,
 )
 
-#: The alerts of docs/runbook.md, plus the monitor's own absence (without it the others are blind).
+#: The alerts of docs/runbook.md, plus the monitor's own absence (without it the others are
+#: blind) and an operator's override left in force (from `galpipe control`).
 EXPECTED_ALERTS = {
     "GalpipeCutoutSourceDown",
     "GalpipeQueueStalled",
@@ -34,6 +35,7 @@ EXPECTED_ALERTS = {
     "GalpipeDatabaseUnreachable",
     "GalpipeObjectStoreErrors",
     "GalpipeMonitorDown",
+    "GalpipeOverrideActive",
 }
 
 

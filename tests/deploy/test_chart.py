@@ -19,6 +19,7 @@ import yaml
 
 from tests.deploy.chart_render import (
     CHART_DIR,
+    CLUSTER_SCOPED,
     KUBE_VERSION,
     REPO_ROOT,
     VALUE_SETS,
@@ -65,7 +66,10 @@ def test_every_object_validates_against_its_schema(value_set: str) -> None:
     assert objects, f"{value_set} rendered nothing"
     for obj in objects:
         validate_object(obj)
-        assert obj["metadata"]["namespace"] == "galpipe", obj["metadata"]["name"]
+        if obj["kind"] in CLUSTER_SCOPED:
+            assert "namespace" not in obj["metadata"], obj["metadata"]["name"]
+        else:
+            assert obj["metadata"]["namespace"] == "galpipe", obj["metadata"]["name"]
         assert len(obj["metadata"]["name"]) <= 63, obj["metadata"]["name"]
 
 
@@ -144,15 +148,20 @@ def test_wrong_values_are_rejected_with_a_clear_message(
 def test_default_render_has_every_piece() -> None:
     kinds = _kinds(render_set("default"))
     assert kinds == {
-        "Deployment": 3,  # fetch, radon, monitor
+        "Deployment": 4,  # fetch, radon, monitor, control
         "Job": 1,
         "ScaledObject": 2,
         "TriggerAuthentication": 1,
-        "ServiceAccount": 4,  # fetch, radon, monitor, migrate
-        "Service": 3,
-        "PodDisruptionBudget": 3,
-        "NetworkPolicy": 5,  # default deny, fetch, radon, monitor, migrate
+        "ServiceAccount": 5,  # fetch, radon, monitor, migrate, control
+        "Service": 4,
+        "PodDisruptionBudget": 4,
+        "NetworkPolicy": 6,  # default deny, fetch, radon, monitor, migrate, control
         "ServiceMonitor": 1,
+        "Secret": 1,  # the control service's session key
+        "Role": 3,  # viewer, operator, the control service's own
+        "RoleBinding": 1,
+        "ClusterRole": 2,  # viewer and operator, aggregated into view and edit
+        "ClusterRoleBinding": 1,  # control → system:auth-delegator
         # A rules file or dashboards gone from the repository must fail here, not shrink this.
         "PrometheusRule": 1,
         "ConfigMap": len(list(DASHBOARDS.glob("*.json"))),
@@ -168,8 +177,25 @@ def test_default_render_has_every_piece() -> None:
             {"HorizontalPodAutoscaler": 2},
         ),
         ("servicemonitor-off", {"ServiceMonitor": 1}, {}),
-        ("networkpolicy-off", {"NetworkPolicy": 5}, {}),
-        ("pdb-off", {"PodDisruptionBudget": 3}, {}),
+        ("networkpolicy-off", {"NetworkPolicy": 6}, {}),
+        ("pdb-off", {"PodDisruptionBudget": 4}, {}),
+        (
+            "control-off",
+            {
+                "Deployment": 1,
+                "ServiceAccount": 1,
+                "Service": 1,
+                "Secret": 1,
+                "PodDisruptionBudget": 1,
+                "NetworkPolicy": 1,
+                "Role": 1,
+                "RoleBinding": 1,
+                "ClusterRoleBinding": 1,
+            },
+            {},
+        ),
+        ("rbac-off", {"Role": 2, "ClusterRole": 2}, {}),
+        ("control-ingress-and-own-secret", {"Secret": 1}, {"Ingress": 1}),
         (
             "monitor-off",
             {
@@ -388,11 +414,13 @@ def test_service_monitor_scrapes_every_metrics_service() -> None:
         if selector.items() <= s["metadata"]["labels"].items()
     ]
     assert sorted(s["metadata"]["name"] for s in scraped) == [
+        "galpipe-control",
         "galpipe-fetch",
         "galpipe-monitor",
         "galpipe-radon",
     ]
-    assert all(s["spec"]["ports"][0]["name"] == monitor["endpoints"][0]["port"] for s in scraped)
+    for service in scraped:
+        assert monitor["endpoints"][0]["port"] in {p["name"] for p in service["spec"]["ports"]}
 
 
 def test_prometheus_rule_wraps_the_rules_file_unchanged() -> None:

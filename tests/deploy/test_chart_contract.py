@@ -30,6 +30,11 @@ CHART_OWNED = {
     "GALPIPE_S3_ENDPOINT_URL",
     "GALPIPE_METRICS_PORT",
     "GALPIPE_WORKER_ID",
+    "GALPIPE_CONTROL_PORT",
+    "GALPIPE_CONTROL_NAMESPACE",
+    "GALPIPE_CONTROL_RELEASE",
+    "GALPIPE_CONTROL_HELMRELEASE",
+    "GALPIPE_CONTROL_SESSION_KEY",
 }
 #: What each `galpipe` subcommand the chart runs needs (Settings.require in its code path).
 REQUIRED = {
@@ -37,6 +42,7 @@ REQUIRED = {
     "radon": {"database_url", "object_store"},
     "monitor": {"database_url"},
     "migrate": {"database_url"},
+    "control": {"database_url", "control_session_key"},
 }
 #: Stand-ins for what the cluster fills in (Secret, downward API) when the pod starts.
 _FROM_CLUSTER = {
@@ -94,13 +100,14 @@ def test_ports_follow_the_metrics_port_setting(port: int) -> None:
         settings = Settings.from_env(_environment(container))
         assert settings.metrics_port == port, where
         if where.startswith("Deployment/"):
-            (declared,) = container["ports"]
-            assert (declared["name"], declared["containerPort"]) == ("metrics", port), where
+            declared = {p["name"]: p["containerPort"] for p in container["ports"]}
+            assert declared["metrics"] == port, where
+            assert set(declared) <= {"metrics", "http"}, where
             for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
                 assert container[probe]["httpGet"]["port"] == "metrics", where
     for service in of_kind(objects, "Service").values():
-        (exposed,) = service["spec"]["ports"]
-        assert (exposed["port"], exposed["targetPort"]) == (port, "metrics")
+        exposed = {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]}
+        assert exposed["metrics"] == (port, "metrics")
     assert of_kind(objects, "ServiceMonitor")["galpipe"]["spec"]["endpoints"][0]["port"] == (
         "metrics"
     )

@@ -82,3 +82,28 @@ def test_every_metric_in_the_dashboards_is_exported() -> None:
         assert used, f"{where} {ref}: no galpipe or kube-state-metrics series"
         unknown = used - exported.keys() - KUBE_STATE_METRICS
         assert not unknown, f"{where} {ref} uses series nothing exports: {sorted(unknown)}"
+
+
+def test_operator_actions_row_covers_the_control_service() -> None:
+    """A row of its own, below the pipelines' rows, with one panel per control-plane series."""
+    board = dashboard("pipelines")
+    rows = [p for p in board["panels"] if p["type"] == "row"]
+    assert rows[-1]["title"] == "Operator actions"
+    below = [p for p in panels(board) if p["gridPos"]["y"] > rows[-1]["gridPos"]["y"]]
+    by_series = {
+        name: panel["title"]
+        for panel in below
+        for target in panel["targets"]
+        for name, _ in metric_selectors(target["expr"])
+    }
+    assert set(by_series) == {
+        "galpipe_control_actions_total",
+        "galpipe_control_login_failures_total",
+        "galpipe_control_reviews_total",
+        "galpipe_control_override_active_since_timestamp_seconds",
+    }
+    exprs = {panel["title"]: panel["targets"][0]["expr"] for panel in below}
+    assert "by (action, result)" in exprs["Operator actions by result"]
+    assert "by (review, outcome, cached)" in exprs["Token and access reviews"]
+    # Two control replicas export the same overrides: the panel must not add them up.
+    assert exprs["Active overrides"].startswith("max by (pipeline, override)")

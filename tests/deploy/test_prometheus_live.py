@@ -5,8 +5,11 @@ watches (about 30 s): an embedded PostgreSQL (the session's test server), the sy
 server, one fetch worker, one radon worker and ``galpipe monitor``, each serving ``/metrics``
 on a loopback port. The two kube-state-metrics series the dashboards and alerts use (replicas,
 restarts) cannot come from a local stack; a static text exposition on loopback stands in for
-kube-state-metrics. Prometheus (Debian's package) scrapes everything every second, loads the
-chart's rules file and evaluates it; then every panel query of every dashboard must return
+kube-state-metrics. ``galpipe control`` needs a Kubernetes API server to act; its series are
+served by a stand-in built from the metric definitions it exports (galpipe.runtime.metrics:
+names, types, label names), with a few operator actions, reviews and one active pause.
+Prometheus (Debian's package) scrapes everything every second, loads the chart's rules file
+and evaluates it; then every panel query of every dashboard must return
 series over the run, every alert expression must evaluate without error, and every series an
 alert reads must exist.
 """
@@ -31,6 +34,9 @@ import numpy as np
 import psycopg
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
@@ -38,6 +44,7 @@ from galpipe.catalog import ingest_catalog
 from galpipe.db.connection import open_pool
 from galpipe.db.queue import TaskQueue
 from galpipe.demo.processes import ChildProcess, start_sky, stop_all, worker_environment
+from galpipe.runtime import metrics
 from galpipe.science.core import RadonConfig
 from galpipe.science.radon import RadonOperator, default_cache_dir
 from galpipe.synthetic.catalog import make_truths, truth_table
@@ -72,6 +79,38 @@ pod="galpipe-fetch-7d9f-abcde",container="fetch"} 0
 kube_pod_container_status_restarts_total{namespace="galpipe",\
 pod="galpipe-radon-5c8b-fghij",container="radon"} 1
 """
+
+
+class _ControlStandIn(Collector):
+    """The control service's series, from its metric definitions, growing while scraped."""
+
+    def __init__(self, override_since: float) -> None:
+        self.override_since = override_since
+        self.started = time.monotonic()
+
+    def collect(self) -> Iterator[Metric]:
+        grown = 1.0 + (time.monotonic() - self.started)
+        samples: list[tuple[Counter, dict[tuple[str, ...], float]]] = [
+            (metrics.CONTROL_LOGIN_FAILURES, {(): grown}),
+            (
+                metrics.CONTROL_REVIEWS,
+                {("token", "allowed", "false"): grown, ("access", "denied", "true"): 1.0},
+            ),
+            (
+                metrics.CONTROL_ACTIONS,
+                {("pause", "fetch", "ok"): 1.0, ("hold", "radon", "denied"): grown},
+            ),
+        ]
+        for counter, values in samples:
+            (described,) = counter.describe()
+            family = CounterMetricFamily(
+                described.name, described.documentation, labels=counter._labelnames
+            )
+            for labels, value in values.items():
+                family.add_metric(list(labels), value)
+            yield family
+        overrides: dict[tuple[str, ...], float] = {("fetch", "pause"): self.override_since}
+        yield metrics.CONTROL_OVERRIDE_ACTIVE_SINCE.family(overrides)
 
 
 def _free_port() -> int:
@@ -194,8 +233,13 @@ def stack_run(
     ports = {name: _free_port() for name in ("fetch", "radon", "monitor")}
     kube_state_metrics = ThreadingHTTPServer(("127.0.0.1", 0), _StaticExposition)
     threading.Thread(target=kube_state_metrics.serve_forever, daemon=True).start()
+    control_registry = CollectorRegistry(auto_describe=False)
+    control_registry.register(_ControlStandIn(override_since=time.time() - 600))
+    control_port = _free_port()
+    control_server, _ = start_http_server(control_port, "127.0.0.1", control_registry)
     targets = {f"galpipe-{name}": port for name, port in ports.items()}
     targets["kube-state-metrics"] = int(kube_state_metrics.server_address[1])
+    targets["galpipe-control"] = control_port
     _prometheus_config(targets, work / "prometheus.yml")
     web_port = _free_port()
     prometheus_log = open(work / "prometheus.log", "w")  # noqa: SIM115 - closed below
@@ -262,6 +306,7 @@ def stack_run(
         prometheus.wait(timeout=30)
         prometheus_log.close()
         kube_state_metrics.shutdown()
+        control_server.shutdown()
         pool.close()
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute("DROP DATABASE IF EXISTS galpipe_live WITH (FORCE)")
@@ -270,7 +315,13 @@ def stack_run(
 def test_prometheus_scraped_every_target(stack_run: StackRun) -> None:
     targets = stack_run.prometheus.get("/api/v1/targets")["activeTargets"]
     health = {t["labels"]["job"]: (t["health"], t["lastError"]) for t in targets}
-    jobs = ("galpipe-fetch", "galpipe-radon", "galpipe-monitor", "kube-state-metrics")
+    jobs = (
+        "galpipe-fetch",
+        "galpipe-radon",
+        "galpipe-monitor",
+        "galpipe-control",
+        "kube-state-metrics",
+    )
     assert health == dict.fromkeys(jobs, ("up", ""))
 
 

@@ -230,6 +230,23 @@ def test_ci_runs_every_check_and_builds_without_pushing(
     assert build["file"] == "services/Dockerfile"
 
 
+def test_ci_runs_the_kind_end_to_end_script(workflows: dict[str, dict[str, Any]]) -> None:
+    """GitHub's runners have Docker: CI runs scripts/e2e-kind.sh there, bounded in time."""
+    job = workflows["ci.yml"]["jobs"]["e2e-kind"]
+    assert job["runs-on"] == "ubuntu-latest"
+    assert 0 < job["timeout-minutes"] <= 60
+    assert [s["run"] for s in job["steps"] if "run" in s] == ["scripts/e2e-kind.sh"]
+    script = (SCRIPTS / "e2e-kind.sh").read_text()
+    assert script.splitlines()[0] == "#!/usr/bin/env bash"
+    assert "set -euo pipefail" in script
+    assert os.access(SCRIPTS / "e2e-kind.sh", os.X_OK)
+    for step in ("kind create cluster", "kedacore/keda", "docker build", "kind load"):
+        assert step in script, step
+    for action in ("pause", "hold", "restart", "pin", "unpin"):
+        assert f"/pipelines/fetch/{action}" in script, action
+    assert "/audit" in script
+
+
 def test_release_pushes_a_multi_arch_attested_image(workflows: dict[str, dict[str, Any]]) -> None:
     release = workflows["release.yml"]
     assert release["on"]["push"]["branches"] == ["main"]

@@ -29,6 +29,7 @@ COMMANDS = {
     "sky",  # synthetic
     "validate",  # validation
     "demo",  # demo
+    "control", "ctl",  # control
 }  # fmt: skip
 
 

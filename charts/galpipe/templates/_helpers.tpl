@@ -223,3 +223,20 @@ containers:
 volumes:
   {{- include "galpipe.scratchVolumes" (dict "sizeLimit" .scratchSizeLimit) | nindent 2 }}
 {{- end }}
+
+{{/* Name of the Secret holding the control service's session-signing key. */}}
+{{- define "galpipe.controlSessionSecret" -}}
+{{- .Values.control.sessionKey.existingSecret | default (include "galpipe.componentName" (dict "root" . "component" "control-session")) }}
+{{- end }}
+
+{{/*
+`data` of the generated session-key Secret: the live Secret's key when there is one (`existing`,
+what `lookup` found), so that an upgrade never signs out every operator; else a new random key.
+Call with (dict "root" $ "existing" (lookup "v1" "Secret" NAMESPACE NAME)).
+*/}}
+{{- define "galpipe.controlSessionSecretData" -}}
+{{- $key := .root.Values.control.sessionKey.key }}
+{{- $old := "" }}
+{{- if .existing }}{{ $old = get (.existing.data | default dict) $key }}{{ end }}
+{{ $key }}: {{ $old | default (randAlphaNum 64 | b64enc) | quote }}
+{{- end }}

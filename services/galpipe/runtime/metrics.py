@@ -171,6 +171,25 @@ def _observe_finite(histogram: Histogram, values: npt.NDArray[np.floating[Any]])
         histogram.observe(float(value))
 
 
+# -- the control plane (exported by `galpipe control`) -------------------------------------------
+
+CONTROL_LOGIN_FAILURES = Counter(
+    "galpipe_control_login_failures_total",
+    "Console logins refused: a token the cluster did not accept, or too many attempts.",
+)
+CONTROL_REVIEWS = Counter(
+    "galpipe_control_reviews_total",
+    "TokenReviews and SubjectAccessReviews by review (token, access), outcome (allowed, denied, "
+    "error) and whether the answer came from the short-TTL cache.",
+    ["review", "outcome", "cached"],
+)
+CONTROL_ACTIONS = Counter(
+    "galpipe_control_actions_total",
+    "Operator actions by action, pipeline and result (ok, denied, failed, dry_run).",
+    ["action", "pipeline", "result"],
+)
+
+
 # -- database-derived: exported by `galpipe monitor` alone -------------------------------------
 # These are not prometheus_client metrics of the process: the monitor renders each poll of the
 # database through a collector (galpipe.ops.monitor), so that a scrape never sees half a poll and a
@@ -301,4 +320,14 @@ MONITOR_LAST_SUCCESS = DerivedMetric(
     "galpipe_monitor_last_success_timestamp_seconds",
     "gauge",
     "Unix time of the monitor's last successful poll.",
+)
+
+# The control plane's derived gauge: `galpipe control` renders it at scrape time from the active
+# overrides, so a released override disappears from /metrics instead of leaving a stale series.
+CONTROL_OVERRIDE_ACTIVE_SINCE = DerivedMetric(
+    "galpipe_control_override_active_since_timestamp_seconds",
+    "gauge",
+    "Unix time an operator override (pause, hold, pin) of a pipeline began; one series per "
+    "active override.",
+    ("pipeline", "override"),
 )
