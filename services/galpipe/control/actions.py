@@ -17,16 +17,18 @@ What each action changes:
 - pause / resume: ``pipeline_control.paused``, which every worker honours; the ready-depth
   query then reads 0 and KEDA scales the pipeline to zero by itself.
 - hold N / release: KEDA's ``autoscaling.keda.sh/paused-replicas`` on the ScaledObject (a
-  string), with :data:`HELD_BY` and :data:`HELD_AT`; release removes all three.
+  string), with :data:`~galpipe.control.overview.HELD_BY` and
+  :data:`~galpipe.control.overview.HELD_AT`; release removes all three.
 - restart: the pod template's ``kubectl.kubernetes.io/restartedAt``, as ``kubectl rollout
   restart`` does.
 - pin an image: the Flux HelmRelease is suspended *first* (so the GitOps loop cannot undo the
   pin), then the Deployment's container image is set, annotated with who, when, why and the
-  image it replaced (:data:`PINNED_FROM`). Unpin hands control back to Git: when no other
-  pipeline stays pinned the HelmRelease is resumed and asked for a forced reconciliation (Flux's
-  ``reconcile.fluxcd.io/forceAt``), which re-applies the chart and with it Git's image; while
-  another pipeline is still pinned the release stays suspended and the Deployment gets the
-  image it had before the pin back. The pin annotations go either way.
+  image it replaced (:data:`~galpipe.control.overview.PINNED_FROM`). Unpin hands control back
+  to Git: when no other pipeline stays pinned the HelmRelease is resumed and asked for a
+  forced reconciliation (Flux's ``reconcile.fluxcd.io/forceAt``), which re-applies the chart
+  and with it Git's image; while another pipeline is still pinned the release stays suspended
+  and the Deployment gets the image it had before the pin back. The pin annotations go either
+  way.
 - retry / requeue: failed tasks back to the queue, or galaxies queued again for measurement
   under a new ``algo_version`` (:mod:`galpipe.db.control`); with ``dry_run`` only counted.
   The change and its audit row commit in one transaction.
@@ -35,11 +37,8 @@ Kubernetes names follow the chart: a pipeline's Deployment and ScaledObject are 
 ``<release>-<pipeline>``, its pods carry ``app.kubernetes.io/instance=<release>`` and
 ``app.kubernetes.io/component=<pipeline>``, and its container is named like the pipeline.
 
-The overview's "image Git wants" is kept simple: the image the HelmRelease's values name
-(``values.image.repository``, ``tag``, ``digest``; the repository defaults to the running
-image's), else, while a pin is in place, the image the pin replaced, else the running image
-(when nothing overrides it, what runs is what Git rendered). ``None`` when none of these is
-known.
+The overview itself is read by :class:`~galpipe.control.overview.OverviewReader`;
+:class:`ControlActions` shares one between callers and forgets it on every action.
 """
 
 from __future__ import annotations
@@ -48,7 +47,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,38 +62,43 @@ from galpipe.control.kube import (
     KubeClient,
     KubeError,
 )
+from galpipe.control.overview import (
+    DEPLOYMENT,
+    HELD_AT,
+    HELD_BY,
+    HELM_RELEASE,
+    PIN_REASON,
+    PINNED_AT,
+    PINNED_BY,
+    PINNED_FROM,
+    PIPELINES,
+    SCALED_OBJECT,
+    Override,
+    Overview,
+    OverviewReader,
+    annotations_of,
+    container_of,
+    helm_release_suspended,
+    plain,
+)
 from galpipe.control.snapshot import SharedSnapshot
 from galpipe.db.audit import AuditRecord, query_audit, record_action
-from galpipe.db.control import (
-    MEASURED_PIPELINE,
-    BreakerState,
-    QueueOverview,
-    queue_overview,
-    requeue_for_version,
-    retry_failed,
-)
+from galpipe.db.control import MEASURED_PIPELINE, requeue_for_version, retry_failed
 from galpipe.db.queue import TaskQueue
-from galpipe.db.ratelimit import BucketUsage
 from galpipe.db.status import pipeline_controls
 from galpipe.errors import InputError, ServiceError
 
 __all__ = [
-    "HELD_AT",
-    "HELD_BY",
-    "PINNED_AT",
-    "PINNED_BY",
-    "PINNED_FROM",
-    "PIN_REASON",
-    "PIPELINES",
+    "EVENT_NOTE_MAX_BYTES",
+    "FLUX_FORCE_AT",
+    "FLUX_REQUESTED_AT",
+    "OVERVIEW_STALE_SECONDS",
+    "OVERVIEW_TTL_SECONDS",
+    "REPORTING_CONTROLLER",
     "VERB_OF",
     "ActionResult",
-    "AuditRecord",
     "ControlActionError",
     "ControlActions",
-    "Override",
-    "Overview",
-    "PipelineOverview",
-    "PodHealth",
 ]
 
 log = logging.getLogger(__name__)
@@ -114,33 +118,14 @@ VERB_OF: dict[str, str] = {
     "requeue": "requeue",
 }
 
-#: The pipelines the chart deploys (the ``name`` of ``FetchPipeline`` and ``RadonPipeline``;
-#: not imported from them, which would load the science stack into the control plane).
-PIPELINES = ("fetch", "radon")
-
-#: Annotations the control plane writes beside the overrides it makes (the chart sets none).
-HELD_BY = "galpipe.io/held-by"
-HELD_AT = "galpipe.io/held-at"
-PINNED_BY = "galpipe.io/pinned-by"
-PINNED_AT = "galpipe.io/pinned-at"
-PIN_REASON = "galpipe.io/pin-reason"
-#: The image a pin replaced: what unpin restores while the release stays suspended.
-PINNED_FROM = "galpipe.io/pinned-from"
 #: Flux's reconcile request and its forced variant (a Helm upgrade even with no change).
 FLUX_REQUESTED_AT = "reconcile.fluxcd.io/requestedAt"
 FLUX_FORCE_AT = "reconcile.fluxcd.io/forceAt"
-
-DEPLOYMENT = ("apps/v1", "Deployment")
-SCALED_OBJECT = ("keda.sh/v1alpha1", "ScaledObject")
-HELM_RELEASE = ("helm.toolkit.fluxcd.io/v2", "HelmRelease")
-POD = ("v1", "Pod")
 
 #: The Events' ``reportingController``.
 REPORTING_CONTROLLER = "galpipe.io/control"
 #: Longest Event note the API server accepts, bytes.
 EVENT_NOTE_MAX_BYTES = 1024
-#: Completions over this many seconds make the overview's rate.
-RATE_WINDOW_SECONDS = 60.0
 #: Seconds one overview serves every caller as fresh: it counts the whole task table and makes
 #: four Kubernetes reads, so concurrent consoles and scrapes share one computation. Every action
 #: forgets it, so the operator who acted sees the change at once.
@@ -180,148 +165,6 @@ class ControlActionError(ServiceError):
         self.status = cause.status if isinstance(cause, KubeError) else None
 
 
-def _plain(value: Any) -> Any:
-    """``value`` with datetimes as ISO 8601, dataclasses as dicts and tuples as lists."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if is_dataclass(value) and not isinstance(value, type):
-        return {k: _plain(v) for k, v in asdict(value).items()}
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-@dataclass(frozen=True)
-class Override:
-    """A manual override in place: a pause, a replica hold or a pinned image.
-
-    Attributes
-    ----------
-    pipeline
-        The pipeline it applies to.
-    kind
-        ``pause``, ``hold`` or ``pin``.
-    since
-        When it began (``None`` when the object does not say, e.g. set by hand).
-    user
-        Who made it (``None`` when not made through the control plane).
-    reason
-        Why, as given.
-    value
-        The held replica count or the pinned image; ``None`` for a pause.
-    """
-
-    pipeline: str
-    kind: str
-    since: datetime | None
-    user: str | None
-    reason: str | None
-    value: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (``since`` in ISO 8601)."""
-        return dict(_plain(self))
-
-
-@dataclass(frozen=True)
-class PodHealth:
-    """One pod of a pipeline: the paper's health view."""
-
-    name: str
-    phase: str
-    ready: bool
-    restarts: int
-    image: str | None
-
-
-@dataclass(frozen=True)
-class PipelineOverview:
-    """One pipeline: its queue from the database and its workload from Kubernetes.
-
-    Attributes
-    ----------
-    pipeline, deployment
-        The pipeline and its Deployment (and ScaledObject) name.
-    counts, oldest_queued_seconds, done_recently, rate_per_second
-        Tasks by state, the age of the head of the queue, completions over the last
-        :data:`RATE_WINDOW_SECONDS` and their rate.
-    paused, pause_reason, paused_since
-        The database pause workers honour.
-    breaker, rate_limit
-        The pipeline's circuit breaker and shared token bucket (``None``: it has none).
-    replicas_desired, replicas_ready
-        The Deployment's ``spec.replicas`` (KEDA's decision) and ready replicas; ``None`` when
-        the Deployment could not be read.
-    hold_replicas
-        KEDA's paused-replicas hold, ``None`` when not held.
-    pods
-        The pipeline's pods, readiness and restarts.
-    image, image_wanted
-        The image the Deployment runs, and the one Git wants (see the module's docstring).
-    pinned
-        Whether the image is pinned by the control plane.
-    """
-
-    pipeline: str
-    deployment: str
-    counts: dict[str, int]
-    oldest_queued_seconds: float | None
-    done_recently: int
-    rate_per_second: float
-    paused: bool
-    pause_reason: str | None
-    paused_since: datetime | None
-    breaker: BreakerState | None
-    rate_limit: BucketUsage | None
-    replicas_desired: int | None
-    replicas_ready: int | None
-    hold_replicas: int | None
-    pods: tuple[PodHealth, ...]
-    image: str | None
-    image_wanted: str | None
-    pinned: bool
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return dict(_plain(self))
-
-
-@dataclass(frozen=True)
-class Overview:
-    """Every pipeline and every override in place, as of ``taken_at`` (the database's clock).
-
-    Attributes
-    ----------
-    helm_release, helm_release_suspended
-        The Flux HelmRelease and whether its reconciliation is suspended (``None`` when it
-        could not be read): while it is, Git does not control the release, which the console
-        says on every page.
-    kube_error
-        Why the Kubernetes part is missing or partial (``None`` when all was read).
-    """
-
-    taken_at: datetime
-    pipelines: tuple[PipelineOverview, ...]
-    overrides: tuple[Override, ...]
-    helm_release: str
-    helm_release_suspended: bool | None
-    kube_error: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict: pipelines by name, overrides as a list."""
-        return {
-            "taken_at": self.taken_at.isoformat(),
-            "rate_window_seconds": RATE_WINDOW_SECONDS,
-            "pipelines": {p.pipeline: p.to_json() for p in self.pipelines},
-            "overrides": [o.to_json() for o in self.overrides],
-            "helm_release": self.helm_release,
-            "helm_release_suspended": self.helm_release_suspended,
-            "kube_error": self.kube_error,
-        }
-
-
 @dataclass(frozen=True)
 class ActionResult:
     """What an action did, as audited (``audit_id`` is its audit row).
@@ -348,7 +191,7 @@ class ActionResult:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (``at`` in ISO 8601)."""
-        return dict(_plain(self))
+        return dict(plain(self))
 
 
 @dataclass
@@ -360,29 +203,6 @@ class _Capture:
     after: Any = None
     count: int | None = None
     dry_run: bool = False
-
-
-def _annotations(obj: JSON) -> dict[str, str]:
-    return dict((obj.get("metadata") or {}).get("annotations") or {})
-
-
-def _parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        return None
-
-
-def _container(deployment: JSON, name: str) -> JSON:
-    containers = deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers")
-    for container in containers or []:
-        if container.get("name") == name:
-            return dict(container)
-    raise ServiceError(
-        f"Deployment {deployment.get('metadata', {}).get('name')!r} has no container {name!r}"
-    )
 
 
 class ControlActions:
@@ -433,8 +253,17 @@ class ControlActions:
         self.clock = clock
         self.pipelines = tuple(pipelines)
         self.queue = TaskQueue(pool)
+        self.reader = OverviewReader(
+            pool,
+            kube,
+            namespace=namespace,
+            release=release,
+            helm_release=helm_release,
+            pipelines=self.pipelines,
+            clock=clock,
+        )
         self._overview: SharedSnapshot[Overview] = SharedSnapshot(
-            self._read_overview,
+            self.reader.read,
             ttl_s=overview_ttl_s,
             stale_s=max(overview_ttl_s, overview_stale_s),
             clock=monotonic,
@@ -607,7 +436,7 @@ class ControlActions:
     # -- hold / release ------------------------------------------------------------------------
 
     def _hold_state(self, scaled_object: JSON) -> dict[str, Any]:
-        annotations = _annotations(scaled_object)
+        annotations = annotations_of(scaled_object)
         return {
             "paused_replicas": annotations.get(KEDA_PAUSED_REPLICAS),
             "held_by": annotations.get(HELD_BY),
@@ -673,7 +502,7 @@ class ControlActions:
 
         def restarted_at(deployment: JSON) -> str | None:
             template = deployment.get("spec", {}).get("template", {})
-            return _annotations(template).get(RESTARTED_AT)
+            return annotations_of(template).get(RESTARTED_AT)
 
         def change(_: psycopg.Connection | None) -> None:
             capture.before = {
@@ -690,9 +519,9 @@ class ControlActions:
     # -- pin / unpin ---------------------------------------------------------------------------
 
     def _pin_state(self, deployment: JSON, pipeline: str, suspended: bool | None) -> JSON:
-        annotations = _annotations(deployment)
+        annotations = annotations_of(deployment)
         return {
-            "image": _container(deployment, pipeline).get("image"),
+            "image": container_of(deployment, pipeline).get("image"),
             "pinned_by": annotations.get(PINNED_BY),
             "pinned_from": annotations.get(PINNED_FROM),
             "helm_release_suspended": suspended,
@@ -718,9 +547,6 @@ class ControlActions:
             metadata["resourceVersion"] = version
         return {"metadata": metadata, "spec": {"template": {"spec": {"containers": containers}}}}
 
-    def _suspended(self, helm_release: JSON) -> bool:
-        return bool(helm_release.get("spec", {}).get("suspend", False))
-
     def pin(self, identity: Identity, pipeline: str, image: str, reason: str) -> ActionResult:
         """Run ``image`` in ``pipeline`` whatever Git says, until :meth:`unpin`.
 
@@ -738,9 +564,9 @@ class ControlActions:
         def change(_: psycopg.Connection | None) -> None:
             helm_release = self.kube.get(*HELM_RELEASE, self.namespace, self.helm_release)
             deployment = self.kube.get(*DEPLOYMENT, self.namespace, name)
-            was_suspended = self._suspended(helm_release)
+            was_suspended = helm_release_suspended(helm_release)
             capture.before = self._pin_state(deployment, pipeline, was_suspended)
-            current = str(_container(deployment, pipeline).get("image"))
+            current = str(container_of(deployment, pipeline).get("image"))
             if not was_suspended:
                 self.kube.patch(
                     *HELM_RELEASE, self.namespace, self.helm_release, {"spec": {"suspend": True}}
@@ -750,7 +576,7 @@ class ControlActions:
                 PINNED_AT: self._stamp(),
                 PIN_REASON: reason,
                 # A re-pin keeps the image Git had rendered, not the previous pin's.
-                PINNED_FROM: _annotations(deployment).get(PINNED_FROM) or current,
+                PINNED_FROM: annotations_of(deployment).get(PINNED_FROM) or current,
             }
             try:
                 patched = self.kube.patch(
@@ -783,7 +609,9 @@ class ControlActions:
         def change(_: psycopg.Connection | None) -> None:
             helm_release = self.kube.get(*HELM_RELEASE, self.namespace, self.helm_release)
             deployment = self.kube.get(*DEPLOYMENT, self.namespace, name)
-            capture.before = self._pin_state(deployment, pipeline, self._suspended(helm_release))
+            capture.before = self._pin_state(
+                deployment, pipeline, helm_release_suspended(helm_release)
+            )
             others = [
                 p for p in self.pipelines if p != pipeline and self._is_pinned(self.object_name(p))
             ]
@@ -791,7 +619,7 @@ class ControlActions:
             cleared = {PINNED_BY: None, PINNED_AT: None, PIN_REASON: None, PINNED_FROM: None}
             if others:
                 # The release stays suspended for the other pins: restore this image by hand.
-                original = _annotations(deployment).get(PINNED_FROM)
+                original = annotations_of(deployment).get(PINNED_FROM)
                 if original:
                     patch = self._image_patch(deployment, pipeline, original, cleared)
                 else:
@@ -815,7 +643,7 @@ class ControlActions:
             if exc.status == 404:
                 return False
             raise
-        return PINNED_BY in _annotations(deployment)
+        return PINNED_BY in annotations_of(deployment)
 
     # -- retry / requeue -----------------------------------------------------------------------
 
@@ -916,12 +744,6 @@ class ControlActions:
         """Every pause, hold and pin in place (what the console shows on every page)."""
         return list(self.overview().overrides)
 
-    def _last_ok(self, conn: psycopg.Connection, action: str, pipeline: str) -> AuditRecord | None:
-        for record in query_audit(conn, action=action, pipeline=pipeline, limit=10):
-            if record.result == "ok":
-                return record
-        return None
-
     def overview(self) -> Overview:
         """Per pipeline the queue (database) and the workload (Kubernetes), and the overrides.
 
@@ -929,192 +751,3 @@ class ControlActions:
         while one background refresh runs (up to ``overview_stale_s``); an action forgets it.
         """
         return self._overview.get()
-
-    def _read_overview(self) -> Overview:
-        """The overview, read now.
-
-        The Kubernetes reads are one list each of Deployments, ScaledObjects and Pods of the
-        release and one get of the HelmRelease, whatever the number of pipelines. If the API
-        cannot be read the database part is still returned, with ``kube_error`` saying why.
-        """
-        with self.pool.connection() as conn:
-            queues = queue_overview(conn, self.pipelines, window_seconds=RATE_WINDOW_SECONDS)
-            last_pause = {p: self._last_ok(conn, "pause", p) for p, q in queues.items() if q.paused}
-            last_hold = {p: self._last_ok(conn, "hold", p) for p in self.pipelines}
-        errors: list[str] = []
-        selector = f"app.kubernetes.io/instance={self.release}"
-
-        def read(what: str, call: Callable[[], Any], default: Any) -> Any:
-            try:
-                return call()
-            except KubeError as exc:
-                errors.append(f"{what}: {exc}")
-                return default
-
-        deployments = {
-            d["metadata"]["name"]: d
-            for d in read(
-                "deployments", lambda: self.kube.list(*DEPLOYMENT, self.namespace, selector), []
-            )
-        }
-        scaled_objects = {
-            s["metadata"]["name"]: s
-            for s in read(
-                "scaledobjects",
-                lambda: self.kube.list(*SCALED_OBJECT, self.namespace, selector),
-                [],
-            )
-        }
-        pods = read("pods", lambda: self.kube.list(*POD, self.namespace, selector), [])
-        helm_release = read(
-            "helmrelease",
-            lambda: self.kube.get(*HELM_RELEASE, self.namespace, self.helm_release),
-            None,
-        )
-        suspended = None if helm_release is None else self._suspended(helm_release)
-        wanted_by_values = None if helm_release is None else _image_of_values(helm_release)
-
-        pipelines: list[PipelineOverview] = []
-        overrides: list[Override] = []
-        for name in self.pipelines:
-            queue = queues[name]
-            object_name = self.object_name(name)
-            deployment = deployments.get(object_name)
-            scaled_object = scaled_objects.get(object_name)
-            pipelines.append(
-                self._pipeline_overview(
-                    name, queue, deployment, scaled_object, pods, wanted_by_values
-                )
-            )
-            if queue.paused:
-                audited = last_pause.get(name)
-                overrides.append(
-                    Override(
-                        name,
-                        "pause",
-                        queue.paused_since,
-                        audited.user if audited else None,
-                        queue.pause_reason,
-                    )
-                )
-            held = _annotations(scaled_object or {})
-            if KEDA_PAUSED_REPLICAS in held:
-                audited = last_hold.get(name)
-                overrides.append(
-                    Override(
-                        name,
-                        "hold",
-                        _parse_time(held.get(HELD_AT)),
-                        held.get(HELD_BY),
-                        audited.reason if audited and audited.user == held.get(HELD_BY) else None,
-                        held[KEDA_PAUSED_REPLICAS],
-                    )
-                )
-            pinned = _annotations(deployment or {})
-            if PINNED_BY in pinned and deployment is not None:
-                overrides.append(
-                    Override(
-                        name,
-                        "pin",
-                        _parse_time(pinned.get(PINNED_AT)),
-                        pinned.get(PINNED_BY),
-                        pinned.get(PIN_REASON),
-                        _container_image(deployment, name),
-                    )
-                )
-        return Overview(
-            taken_at=next(iter(queues.values())).taken_at if queues else self._now(),
-            pipelines=tuple(pipelines),
-            overrides=tuple(overrides),
-            helm_release=self.helm_release,
-            helm_release_suspended=suspended,
-            kube_error="; ".join(errors) or None,
-        )
-
-    def _pipeline_overview(
-        self,
-        name: str,
-        queue: QueueOverview,
-        deployment: JSON | None,
-        scaled_object: JSON | None,
-        pods: list[JSON],
-        wanted_by_values: tuple[str | None, str] | None,
-    ) -> PipelineOverview:
-        annotations = _annotations(deployment or {})
-        image = _container_image(deployment, name) if deployment is not None else None
-        pinned = PINNED_BY in annotations
-        if wanted_by_values is not None:
-            repository, reference = wanted_by_values
-            repository = repository or (image.split("@")[0].rsplit(":", 1)[0] if image else None)
-            image_wanted = f"{repository}{reference}" if repository else None
-        elif pinned:
-            image_wanted = annotations.get(PINNED_FROM)
-        else:
-            image_wanted = image
-        hold = _annotations(scaled_object or {}).get(KEDA_PAUSED_REPLICAS)
-        status = (deployment or {}).get("status") or {}
-        return PipelineOverview(
-            pipeline=name,
-            deployment=self.object_name(name),
-            counts=queue.counts,
-            oldest_queued_seconds=queue.oldest_queued_seconds,
-            done_recently=queue.done_recently,
-            rate_per_second=queue.rate_per_second,
-            paused=queue.paused,
-            pause_reason=queue.pause_reason,
-            paused_since=queue.paused_since,
-            breaker=queue.breaker,
-            rate_limit=queue.rate_limit,
-            replicas_desired=(
-                int((deployment.get("spec") or {}).get("replicas", 1))
-                if deployment is not None
-                else None
-            ),
-            replicas_ready=int(status.get("readyReplicas", 0)) if deployment is not None else None,
-            hold_replicas=int(hold) if hold is not None and hold.isdigit() else None,
-            pods=tuple(
-                _pod_health(p, name)
-                for p in pods
-                if (p.get("metadata", {}).get("labels") or {}).get("app.kubernetes.io/component")
-                == name
-            ),
-            image=image,
-            image_wanted=image_wanted,
-            pinned=pinned,
-        )
-
-
-def _container_image(deployment: JSON, pipeline: str) -> str | None:
-    try:
-        image = _container(deployment, pipeline).get("image")
-    except ServiceError:
-        return None
-    return str(image) if image else None
-
-
-def _image_of_values(helm_release: JSON) -> tuple[str | None, str] | None:
-    """(repository or None, ``:tag`` and/or ``@digest``) from the HelmRelease's values."""
-    values = (helm_release.get("spec") or {}).get("values") or {}
-    image = values.get("image") or {}
-    tag, digest = image.get("tag") or "", image.get("digest") or ""
-    if not tag and not digest:
-        return None
-    reference = (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")
-    return image.get("repository") or None, reference
-
-
-def _pod_health(pod: JSON, container: str) -> PodHealth:
-    status = pod.get("status") or {}
-    conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
-    statuses = status.get("containerStatuses") or []
-    spec_image = None
-    for c in (pod.get("spec") or {}).get("containers") or []:
-        if c.get("name") == container:
-            spec_image = c.get("image")
-    return PodHealth(
-        name=pod["metadata"]["name"],
-        phase=str(status.get("phase", "Unknown")),
-        ready=conditions.get("Ready") == "True",
-        restarts=sum(int(s.get("restartCount", 0)) for s in statuses),
-        image=spec_image,
-    )

@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 import pytest
 from psycopg_pool import ConnectionPool
 
-from galpipe.control.actions import (
+from galpipe.control.actions import VERB_OF, ControlActionError, ControlActions
+from galpipe.control.kube import KEDA_PAUSED_REPLICAS, RESTARTED_AT, VERBS, Identity, KubeError
+from galpipe.control.overview import (
     HELD_AT,
     HELD_BY,
     PIN_REASON,
@@ -18,11 +20,7 @@ from galpipe.control.actions import (
     PINNED_BY,
     PINNED_FROM,
     PIPELINES,
-    VERB_OF,
-    ControlActionError,
-    ControlActions,
 )
-from galpipe.control.kube import KEDA_PAUSED_REPLICAS, RESTARTED_AT, VERBS, Identity, KubeError
 from galpipe.db.audit import AuditRecord
 from galpipe.db.queue import TaskQueue
 from galpipe.errors import InputError, ServiceError
