@@ -37,12 +37,12 @@ from urllib.parse import quote, urlsplit
 
 import requests
 import yaml
-from requests.adapters import HTTPAdapter
 from rich.console import Console
 from rich.table import Table
 from urllib3.util.retry import Retry
 
 from galpipe.control.actions import VERB_OF
+from galpipe.control.kube import retrying_session
 from galpipe.errors import CommandError, ConfigurationError, InputError, ServiceError
 
 __all__ = [
@@ -64,13 +64,11 @@ __all__ = [
 #: Where ``--server`` defaults from.
 SERVER_ENV = "GALPIPE_CONTROL_URL"
 API_PREFIX = "/api/v1"
-#: Statuses after which a read is tried again: throttled, or a proxy or server briefly away.
-TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
 #: Statuses after which a change is tried again: only "not processed" (a 5xx may follow a
 #: change that went through, and a second one would be a second audited action).
 UNPROCESSED_STATUSES = frozenset({429})
-#: Retries after the first attempt, with waits of 0.25 s, 0.5 s, 1 s (a Retry-After wins).
-MAX_RETRIES = 3
+#: Waits of 0.25 s, 0.5 s, 1 s between retries (a Retry-After wins); reads are retried on
+#: kube.TRANSIENT_STATUSES, up to kube.MAX_RETRIES times.
 RETRY_BACKOFF_FACTOR = 0.25
 RETRY_BACKOFF_MAX_S = 5.0
 #: Seconds to connect; seconds to wait for an answer (a bulk requeue may take a while).
@@ -366,28 +364,6 @@ class _ControlRetry(Retry):
         return super().is_retry(method, status_code, has_retry_after)
 
 
-def retrying_session() -> requests.Session:
-    """A session retrying refused connections and the statuses named above, nothing else."""
-    retry = _ControlRetry(
-        total=MAX_RETRIES,
-        connect=MAX_RETRIES,
-        read=0,
-        status=MAX_RETRIES,
-        other=0,
-        status_forcelist=TRANSIENT_STATUSES,
-        allowed_methods=None,
-        backoff_factor=RETRY_BACKOFF_FACTOR,
-        backoff_max=RETRY_BACKOFF_MAX_S,
-        respect_retry_after_header=True,
-        raise_on_status=False,
-    )
-    session = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
-
 def _detail(response: requests.Response) -> str:
     """The API's ``detail`` (a validation error list made readable), else the body's start."""
     try:
@@ -416,7 +392,8 @@ class ControlClient:
     verify
         ``requests``' ``verify``: True, or the CA bundle of the server's certificate.
     session
-        The ``requests`` session (tests pass one; by default :func:`retrying_session`).
+        The ``requests`` session (tests pass one; by default
+        :func:`galpipe.control.kube.retrying_session` with :class:`_ControlRetry`).
     """
 
     def __init__(
@@ -436,7 +413,11 @@ class ControlClient:
         self.server = server.rstrip("/")
         self.token = token
         self.verify = verify
-        self.session = session or retrying_session()
+        self.session = session or retrying_session(
+            backoff_factor=RETRY_BACKOFF_FACTOR,
+            backoff_max_s=RETRY_BACKOFF_MAX_S,
+            retry_class=_ControlRetry,
+        )
         self.timeout_s = timeout_s
 
     def whoami(self) -> dict[str, Any]:

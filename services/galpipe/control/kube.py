@@ -187,7 +187,11 @@ class HTTPKubeClient:
         self.base_url = base_url.rstrip("/")
         self.token_file = token_file
         self.verify = verify
-        self.session = session or retrying_session()
+        # Every method is retried on a transient status: a 429 or 503 was not processed, and
+        # the control plane's writes are merge patches that give the same result twice.
+        self.session = session or retrying_session(
+            backoff_factor=RETRY_BACKOFF_FACTOR, backoff_max_s=RETRY_BACKOFF_MAX_S
+        )
 
     def create_token_review(self, body: JSON) -> JSON:
         """POST ``authentication.k8s.io/v1`` ``tokenreviews``; the answered object."""
@@ -281,14 +285,28 @@ def _error_message(response: requests.Response) -> str:
     return response.text[:ERROR_BODY_CHARS]
 
 
-def retrying_session() -> requests.Session:
-    """A session that retries only transient statuses and refused connections.
+def retrying_session(
+    *,
+    backoff_factor: float,
+    backoff_max_s: float,
+    pool_connections: int = POOL_CONNECTIONS,
+    retry_class: type[Retry] = Retry,
+) -> requests.Session:
+    """A session that retries only :data:`TRANSIENT_STATUSES` and refused connections.
 
-    Every method is retried on those: a 429 or 503 was not processed, and the control plane's
-    writes are merge patches that give the same result twice. A request whose answer was lost
-    in flight (a read error) is not retried, since it may have been applied.
+    A request whose answer was lost in flight (a read error) is not retried, since it may have
+    been applied. Used by this module's client and by ``galpipe ctl``'s.
+
+    Parameters
+    ----------
+    backoff_factor, backoff_max_s
+        urllib3's backoff: seconds of the first wait (doubling), and the longest one.
+    pool_connections
+        Connections kept to the server.
+    retry_class
+        ``Retry`` or a subclass narrowing which requests are retried.
     """
-    retry = Retry(
+    retry = retry_class(
         total=MAX_RETRIES,
         connect=MAX_RETRIES,
         read=0,
@@ -296,13 +314,13 @@ def retrying_session() -> requests.Session:
         other=0,
         status_forcelist=TRANSIENT_STATUSES,
         allowed_methods=None,
-        backoff_factor=RETRY_BACKOFF_FACTOR,
-        backoff_max=RETRY_BACKOFF_MAX_S,
+        backoff_factor=backoff_factor,
+        backoff_max=backoff_max_s,
         respect_retry_after_header=True,
         raise_on_status=False,
     )
     adapter = HTTPAdapter(
-        max_retries=retry, pool_connections=POOL_CONNECTIONS, pool_maxsize=POOL_CONNECTIONS
+        max_retries=retry, pool_connections=pool_connections, pool_maxsize=pool_connections
     )
     session = requests.Session()
     session.mount("https://", adapter)

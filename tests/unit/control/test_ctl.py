@@ -23,7 +23,7 @@ from galpipe.control import ctl
 from galpipe.control.app import create_app
 from galpipe.control.auth import Authenticator, Authorizer
 from galpipe.control.ctl import Token, kubeconfig_token, parse_since, resolve_token
-from galpipe.control.kube import Identity, KubeError
+from galpipe.control.kube import MAX_RETRIES, Identity, KubeError
 from galpipe.control.sessions import SessionSigner
 from galpipe.errors import CommandError, ConfigurationError, InputError
 from tests.asgi_server import serve_app
@@ -556,7 +556,7 @@ def test_reads_are_retried_on_503_and_changes_are_not(
     served.kube.errors["create_token_review"] = KubeError(503, "etcd is away")
     assert ctl_main(served, "overview") == 1
     assert "the control API answered 503 to overview" in capsys.readouterr().err
-    assert len(served.kube.token_reviews) == 1 + ctl.MAX_RETRIES
+    assert len(served.kube.token_reviews) == 1 + MAX_RETRIES
     served.kube.requests.clear()
     assert ctl_main(served, "pause", "fetch", "--reason", "x") == 1
     assert len(served.kube.token_reviews) == 1
