@@ -24,75 +24,23 @@ from galpipe.control.overview import (
 from galpipe.db.audit import AuditRecord
 from galpipe.db.queue import TaskQueue
 from galpipe.errors import InputError, ServiceError
-from tests.deploy.chart_render import render_set
+from tests.integration.control.cluster import CHART_IMAGE, NAMESPACE, seeded_objects
 from tests.kube_fake import FakeKube, helm_release_object
 from tests.probes import is_paused
 
-NAMESPACE = "galpipe"
 ALICE = Identity(user="alice", groups=("galpipe-operators", "system:authenticated"))
 #: The injected clock: every annotation and Event time derives from it.
 NOW = 1_900_000_000.0
 STAMP = datetime.fromtimestamp(NOW, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-CHART_IMAGE = "ghcr.io/galpipe/galpipe:0.1.0"
 PINNED_IMAGE = "ghcr.io/galpipe/galpipe:141-0abc123"
 DEPLOYMENT = ("apps/v1", "Deployment")
 SCALED_OBJECT = ("keda.sh/v1alpha1", "ScaledObject")
 HELM_RELEASE = ("helm.toolkit.fluxcd.io/v2", "HelmRelease")
 
 
-@pytest.fixture(scope="module")
-def chart_objects() -> list[dict]:
-    """The chart's default render: the Deployments and ScaledObjects the actions patch."""
-    objects = [o for o in render_set("default") if o["kind"] in ("Deployment", "ScaledObject")]
-    for obj in objects:
-        if obj["kind"] == "Deployment" and obj["metadata"]["name"] == "galpipe-fetch":
-            # What the API server and KEDA add: a version, a replica count and a status.
-            obj["metadata"]["resourceVersion"] = "41"
-            obj["spec"]["replicas"] = 2
-            obj["status"] = {"replicas": 2, "readyReplicas": 1}
-    return objects
-
-
-def _pod(name: str, component: str, *, ready: bool, restarts: int) -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "labels": {
-                "app.kubernetes.io/instance": "galpipe",
-                "app.kubernetes.io/component": component,
-            },
-        },
-        "spec": {"containers": [{"name": component, "image": CHART_IMAGE}]},
-        "status": {
-            "phase": "Running",
-            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-            "containerStatuses": [
-                {
-                    "name": component,
-                    "image": CHART_IMAGE,
-                    "imageID": "",
-                    "ready": ready,
-                    "restartCount": restarts,
-                }
-            ],
-        },
-    }
-
-
 @pytest.fixture
-def kube(chart_objects: list[dict]) -> Iterator[FakeKube]:
-    fake = FakeKube(
-        [
-            *chart_objects,
-            helm_release_object("galpipe", NAMESPACE),
-            _pod("galpipe-fetch-a", "fetch", ready=True, restarts=0),
-            _pod("galpipe-fetch-b", "fetch", ready=False, restarts=3),
-            _pod("galpipe-radon-a", "radon", ready=True, restarts=1),
-        ],
-        namespace=NAMESPACE,
-    )
+def kube() -> Iterator[FakeKube]:
+    fake = FakeKube(seeded_objects(), namespace=NAMESPACE)
     yield fake
     # Whatever a test asserts, no request the API server would reject was sent.
     assert fake.invalid_bodies == []

@@ -36,18 +36,16 @@ from galpipe.control.kube import Identity
 from galpipe.control.service import ControlService
 from galpipe.control.sessions import SESSION_COOKIE, SessionSigner
 from galpipe.db.queue import TaskQueue
-from tests.deploy.chart_render import render_set
-from tests.kube_fake import FakeKube, helm_release_object
+from tests.integration.control.cluster import CHART_IMAGE, NAMESPACE, seeded_objects
+from tests.kube_fake import FakeKube
 from tests.probes import is_paused
 from tests.tools import require_tool
 
-NAMESPACE = "galpipe"
 OPERATOR_TOKEN = "op-" + secrets.token_urlsafe(24)
 VIEWER_TOKEN = "view-" + secrets.token_urlsafe(24)
 TOKENS = (OPERATOR_TOKEN, VIEWER_TOKEN)
 OPERATOR = Identity("oscar", ("galpipe-operators", "system:authenticated"), uid="u-oscar")
 VIEWER = Identity("vera", ("galpipe-viewers", "system:authenticated"), uid="u-vera")
-CHART_IMAGE = "ghcr.io/galpipe/galpipe:0.1.0"
 PINNED_IMAGE = "ghcr.io/galpipe/galpipe:141-0abc123"
 #: Chromium in a container: no sandbox, no GPU, and nothing fetched from the network.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -60,50 +58,10 @@ def _free_port() -> int:
         return port
 
 
-def _pod(name: str, component: str, *, ready: bool, restarts: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "labels": {
-                "app.kubernetes.io/instance": "galpipe",
-                "app.kubernetes.io/component": component,
-            },
-        },
-        "spec": {"containers": [{"name": component, "image": CHART_IMAGE}]},
-        "status": {
-            "phase": "Running",
-            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-            "containerStatuses": [
-                {
-                    "name": component,
-                    "image": CHART_IMAGE,
-                    "imageID": "",
-                    "ready": ready,
-                    "restartCount": restarts,
-                }
-            ],
-        },
-    }
-
-
 def _cluster() -> FakeKube:
     """The chart's Deployments and ScaledObjects, its HelmRelease and a few pods."""
-    objects = [o for o in render_set("default") if o["kind"] in ("Deployment", "ScaledObject")]
-    for obj in objects:
-        if obj["kind"] == "Deployment" and obj["metadata"]["name"] == "galpipe-fetch":
-            obj["metadata"]["resourceVersion"] = "41"
-            obj["spec"]["replicas"] = 2
-            obj["status"] = {"replicas": 2, "readyReplicas": 1}
     return FakeKube(
-        [
-            *objects,
-            helm_release_object("galpipe", NAMESPACE),
-            _pod("galpipe-fetch-a", "fetch", ready=True, restarts=0),
-            _pod("galpipe-fetch-b", "fetch", ready=False, restarts=3),
-            _pod("galpipe-radon-a", "radon", ready=True, restarts=1),
-        ],
+        seeded_objects(),
         tokens={OPERATOR_TOKEN: OPERATOR, VIEWER_TOKEN: VIEWER},
         grants={"galpipe-operators": ["*"], "galpipe-viewers": ["get", "list"]},
         namespace=NAMESPACE,
