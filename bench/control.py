@@ -36,7 +36,6 @@ import math
 import multiprocessing
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -54,12 +53,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from _postgres import embedded_postgres  # noqa: E402
 from galpipe.control.actions import ControlActions  # noqa: E402
 from galpipe.control.auth import DEFAULT_TTL_SECONDS  # noqa: E402
 from galpipe.control.ctl import ControlClient, Token  # noqa: E402
 from galpipe.control.kube import Identity  # noqa: E402
 from galpipe.db.connection import open_pool  # noqa: E402
-from galpipe.db.embedded import start_embedded_postgres  # noqa: E402
 from galpipe.db.migrate import migrate  # noqa: E402
 from galpipe.db.queue import TASK_COUNTS_SQL  # noqa: E402
 
@@ -472,12 +471,8 @@ def run(args: argparse.Namespace, admin_url: str) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="galpipe-bench-") as tmp:
-        server = start_embedded_postgres(Path(tmp) / "pgdata")
-        try:
-            result = run(args, server.get_uri())
-        finally:
-            server.cleanup()
+    with embedded_postgres("galpipe-bench-") as (admin, _tmp):
+        result = run(args, admin)
     result["bench_wall_s"] = round(time.monotonic() - started, 1)
     print("RESULT " + json.dumps(result, sort_keys=True), flush=True)
     return 0

@@ -38,7 +38,6 @@ import os
 import pstats
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -49,10 +48,10 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from _postgres import embedded_postgres
 from _proc import process_cpu_seconds
 from galpipe.db.breaker import CircuitBreaker
 from galpipe.db.connection import open_pool
-from galpipe.db.embedded import start_embedded_postgres
 from galpipe.db.galaxies import insert_galaxies
 from galpipe.db.migrate import migrate
 from galpipe.db.queue import RetryPolicy, TaskQueue
@@ -528,19 +527,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
     result: dict[str, Any] = {"quick": args.quick, "cpus": os.cpu_count()}
-    with tempfile.TemporaryDirectory(prefix="galpipe-bench-fetch-") as tmp_name:
-        tmp = Path(tmp_name)
-        server = start_embedded_postgres(tmp / "pgdata")
-        try:
-            admin = server.get_uri()
-            if "rate" not in args.skip:
-                result.update(rate_use(admin, args, tmp))
-            if "unlimited" not in args.skip:
-                result.update(unlimited(admin, args, tmp))
-            if "profile" not in args.skip:
-                result.update(profile(admin, args, tmp))
-        finally:
-            server.cleanup()
+    with embedded_postgres("galpipe-bench-fetch-") as (admin, tmp):
+        if "rate" not in args.skip:
+            result.update(rate_use(admin, args, tmp))
+        if "unlimited" not in args.skip:
+            result.update(unlimited(admin, args, tmp))
+        if "profile" not in args.skip:
+            result.update(profile(admin, args, tmp))
     result["bench_wall_s"] = round(time.monotonic() - started, 1)
     print("RESULT " + json.dumps(result, sort_keys=True), flush=True)
     return 0

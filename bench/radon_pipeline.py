@@ -62,10 +62,10 @@ from prometheus_client import REGISTRY
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from _postgres import embedded_postgres
 from _proc import process_cpu_seconds
 from galpipe.db.connection import open_pool
 from galpipe.db.cutouts import CutoutRecord, record_cutouts
-from galpipe.db.embedded import start_embedded_postgres
 from galpipe.db.galaxies import insert_galaxies
 from galpipe.db.migrate import migrate
 from galpipe.db.queue import TaskQueue
@@ -595,22 +595,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["core_per_s"] = round(core_per_s, 1)
     result["core_runs_per_s"] = [round(r, 1) for r in core_runs]
 
-    with tempfile.TemporaryDirectory(prefix="galpipe-bench-radon-") as tmp_name:
-        tmp = Path(tmp_name)
-        server = start_embedded_postgres(tmp / "pgdata")
-        try:
-            admin = server.get_uri()
-            with moto_server() as (endpoint, moto_pid):
-                ctx = Context(operator, config, args, core_per_s, moto_pid)
-                stores: dict[str, Callable[[], ObjectStore]] = {
-                    "local": lambda: LocalObjectStore(tmp / "objects"),
-                    "s3": lambda: s3_store(endpoint),
-                }
-                for kind, make_store in stores.items():
-                    if kind not in args.skip:
-                        result.update(measure_store(kind, make_store(), admin, corpus, ctx))
-        finally:
-            server.cleanup()
+    with (
+        embedded_postgres("galpipe-bench-radon-") as (admin, tmp),
+        moto_server() as (endpoint, moto_pid),
+    ):
+        ctx = Context(operator, config, args, core_per_s, moto_pid)
+        stores: dict[str, Callable[[], ObjectStore]] = {
+            "local": lambda: LocalObjectStore(tmp / "objects"),
+            "s3": lambda: s3_store(endpoint),
+        }
+        for kind, make_store in stores.items():
+            if kind not in args.skip:
+                result.update(measure_store(kind, make_store(), admin, corpus, ctx))
     targets = [result[k] >= TARGET_PER_S for k in ("local_per_s", "s3_per_s") if k in result]
     result["targets_met"] = bool(targets) and all(targets)
     result["bench_wall_s"] = round(time.monotonic() - started, 1)

@@ -28,21 +28,19 @@ import math
 import multiprocessing
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.synchronize import Barrier
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from _postgres import embedded_postgres
 from galpipe.db.connection import open_pool
-from galpipe.db.embedded import start_embedded_postgres
 from galpipe.db.migrate import migrate
 from galpipe.db.queue import READY_DEPTH_SQL, TaskQueue
 
@@ -591,12 +589,8 @@ def run(args: argparse.Namespace, admin_url: str) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="galpipe-bench-") as tmp:
-        server = start_embedded_postgres(Path(tmp) / "pgdata")
-        try:
-            result = run(args, server.get_uri())
-        finally:
-            server.cleanup()
+    with embedded_postgres("galpipe-bench-") as (admin, _tmp):
+        result = run(args, admin)
     result["bench_wall_s"] = round(time.monotonic() - started, 1)
     print("RESULT " + json.dumps(result, sort_keys=True), flush=True)
     return 0
