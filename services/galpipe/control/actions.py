@@ -272,8 +272,8 @@ class ControlActions:
     # -- names and checks ----------------------------------------------------------------------
 
     def object_name(self, pipeline: str) -> str:
-        """The pipeline's Deployment and ScaledObject name (``<release>-<pipeline>``)."""
-        return f"{self.release}-{pipeline}"
+        """The pipeline's Deployment and ScaledObject name (the overview's naming rule)."""
+        return self.reader.object_name(pipeline)
 
     def _check(self, pipeline: str, reason: str) -> str:
         if pipeline not in self.pipelines:
