@@ -17,8 +17,9 @@ bodies is switched off here, as it is test-only work that a real API server does
 action, the actions cycling over a dry-run ``retry`` of fetch's failed tasks with an error
 filter, ``pause`` and ``resume`` of radon (each audited and announced by an Event). Printed:
 
-- **Anchor**: ``ControlActions.overview()`` called directly, one at a time (no HTTP, no
-  reviews, same Kubernetes latency) — what an overview costs before any concurrency.
+- **Anchor**: ``OverviewReader.read()`` called directly, one at a time (no HTTP, no reviews,
+  no sharing: the count by state, the queue reads and the four Kubernetes reads at the same
+  latency) — what computing one overview costs before any concurrency.
 - p50/p99 of the overview and of the actions over HTTP under the load, and their ratios to the
   anchor and to the goal (p99 ≤ 200 ms);
 - TokenReviews and SubjectAccessReviews the fake received per request after warm-up (the
@@ -205,7 +206,7 @@ def serve(url: str, latency_s: float, pool_size: int, clients: int, control: Con
                     samples = []
                     for _ in range(10):
                         t0 = time.perf_counter()
-                        actions.overview()
+                        actions.reader.read()
                         samples.append((time.perf_counter() - t0) * 1e3)
                     control.send(samples)
     finally:
@@ -353,7 +354,7 @@ def run(args: argparse.Namespace, admin_url: str) -> dict[str, Any]:
         anchor_samples = parent.recv()
         anchor_ms = statistics.median(anchor_samples)
         print(
-            f"  anchor: ControlActions.overview() alone, median of 10: {anchor_ms:.1f} ms",
+            f"  anchor: OverviewReader.read() alone, median of 10: {anchor_ms:.1f} ms",
             flush=True,
         )
 

@@ -1,8 +1,9 @@
 """What an operator can do to a running galpipe, each action audited and announced.
 
 :class:`ControlActions` is the one implementation behind the HTTP API, the console and
-``galpipe ctl``; authorisation happens before it is called (:data:`VERB_OF` says which verb of
-``pipelines.galpipe.io`` each method needs). Every action:
+``galpipe ctl``; authorisation happens before it is called
+(:data:`galpipe.control.kube.VERB_OF` says which verb of ``pipelines.galpipe.io`` each method
+needs). Every action:
 
 1. refuses an empty reason or an unknown pipeline (:class:`galpipe.errors.InputError`, naming
    the input) before touching anything;
@@ -83,7 +84,12 @@ from galpipe.control.overview import (
 )
 from galpipe.control.snapshot import SharedSnapshot
 from galpipe.db.audit import AuditRecord, query_audit, record_action
-from galpipe.db.control import MEASURED_PIPELINE, requeue_for_version, retry_failed
+from galpipe.db.control import (
+    MEASURED_PIPELINE,
+    TaskCounts,
+    requeue_for_version,
+    retry_failed,
+)
 from galpipe.db.queue import TaskQueue
 from galpipe.db.status import pipeline_controls
 from galpipe.errors import InputError, ServiceError
@@ -95,28 +101,12 @@ __all__ = [
     "OVERVIEW_STALE_SECONDS",
     "OVERVIEW_TTL_SECONDS",
     "REPORTING_CONTROLLER",
-    "VERB_OF",
     "ActionResult",
     "ControlActionError",
     "ControlActions",
 ]
 
 log = logging.getLogger(__name__)
-
-#: The verb of ``pipelines.galpipe.io`` each method of :class:`ControlActions` needs.
-VERB_OF: dict[str, str] = {
-    "overview": "get",
-    "audit": "list",
-    "pause": "pause",
-    "resume": "pause",
-    "hold": "scale",
-    "release_hold": "scale",
-    "restart": "restart",
-    "pin": "rollback",
-    "unpin": "rollback",
-    "retry": "retry",
-    "requeue": "requeue",
-}
 
 #: Flux's reconcile request and its forced variant (a Helm upgrade even with no change).
 FLUX_REQUESTED_AT = "reconcile.fluxcd.io/requestedAt"
@@ -126,9 +116,12 @@ FLUX_FORCE_AT = "reconcile.fluxcd.io/forceAt"
 REPORTING_CONTROLLER = "galpipe.io/control"
 #: Longest Event note the API server accepts, bytes.
 EVENT_NOTE_MAX_BYTES = 1024
-#: Seconds one overview serves every caller as fresh: it counts the whole task table and makes
-#: four Kubernetes reads, so concurrent consoles and scrapes share one computation. Every action
-#: forgets it, so the operator who acted sees the change at once.
+#: Seconds one overview serves every caller as fresh: it makes four Kubernetes reads and several
+#: database reads, so concurrent consoles and scrapes share one computation. Every action
+#: forgets it, so the operator who acted sees the change at once. The count of tasks by state
+#: (the one read that grows with the table) is shared the same way on its own, and forgotten
+#: only by the actions that move tasks between states (retry, requeue): a pause need not wait
+#: for a recount.
 OVERVIEW_TTL_SECONDS = 2.0
 #: Seconds an older overview is still served while one background refresh computes the next.
 OVERVIEW_STALE_SECONDS = 30.0
@@ -262,8 +255,14 @@ class ControlActions:
             pipelines=self.pipelines,
             clock=clock,
         )
+        self._counts: SharedSnapshot[TaskCounts] = SharedSnapshot(
+            self.reader.read_counts,
+            ttl_s=overview_ttl_s,
+            stale_s=max(overview_ttl_s, overview_stale_s),
+            clock=monotonic,
+        )
         self._overview: SharedSnapshot[Overview] = SharedSnapshot(
-            self.reader.read,
+            lambda: self.reader.read(self._counts.get()),
             ttl_s=overview_ttl_s,
             stale_s=max(overview_ttl_s, overview_stale_s),
             clock=monotonic,
@@ -301,8 +300,18 @@ class ControlActions:
         change: Callable[[psycopg.Connection | None], None],
         *,
         in_transaction: bool = False,
+        moves_tasks: bool = False,
     ) -> ActionResult:
-        """Run ``change`` and audit it; on failure audit that and raise ControlActionError."""
+        """Run ``change`` and audit it; on failure audit that and raise ControlActionError.
+
+        ``moves_tasks``: the change moves tasks between states, so the shared counts are
+        forgotten with the overview.
+        """
+
+        def forget() -> None:
+            if moves_tasks:
+                self._counts.invalidate()
+            self._overview.invalidate()
 
         def record(result: str, error: str | None = None) -> AuditRecord:
             return AuditRecord(
@@ -328,7 +337,7 @@ class ControlActions:
                 with self.pool.connection() as conn:
                     audited = record_action(conn, record("ok"))
         except Exception as exc:
-            self._overview.invalidate()  # a failed change may have changed part of the state
+            forget()  # a failed change may have changed part of the state
             log.warning("control action %s of %s failed: %s", action, pipeline, exc)
             try:
                 with self.pool.connection() as conn:
@@ -338,7 +347,7 @@ class ControlActions:
             self._emit_event(identity, action, pipeline, reason, failed=str(exc))
             raise ControlActionError(action, pipeline, exc) from exc
         if not capture.dry_run:  # a dry run changed nothing the overview shows
-            self._overview.invalidate()
+            forget()
         self._emit_event(identity, action, pipeline, reason, dry_run=capture.dry_run)
         assert audited.id is not None
         assert audited.at is not None
@@ -676,7 +685,14 @@ class ControlActions:
             capture.target["count"] = capture.count
 
         return self._perform(
-            identity, "retry", pipeline, reason, capture, change, in_transaction=True
+            identity,
+            "retry",
+            pipeline,
+            reason,
+            capture,
+            change,
+            in_transaction=True,
+            moves_tasks=True,
         )
 
     def requeue(
@@ -720,7 +736,14 @@ class ControlActions:
             capture.target["count"] = capture.count
 
         return self._perform(
-            identity, "requeue", pipeline, reason, capture, change, in_transaction=True
+            identity,
+            "requeue",
+            pipeline,
+            reason,
+            capture,
+            change,
+            in_transaction=True,
+            moves_tasks=True,
         )
 
     # -- reads ---------------------------------------------------------------------------------
@@ -749,5 +772,7 @@ class ControlActions:
 
         One computation serves every caller for ``overview_ttl_s`` seconds, then is served
         while one background refresh runs (up to ``overview_stale_s``); an action forgets it.
+        The counts by state are shared alike, and forgotten only by retry and requeue: after a
+        pause they may be up to ``overview_ttl_s`` older than the rest (``counts_taken_at``).
         """
         return self._overview.get()

@@ -41,8 +41,7 @@ from rich.console import Console
 from rich.table import Table
 from urllib3.util.retry import Retry
 
-from galpipe.control.actions import VERB_OF
-from galpipe.control.kube import retrying_session
+from galpipe.control.kube import VERB_OF, retrying_session
 from galpipe.errors import CommandError, ConfigurationError, InputError, ServiceError
 
 __all__ = [

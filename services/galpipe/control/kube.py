@@ -32,6 +32,22 @@ PIPELINES_RESOURCE = "pipelines"
 #: The verbs of the control plane, each a ``SubjectAccessReview`` verb on ``pipelines``.
 VERBS = ("get", "list", "pause", "scale", "restart", "rollback", "retry", "requeue")
 
+#: The verb of ``pipelines.galpipe.io`` each method of
+#: :class:`galpipe.control.actions.ControlActions` needs.
+VERB_OF: dict[str, str] = {
+    "overview": "get",
+    "audit": "list",
+    "pause": "pause",
+    "resume": "pause",
+    "hold": "scale",
+    "release_hold": "scale",
+    "restart": "restart",
+    "pin": "rollback",
+    "unpin": "rollback",
+    "retry": "retry",
+    "requeue": "requeue",
+}
+
 #: KEDA's annotation that holds a ScaledObject's target at a fixed replica count.
 KEDA_PAUSED_REPLICAS = "autoscaling.keda.sh/paused-replicas"
 #: The pod-template annotation ``kubectl rollout restart`` sets.

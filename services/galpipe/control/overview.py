@@ -24,8 +24,15 @@ from psycopg_pool import ConnectionPool
 
 from galpipe.control.kube import JSON, KEDA_PAUSED_REPLICAS, KubeClient, KubeError
 from galpipe.db.audit import AuditRecord, query_audit
-from galpipe.db.control import BreakerState, QueueOverview, queue_overview
+from galpipe.db.control import (
+    BreakerState,
+    QueueOverview,
+    TaskCounts,
+    queue_overview,
+    read_task_counts,
+)
 from galpipe.db.ratelimit import BucketUsage
+from galpipe.db.status import RATE_WINDOW_SECONDS
 from galpipe.errors import ServiceError
 
 __all__ = [
@@ -39,7 +46,6 @@ __all__ = [
     "PIN_REASON",
     "PIPELINES",
     "POD",
-    "RATE_WINDOW_SECONDS",
     "SCALED_OBJECT",
     "Override",
     "Overview",
@@ -69,9 +75,6 @@ DEPLOYMENT = ("apps/v1", "Deployment")
 SCALED_OBJECT = ("keda.sh/v1alpha1", "ScaledObject")
 HELM_RELEASE = ("helm.toolkit.fluxcd.io/v2", "HelmRelease")
 POD = ("v1", "Pod")
-
-#: Completions over this many seconds make the overview's rate.
-RATE_WINDOW_SECONDS = 60.0
 
 
 def plain(value: Any) -> Any:
@@ -140,7 +143,7 @@ class PipelineOverview:
         The pipeline and its Deployment (and ScaledObject) name.
     counts, oldest_queued_seconds, done_recently, rate_per_second
         Tasks by state, the age of the head of the queue, completions over the last
-        :data:`RATE_WINDOW_SECONDS` and their rate.
+        :data:`galpipe.db.status.RATE_WINDOW_SECONDS` and their rate.
     paused, pause_reason, paused_since
         The database pause workers honour.
     breaker, rate_limit
@@ -194,6 +197,9 @@ class Overview:
         says on every page.
     kube_error
         Why the Kubernetes part is missing or partial (``None`` when all was read).
+    counts_taken_at
+        When the tasks were counted by state: the counts may be shared and up to a few
+        seconds older than the rest (``None``: counted with the rest, at ``taken_at``).
     """
 
     taken_at: datetime
@@ -202,11 +208,13 @@ class Overview:
     helm_release: str
     helm_release_suspended: bool | None
     kube_error: str | None = None
+    counts_taken_at: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict: pipelines by name, overrides as a list."""
         return {
             "taken_at": self.taken_at.isoformat(),
+            "counts_taken_at": (self.counts_taken_at or self.taken_at).isoformat(),
             "rate_window_seconds": RATE_WINDOW_SECONDS,
             "pipelines": {p.pipeline: p.to_json() for p in self.pipelines},
             "overrides": [o.to_json() for o in self.overrides],
@@ -300,15 +308,22 @@ class OverviewReader:
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
 
-    def read(self) -> Overview:
-        """The overview, read now.
+    def read_counts(self) -> TaskCounts:
+        """Count the tasks by pipeline and state: the overview's one read that grows with them."""
+        with self.pool.connection() as conn:
+            return read_task_counts(conn)
+
+    def read(self, counts: TaskCounts | None = None) -> Overview:
+        """The overview, read now, with ``counts`` if given (:meth:`read_counts`).
 
         The Kubernetes reads are one list each of Deployments, ScaledObjects and Pods of the
         release and one get of the HelmRelease, whatever the number of pipelines. If the API
         cannot be read the database part is still returned, with ``kube_error`` saying why.
         """
         with self.pool.connection() as conn:
-            queues = queue_overview(conn, self.pipelines, window_seconds=RATE_WINDOW_SECONDS)
+            queues = queue_overview(
+                conn, self.pipelines, window_seconds=RATE_WINDOW_SECONDS, counts=counts
+            )
             last_pause = {p: _last_ok(conn, "pause", p) for p, q in queues.items() if q.paused}
             last_hold = {p: _last_ok(conn, "hold", p) for p in self.pipelines}
         errors: list[str] = []
@@ -399,6 +414,7 @@ class OverviewReader:
             helm_release=self.helm_release,
             helm_release_suspended=suspended,
             kube_error="; ".join(errors) or None,
+            counts_taken_at=None if counts is None else counts.taken_at,
         )
 
     def _pipeline_overview(

@@ -16,6 +16,11 @@ A task an operator sends back to the queue is new work, not a retry the queue sc
 - ``last_error`` is kept by a retry (a queued task with an error is one that failed before;
   the next outcome overwrites or clears it) and cleared by a requeue (a done task has none).
 
+The overview's counts by state are the one read that grows with the table (an index-only count
+of ``tasks_state``, about 0.15 s per 10⁶ tasks): :func:`read_task_counts` takes them on their
+own, so a caller can share one count among many overviews (the control plane refreshes it in
+the background) while the cheap reads (pauses, ages, rates, breakers) are taken fresh.
+
 The overview's queue part reuses the queue's and ``galpipe status``'s reads
 (:func:`galpipe.db.queue.task_counts`, :func:`galpipe.db.queue.oldest_queued_age`,
 :func:`galpipe.db.status.recent_done`, :func:`galpipe.db.status.pipeline_controls`,
@@ -24,7 +29,7 @@ The overview's queue part reuses the queue's and ``galpipe status``'s reads
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,13 +38,15 @@ import psycopg
 
 from galpipe.db.queue import STATES, oldest_queued_age, task_counts
 from galpipe.db.ratelimit import BucketUsage, bucket_usages
-from galpipe.db.status import database_now, pipeline_controls, recent_done
+from galpipe.db.status import RATE_WINDOW_SECONDS, database_now, pipeline_controls, recent_done
 
 __all__ = [
     "MEASURED_PIPELINE",
     "BreakerState",
     "QueueOverview",
+    "TaskCounts",
     "queue_overview",
+    "read_task_counts",
     "requeue_for_version",
     "retry_failed",
 ]
@@ -188,6 +195,34 @@ class BreakerState:
 
 
 @dataclass(frozen=True)
+class TaskCounts:
+    """Tasks by pipeline and state, counted in one statement.
+
+    Attributes
+    ----------
+    by_pipeline
+        ``{pipeline: {state: count}}``, every state present, for each pipeline with tasks.
+    taken_at
+        The database's clock when they were counted.
+    """
+
+    by_pipeline: Mapping[str, Mapping[str, int]]
+    taken_at: datetime
+
+    def of(self, pipeline: str) -> dict[str, int]:
+        """``pipeline``'s counts, every state of :data:`galpipe.db.queue.STATES` present."""
+        counts = self.by_pipeline.get(pipeline, {})
+        return {s: int(counts.get(s, 0)) for s in STATES}
+
+
+def read_task_counts(conn: psycopg.Connection) -> TaskCounts:
+    """Count every task by pipeline and state (index-only over ``tasks_state``)."""
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        return TaskCounts(task_counts(conn), database_now(conn))
+
+
+@dataclass(frozen=True)
 class QueueOverview:
     """One pipeline's queue, breaker, bucket and pause, as the control plane's overview shows.
 
@@ -197,6 +232,8 @@ class QueueOverview:
         The pipeline (``tasks.pipeline``).
     counts
         Tasks by state, every state of :data:`galpipe.db.queue.STATES` present.
+    counts_taken_at
+        When they were counted (earlier than ``taken_at`` when a shared count was given).
     oldest_queued_seconds
         Age of the head of the queue, seconds; ``None`` when nothing is queued.
     done_recently, window_seconds
@@ -213,6 +250,7 @@ class QueueOverview:
 
     pipeline: str
     counts: dict[str, int]
+    counts_taken_at: datetime
     oldest_queued_seconds: float | None
     done_recently: int
     window_seconds: float
@@ -230,7 +268,11 @@ class QueueOverview:
 
 
 def queue_overview(
-    conn: psycopg.Connection, pipelines: Sequence[str], *, window_seconds: float = 60.0
+    conn: psycopg.Connection,
+    pipelines: Sequence[str],
+    *,
+    window_seconds: float = RATE_WINDOW_SECONDS,
+    counts: TaskCounts | None = None,
 ) -> dict[str, QueueOverview]:
     """The queue part of the overview of each of ``pipelines``, from one snapshot.
 
@@ -238,11 +280,14 @@ def queue_overview(
     ----------
     conn
         An idle connection of the pool (autocommit): the reads run in one read-only
-        repeatable-read transaction of their own, so counts, ages and pauses agree.
+        repeatable-read transaction of their own, so ages, rates and pauses agree.
     pipelines
         The pipelines to report, whether or not they have tasks yet.
     window_seconds
         Window of the completion count, seconds (> 0).
+    counts
+        Counts by state already taken (:func:`read_task_counts`); ``None``: counted in the
+        same snapshot as the rest.
     """
     if not window_seconds > 0:
         raise ValueError(f"window_seconds must be positive, got {window_seconds!r}")
@@ -250,7 +295,8 @@ def queue_overview(
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         taken_at = database_now(conn)
-        counts = task_counts(conn)
+        if counts is None:
+            counts = TaskCounts(task_counts(conn), taken_at)
         ages = oldest_queued_age(conn, names)
         recent = recent_done(conn, names, window_seconds)
         controls = pipeline_controls(conn)
@@ -267,7 +313,8 @@ def queue_overview(
         paused = bool(control and control.paused)
         overview[name] = QueueOverview(
             pipeline=name,
-            counts={s: counts.get(name, {}).get(s, 0) for s in STATES},
+            counts=counts.of(name),
+            counts_taken_at=counts.taken_at,
             oldest_queued_seconds=ages.get(name),
             done_recently=recent.get(name, 0),
             window_seconds=float(window_seconds),

@@ -16,6 +16,10 @@ from datetime import datetime
 
 import psycopg
 
+#: Completions are counted over this window, seconds, by ``galpipe status`` and the control
+#: plane's overview alike; a rate is the count divided by it.
+RATE_WINDOW_SECONDS = 60.0
+
 #: Done tasks per pipeline whose ``updated_at`` lies in the last ``%(seconds)s`` seconds: a range
 #: scan of the partial index ``tasks_done_recent`` (see docs/decisions.md,
 #: "FIFO by a sequence, and the recent-completions index"). ``now()`` (stable, unlike
@@ -43,7 +47,7 @@ class PipelineControl:
 
 
 def recent_done(
-    conn: psycopg.Connection, pipelines: list[str], seconds: float = 60.0
+    conn: psycopg.Connection, pipelines: list[str], seconds: float = RATE_WINDOW_SECONDS
 ) -> dict[str, int]:
     """Tasks of each pipeline that went to ``done`` in the last ``seconds`` (absent: none)."""
     rows = conn.execute(

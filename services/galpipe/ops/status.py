@@ -24,16 +24,12 @@ from galpipe.pipelines import fetch
 from galpipe.settings import Settings
 
 __all__ = [
-    "RATE_WINDOW_SECONDS",
     "PipelineStatus",
     "SystemStatus",
     "breaker_policies",
     "collect_status",
     "render_status",
 ]
-
-#: Completions are counted over this window, seconds; the rate is count / window.
-RATE_WINDOW_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -49,7 +45,7 @@ class PipelineStatus:
     oldest_queued_seconds
         Age of the head of the queue, seconds; ``None`` when nothing is queued.
     done_last_minute
-        Tasks that went to ``done`` in the last :data:`RATE_WINDOW_SECONDS`.
+        Tasks that went to ``done`` in the last :data:`galpipe.db.status.RATE_WINDOW_SECONDS`.
     rate_per_second
         ``done_last_minute / RATE_WINDOW_SECONDS``, tasks per second.
     paused, pause_reason, paused_since
@@ -89,7 +85,7 @@ class SystemStatus:
 
         return {
             "taken_at": self.taken_at.isoformat(),
-            "rate_window_seconds": RATE_WINDOW_SECONDS,
+            "rate_window_seconds": db.RATE_WINDOW_SECONDS,
             "pipelines": {p.name: plain(asdict(p)) for p in self.pipelines},
             "breakers": {b.name: plain(asdict(b)) for b in self.breakers},
             "rate_limits": {
@@ -100,7 +96,7 @@ class SystemStatus:
 
 
 def collect_status(
-    pool: ConnectionPool, settings: Settings, *, window_seconds: float = RATE_WINDOW_SECONDS
+    pool: ConnectionPool, settings: Settings, *, window_seconds: float = db.RATE_WINDOW_SECONDS
 ) -> SystemStatus:
     """Read the status of every pipeline, breaker and bucket.
 

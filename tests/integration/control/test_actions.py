@@ -10,8 +10,15 @@ from datetime import UTC, datetime
 import pytest
 from psycopg_pool import ConnectionPool
 
-from galpipe.control.actions import VERB_OF, ControlActionError, ControlActions
-from galpipe.control.kube import KEDA_PAUSED_REPLICAS, RESTARTED_AT, VERBS, Identity, KubeError
+from galpipe.control.actions import ControlActionError, ControlActions
+from galpipe.control.kube import (
+    KEDA_PAUSED_REPLICAS,
+    RESTARTED_AT,
+    VERB_OF,
+    VERBS,
+    Identity,
+    KubeError,
+)
 from galpipe.control.overview import (
     HELD_AT,
     HELD_BY,
@@ -518,6 +525,49 @@ def test_one_overview_serves_every_caller_until_it_expires_or_an_action_runs(
     now[0] = 4.0
     queue.enqueue("fetch", add_galaxies(2, start=100))
     assert actions.overview().pipelines[0].counts["queued"] == 5  # expired: read again
+
+
+def test_a_pause_reuses_the_shared_counts_and_a_retry_recounts(
+    pool: ConnectionPool, kube: FakeKube, queue: TaskQueue, add_galaxies
+) -> None:
+    now = [0.0]
+    actions = ControlActions(
+        pool,
+        kube,
+        namespace=NAMESPACE,
+        release="galpipe",
+        helm_release="galpipe",
+        clock=lambda: NOW,
+        overview_ttl_s=2.0,
+        overview_stale_s=2.0,
+        monotonic=lambda: now[0],
+    )
+    queue.enqueue("fetch", add_galaxies(3))
+    queue.claim_batch("fetch", 3, 60, "w")
+    queue.fail(None, "fetch", "w", {1: "HTTP 503", 2: "HTTP 503", 3: "bad FITS"})
+    first = actions.overview()
+    assert first.pipelines[0].counts["failed"] == 3
+    assert first.counts_taken_at is not None
+
+    queue.enqueue("fetch", add_galaxies(1, start=100))  # not yet counted
+    actions.pause(ALICE, "fetch", "survey maintenance")
+    paused = actions.overview()
+    assert paused.pipelines[0].paused is True  # the pause is shown at once ...
+    assert paused.counts_taken_at == first.counts_taken_at  # ... without a recount
+    assert paused.pipelines[0].counts["queued"] == 0
+    assert paused.to_json()["counts_taken_at"] == first.counts_taken_at.isoformat()
+
+    actions.retry(ALICE, "fetch", "survey back", error_contains="503", dry_run=False)
+    retried = actions.overview()  # the retry moved tasks: counted again
+    assert retried.pipelines[0].counts == {
+        "queued": 3,
+        "running": 0,
+        "done": 0,
+        "failed": 1,
+        "skipped": 0,
+    }
+    assert retried.counts_taken_at is not None
+    assert retried.counts_taken_at > first.counts_taken_at
 
 
 def test_overview_names_the_image_git_wants_from_the_helm_release(

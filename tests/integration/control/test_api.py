@@ -457,12 +457,29 @@ def test_a_cross_site_login_is_403(stack: Stack) -> None:
 
 
 def test_bearer_calls_need_no_csrf(stack: Stack) -> None:
-    response = stack.client.post(
-        f"{API_PREFIX}/pipelines/fetch/resume",
-        json={"reason": "script"},
-        headers={**bearer(OPERATOR_TOKEN), "Origin": "https://anywhere.example"},
-    )
-    assert response.status_code == 200
+    for headers in ({}, {"Origin": ORIGIN}):  # a script; the console's own page
+        response = stack.client.post(
+            f"{API_PREFIX}/pipelines/fetch/resume",
+            json={"reason": "script"},
+            headers={**bearer(OPERATOR_TOKEN), **headers},
+        )
+        assert response.status_code == 200
+    assert len(stack.actions.calls) == 2
+
+
+def test_a_cross_site_bearer_change_is_403(stack: Stack) -> None:
+    # Behind an OIDC proxy the proxy adds the bearer to every request the browser sends it,
+    # a post from another site's page included.
+    for headers in ({"Origin": "https://evil.example"}, {"Referer": "https://evil.example/"}):
+        response = stack.client.post(
+            f"{API_PREFIX}/pipelines/fetch/pause",
+            json={"reason": "x"},
+            headers={**bearer(OPERATOR_TOKEN), **headers},
+        )
+        assert response.status_code == 403
+        assert "cross-site" in response.json()["detail"]
+    assert stack.actions.calls == []
+    assert stack.kube.token_reviews == []
 
 
 def test_a_forged_or_expired_cookie_is_401(stack: Stack) -> None:

@@ -598,7 +598,11 @@
     }
     if (names.length === 0) container.replaceChildren(el("p", { class: "hint", text: "No pipelines." }));
     container.setAttribute("aria-busy", "false");
-    document.getElementById("taken-at").textContent = `As of ${fmtTime(overview.taken_at)}`;
+    const countsLag = (Date.parse(overview.taken_at) - Date.parse(overview.counts_taken_at)) / 1000;
+    document.getElementById("taken-at").textContent =
+      countsLag >= 1
+        ? `As of ${fmtTime(overview.taken_at)} (task counts ${fmtAge(countsLag)} older)`
+        : `As of ${fmtTime(overview.taken_at)}`;
   }
 
   async function loadOverview() {
