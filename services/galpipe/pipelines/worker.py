@@ -32,8 +32,10 @@ log = logging.getLogger(__name__)
 
 # Lease renewal runs this many times per lease period while a batch is being processed.
 _RENEWALS_PER_LEASE = 3
-# Expired leases of the pipeline are swept at most this often (seconds) by each worker.
-_RECOVERY_INTERVAL_S = 10.0
+# Expired leases of the pipeline are swept at most this often (seconds) by each worker (or once
+# a lease period, if shorter); `galpipe check` allows a lease this long past expiry, plus one
+# idle poll, before it calls it stale.
+RECOVERY_INTERVAL_S = 10.0
 
 
 @dataclass
@@ -240,7 +242,7 @@ class Worker:
 
     def _recover_expired_leases(self) -> None:
         now = self.clock()
-        if now - self._last_recovery < min(_RECOVERY_INTERVAL_S, self.lease_seconds):
+        if now - self._last_recovery < min(RECOVERY_INTERVAL_S, self.lease_seconds):
             return
         self._last_recovery = now
         recovered = self.queue.recover_expired(self.pipeline.name)

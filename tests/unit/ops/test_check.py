@@ -1,0 +1,132 @@
+"""``galpipe check``'s report: the verdict, its JSON, its tables, and what the numbers mean."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from galpipe.ops.check import (
+    KINDS,
+    Breach,
+    CheckReport,
+    default_lease_grace_s,
+    expected_task_counts,
+    render_check,
+)
+from galpipe.pipelines.worker import RECOVERY_INTERVAL_S
+from galpipe.settings import Settings
+
+RUNBOOK = Path(__file__).resolve().parents[3] / "docs" / "runbook.md"
+KEY = "cutouts/ls-dr10/griz-40px-0.262as/4295806720.fits"
+
+
+def report(*breaches: Breach, sample: int | None = 1000) -> CheckReport:
+    return CheckReport(
+        taken_at=datetime(2025, 3, 1, 12, 0, tzinfo=UTC),
+        breaches=breaches,
+        counts={
+            "fetch": {"queued": 1, "running": 0, "done": 3, "failed": 0, "skipped": 1},
+            "radon": {"queued": 0, "running": 0, "done": 3, "failed": 0, "skipped": 0},
+        },
+        galaxies=5,
+        objects_verified=3,
+        sample=sample,
+        lease_grace_s=20.0,
+        attempts_limit=4,
+    )
+
+
+def rendered(r: CheckReport) -> str:
+    console = Console(width=250, record=True, color_system=None)
+    render_check(r, console)
+    return console.export_text()
+
+
+def test_a_report_without_breaches_is_ok() -> None:
+    clean = report()
+    assert clean.ok
+    assert clean.kinds() == set()
+    text = rendered(clean)
+    assert "no breach" in text
+    assert "3 objects verified (a sample of 1,000)" in text
+
+
+def test_json_carries_the_verdict_and_every_breach() -> None:
+    missing = Breach("missing_object", 2, (KEY, "cutouts/x.fits"), "fetch")
+    broken = report(missing, sample=None)
+    assert not broken.ok
+    data = json.loads(json.dumps(broken.to_json()))
+    assert data["ok"] is False
+    assert data["sample"] is None
+    assert data["taken_at"] == "2025-03-01T12:00:00+00:00"
+    assert data["counts"]["fetch"]["done"] == 3
+    assert data["breaches"] == [
+        {
+            "kind": "missing_object",
+            "pipeline": "fetch",
+            "count": 2,
+            "examples": [KEY, "cutouts/x.fits"],
+            "meaning": KINDS["missing_object"],
+        }
+    ]
+
+
+def test_the_failure_message_names_kind_count_and_where() -> None:
+    broken = report(
+        Breach("stale_lease", 1, ("42",), "radon"),
+        Breach("counts_do_not_add_up", 1, ("radon: 2 tasks, 3 done fetch",)),
+    )
+    assert broken.failure_message() == (
+        "2 breach(es): stale_lease [radon]: 1 (e.g. 42); "
+        "counts_do_not_add_up: 1 (e.g. radon: 2 tasks, 3 done fetch)"
+    )
+
+
+def test_the_tables_show_each_breach_and_the_counts_against_what_they_should_be() -> None:
+    text = rendered(report(Breach("object_size_mismatch", 1, (KEY,), "fetch"), sample=None))
+    assert "object_size_mismatch" in text
+    assert KEY in text
+    assert KINDS["object_size_mismatch"] in text
+    assert "(all)" in text
+    assert "5 (galaxies)" in text  # fetch: one task per galaxy
+    assert "3 (done fetch)" in text  # radon: one task per done fetch
+
+
+def test_every_pipeline_has_an_expected_task_count() -> None:
+    counts = {"fetch": {"done": 7}, "radon": {"done": 2}, "bogus": {"queued": 1}}
+    assert expected_task_counts(counts, galaxies=9) == {
+        "fetch": (9, "galaxies"),
+        "radon": (7, "done fetch"),
+        "bogus": (0, "no such pipeline"),
+    }
+    assert expected_task_counts({}, galaxies=0) == {
+        "fetch": (0, "galaxies"),
+        "radon": (0, "done fetch"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("lease", "poll_max", "grace"),
+    [(300.0, 10.0, RECOVERY_INTERVAL_S + 10.0), (4.0, 2.0, 6.0)],
+)
+def test_the_lease_grace_is_one_sweep_plus_one_idle_poll(
+    lease: float, poll_max: float, grace: float
+) -> None:
+    settings = Settings(lease_seconds=lease, poll_min_seconds=0.1, poll_max_seconds=poll_max)
+    assert default_lease_grace_s(settings) == grace
+
+
+def test_an_unknown_kind_has_no_meaning() -> None:
+    with pytest.raises(KeyError):
+        _ = Breach("made_up", 1, ()).meaning
+
+
+def test_the_runbook_explains_every_kind() -> None:
+    runbook = RUNBOOK.read_text(encoding="utf-8")
+    section = runbook[runbook.index("## galpipe check") :]
+    missing = [kind for kind in KINDS if f"`{kind}`" not in section]
+    assert not missing, f"docs/runbook.md's galpipe check section lacks {missing}"
