@@ -8,10 +8,11 @@ what was expected, so an operator can fix a manifest without reading the code.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from galpipe.errors import ConfigurationError
 from galpipe.survey import layout
@@ -63,6 +64,19 @@ def _parse_positive_float(name: str, raw: str) -> float:
     return value
 
 
+#: Longest duration any setting may give, seconds (a year). No lease, timeout, poll or window
+#: of galpipe is meaningful beyond it, and far larger values overflow what they feed: a
+#: socket's deadline (time_t), a thread's wait, a PostgreSQL interval.
+MAX_SECONDS = 365 * 24 * 3600.0
+
+
+def _parse_seconds(name: str, raw: str) -> float:
+    value = _parse_positive_float(name, raw)
+    if value > MAX_SECONDS:
+        raise SettingsError(f"{name}={raw!r}: expected seconds up to {MAX_SECONDS:g} (a year)")
+    return value
+
+
 def _parse_ratio(name: str, raw: str) -> float:
     try:
         value = float(raw)
@@ -83,8 +97,10 @@ def _parse_delays(name: str, raw: str) -> tuple[float, ...]:
             value = float(part)
         except ValueError:
             value = -1.0
-        if not 0.0 <= value < float("inf"):
-            raise SettingsError(f"{name}={raw!r}: {part!r} is not a non-negative number of seconds")
+        if not 0.0 <= value <= MAX_SECONDS:
+            raise SettingsError(
+                f"{name}={raw!r}: {part!r} is not a number of seconds in 0..{MAX_SECONDS:g}"
+            )
         delays.append(value)
     return tuple(delays)
 
@@ -99,15 +115,64 @@ def _parse_choice(*choices: str) -> Callable[[str, str], str]:
     return parse
 
 
+#: What a secret is replaced with in a message.
+REDACTED = "***"
+# ``password=…`` of a conninfo string: single-quoted (backslash escapes) or up to a space.
+_CONNINFO_PASSWORD = re.compile(r"\bpassword\s*=\s*(?:'((?:[^'\\]|\\.)*)'|(\S+))")
+# What libpq cuts a URL at: a token it quotes holds whole pieces of the password between these.
+_URL_DELIMITERS = re.compile(r"[/?#@&=:]")
+_QUOTED_TOKEN = re.compile(r'"[^"]*"')
+
+
+def redact_database_url(text: str, url: str) -> str:
+    """``text`` with the password of database ``url`` replaced by ``***``.
+
+    For messages that quote ``url`` or a part of it: libpq's parse errors quote the token they
+    reject, which may hold a piece of a malformed URL's password. The password is looked for in
+    ``url`` as a URL's user information or ``password`` query parameter, and as a conninfo
+    string's ``password=``; it is replaced as written and decoded (percent-encoding, quoting),
+    and a double-quoted token of ``text`` that holds a piece of it is replaced whole.
+
+    Parameters
+    ----------
+    text
+        The message.
+    url
+        PostgreSQL URL or conninfo string, well formed or not.
+    """
+    found: set[str] = set()
+    if url.startswith(("postgresql://", "postgres://")):
+        before_query, _, query = url.partition("?")
+        # The last "@" ends the user information, as libpq reads it: a password may hold "@".
+        userinfo = before_query.partition("://")[2].rpartition("@")[0]
+        found.add(userinfo.partition(":")[2])
+        found.update(re.findall(r"(?:^|&)password=([^&#]*)", query))
+    for quoted, bare in _CONNINFO_PASSWORD.findall(url):
+        found.update((quoted, re.sub(r"\\(.)", r"\1", quoted), bare))
+    found |= {unquote(secret) for secret in found}
+    found.discard("")
+    for secret in sorted(found, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    pieces = {piece for secret in found for piece in _URL_DELIMITERS.split(secret) if piece}
+    return _QUOTED_TOKEN.sub(
+        lambda token: f'"{REDACTED}"' if any(p in token[0] for p in pieces) else token[0], text
+    )
+
+
 def _parse_database_url(name: str, raw: str) -> str:
     from psycopg.conninfo import conninfo_to_dict
 
+    if not raw.strip():
+        # libpq reads a blank conninfo as "all defaults": a local socket nobody asked for.
+        raise SettingsError(f"{name} is set but blank")
     try:
         params = conninfo_to_dict(raw)
     except Exception as exc:
+        # libpq quotes the token it rejects, which may be (part of) the password.
         raise SettingsError(
             f"{name}: not a PostgreSQL connection string or URL "
-            f"(postgresql://user:password@host:5432/db): {str(exc).strip()}"
+            f"(postgresql://user:password@host:5432/db): "
+            f"{redact_database_url(str(exc).strip(), raw)}"
         ) from None
     port = str(params.get("port", "5432"))
     if not all(p.isdigit() and 0 < int(p) < 65536 for p in port.split(",")):
@@ -139,6 +204,28 @@ def _parse_str(name: str, raw: str) -> str:
     if not raw.strip():
         raise SettingsError(f"{name} is set but empty")
     return raw.strip()
+
+
+def _cutout_request_rule(attr: str, parse: Callable[[str, str], Any]) -> Callable[[str, str], Any]:
+    """``parse``, then the cutout client's own rule for its ``attr`` parameter.
+
+    :class:`~galpipe.survey.legacysurvey.CutoutRequest` holds the one definition of a valid
+    layer, band list, size, pixel scale and base URL; checking it here refuses a value at
+    start-up, naming the variable, instead of when the fetch pipeline is built.
+    """
+
+    def parse_for_cutouts(name: str, raw: str) -> Any:
+        value = parse(name, raw)
+        # Imported on use: the client pulls in requests, which most commands never need.
+        from galpipe.survey.legacysurvey import CutoutRequest
+
+        try:
+            CutoutRequest(**{attr: value})
+        except ValueError as exc:
+            raise SettingsError(f"{name}={raw!r}: {exc}") from None
+        return value
+
+    return parse_for_cutouts
 
 
 #: Where Kubernetes mounts the namespace of the pod's ServiceAccount.
@@ -182,6 +269,7 @@ class Settings:
         None,
         "PostgreSQL connection URL or conninfo string (required by every command that "
         "touches the database).",
+        secret=True,
     )
     object_store: str | None = _setting(
         "OBJECT_STORE",
@@ -206,7 +294,7 @@ class Settings:
     )
     lease_seconds: float = _setting(
         "LEASE_SECONDS",
-        _parse_positive_float,
+        _parse_seconds,
         300.0,
         "How long a claimed batch stays with its worker before it returns to the queue.",
     )
@@ -242,40 +330,43 @@ class Settings:
     )
     cutout_base_url: str = _setting(
         "CUTOUT_BASE_URL",
-        _parse_http_url,
+        _cutout_request_rule("base_url", _parse_http_url),
         "https://www.legacysurvey.org",
         "Cutout service (`/viewer/fits-cutout` is appended); the synthetic sky's URL locally.",
     )
     cutout_layer: str = _setting(
         "CUTOUT_LAYER",
-        _parse_str,
+        _cutout_request_rule("layer", _parse_str),
         layout.LAYER,
         "Survey layer; always sent (the service's default is older).",
     )
     cutout_bands: str = _setting(
-        "CUTOUT_BANDS", _parse_str, layout.BANDS, "Bands of each cutout, in order."
+        "CUTOUT_BANDS",
+        _cutout_request_rule("bands", _parse_str),
+        layout.BANDS,
+        "Bands of each cutout, in order.",
     )
     cutout_size: int = _setting(
         "CUTOUT_SIZE",
-        _parse_positive_int,
+        _cutout_request_rule("size", _parse_positive_int),
         layout.CUTOUT_SIZE_PX,
         "Cutout width and height in pixels (paper: 40).",
     )
     cutout_pixscale: float = _setting(
         "CUTOUT_PIXSCALE",
-        _parse_positive_float,
+        _cutout_request_rule("pixscale", _parse_positive_float),
         layout.PIXSCALE_ARCSEC,
         "Arcseconds per pixel (DR10 native: 0.262).",
     )
     cutout_connect_timeout_seconds: float = _setting(
         "CUTOUT_CONNECT_TIMEOUT_SECONDS",
-        _parse_positive_float,
+        _parse_seconds,
         5.0,
         "Connect timeout of a cutout request.",
     )
     cutout_read_timeout_seconds: float = _setting(
         "CUTOUT_READ_TIMEOUT_SECONDS",
-        _parse_positive_float,
+        _parse_seconds,
         30.0,
         "Read timeout of a cutout request (time between bytes).",
     )
@@ -306,30 +397,30 @@ class Settings:
     )
     breaker_window_seconds: float = _setting(
         "BREAKER_WINDOW_SECONDS",
-        _parse_positive_float,
+        _parse_seconds,
         60.0,
         "Length of the breaker's failure-ratio window.",
     )
     breaker_cooldown_seconds: float = _setting(
         "BREAKER_COOLDOWN_SECONDS",
-        _parse_positive_float,
+        _parse_seconds,
         30.0,
         "How long the breaker stays open before one probe request is let through.",
     )
     breaker_probe_timeout_seconds: float = _setting(
         "BREAKER_PROBE_TIMEOUT_SECONDS",
-        _parse_positive_float,
+        _parse_seconds,
         30.0,
         "How long the one half-open probe may take before another process may probe instead.",
     )
     poll_min_seconds: float = _setting(
         "POLL_MIN_SECONDS",
-        _parse_positive_float,
+        _parse_seconds,
         0.2,
         "First idle-poll delay when the queue is empty (doubles, jittered).",
     )
     poll_max_seconds: float = _setting(
-        "POLL_MAX_SECONDS", _parse_positive_float, 10.0, "Longest idle-poll delay."
+        "POLL_MAX_SECONDS", _parse_seconds, 10.0, "Longest idle-poll delay."
     )
     metrics_port: int = _setting(
         "METRICS_PORT",
@@ -339,14 +430,14 @@ class Settings:
     )
     monitor_interval_seconds: float = _setting(
         "MONITOR_INTERVAL_SECONDS",
-        _parse_positive_float,
+        _parse_seconds,
         15.0,
         "How often `galpipe monitor` reads the queue, breaker and rate-limit state from the "
         "database (match the Prometheus scrape interval).",
     )
     queue_age_slo_seconds: float = _setting(
         "QUEUE_AGE_SLO_SECONDS",
-        _parse_positive_float,
+        _parse_seconds,
         3600.0,
         "Objective for the age of a pipeline's oldest ready task; `galpipe monitor` exports it "
         "and an alert fires above it.",
@@ -402,7 +493,7 @@ class Settings:
     )
     control_review_ttl_seconds: float = _setting(
         "CONTROL_REVIEW_TTL_SECONDS",
-        _parse_positive_float,
+        _parse_seconds,
         10.0,
         "How long `galpipe control` caches a TokenReview or SubjectAccessReview answer.",
     )

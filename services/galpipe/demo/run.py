@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from psycopg_pool import ConnectionPool
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
 from rich.console import Console
 
 from galpipe.db.connection import open_pool
@@ -50,6 +51,7 @@ from galpipe.demo.processes import (
     worker_environment,
 )
 from galpipe.demo.progress import terminal_count, watch_until_terminal
+from galpipe.errors import reraise_as
 
 if TYPE_CHECKING:  # astropy and the science core load when the run gets to them
     from astropy.table import Table
@@ -292,8 +294,12 @@ def _open_database(url: str | None, stack: contextlib.ExitStack) -> tuple[str, C
         server = start_embedded_postgres(home / "pgdata")
         stack.callback(server.cleanup)
         url = str(server.get_uri())
-    migrate(url)
-    pool = open_pool(url, max_size=2)
+        which = "embedded PostgreSQL"
+    else:
+        which = "the database of --database-url"  # its URL may hold a password: not shown
+    with reraise_as(DemoError, psycopg.Error, PoolTimeout, context=f"{which}: cannot use it"):
+        migrate(url)
+        pool = open_pool(url, max_size=2)
     stack.callback(pool.close)
     return url, pool
 
