@@ -48,6 +48,7 @@ _SUFFIX_FORMATS = {
     ".xml": "votable",
 }
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz")
+_BOM = "\ufeff"
 _READER_NAMES = {"ascii.csv": "CSV", "ascii.ecsv": "ECSV", "fits": "FITS", "votable": "VOTable"}
 
 # Columns of gaiadr3.galaxy_candidates: their presence without ra/dec identifies that table.
@@ -126,6 +127,9 @@ def read_table(path: Path, format: str | None = None) -> Table:
             ) from None
     for message in dict.fromkeys(str(w.message) for w in caught):
         log.warning("%s: %s", path, message)
+    if table.colnames and table.colnames[0].startswith(_BOM):
+        # A UTF-8 byte order mark (Excel writes one) is read into the first column's name.
+        table.rename_column(table.colnames[0], table.colnames[0].removeprefix(_BOM))
     if not table.colnames:
         raise CatalogError(f"{path}: no columns found, expected a table")
     if len(table) == 0:

@@ -19,6 +19,8 @@ _INT64_MAX = int(np.iinfo(np.int64).max)
 _INT64_DIGITS = len(str(_INT64_MAX))
 # Largest magnitude below which every integer is exactly representable in float64.
 _FLOAT_EXACT_INT_MAX = 2**53
+#: Smallest positive normal float64; below it numbers are subnormal.
+_FLOAT_TINY = float(np.finfo(np.float64).tiny)
 
 
 class CatalogError(InputError, ValueError):
@@ -120,10 +122,20 @@ def validate_rows(
     return RowValidation(
         accepted=accepted,
         source_id=np.where(accepted, ids, 0).astype(np.int64),
-        ra=ra_deg,
-        dec=dec_deg,
+        ra=_flush_subnormal(ra_deg),
+        dec=_flush_subnormal(dec_deg),
         reason=reason,
     )
+
+
+def _flush_subnormal(degrees: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """``degrees`` with subnormal numbers (below 2.2e-308, after the range checks) set to 0.
+
+    PostgreSQL's double precision refuses them ("value out of range: underflow"), and an angle
+    that small is 0 for any purpose.
+    """
+    with np.errstate(invalid="ignore"):
+        return np.where(np.abs(degrees) < _FLOAT_TINY, 0.0, degrees)
 
 
 def _add_reason(reason: npt.NDArray[np.object_], mask: npt.NDArray[np.bool_], text: Any) -> None:

@@ -33,7 +33,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from galpipe.control.auth import Authenticator, Authorizer
 from galpipe.control.kube import API_GROUP, PIPELINES_RESOURCE, VERB_OF, Identity, KubeError
@@ -121,8 +121,19 @@ class Principal:
 # -- request bodies --------------------------------------------------------------------------
 
 
+_NUL = "\x00"
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # PostgreSQL text cannot hold NUL: refused here (422), not by the audit insert (500).
+        if isinstance(value, str) and _NUL in value:
+            raise ValueError("must not contain the NUL character (U+0000)")
+        return value
 
 
 class ReasonBody(_Body):
@@ -407,6 +418,9 @@ def create_app(
     ) -> Any:
         """The audit log, newest first, filtered by user, action, pipeline and time."""
         authorize(caller, "audit")
+        for param, text in (("user", user), ("action", action), ("pipeline", pipeline)):
+            if text is not None and _NUL in text:
+                raise HTTPException(400, f"query parameter {param!r} contains NUL (U+0000)")
         try:
             records = actions.audit(
                 user=user, action=action, pipeline=pipeline, since=since, limit=limit

@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from prometheus_client.registry import CollectorRegistry
@@ -56,6 +57,23 @@ class HealthServer:
                 except Exception as exc:  # a probe must answer, whatever broke
                     ok, detail = False, f"check raised {exc!r}"
                 self._send(200 if ok else 503, (detail + "\n").encode(), "text/plain")
+
+            def __getattr__(self, name: str) -> Any:
+                # http.server answers a method without a do_<METHOD> with 501, a server
+                # error; any method but GET is the client's mistake here: 405.
+                if name.startswith("do_"):
+                    return self._method_not_allowed
+                raise AttributeError(name)
+
+            def _method_not_allowed(self) -> None:
+                body = f"method {self.command!r} not allowed; use GET\n".encode(errors="replace")
+                self.send_response(405)
+                self.send_header("Allow", "GET")
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
 
             def _send(self, status: int, body: bytes, content_type: str) -> None:
                 self.send_response(status)

@@ -202,6 +202,10 @@ def parse_cutout(
         raise CutoutFormatError("not_fits", f"body is not FITS: {describe_body(body)}")
     header_bytes = _header_length(body)
     header = _read_header(body[:header_bytes])
+    simple = _card_value(header, "SIMPLE")
+    if simple is not True:
+        # SIMPLE = F declares a file that does not follow the standard: its layout is unknown.
+        raise CutoutFormatError("not_fits", f"SIMPLE = {simple!r}: not a standard FITS file")
     dtype = _image_dtype(header)
     scale, offset = _scaling(header)
     axes = _axes(header)

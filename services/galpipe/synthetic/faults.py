@@ -212,9 +212,13 @@ class SlidingWindowLimiter:
         """Change the limit (0 lifts it)."""
         if per_second < 0 or not math.isfinite(per_second):
             raise ValueError(f"rate {per_second}: must be a finite number >= 0 (0 = unlimited)")
+        window = max(1.0, 1.0 / per_second) if per_second else 1.0
+        if not math.isfinite(window):
+            # A subnormal rate: its window (1/rate) overflows to infinity.
+            raise ValueError(f"rate {per_second}: too small, 1/rate is not a finite window")
         with self._lock:
             self._per_second = per_second
-            self._window = max(1.0, 1.0 / per_second) if per_second else 1.0
+            self._window = window
             self._capacity = max(1, math.floor(per_second * self._window + 1e-9))
             self._admitted.clear()
 

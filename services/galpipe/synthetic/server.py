@@ -97,6 +97,17 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self.server.sky._dispatch(self, "DELETE")
 
+    def __getattr__(self, name: str) -> Any:
+        # http.server answers a method without a do_<METHOD> with 501, a server error; the
+        # viewer's answer to any other method is the client's mistake: 405.
+        if name.startswith("do_"):
+            return self._method_not_allowed
+        raise AttributeError(name)
+
+    def _method_not_allowed(self) -> None:
+        body = b"" if self.command == "HEAD" else f"method {self.command!r} not allowed\n".encode()
+        _send(self, 405, body, {"Allow": "GET, POST, DELETE"})
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
 
