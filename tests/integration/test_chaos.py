@@ -118,6 +118,7 @@ def test_a_short_chaos_run_loses_and_doubles_nothing(tmp_path: Path) -> None:
         out=tmp_path,
         clean_galaxies=100,
         faulted_galaxies=1_200,
+        disk_full_galaxies=200,
         outage_s=4.0,
         spell_s=2.0,
         gap_s=0.5,
@@ -136,9 +137,13 @@ def test_a_short_chaos_run_loses_and_doubles_nothing(tmp_path: Path) -> None:
     for pipeline in ("fetch", "radon"):
         assert result.final_states[pipeline]["queued"] == 0
         assert result.final_states[pipeline]["running"] == 0
-    assert sum(result.final_states["fetch"].values()) == result.galaxies
+    assert sum(result.final_states["fetch"].values()) == result.galaxies - 200
     fetched = result.final_states["fetch"]["done"]
     assert sum(result.final_states["radon"].values()) == fetched  # one radon task per cutout
     assert result.objects_verified == fetched
     assert result.breaker["final"] == "closed"
     assert result.restarts >= options.kills  # the supervisor brought every killed worker back
+    lane = result.disk_full  # the local store's disk filled mid-flow, then grew
+    assert lane["full_writes"] > 0
+    assert lane["temp_files_left"] == 0
+    assert sum(lane["final_states"]["fetch"].values()) == 200
