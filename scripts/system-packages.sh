@@ -10,6 +10,7 @@ tools=(
   "chromium:chromium"       # the web console's browser tests (headless)
   "promtool:prometheus"     # alert rules and their unit tests
   "prometheus:prometheus"   # a real server for the dashboard and alert tests
+  "amtool:prometheus-alertmanager"  # checks the Alertmanager configuration and its routes
   "kubectl:kubectl"         # renders the Flux kustomizations
 )
 

@@ -32,6 +32,7 @@ HOW_TO_GET = {
     "kubectl": f"Debian's `kubectl` package: {_SYSTEM_PACKAGES}",
     "promtool": f"Debian's `prometheus` package: {_SYSTEM_PACKAGES}",
     "prometheus": f"Debian's `prometheus` package: {_SYSTEM_PACKAGES}",
+    "amtool": f"Debian's `prometheus-alertmanager` package: {_SYSTEM_PACKAGES}",
     "fitsverify": f"Debian's `fitsverify` package: {_SYSTEM_PACKAGES}",
     "chromium": f"Debian's `chromium` package: {_SYSTEM_PACKAGES}",
 }

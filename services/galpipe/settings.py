@@ -271,6 +271,13 @@ class Settings:
         "touches the database).",
         secret=True,
     )
+    database_password_file: str | None = _setting(
+        "DATABASE_PASSWORD_FILE",
+        _parse_str,
+        None,
+        "File holding the database password, read again for every new connection (a mounted "
+        "Secret that External Secrets rewrites on rotation); overrides a password in the URL.",
+    )
     object_store: str | None = _setting(
         "OBJECT_STORE",
         _parse_object_store,

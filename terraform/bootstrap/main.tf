@@ -1,6 +1,6 @@
-# Remote state for the environments: one private, versioned, KMS-encrypted, TLS-only bucket
-# (modules/s3-hardening), and a DynamoDB table whose items lock a state while a plan or apply
-# runs.
+# Remote state for the environments of this account: one private, versioned, KMS-encrypted,
+# TLS-only bucket (modules/s3-hardening). The S3 backend locks a state with a lock file next to
+# it (`use_lockfile`, Terraform >= 1.10), so no DynamoDB table is needed.
 
 data "aws_caller_identity" "current" {}
 
@@ -46,26 +46,4 @@ resource "aws_s3_bucket_lifecycle_configuration" "state" {
       days_after_initiation = 1
     }
   }
-}
-
-resource "aws_dynamodb_table" "lock" {
-  name         = "${var.name}-lock"
-  billing_mode = "PAY_PER_REQUEST"
-  hash_key     = "LockID" # the attribute Terraform's S3 backend writes
-
-  attribute {
-    name = "LockID"
-    type = "S"
-  }
-
-  point_in_time_recovery {
-    enabled = true
-  }
-
-  server_side_encryption {
-    enabled     = true
-    kms_key_arn = module.key.key_arn
-  }
-
-  deletion_protection_enabled = true
 }

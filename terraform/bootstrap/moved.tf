@@ -24,3 +24,14 @@ moved {
   from = aws_s3_bucket_policy.state
   to   = module.state_bucket_hardening.aws_s3_bucket_policy.this
 }
+
+# The DynamoDB lock table gave way to S3-native locking (`use_lockfile` in every backend). It is
+# forgotten, not destroyed: a run in progress may still hold a lock in it while the backends
+# switch over; delete it by hand afterwards (it has deletion protection).
+removed {
+  from = aws_dynamodb_table.lock
+
+  lifecycle {
+    destroy = false
+  }
+}

@@ -1,10 +1,9 @@
 output "backend_config" {
-  description = "Contents of envs/<env>/backend.hcl: `terraform output -raw backend_config > ../envs/dev/backend.hcl`."
+  description = "Contents of envs/<env>/backend.hcl for the environments of this account: `terraform output -raw backend_config > ../envs/dev/backend.hcl`."
   value       = <<-EOT
-    bucket         = "${aws_s3_bucket.state.id}"
-    dynamodb_table = "${aws_dynamodb_table.lock.name}"
-    region         = "${var.region}"
-    kms_key_id     = "${module.key.key_arn}"
+    bucket     = "${aws_s3_bucket.state.id}"
+    region     = "${var.region}"
+    kms_key_id = "${module.key.key_arn}"
   EOT
 }
 
@@ -13,17 +12,12 @@ output "state_bucket" {
   value       = aws_s3_bucket.state.id
 }
 
-output "lock_table" {
-  description = "Name of the DynamoDB lock table."
-  value       = aws_dynamodb_table.lock.name
-}
-
 output "kms_key_arn" {
   description = "ARN of the key that encrypts the states (the backend's kms_key_id)."
   value       = module.key.key_arn
 }
 
 output "github_role_arns" {
-  description = "Role ARNs for the GitHub repository variables: release → AWS_RELEASE_ROLE_ARN, plan → AWS_PLAN_ROLE_ARN, apply-<env> → AWS_APPLY_ROLE_ARN of the GitHub environment infra-<env>."
+  description = "Role ARNs for GitHub variables: release → repository variable AWS_RELEASE_ROLE_ARN; plan-<env> → AWS_PLAN_ROLE_ARN of the GitHub environment infra-<env>-plan; apply-<env> → AWS_APPLY_ROLE_ARN of infra-<env>."
   value       = { for name, role in aws_iam_role.github : name => role.arn }
 }

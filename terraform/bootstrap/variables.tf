@@ -1,5 +1,5 @@
 variable "region" {
-  description = "AWS region of the state bucket and lock table (the environments' backend.hcl names it)."
+  description = "AWS region of the state bucket (the environments' backend.hcl names it)."
   type        = string
   default     = "eu-west-1"
 
@@ -10,7 +10,7 @@ variable "region" {
 }
 
 variable "name" {
-  description = "Prefix of the state bucket (`<name>-<account id>`), lock table (`<name>-lock`) and key alias."
+  description = "Prefix of the state bucket (`<name>-<account id>`) and of the key alias."
   type        = string
   default     = "galpipe-tfstate"
 
@@ -49,11 +49,10 @@ variable "create_github_oidc_provider" {
 }
 
 variable "github_environments" {
-  description = "GitHub environments of infra.yml's applies, by Terraform environment: each gets an apply role that only that environment's jobs can assume."
+  description = "GitHub environments of infra.yml's applies, by Terraform environment, for the environments whose resources live in this account (prod is a separate account: bootstrap each account with its own). Each gets an apply role that only jobs of that GitHub environment can assume, and a read-only plan role for jobs of `<environment>-plan`."
   type        = map(string)
   default = {
-    dev  = "infra-dev"
-    prod = "infra-prod"
+    dev = "infra-dev"
   }
 
   validation {
@@ -63,12 +62,12 @@ variable "github_environments" {
 }
 
 variable "release_repository_prefix" {
-  description = "Name prefix of the ECR repositories that release.yml pushes to (the image and the chart of envs/dev)."
+  description = "Name prefix of the ECR repositories that release.yml pushes to (the image and the chart of envs/dev); null in an account without the registry (prod), which then gets no release role."
   type        = string
   default     = "galpipe-dev/"
 
   validation {
-    condition     = can(regex("^[a-z0-9][a-z0-9._/-]*/$", var.release_repository_prefix))
+    condition     = var.release_repository_prefix == null || can(regex("^[a-z0-9][a-z0-9._/-]*/$", var.release_repository_prefix))
     error_message = "The prefix must be lowercase repository path segments ending in '/', e.g. galpipe-dev/."
   }
 }

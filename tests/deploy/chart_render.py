@@ -25,12 +25,29 @@ NAMESPACE = "galpipe"
 #: The Kubernetes minor the objects must be valid for (EKS's current standard-support range).
 KUBE_VERSION = "1.31"
 
+
+def environment_values(env: str) -> dict[str, Any]:
+    """The values of ``env``'s Flux HelmRelease (k8s/envs/<env>/galpipe.yaml): its overrides.
+
+    The environments' values live outside the chart package, in the HelmRelease that installs it.
+    """
+    path = REPO_ROOT / "k8s" / "envs" / env / "galpipe.yaml"
+    releases = [
+        d
+        for d in yaml.safe_load_all(path.read_text())
+        if d and d.get("kind") == "HelmRelease" and d["metadata"]["name"] == RELEASE
+    ]
+    assert len(releases) == 1, f"{path}: expected one HelmRelease {RELEASE}"
+    values: dict[str, Any] = releases[0]["spec"]["values"]
+    return values
+
+
 #: Value sets rendered by the tests: values files (in the chart directory, in order) and then
 #: overrides, exactly as `helm template -f FILE... --set-json ...` layers them.
 VALUE_SETS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "default": ((), {}),
-    "dev": (("values-dev.yaml",), {}),
-    "prod": (("values-prod.yaml",), {}),
+    "dev": ((), environment_values("dev")),
+    "prod": ((), environment_values("prod")),
     "keda-off": ((), {"autoscaling": {"keda": {"enabled": False}}}),
     "servicemonitor-off": ((), {"serviceMonitor": {"enabled": False}}),
     "prometheusrule-off": ((), {"prometheusRule": {"enabled": False}}),
@@ -155,7 +172,9 @@ def _crd_models() -> dict[tuple[str, str], type[BaseModel]]:
     from cloudcoil.models.fluxcd.helm import v2 as flux_helm
     from cloudcoil.models.fluxcd.image import v1beta2 as flux_image
     from cloudcoil.models.fluxcd.kustomize import v1 as flux_kustomize
+    from cloudcoil.models.fluxcd.notification import v1beta3 as flux_notification
     from cloudcoil.models.fluxcd.source import v1 as flux_source
+    from cloudcoil.models.fluxcd.source import v1beta2 as flux_source_v1beta2
     from cloudcoil.models.keda import v1alpha1 as keda
     from cloudcoil.models.prometheus_operator import v1 as monitoring
 
@@ -166,11 +185,14 @@ def _crd_models() -> dict[tuple[str, str], type[BaseModel]]:
         monitoring.PrometheusRule,
         flux_source.GitRepository,
         flux_source.HelmRepository,
+        flux_source_v1beta2.OCIRepository,  # v1 from Flux 2.6; these models stop at v1beta2
         flux_helm.HelmRelease,
         flux_kustomize.Kustomization,
         flux_image.ImageRepository,
         flux_image.ImagePolicy,
         flux_image.ImageUpdateAutomation,
+        flux_notification.Provider,
+        flux_notification.Alert,
     ]
     table = {}
     for model in models:

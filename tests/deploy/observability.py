@@ -23,6 +23,8 @@ RUNBOOK = REPO_ROOT / "docs" / "runbook.md"
 KUBE_STATE_METRICS = frozenset(
     {"kube_deployment_status_replicas", "kube_pod_container_status_restarts_total"}
 )
+#: KEDA operator series the alerts use (KEDA >= 2.14 names; per ScaledObject).
+KEDA_METRICS = frozenset({"keda_scaler_detail_errors_total"})
 
 
 #: What Grafana puts in place of each template variable when "All" is selected, and a rate
@@ -70,11 +72,11 @@ def substitute(expr: str, variables: dict[str, str]) -> str:
 
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
-_SELECTOR = re.compile(r"\b((?:galpipe|kube)_[A-Za-z0-9_]+)\s*(\{[^}]*\})?")
+_SELECTOR = re.compile(r"\b((?:galpipe|kube|keda)_[A-Za-z0-9_]+)\s*(\{[^}]*\})?")
 
 
 def metric_selectors(expr: str) -> list[tuple[str, str]]:
-    """(metric name, selector as written) of every galpipe_* / kube_* series in ``expr``.
+    """(metric name, selector as written) of every galpipe_* / kube_* / keda_* series in ``expr``.
 
     Names inside quoted strings (label values such as ``pod=~".*galpipe.*"``) are skipped.
     """

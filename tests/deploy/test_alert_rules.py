@@ -6,6 +6,7 @@ tests in ``alert_rules_test.yaml`` make every alert fire and not fire.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Callable
 
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from tests.deploy.observability import (
+    KEDA_METRICS,
     KUBE_STATE_METRICS,
     REPO_ROOT,
     RULES_FILE,
@@ -24,7 +26,8 @@ from tests.deploy.observability import (
 )
 
 #: The alerts of docs/runbook.md, plus the monitor's own absence (without it the others are
-#: blind) and an operator's override left in force (from `galpipe control`).
+#: blind), an operator's override left in force (from `galpipe control`) and the autoscaler
+#: blind to the queue (KEDA's scaler errors).
 EXPECTED_ALERTS = {
     "GalpipeCutoutSourceDown",
     "GalpipeQueueStalled",
@@ -36,7 +39,15 @@ EXPECTED_ALERTS = {
     "GalpipeObjectStoreErrors",
     "GalpipeMonitorDown",
     "GalpipeOverrideActive",
+    "GalpipeScalerErrors",
 }
+#: Where every runbook_url of the rules file points: the chart's default
+#: prometheusRule.runbookBaseUrl, the runbook as GitHub publishes it.
+RUNBOOK_BASE_URL = yaml.safe_load((REPO_ROOT / "charts" / "galpipe" / "values.yaml").read_text())[
+    "prometheusRule"
+]["runbookBaseUrl"]
+#: `by (…)`, `without (…)`, `on (…)` and `ignoring (…)` clauses of a PromQL expression.
+GROUPING = re.compile(r"\b(?P<kind>by|without|on|ignoring)\s*\((?P<labels>[^)]*)\)")
 
 
 def test_promtool_checks_the_rules_file(require_tool: Callable[[str], str]) -> None:
@@ -103,7 +114,10 @@ def test_alert_has_severity_summary_description_and_runbook_section(rule: dict) 
     assert annotations["summary"].strip()
     assert len(annotations["description"]) > 60
     page, _, anchor = annotations["runbook_url"].partition("#")
-    assert page == "docs/runbook.md"
+    # Absolute, so that a notification's link opens from a pager or a chat client.
+    assert page == RUNBOOK_BASE_URL
+    assert RUNBOOK_BASE_URL.startswith("https://github.com/")
+    assert RUNBOOK_BASE_URL.endswith("/docs/runbook.md")
     assert anchor == rule["alert"].lower()
     sections = runbook_anchors()
     assert anchor in sections, f"docs/runbook.md has no section {rule['alert']}"
@@ -111,12 +125,34 @@ def test_alert_has_severity_summary_description_and_runbook_section(rule: dict) 
         assert part in sections[anchor], f"runbook section {rule['alert']} lacks {part}"
 
 
+@pytest.mark.parametrize("rule", alert_rules(), ids=lambda rule: rule["alert"])
+def test_alert_waits_before_firing_and_keeps_the_namespace(rule: dict) -> None:
+    """A `for`, so one bad scrape never pages; `namespace` through every aggregation and match,
+    so that two releases are two alerts and Alertmanager groups and inhibits per namespace."""
+    assert re.fullmatch(r"[1-9]\d*[smh]", str(rule.get("for", ""))), f"{rule['alert']}: no `for`"
+    for clause in GROUPING.finditer(rule["expr"]):
+        labels = {label.strip() for label in clause["labels"].split(",")}
+        assert clause["kind"] in ("by", "on"), f"{rule['alert']}: {clause[0]} drops labels blindly"
+        assert "namespace" in labels, f"{rule['alert']}: {clause[0]} drops the namespace"
+
+
+def test_every_runbook_anchor_of_the_rules_exists() -> None:
+    """Each runbook_url's `#anchor` is a section of docs/runbook.md, as GitHub names it."""
+    sections = runbook_anchors()
+    anchors = {rule["annotations"]["runbook_url"].partition("#")[2] for rule in alert_rules()}
+    assert len(anchors) == len(alert_rules())
+    assert anchors <= set(sections), sorted(anchors - set(sections))
+    # The helper's anchors are GitHub's: lower case, spaces to dashes, punctuation dropped.
+    assert "galpipe-check" in sections
+    assert "watchdog-heartbeat-missing" in sections
+
+
 def test_every_metric_in_the_rules_is_exported() -> None:
     exported = exported_sample_names()
     for rule in alert_rules():
         used = {name for name, _ in metric_selectors(rule["expr"])}
         assert used, f"{rule['alert']}: no galpipe or kube-state-metrics series in its expression"
-        unknown = used - exported.keys() - KUBE_STATE_METRICS
+        unknown = used - exported.keys() - KUBE_STATE_METRICS - KEDA_METRICS
         assert not unknown, f"{rule['alert']} uses series nothing exports: {sorted(unknown)}"
 
 

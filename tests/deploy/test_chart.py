@@ -239,7 +239,7 @@ def test_keda_scales_each_pipeline_from_zero_on_its_queue() -> None:
     objects = render_set("default")
     auth = of_kind(objects, "TriggerAuthentication")["galpipe-autoscaler"]
     assert auth["spec"]["secretTargetRef"] == [
-        {"parameter": "connection", "name": "galpipe-database", "key": "url"}
+        {"parameter": "connection", "name": "galpipe-database-scaler", "key": "connection"}
     ]
     deployments = of_kind(objects, "Deployment")
     for name in PIPELINES:
@@ -456,15 +456,10 @@ def test_packaged_chart_contains_the_dashboards(tmp_path: Path) -> None:
     archive = helm.package(CHART_DIR, destination=tmp_path)
     with tarfile.open(archive) as tar:
         members = {m.name: m for m in tar.getmembers()}
-        # Flux's HelmReleases read their valuesFiles from the package (k8s/envs/*/galpipe.yaml).
-        for name in (
-            "values.yaml",
-            "values-dev.yaml",
-            "values-prod.yaml",
-            "values.schema.json",
-            "files/ready-depth.sql",
-        ):
+        for name in ("values.yaml", "values.schema.json", "files/ready-depth.sql"):
             assert f"galpipe/{name}" in members, name
+        # The environments' values live in their HelmReleases (k8s/envs), not in the package.
+        assert not [m for m in members if m.startswith("galpipe/values-")], sorted(members)
         for f in files:
             member = members[f"galpipe/dashboards/{f.name}"]
             assert member.isfile(), f"{member.name} is not a regular file in the archive"

@@ -26,6 +26,7 @@ SETTINGS_ENV = {f.metadata["env"]: f.name for f in fields(Settings)}
 #: The settings the chart fills in from its own values (not from `config`).
 CHART_OWNED = {
     "GALPIPE_DATABASE_URL",
+    "GALPIPE_DATABASE_PASSWORD_FILE",
     "GALPIPE_OBJECT_STORE",
     "GALPIPE_S3_ENDPOINT_URL",
     "GALPIPE_METRICS_PORT",

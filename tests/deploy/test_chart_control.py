@@ -436,7 +436,8 @@ def test_rendered_threshold_changes_when_the_alert_fires(
                 "is not running as Git and its autoscaler say (a pin also keeps Flux from "
                 "reconciling the release)."
             ),
-            "runbook_url": "docs/runbook.md#galpipeoverrideactive",
+            "runbook_url": effective_values({})["prometheusRule"]["runbookBaseUrl"]
+            + "#galpipeoverrideactive",
         },
     }
     for seconds, expected in ((3600, [fired]), (14400, [])):

@@ -39,17 +39,40 @@ def test_stages_build_wheels_then_a_runtime_from_them() -> None:
     stages = read_stages()
     assert [s.name for s in stages] == ["build", "radon-operator", "runtime"]
     build = stage("build")
-    (build_run,) = build.values("RUN")
-    assert "pip wheel --wheel-dir /wheels ." in build_run
-    assert "--no-index --find-links /wheels" in build_run, "the venv must come from the wheels"
+    locked, wheel = build.values("RUN")
+    # Every dependency from the hashed lock, nothing resolved at build time...
+    assert "pip install --require-hashes --no-deps -r services/requirements.txt" in locked
+    # ...then galpipe's own wheel, built with the locked setuptools, installed without its deps.
+    assert "pip wheel --no-deps --no-build-isolation --wheel-dir /wheels ." in wheel
+    assert "pip install --no-deps --no-index /wheels/galpipe-" in wheel
     # Core dependencies only: no extra ([local], [sim], [dev], [deploy]) in any install.
-    assert "[" not in build_run, f"the image installs an extra: {build_run}"
+    for run in (locked, wheel):
+        assert "[" not in run, f"the image installs an extra: {run}"
     # The runtime stage copies from the other stages only, never from the build context.
     runtime = stage("runtime")
     copies = runtime.values("COPY")
     assert copies
     assert all(c.startswith("--from=") for c in copies), copies
     assert not any(s.values("ADD") for s in stages), "ADD fetches or unpacks implicitly; use COPY"
+
+
+def test_every_pip_install_is_hash_checked_or_offline() -> None:
+    """No stage lets pip resolve or download a package that the lock did not pin by hash."""
+    installs = [
+        command
+        for stage_ in read_stages()
+        for run in stage_.values("RUN")
+        for command in run.split("&&")
+        if re.search(r"\bpip (?:install|wheel)\b", command)
+    ]
+    assert len(installs) >= 4, installs
+    for command in installs:
+        assert "--no-deps" in command, f"pip may add unpinned dependencies: {command}"
+        # A build of the local tree without isolation downloads no build backend either.
+        offline = "--no-index" in command or (
+            "pip wheel" in command and "--no-build-isolation" in command
+        )
+        assert "--require-hashes" in command or offline, f"pip may download: {command}"
 
 
 def test_base_image_is_slim_python_pinned_by_tag_and_digest() -> None:

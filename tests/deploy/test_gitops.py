@@ -2,34 +2,44 @@
 
 No cluster runs here, so what Flux would do is checked piece by piece: every object validates
 (Flux and core schemas), every kustomization lists exactly the files of its directory, every
-reference names an object that exists, the platform charts are pinned, each cluster substitutes
-every variable of k8s/platform with values that agree with Terraform (the Cluster Autoscaler's
-cluster, region and IRSA role), Flux's ECR readers get the IRSA roles Terraform creates, every
-environment pulls from dev's one registry, each environment's HelmRelease renders the chart as
-Flux would, and the image policy orders CI's tags the way the setter marker in dev expects while
-prod stays pinned.
+reference names an object that exists, the platform charts are pinned, each cluster's platform
+is k8s/platform through its own overlay (k8s/envs/<env>/platform, built with kustomize; prod's
+pins the upstream charts, so a bump reaches dev first), each cluster substitutes every variable
+of k8s/platform with values that agree with Terraform (the Cluster Autoscaler's cluster, region
+and IRSA role), Flux's ECR readers get the IRSA roles Terraform creates, every environment pulls
+from dev's one registry and verifies the chart's keyless cosign signature, each environment's
+HelmRelease (its values outside the chart package) renders the chart version it pins as Flux
+would, dev takes every new chart while prod may lag, and the image policy orders CI's tags the
+way the setter marker in dev expects while prod stays pinned by digest.
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import re
 import shutil
 import subprocess
+import tarfile
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import helm_python as helm
 import pytest
 import yaml
 
 from tests.deploy.chart_render import (
     CHART_DIR,
     REPO_ROOT,
-    merge_values,
-    render,
+    environment_values,
+    objects_of,
+    render_templates,
     validate_object,
 )
+from tests.tools import require_tool
 
 K8S = REPO_ROOT / "k8s"
 ENVS = ("dev", "prod")
@@ -82,11 +92,25 @@ def _by_kind(objects: list[dict[str, Any]], kind: str) -> dict[tuple[str, str], 
     }
 
 
+@functools.cache
+def _kustomize_build(directory: Path) -> tuple[dict[str, Any], ...]:
+    """What ``kubectl kustomize DIRECTORY`` builds: what a Flux Kustomization of that path gets."""
+    run = subprocess.run(
+        [require_tool("kubectl"), "kustomize", str(directory)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert run.returncode == 0, f"kustomize {directory}: {run.stderr}"
+    return tuple(d for d in yaml.safe_load_all(run.stdout) if d)
+
+
 def _what_a_cluster_gets(env: str) -> list[dict[str, Any]]:
     """Every object Flux applies for ``env``: its cluster directory and what that points at."""
     objects = _objects(K8S / "clusters" / env)
     for kustomization in _by_kind(objects, "Kustomization").values():
-        objects += _objects(REPO_ROOT / kustomization["spec"]["path"])
+        objects += _kustomize_build(REPO_ROOT / kustomization["spec"]["path"])
     return objects
 
 
@@ -124,6 +148,7 @@ def test_every_object_validates_against_its_schema() -> None:
         "GitRepository",
         "Kustomization",
         "HelmRepository",
+        "OCIRepository",
         "HelmRelease",
         "ImageRepository",
         "ImagePolicy",
@@ -135,10 +160,16 @@ def test_every_object_validates_against_its_schema() -> None:
 
 
 def test_each_kustomization_lists_exactly_its_files() -> None:
+    """Every YAML file next to it, and directories (bases) that exist."""
     for kustomization in K8S.rglob("kustomization.yaml"):
-        listed = set(yaml.safe_load(kustomization.read_text())["resources"])
+        resources = yaml.safe_load(kustomization.read_text())["resources"]
+        listed = {r for r in resources if r.endswith(".yaml")}
         present = {f.name for f in kustomization.parent.glob("*.yaml")} - {"kustomization.yaml"}
         assert listed == present, kustomization
+        for base in set(resources) - listed:
+            assert (kustomization.parent / base / "kustomization.yaml").is_file(), (
+                f"{kustomization}: {base} is not a kustomization"
+            )
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -172,13 +203,18 @@ def test_helm_releases_come_from_defined_sources_at_pinned_versions(env: str) ->
         "kube-prometheus-stack",
         "galpipe",
     }
+    galpipe = releases.pop(("galpipe", "galpipe"))["spec"]
+    # galpipe's chart comes from an OCIRepository, which verifies its signature.
+    assert "chart" not in galpipe
+    ref = galpipe["chartRef"]
+    assert ref["kind"] == "OCIRepository"
+    assert (ref["namespace"], ref["name"]) in _by_kind(objects, "OCIRepository")
     for (_, name), release in releases.items():
         chart = release["spec"]["chart"]["spec"]
         ref = chart["sourceRef"]
         assert ref["kind"] == "HelmRepository"
         assert (ref["namespace"], ref["name"]) in repositories, name
-        if name != "galpipe" or env == "prod":
-            assert SEMVER.match(chart["version"]), f"{env} {name}: {chart['version']} not pinned"
+        assert SEMVER.match(chart["version"]), f"{env} {name}: {chart['version']} not pinned"
     platform = {name: r["spec"]["chart"]["spec"]["version"] for (_, name), r in releases.items()}
     # The API versions the chart is validated against (cloudcoil KEDA 2.16, operator 0.80).
     assert platform["keda"].startswith("2.16.")
@@ -187,14 +223,53 @@ def test_helm_releases_come_from_defined_sources_at_pinned_versions(env: str) ->
     assert platform["cluster-autoscaler"] == "9.51.0"
 
 
+def _platform_kustomization(env: str) -> dict[str, Any]:
+    """The Flux Kustomization ``platform`` of ``env``'s cluster."""
+    kustomizations = _by_kind(_objects(K8S / "clusters" / env), "Kustomization")
+    return kustomizations[("flux-system", "platform")]
+
+
 def _platform_substitutions(env: str) -> dict[str, str]:
-    (platform,) = [
-        k
-        for k in _by_kind(_objects(K8S / "clusters" / env), "Kustomization").values()
-        if k["spec"]["path"] == "./k8s/platform"
-    ]
-    substitute: dict[str, str] = platform["spec"]["postBuild"]["substitute"]
+    substitute: dict[str, str] = _platform_kustomization(env)["spec"]["postBuild"]["substitute"]
     return substitute
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_each_cluster_gets_the_shared_platform_through_its_own_overlay(env: str) -> None:
+    """k8s/platform is the base; k8s/envs/<env>/platform is what the cluster's Flux applies."""
+    path = _platform_kustomization(env)["spec"]["path"]
+    assert path == f"./k8s/envs/{env}/platform"
+    overlay = yaml.safe_load((REPO_ROOT / path / "kustomization.yaml").read_text())
+    assert overlay["resources"] == ["../../../platform"]
+    base = {(o["kind"], o["metadata"]["name"]) for o in _objects(K8S / "platform")}
+    built = {(o["kind"], o["metadata"]["name"]) for o in _kustomize_build(REPO_ROOT / path)}
+    assert built == base, f"{env}: the overlay adds or drops {built ^ base}"
+
+
+def _platform_versions(k8s: Path, env: str) -> dict[str, str]:
+    """Chart version of each platform HelmRelease of ``env``, built from the tree ``k8s``."""
+    built = _kustomize_build(k8s / "envs" / env / "platform")
+    return {
+        o["metadata"]["name"]: o["spec"]["chart"]["spec"]["version"]
+        for o in built
+        if o["kind"] == "HelmRelease"
+    }
+
+
+def test_a_platform_upgrade_reaches_dev_while_prod_keeps_its_pins(tmp_path: Path) -> None:
+    """Bump every chart of k8s/platform (in a copy): dev follows at once, prod does not."""
+    copy = tmp_path / "k8s"
+    shutil.copytree(K8S, copy)
+    before = {env: _platform_versions(K8S, env) for env in ENVS}
+    assert before["dev"] == before["prod"], "prod lags dev's platform; promote or explain"
+    for release in (copy / "platform").glob("*.yaml"):
+        text = release.read_text()
+        for version in before["dev"].values():
+            text = re.sub(rf"(\n\s+version: ){re.escape(version)}\n", r"\g<1>999.0.0\n", text)
+        release.write_text(text)
+    after = {env: _platform_versions(copy, env) for env in ENVS}
+    assert set(after["dev"].values()) == {"999.0.0"}, after["dev"]
+    assert after["prod"] == before["prod"], "a platform change reached prod unreviewed"
 
 
 def _platform_as_flux_applies_it(env: str) -> list[dict[str, Any]]:
@@ -206,7 +281,7 @@ def _platform_as_flux_applies_it(env: str) -> list[dict[str, Any]]:
     """
     variables = _platform_substitutions(env)
     substituted = []
-    for obj in _objects(K8S / "platform"):
+    for obj in _kustomize_build(REPO_ROOT / _platform_kustomization(env)["spec"]["path"]):
         text = FLUX_VARIABLE.sub(lambda m: variables[m["name"]], json.dumps(obj))
         assert "$" not in text, f"{env}: {obj['kind']}/{obj['metadata']['name']} keeps a '$'"
         substituted.append(json.loads(text))
@@ -260,8 +335,8 @@ def test_cluster_autoscaler_manages_the_cluster_terraform_builds(env: str) -> No
     assert account["create"] is True
     assert account["name"] == trusted["name"]
     # `<name>-cluster-autoscaler` (modules/iam) in the environment's account, the one its
-    # pipelines' roles in values-<env>.yaml name.
-    chart_values = yaml.safe_load((CHART_DIR / f"values-{env}.yaml").read_text())
+    # pipelines' roles in k8s/envs/<env>/galpipe.yaml name.
+    chart_values = environment_values(env)
     aws_account = chart_values["pipelines"]["fetch"]["serviceAccount"]["roleArn"].split(":")[4]
     assert account["annotations"][ROLE_ARN] == (
         f"arn:aws:iam::{aws_account}:role/{cluster}-cluster-autoscaler"
@@ -312,10 +387,144 @@ def _seconds(duration: str) -> int:
     return int(match["value"]) * (60 if match["unit"] == "m" else 1)
 
 
-def test_prod_runs_the_chart_version_in_the_repository() -> None:
-    prod = _by_kind(_objects(K8S / "envs" / "prod"), "HelmRelease")[("galpipe", "galpipe")]
-    chart_version = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())["version"]
-    assert prod["spec"]["chart"]["spec"]["version"] == chart_version
+def _chart_source(env: str) -> dict[str, Any]:
+    """The OCIRepository ``galpipe-chart`` of ``env``: where its chart comes from, at what ref."""
+    sources = _by_kind(_objects(K8S / "envs" / env), "OCIRepository")
+    return sources[("flux-system", "galpipe-chart")]
+
+
+def _chart_version() -> str:
+    version: str = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())["version"]
+    return version
+
+
+def _semver(version: str) -> tuple[int, ...]:
+    assert SEMVER.match(version), version
+    return tuple(int(part) for part in version.split("."))
+
+
+def _admits(constraint: str, version: str) -> bool:
+    """Whether a Flux semver range of ``>=`` / ``<`` bounds (``">=0.1.0 <1.0.0"``) admits it."""
+    for bound in constraint.split():
+        match = re.fullmatch(r"(>=|<)(\d+\.\d+\.\d+)", bound)
+        assert match, f"unexpected bound {bound!r} in {constraint!r}"
+        below = _semver(version) < _semver(match[2])
+        if below == (match[1] == ">="):
+            return False
+    return True
+
+
+def test_admits_reads_flux_ranges() -> None:
+    assert _admits(">=0.1.0 <1.0.0", "0.10.3")
+    assert not _admits(">=0.1.0 <1.0.0", "1.0.0")
+    assert not _admits(">=0.2.0 <1.0.0", "0.1.9")
+
+
+def test_dev_takes_every_new_chart_version() -> None:
+    """dev's range admits the chart in the repository: a version bump reaches dev unreviewed."""
+    ref = _chart_source("dev")["spec"]["ref"]
+    assert set(ref) == {"semver"}
+    assert _admits(ref["semver"], _chart_version())
+
+
+def test_prod_pins_a_chart_version_and_may_lag_dev() -> None:
+    """prod names one released version, never ahead of the repository; it need not be equal."""
+    ref = _chart_source("prod")["spec"]["ref"]
+    assert set(ref) == {"tag"}, "prod pins one chart version, no range"
+    assert _semver(ref["tag"]) <= _semver(_chart_version())
+    _chart_at_version(ref["tag"])  # a version the repository had, so one release.yml published
+
+
+@functools.cache
+def _chart_at_version(version: str) -> Path:
+    """The chart as it was at ``version``: the working tree's, or the newest commit's with it.
+
+    With the chart-version check in CI, every commit whose Chart.yaml says ``version`` packages
+    the same chart, the one release.yml published under that version.
+    """
+    if _chart_version() == version:
+        return CHART_DIR
+    git = ["git", "-C", str(REPO_ROOT)]
+    shallow = subprocess.run(
+        [*git, "rev-parse", "--is-shallow-repository"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    if shallow.returncode != 0 or shallow.stdout.strip() == "true":
+        pytest.skip(f"chart {version} is in git history, which this checkout lacks (shallow clone)")
+    log = subprocess.run(
+        [*git, "log", "--format=%H", "--", "charts/galpipe", "grafana/dashboards"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split()
+    assert log, "no git history of charts/galpipe (a shallow clone?)"
+    for commit in log:
+        chart_yaml = subprocess.run(
+            [*git, "show", f"{commit}:charts/galpipe/Chart.yaml"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        if chart_yaml.returncode == 0 and yaml.safe_load(chart_yaml.stdout)["version"] == version:
+            target = Path(tempfile.mkdtemp(prefix=f"galpipe-chart-{version}-"))
+            atexit.register(shutil.rmtree, target, ignore_errors=True)
+            archive = subprocess.run(
+                [*git, "archive", commit, "charts/galpipe", "grafana/dashboards"],
+                capture_output=True,
+                check=True,
+                timeout=60,
+            ).stdout
+            archive_path = target / "chart.tar"
+            archive_path.write_bytes(archive)
+            with tarfile.open(archive_path) as tar:
+                tar.extractall(target, filter="tar")
+            return target / "charts" / "galpipe"
+    raise AssertionError(f"chart version {version} is in no commit of the repository")
+
+
+def _chart_signer_identity() -> tuple[str, str]:
+    """(issuer, subject) of the keyless signatures release.yml makes on main of this repository."""
+    git = _by_kind(_objects(K8S / "clusters" / "dev"), "GitRepository")[("flux-system", "galpipe")]
+    match = re.fullmatch(r"ssh://git@github\.com/(?P<repo>[\w.-]+/[\w.-]+)", git["spec"]["url"])
+    assert match, git["spec"]["url"]
+    workflow = REPO_ROOT / ".github" / "workflows" / "release.yml"
+    assert "cosign sign --yes" in workflow.read_text()
+    return (
+        "https://token.actions.githubusercontent.com",
+        f"https://github.com/{match['repo']}/.github/workflows/release.yml@refs/heads/main",
+    )
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_every_environment_verifies_the_charts_keyless_signature(env: str) -> None:
+    """source-controller accepts only a chart that release.yml on main signed (cosign)."""
+    verify = _chart_source(env)["spec"]["verify"]
+    assert verify["provider"] == "cosign"
+    assert "secretRef" not in verify, "keyless: no public key, the OIDC identity instead"
+    issuer, subject = _chart_signer_identity()
+    (identity,) = verify["matchOIDCIdentity"]
+    assert re.fullmatch(identity["issuer"], issuer)
+    assert re.fullmatch(identity["subject"], subject)
+    # Nobody else's signature: another workflow, another ref, another repository, a lookalike.
+    for other in (
+        subject.replace("release.yml", "ci.yml"),
+        subject.replace("refs/heads/main", "refs/pull/7/merge"),
+        subject.replace("refs/heads/main", "refs/heads/main-fork"),
+        subject.replace("github.com/", "github.com/evil-"),
+        subject.replace(".github/workflows/release.yml", ".github/workflows/releaseXyml"),
+    ):
+        assert not re.fullmatch(identity["subject"], other), other
+    assert not re.fullmatch(identity["issuer"], "https://token.actions.githubusercontent.com.evil")
+    layer = _chart_source(env)["spec"]["layerSelector"]
+    assert layer == {
+        "mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
+        "operation": "copy",
+    }
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -358,8 +567,8 @@ def test_flux_controllers_that_read_ecr_get_their_irsa_roles(
     for obj in built.values():
         validate_object(obj)
     assert "annotations" not in built["helm-controller"]["metadata"]
-    # The pipelines' roles in values-<env>.yaml name the environment's account.
-    values = yaml.safe_load((CHART_DIR / f"values-{env}.yaml").read_text())
+    # The pipelines' roles in k8s/envs/<env>/galpipe.yaml name the environment's account.
+    values = environment_values(env)
     account = values["pipelines"]["fetch"]["serviceAccount"]["roleArn"].split(":")[4]
     for service_account, key in role_keys.items():
         metadata = built[service_account]["metadata"]
@@ -371,21 +580,17 @@ def test_flux_controllers_that_read_ecr_get_their_irsa_roles(
 
 def test_every_environment_pulls_from_the_one_registry_of_dev() -> None:
     """Prod installs the chart and runs the image that dev did, from terraform/envs/dev's ECR."""
-    chart_urls = {
-        env: _by_kind(_objects(K8S / "envs" / env), "HelmRepository")[
-            ("flux-system", "galpipe-charts")
-        ]["spec"]["url"]
-        for env in ENVS
-    }
-    images = {
-        env: yaml.safe_load((CHART_DIR / f"values-{env}.yaml").read_text())["image"]["repository"]
-        for env in ENVS
-    }
+    chart_urls = {env: _chart_source(env)["spec"]["url"] for env in ENVS}
+    images = {env: environment_values(env)["image"]["repository"] for env in ENVS}
     registry, _, repository = images["dev"].partition("/")
     assert re.fullmatch(r"\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com", registry), registry
     assert repository == "galpipe-dev/galpipe"
     assert images["prod"] == images["dev"]
-    assert chart_urls["prod"] == chart_urls["dev"] == f"oci://{registry}/galpipe-dev/charts"
+    assert chart_urls["prod"] == chart_urls["dev"]
+    assert chart_urls["dev"] == f"oci://{registry}/galpipe-dev/charts/galpipe"
+    # release.yml pushes the chart to <registry>/$CHART_REPOSITORY/galpipe.
+    release = (REPO_ROOT / ".github" / "workflows" / "release.yml").read_text()
+    assert "CHART_REPOSITORY: galpipe-dev/charts\n" in release
 
 
 def _helm_release(env: str) -> dict[str, Any]:
@@ -394,14 +599,19 @@ def _helm_release(env: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("env", ENVS)
 def test_helm_release_renders_the_chart_as_flux_would(env: str) -> None:
-    """valuesFiles (from the packaged chart, in order) then the release's inline values."""
+    """The chart version the environment pins (dev: the repository's), with the release's values.
+
+    No values file of the chart package is involved: the environment's values are the
+    HelmRelease's own, and must be valid for the chart version that environment runs.
+    """
     release = _helm_release(env)["spec"]
     assert release["releaseName"] == "galpipe"  # the IRSA trust names galpipe-<pipeline>
-    values: dict[str, Any] = {}
-    for name in release["chart"]["spec"]["valuesFiles"]:
-        values = merge_values(values, yaml.safe_load((CHART_DIR / name).read_text()))
-    values = merge_values(values, release["values"])
-    objects = render(values)
+    assert "valuesFiles" not in json.dumps(release), "environment values belong in k8s/envs"
+    ref = _chart_source(env)["spec"]["ref"]
+    version = ref.get("tag", _chart_version())
+    values = release["values"]
+    with helm.Chart.load(_chart_at_version(version)) as chart:
+        objects = objects_of(render_templates(values, chart))
     for obj in objects:
         validate_object(obj)
     images = {
@@ -410,7 +620,10 @@ def test_helm_release_renders_the_chart_as_flux_would(env: str) -> None:
         if o["kind"] in ("Deployment", "Job")
         for c in o["spec"]["template"]["spec"]["containers"]
     }
-    expected = f"{values['image']['repository']}:{release['values']['image']['tag']}"
+    image = values["image"]
+    expected = f"{image['repository']}:{image['tag']}"
+    if image.get("digest"):
+        expected += f"@{image['digest']}"
     assert images == {expected}
     roles = [
         o["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
@@ -466,7 +679,7 @@ def test_image_policy_picks_the_highest_ci_run() -> None:
 
 def test_image_automation_writes_only_into_dev() -> None:
     repository, policy, automation = _image_automation()
-    values_dev = yaml.safe_load((CHART_DIR / "values-dev.yaml").read_text())
+    values_dev = environment_values("dev")
     assert repository["spec"]["image"] == values_dev["image"]["repository"]
     assert policy["spec"]["imageRepositoryRef"]["name"] == repository["metadata"]["name"]
     spec = automation["spec"]
@@ -496,5 +709,8 @@ def test_prod_is_pinned_and_never_automated() -> None:
     }
     assert not kinds & {"ImageRepository", "ImagePolicy", "ImageUpdateAutomation"}
     _, policy, _ = _image_automation()
-    # A tag CI could have built, so a promotion PR copies it from dev verbatim.
-    assert _latest(policy, [_helm_release("prod")["spec"]["values"]["image"]["tag"]])
+    image = _helm_release("prod")["spec"]["values"]["image"]
+    # A tag CI could have built, so a promotion PR copies it from dev verbatim...
+    assert _latest(policy, [image["tag"]])
+    # ...and the digest, which is what prod runs: a tag names whatever was pushed under it.
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", image["digest"]), image.get("digest")

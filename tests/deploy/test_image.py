@@ -1,9 +1,11 @@
 """What services/Dockerfile builds, built without Docker.
 
 No Docker engine runs here, so these tests do what the Dockerfile does: copy the files its build
-stage copies (so a file missing from the context fails here too), build the galpipe wheel, install
-it with its core dependencies only into a fresh virtual environment, run every command's
-``--help`` from there, and bake the Radon operator with the stage's own Python snippet.
+stage copies (so a file missing from the context fails here too), install the hashed lock
+(services/requirements.txt) with ``--require-hashes --no-deps`` into a fresh virtual environment,
+build the galpipe wheel there and add it without dependencies, check that every requirement is
+met (``pip check``), run every command's ``--help`` from there, and bake the Radon operator with
+the stage's own Python snippet.
 
 Installing the core dependencies takes ~15 s here (pip's local wheel mirror; from PyPI with a
 warm cache in CI), so the environment is made once per session, without compiling every module
@@ -17,7 +19,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 import venv
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -66,6 +67,10 @@ def _build_context_copy(dest: Path) -> Path:
                 shutil.copytree(
                     origin, where, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
                 )
+            elif len(sources) == 1 and not target.endswith("/"):
+                # Docker's rule: one file to a destination without a trailing slash names the file.
+                (dest / target).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(origin, dest / target)
             else:
                 (dest / target).mkdir(parents=True, exist_ok=True)
                 shutil.copy2(origin, dest / target / origin.name)
@@ -74,22 +79,36 @@ def _build_context_copy(dest: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def image_env(tmp_path_factory: pytest.TempPathFactory) -> ImageEnv:
-    """The galpipe wheel and a fresh virtual environment with it and its core dependencies."""
+    """A fresh virtual environment made as the build stage makes it, and the galpipe wheel.
+
+    The hashed lock first (``--require-hashes --no-deps``: a dependency missing from the lock
+    is missing here too, and the commands below fail to import it), then the wheel built with
+    the locked setuptools and installed without dependencies.
+    """
     root = tmp_path_factory.mktemp("image")
     context = _build_context_copy(root / "context")
-    wheels = root / "wheels"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", wheels, "."],
-        cwd=context,
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    (wheel,) = wheels.glob("galpipe-*.whl")
     venv.create(root / "venv", with_pip=True)
     bin_dir = root / "venv" / "bin"
+    wheels = root / "wheels"
+    locked = ("install", "--require-hashes", "--no-deps", "--no-compile")
+    steps = (
+        (*locked, "-r", "services/requirements.txt"),
+        ("wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(wheels), "."),
+    )
+    pip = (str(bin_dir / "python"), "-m", "pip")
+    for step in steps:
+        proc = subprocess.run(
+            [*pip, *step, "--quiet"],
+            cwd=context,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert proc.returncode == 0, f"pip {' '.join(step)}:\n{proc.stderr[-4000:]}"
+    (wheel,) = wheels.glob("galpipe-*.whl")
     install = subprocess.run(
-        [bin_dir / "python", "-m", "pip", "install", "--quiet", "--no-compile", wheel],
+        [*pip, "install", "--no-deps", "--no-compile", "--no-index", str(wheel), "--quiet"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -109,6 +128,12 @@ def test_wheel_carries_the_migrations(image_env: ImageEnv) -> None:
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     text = zipfile.ZipFile(image_env.wheel).read(entry_points).decode()
     assert re.search(r"^galpipe = galpipe\.cli:main$", text, re.M), text
+
+
+def test_locked_environment_satisfies_every_requirement(image_env: ImageEnv) -> None:
+    """`pip check`: galpipe's and every locked package's requirements are all in the lock."""
+    proc = image_env.run(str(image_env.bin / "python"), "-m", "pip", "check")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_environment_has_core_dependencies_only(image_env: ImageEnv) -> None:

@@ -4,9 +4,10 @@ The stack is the demo's, smaller and throttled so that it is still working while
 watches (about 30 s): an embedded PostgreSQL (the session's test server), the synthetic sky
 server, one fetch worker, one radon worker and ``galpipe monitor``, each serving ``/metrics``
 on a loopback port. The two kube-state-metrics series the dashboards and alerts use (replicas,
-restarts) cannot come from a local stack; a static text exposition on loopback stands in for
-kube-state-metrics. ``galpipe control`` runs for real (its app served by uvicorn, its
-``/metrics`` by the runtime's health server, composed as ``run_from_settings`` composes them)
+restarts) and KEDA's scaler errors cannot come from a local stack; a static text exposition on
+loopback stands in for kube-state-metrics and KEDA's operator. ``galpipe control`` runs for
+real (its app served by uvicorn, its ``/metrics`` by the runtime's health server, composed as
+``run_from_settings`` composes them)
 over the test database and the fake Kubernetes API (tests/kube_fake.py), the one part that
 cannot run here; the test drives it through its HTTP API: failed console logins, reviews, an
 action the cluster denies and, once the pipelines' work is done, a pause of fetch. Prometheus
@@ -79,7 +80,8 @@ RUN_LIMIT_S = 45.0
 SCRAPE_S = 1
 RATE_INTERVAL_S = 5
 
-#: Stand-in for kube-state-metrics: the series a cluster would have for this release.
+#: Stand-in for kube-state-metrics and KEDA's operator: the series a cluster would have for this
+#: release.
 KUBE_STATE_METRICS_TEXT = """\
 # HELP kube_deployment_status_replicas The number of replicas per deployment.
 # TYPE kube_deployment_status_replicas gauge
@@ -92,6 +94,10 @@ kube_pod_container_status_restarts_total{namespace="galpipe",\
 pod="galpipe-fetch-7d9f-abcde",container="fetch"} 0
 kube_pod_container_status_restarts_total{namespace="galpipe",\
 pod="galpipe-radon-5c8b-fghij",container="radon"} 1
+# HELP keda_scaler_detail_errors_total The total number of errors encountered for each scaler.
+# TYPE keda_scaler_detail_errors_total counter
+keda_scaler_detail_errors_total{namespace="galpipe",scaledObject="galpipe-radon",\
+scaler="postgresqlScaler",triggerIndex="0",metric="s0-postgresql",type="scaledobject"} 0
 """
 
 

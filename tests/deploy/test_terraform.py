@@ -1,14 +1,17 @@
 """Terraform under terraform/: formatting, offline validation, checkov, and a real apply.
 
 - ``terraform fmt -check -recursive`` over the whole tree;
-- ``init -backend=false`` from the provider mirror (no registry, no internet) and ``validate``
-  for every root configuration (envs/dev, envs/prod, bootstrap);
+- ``init -backend=false -lockfile=readonly`` from the provider mirror (no registry, no internet)
+  and ``validate`` for every root configuration (envs/dev, envs/prod, bootstrap): the provider
+  on this machine must match the committed ``.terraform.lock.hcl``, which must also carry the
+  hashes of the other platforms people and CI run (``terraform providers lock -platform=...``);
 - checkov's Terraform checks: no failure, and every skip carries its reason inline;
 - ``terraform apply`` of envs/dev against moto's server on 127.0.0.1, then ``terraform destroy``:
   both succeed, the outputs are well formed, and what moto holds in between is what the modules
   promise (least-privilege IRSA policies, among them the Cluster Autoscaler's, which may change
   only the node groups of its own cluster; a private encrypted bucket, an encrypted private
-  database, an immutable scanned registry).
+  database with its CloudWatch alarms paging the given SNS topic, an immutable scanned
+  registry).
 
 The apply runs in a copy of terraform/ with a generated ``moto_override.tf`` (local state, the
 provider's endpoints on moto) and ``-var enable_eks_addons=false``: moto does not implement the
@@ -46,10 +49,26 @@ MODULES = ("network", "eks", "database", "storage", "iam", "registry")
 #: Every root configuration: each is initialised and validated on its own.
 ROOTS = ("envs/dev", "envs/prod", "bootstrap")
 #: Services whose endpoints the apply sends to moto (every API the dev env calls).
-MOTO_SERVICES = ("ec2", "ecr", "eks", "iam", "kms", "logs", "rds", "s3", "secretsmanager", "sts")
+MOTO_SERVICES = (
+    "cloudwatch",
+    "ec2",
+    "ecr",
+    "eks",
+    "iam",
+    "kms",
+    "logs",
+    "rds",
+    "s3",
+    "secretsmanager",
+    "sts",
+)
 #: The moto account of the apply, and its region (the env's default).
 ACCOUNT_ID = "210987654321"
 REGION = "eu-west-1"
+#: The SNS topic the apply gives the database's alarms (moto does not check that it exists).
+PAGER_TOPIC = f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:galpipe-pager"
+#: The platforms whose provider hashes every lock file carries: CI's and developers' machines.
+LOCK_PLATFORMS = ("linux_amd64", "darwin_arm64")
 #: Seconds allowed for one terraform command.
 COMMAND_TIMEOUT_S = 280
 
@@ -73,14 +92,15 @@ def terraform(require_tool: Callable[[str], str]) -> str:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of terraform/ without local state, so the tests never write into the repository."""
+    """A copy of terraform/ without local state, so the tests never write into the repository.
+
+    The committed lock files stay: every init below installs exactly the locked provider.
+    """
     copy = tmp_path_factory.mktemp("terraform") / "terraform"
     shutil.copytree(
         TERRAFORM_DIR,
         copy,
-        ignore=shutil.ignore_patterns(
-            ".terraform", ".terraform.lock.hcl", "*.tfstate*", "backend.hcl", "*_override.tf"
-        ),
+        ignore=shutil.ignore_patterns(".terraform", "*.tfstate*", "backend.hcl", "*_override.tf"),
     )
     return copy
 
@@ -150,11 +170,42 @@ def test_offline_init_and_validate(
     root: str, terraform: str, terraform_env: dict[str, str], workspace: Path
 ) -> None:
     directory = workspace / root
-    _run(terraform, directory, terraform_env, "init", "-backend=false", "-no-color")
+    # readonly: the mirror's provider must match the committed lock, which init must not change.
+    _run(terraform, directory, terraform_env, "init", "-backend=false", "-lockfile=readonly")
     proc = _run(terraform, directory, terraform_env, "validate", "-json", "-no-color")
     report = json.loads(proc.stdout)
     assert report["valid"], json.dumps(report["diagnostics"], indent=2)
     assert report["warning_count"] == 0, json.dumps(report["diagnostics"], indent=2)
+
+
+def _lock_hashes(root: str) -> tuple[str, list[str]]:
+    """The locked hashicorp/aws version and its hashes in ``root``'s .terraform.lock.hcl."""
+    lock = TERRAFORM_DIR / root / ".terraform.lock.hcl"
+    assert lock.is_file(), f"terraform/{root}: no committed .terraform.lock.hcl"
+    block = re.search(
+        r'provider "registry\.terraform\.io/hashicorp/aws" \{(?P<body>.*?)\n\}',
+        lock.read_text(),
+        re.DOTALL,
+    )
+    assert block, f"terraform/{root}: the lock file does not lock hashicorp/aws"
+    version = re.search(r'^\s*version\s*=\s*"(?P<v>[^"]+)"', block["body"], re.MULTILINE)
+    assert version, f"terraform/{root}: no locked version"
+    return version["v"], re.findall(r'"((?:h1|zh):[^"]+)"', block["body"])
+
+
+@pytest.mark.parametrize("root", ROOTS)
+def test_every_root_commits_a_multi_platform_lock_file(root: str) -> None:
+    """One h1 hash per platform of LOCK_PLATFORMS, and the registry's zip hashes of them all."""
+    version, hashes = _lock_hashes(root)
+    assert re.fullmatch(r"5\.\d+\.\d+", version), version  # versions.tf: >= 5.60, < 6.0
+    h1 = [h for h in hashes if h.startswith("h1:")]
+    zh = [h for h in hashes if h.startswith("zh:")]
+    assert len(h1) >= len(LOCK_PLATFORMS), f"terraform/{root}: {len(h1)} platform hashes"
+    # The registry signs a zip hash for each of its ~14 platform packages.
+    assert len(zh) >= 10, f"terraform/{root}: only {len(zh)} zip hashes"
+    assert all(re.fullmatch(r"zh:[0-9a-f]{64}", h) for h in zh)
+    # Every root locks the same provider: one upgrade moves them together.
+    assert _lock_hashes(ROOTS[0]) == (version, hashes)
 
 
 def _variable_blocks(path: Path) -> dict[str, str]:
@@ -290,7 +341,15 @@ class AppliedEnv:
 
 #: moto does not implement the EKS add-on API (CreateAddon), so the add-ons stay off here.
 #: Thirty concurrent operations: the graph is wide (80 resources) and moto answers at once.
-_APPLY_FLAGS = ("-auto-approve", "-no-color", "-parallelism=30", "-var", "enable_eks_addons=false")
+_APPLY_FLAGS = (
+    "-auto-approve",
+    "-no-color",
+    "-parallelism=30",
+    "-var",
+    "enable_eks_addons=false",
+    "-var",
+    f'alarm_sns_topic_arns=["{PAGER_TOPIC}"]',
+)
 
 
 @pytest.fixture(scope="module")
@@ -497,6 +556,38 @@ def test_database_and_registry_are_locked_down(
     assert db["BackupRetentionPeriod"] == 7  # point-in-time recovery over a week
     assert db["MasterUserSecret"]["SecretArn"] == applied_dev.outputs["database_secret_arn"]
 
+    alarms = {
+        a["MetricName"]: a
+        for a in moto_account.client("cloudwatch").describe_alarms(AlarmNamePrefix="galpipe-dev-")[
+            "MetricAlarms"
+        ]
+    }
+    assert set(alarms) == {
+        "CPUUtilization",
+        "FreeStorageSpace",
+        "FreeableMemory",
+        "DatabaseConnections",
+        "MaximumUsedTransactionIDs",
+    }
+    for alarm in alarms.values():
+        assert alarm["Namespace"] == "AWS/RDS"
+        assert alarm["Dimensions"] == [{"Name": "DBInstanceIdentifier", "Value": "galpipe-dev"}]
+        assert alarm["AlarmActions"] == alarm["OKActions"] == [PAGER_TOPIC]
+        assert alarm["EvaluationPeriods"] * alarm["Period"] >= 300
+
+    # alarm_connections_percent of max_connections, both at their defaults in dev.
+    def default(module: str, name: str) -> int:
+        block = _variable_blocks(TERRAFORM_DIR / "modules" / module / "variables.tf")[name]
+        match = re.search(r"^  default\s*=\s*(\d+)$", block, re.MULTILINE)
+        assert match, f"modules/{module}: no numeric default for {name}"
+        return int(match[1])
+
+    connections = default("platform", "database_max_connections")
+    percent = default("database", "alarm_connections_percent")
+    assert alarms["DatabaseConnections"]["Threshold"] == connections * percent // 100
+    assert alarms["DatabaseConnections"]["ComparisonOperator"] == "GreaterThanThreshold"
+    assert alarms["FreeStorageSpace"]["ComparisonOperator"] == "LessThanThreshold"
+
     repositories = moto_account.client("ecr").describe_repositories()["repositories"]
     assert {r["repositoryName"] for r in repositories} == {
         "galpipe-dev/galpipe",
@@ -525,3 +616,73 @@ def test_destroy_removes_everything(
     buckets = moto_account.client("s3").list_buckets()["Buckets"]
     assert applied_dev.outputs["bucket_name"] not in {b["Name"] for b in buckets}
     assert moto_account.client("rds").describe_db_instances()["DBInstances"] == []
+
+
+# -- bootstrap: the workflows' roles ------------------------------------------------------------
+
+#: The GitHub environments of both envs, as one account holding both would be bootstrapped.
+_GITHUB_ENVIRONMENTS = {"dev": "infra-dev", "prod": "infra-prod"}
+
+
+@pytest.fixture(scope="module")
+def applied_bootstrap(
+    terraform: str, terraform_env: dict[str, str], workspace: Path, moto_account: MotoAccount
+) -> Path:
+    """terraform/bootstrap applied to moto (its state local, as bootstrap keeps it)."""
+    directory = workspace / "bootstrap"
+    (directory / "moto_override.tf").write_text(
+        _moto_override(moto_account, directory / "terraform.tfstate")
+    )
+    environments = ",".join(f'{env}="{name}"' for env, name in _GITHUB_ENVIRONMENTS.items())
+    _run(terraform, directory, terraform_env, "init", "-no-color")
+    _run(
+        terraform,
+        directory,
+        terraform_env,
+        "apply",
+        "-auto-approve",
+        "-no-color",
+        "-parallelism=30",
+        "-var",
+        "github_repository=galpipe/galpipe",
+        "-var",
+        f"github_environments={{{environments}}}",
+    )
+    return directory
+
+
+def _policy_actions(statements: list[dict[str, Any]]) -> set[str]:
+    return {action for s in statements for action in _as_list(s["Action"])}
+
+
+@pytest.mark.slow
+def test_bootstrap_plan_roles_read_and_apply_roles_write_the_state(
+    applied_bootstrap: Path, moto_account: MotoAccount
+) -> None:
+    """Per environment: a read-only plan role (no state write, no lock) and an apply role."""
+    iam = moto_account.client("iam")
+    roles = {r["RoleName"] for r in iam.list_roles()["Roles"]}
+    for env, environment in _GITHUB_ENVIRONMENTS.items():
+        for kind, subject in (("plan", f"{environment}-plan"), ("apply", environment)):
+            role = f"galpipe-github-{kind}-{env}"
+            assert role in roles, role
+            trust = iam.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
+            (statement,) = trust["Statement"]
+            subjects = [
+                v for k, v in statement["Condition"]["StringEquals"].items() if k.endswith(":sub")
+            ]
+            assert subjects == [f"repo:galpipe/galpipe:environment:{subject}"], role
+        plan = f"galpipe-github-plan-{env}"
+        assert _policy_actions(_role_policy(iam, plan)) == {
+            "s3:GetObject",
+            "s3:ListBucket",
+            "kms:Decrypt",
+        }
+        attached = iam.list_attached_role_policies(RoleName=plan)["AttachedPolicies"]
+        assert [p["PolicyName"] for p in attached] == ["ReadOnlyAccess"]
+        apply_actions = _policy_actions(_role_policy(iam, f"galpipe-github-apply-{env}"))
+        assert {"s3:PutObject", "s3:DeleteObject", "kms:GenerateDataKey"} <= apply_actions
+    # No DynamoDB lock table: the backends lock with a file next to the state.
+    assert "galpipe-github-plan" not in roles
+    apply_dev = _policy_actions(_role_policy(iam, "galpipe-github-apply-dev"))
+    assert not [action for action in apply_dev if action.startswith("dynamodb:")]

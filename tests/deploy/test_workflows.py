@@ -223,6 +223,7 @@ def test_ci_runs_every_check_and_builds_without_pushing(
         "hadolint",
         "shellcheck-all.sh",
         "yamllint",
+        "check-chart-version.sh",
     ):
         assert command in runs, f"ci.yml does not run {command}"
     build = _step_using(ci, "docker/build-push-action")["with"]
@@ -247,9 +248,113 @@ def test_ci_runs_the_kind_end_to_end_script(workflows: dict[str, dict[str, Any]]
     assert "/audit" in script
 
 
+#: The gate of every release job: the CI run that triggered it succeeded, for a push to main of
+#: this repository (never a pull request's run, a fork's, or a failed or cancelled one).
+_GREEN_CI_OF_MAIN = (
+    "github.event.workflow_run.conclusion",
+    "github.event.workflow_run.event",
+    "github.event.workflow_run.head_branch",
+    "github.event.workflow_run.head_repository.full_name",
+)
+
+
+def _condition_holds(condition: str, context: dict[str, str]) -> bool:
+    """Evaluate an ``a == 'b' && c == d`` job condition as GitHub does, for ``context``.
+
+    Only conjunctions of equalities are understood; anything else fails the test, so a gate
+    that grows an ``||`` (or any other escape) has to be looked at again here.
+    """
+    result = True
+    for term in condition.split("&&"):
+        match = re.fullmatch(r"\s*([\w.]+)\s*==\s*('[^']*'|[\w.]+)\s*", term)
+        assert match, f"unexpected term in a release gate: {term!r}"
+        left, right = match[1], match[2]
+        value = right.strip("'") if right.startswith("'") else context[right]
+        result = result and context[left] == value
+    return result
+
+
+def _ci_run(**overrides: str) -> dict[str, str]:
+    """The context of a release triggered by a green CI run of a push to main, and overrides."""
+    context = {
+        "github.event.workflow_run.conclusion": "success",
+        "github.event.workflow_run.event": "push",
+        "github.event.workflow_run.head_branch": "main",
+        "github.event.workflow_run.head_repository.full_name": "galpipe/galpipe",
+        "github.repository": "galpipe/galpipe",
+    }
+    context.update(overrides)
+    return context
+
+
+def test_release_runs_only_after_green_ci_of_main(workflows: dict[str, dict[str, Any]]) -> None:
+    """No trigger but CI's completion on main, and every job gated on its success."""
+    release = workflows["release.yml"]
+    # No push, no manual dispatch: either would release a commit that CI may not have passed.
+    assert release["on"] == {
+        "workflow_run": {"workflows": [workflows["ci.yml"]["name"]], "types": ["completed"]}
+        | {"branches": ["main"]}
+    }
+    jobs = release["jobs"]
+    gated = {
+        job_id
+        for job_id, job in jobs.items()
+        if all(key in job.get("if", "") for key in _GREEN_CI_OF_MAIN)
+        and _condition_holds(job["if"], _ci_run())
+    }
+    for job_id, job in jobs.items():
+        needs = job.get("needs", [])
+        needs = [needs] if isinstance(needs, str) else needs
+        assert job_id in gated or set(needs) & gated, f"release.yml {job_id} is not gated on CI"
+    for job_id in gated:
+        condition = jobs[job_id]["if"]
+        for key, refused in (
+            ("github.event.workflow_run.conclusion", "failure"),
+            ("github.event.workflow_run.conclusion", "cancelled"),
+            ("github.event.workflow_run.event", "pull_request"),
+            ("github.event.workflow_run.head_branch", "feature"),
+            ("github.event.workflow_run.head_repository.full_name", "someone/fork"),
+        ):
+            assert not _condition_holds(condition, _ci_run(**{key: refused})), (
+                f"release.yml {job_id} runs when {key} is {refused}"
+            )
+
+
+def test_release_ships_exactly_the_commit_ci_tested(workflows: dict[str, dict[str, Any]]) -> None:
+    """Checkout, tag and image label name the CI run's head_sha, never main's newer head."""
+    release = workflows["release.yml"]
+    text = (WORKFLOWS / "release.yml").read_text()
+    head_sha = "${{ github.event.workflow_run.head_sha }}"
+    (checkout,) = [
+        s for _, s in _steps(release) if s.get("uses", "").startswith("actions/checkout@")
+    ]
+    assert checkout["with"]["ref"] == head_sha
+    build = _step_using(release, "docker/build-push-action")["with"]
+    assert f"REVISION={head_sha}" in build["build-args"]
+    # In a workflow_run, github.sha / GITHUB_SHA is main's head, not the tested commit.
+    assert "github.sha" not in text
+    assert "GITHUB_SHA" not in text
+
+
+def test_release_signs_image_and_chart_with_cosign_keyless(
+    workflows: dict[str, dict[str, Any]],
+) -> None:
+    release = workflows["release.yml"]
+    _step_using(release, "sigstore/cosign-installer")
+    runs = [s.get("run", "") for _, s in _steps(release)]
+    signs = [line.strip() for run in runs for line in run.splitlines() if "cosign sign" in line]
+    # By digest (a tag can move), keyless (no --key: the job's OIDC identity signs).
+    assert signs == [
+        'cosign sign --yes "${REGISTRY}/${CHART_REPOSITORY}/galpipe@${digest}"',
+        'cosign sign --yes "${IMAGE}@${DIGEST}"',
+    ]
+    for job in release["jobs"].values():
+        if any("cosign sign" in s.get("run", "") for s in job["steps"]):
+            assert job["permissions"]["id-token"] == "write"
+
+
 def test_release_pushes_a_multi_arch_attested_image(workflows: dict[str, dict[str, Any]]) -> None:
     release = workflows["release.yml"]
-    assert release["on"]["push"]["branches"] == ["main"]
     assert release["concurrency"]["cancel-in-progress"] is False
     _step_using(release, "docker/setup-qemu-action")
     _step_using(release, "docker/setup-buildx-action")
@@ -266,23 +371,58 @@ def test_release_pushes_a_multi_arch_attested_image(workflows: dict[str, dict[st
     assert "cache-to" not in build
 
 
-def _release_tag(run_number: int, sha: str, tmp_path: Path) -> str:
-    """The image tag release.yml's tag step computes, by running that step's script."""
+def _git_commit(repository: Path, message: str) -> str:
+    """Make a commit in ``repository`` (created if new); its SHA."""
+    git = ["git", "-C", str(repository), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    if not (repository / ".git").exists():
+        subprocess.run(["git", "init", "-q", str(repository)], check=True, timeout=30)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", message], check=True, timeout=30)
+    return subprocess.run(
+        [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout.strip()
+
+
+def _run_tag_step(
+    run_number: int, head_sha: str, checkout: Path, output: Path
+) -> subprocess.CompletedProcess[str]:
+    """Run release.yml's tag step as the runner would, in the checkout ``checkout``."""
     (step,) = [s for _, s in _steps(_load(WORKFLOWS / "release.yml")) if s.get("id") == "tag"]
-    output = tmp_path / f"output-{run_number}"
     env = {
         "PATH": os.environ["PATH"],
-        "GITHUB_RUN_NUMBER": str(run_number),
-        "GITHUB_SHA": sha,
+        "CI_RUN_NUMBER": str(run_number),
+        "HEAD_SHA": head_sha,
         "GITHUB_OUTPUT": str(output),
     }
-    subprocess.run(
-        ["bash", "-e", "-o", "pipefail", "-c", step["run"]], env=env, check=True, timeout=30
+    return subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", step["run"]],
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
     )
+
+
+def _release_tag(run_number: int, tmp_path: Path) -> tuple[str, str]:
+    """(tag, sha): the image tag release.yml's tag step computes for a new commit."""
+    sha = _git_commit(tmp_path / "checkout", f"run {run_number}")
+    output = tmp_path / f"output-{run_number}"
+    proc = _run_tag_step(run_number, sha, tmp_path / "checkout", output)
+    assert proc.returncode == 0, proc.stderr
     (line,) = output.read_text().splitlines()
     key, _, tag = line.partition("=")
     assert key == "tag"
-    return tag
+    return tag, sha
+
+
+def test_release_refuses_a_checkout_that_is_not_the_tested_commit(tmp_path: Path) -> None:
+    tested = _git_commit(tmp_path / "checkout", "tested")
+    _git_commit(tmp_path / "checkout", "newer, untested")
+    proc = _run_tag_step(7, tested, tmp_path / "checkout", tmp_path / "output")
+    assert proc.returncode != 0
+    assert tested in proc.stderr
+    assert not (tmp_path / "output").exists()
 
 
 def _image_policies() -> list[dict[str, Any]]:
@@ -295,10 +435,10 @@ def _image_policies() -> list[dict[str, Any]]:
 
 
 def test_release_tags_are_ordered_by_flux_image_policy(tmp_path: Path) -> None:
-    """Tags `<run number>-<short sha>` pass the ImagePolicy's filter and sort by run number."""
-    tag_9 = _release_tag(9, "3f9c2ab" + "0" * 33, tmp_path)
-    tag_10 = _release_tag(10, "a1b2c3d" + "f" * 33, tmp_path)
-    assert (tag_9, tag_10) == ("9-3f9c2ab", "10-a1b2c3d")
+    """Tags `<CI run number>-<short sha>` pass the ImagePolicy's filter, sort by run number."""
+    tag_9, sha_9 = _release_tag(9, tmp_path)
+    tag_10, sha_10 = _release_tag(10, tmp_path)
+    assert (tag_9, tag_10) == (f"9-{sha_9[:7]}", f"10-{sha_10[:7]}")
     assert sorted([tag_10, tag_9]) == [tag_10, tag_9], "lexical order would pick the older tag"
 
     policies = _image_policies()
@@ -318,25 +458,123 @@ def test_release_tags_are_ordered_by_flux_image_policy(tmp_path: Path) -> None:
         assert pattern.match("latest") is None
 
 
-def test_infra_plans_on_pull_requests_and_applies_behind_environments(
+def test_infra_plans_everywhere_and_applies_only_the_approved_plan_file(
     workflows: dict[str, dict[str, Any]],
 ) -> None:
+    """Plan → artifact → approval (environment) → apply of that very file; no second plan."""
     infra = workflows["infra.yml"]
     assert "terraform/**" in infra["on"]["pull_request"]["paths"]
     assert infra["on"]["push"]["branches"] == ["main"]
     assert infra["concurrency"]["cancel-in-progress"] is False
     plan, apply = infra["jobs"]["plan"], infra["jobs"]["apply"]
-    assert "pull_request" in plan["if"]
-    assert "environment" not in plan
-    assert "push" in apply["if"]
-    assert apply["environment"] == "infra-${{ matrix.env }}"
+    assert plan["environment"] == "infra-${{ matrix.env }}-plan"
+    assert plan["strategy"]["matrix"]["env"] == ["dev", "prod"]
+
+    upload = _step_using({"jobs": {"plan": plan}}, "actions/upload-artifact")
+    assert upload["if"] == "github.event_name == 'push'"
+    assert upload["with"]["name"] == "tfplan-${{ matrix.env }}"
+    assert upload["with"]["path"] == "${{ env.ENV_DIR }}/tfplan"
+    assert upload["with"]["if-no-files-found"] == "error"
+
+    assert apply["needs"] == "plan"
+    assert apply["if"] == "github.event_name == 'push'"  # never on a schedule or a PR
+    assert apply["environment"] == "infra-${{ matrix.env }}"  # required reviewers approve
     assert apply["strategy"]["matrix"]["env"] == ["dev", "prod"]
     assert apply["strategy"]["max-parallel"] == 1
-    assert any("apply" in s.get("run", "") for s in apply["steps"])
+    names = [s.get("uses", "").split("@")[0] or s.get("name") for s in apply["steps"]]
+    download = _step_using({"jobs": {"apply": apply}}, "actions/download-artifact")
+    assert download["with"] == {"name": upload["with"]["name"], "path": "${{ env.ENV_DIR }}"}
+    # The artifact is in place before terraform runs; the job runs apply on it and no plan.
+    assert names.index("actions/download-artifact") < names.index(
+        "aws-actions/configure-aws-credentials"
+    )
+    commands = [
+        line.strip()
+        for s in apply["steps"]
+        for line in s.get("run", "").splitlines()
+        if line.strip().startswith("terraform ")
+    ]
+    assert commands == ['terraform -chdir="${ENV_DIR}" apply -lock-timeout=5m -no-color tfplan']
+    assert not any(" plan" in s.get("run", "") for s in apply["steps"])
+
+
+def test_infra_plan_role_is_read_only_and_drift_runs_nightly(
+    workflows: dict[str, dict[str, Any]],
+) -> None:
+    infra = workflows["infra.yml"]
+    (cron,) = infra["on"]["schedule"]
+    assert re.fullmatch(r"\d+ \d+ \* \* \*", cron["cron"]), "drift runs once a day"
+    # A drift run queues apart: one pending run per group, so it would displace a push's run.
+    group = infra["concurrency"]["group"]
+    assert "github.event_name == 'schedule'" in group, group
+    assert "'drift'" in group, group
+    plan = infra["jobs"]["plan"]
+    (plan_step,) = [s for s in plan["steps"] if "terraform -chdir" in s.get("run", "")]
+    # A read-only role cannot write the lock file next to the state.
+    assert "plan -lock=false" in plan_step["run"]
+    assert "-detailed-exitcode" in plan_step["run"]
+    role = _step_using({"jobs": {"plan": plan}}, _OIDC_ACTION)["with"]["role-to-assume"]
+    assert role == "${{ vars.AWS_PLAN_ROLE_ARN }}"  # the plan environment's own, per account
+
+
+def _fake_terraform(tmp_path: Path, plan_status: int) -> Path:
+    """A `terraform` on PATH whose plan exits ``plan_status`` and whose show prints a plan."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "terraform"
+    fake.write_text(
+        "#!/usr/bin/env bash\n"
+        'case " $* " in\n'
+        f'  *" plan "*) echo planned; exit {plan_status} ;;\n'
+        '  *" show "*) echo "  # aws_s3_bucket.cutouts will be updated in-place" ;;\n'
+        "esac\n"
+    )
+    fake.chmod(0o755)
+    return bin_dir
+
+
+@pytest.mark.parametrize(
+    ("plan_status", "drift_check", "expected_exit"),
+    [
+        (0, "true", 0),  # nightly, nothing changed
+        (2, "true", 2),  # nightly, drift: the run fails
+        (2, "false", 0),  # a pull request's or main's plan with changes: expected
+        (1, "false", 1),  # terraform failed
+        (1, "true", 1),
+    ],
+)
+def test_infra_plan_step_fails_on_drift_only_in_drift_runs(
+    plan_status: int, drift_check: str, expected_exit: int, tmp_path: Path
+) -> None:
+    """The plan step's script, run with a stand-in terraform that reports each outcome."""
+    plan = _load(WORKFLOWS / "infra.yml")["jobs"]["plan"]
+    (step,) = [s for s in plan["steps"] if "terraform -chdir" in s.get("run", "")]
+    summary = tmp_path / "step-summary"
+    env = {
+        "PATH": f"{_fake_terraform(tmp_path, plan_status)}{os.pathsep}{os.environ['PATH']}",
+        "ENV_DIR": "terraform/envs/dev",
+        "DRIFT_CHECK": drift_check,
+        "RUNNER_TEMP": str(tmp_path),
+        "GITHUB_STEP_SUMMARY": str(summary),
+    }
+    proc = subprocess.run(
+        ["bash", "-e", "-c", step["run"]],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert proc.returncode == expected_exit, proc.stdout + proc.stderr
+    if plan_status != 1:
+        assert "aws_s3_bucket.cutouts" in summary.read_text()
+    if expected_exit == 2:
+        assert "::error title=Terraform drift in terraform/envs/dev::" in proc.stdout
 
 
 def test_terraform_init_script_names_missing_variables(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "AWS_"))}
+    (tmp_path / ".terraform.lock.hcl").write_text("")
     proc = subprocess.run(
         [str(SCRIPTS / "terraform-init.sh"), str(tmp_path)],
         env=env,
@@ -346,5 +584,183 @@ def test_terraform_init_script_names_missing_variables(tmp_path: Path) -> None:
         timeout=30,
     )
     assert proc.returncode == 2
-    for name in ("TF_STATE_BUCKET", "TF_LOCK_TABLE", "TF_STATE_KMS_KEY", "AWS_REGION"):
+    for name in ("TF_STATE_BUCKET", "TF_STATE_KMS_KEY", "AWS_REGION"):
         assert name in proc.stderr
+
+
+def test_terraform_init_script_refuses_a_root_without_its_lock_file(tmp_path: Path) -> None:
+    env = {**os.environ, "TF_STATE_BUCKET": "b", "TF_STATE_KMS_KEY": "k", "AWS_REGION": "r"}
+    proc = subprocess.run(
+        [str(SCRIPTS / "terraform-init.sh"), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert f"{tmp_path}/.terraform.lock.hcl is missing" in proc.stderr
+
+
+# -- the chart-version check ----------------------------------------------------------------
+
+
+def _chart_repository(tmp_path: Path, version: str) -> Path:
+    """A git repository with a chart at ``version`` on its main branch."""
+    repository = tmp_path / "repo"
+    chart = repository / "charts" / "galpipe"
+    chart.mkdir(parents=True)
+    (chart / "Chart.yaml").write_text(f"apiVersion: v2\nname: galpipe\nversion: {version}\n")
+    (chart / "values.yaml").write_text("replicas: 1\n")
+    (repository / "README.md").write_text("galpipe\n")
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repository)], check=True, timeout=30)
+    _git_add_and_commit(repository, "chart")
+    subprocess.run(
+        ["git", "-C", str(repository), "checkout", "-q", "-b", "change"], check=True, timeout=30
+    )
+    return repository
+
+
+def _git_add_and_commit(repository: Path, message: str) -> None:
+    git = ["git", "-C", str(repository), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "add", "-A"], check=True, timeout=30)
+    subprocess.run([*git, "commit", "-q", "-m", message], check=True, timeout=30)
+
+
+def _check_chart_version(repository: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SCRIPTS / "check-chart-version.sh"), "main"],
+        cwd=repository,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+
+
+@pytest.mark.parametrize(
+    ("edit", "new_version", "passes"),
+    [
+        ("values.yaml", "0.1.0", False),  # the chart changed, its version did not
+        ("values.yaml", "0.1.1", True),
+        ("values.yaml", "0.0.9", False),  # a lower version is never published either
+        ("values.yaml", "0.10.0", True),  # ordered as versions, not as text
+        (None, "0.1.0", True),  # only the README changed
+    ],
+)
+def test_chart_version_check_fails_a_chart_change_without_a_bump(
+    edit: str | None, new_version: str, passes: bool, tmp_path: Path
+) -> None:
+    repository = _chart_repository(tmp_path, "0.1.0")
+    chart = repository / "charts" / "galpipe"
+    if edit:
+        (chart / edit).write_text("replicas: 2\n")
+    (repository / "README.md").write_text("galpipe, changed\n")
+    text = (chart / "Chart.yaml").read_text()
+    (chart / "Chart.yaml").write_text(text.replace("0.1.0", new_version))
+    _git_add_and_commit(repository, "change")
+    proc = _check_chart_version(repository)
+    assert (proc.returncode == 0) == passes, proc.stdout + proc.stderr
+    if not passes:
+        assert "charts/galpipe/Chart.yaml" in proc.stderr
+
+
+def test_ci_checks_the_chart_version_against_the_merge_base(
+    workflows: dict[str, dict[str, Any]],
+) -> None:
+    job = workflows["ci.yml"]["jobs"]["chart-version"]
+    assert _step_using({"jobs": {"c": job}}, "actions/checkout")["with"]["fetch-depth"] == 0
+    (run,) = [s["run"] for s in job["steps"] if "run" in s]
+    assert run == 'scripts/check-chart-version.sh "${BASE}"'
+    assert "github.base_ref" in job["env"]["BASE"]
+
+
+# -- governance: CODEOWNERS and Dependabot ---------------------------------------------------
+
+CODEOWNERS = REPO_ROOT / ".github" / "CODEOWNERS"
+DEPENDABOT = REPO_ROOT / ".github" / "dependabot.yml"
+
+
+def _codeowners() -> list[tuple[str, list[str]]]:
+    """(pattern, owners) of each rule of CODEOWNERS, in order."""
+    rules = []
+    for line in CODEOWNERS.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            pattern, *owners = line.split()
+            rules.append((pattern, owners))
+    return rules
+
+
+def _owners_of(path: str) -> list[str]:
+    """The owners GitHub requests for ``path``: the last matching rule's (anchored patterns)."""
+    owners: list[str] = []
+    for pattern, rule_owners in _codeowners():
+        if (
+            pattern == "*"
+            or (pattern.endswith("/") and f"/{path}".startswith(pattern))
+            or f"/{path}" == pattern
+        ):
+            owners = rule_owners
+    return owners
+
+
+def test_codeowners_rules_name_existing_paths_and_teams() -> None:
+    rules = _codeowners()
+    assert rules[0] == ("*", rules[0][1]), "a catch-all rule first, so every path has an owner"
+    for pattern, owners in rules:
+        assert owners, f"CODEOWNERS {pattern}: no owner (that un-owns the path)"
+        assert all(re.fullmatch(r"@[\w-]+(/[\w-]+)?", o) for o in owners), owners
+        if pattern != "*":
+            assert pattern.startswith("/"), f"{pattern}: anchor it at the repository root"
+            assert (REPO_ROOT / pattern.strip("/")).exists(), f"CODEOWNERS {pattern}: no such path"
+
+
+@pytest.mark.parametrize(
+    ("path", "required"),
+    [
+        ("k8s/envs/prod/galpipe.yaml", {"@galpipe/sre", "@galpipe/platform"}),
+        ("k8s/envs/prod/chart-source.yaml", {"@galpipe/sre"}),
+        ("k8s/envs/prod/platform/kustomization.yaml", {"@galpipe/sre"}),
+        ("terraform/envs/prod/main.tf", {"@galpipe/sre"}),
+        ("terraform/modules/database/alarms.tf", {"@galpipe/platform"}),
+        (".github/workflows/release.yml", {"@galpipe/platform"}),
+        (".github/CODEOWNERS", {"@galpipe/sre"}),
+        ("services/requirements.txt", {"@galpipe/platform"}),
+        ("services/galpipe/cli.py", {"@galpipe/maintainers"}),
+    ],
+)
+def test_codeowners_require_the_reviews_the_docs_promise(path: str, required: set[str]) -> None:
+    assert (REPO_ROOT / path).exists(), path
+    assert required <= set(_owners_of(path)), f"{path}: owners {_owners_of(path)}"
+
+
+def test_dependabot_keeps_every_pin_current() -> None:
+    config = yaml.safe_load(DEPENDABOT.read_text())
+    assert config["version"] == 2
+    updates = config["updates"]
+    for update in updates:
+        assert update["cooldown"]["default-days"] >= 7, update["package-ecosystem"]
+
+    def directories(ecosystem: str) -> set[str]:
+        (update,) = [u for u in updates if u["package-ecosystem"] == ecosystem]
+        return set(update.get("directories", [update.get("directory")]))
+
+    assert directories("github-actions") == {"/"}
+    assert "/services" in directories("docker")
+    assert (REPO_ROOT / "services" / "Dockerfile").is_file()
+    assert "/services" in directories("pip")  # the hashed lock of the image
+    assert (REPO_ROOT / "services" / "requirements.txt").is_file()
+    # Every Terraform root with a lock file, and every module's provider constraints.
+    terraform = directories("terraform")
+    roots = {
+        f"/{p.parent.relative_to(REPO_ROOT)}" for p in REPO_ROOT.glob("terraform/**/versions.tf")
+    }
+    for root in roots:
+        covered = root in terraform or any(
+            d.endswith("/*") and root.rsplit("/", 1)[0] == d[:-2] for d in terraform
+        )
+        assert covered, f"Dependabot does not update {root}"
+    for lock in REPO_ROOT.glob("terraform/**/.terraform.lock.hcl"):
+        if ".terraform/" not in str(lock):
+            assert f"/{lock.parent.relative_to(REPO_ROOT)}" in terraform, lock

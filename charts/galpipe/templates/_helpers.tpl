@@ -94,15 +94,20 @@ seccompProfile:
 
 {{/*
 Environment of a galpipe container: the settings the chart owns, then `config` overlaid by the
-component's own `config`. Call with (dict "root" $ "config" $component.config "objectStore" bool).
+component's own `config`. Call with (dict "root" $ "config" $component.config "objectStore" bool
+"credentials" "app"|"migrator"): the database role whose Secret gives the URL (without password)
+and, mounted by galpipe.databaseVolumes, the password file read at every new connection.
 */}}
 {{- define "galpipe.env" -}}
 {{- $root := .root -}}
+{{- $db := $root.Values.database -}}
 - name: GALPIPE_DATABASE_URL
   valueFrom:
     secretKeyRef:
-      name: {{ $root.Values.database.existingSecret }}
-      key: {{ $root.Values.database.urlKey }}
+      name: {{ (get $db (.credentials | default "app")).existingSecret }}
+      key: {{ $db.urlKey }}
+- name: GALPIPE_DATABASE_PASSWORD_FILE
+  value: {{ printf "%s/password" (include "galpipe.databaseSecretDir" .) | quote }}
 - name: GALPIPE_METRICS_PORT
   value: {{ $root.Values.metricsPort | quote }}
 - name: GALPIPE_WORKER_ID
@@ -121,6 +126,33 @@ component's own `config`. Call with (dict "root" $ "config" $component.config "o
 - name: {{ $key }}
   value: {{ $value | toString | quote }}
 {{- end }}
+{{- end }}
+
+{{/* Where a pod mounts its database role's password. */}}
+{{- define "galpipe.databaseSecretDir" -}}
+/var/run/secrets/galpipe/database
+{{- end }}
+
+{{/*
+The database role's password as a file. Not a subPath mount: the kubelet rewrites a whole Secret
+volume in place when the Secret changes (External Secrets storing a rotated password), and
+galpipe reads the file again for every new connection, so no pod restarts. Call with
+(dict "root" $ "credentials" "app"|"migrator").
+*/}}
+{{- define "galpipe.databaseVolumes" -}}
+- name: database-password
+  secret:
+    secretName: {{ (get .root.Values.database (.credentials | default "app")).existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ .root.Values.database.passwordKey }}
+        path: password
+{{- end }}
+
+{{- define "galpipe.databaseMounts" -}}
+- name: database-password
+  mountPath: {{ include "galpipe.databaseSecretDir" . }}
+  readOnly: true
 {{- end }}
 
 {{/* The one writable path of the read-only root filesystem: /tmp (the image's HOME, TMPDIR and
@@ -156,18 +188,30 @@ readinessProbe:
   failureThreshold: {{ $p.readiness.failureThreshold }}
 {{- end }}
 
-{{/* Scheduling shared by every pod. Call with (dict "root" $ "component" "fetch"). */}}
+{{/* Scheduling of one component's pods: `pod`'s nodeSelector, tolerations, affinity and
+priorityClassName, each replaced by the component's own `scheduling` entry of that name when it
+gives one (a pipeline's `scheduling.nodeSelector: {}` clears the global selector). Call with
+(dict "root" $ "component" "fetch") or, for a component with a `scheduling` block, with
+"values" its values too. */}}
 {{- define "galpipe.scheduling" -}}
 {{- $v := .root.Values.pod }}
-{{- with $v.nodeSelector }}
+{{- $own := (get (.values | default dict) "scheduling") | default dict }}
+{{- $s := dict }}
+{{- range $key := list "nodeSelector" "tolerations" "affinity" "priorityClassName" }}
+{{- $_ := set $s $key (hasKey $own $key | ternary (get $own $key) (get $v $key)) }}
+{{- end }}
+{{- with $s.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with $s.nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with $v.tolerations }}
+{{- with $s.tolerations }}
 tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with $v.affinity }}
+{{- with $s.affinity }}
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
@@ -220,8 +264,10 @@ containers:
       {{- include "galpipe.containerSecurityContext" $root | nindent 6 }}
     volumeMounts:
       {{- include "galpipe.scratchMounts" . | nindent 6 }}
+      {{- include "galpipe.databaseMounts" . | nindent 6 }}
 volumes:
   {{- include "galpipe.scratchVolumes" (dict "sizeLimit" .scratchSizeLimit) | nindent 2 }}
+  {{- include "galpipe.databaseVolumes" (dict "root" $root "credentials" "app") | nindent 2 }}
 {{- end }}
 
 {{/* Name of the Secret holding the control service's session-signing key. */}}

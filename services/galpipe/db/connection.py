@@ -6,6 +6,9 @@ A process opens its pool as its settings say with
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from psycopg_pool import ConnectionPool
 
 APPLICATION_NAME = "galpipe"
@@ -19,6 +22,7 @@ def open_pool(
     name: str = APPLICATION_NAME,
     wait: bool = True,
     timeout_s: float = 30.0,
+    password: Callable[[], str] | None = None,
 ) -> ConnectionPool:
     """Open a pool on ``conninfo``.
 
@@ -40,12 +44,28 @@ def open_pool(
     timeout_s
         Seconds: with ``wait``, how long opening may take; without, how long a
         ``pool.connection()`` waits for a connection before raising ``PoolTimeout``.
+    password
+        Called for every new connection; its result overrides a password in ``conninfo``.
+        A rotated password (a rewritten Secret file) thus reaches the next connection without
+        reopening the pool.
+
+    Notes
+    -----
+    The pool checks a connection (one empty round trip) before handing it out, so one that
+    the server ended (a password rotation terminating sessions, a failover) is replaced
+    instead of failing the caller's next statement.
     """
+    fixed: dict[str, Any] = {"autocommit": True, "application_name": name}
+
+    def with_password() -> dict[str, Any]:
+        return {**fixed, "password": password()} if password is not None else fixed
+
     pool = ConnectionPool(
         conninfo,
         min_size=min(min_size, max_size),
         max_size=max_size,
-        kwargs={"autocommit": True, "application_name": name},
+        kwargs=fixed if password is None else with_password,
+        check=ConnectionPool.check_connection,
         name=name,
         timeout=timeout_s,
         open=False,

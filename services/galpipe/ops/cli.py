@@ -96,10 +96,11 @@ def _database_errors() -> contextlib.AbstractContextManager[None]:
 
 def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
     from galpipe.db.migrate import migrate
+    from galpipe.runtime.database import conninfo_from_settings
 
-    database_url = settings.require("database_url")
+    conninfo = conninfo_from_settings(settings)
     with _database_errors():
-        applied = migrate(database_url)
+        applied = migrate(conninfo)
     print(f"applied {len(applied)} migration(s)" + (f": {applied}" if applied else ""))
 
 

@@ -34,6 +34,7 @@ module "platform" {
   database_deletion_protection   = false
   database_skip_final_snapshot   = true
   database_backup_retention_days = 7
+  database_alarm_actions         = var.alarm_sns_topic_arns
 
   bucket_force_destroy = true
 
@@ -53,7 +54,7 @@ module "registry" {
 
   repositories = {
     image = "${var.name}/galpipe"
-    chart = "${var.name}/charts/galpipe" # Flux's HelmRepository oci://.../<name>/charts
+    chart = "${var.name}/charts/galpipe" # Flux's OCIRepository oci://.../<name>/charts/galpipe
   }
   kms_alias        = "${var.name}-ecr"
   pull_account_ids = var.registry_pull_account_ids

@@ -49,7 +49,7 @@ output "image_repository_url" {
 }
 
 output "chart_repository_url" {
-  description = "OCI URL of the Helm chart repository (Flux's HelmRepository `url` in k8s/envs/*/chart-source.yaml)."
+  description = "OCI URL that `helm push` publishes the chart under (release.yml); the chart itself is `<this>/galpipe`, the `url` of Flux's OCIRepository in k8s/envs/*/chart-source.yaml."
   value       = "oci://${trimsuffix(module.registry.repository_urls["chart"], "/galpipe")}"
 }
 

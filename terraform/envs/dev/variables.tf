@@ -174,3 +174,14 @@ variable "external_secrets_service_account" {
     error_message = "The namespace must be a DNS label and the ServiceAccount name a DNS subdomain."
   }
 }
+
+variable "alarm_sns_topic_arns" {
+  description = "SNS topics that the database's CloudWatch alarms notify (CPU, free storage, freeable memory, connections, transaction IDs): the on-call pager's topic, in this account. Empty: the alarms show in the console only."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for arn in var.alarm_sns_topic_arns : can(regex("^arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}$", arn))])
+    error_message = "Each entry must be an SNS topic ARN, arn:aws:sns:<region>:<account>:<topic>."
+  }
+}

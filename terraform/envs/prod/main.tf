@@ -35,6 +35,7 @@ module "platform" {
   database_deletion_protection   = true
   database_skip_final_snapshot   = false
   database_backup_retention_days = 35
+  database_alarm_actions         = var.alarm_sns_topic_arns
 
   bucket_force_destroy = false
 

@@ -44,7 +44,7 @@ output "object_store_url" {
 }
 
 output "image_repository_url" {
-  description = "The image repository prod pulls from: dev's registry (chart value `image.repository` in values-prod.yaml)."
+  description = "The image repository prod pulls from: dev's registry (chart value `image.repository` in k8s/envs/prod/galpipe.yaml)."
   value       = var.image_repository_url
 }
 

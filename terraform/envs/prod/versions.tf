@@ -1,5 +1,5 @@
 terraform {
-  required_version = ">= 1.9"
+  required_version = ">= 1.10"
 
   required_providers {
     aws = {
@@ -8,11 +8,13 @@ terraform {
     }
   }
 
-  # Remote state in S3 with a DynamoDB lock table, both created once by terraform/bootstrap.
-  # The bucket, table and region come from backend.hcl (copy backend.hcl.example):
+  # Remote state in S3, in this environment's own account, created once by terraform/bootstrap
+  # there. The bucket, region and KMS key come from backend.hcl (copy backend.hcl.example):
   #   terraform init -backend-config=backend.hcl
+  # Locking is S3-native: a lock file next to the state (no DynamoDB table).
   backend "s3" {
-    key     = "galpipe/prod/terraform.tfstate"
-    encrypt = true
+    key          = "galpipe/prod/terraform.tfstate"
+    encrypt      = true
+    use_lockfile = true
   }
 }

@@ -42,3 +42,8 @@ output "security_group_id" {
   description = "ID of the database's security group."
   value       = aws_security_group.this.id
 }
+
+output "alarm_arns" {
+  description = "ARNs of the instance's CloudWatch alarms, by name (cpu, free-storage, freeable-memory, connections, transaction-ids)."
+  value       = { for name, alarm in aws_cloudwatch_metric_alarm.this : name => alarm.arn }
+}

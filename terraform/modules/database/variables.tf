@@ -208,3 +208,80 @@ variable "tags" {
     error_message = "At most 40 tags (the provider's default_tags take the rest of AWS's 50), keys of 1-128 characters not starting with 'aws:', values of at most 256."
   }
 }
+
+variable "alarm_actions" {
+  description = "ARNs of the SNS topics that the instance's CloudWatch alarms notify when they fire and when they recover (the on-call pager's topic); empty: the alarms show in the console only."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for arn in var.alarm_actions : can(regex("^arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}$", arn))])
+    error_message = "Each alarm action must be an SNS topic ARN, arn:aws:sns:<region>:<account>:<topic>."
+  }
+}
+
+variable "alarm_evaluation_minutes" {
+  description = "Minutes a metric must breach its threshold before its alarm fires (whole five-minute periods, rounded up)."
+  type        = number
+  default     = 15
+
+  validation {
+    condition     = var.alarm_evaluation_minutes >= 5 && var.alarm_evaluation_minutes <= 1440
+    error_message = "The evaluation time must be 5 to 1440 minutes (one five-minute period to a day)."
+  }
+}
+
+variable "alarm_cpu_percent" {
+  description = "CPU utilisation (percent) above which the CPU alarm fires."
+  type        = number
+  default     = 80
+
+  validation {
+    condition     = var.alarm_cpu_percent > 0 && var.alarm_cpu_percent < 100
+    error_message = "The CPU threshold must be a percentage between 0 and 100 (exclusive)."
+  }
+}
+
+variable "alarm_free_storage_gib" {
+  description = "Free storage (GiB) below which the storage alarm fires; keep it below 10% of allocated_storage_gib, where storage autoscaling acts, so the alarm means autoscaling cannot help."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.alarm_free_storage_gib > 0 && var.alarm_free_storage_gib < var.allocated_storage_gib
+    error_message = "The free-storage threshold must be more than 0 GiB and less than allocated_storage_gib."
+  }
+}
+
+variable "alarm_freeable_memory_mib" {
+  description = "Freeable memory (MiB) below which the memory alarm fires."
+  type        = number
+  default     = 256
+
+  validation {
+    condition     = var.alarm_freeable_memory_mib >= 64
+    error_message = "The freeable-memory threshold must be at least 64 MiB."
+  }
+}
+
+variable "alarm_connections_percent" {
+  description = "Share of max_connections (percent) in use above which the connections alarm fires."
+  type        = number
+  default     = 80
+
+  validation {
+    condition     = var.alarm_connections_percent > 0 && var.alarm_connections_percent < 100
+    error_message = "The connections threshold must be a percentage between 0 and 100 (exclusive)."
+  }
+}
+
+variable "alarm_max_used_transaction_ids" {
+  description = "Transaction IDs used (age of the oldest unfrozen transaction) above which the wraparound alarm fires; PostgreSQL stops writes near 2.1 billion."
+  type        = number
+  default     = 1000000000
+
+  validation {
+    condition     = var.alarm_max_used_transaction_ids >= 100000000 && var.alarm_max_used_transaction_ids <= 2000000000
+    error_message = "The transaction-ID threshold must be 100 million to 2 billion."
+  }
+}

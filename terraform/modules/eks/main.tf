@@ -25,7 +25,9 @@ locals {
         capacity_type = "SPOT"
         ami_type      = "AL2023_x86_64_STANDARD"
         labels        = { "galpipe.io/node-group" = "spot" }
-        taints        = []
+        # Only pods that tolerate the taint (the chart's radon) land on interruptible nodes;
+        # the platform and every other pipeline stay on the general group.
+        taints = var.spot_taint == null ? [] : [var.spot_taint]
       })
     },
     var.gpu_node_group == null ? {} : {

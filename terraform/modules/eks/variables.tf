@@ -94,6 +94,25 @@ variable "spot_node_group" {
   }
 }
 
+variable "spot_taint" {
+  description = "Taint of the spot node group's nodes, so that only pods tolerating it run there (the chart's radon pipeline tolerates galpipe.io/node-group=spot:NoSchedule by default); null for an untainted group any pod may use."
+  type = object({
+    key    = string
+    value  = string
+    effect = string
+  })
+  default = {
+    key    = "galpipe.io/node-group"
+    value  = "spot"
+    effect = "NO_SCHEDULE"
+  }
+
+  validation {
+    condition     = var.spot_taint == null || try(contains(["NO_SCHEDULE", "NO_EXECUTE", "PREFER_NO_SCHEDULE"], var.spot_taint.effect) && can(regex("^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$", var.spot_taint.key)) && length(var.spot_taint.value) <= 63, false)
+    error_message = "The spot taint needs a Kubernetes label-style key, a value of at most 63 characters and effect NO_SCHEDULE, NO_EXECUTE or PREFER_NO_SCHEDULE (the EKS API's spelling)."
+  }
+}
+
 variable "gpu_node_group" {
   description = "Optional GPU node group (NVIDIA AMI, tainted nvidia.com/gpu=true:NoSchedule so only pods that tolerate it land there); null for none."
   type = object({

@@ -75,6 +75,7 @@ module "database" {
   skip_final_snapshot         = var.database_skip_final_snapshot
   backup_retention_days       = var.database_backup_retention_days
   kms_deletion_window_in_days = var.kms_deletion_window_in_days
+  alarm_actions               = var.database_alarm_actions
 }
 
 module "storage" {

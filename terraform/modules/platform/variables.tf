@@ -283,3 +283,14 @@ variable "cluster_autoscaler_service_account" {
     error_message = "The namespace must be a DNS label and the ServiceAccount name a DNS subdomain."
   }
 }
+
+variable "database_alarm_actions" {
+  description = "ARNs of the SNS topics that the database's CloudWatch alarms notify (the on-call pager's topic); empty: the alarms show in the console only."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for arn in var.database_alarm_actions : startswith(arn, "arn:") && strcontains(arn, ":sns:")])
+    error_message = "Each alarm action must be an SNS topic ARN."
+  }
+}

@@ -1,0 +1,137 @@
+"""services/requirements.txt: the hashed lock of every Python package the image installs.
+
+The lock is made by scripts/lock-requirements.sh (``uv pip compile --generate-hashes``) from
+pyproject.toml's core dependencies and services/build-requirements.in; the Dockerfile installs it
+with ``--require-hashes --no-deps`` (test_image.py installs it the same way and runs ``pip
+check``). Here: the lock pins every runtime dependency of pyproject.toml at a version its
+specifier admits, every pin carries hashes, the build backend is the one pyproject.toml names,
+and nothing of the extras slips in.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import tomllib
+from dataclasses import dataclass
+
+from packaging.markers import Marker
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from tests.deploy.build_stages import REPO_ROOT
+
+LOCK = REPO_ROOT / "services" / "requirements.txt"
+BUILD_INPUT = REPO_ROOT / "services" / "build-requirements.in"
+LOCK_SCRIPT = REPO_ROOT / "scripts" / "lock-requirements.sh"
+#: The image's interpreter and platform (services/Dockerfile's base image), for markers.
+IMAGE_ENVIRONMENT = {
+    "python_version": "3.11",
+    "python_full_version": "3.11.14",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "os_name": "posix",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+}
+
+
+@dataclass(frozen=True)
+class Pin:
+    """One locked package: its version, environment marker and hashes."""
+
+    name: str
+    version: Version
+    marker: Marker | None
+    hashes: tuple[str, ...]
+
+
+def _pins() -> dict[str, Pin]:
+    """The lock's entries that apply to the image, by canonical name."""
+    text = re.sub(r"\\\n", " ", LOCK.read_text())  # join continuation lines
+    pins: dict[str, Pin] = {}
+    for line in text.splitlines():
+        line = line.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        words = shlex.split(line)
+        hashes = tuple(w.split("=", 1)[1] for w in words if w.startswith("--hash="))
+        requirement = Requirement(" ".join(w for w in words if not w.startswith("--hash=")))
+        (specifier,) = requirement.specifier
+        assert specifier.operator == "==", f"{LOCK.name}: {line} is not an exact pin"
+        if requirement.marker and not requirement.marker.evaluate(IMAGE_ENVIRONMENT):
+            continue
+        name = canonicalize_name(requirement.name)
+        assert name not in pins, f"{LOCK.name}: {name} is pinned twice for the image"
+        pins[name] = Pin(name, Version(specifier.version), requirement.marker, hashes)
+    return pins
+
+
+def _pyproject() -> dict[str, object]:
+    return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+
+
+def test_every_pin_carries_sha256_hashes() -> None:
+    pins = _pins()
+    assert len(pins) >= 20
+    for pin in pins.values():
+        assert pin.hashes, f"{pin.name} has no hash: --require-hashes would refuse the lock"
+        for digest in pin.hashes:
+            assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), f"{pin.name}: {digest}"
+
+
+def test_lock_pins_every_runtime_dependency_within_its_specifier() -> None:
+    pins = _pins()
+    project = _pyproject()["project"]
+    assert isinstance(project, dict)
+    for line in project["dependencies"]:
+        requirement = Requirement(line)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"pyproject.toml needs {line}; {LOCK.name} does not pin it"
+        assert requirement.specifier.contains(pins[name].version, prereleases=True), (
+            f"{name}=={pins[name].version} is outside pyproject.toml's {line}"
+        )
+        # An extra pulls packages of its own (psycopg[binary] → psycopg-binary).
+        for extra in requirement.extras:
+            assert f"{name}-{extra}" in pins, f"{line}: {name}-{extra} is not locked"
+
+
+def test_build_backend_is_locked_as_pyproject_names_it() -> None:
+    build_system = _pyproject()["build-system"]
+    assert isinstance(build_system, dict)
+    inputs = [
+        line.strip()
+        for line in BUILD_INPUT.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert inputs == build_system["requires"], f"{BUILD_INPUT.name} != [build-system].requires"
+    pins = _pins()
+    for line in build_system["requires"]:
+        requirement = Requirement(line)
+        pin = pins[canonicalize_name(requirement.name)]
+        assert requirement.specifier.contains(pin.version), f"{pin.name}=={pin.version}"
+
+
+def test_no_optional_dependency_is_locked() -> None:
+    """The image carries the core dependencies only (no local/sim/dev/deploy extras)."""
+    pins = _pins()
+    project = _pyproject()["project"]
+    assert isinstance(project, dict)
+    core = {canonicalize_name(Requirement(r).name) for r in project["dependencies"]}
+    for extra, requirements in project["optional-dependencies"].items():
+        for line in requirements:
+            name = canonicalize_name(Requirement(line).name)
+            if name not in core:
+                assert name not in pins, f"{name} of the [{extra}] extra is in the image lock"
+
+
+def test_lock_records_the_command_of_the_lock_script() -> None:
+    """The header names the command that made it: the script's, so a refresh redoes the same."""
+    header = LOCK.read_text().splitlines()[:2]
+    assert header[0].startswith("# This file was autogenerated by uv")
+    recorded = shlex.split(header[1].lstrip("# "))
+    script = re.sub(r"\\\n\s*", " ", LOCK_SCRIPT.read_text())
+    (invocation,) = re.findall(r'"\$\{uv\}" (pip compile [^\n]*?) "\$@"', script)
+    assert recorded == ["uv", *shlex.split(invocation)]
+    assert "--generate-hashes" in recorded
