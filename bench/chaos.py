@@ -95,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         bad = run_bad_inputs(args.bad_inputs if not args.quick else 1_000, args.seed)
         print(f"bad inputs: {bad['tried']:,} tried, {bad['unhandled']} unhandled")
+        for example in bad.get("examples_unhandled", []):
+            print(f"UNHANDLED: {example}")
     summary = {
         "galaxies": result.galaxies,
         "faults": dict(sorted(result.faults.items())),

@@ -201,6 +201,9 @@ def test_helm_releases_come_from_defined_sources_at_pinned_versions(env: str) ->
         "keda",
         "cluster-autoscaler",
         "kube-prometheus-stack",
+        "fluent-bit",
+        "policy-controller",
+        "external-secrets",
         "galpipe",
     }
     galpipe = releases.pop(("galpipe", "galpipe"))["spec"]
@@ -294,7 +297,14 @@ def test_every_platform_variable_is_substituted_by_every_cluster() -> None:
         for obj in _objects(K8S / "platform")
         for m in FLUX_VARIABLE.finditer(json.dumps(obj))
     }
-    assert used >= {"cluster_name", "aws_region", "cluster_autoscaler_role_arn"}
+    assert used >= {
+        "cluster_name",
+        "aws_region",
+        "cluster_autoscaler_role_arn",
+        "log_shipper_role_arn",
+        "policy_controller_role_arn",
+        "external_secrets_role_arn",
+    }
     for name in used:
         assert FLUX_VARIABLE_NAME.match(name), f"${{{name}}} is not a plain Flux variable"
     for env in ENVS:
