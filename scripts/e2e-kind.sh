@@ -3,9 +3,18 @@
 # workload, and the control API driven with curl as an operator would (CI's e2e-kind job runs it
 # on GitHub's runners, where Docker is).
 #
-#   1. kind cluster; KEDA (Helm); Flux's HelmRelease CRD (the object a pin suspends; no Flux
-#      controller runs, so nothing reconciles it); the image built and loaded into kind.
-#   2. PostgreSQL and the synthetic sky (cutout server) in their own namespace; the chart with
+#   1. kind cluster; KEDA (Helm, the version k8s/platform pins); Flux's CRDs (no Flux
+#      controller runs, so nothing reconciles their objects) and the CRDs of every other chart
+#      k8s/platform installs with its CRDs (kube-prometheus-stack, External Secrets, the
+#      policy-controller: their controllers need AWS or more than kind has). Then every object
+#      each environment's cluster gets must be accepted by this real API server (server-side dry
+#      run, strict field validation: an unknown field fails, CRDs included): the Flux objects of
+#      k8s/clusters/<env>, each Flux Kustomization's path built by kustomize with its postBuild
+#      variables substituted as Flux does (k8s/envs/<env> and its platform overlay of
+#      k8s/platform), and the chart rendered with the values of the environment's HelmRelease.
+#      The image built and loaded into kind.
+#   2. PostgreSQL and the synthetic sky (cutout server) in their own namespace; dev's own
+#      OCIRepository and HelmRelease as they are (the object a pin suspends); the chart with
 #      fetch only (the object store is each pod's /tmp, so radon could not read fetch's output).
 #   3. Operator and viewer ServiceAccounts bound to the chart's galpipe-operator and
 #      galpipe-viewer Roles; their tokens from `kubectl create token`.
@@ -14,7 +23,8 @@
 #      and the restart; pins an image (the HelmRelease is suspended) and unpins; the audit log
 #      lists every action with the operator's name.
 #
-# Needs docker, kind, kubectl, helm, curl, jq, yq. KEEP_CLUSTER=1 leaves the cluster up.
+# Needs docker, kind, kubectl, helm, curl, jq, yq (mikefarah's, as on GitHub's runners), envsubst.
+# KEEP_CLUSTER=1 leaves the cluster up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +35,9 @@ RELEASE=galpipe
 IMAGE_REPOSITORY=galpipe
 IMAGE_TAG=e2e
 PINNED_TAG=e2e-pinned
-KEDA_VERSION=2.16.1
+#: The environments whose objects the API server must accept (every directory of k8s/envs).
+ENVIRONMENTS=(dev prod)
+#: Serves every Flux API version that k8s/ uses (OCIRepository v1beta2, HelmRelease v2 …).
 FLUX_VERSION=v2.4.0
 LOCAL_PORT=${E2E_CONTROL_PORT:-18080}
 API="http://127.0.0.1:${LOCAL_PORT}/api/v1"
@@ -81,6 +93,110 @@ wait_for() {
 
 jsonpath() { kubectl -n "${NAMESPACE}" get "$1" -o "jsonpath=$2"; }
 
+# Creates namespace NAME unless it exists.
+ensure_namespace() {
+  kubectl create namespace "$1" --dry-run=client -o yaml | kubectl apply -f - > /dev/null
+}
+
+# Prints EXPRESSION (yq) of the HelmRelease NAME of k8s/platform: what dev's platform runs.
+platform_release() {
+  NAME=$1 yq ea -N "select(.kind == \"HelmRelease\" and .metadata.name == strenv(NAME)) | $2" \
+    k8s/platform/*.yaml
+}
+
+# Prints the URL of the HelmRepository NAME of k8s/platform.
+helm_repository_url() {
+  NAME=$1 yq ea -N 'select(.kind == "HelmRepository" and .metadata.name == strenv(NAME)) | .spec.url' \
+    k8s/platform/*.yaml
+}
+
+# Installs the CRDs of every chart that k8s/platform installs with its CRDs (install.crds), at
+# the version it pins, except release SKIP (installed whole): rendered by Helm with
+# --include-crds, as helm-controller would create them.
+install_platform_crds() {
+  local skip=$1 releases release chart version url
+  releases=$(yq ea -N 'select(.kind == "HelmRelease" and .spec.install.crds != null) | .metadata.name' \
+    k8s/platform/*.yaml)
+  for release in ${releases}; do
+    [ "${release}" != "${skip}" ] || continue
+    chart=$(platform_release "${release}" .spec.chart.spec.chart)
+    version=$(platform_release "${release}" .spec.chart.spec.version)
+    url=$(helm_repository_url "$(platform_release "${release}" .spec.chart.spec.sourceRef.name)")
+    log "CRDs of ${chart} ${version} (k8s/platform's ${release})"
+    helm template "${release}" "${chart}" --repo "${url}" --version "${version}" --include-crds \
+      | yq 'select(.kind == "CustomResourceDefinition")' > "${WORK}/crds-${release}.yaml"
+    grep -q '^kind: CustomResourceDefinition' "${WORK}/crds-${release}.yaml" \
+      || fail "${chart} ${version} renders no CRD"
+    kubectl apply --server-side -f "${WORK}/crds-${release}.yaml" > /dev/null
+  done
+}
+
+# Prints the postBuild variables of the Flux Kustomization NAME in FILES...: with FORMAT pairs,
+# "name=value" lines (for env); with FORMAT names, "${name}" words (envsubst's list, so that
+# nothing else that looks like a variable is touched, as Flux substitutes only those).
+kustomization_variables() {
+  local format=$1 name=$2 entry
+  shift 2
+  # shellcheck disable=SC2016 # "${" is yq's text, not a shell expansion
+  case ${format} in
+    pairs) entry='.key + "=" + .value' ;;
+    names) entry='"${" + .key + "}"' ;;
+    *) fail "kustomization_variables: no format ${format}" ;;
+  esac
+  NAME=${name} yq ea -N "select(.kind == \"Kustomization\" and .metadata.name == strenv(NAME))
+    | .spec.postBuild.substitute // {} | to_entries | .[] | ${entry}" "$@"
+}
+
+# Writes to FILE every object ENV's cluster gets, as Flux and helm-controller would make them:
+# the Flux objects of k8s/clusters/ENV; the path of each of its Flux Kustomizations built by
+# kustomize with that Kustomization's postBuild variables substituted; the chart rendered with
+# the values of ENV's HelmRelease (k8s/envs/ENV/galpipe.yaml).
+render_environment() {
+  local env=$1 out=$2 cluster=k8s/clusters/$1 kustomizations name path file
+  local -a variables
+  : > "${out}"
+  for file in "${cluster}"/*.yaml; do
+    { echo '---'; cat "${file}"; } >> "${out}"
+  done
+  kustomizations=$(yq ea -N 'select(.kind == "Kustomization") | .metadata.name' "${cluster}"/*.yaml)
+  for name in ${kustomizations}; do
+    path=$(NAME=${name} yq ea -N \
+      'select(.kind == "Kustomization" and .metadata.name == strenv(NAME)) | .spec.path' \
+      "${cluster}"/*.yaml)
+    mapfile -t variables < <(kustomization_variables pairs "${name}" "${cluster}"/*.yaml)
+    echo '---' >> "${out}"
+    kubectl kustomize "${path}" \
+      | env "${variables[@]}" \
+        envsubst "$(kustomization_variables names "${name}" "${cluster}"/*.yaml)" >> "${out}"
+  done
+  yq 'select(.kind == "HelmRelease" and .metadata.name == "galpipe") | .spec.values' \
+    "k8s/envs/${env}/galpipe.yaml" > "${WORK}/values-${env}.yaml"
+  echo '---' >> "${out}"
+  helm template "${RELEASE}" charts/galpipe --namespace "${NAMESPACE}" \
+    -f "${WORK}/values-${env}.yaml" >> "${out}"
+}
+
+# Fails unless the API server accepts every object of every environment: a server-side dry run
+# with strict field validation, once their namespaces exist (a dry run creates none). Server-side
+# apply, as Flux applies: no last-applied annotation, which the dashboards' ConfigMaps exceed.
+check_every_object_is_accepted() {
+  local env file namespaces namespace
+  for env in "${ENVIRONMENTS[@]}"; do
+    file=${WORK}/objects-${env}.yaml
+    log "the API server accepts every object of ${env}"
+    render_environment "${env}" "${file}"
+    namespaces=$(yq ea -N 'select(.metadata.namespace != null) | .metadata.namespace' "${file}" \
+      | sort -u)
+    for namespace in ${namespaces}; do
+      ensure_namespace "${namespace}"
+    done
+    kubectl apply --server-side --force-conflicts --field-manager=e2e-dry-run \
+      --dry-run=server --validate=strict -f "${file}" \
+      || fail "the API server rejects an object of ${env} (above)"
+    echo "${env}: $(grep -c '^kind:' "${file}") objects accepted"
+  done
+}
+
 # Prints true once KEDA has given fetch at least one replica.
 fetch_awake() {
   local replicas
@@ -110,22 +226,25 @@ act() {
   echo "POST ${path}: ok"
 }
 
-# -- 1. cluster, KEDA, Flux's HelmRelease CRD, the image ----------------------------------------
+# -- 1. cluster, KEDA, the platform's CRDs; every object accepted; the image ---------------------
 
 log "kind cluster ${CLUSTER}"
 kind create cluster --name "${CLUSTER}" --wait 180s
 
-log "KEDA ${KEDA_VERSION}"
-helm repo add kedacore https://kedacore.github.io/charts --force-update
+KEDA_VERSION=$(platform_release keda .spec.chart.spec.version)
+log "KEDA ${KEDA_VERSION} (k8s/platform's)"
+helm repo add kedacore "$(helm_repository_url kedacore)" --force-update
 helm install keda kedacore/keda --version "${KEDA_VERSION}" --namespace keda \
   --create-namespace --wait --timeout 5m
 
-log "Flux HelmRelease CRD ${FLUX_VERSION}"
+log "Flux CRDs ${FLUX_VERSION}"
 curl -fsSL "https://github.com/fluxcd/flux2/releases/download/${FLUX_VERSION}/install.yaml" \
-  | yq 'select(.kind == "CustomResourceDefinition" and .metadata.name == "helmreleases.helm.toolkit.fluxcd.io")' \
-    > "${WORK}/helmrelease-crd.yaml"
-kubectl apply --server-side -f "${WORK}/helmrelease-crd.yaml"
-kubectl wait --for=condition=Established --timeout=60s crd/helmreleases.helm.toolkit.fluxcd.io
+  | yq 'select(.kind == "CustomResourceDefinition")' > "${WORK}/flux-crds.yaml"
+kubectl apply --server-side -f "${WORK}/flux-crds.yaml" > /dev/null
+install_platform_crds keda
+kubectl wait --for=condition=Established --timeout=120s crd --all
+
+check_every_object_is_accepted
 
 log "image ${IMAGE_REPOSITORY}:${IMAGE_TAG}"
 docker build -f services/Dockerfile -t "${IMAGE_REPOSITORY}:${IMAGE_TAG}" \
@@ -223,24 +342,14 @@ EOF
 kubectl -n "${DEMO_NAMESPACE}" rollout status deploy/postgres --timeout=180s
 kubectl -n "${DEMO_NAMESPACE}" rollout status deploy/sky --timeout=300s
 
-log "namespace ${NAMESPACE} (restricted Pod Security), database Secret, HelmRelease"
-kubectl create namespace "${NAMESPACE}"
-kubectl label namespace "${NAMESPACE}" pod-security.kubernetes.io/enforce=restricted
+log "namespace ${NAMESPACE} (restricted Pod Security), database Secret, dev's HelmRelease"
+ensure_namespace "${NAMESPACE}"
+kubectl label namespace "${NAMESPACE}" --overwrite pod-security.kubernetes.io/enforce=restricted
 kubectl -n "${NAMESPACE}" create secret generic galpipe-database \
   --from-literal=url="postgresql://galpipe:galpipe@postgres.${DEMO_NAMESPACE}.svc.cluster.local:5432/galpipe"
-kubectl apply -n "${NAMESPACE}" -f - <<EOF
-apiVersion: helm.toolkit.fluxcd.io/v2
-kind: HelmRelease
-metadata:
-  name: ${RELEASE}
-spec:
-  interval: 1h
-  releaseName: ${RELEASE}
-  chart:
-    spec:
-      chart: galpipe
-      sourceRef: {kind: HelmRepository, name: galpipe-charts, namespace: flux-system}
-EOF
+# dev's own chart source and HelmRelease (the chart from its OCIRepository), as they are: no Flux
+# controller reconciles them; the control service suspends and resumes the HelmRelease.
+kubectl apply --server-side -f k8s/envs/dev/chart-source.yaml -f k8s/envs/dev/galpipe.yaml
 
 cat > "${WORK}/values.yaml" <<EOF
 image:

@@ -10,13 +10,18 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import helm_python as helm
+import jsonschema
+import jsonschema.exceptions
 import kubernetes_validate
 import yaml
 from pydantic import BaseModel
+
+from tests.deploy.crd_schema import vendored_crd_schema
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO_ROOT / "charts" / "galpipe"
@@ -206,12 +211,89 @@ def _crd_models() -> dict[tuple[str, str], type[BaseModel]]:
 CRD_MODELS = _crd_models()
 
 
-def _without_nulls(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_without_nulls(v) for v in value]
-    return value
+#: JSON-schema keywords whose value is one schema, a list of schemas, or a map of name → schema.
+_SUBSCHEMA = frozenset({"additionalProperties", "items", "not", "contains"})
+_SUBSCHEMA_LISTS = frozenset({"anyOf", "allOf", "oneOf", "prefixItems"})
+_SUBSCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions"})
+
+
+def closed_schema(schema: Any) -> Any:
+    """``schema`` (JSON Schema) with every object that lists its properties closed to others.
+
+    The API server treats a CRD's structural schema this way: a field that no ``properties``
+    names is unknown, and with strict field validation (kubectl's default) the request fails.
+    An object that says what else it takes (``additionalProperties``: a map's values) or that
+    the CRD marks ``x-kubernetes-preserve-unknown-fields`` keeps that, and one without
+    ``properties`` (free-form, e.g. a HelmRelease's ``values``) stays open. Patterns are
+    rewritten for Python's re (see :func:`_python_pattern`).
+    """
+    if not isinstance(schema, dict):
+        return schema  # a boolean schema
+    closed = dict(schema)
+    for key, value in schema.items():
+        if key in _SUBSCHEMA:
+            closed[key] = closed_schema(value)
+        elif key in _SUBSCHEMA_LISTS and isinstance(value, list):
+            closed[key] = [closed_schema(v) for v in value]
+        elif key in _SUBSCHEMA_MAPS and isinstance(value, dict):
+            closed[key] = {name: closed_schema(v) for name, v in value.items()}
+    if isinstance(schema.get("pattern"), str):
+        closed["pattern"] = _python_pattern(schema["pattern"])
+    if (
+        isinstance(schema.get("properties"), dict)
+        and "additionalProperties" not in schema
+        and not schema.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        closed["additionalProperties"] = False
+    return closed
+
+
+#: A Go (RE2) pattern that turns on flags after its anchor, ``^(?i)…``: Python's re accepts
+#: global flags only at the start.
+_ANCHORED_FLAGS = re.compile(r"^\^\(\?(?P<flags>[imsU]+)\)")
+
+
+def _python_pattern(pattern: str) -> str:
+    """A CRD's (Go) ``pattern`` as Python's re must see it to match the same strings."""
+    return _ANCHORED_FLAGS.sub(lambda m: f"(?{m['flags']})^", pattern, count=1)
+
+
+@functools.cache
+def crd_validator(api_version: str, kind: str) -> jsonschema.Draft202012Validator | None:
+    """A strict validator of ``kind`` built from its CRD model, or None for a built-in kind.
+
+    The models (generated from the CRDs' openAPIV3Schema) keep the CRDs' types, patterns and
+    required fields, but pydantic ignores a field they do not name: validating their JSON
+    Schema, closed by :func:`closed_schema`, rejects it as the API server does.
+    """
+    model = CRD_MODELS.get((api_version, kind))
+    if model is None:
+        # A CRD without a model: its schema as vendored in tests/deploy/crd_schemas.
+        vendored = vendored_crd_schema(api_version, kind)
+        if vendored is None:
+            return None
+        schema = closed_schema(vendored)
+    else:
+        schema = closed_schema(model.model_json_schema(by_alias=True, mode="validation"))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+@functools.cache
+def _metadata_validator() -> jsonschema.Draft202012Validator:
+    """A strict validator of a custom resource's ``metadata``.
+
+    A CRD's schema leaves ``metadata`` to the API server, which decodes it as ObjectMeta and
+    rejects an unknown field there too (a misplaced ``metadata.annotation``, say).
+    """
+    from cloudcoil.apimachinery import ObjectMeta
+
+    metadata = ObjectMeta.model_json_schema(by_alias=True, mode="validation")
+    definitions = metadata.pop("$defs", {})
+    schema = closed_schema(
+        {"properties": {"metadata": metadata}, "$defs": definitions, "additionalProperties": True}
+    )
+    return jsonschema.Draft202012Validator(schema)
 
 
 def validate_object(obj: dict[str, Any]) -> None:
@@ -238,12 +320,9 @@ def _validate_json(text: str) -> str:
 
 
 def _validate(obj: dict[str, Any]) -> None:
-    """Validate one object: built-in kinds against the Kubernetes schemas of ``KUBE_VERSION``
-    (strict: unknown fields fail), custom resources against their CRD's model.
-
-    The CRD models ignore unknown fields, so a custom resource must also survive a round trip
-    through its model: a misspelt or misplaced field is dropped, a wrongly typed one coerced,
-    and either shows up as a difference (defaults the model fills in are not differences).
+    """Validate one object, strictly (an unknown field fails, as it does on the API server
+    with kubectl's default strict field validation): built-in kinds against the Kubernetes
+    schemas of ``KUBE_VERSION``, custom resources against their CRD's (see :func:`crd_validator`).
 
     Raises
     ------
@@ -251,12 +330,16 @@ def _validate(obj: dict[str, Any]) -> None:
         Naming the object and what is wrong with it.
     """
     name = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
-    model = CRD_MODELS.get((obj.get("apiVersion", ""), obj.get("kind", "")))
-    if model is not None:
-        parsed = model.model_validate(obj)
-        dumped = parsed.model_dump(by_alias=True, exclude_none=True, mode="json")
-        lost = _difference(_without_nulls(obj), dumped)
-        assert not lost, f"{name} does not match its CRD schema at {lost}"
+    validator = crd_validator(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
+    if validator is not None:
+        errors = sorted(
+            [*validator.iter_errors(obj), *_metadata_validator().iter_errors(obj)],
+            key=lambda e: list(map(str, e.path)),
+        )
+        if errors:
+            # A model's own metadata schema and the ObjectMeta check may report one problem twice.
+            problems = dict.fromkeys(_describe(e) for e in errors)
+            raise AssertionError(f"{name} does not match its CRD schema: " + "; ".join(problems))
         return
     try:
         kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
@@ -269,20 +352,41 @@ def _validate(obj: dict[str, Any]) -> None:
         raise AssertionError(f"{name}: no schema: {exc.message}") from None
 
 
-def _difference(expected: Any, actual: Any, path: str = "") -> str:
-    """The first path where ``expected`` lost a key or changed a value in ``actual``."""
-    if isinstance(expected, dict) and isinstance(actual, dict):
-        for key in expected:
-            if key not in actual:
-                return f"{path}.{key} (dropped)"
-            diff = _difference(expected[key], actual[key], f"{path}.{key}")
-            if diff:
-                return diff
-        return ""
-    if isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
-        for index, (e, a) in enumerate(zip(expected, actual, strict=True)):
-            diff = _difference(e, a, f"{path}[{index}]")
-            if diff:
-                return diff
-        return ""
-    return "" if expected == actual else f"{path}: {expected!r} became {actual!r}"
+def _describe(error: jsonschema.ValidationError) -> str:
+    """``path: problem`` of one schema error, the path dotted as kubectl prints it.
+
+    An error under ``anyOf`` (every optional field: its type or null) is reported by the
+    branch that got deepest (see :func:`_causes`), which names the field that is wrong rather
+    than the whole object; an unknown field is named by its own path, like the API server's
+    ``unknown field "…"``.
+    """
+    problems = []
+    for cause in _causes(error):
+        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in cause.absolute_path)
+        if cause.validator == "additionalProperties" and cause.validator_value is False:
+            known = cause.schema.get("properties", {})
+            unknown = [f for f in cause.instance if f not in known]
+            problems += [f'unknown field "{(path + "." + f).lstrip(".")}"' for f in unknown]
+        else:
+            problems.append(f"{path.lstrip('.') or '(root)'}: {cause.message}")
+    return "; ".join(dict.fromkeys(problems))
+
+
+def _causes(error: jsonschema.ValidationError) -> list[jsonschema.ValidationError]:
+    """The errors behind ``error``: itself, or those of the ``anyOf`` branch that got deepest.
+
+    The null branch of an optional field is never the one meant; of the others, the branch
+    whose errors lie deepest in the object is the one the author was writing.
+    """
+    if not error.context:
+        return [error]
+    branches: dict[Any, list[jsonschema.ValidationError]] = {}
+    for cause in error.context:
+        branches.setdefault(cause.relative_schema_path[0], []).append(cause)
+    candidates = [
+        causes
+        for causes in branches.values()
+        if not any(c.validator == "type" and c.validator_value == "null" for c in causes)
+    ] or list(branches.values())
+    chosen = max(candidates, key=lambda causes: max(len(c.absolute_path) for c in causes))
+    return [leaf for cause in chosen for leaf in _causes(cause)]

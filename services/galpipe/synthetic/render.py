@@ -10,6 +10,12 @@ Position angle: GalSim's ``shear(q, beta)`` puts the major axis at ``beta`` coun
 from the image +x axis. North (+y) is at 90 degrees and east (-x) at 180 degrees, so a position
 angle ``pa`` east of north is ``beta = 90 + pa`` degrees.
 
+Shear: ``render_cutout(..., shear=(g1, g2))`` applies a gravitational shear with GalSim's
+``shear(g1=g1, g2=g2)`` to the galaxy's (and its companion galaxies') intrinsic profile before
+the PSF convolution. ``(g1, g2)`` are GalSim's reduced shear in the *image* frame: ``g1 > 0``
+stretches along +x (columns), ``g2 > 0`` along the diagonal at image angle 45 degrees. Positions
+are not remapped. The default ``(0, 0)`` leaves the profile untouched.
+
 The profile is the same in every band (no colour gradients), so each source is drawn once with
 unit flux and the bands are flux-weighted sums of these templates; the noise of each band comes
 from its own seeded stream, so a band's pixels do not depend on which other bands were asked for.
@@ -63,9 +69,15 @@ def _psf(truth: TruthGalaxy) -> galsim.GSObject:
     return galsim.Moffat(beta=truth.moffat_beta, fwhm=truth.psf_fwhm_arcsec, gsparams=_GSPARAMS)
 
 
-def _sersic(n: float, hlr: float, q: float, pa_deg: float) -> galsim.GSObject:
+def _sersic(
+    n: float, hlr: float, q: float, pa_deg: float, shear: tuple[float, float] = (0.0, 0.0)
+) -> galsim.GSObject:
     profile = galsim.Sersic(n=n, half_light_radius=hlr, flux=1.0, gsparams=_GSPARAMS)
-    return profile.shear(q=q, beta=image_beta_deg(pa_deg) * galsim.degrees)
+    profile = profile.shear(q=q, beta=image_beta_deg(pa_deg) * galsim.degrees)
+    # An exact zero skips the transformation, so unsheared stamps stay bit-identical.
+    if shear != (0.0, 0.0):
+        profile = profile.shear(g1=shear[0], g2=shear[1])
+    return profile
 
 
 def _draw(obj: galsim.GSObject, size: int, pixscale: float, dx: float, dy: float) -> np.ndarray:
@@ -77,11 +89,13 @@ def _draw(obj: galsim.GSObject, size: int, pixscale: float, dx: float, dy: float
     return image.array
 
 
-def _neighbour_object(nb: Neighbour, psf: galsim.GSObject) -> galsim.GSObject:
+def _neighbour_object(
+    nb: Neighbour, psf: galsim.GSObject, shear: tuple[float, float]
+) -> galsim.GSObject:
     if nb.kind == "star":
         return psf
     profile = _sersic(
-        nb.sersic_n, nb.half_light_radius_arcsec, nb.axis_ratio, nb.position_angle_deg
+        nb.sersic_n, nb.half_light_radius_arcsec, nb.axis_ratio, nb.position_angle_deg, shear
     )
     return galsim.Convolve(profile, psf)
 
@@ -99,6 +113,7 @@ def render_cutout(
     *,
     centre: tuple[float, float] | None = None,
     noise: bool = True,
+    shear: tuple[float, float] = (0.0, 0.0),
 ) -> np.ndarray:
     """Render ``truth`` (and its neighbours) as a ``(nbands, size, size)`` float32 cube.
 
@@ -118,6 +133,9 @@ def render_cutout(
     noise : bool
         Add Poisson noise of the sources and Gaussian sky noise (deterministic per
         ``source_id`` and band).
+    shear : tuple of float
+        ``(g1, g2)``, GalSim's reduced shear in the image frame (module docstring), applied to
+        the galaxy and companion galaxies before the PSF; ``|g| < 1``. Default: none.
 
     Returns
     -------
@@ -132,6 +150,9 @@ def render_cutout(
     unknown = set(bands) - set(BANDS)
     if unknown or not bands:
         raise ValueError(f"bands {bands!r}: expected letters from {BANDS!r}")
+    g1, g2 = (float(v) for v in shear)
+    if not math.hypot(g1, g2) < 1.0:
+        raise ValueError(f"shear {shear}: |g| must be below 1")
     ra0, dec0 = centre if centre is not None else (truth.ra, truth.dec)
     xi, eta = tangent_offset_arcsec(ra0, dec0, truth.ra, truth.dec)
     gx, gy = -xi / pixscale, eta / pixscale
@@ -143,6 +164,7 @@ def render_cutout(
             truth.half_light_radius_arcsec,
             truth.axis_ratio,
             truth.position_angle_deg,
+            (g1, g2),
         ),
         psf,
     )
@@ -151,7 +173,7 @@ def render_cutout(
     for nb in truth.neighbours:
         dx = gx - nb.east_arcsec / pixscale
         dy = gy + nb.north_arcsec / pixscale
-        templates.append(_draw(_neighbour_object(nb, psf), size, pixscale, dx, dy))
+        templates.append(_draw(_neighbour_object(nb, psf, (g1, g2)), size, pixscale, dx, dy))
         fluxes.append(nb.flux)
 
     cube = np.empty((len(bands), size, size), dtype=np.float32)

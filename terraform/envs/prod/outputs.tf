@@ -59,7 +59,7 @@ output "pipeline_role_arns" {
 }
 
 output "external_secrets_role_arn" {
-  description = "IRSA role ARN for the External Secrets Operator's ServiceAccount (reads the database secret only)."
+  description = "IRSA role ARN of the External Secrets Operator's ServiceAccount (reads the database roles' secrets only): `external_secrets_role_arn` in the postBuild.substitute of k8s/clusters/prod/platform.yaml."
   value       = module.platform.external_secrets_role_arn
 }
 
@@ -71,4 +71,24 @@ output "cluster_autoscaler_role_arn" {
 output "chart_values" {
   description = "The environment's values for charts/galpipe, in the chart's shape: `terraform output -json chart_values > values-aws.json` and pass it with `-f`."
   value       = module.platform.chart_values
+}
+
+output "policy_controller_role_arn" {
+  description = "IRSA role ARN of the Sigstore policy-controller webhook: `policy_controller_role_arn` in the postBuild.substitute of k8s/clusters/prod/platform.yaml."
+  value       = module.platform.policy_controller_role_arn
+}
+
+output "log_shipper_role_arn" {
+  description = "IRSA role ARN of Fluent Bit (writes the containers' logs): `log_shipper_role_arn` in the postBuild.substitute of k8s/clusters/prod/platform.yaml."
+  value       = module.platform.log_shipper_role_arn
+}
+
+output "container_log_group_name" {
+  description = "CloudWatch Logs group where the containers' logs are kept (`/aws/eks/<cluster>/containers`)."
+  value       = module.platform.container_log_group_name
+}
+
+output "database_role_secret_names" {
+  description = "Secrets Manager secrets of the database roles (`app`, `migrator`, `scaler`): the keys of the ExternalSecrets in k8s/envs/prod/database-secrets.yaml."
+  value       = module.platform.database_role_secret_names
 }

@@ -47,3 +47,13 @@ output "alarm_arns" {
   description = "ARNs of the instance's CloudWatch alarms, by name (cpu, free-storage, freeable-memory, connections, transaction-ids)."
   value       = { for name, alarm in aws_cloudwatch_metric_alarm.this : name => alarm.arn }
 }
+
+output "role_secret_arns" {
+  description = "ARNs of the Secrets Manager secrets of the roles pods use (`app`, `migrator`, `scaler`): JSON with engine, host, port, dbname, username and password, read by External Secrets Operator."
+  value       = { for role, secret in aws_secretsmanager_secret.role : role => secret.arn }
+}
+
+output "role_secret_names" {
+  description = "Names of the roles' secrets (`<name>/database/<role>`): the `remoteRef` keys of the ExternalSecrets in k8s/envs/<env>/database-secrets.yaml."
+  value       = { for role, secret in aws_secretsmanager_secret.role : role => secret.name }
+}

@@ -285,3 +285,24 @@ variable "alarm_max_used_transaction_ids" {
     error_message = "The transaction-ID threshold must be 100 million to 2 billion."
   }
 }
+
+variable "role_secret_rotation" {
+  description = <<-EOT
+    Rotation of the roles' secrets (app, migrator, scaler): `lambda_arn` is a Secrets Manager
+    rotation function of the single-user PostgreSQL kind (AWS's
+    SecretsManagerRDSPostgreSQLRotationSingleUser, deployed in the database's VPC with access to
+    it and to Secrets Manager), `days` the interval. Null: no rotation until one is configured.
+  EOT
+  type = object({
+    lambda_arn = string
+    days       = number
+  })
+  default = null
+
+  validation {
+    condition = var.role_secret_rotation == null || try(
+      can(regex("^arn:[a-z-]+:lambda:[a-z0-9-]+:[0-9]{12}:function:[A-Za-z0-9_-]{1,64}$", var.role_secret_rotation.lambda_arn)) &&
+    var.role_secret_rotation.days >= 1 && var.role_secret_rotation.days <= 90, false)
+    error_message = "Rotation needs a Lambda function ARN (arn:aws:lambda:<region>:<account>:function:<name>) and 1 to 90 days."
+  }
+}

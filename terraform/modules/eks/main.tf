@@ -10,6 +10,10 @@ locals {
   partition      = data.aws_partition.current.partition
   log_group_name = "/aws/eks/${var.name}/cluster"
   log_group_arn  = "arn:${local.partition}:logs:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:log-group:${local.log_group_name}"
+  # The containers' stdout and stderr, shipped by Fluent Bit (k8s/platform/fluent-bit.yaml): kept
+  # here, they outlive the pods that scale-to-zero deletes.
+  container_log_group_name = "/aws/eks/${var.name}/containers"
+  container_log_group_arn  = "arn:${local.partition}:logs:${data.aws_region.current.name}:${data.aws_caller_identity.current.account_id}:log-group:${local.container_log_group_name}"
 
   node_groups = merge(
     {
@@ -46,9 +50,9 @@ module "key" {
   source = "../kms"
 
   alias                          = "${var.name}-eks"
-  description                    = "EKS ${var.name}: Kubernetes secrets and control-plane logs"
+  description                    = "EKS ${var.name}: Kubernetes secrets, control-plane and container logs"
   deletion_window_in_days        = var.kms_deletion_window_in_days
-  cloudwatch_logs_log_group_arns = [local.log_group_arn]
+  cloudwatch_logs_log_group_arns = [local.log_group_arn, local.container_log_group_arn]
   tags                           = var.tags
 }
 
@@ -56,6 +60,15 @@ module "key" {
 resource "aws_cloudwatch_log_group" "cluster" {
   name              = local.log_group_name
   retention_in_days = var.log_retention_days
+  kms_key_id        = module.key.key_arn
+  tags              = var.tags
+}
+
+# Created by Terraform, not by the log shipper: its retention and key are set here, and the
+# shipper's role may only write into it (no logs:CreateLogGroup).
+resource "aws_cloudwatch_log_group" "containers" {
+  name              = local.container_log_group_name
+  retention_in_days = var.container_log_retention_days
   kms_key_id        = module.key.key_arn
   tags              = var.tags
 }

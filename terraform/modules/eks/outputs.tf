@@ -47,3 +47,13 @@ output "addons" {
   description = "Names of the installed EKS add-ons (empty where `enable_addons` is false)."
   value       = sort(keys(aws_eks_addon.this))
 }
+
+output "container_log_group_name" {
+  description = "Name of the CloudWatch Logs group of the containers' logs (`/aws/eks/<name>/containers`), where the log shipper writes."
+  value       = aws_cloudwatch_log_group.containers.name
+}
+
+output "container_log_group_arn" {
+  description = "ARN of the containers' log group (without the `:*` suffix): the only group the log shipper's IRSA role may write to."
+  value       = aws_cloudwatch_log_group.containers.arn
+}

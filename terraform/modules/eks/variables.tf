@@ -148,6 +148,17 @@ variable "log_retention_days" {
   }
 }
 
+variable "container_log_retention_days" {
+  description = "Days to keep the containers' logs in `/aws/eks/<name>/containers` (what Fluent Bit ships from every node)."
+  type        = number
+  default     = 365
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.container_log_retention_days)
+    error_message = "The retention must be one of CloudWatch Logs' values (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)."
+  }
+}
+
 variable "kms_deletion_window_in_days" {
   description = "Deletion window of the cluster's KMS key (Kubernetes secrets and control-plane logs), in days."
   type        = number

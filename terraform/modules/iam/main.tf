@@ -1,7 +1,7 @@
 # IRSA roles: each trusts exactly one Kubernetes ServiceAccount of the cluster (the `sub` claim)
 # and allows only what its controller needs: a pipeline its object actions on its key prefix, the
-# secret reader one secret, the registry readers their repositories, and the Cluster Autoscaler
-# the node groups of its own cluster.
+# secret reader the database roles' secrets, the registry readers their repositories, the Cluster
+# Autoscaler the node groups of its own cluster, and the log shipper one log group.
 
 data "aws_region" "current" {}
 
@@ -24,6 +24,9 @@ locals {
     },
     var.cluster_autoscaler == null ? {} : {
       cluster-autoscaler = "system:serviceaccount:${var.cluster_autoscaler.namespace}:${var.cluster_autoscaler.service_account}"
+    },
+    var.log_shipper == null ? {} : {
+      log-shipper = "system:serviceaccount:${var.log_shipper.namespace}:${var.log_shipper.service_account}"
     },
     local.registry_readers,
   )
@@ -106,9 +109,9 @@ data "aws_iam_policy_document" "database_secret" {
   count = var.database_secret_reader == null ? 0 : 1
 
   statement {
-    sid       = "ReadDatabaseSecret"
+    sid       = "ReadDatabaseSecrets"
     actions   = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
-    resources = [var.database_secret_reader.secret_arn]
+    resources = sort(var.database_secret_reader.secret_arns)
   }
 
   statement {
@@ -216,4 +219,30 @@ resource "aws_iam_role_policy" "cluster_autoscaler" {
   name   = "cluster-autoscaler"
   role   = aws_iam_role.this["cluster-autoscaler"].id
   policy = data.aws_iam_policy_document.cluster_autoscaler[0].json
+}
+
+# Fluent Bit's cloudwatch_logs output: it creates a stream per container log file in the one
+# group Terraform made (modules/eks, with its retention and key) and puts events into it. No
+# logs:CreateLogGroup (the output runs with auto_create_group off) and no other group.
+data "aws_iam_policy_document" "log_shipper" {
+  count = var.log_shipper == null ? 0 : 1
+
+  statement {
+    sid = "WriteContainerLogs"
+    actions = [
+      "logs:CreateLogStream",
+      "logs:DescribeLogStreams",
+      "logs:PutLogEvents",
+    ]
+    # The group (CreateLogStream, DescribeLogStreams) and its streams (PutLogEvents).
+    resources = [var.log_shipper.log_group_arn, "${var.log_shipper.log_group_arn}:log-stream:*"]
+  }
+}
+
+resource "aws_iam_role_policy" "log_shipper" {
+  count = var.log_shipper == null ? 0 : 1
+
+  name   = "container-logs"
+  role   = aws_iam_role.this["log-shipper"].id
+  policy = data.aws_iam_policy_document.log_shipper[0].json
 }

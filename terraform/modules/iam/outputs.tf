@@ -17,3 +17,8 @@ output "cluster_autoscaler_role_arn" {
   description = "IRSA role ARN of the Cluster Autoscaler's ServiceAccount: its `eks.amazonaws.com/role-arn` annotation (null when not requested)."
   value       = var.cluster_autoscaler == null ? null : aws_iam_role.this["cluster-autoscaler"].arn
 }
+
+output "log_shipper_role_arn" {
+  description = "IRSA role ARN of the log shipper's ServiceAccount: its `eks.amazonaws.com/role-arn` annotation (null when not requested)."
+  value       = var.log_shipper == null ? null : aws_iam_role.this["log-shipper"].arn
+}

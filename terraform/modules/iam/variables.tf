@@ -75,35 +75,37 @@ variable "pipelines" {
 
   validation {
     condition = alltrue([for name, p in var.pipelines :
-      can(regex("^[a-z][a-z0-9-]{0,30}$", name)) && !contains(["database-secret-reader", "cluster-autoscaler"], name) &&
+      can(regex("^[a-z][a-z0-9-]{0,30}$", name)) && !contains(["database-secret-reader", "cluster-autoscaler", "log-shipper"], name) &&
       can(regex("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", p.namespace)) &&
       can(regex("^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$", p.service_account)) &&
       can(regex("^([a-z0-9][a-z0-9._-]*/)+$", p.key_prefix)) &&
       length(p.object_actions) > 0 &&
     length(setsubtract(p.object_actions, ["s3:GetObject", "s3:PutObject"])) == 0])
-    error_message = "Each pipeline needs a lowercase name (not \"database-secret-reader\" or \"cluster-autoscaler\", the roles of those controllers), a valid namespace and ServiceAccount name, a key_prefix of '/'-terminated segments (e.g. \"cutouts/\"), and object_actions drawn only from \"s3:GetObject\" and \"s3:PutObject\"."
+    error_message = "Each pipeline needs a lowercase name (not \"database-secret-reader\", \"cluster-autoscaler\" or \"log-shipper\", the roles of those controllers), a valid namespace and ServiceAccount name, a key_prefix of '/'-terminated segments (e.g. \"cutouts/\"), and object_actions drawn only from \"s3:GetObject\" and \"s3:PutObject\"."
   }
 }
 
 variable "database_secret_reader" {
   description = <<-EOT
     Optional IRSA role for the ServiceAccount of a secret-sync controller (External Secrets
-    Operator) that builds the chart's database Secret: it may read only the database's master
-    secret and decrypt it with its key. Null for none.
+    Operator) that builds the chart's database Secrets: it may read only `secret_arns` (the
+    secrets of the database roles that pods use, never the master's) and decrypt them through
+    Secrets Manager with their key `kms_key_arn`. Null for none.
   EOT
   type = object({
     namespace       = string
     service_account = string
-    secret_arn      = string
+    secret_arns     = list(string)
     kms_key_arn     = string
   })
   default = null
 
   validation {
     condition = var.database_secret_reader == null || try(
-      can(regex("^arn:[a-z-]+:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+$", var.database_secret_reader.secret_arn)) &&
+      length(var.database_secret_reader.secret_arns) > 0 &&
+      alltrue([for arn in var.database_secret_reader.secret_arns : can(regex("^arn:[a-z-]+:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+$", arn))]) &&
     can(regex("^arn:[a-z-]+:kms:[a-z0-9-]+:[0-9]{12}:key/.+$", var.database_secret_reader.kms_key_arn)), false)
-    error_message = "The database secret reader needs a Secrets Manager secret ARN and a KMS key ARN."
+    error_message = "The database secret reader needs one or more Secrets Manager secret ARNs and a KMS key ARN."
   }
 }
 
@@ -129,6 +131,29 @@ variable "cluster_autoscaler" {
       can(regex("^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$", var.cluster_autoscaler.service_account)) &&
     can(regex("^arn:[a-z-]+:eks:[a-z0-9-]+:[0-9]{12}:cluster/[A-Za-z0-9][A-Za-z0-9_-]{0,99}$", var.cluster_autoscaler.cluster_arn)), false)
     error_message = "The Cluster Autoscaler needs a namespace (a DNS label), a ServiceAccount name (a DNS subdomain) and an EKS cluster ARN (arn:aws:eks:<region>:<account>:cluster/<name>)."
+  }
+}
+
+variable "log_shipper" {
+  description = <<-EOT
+    Optional IRSA role for the log shipper (Fluent Bit's DaemonSet), trusted by the ServiceAccount
+    `namespace`/`service_account`: it may create log streams in, and put events into, the one
+    CloudWatch Logs group `log_group_arn` (the containers' group of modules/eks, ARN without the
+    `:*` suffix), nothing else. Null for none.
+  EOT
+  type = object({
+    namespace       = string
+    service_account = string
+    log_group_arn   = string
+  })
+  default = null
+
+  validation {
+    condition = var.log_shipper == null || try(
+      can(regex("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", var.log_shipper.namespace)) &&
+      can(regex("^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$", var.log_shipper.service_account)) &&
+    can(regex("^arn:[a-z-]+:logs:[a-z0-9-]+:[0-9]{12}:log-group:[^:*]+$", var.log_shipper.log_group_arn)), false)
+    error_message = "The log shipper needs a namespace (a DNS label), a ServiceAccount name (a DNS subdomain) and a log group ARN without a ':*' suffix (arn:aws:logs:<region>:<account>:log-group:<name>)."
   }
 }
 

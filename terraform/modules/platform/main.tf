@@ -41,6 +41,7 @@ module "eks" {
   endpoint_public_access_cidrs = var.api_public_access_cidrs
   cluster_admin_principal_arns = var.cluster_admin_principal_arns
   enable_addons                = var.enable_eks_addons
+  container_log_retention_days = var.container_log_retention_days
   kms_deletion_window_in_days  = var.kms_deletion_window_in_days
   general_node_group           = var.general_node_group
 
@@ -76,6 +77,7 @@ module "database" {
   backup_retention_days       = var.database_backup_retention_days
   kms_deletion_window_in_days = var.kms_deletion_window_in_days
   alarm_actions               = var.database_alarm_actions
+  role_secret_rotation        = var.database_role_secret_rotation
 }
 
 module "storage" {
@@ -106,11 +108,20 @@ module "iam" {
     }
   }
 
+  # External Secrets Operator reads the secrets of the roles pods use, never the master's.
   database_secret_reader = {
     namespace       = var.external_secrets_service_account.namespace
     service_account = var.external_secrets_service_account.name
-    secret_arn      = module.database.master_user_secret_arn
+    secret_arns     = values(module.database.role_secret_arns)
     kms_key_arn     = module.database.kms_key_arn
+  }
+
+  # Fluent Bit (k8s/platform/fluent-bit.yaml) ships the containers' logs into the group the eks
+  # module made, so they outlive the pods that scale-to-zero deletes.
+  log_shipper = {
+    namespace       = var.log_shipper_service_account.namespace
+    service_account = var.log_shipper_service_account.name
+    log_group_arn   = module.eks.container_log_group_arn
   }
 
   # KEDA scales the pipelines' pods; the Cluster Autoscaler (k8s/platform/cluster-autoscaler.yaml)
@@ -128,6 +139,9 @@ module "iam" {
     service_accounts = {
       flux-source = { namespace = "flux-system", service_account = "source-controller" }
       flux-images = { namespace = "flux-system", service_account = "image-reflector-controller" }
+      # The policy-controller's webhook reads the image's signature from ECR to admit its pods
+      # (k8s/platform/policy-controller.yaml).
+      policy-controller = { namespace = var.policy_controller_service_account.namespace, service_account = var.policy_controller_service_account.name }
     }
   }
 }

@@ -40,7 +40,27 @@ output "object_store_url" {
 
 output "flux_role_arns" {
   description = "IRSA role ARNs of Flux's source-controller (`flux-source`) and image-reflector-controller (`flux-images`): annotate their ServiceAccounts with them."
-  value       = module.iam.registry_reader_role_arns
+  value       = { for key, arn in module.iam.registry_reader_role_arns : key => arn if startswith(key, "flux-") }
+}
+
+output "policy_controller_role_arn" {
+  description = "IRSA role ARN of the Sigstore policy-controller webhook (reads the signatures in ECR): `policy_controller_role_arn` in the postBuild.substitute of k8s/clusters/<env>/platform.yaml."
+  value       = module.iam.registry_reader_role_arns["policy-controller"]
+}
+
+output "log_shipper_role_arn" {
+  description = "IRSA role ARN of Fluent Bit's ServiceAccount (writes only into the containers' log group): `log_shipper_role_arn` in the postBuild.substitute of k8s/clusters/<env>/platform.yaml."
+  value       = module.iam.log_shipper_role_arn
+}
+
+output "container_log_group_name" {
+  description = "CloudWatch Logs group of the containers' logs (`/aws/eks/<cluster>/containers`)."
+  value       = module.eks.container_log_group_name
+}
+
+output "database_role_secret_names" {
+  description = "Secrets Manager secrets of the database roles pods use, by role (`app`, `migrator`, `scaler`): the `remoteRef` keys of k8s/envs/<env>/database-secrets.yaml."
+  value       = module.database.role_secret_names
 }
 
 output "pipeline_role_arns" {
@@ -49,7 +69,7 @@ output "pipeline_role_arns" {
 }
 
 output "external_secrets_role_arn" {
-  description = "IRSA role ARN for the External Secrets Operator's ServiceAccount (reads the database secret only)."
+  description = "IRSA role ARN of the External Secrets Operator's ServiceAccount (reads the database roles' secrets only): `external_secrets_role_arn` in the postBuild.substitute of k8s/clusters/<env>/platform.yaml."
   value       = module.iam.database_secret_reader_role_arn
 }
 

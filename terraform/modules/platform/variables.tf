@@ -255,7 +255,7 @@ variable "helm_release_name" {
 }
 
 variable "external_secrets_service_account" {
-  description = "Namespace and name of the External Secrets Operator's ServiceAccount, which builds the chart's database Secret from the RDS secret."
+  description = "Namespace and name of the External Secrets Operator's ServiceAccount (k8s/platform/external-secrets.yaml), which builds the chart's three database Secrets from the roles' secrets."
   type = object({
     namespace = string
     name      = string
@@ -292,5 +292,64 @@ variable "database_alarm_actions" {
   validation {
     condition     = alltrue([for arn in var.database_alarm_actions : startswith(arn, "arn:") && strcontains(arn, ":sns:")])
     error_message = "Each alarm action must be an SNS topic ARN."
+  }
+}
+
+variable "log_shipper_service_account" {
+  description = "Namespace and name of Fluent Bit's ServiceAccount (`serviceAccount.name` of the HelmRelease in k8s/platform/fluent-bit.yaml), which alone may assume the log shipper's IRSA role."
+  type = object({
+    namespace = string
+    name      = string
+  })
+  default = {
+    namespace = "logging"
+    name      = "fluent-bit"
+  }
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", var.log_shipper_service_account.namespace)) && can(regex("^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$", var.log_shipper_service_account.name))
+    error_message = "The namespace must be a DNS label and the ServiceAccount name a DNS subdomain."
+  }
+}
+
+variable "policy_controller_service_account" {
+  description = "Namespace and name of the Sigstore policy-controller webhook's ServiceAccount (`webhook.serviceAccount.name` in k8s/platform/policy-controller.yaml): its IRSA role reads the image repositories, where the signatures are."
+  type = object({
+    namespace = string
+    name      = string
+  })
+  default = {
+    namespace = "cosign-system"
+    name      = "policy-controller-webhook"
+  }
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", var.policy_controller_service_account.namespace)) && can(regex("^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$", var.policy_controller_service_account.name))
+    error_message = "The namespace must be a DNS label and the ServiceAccount name a DNS subdomain."
+  }
+}
+
+variable "container_log_retention_days" {
+  description = "Days to keep the containers' logs that Fluent Bit ships to `/aws/eks/<name>/containers`."
+  type        = number
+  default     = 365
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.container_log_retention_days)
+    error_message = "The retention must be one of CloudWatch Logs' values (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)."
+  }
+}
+
+variable "database_role_secret_rotation" {
+  description = "Rotation of the database roles' secrets: the ARN of a single-user PostgreSQL rotation function in the VPC and the interval in days (modules/database `role_secret_rotation`); null: not rotated until one is deployed."
+  type = object({
+    lambda_arn = string
+    days       = number
+  })
+  default = null
+
+  validation {
+    condition     = var.database_role_secret_rotation == null || try(can(regex("^arn:[a-z-]+:lambda:[a-z0-9-]+:[0-9]{12}:function:[A-Za-z0-9_-]{1,64}$", var.database_role_secret_rotation.lambda_arn)) && var.database_role_secret_rotation.days >= 1 && var.database_role_secret_rotation.days <= 90, false)
+    error_message = "Rotation needs a Lambda function ARN (arn:aws:lambda:<region>:<account>:function:<name>) and 1 to 90 days."
   }
 }
