@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 # The chaos harness and the bad-input generators live with the tests.
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +37,7 @@ from tests.chaos.run import ChaosOptions, run_chaos  # noqa: E402
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2,800 galaxies, short spells")
+    parser.add_argument("--quick", action="store_true", help="the test suite's short run")
     parser.add_argument("--galaxies", type=int, default=20_000, help="faulted-phase galaxies")
     parser.add_argument("--clean", type=int, default=2_000, help="clean-phase galaxies")
     parser.add_argument("--fetch-rate", type=float, default=100.0, help="shared cutout requests/s")
@@ -50,17 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="galpipe-chaos-bench-"))
     if args.quick:
-        options = ChaosOptions(
-            out=out,
-            clean_galaxies=300,
-            faulted_galaxies=2_500,
-            fetch_rate=50.0,
-            outage_s=6.0,
-            spell_s=3.0,
-            gap_s=1.0,
-            kills=4,
-            seed=args.seed,
-        )
+        options = ChaosOptions.short(out, seed=args.seed)
     else:
         options = ChaosOptions(
             out=out,
@@ -89,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"throughput: clean {result.clean_per_s:.1f}/s (anchor), faulted "
         f"{result.faulted_per_s:.1f}/s = {ratio:.2f}x the anchor"
     )
-    bad = {"tried": 0, "unhandled": 0}
+    bad: dict[str, Any] = {"tried": 0, "unhandled": 0}
     if args.bad_inputs > 0:
         from bad_inputs import run_bad_inputs
 

@@ -145,6 +145,24 @@ class ChaosOptions:
     clock_ahead_s: float = 3600.0
     seed: int = 0
 
+    @classmethod
+    def short(cls, out: Path, *, seed: int = 0) -> ChaosOptions:
+        """Every fault once in about 100 s: the test suite's run and ``bench/chaos.py --quick``."""
+        return cls(
+            out=out,
+            clean_galaxies=100,
+            faulted_galaxies=1_200,
+            disk_full_galaxies=200,
+            outage_s=4.0,
+            spell_s=2.0,
+            gap_s=0.5,
+            kills=3,
+            lease_s=10.0,
+            retry_delays="1,4,10",
+            drain_timeout_s=300.0,
+            seed=seed,
+        )
+
 
 @dataclass
 class ChaosResult:

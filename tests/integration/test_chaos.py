@@ -114,20 +114,7 @@ def test_bad_bodies(proxies: ProxyHost, mode: str) -> None:
 
 
 def test_a_short_chaos_run_loses_and_doubles_nothing(tmp_path: Path) -> None:
-    options = ChaosOptions(
-        out=tmp_path,
-        clean_galaxies=100,
-        faulted_galaxies=1_200,
-        disk_full_galaxies=200,
-        outage_s=4.0,
-        spell_s=2.0,
-        gap_s=0.5,
-        kills=3,
-        lease_s=10.0,
-        retry_delays="1,4,10",
-        drain_timeout_s=300.0,
-        seed=7,
-    )
+    options = ChaosOptions.short(tmp_path, seed=7)
     result = run_chaos(options, log=lambda line: None)
 
     assert set(result.faults) == set(FAULT_KINDS)  # every kind injected ...
@@ -137,7 +124,8 @@ def test_a_short_chaos_run_loses_and_doubles_nothing(tmp_path: Path) -> None:
     for pipeline in ("fetch", "radon"):
         assert result.final_states[pipeline]["queued"] == 0
         assert result.final_states[pipeline]["running"] == 0
-    assert sum(result.final_states["fetch"].values()) == result.galaxies - 200
+    lane_galaxies = options.disk_full_galaxies
+    assert sum(result.final_states["fetch"].values()) == result.galaxies - lane_galaxies
     fetched = result.final_states["fetch"]["done"]
     assert sum(result.final_states["radon"].values()) == fetched  # one radon task per cutout
     assert result.objects_verified == fetched
@@ -146,4 +134,4 @@ def test_a_short_chaos_run_loses_and_doubles_nothing(tmp_path: Path) -> None:
     lane = result.disk_full  # the local store's disk filled mid-flow, then grew
     assert lane["full_writes"] > 0
     assert lane["temp_files_left"] == 0
-    assert sum(lane["final_states"]["fetch"].values()) == 200
+    assert sum(lane["final_states"]["fetch"].values()) == lane_galaxies

@@ -495,11 +495,9 @@ def test_overview_joins_the_queue_and_the_workload(
     assert encoded["overrides"][1]["since"] == datetime.fromtimestamp(NOW, UTC).isoformat()
 
 
-def test_one_overview_serves_every_caller_until_it_expires_or_an_action_runs(
-    pool: ConnectionPool, kube: FakeKube, queue: TaskQueue, add_galaxies
-) -> None:
-    now = [0.0]
-    actions = ControlActions(
+def _sharing_actions(pool: ConnectionPool, kube: FakeKube, now: list[float]) -> ControlActions:
+    """Actions whose overview is shared for 2 s of the injected monotonic clock ``now[0]``."""
+    return ControlActions(
         pool,
         kube,
         namespace=NAMESPACE,
@@ -510,6 +508,13 @@ def test_one_overview_serves_every_caller_until_it_expires_or_an_action_runs(
         overview_stale_s=2.0,  # no stale window here: tests/unit/control/test_snapshot.py
         monotonic=lambda: now[0],
     )
+
+
+def test_one_overview_serves_every_caller_until_it_expires_or_an_action_runs(
+    pool: ConnectionPool, kube: FakeKube, queue: TaskQueue, add_galaxies
+) -> None:
+    now = [0.0]
+    actions = _sharing_actions(pool, kube, now)
     queue.enqueue("fetch", add_galaxies(3))
     first = actions.overview()
     reads = len(kube.requests)
@@ -530,18 +535,7 @@ def test_one_overview_serves_every_caller_until_it_expires_or_an_action_runs(
 def test_a_pause_reuses_the_shared_counts_and_a_retry_recounts(
     pool: ConnectionPool, kube: FakeKube, queue: TaskQueue, add_galaxies
 ) -> None:
-    now = [0.0]
-    actions = ControlActions(
-        pool,
-        kube,
-        namespace=NAMESPACE,
-        release="galpipe",
-        helm_release="galpipe",
-        clock=lambda: NOW,
-        overview_ttl_s=2.0,
-        overview_stale_s=2.0,
-        monotonic=lambda: now[0],
-    )
+    actions = _sharing_actions(pool, kube, [0.0])
     queue.enqueue("fetch", add_galaxies(3))
     queue.claim_batch("fetch", 3, 60, "w")
     queue.fail(None, "fetch", "w", {1: "HTTP 503", 2: "HTTP 503", 3: "bad FITS"})
