@@ -24,6 +24,12 @@ stage is linear in its size). It calls :func:`galpipe.validation.run.run_validat
 - ``coverage_1sigma``: fraction of galaxies within 1 reported sigma (0.683 if calibrated);
 - ``peer_beaten_bins``: whether our truth median beats the peer's in every axis-ratio bin below
   0.7 (goal), per subset, on the galaxies both methods measured;
+- fit for weak lensing (:mod:`galpipe.validation.lensing`, run after the validation, its
+  time in ``lensing_s``): ``ks_p_isotropy`` (KS p of our position angles of an isotropic
+  population against uniform), ``shear_m`` / ``shear_m_err``, ``shear_c`` / ``shear_c_err``
+  (c1) and ``shear_c2`` / ``shear_c2_err`` of the shear estimated from our position angles alone
+  (``g_hat = (1 + m) g + c``, bootstrap errors), ``peer_shear_m`` / ``peer_shear_c`` the
+  peer's; ``--quick`` uses 2,000 + 100 rings, else 5,000 + 1,000 rings;
 - ``elapsed_s``, ``stage_s`` and ``extrapolated_full_s`` (elapsed / scale; None with
   ``--quick``).
 
@@ -37,9 +43,12 @@ import json
 import math
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+from galpipe.validation.lensing import LensingConfig, LensingSummary, run_lensing
+from galpipe.validation.parallel import default_workers
 from galpipe.validation.run import FLOOR_GALAXIES, FULL_AUGMENT, FULL_TRUTH, run_validation
 from galpipe.validation.summary import ValidationSummary
 from galpipe.validation.truth import TruthSummary
@@ -100,6 +109,22 @@ def bench_result(summary: ValidationSummary) -> dict[str, Any]:
     }
 
 
+def lensing_result(lensing: LensingSummary) -> dict[str, Any]:
+    """The benchmark's weak-lensing figures (module docstring)."""
+    ours, peer = lensing.bias["ours"], lensing.bias["peer"]
+    return {
+        "ks_p_isotropy": _number(lensing.isotropy["ours"].ks_p),
+        "shear_m": _number(ours.m),
+        "shear_m_err": _number(ours.m_err),
+        "shear_c": _number(ours.c1),
+        "shear_c_err": _number(ours.c1_err),
+        "shear_c2": _number(ours.c2),
+        "shear_c2_err": _number(ours.c2_err),
+        "peer_shear_m": _number(peer.m),
+        "peer_shear_c": _number(peer.c1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the test-suite size")
@@ -124,6 +149,17 @@ def main(argv: list[str] | None = None) -> int:
             out, seed=args.seed, quick=args.quick, workers=args.workers, **sizes
         )
     result = bench_result(summary)
+    started = time.perf_counter()
+    # --quick: the integration test's sizes; else the defaults (5,000 isotropic, 1,000 rings).
+    lensing_config = LensingConfig(seed=args.seed)
+    if args.quick:
+        lensing_config = LensingConfig(n_isotropic=2000, n_ring=100, seed=args.seed)
+    lensing = run_lensing(
+        lensing_config,
+        workers=args.workers if args.workers is not None else default_workers(),
+    )
+    result.update(lensing_result(lensing))
+    result["lensing_s"] = round(time.perf_counter() - started, 1)
     # Quick mode has another augmentations-per-galaxy ratio: no honest extrapolation.
     elapsed = summary.timing.total_s
     result["extrapolated_full_s"] = None if args.quick else round(elapsed / args.scale, 1)

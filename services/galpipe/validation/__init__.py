@@ -15,6 +15,8 @@ stand as a paper's appendix. One module per job:
 - :mod:`~galpipe.validation.parallel` -- chunked work over a process pool, deterministic.
 - :mod:`~galpipe.validation.oracle` -- the information floor: an oracle that knows all but
   the angle, on the protocol's images.
+- :mod:`~galpipe.validation.lensing` -- fit for weak lensing: no preferred direction, and the
+  shear from position angles alone (multiplicative and additive bias, ours and the peer).
 - :mod:`~galpipe.validation.summary` -- the run's findings as frozen dataclasses
   (``summary.json``).
 - :mod:`~galpipe.validation.report` -- Markdown, figures and ``summary.json``.

@@ -455,8 +455,8 @@ class LensingConfig:
         Bootstrap resamples of the bias errors.
     """
 
-    n_isotropic: int = 2000
-    n_ring: int = 250
+    n_isotropic: int = 5000
+    n_ring: int = 1000
     seed: int = 0
     snr_range: tuple[float, float] = (50.0, 200.0)
     shears: tuple[tuple[float, float], ...] = INPUT_SHEARS
