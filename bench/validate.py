@@ -21,7 +21,13 @@ stage is linear in its size). It calls :func:`galpipe.validation.run.run_validat
   ``floor_ours_nomask_aug_mean_deg`` ours with masking off on those images (what masking's
   false detections cost where there is nothing to mask);
   ``floor_aug_mean_low_counts_deg`` the oracle's on the images resampled to 10^3-10^4 photons;
-- ``coverage_1sigma``: fraction of galaxies within 1 reported sigma (0.683 if calibrated);
+- ``coverage_1sigma`` / ``coverage_2sigma``: fraction of galaxies within 1 and 2 reported
+  sigma (0.683 / 0.954 if calibrated); ``coverage_by_axis_ratio`` / ``coverage_by_snr`` the
+  same with the counts per bin of the truth tables;
+- ``reliability_min_anisotropy`` / ``reliability_max_band_spread_deg``: the thresholds of the
+  unreliable-angle rule chosen on truth (:mod:`galpipe.validation.reliability`), and
+  ``reliability_purity`` / ``reliability_completeness`` as a detector of combined errors above
+  ``reliability_bad_deg``;
 - ``peer_beaten_bins``: whether our truth median beats the peer's in every axis-ratio bin below
   0.7 (goal), per subset, on the galaxies both methods measured;
 - fit for weak lensing (:mod:`galpipe.validation.lensing`, run after the validation, its
@@ -73,6 +79,34 @@ def peer_beaten(truth: TruthSummary) -> dict[str, bool]:
     return result
 
 
+def coverage_bins(truth: TruthSummary, axis: str) -> dict[str, dict[str, Any]]:
+    """Bin label -> n, fraction within 1 and 2 sigma of the combined angle, all galaxies;
+    ``axis`` is ``"by_axis_ratio"`` or ``"by_snr"``."""
+    labels = truth.axis_ratio_bins if axis == "by_axis_ratio" else truth.snr_bins
+    return {
+        label: {
+            "n": c.n,
+            "within_1sigma": _number(c.within_1sigma),
+            "within_2sigma": _number(c.within_2sigma),
+        }
+        for label, c in zip(labels, getattr(truth.coverage["all"], axis), strict=True)
+    }
+
+
+def reliability_result(truth: TruthSummary) -> dict[str, Any]:
+    """The chosen thresholds of the unreliable-angle rule and their purity and completeness
+    as a detector of combined errors above ``reliability_bad_deg`` (None where no pair of
+    thresholds is pure enough, or the spread is not used)."""
+    rel = truth.reliability
+    chosen = rel.chosen
+    values: dict[str, Any] = {"reliability_bad_deg": rel.bad_deg}
+    for key in ("min_anisotropy", "max_band_spread_deg", "purity", "completeness"):
+        value = math.nan if chosen is None else float(getattr(chosen, key))
+        # An infinite spread threshold (spread not used) is null too: JSON has no inf.
+        values[f"reliability_{key}"] = value if math.isfinite(value) else None
+    return values
+
+
 def _number(value: float) -> float | None:
     """A result's value as JSON: NaN (nothing measured) as null."""
     return None if math.isnan(value) else value
@@ -91,6 +125,9 @@ def bench_result(summary: ValidationSummary) -> dict[str, Any]:
         "floor_ours_aug_mean_deg": _number(headline.floor_ours_aug_mean_deg),
         "coverage_1sigma": _number(headline.coverage_1sigma),
         "coverage_2sigma": _number(headline.coverage_2sigma),
+        "coverage_by_axis_ratio": coverage_bins(summary.truth, "by_axis_ratio"),
+        "coverage_by_snr": coverage_bins(summary.truth, "by_snr"),
+        **reliability_result(summary.truth),
         # The paper's method (masking off) on every 5th chunk of the same augmented images.
         "aug_mean_nomask_deg": _number(protocol.ours_nomask.overall.mean_deg),
         "aug_median_nomask_deg": _number(protocol.ours_nomask.overall.median_deg),
@@ -145,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         }
     with tempfile.TemporaryDirectory(prefix="galpipe-validate-") as scratch:
         out = Path(args.out) if args.out else Path(scratch)
+        # The lensing check runs below, sized and timed on its own: not twice.
         summary = run_validation(
-            out, seed=args.seed, quick=args.quick, workers=args.workers, **sizes
+            out, seed=args.seed, quick=args.quick, workers=args.workers, n_lensing=0, **sizes
         )
     result = bench_result(summary)
     started = time.perf_counter()

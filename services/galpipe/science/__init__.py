@@ -11,4 +11,5 @@ paper's section numbers, and the conventions:
 - :mod:`galpipe.science.features` -- steps 4-5: pooling, sinusoid fit, errors, band combination.
 - :mod:`galpipe.science.core` -- the whole measurement of a batch (:func:`measure_batch`).
 - :mod:`galpipe.science.orientation` -- step 6: image angle <-> position angle from the WCS.
+- :mod:`galpipe.science.reliability` -- (ours) whether a combined angle is unreliable.
 """

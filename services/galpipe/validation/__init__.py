@@ -10,6 +10,8 @@ stand as a paper's appendix. One module per job:
 - :mod:`~galpipe.validation.peer` -- the peer: SExtractor's second-moment orientation (``sep``).
 - :mod:`~galpipe.validation.stats` -- axial error statistics, bins and uncertainty calibration.
 - :mod:`~galpipe.validation.truth` -- accuracy against the truth, per band and combined.
+- :mod:`~galpipe.validation.reliability` -- thresholds of the unreliable-angle rule, chosen on
+  truth by purity and completeness.
 - :mod:`~galpipe.validation.protocol` -- the paper's R/B/N augmentation protocol (section 5).
 - :mod:`~galpipe.validation.gaia` -- agreement with Gaia DR3's Sérsic position angles.
 - :mod:`~galpipe.validation.parallel` -- chunked work over a process pool, deterministic.

@@ -1,4 +1,5 @@
-"""``galpipe validate``: the validation report (truth, the paper's protocol, a peer, Gaia).
+"""``galpipe validate``: the validation report (truth, the paper's protocol, a peer, Gaia,
+fit for weak lensing).
 
 :func:`register` adds the command to ``galpipe``.
 Only argparse is imported here; GalSim and matplotlib load when the command runs.
@@ -34,8 +35,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="validation report: accuracy vs truth, the paper's augmentation protocol, a peer",
         description="Render a GalSim truth population in the cutout format, measure it with "
         "the production configuration and with SExtractor's second moments (sep), run the "
-        "paper's R/B/N augmentation protocol, compare with Gaia-like Sersic angles, and write "
-        "report.md, PNG figures and summary.json into OUT.",
+        "paper's R/B/N augmentation protocol, compare with Gaia-like Sersic angles, check the "
+        "fit for weak lensing (no preferred direction; shear calibration bias m and additive "
+        "bias c), and write report.md, PNG figures and summary.json into OUT.",
     )
     parser.add_argument("out", help="report directory (created; files in it are overwritten)")
     # Sizes default to None: --quick then chooses the defaults of those not given, and a size
@@ -59,12 +61,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="isolated galaxies the oracle (the information floor) measures, 8 augmented "
         "images each (default 160; with --quick 4)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seeds population and protocol")
+    parser.add_argument(
+        "--lensing-galaxies",
+        type=_non_negative_int,
+        default=None,
+        help="galaxies of the weak-lensing isotropy test (default 5000; with --quick 200); "
+        "0 switches the lensing check off",
+    )
+    parser.add_argument(
+        "--lensing-rings",
+        type=_non_negative_int,
+        default=None,
+        help="rings of the weak-lensing shear test, 4 orientations x 6 shears each (default "
+        "1000; with --quick 10); 0 switches the lensing check off",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seeds population, protocol and lensing check"
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
         help="the test suite's sizes for those not given: 400 galaxies, 2000 augmentations, "
-        "4 oracle galaxies (seconds)",
+        "4 oracle galaxies, 200 lensing galaxies and 10 rings (seconds)",
     )
     parser.add_argument(
         "--workers", type=_positive_int, default=None, help="processes (default: every core)"
@@ -84,6 +102,8 @@ def _cmd_validate(args: argparse.Namespace, settings: object) -> None:
         quick=args.quick,
         workers=args.workers,
         n_floor=args.n_floor,
+        n_lensing=args.lensing_galaxies,
+        n_rings=args.lensing_rings,
     )
     headline = {
         **summary.headline.to_json(),

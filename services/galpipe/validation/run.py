@@ -1,4 +1,4 @@
-"""The whole validation run: population -> truth -> protocol -> floor -> Gaia -> report.
+"""The whole validation run: population -> truth -> protocol -> floor -> Gaia -> lensing -> report.
 
 :func:`run_validation` writes into ``out_dir``:
 
@@ -13,6 +13,10 @@
   the peer's outcome;
 - ``floor.npz`` -- the information floor (:mod:`galpipe.validation.oracle`): one entry per
   augmented image of the oracle's isolated galaxies, ours and the oracle side by side.
+
+The fit for weak lensing (:mod:`galpipe.validation.lensing`: isotropy, and the shear
+calibration bias of the angles) renders its own populations; its numbers are in
+``summary.json`` and the report only. Either of its sizes 0 switches it off.
 
 Identical arguments (the worker count included) give identical files, except the ``timing_s``
 entry of ``summary.json`` and the Markdown's timing lines. Another worker count draws the same
@@ -36,6 +40,7 @@ from galpipe.science.core import RadonConfig
 from galpipe.survey.layout import BANDS
 from galpipe.synthetic.catalog import write_catalog
 from galpipe.validation.gaia import GaiaSummary, gaia_agreement, load_gaia_columns
+from galpipe.validation.lensing import LensingConfig, LensingSummary, run_lensing
 from galpipe.validation.oracle import FloorResult, FloorSummary, floor_tables, run_floor
 from galpipe.validation.parallel import default_workers
 from galpipe.validation.peer import PeerConfig
@@ -61,8 +66,12 @@ __all__ = [
     "FLOOR_REPEATS",
     "FULL_AUGMENT",
     "FULL_TRUTH",
+    "LENSING_GALAXIES",
+    "LENSING_RINGS",
     "QUICK_AUGMENT",
     "QUICK_FLOOR_GALAXIES",
+    "QUICK_LENSING_GALAXIES",
+    "QUICK_LENSING_RINGS",
     "QUICK_TRUTH",
     "RunSizes",
     "resolve_sizes",
@@ -82,6 +91,15 @@ QUICK_AUGMENT = 2000
 FLOOR_GALAXIES = 160
 FLOOR_REPEATS = 8
 QUICK_FLOOR_GALAXIES = 4
+#: Fit for weak lensing: galaxies of the isotropy test, and intrinsic galaxies of the ring test
+#: (each rendered 4 times under 6 shears: 24 stamps a ring). The full sizes are the lensing
+#: module's defaults; ``--quick`` renders ~450 stamps, a few seconds, enough for every
+#: statistic to be finite but not for tight bounds (tests/integration/validation/test_lensing.py
+#: has those).
+LENSING_GALAXIES = LensingConfig().n_isotropic
+LENSING_RINGS = LensingConfig().n_ring
+QUICK_LENSING_GALAXIES = 200
+QUICK_LENSING_RINGS = 10
 #: Where the Gaia values of a run come from, for the report.
 _GAIA_SOURCE = (
     "Gaia-like columns of the synthetic catalogue (catalogue.ecsv), read through the ingest "
@@ -103,34 +121,59 @@ class RunSizes:
         Augmented images of the protocol.
     n_floor : int
         Isolated galaxies the oracle measures, :data:`FLOOR_REPEATS` augmented images each.
+    n_lensing : int
+        Galaxies of the lensing isotropy test.
+    n_rings : int
+        Rings of the lensing shear test.
     """
 
     n_truth: int
     n_augment: int
     n_floor: int
+    n_lensing: int
+    n_rings: int
+
+    @property
+    def lensing(self) -> bool:
+        """Whether the run checks the fit for weak lensing (both its sizes above 0)."""
+        return self.n_lensing > 0 and self.n_rings > 0
 
 
 def resolve_sizes(
     n_truth: int | None = None,
     n_augment: int | None = None,
     n_floor: int | None = None,
+    n_lensing: int | None = None,
+    n_rings: int | None = None,
     *,
     quick: bool = False,
 ) -> RunSizes:
     """The sizes of a run: those given, and for the rest the quick or the full defaults.
 
     A size given explicitly always wins: ``quick`` only chooses the defaults
-    (:data:`QUICK_TRUTH`, :data:`QUICK_AUGMENT`, :data:`QUICK_FLOOR_GALAXIES`; else
-    :data:`FULL_TRUTH`, :data:`FULL_AUGMENT`, :data:`FLOOR_GALAXIES`).
+    (:data:`QUICK_TRUTH`, :data:`QUICK_AUGMENT`, :data:`QUICK_FLOOR_GALAXIES`,
+    :data:`QUICK_LENSING_GALAXIES`, :data:`QUICK_LENSING_RINGS`; else :data:`FULL_TRUTH`,
+    :data:`FULL_AUGMENT`, :data:`FLOOR_GALAXIES`, :data:`LENSING_GALAXIES`,
+    :data:`LENSING_RINGS`).
     """
     if quick:
-        defaults = RunSizes(QUICK_TRUTH, QUICK_AUGMENT, QUICK_FLOOR_GALAXIES)
+        defaults = RunSizes(
+            QUICK_TRUTH,
+            QUICK_AUGMENT,
+            QUICK_FLOOR_GALAXIES,
+            QUICK_LENSING_GALAXIES,
+            QUICK_LENSING_RINGS,
+        )
     else:
-        defaults = RunSizes(FULL_TRUTH, FULL_AUGMENT, FLOOR_GALAXIES)
+        defaults = RunSizes(
+            FULL_TRUTH, FULL_AUGMENT, FLOOR_GALAXIES, LENSING_GALAXIES, LENSING_RINGS
+        )
     return RunSizes(
         n_truth=defaults.n_truth if n_truth is None else n_truth,
         n_augment=defaults.n_augment if n_augment is None else n_augment,
         n_floor=defaults.n_floor if n_floor is None else n_floor,
+        n_lensing=defaults.n_lensing if n_lensing is None else n_lensing,
+        n_rings=defaults.n_rings if n_rings is None else n_rings,
     )
 
 
@@ -280,11 +323,20 @@ def _gaia_stage(
     return gaia
 
 
+def _lensing_stage(
+    sizes: RunSizes, seed: int, config: RadonConfig, peer_config: PeerConfig, workers: int
+) -> LensingSummary:
+    """Isotropy and the shear calibration bias of ours and the peer (their own populations)."""
+    lensing_config = LensingConfig(n_isotropic=sizes.n_lensing, n_ring=sizes.n_rings, seed=seed)
+    return run_lensing(lensing_config, config, peer_config, workers=workers)
+
+
 def _command(out: Path, sizes: RunSizes, seed: int, quick: bool) -> str:
     """The ``galpipe validate`` command line that repeats a run."""
     return (
         f"galpipe validate {out} --n-truth {sizes.n_truth} --n-augment {sizes.n_augment} "
-        f"--n-floor {sizes.n_floor} --seed {seed}" + (" --quick" if quick else "")
+        f"--n-floor {sizes.n_floor} --lensing-galaxies {sizes.n_lensing} "
+        f"--lensing-rings {sizes.n_rings} --seed {seed}" + (" --quick" if quick else "")
     )
 
 
@@ -296,6 +348,8 @@ def run_validation(
     quick: bool = False,
     workers: int | None = None,
     n_floor: int | None = None,
+    n_lensing: int | None = None,
+    n_rings: int | None = None,
 ) -> ValidationSummary:
     """Run the whole validation and write the report directory (module docstring).
 
@@ -307,13 +361,17 @@ def run_validation(
         Truth galaxies, augmented images of the protocol, and isolated galaxies the oracle
         measures (:data:`FLOOR_REPEATS` augmented images each). A size given always wins;
         one not given is the quick or the full default (:func:`resolve_sizes`).
+    n_lensing, n_rings : int, optional
+        Galaxies of the lensing isotropy test and rings of its shear test
+        (:mod:`galpipe.validation.lensing`); either 0 switches the lensing check off. Defaults
+        as for the other sizes.
     seed : int
-        Seeds the population and the augmentations.
+        Seeds the population, the augmentations and the lensing populations.
     quick : bool
         The defaults of the sizes not given are the test suite's: seconds, not minutes.
     workers : int, optional
-        Processes for rendering, the protocol and the floor; default every core this process
-        may use.
+        Processes for rendering, the protocol, the floor and the lensing check; default every
+        core this process may use.
 
     Returns
     -------
@@ -322,7 +380,7 @@ def run_validation(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    sizes = resolve_sizes(n_truth, n_augment, n_floor, quick=quick)
+    sizes = resolve_sizes(n_truth, n_augment, n_floor, n_lensing, n_rings, quick=quick)
     n_workers = workers if workers is not None else default_workers()
     clock = _Stopwatch()
     config, peer_config = RadonConfig(), PeerConfig()
@@ -342,6 +400,10 @@ def run_validation(
     clock.lap("floor")
     gaia = _gaia_stage(out, catalogue, population, measured)
     clock.lap("gaia")
+    lensing = None
+    if sizes.lensing:
+        lensing = _lensing_stage(sizes, seed, config, peer_config, n_workers)
+        clock.lap("lensing")
 
     summary = ValidationSummary(
         headline=Headline.of(truth, protocol, floor, n_truth=sizes.n_truth),
@@ -357,6 +419,7 @@ def run_validation(
         protocol=protocol,
         floor=floor,
         gaia=gaia,
+        lensing=lensing,
         timing=clock.timing(n_workers),
     )
     write_report(summary, out)

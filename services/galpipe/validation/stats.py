@@ -19,9 +19,11 @@ __all__ = [
     "AXIS_RATIO_EDGES",
     "ELLIPTICITY_EDGES",
     "SNR_EDGES",
+    "BinnedCalibration",
     "Calibration",
     "ErrorStats",
     "bin_labels",
+    "binned_calibration",
     "binned_stats",
     "calibration",
     "error_stats",
@@ -194,3 +196,62 @@ def calibration(errors_deg: np.ndarray, sigma_deg: np.ndarray) -> Calibration:
         within_2sigma=float(np.mean(ratio <= 2.0)),
         median_ratio=float(np.median(ratio)),
     )
+
+
+def binned_calibration(
+    errors_deg: np.ndarray, sigma_deg: np.ndarray, values: np.ndarray, edges: Sequence[float]
+) -> list[Calibration]:
+    """:func:`calibration` of the galaxies in each bin of ``values`` (bins of ``edges``)."""
+    index = _bin_index(np.asarray(values, dtype=np.float64), edges)
+    errors = np.asarray(errors_deg, dtype=np.float64)
+    sigma = np.asarray(sigma_deg, dtype=np.float64)
+    return [calibration(errors[index == b], sigma[index == b]) for b in range(len(edges) - 1)]
+
+
+@dataclass(frozen=True)
+class BinnedCalibration:
+    """Coverage of one uncertainty estimator overall and per axis-ratio and S/N bin.
+
+    The overall coverage hides where the reported sigma is too small and where too large;
+    the bins (:data:`AXIS_RATIO_EDGES`, :data:`SNR_EDGES`) show it.
+
+    Attributes
+    ----------
+    overall : Calibration
+        Every galaxy of the selection.
+    by_axis_ratio, by_snr : tuple of Calibration
+        One per bin of :data:`AXIS_RATIO_EDGES` and :data:`SNR_EDGES`.
+    """
+
+    overall: Calibration
+    by_axis_ratio: tuple[Calibration, ...]
+    by_snr: tuple[Calibration, ...]
+
+    @classmethod
+    def of(
+        cls, errors_deg: np.ndarray, sigma_deg: np.ndarray, q: np.ndarray, snr: np.ndarray
+    ) -> Self:
+        """The coverage of ``sigma_deg`` by ``errors_deg`` for galaxies of axis ratio ``q``
+        and signal-to-noise ``snr`` (all ``(n,)``)."""
+        return cls(
+            overall=calibration(errors_deg, sigma_deg),
+            by_axis_ratio=tuple(binned_calibration(errors_deg, sigma_deg, q, AXIS_RATIO_EDGES)),
+            by_snr=tuple(binned_calibration(errors_deg, sigma_deg, snr, SNR_EDGES)),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """``overall``, ``by_axis_ratio`` and ``by_snr`` (NaN becomes None)."""
+        return {
+            "overall": self.overall.to_json(),
+            "by_axis_ratio": [c.to_json() for c in self.by_axis_ratio],
+            "by_snr": [c.to_json() for c in self.by_snr],
+        }
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any]) -> Self:
+        """The inverse of :meth:`to_json`."""
+        return cls(
+            overall=Calibration.from_json(values["overall"]),
+            by_axis_ratio=tuple(Calibration.from_json(c) for c in values["by_axis_ratio"]),
+            by_snr=tuple(Calibration.from_json(c) for c in values["by_snr"]),
+        )

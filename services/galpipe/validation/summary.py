@@ -2,10 +2,11 @@
 
 Each stage returns its own frozen dataclass (:class:`~galpipe.validation.truth.TruthSummary`,
 :class:`~galpipe.validation.protocol.ProtocolSummary`,
-:class:`~galpipe.validation.oracle.FloorSummary`, :class:`~galpipe.validation.gaia.GaiaSummary`);
-this module adds the run's headline, configuration and timings and puts them together. Every
-class has ``to_json()`` (``summary.json``'s object for it: NaN as null) and ``from_json()`` (its
-inverse), so the report renders from the file exactly what it renders from the run.
+:class:`~galpipe.validation.oracle.FloorSummary`, :class:`~galpipe.validation.gaia.GaiaSummary`,
+:class:`~galpipe.validation.lensing.LensingSummary`); this module adds the run's headline,
+configuration and timings and puts them together. Every class has ``to_json()``
+(``summary.json``'s object for it: NaN as null) and ``from_json()`` (its inverse), so the report
+renders from the file exactly what it renders from the run.
 
 In memory a statistic of nothing is NaN; in ``summary.json`` it is null.
 """
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 from galpipe.validation.gaia import GaiaSummary
+from galpipe.validation.lensing import LensingSummary
 from galpipe.validation.oracle import FloorSummary
 from galpipe.validation.protocol import ProtocolSummary
 from galpipe.validation.stats import json_ready, nan_if_none
@@ -193,6 +195,8 @@ class ValidationSummary:
         (:meth:`galpipe.validation.population.PopulationConfig.describe`).
     truth, protocol, floor, gaia
         Each stage's summary.
+    lensing : LensingSummary or None
+        The fit for weak lensing; None where the run switched it off (``null`` in JSON).
     timing : Timing
         Wall and CPU times (``timing_s`` in JSON).
     """
@@ -204,6 +208,7 @@ class ValidationSummary:
     protocol: ProtocolSummary
     floor: FloorSummary
     gaia: GaiaSummary
+    lensing: LensingSummary | None
     timing: Timing
 
     def to_json(self) -> dict[str, Any]:
@@ -217,6 +222,7 @@ class ValidationSummary:
                 "protocol": self.protocol.to_json(),
                 "floor": self.floor.to_json(),
                 "gaia": self.gaia.to_json(),
+                "lensing": None if self.lensing is None else self.lensing.to_json(),
                 "timing_s": self.timing.to_json(),
             }
         )
@@ -232,5 +238,8 @@ class ValidationSummary:
             protocol=ProtocolSummary.from_json(document["protocol"]),
             floor=FloorSummary.from_json(document["floor"]),
             gaia=GaiaSummary.from_json(document["gaia"]),
+            lensing=None
+            if document["lensing"] is None
+            else LensingSummary.from_json(document["lensing"]),
             timing=Timing.from_json(document["timing_s"]),
         )

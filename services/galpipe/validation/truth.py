@@ -36,9 +36,11 @@ from galpipe.science.radon import RadonOperator
 from galpipe.survey.layout import BANDS
 from galpipe.validation.peer import PeerConfig, PeerOutcomes, sep_orientation
 from galpipe.validation.population import TruthPopulation, images_digest
+from galpipe.validation.reliability import ReliabilitySummary, reliability_summary
 from galpipe.validation.stats import (
     AXIS_RATIO_EDGES,
     SNR_EDGES,
+    BinnedCalibration,
     Calibration,
     ErrorStats,
     bin_labels,
@@ -306,6 +308,14 @@ class TruthSummary:
     calibration : mapping
         Subset -> estimator (``ours_combined``, ``ours_band_fit``, ``ours_moments_combined``,
         ``ours_band_window``) -> :class:`~galpipe.validation.stats.Calibration`.
+    coverage : mapping of str to BinnedCalibration
+        Subset -> the combined angle's coverage (``ours_combined``) overall, by axis ratio
+        and by S/N: where the reported sigma is too small and where too large.
+    reliability : ReliabilitySummary
+        All galaxies: how purely and completely
+        :func:`galpipe.science.reliability.unreliable_angle` detects combined errors above
+        :data:`~galpipe.validation.reliability.BAD_ERROR_DEG`, per pair of thresholds, and the
+        pair chosen (:mod:`galpipe.validation.reliability`).
     images_sha256 : mapping of str to str
         Method -> digest of the array it measured.
     peer_outcomes : PeerOutcomes
@@ -318,6 +328,8 @@ class TruthSummary:
     tables: Mapping[str, Mapping[str, Mapping[str, AngleErrors]]]
     paired: Mapping[str, PairedErrors]
     calibration: Mapping[str, Mapping[str, Calibration]]
+    coverage: Mapping[str, BinnedCalibration]
+    reliability: ReliabilitySummary
     images_sha256: Mapping[str, str]
     peer_outcomes: PeerOutcomes
 
@@ -340,6 +352,8 @@ class TruthSummary:
                     subset: {name: c.to_json() for name, c in estimators.items()}
                     for subset, estimators in self.calibration.items()
                 },
+                "coverage": {subset: c.to_json() for subset, c in self.coverage.items()},
+                "reliability": self.reliability.to_json(),
                 "images_sha256": dict(self.images_sha256),
                 "peer_outcomes": self.peer_outcomes.to_json(),
             }
@@ -364,6 +378,8 @@ class TruthSummary:
                 subset: {name: Calibration.from_json(c) for name, c in estimators.items()}
                 for subset, estimators in values["calibration"].items()
             },
+            coverage={s: BinnedCalibration.from_json(c) for s, c in values["coverage"].items()},
+            reliability=ReliabilitySummary.from_json(values["reliability"]),
             images_sha256=dict(values["images_sha256"]),
             peer_outcomes=PeerOutcomes.from_json(values["peer_outcomes"]),
         )
@@ -394,6 +410,7 @@ def truth_tables(population: TruthPopulation, measured: TruthMeasurements) -> Tr
     tables: dict[str, dict[str, dict[str, AngleErrors]]] = {}
     paired: dict[str, PairedErrors] = {}
     calib: dict[str, dict[str, Calibration]] = {}
+    coverage: dict[str, BinnedCalibration] = {}
     for subset, mask in subset_masks(population).items():
         pair = mask & both
         paired[subset] = PairedErrors(
@@ -410,6 +427,9 @@ def truth_tables(population: TruthPopulation, measured: TruthMeasurements) -> Tr
             for method in METHODS
         }
         calib[subset] = _calibrations(errors, measured, mask)
+        coverage[subset] = BinnedCalibration.of(
+            errors["ours"][COMBINED][mask], measured.ours.angle_err_deg[mask], q[mask], snr[mask]
+        )
     return TruthSummary(
         headline=TruthHeadline(
             f"isolated, q < {HEADLINE_MAX_AXIS_RATIO:g}, S/N > {HEADLINE_MIN_SNR:g}",
@@ -420,6 +440,10 @@ def truth_tables(population: TruthPopulation, measured: TruthMeasurements) -> Tr
         tables=tables,
         paired=paired,
         calibration=calib,
+        coverage=coverage,
+        reliability=reliability_summary(
+            errors["ours"][COMBINED], measured.ours.anisotropy, measured.ours.band_spread_deg
+        ),
         images_sha256=measured.images_sha256,
         peer_outcomes=measured.peer_outcomes,
     )

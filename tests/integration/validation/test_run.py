@@ -1,14 +1,16 @@
 """``galpipe validate --quick``: the report's structure, its numbers, determinism, the peer.
 
-One quick run (400 truth galaxies, 2,000 augmented images, seed 0) in this process, and a
-second through the command's handler; both must agree byte for byte. A tiny run checks that
-sizes given beside ``quick`` win.
+One quick run (400 truth galaxies, 2,000 augmented images, a tiny lensing check, seed 0) in
+this process, and a second through the command's handler; both must agree byte for byte. A tiny
+run checks that sizes given beside ``quick`` win and that a lensing size 0 switches the lensing
+check off.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,8 @@ from galpipe.validation.run import (
     FLOOR_REPEATS,
     QUICK_AUGMENT,
     QUICK_FLOOR_GALAXIES,
+    QUICK_LENSING_GALAXIES,
+    QUICK_LENSING_RINGS,
     QUICK_TRUTH,
     run_validation,
 )
@@ -73,6 +77,10 @@ def test_the_report_directory_has_every_part(quick_run: tuple[Path, ValidationSu
         "## 4. The paper's augmentation protocol",
         "### The information floor",
         "## 5. Agreement with Gaia",
+        "## 6. Fit for weak lensing",
+        "no preferred direction",
+        "shear calibration bias",
+        "weak lensing: shear calibration bias m",
     ):
         assert section in report
     for figure in FIGURES:
@@ -87,7 +95,16 @@ def test_the_report_directory_has_every_part(quick_run: tuple[Path, ValidationSu
         "protocol",
         "floor",
         "gaia",
+        "lensing",
         "timing_s",
+    }
+    assert set(document["lensing"]) == {
+        "isotropy",
+        "bias",
+        "alpha_weak",
+        "shears",
+        "n_isotropic",
+        "n_ring",
     }
     for key in ("snr", "axis_ratio", "half_light_radius_arcsec", "sersic_n", "psf", "neighbours"):
         assert key in document["population"]
@@ -149,6 +166,51 @@ def test_the_numbers_are_consistent(quick_run: tuple[Path, ValidationSummary]) -
     calib = written.truth.calibration["all"]["ours_combined"]
     assert 0 < calib.within_1sigma <= calib.within_2sigma <= 1
     assert calib.within_1sigma == summary.headline.coverage_1sigma
+    # Coverage per bin: the same galaxies as the overall figure, split by q and by S/N.
+    for subset, coverage in written.truth.coverage.items():
+        assert coverage.overall == written.truth.calibration[subset]["ours_combined"]
+        for bins in (coverage.by_axis_ratio, coverage.by_snr):
+            assert sum(c.n for c in bins) == coverage.overall.n
+            within = sum(c.n * c.within_1sigma for c in bins if c.n) / coverage.overall.n
+            assert within == pytest.approx(coverage.overall.within_1sigma)
+    report = (out / "report.md").read_text()
+    section = report.split("### Coverage of the combined angle's σ")[1].split("## 4.")[0]
+    for label in (*written.truth.axis_ratio_bins, *written.truth.snr_bins):
+        assert f"| {label} | " in section
+    # The unreliable-angle rule: its sweep on this population, and the pair it chose.
+    reliability = written.truth.reliability
+    assert "### Detecting unreliable angles" in section
+    assert len(section.split("| b/a < |")[1].splitlines()) >= len(reliability.sweep)
+    chosen = reliability.chosen
+    assert chosen is not None
+    assert chosen.purity >= reliability.min_purity
+    assert chosen.n == written.truth.tables["all"]["ours"]["combined"].overall.n_measured
+
+
+def test_the_lensing_check_is_part_of_the_run(
+    quick_run: tuple[Path, ValidationSummary],
+) -> None:
+    """The quick sizes, ours and the peer measured, the estimator's own bias within its error."""
+    out, summary = quick_run
+    lensing = _written(out).lensing
+    assert lensing is not None
+    assert summary.lensing is not None
+    assert lensing.to_json() == summary.lensing.to_json()
+    assert (lensing.n_isotropic, lensing.n_ring) == (QUICK_LENSING_GALAXIES, QUICK_LENSING_RINGS)
+    assert set(lensing.isotropy) == {"ours", "peer"}
+    assert set(lensing.bias) == {"ours", "peer", "truth"}
+    assert lensing.isotropy["ours"].n_measured == QUICK_LENSING_GALAXIES
+    for fit in lensing.bias.values():
+        assert all(math.isfinite(v) for v in (fit.m, fit.c1, fit.c2, fit.m_err))
+    truth = lensing.bias["truth"]
+    assert abs(truth.m) < 4 * truth.m_err + 0.005
+    assert "lensing" in summary.timing.stages_s
+    assert "--lensing-galaxies 200 --lensing-rings 10" in summary.config.command
+    report = (out / "report.md").read_text()
+    section = report[report.index("## 6. Fit for weak lensing") : report.index("## Reproduction")]
+    assert f"{QUICK_LENSING_GALAXIES} galaxies with random orientations" in section
+    assert f"{QUICK_LENSING_RINGS} galaxies, each rendered" in section
+    assert f"{lensing.isotropy['ours'].n_measured}/{QUICK_LENSING_GALAXIES}" in section
 
 
 def test_peer_and_ours_measured_the_catalogued_images(
@@ -214,9 +276,21 @@ def test_the_report_is_reproducible_from_summary_json(
 
 
 def test_sizes_given_beside_quick_win(tmp_path: Path) -> None:
-    summary = run_validation(tmp_path, n_truth=24, n_augment=30, n_floor=0, quick=True, workers=1)
+    summary = run_validation(
+        tmp_path, n_truth=24, n_augment=30, n_floor=0, n_lensing=0, quick=True, workers=1
+    )
     assert (summary.headline.n_truth, summary.headline.n_augment) == (24, 30)
     assert (summary.protocol.n_images, summary.floor.n_images) == (30, 0)
     assert len(Table.read(tmp_path / "galaxies.ecsv")) == 24
-    assert "--n-truth 24 --n-augment 30 --n-floor 0" in summary.config.command
+    assert "--n-truth 24 --n-augment 30 --n-floor 0 --lensing-galaxies 0" in summary.config.command
     assert summary.config.quick
+    # Lensing size 0: no lensing stage, null in summary.json, the section says it was not run.
+    assert summary.lensing is None
+    assert "lensing" not in summary.timing.stages_s
+    document = json.loads((tmp_path / "summary.json").read_text())
+    assert document["lensing"] is None
+    assert ValidationSummary.from_json(document).to_json() == document
+    report = (tmp_path / "report.md").read_text()
+    assert "## 6. Fit for weak lensing" in report
+    assert "Not run" in report
+    assert "weak lensing: shear calibration bias m" not in report

@@ -9,9 +9,13 @@ import numpy as np
 import pytest
 
 from galpipe.validation.stats import (
+    AXIS_RATIO_EDGES,
+    SNR_EDGES,
+    BinnedCalibration,
     Calibration,
     ErrorStats,
     bin_labels,
+    binned_calibration,
     binned_stats,
     calibration,
     error_stats,
@@ -72,3 +76,39 @@ def test_calibration_skips_missing_errors_and_sigmas() -> None:
     calib = calibration(np.array([1.0, np.nan, 1.0]), np.array([2.0, 1.0, np.nan]))
     assert calib.n == 1
     assert calib.within_1sigma == 1.0
+
+
+def test_binned_calibration_of_a_hand_computed_population() -> None:
+    # Six galaxies in two q bins; the ratios |error|/sigma are, bin by bin:
+    #   [0.2, 0.5): 0.5, 1.5, 3.0, and one with no sigma  -> 1 of 3 within 1, 2 of 3 within 2
+    #   [0.5, 1]:   1.0 (exactly 1 counts), 2.0 (exactly 2 counts)  -> 1/2 and 2/2
+    # q = 0.1 lies outside every bin.
+    edges = (0.2, 0.5, 1.0)
+    q = np.array([0.2, 0.3, 0.49, 0.4, 0.5, 1.0, 0.1])
+    errors = np.array([1.0, 3.0, 6.0, 1.0, 2.0, 4.0, 0.0])
+    sigma = np.array([2.0, 2.0, 2.0, np.nan, 2.0, 2.0, 1.0])
+    low, high = binned_calibration(errors, sigma, q, edges)
+    assert (low.n, low.within_1sigma, low.within_2sigma) == (3, 1 / 3, 2 / 3)
+    assert low.median_ratio == 1.5
+    assert (high.n, high.within_1sigma, high.within_2sigma) == (2, 0.5, 1.0)
+    empty = binned_calibration(errors, sigma, q, (2.0, 3.0))[0]
+    assert empty.n == 0
+    assert math.isnan(empty.within_1sigma)
+
+
+def test_binned_calibration_uses_the_validation_bins_and_survives_json() -> None:
+    rng = np.random.default_rng(5)
+    n = 200
+    q = rng.uniform(0.2, 1.0, n)
+    snr = rng.uniform(5.0, 200.0, n)
+    sigma = rng.uniform(0.5, 5.0, n)
+    errors = np.abs(rng.normal(0.0, sigma))
+    coverage = BinnedCalibration.of(errors, sigma, q, snr)
+    assert len(coverage.by_axis_ratio) == len(AXIS_RATIO_EDGES) - 1
+    assert len(coverage.by_snr) == len(SNR_EDGES) - 1
+    assert sum(c.n for c in coverage.by_axis_ratio) == sum(c.n for c in coverage.by_snr) == n
+    assert coverage.overall == calibration(errors, sigma)
+    # The overall fraction is the bins' count-weighted mean.
+    within = sum(c.n * c.within_1sigma for c in coverage.by_axis_ratio) / n
+    assert within == pytest.approx(coverage.overall.within_1sigma)
+    assert BinnedCalibration.from_json(json.loads(json.dumps(coverage.to_json()))) == coverage
