@@ -106,7 +106,8 @@ _COMBINED_DOCS: Mapping[str, ColumnDoc] = {
         "pa_err",
         "float64",
         u.deg,
-        "uncertainty of pa: the band-stack fit's, times the bands' Birge ratio if > 1",
+        "uncertainty of pa: the band-stack fit's, times the bands' Birge ratio if > 1, "
+        "calibrated on the synthetic truth (docs/science.md)",
     ),
     "anisotropy": ColumnDoc(
         "anisotropy",

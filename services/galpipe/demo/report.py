@@ -69,7 +69,7 @@ _RESULT_META: dict[str, tuple[u.UnitBase | None, str]] = {
     "algo_version": (None, "measurement configuration (galpipe.science.core.RadonConfig)"),
     "position_angle_deg": (u.deg, "measured major-axis position angle, east of north, [0, 180)"),
     "angle_image_deg": (u.deg, "measured angle in image coordinates, CCW from +x, [0, 180)"),
-    "angle_err_deg": (u.deg, "uncertainty of the combined angle (band-stack fit, Birge-scaled)"),
+    "angle_err_deg": (u.deg, "calibrated uncertainty of the combined angle (docs/science.md)"),
     "anisotropy": (None, "sinusoid amplitude over offset, b/a of the band stack's Radon curve"),
     "band_spread_deg": (u.deg, "spread of the per-band angles about the combined one"),
     "n_bands": (None, "bands combined into the angle"),

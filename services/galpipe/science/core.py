@@ -29,8 +29,11 @@ Which fields may be NaN, and when (nothing else is ever NaN):
 
 Errors are finite and capped at 90 degrees. The combined angle uses the estimator named by
 ``RadonConfig.estimator`` ("peak": the paper's, from the pooled curve; "moments": the
-second-moment angle) on the stack; its error is that fit's standard error, scaled up by the
-Birge ratio where the per-band angles (same estimator) disagree with it beyond their errors.
+second-moment angle) on the stack; its raw error is that fit's standard error, scaled up by the
+Birge ratio where the per-band angles (same estimator) disagree with it beyond their errors,
+and the reported ``angle_err_deg`` is that raw error calibrated with observables only
+(:func:`galpipe.science.uncertainty.calibrated_angle_err`, constants fitted on the synthetic
+truth population: ``RadonConfig.angle_err_calibration``).
 ``band_spread_deg`` is the weighted circular spread of the per-band angles. The window-drop
 error is reported per band beside it.
 """
@@ -61,6 +64,7 @@ from galpipe.science.radon import (
     RadonOperator,
 )
 from galpipe.science.sky import inverse_noise_weights, sky_level_and_noise
+from galpipe.science.uncertainty import AngleErrCalibration, calibrated_angle_err
 
 __all__ = [
     "ALGO_FAMILY",
@@ -72,8 +76,9 @@ __all__ = [
 ]
 
 #: Bump when the measurement changes in a way not captured by RadonConfig's fields.
-#: v2: combined error scaled by the Birge ratio; v3: combined angle measured on the band stack.
-ALGO_FAMILY = "radon-v3"
+#: v2: combined error scaled by the Birge ratio; v3: combined angle measured on the band stack;
+#: v4: combined error calibrated on the synthetic truth (:mod:`galpipe.science.uncertainty`).
+ALGO_FAMILY = "radon-v4"
 
 #: A band's noise in the stack weights is at least this fraction of its peak above the sky
 #: (:func:`~galpipe.science.sky.inverse_noise_weights`).
@@ -145,6 +150,10 @@ class RadonConfig:
         Names the neighbour-masking configuration in :attr:`algo_version`; empty means the
         default ``galpipe.science.neighbours.NeighbourConfig().tag``. Set it whenever
         ``measure_batch`` gets a non-default ``mask_neighbours`` callable.
+    angle_err_calibration : AngleErrCalibration
+        The constants mapping the combined angle's raw error to its calibrated uncertainty
+        (:func:`galpipe.science.uncertainty.calibrated_angle_err`; fitted on the synthetic
+        truth population). ``AngleErrCalibration.identity()`` keeps the raw error.
     """
 
     size: int = DEFAULT_STAMP_SIZE
@@ -159,6 +168,7 @@ class RadonConfig:
     min_significance: float = 3.0
     point_like_fraction: float = 0.5
     neighbour_tag: str = ""
+    angle_err_calibration: AngleErrCalibration = field(default_factory=AngleErrCalibration)
 
     def __post_init__(self) -> None:
         if self.size < 4:
@@ -180,9 +190,9 @@ class RadonConfig:
     @property
     def algo_version(self) -> str:
         """A string that changes whenever any parameter changes, e.g.
-        ``radon-v3+S=40+A=181+o=3+pool=top+top=0.10+est=peak+nbr=on:<neighbour tag>``
-        ``+win=2,5,10,20+round=0.005+sig=3+pt=0.5``. Non-default angle sets add a short hash of
-        the angles."""
+        ``radon-v4+S=40+A=181+o=3+pool=top+top=0.10+est=peak+nbr=on:<neighbour tag>``
+        ``+win=2,5,10,20+round=0.005+sig=3+pt=0.5+cal=<calibration tag>``. Non-default angle
+        sets add a short hash of the angles."""
         angles = self.angles
         if np.array_equal(angles, DEFAULT_ANGLES_DEG):
             angle_part = f"A={angles.size}"
@@ -198,7 +208,7 @@ class RadonConfig:
             f"+top={self.top_fraction:.2f}+est={self.estimator}"
             f"+nbr={neighbours}+win={windows}"
             f"+round={self.min_anisotropy:g}+sig={self.min_significance:g}"
-            f"+pt={self.point_like_fraction:g}"
+            f"+pt={self.point_like_fraction:g}+cal={self.angle_err_calibration.tag}"
         )
 
 
@@ -530,7 +540,9 @@ def _batch_measurement(
         band_flags=_band_flags(stamps, fits),
         nonfinite_count=stamps.nonfinite_count,
         angle_image_deg=combined.angle_deg,
-        angle_err_deg=combined.err_deg,
+        angle_err_deg=calibrated_angle_err(
+            combined.err_deg, combined.anisotropy, stamps.contaminated, cfg.angle_err_calibration
+        ),
         band_spread_deg=combined.bands.spread_deg,
         anisotropy=combined.anisotropy,
         n_bands=combined.bands.n_bands.astype(np.int32),

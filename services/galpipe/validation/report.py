@@ -313,7 +313,8 @@ def _calibration_section(summary: ValidationSummary) -> list[str]:
         "(a calibrated Gaussian error: 0.683 and 0.954; median |error|/σ 0.674). `ours_combined`"
         " is the combined angle's error (the sinusoid fit's standard error on the 1/sigma-"
         "weighted band stack, scaled up by the Birge ratio where the bands disagree beyond "
-        "their errors); "
+        "their errors, then calibrated from the stack's b/a and the neighbour flag with "
+        "constants fitted on another synthetic population; docs/science.md); "
         "`ours_band_fit` / `ours_band_window` are per band, the sinusoid fit's "
         "standard error and the paper's window-drop error. The peer reports no angle "
         "uncertainty.",

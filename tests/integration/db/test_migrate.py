@@ -169,4 +169,5 @@ def test_the_combined_error_column_describes_the_band_stack(empty_database: str)
             "WHERE attrelid = 'radon_measurements'::regclass AND attname = 'angle_err_deg'"
         ).fetchone()
     assert "Birge ratio" in comment
+    assert "calibrated on synthetic truth" in comment
     assert "1/sigma^2" not in comment

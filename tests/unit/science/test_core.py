@@ -12,6 +12,7 @@ from scipy import ndimage
 from galpipe.science.core import BatchMeasurement, Flag, RadonConfig, measure_batch
 from galpipe.science.features import axial_difference
 from galpipe.science.radon import RadonOperator
+from galpipe.science.uncertainty import AngleErrCalibration
 from tests.unit.science import SIZE, gaussian, operator_for
 
 NO_MASK = RadonConfig(mask_neighbours=False)
@@ -261,7 +262,7 @@ def test_default_masking_is_the_neighbours_module(operator: RadonOperator) -> No
 
 def test_algo_version_names_every_parameter() -> None:
     base = RadonConfig()
-    assert base.algo_version.startswith("radon-v3+S=40+A=181+o=3+pool=top+top=0.10+est=peak+nbr=on")
+    assert base.algo_version.startswith("radon-v4+S=40+A=181+o=3+pool=top+top=0.10+est=peak+nbr=on")
     assert "+nbr=off+" in dataclasses.replace(base, mask_neighbours=False).algo_version
     changes = {
         "size": 41,
@@ -276,6 +277,7 @@ def test_algo_version_names_every_parameter() -> None:
         "min_significance": 5.0,
         "point_like_fraction": 0.6,
         "neighbour_tag": "nb9-custom",
+        "angle_err_calibration": AngleErrCalibration.identity(),
     }
     assert set(changes) == {f.name for f in dataclasses.fields(RadonConfig)}
     versions = {base.algo_version}
