@@ -28,13 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
-from _postgres import embedded_postgres
+from _postgres import SETUP_GALAXIES_SQL, embedded_postgres, migrated_database
 from galpipe.db import check as rules
 from galpipe.db.connection import open_pool
-from galpipe.db.migrate import migrate
 from galpipe.db.queue import task_counts
 from galpipe.ops.check import EXAMPLES, default_lease_grace_s, run_check
 from galpipe.settings import Settings
@@ -45,11 +42,6 @@ BENCH_DB = "galpipe_bench"
 #: One galaxy in this many is fetched and measured (two tasks); the others have one task.
 MEASURED_EVERY = 10
 
-SEED_GALAXIES_SQL = """
-INSERT INTO galaxies (source_id, ra, dec, catalog)
-SELECT g, (g * 0.001) %% 360, ((g * 0.0007) %% 180) - 90, 'bench'
-FROM generate_series(1::bigint, %(n)s::bigint) g
-"""
 SEED_FETCH_SQL = """
 INSERT INTO tasks (pipeline, source_id, state, attempts, last_error)
 SELECT 'fetch', g, s.state::task_state, CASE WHEN s.state = 'queued' THEN 0 ELSE 1 END,
@@ -93,7 +85,7 @@ def seed(url: str, objects: Path, tasks: int) -> dict[str, int]:
     # Galaxies g with g % MEASURED_EVERY == 0 have two tasks, the others one.
     galaxies = tasks * MEASURED_EVERY // (MEASURED_EVERY + 1)
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(SEED_GALAXIES_SQL, {"n": galaxies})
+        conn.execute(SETUP_GALAXIES_SQL, {"n": galaxies})
         conn.execute(SEED_FETCH_SQL, {"n": galaxies, "every": MEASURED_EVERY})
         conn.execute(SEED_RADON_SQL)
         conn.execute(SEED_CUTOUTS_SQL)
@@ -167,10 +159,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace, admin_url: str, tmp: Path) -> dict[str, Any]:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
-    url = make_conninfo(admin_url, dbname=BENCH_DB)
-    migrate(url)
+    url, _ = migrated_database(admin_url, BENCH_DB)
     seed_s, made = timed(lambda: seed(url, tmp / "objects", args.tasks))
     print(
         f"seed: {made['tasks']:,} tasks, {made['galaxies']:,} galaxies, {made['objects']:,} "

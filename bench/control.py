@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import multiprocessing
 import statistics
 import sys
@@ -47,20 +46,19 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 # The fake Kubernetes API, the chart's render and the uvicorn helper live with the tests.
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from _postgres import embedded_postgres  # noqa: E402
+from _postgres import SETUP_GALAXIES_SQL, embedded_postgres, migrated_database  # noqa: E402
+from _stats import percentile  # noqa: E402
 from galpipe.control.actions import ControlActions  # noqa: E402
 from galpipe.control.auth import DEFAULT_TTL_SECONDS  # noqa: E402
 from galpipe.control.ctl import ControlClient, Token  # noqa: E402
 from galpipe.control.kube import Identity  # noqa: E402
 from galpipe.db.connection import open_pool  # noqa: E402
-from galpipe.db.migrate import migrate  # noqa: E402
 from galpipe.db.queue import TASK_COUNTS_SQL  # noqa: E402
 
 GOAL_P99_MS = 200.0
@@ -77,13 +75,7 @@ ACTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("resume", "radon", {}),
 )
 SHOWN_SETTINGS = ("server_version", "shared_buffers", "max_parallel_workers_per_gather", "jit")
-SHOW_SETTINGS_SQL = "SELECT s, current_setting(s) FROM unnest(%s::text[]) AS s"
 # The fetch tasks in every state (1 % failed, with errors to filter on); radon's mostly done.
-SETUP_GALAXIES_SQL = """
-INSERT INTO galaxies (source_id, ra, dec, catalog)
-SELECT g, (g * 0.001) %% 360, ((g * 0.0007) %% 180) - 90, 'bench'
-FROM generate_series(1::bigint, %(n)s::bigint) g
-"""
 SETUP_FETCH_SQL = """
 INSERT INTO tasks (pipeline, source_id, state, lease_owner, lease_expires, last_error)
 SELECT 'fetch', g, s.state::task_state,
@@ -105,13 +97,6 @@ INSERT INTO tasks (pipeline, source_id, state)
 SELECT 'radon', g, CASE WHEN g %% 10 = 0 THEN 'queued' ELSE 'done' END::task_state
 FROM generate_series(1::bigint, %(n)s::bigint) g ORDER BY g
 """
-
-
-def percentile(samples: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0-100) of ``samples``, nearest-rank."""
-    ordered = sorted(samples)
-    rank = max(1, math.ceil(len(ordered) * q / 100))
-    return ordered[rank - 1]
 
 
 # -- the server process -----------------------------------------------------------------------
@@ -317,12 +302,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace, admin_url: str) -> dict[str, Any]:
     """Every measurement on the server at ``admin_url``; returns the RESULT dictionary."""
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
-        rows = conn.execute(SHOW_SETTINGS_SQL, (list(SHOWN_SETTINGS),)).fetchall()
-        settings = {str(name): str(value) for name, value in rows}
-    url = make_conninfo(admin_url, dbname=BENCH_DB)
-    migrate(url)
+    url, settings = migrated_database(admin_url, BENCH_DB, SHOWN_SETTINGS)
     print("server: embedded PostgreSQL with default settings (the benchmark changes none):")
     print("  " + ", ".join(f"{k}={v}" for k, v in settings.items()), flush=True)
     print(f"setup: {args.tasks:,} tasks loaded in {load(url, args.tasks):.1f} s", flush=True)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import multiprocessing
 import statistics
 import sys
@@ -37,11 +36,10 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
-from _postgres import embedded_postgres
+from _postgres import SETUP_GALAXIES_SQL, embedded_postgres, migrated_database
+from _stats import percentile
 from galpipe.db.connection import open_pool
-from galpipe.db.migrate import migrate
 from galpipe.db.queue import READY_DEPTH_SQL, TaskQueue
 
 TARGET_TASKS_PER_S = 10_000.0
@@ -69,11 +67,6 @@ SHOWN_SETTINGS = (
 
 # -- setup SQL (bench-only fixtures; the library's SQL stays under services/galpipe/db/) -------
 
-SETUP_GALAXIES_SQL = """
-INSERT INTO galaxies (source_id, ra, dec, catalog)
-SELECT g, (g * 0.001) %% 360, ((g * 0.0007) %% 180) - 90, 'bench'
-FROM generate_series(1::bigint, %(n)s::bigint) g
-"""
 # FIFO order of the queue is seq, which follows insertion order here.
 SETUP_TASKS_SQL = """
 INSERT INTO tasks (pipeline, source_id)
@@ -83,7 +76,6 @@ SELECT %(pipeline)s, g FROM generate_series(1::bigint, %(n)s::bigint) g ORDER BY
 VISIBILITY_SQL = """
 SELECT count(*) FILTER (WHERE all_visible), count(*) FROM pg_visibility_map('tasks')
 """
-SHOW_SETTINGS_SQL = "SELECT s, current_setting(s) FROM unnest(%s::text[]) AS s"
 STATE_COUNTS_SQL = "SELECT pipeline, state::text, count(*) FROM tasks GROUP BY 1, 2"
 
 
@@ -384,13 +376,6 @@ def time_depth(url: str, state: str, runs: int, expected: int) -> DepthTiming:
     return timing
 
 
-def percentile(samples: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0-100) of ``samples``, nearest-rank."""
-    ordered = sorted(samples)
-    rank = max(1, math.ceil(len(ordered) * q / 100))
-    return ordered[rank - 1]
-
-
 def print_depth(t: DepthTiming) -> None:
     visible = "n/a" if t.all_visible is None else f"{t.all_visible:.0%}"
     print(
@@ -481,12 +466,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace, admin_url: str) -> dict[str, Any]:
     """Every measurement on the server at ``admin_url``; returns the RESULT dictionary."""
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
-        rows = conn.execute(SHOW_SETTINGS_SQL, (list(SHOWN_SETTINGS),)).fetchall()
-        settings = {str(name): str(value) for name, value in rows}
-    url = make_conninfo(admin_url, dbname=BENCH_DB)
-    migrate(url)
+    url, settings = migrated_database(admin_url, BENCH_DB, SHOWN_SETTINGS)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_visibility")
     print("server: embedded PostgreSQL with default settings (the benchmark changes none):")
