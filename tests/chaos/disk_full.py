@@ -16,7 +16,6 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from galpipe.demo.processes import ChildProcess
+from tests.chaos.measure import lost_and_doubled, unfinished
 
 __all__ = ["DiskFullResult", "run_disk_full_lane"]
 
@@ -77,7 +77,6 @@ def run_disk_full_lane(
     *,
     full_s: float = 5.0,
     drain_timeout_s: float = 300.0,
-    count_lost: Callable[[str, list[int]], tuple[int, int]],
 ) -> DiskFullResult:
     """Run the lane over the galaxies ``ids`` of ``catalog`` (see the module's docstring).
 
@@ -88,8 +87,6 @@ def run_disk_full_lane(
     base_env
         The workers' environment (cutout service, retries, lease), pointed here at the lane's
         database and store.
-    count_lost
-        ``(url, ids) -> (lost, doubled)``: the run's own count of losses, on the lane's database.
     """
     from galpipe.catalog import ingest_catalog
     from galpipe.db.migrate import migrate
@@ -158,11 +155,7 @@ def run_disk_full_lane(
             flag.unlink()
         while time.monotonic() < deadline:
             full_seen |= _writes_refused(url)
-            with psycopg.connect(url, autocommit=True) as conn:
-                row = conn.execute(
-                    "SELECT count(*) FROM tasks WHERE state IN ('queued', 'running')"
-                ).fetchone()
-            if row and row[0] == 0:
+            if unfinished(url, ids) == 0:
                 break
             time.sleep(0.5)
         result.full_writes = len(full_seen)
@@ -172,7 +165,7 @@ def run_disk_full_lane(
         for worker in workers:
             worker.stop()
     try:
-        result.lost, result.doubled = count_lost(url, ids)
+        result.lost, result.doubled = lost_and_doubled(url, ids)
         settings = Settings.from_env(env)
         store = open_object_store(store_dir.as_uri())
         with contextlib.closing(open_pool(url, max_size=2)) as pool:

@@ -53,6 +53,7 @@ import psycopg
 from galpipe.demo.processes import ChildProcess, start_sky, worker_environment
 from tests.chaos.disk_full import run_disk_full_lane
 from tests.chaos.faultproxy import Fault, ProxyHost
+from tests.chaos.measure import lost_and_doubled, wait_drained
 
 __all__ = ["FAULT_KINDS", "ChaosOptions", "ChaosResult", "run_chaos"]
 
@@ -430,66 +431,6 @@ class Injector:
             self.last_fault_end = max(self.last_fault_end, time.monotonic())
 
 
-# -- measuring ----------------------------------------------------------------------------------
-
-_UNFINISHED_SQL = (
-    "SELECT count(*) FROM tasks WHERE state IN ('queued', 'running') AND source_id = ANY(%(ids)s)"
-)
-
-#: Galaxies with neither a combined measurement nor a failed or skipped task that says why.
-_LOST_SQL = """
-SELECT count(*) FROM unnest(%(ids)s::bigint[]) AS g(source_id)
-WHERE NOT EXISTS (SELECT 1 FROM radon_measurements m
-                  WHERE m.source_id = g.source_id AND m.band = 'combined')
-  AND NOT EXISTS (SELECT 1 FROM tasks t
-                  WHERE t.source_id = g.source_id AND t.state IN ('failed', 'skipped')
-                    AND coalesce(t.last_error, '') <> '')
-  AND NOT EXISTS (SELECT 1 FROM tasks t
-                  WHERE t.source_id = g.source_id AND t.pipeline = 'radon'
-                    AND t.state = 'done')
-"""
-
-#: Galaxies with two combined rows of one version, or two tasks of one pipeline.
-_DOUBLED_SQL = """
-SELECT (SELECT count(*) FROM (SELECT 1 FROM radon_measurements WHERE band = 'combined'
-                              GROUP BY source_id, algo_version HAVING count(*) > 1) d)
-     + (SELECT count(*) FROM (SELECT 1 FROM tasks
-                              GROUP BY source_id, pipeline HAVING count(*) > 1) t)
-"""
-
-
-def _count(database: Database, sql: str, params: dict[str, Any] | None = None) -> int:
-    for attempt in range(30):  # the database may be restarting
-        try:
-            with database.connect() as conn:
-                row = conn.execute(sql, params or {}).fetchone()  # type: ignore[arg-type]
-                return int(row[0]) if row else 0
-        except psycopg.OperationalError:
-            if attempt == 29:
-                raise
-            time.sleep(1.0)
-    raise AssertionError("unreachable")
-
-
-def _lost_and_doubled(url: str, ids: list[int]) -> tuple[int, int]:
-    """The run's own count of lost and doubled galaxies among ``ids`` (the SQL above)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        lost = conn.execute(_LOST_SQL, {"ids": ids}).fetchone()
-        doubled = conn.execute(_DOUBLED_SQL).fetchone()
-    return (int(lost[0]) if lost else 0, int(doubled[0]) if doubled else 0)
-
-
-def _wait_drained(database: Database, ids: list[int], timeout_s: float) -> float:
-    """Seconds until no task of ``ids`` is queued or running (raises after ``timeout_s``)."""
-    started = time.monotonic()
-    while _count(database, _UNFINISHED_SQL, {"ids": ids}) > 0:
-        if time.monotonic() - started > timeout_s:
-            left = _count(database, _UNFINISHED_SQL, {"ids": ids})
-            raise TimeoutError(f"{left} task(s) still queued or running after {timeout_s:.0f} s")
-        time.sleep(0.5)
-    return time.monotonic() - started
-
-
 class BreakerWatch:
     """Samples the fetch breaker's state and counts its transitions (open, half-open, closed)."""
 
@@ -648,7 +589,7 @@ def run_chaos(options: ChaosOptions, log: Callable[[str], None] = print) -> Chao
         # Phase 1: no fault.
         started = time.monotonic()
         _ingest(database.url, options.out / "clean.ecsv", "chaos-clean")
-        _wait_drained(database, clean_ids, options.drain_timeout_s)
+        wait_drained(database.url, clean_ids, options.drain_timeout_s)
         result.clean_per_s = len(clean_ids) / (time.monotonic() - started)
         log(f"clean phase: {len(clean_ids):,} galaxies at {result.clean_per_s:.1f}/s")
 
@@ -678,7 +619,7 @@ def run_chaos(options: ChaosOptions, log: Callable[[str], None] = print) -> Chao
         injector.run_spells(spells)
         signals.join()
         log(f"last fault at +{injector.last_fault_end - started:.0f} s; draining")
-        _wait_drained(database, faulted_ids, options.drain_timeout_s)
+        wait_drained(database.url, faulted_ids, options.drain_timeout_s)
         result.drain_s = time.monotonic() - injector.last_fault_end
         result.faulted_per_s = len(faulted_ids) / (time.monotonic() - started)
         result.faults.update(injector.faults)
@@ -701,7 +642,6 @@ def run_chaos(options: ChaosOptions, log: Callable[[str], None] = print) -> Chao
                 parts["lane"],
                 options.out,
                 drain_timeout_s=options.drain_timeout_s,
-                count_lost=_lost_and_doubled,
             )
             result.faults["disk_full"] += 1
             result.disk_full = {
@@ -742,7 +682,7 @@ def _reconcile(
     from galpipe.settings import Settings
     from galpipe.storage import object_store_from_settings
 
-    lost, doubled = _lost_and_doubled(database.url, ids)
+    lost, doubled = lost_and_doubled(database.url, ids)
     result.lost += lost
     result.doubled += doubled
     settings = Settings.from_env(env)
