@@ -142,7 +142,8 @@ _COMBINED_DOCS: Mapping[str, ColumnDoc] = {
         "int32",
         _DIMENSIONLESS,
         "quality bits (galpipe.science.core.Flag): 1 band blank, 2 non-finite pixels, "
-        "4 low signal, 8 round, 16 point-like, 32 no valid band, 64 contaminated",
+        "4 low signal, 8 round, 16 point-like, 32 no valid band, 64 contaminated, "
+        "128 unreliable angle",
     ),
 }
 

@@ -63,6 +63,7 @@ from galpipe.science.radon import (
     FoldedSinogram,
     RadonOperator,
 )
+from galpipe.science.reliability import unreliable_angle
 from galpipe.science.sky import inverse_noise_weights, sky_level_and_noise
 from galpipe.science.uncertainty import AngleErrCalibration, calibrated_angle_err
 
@@ -77,8 +78,9 @@ __all__ = [
 
 #: Bump when the measurement changes in a way not captured by RadonConfig's fields.
 #: v2: combined error scaled by the Birge ratio; v3: combined angle measured on the band stack;
-#: v4: combined error calibrated on the synthetic truth (:mod:`galpipe.science.uncertainty`).
-ALGO_FAMILY = "radon-v4"
+#: v4: combined error calibrated on the synthetic truth (:mod:`galpipe.science.uncertainty`);
+#: v5: the noise of a photon-counting sky (:mod:`galpipe.science.sky`) and the UNRELIABLE flag.
+ALGO_FAMILY = "radon-v5"
 
 #: A band's noise in the stack weights is at least this fraction of its peak above the sky
 #: (:func:`~galpipe.science.sky.inverse_noise_weights`).
@@ -112,6 +114,14 @@ class Flag(IntFlag):
     NO_VALID_BAND = 32
     #: Per galaxy: neighbour masking found and masked other sources in the stamp.
     CONTAMINATED = 64
+    #: Per galaxy only: the combined angle is not to be trusted -- the band stack's anisotropy
+    #: ``b/a`` is below ``RadonConfig.unreliable_min_anisotropy`` or the band spread is above
+    #: ``RadonConfig.unreliable_max_band_spread_deg``
+    #: (:func:`galpipe.science.reliability.unreliable_angle`). The thresholds were chosen on
+    #: the synthetic truth by ``galpipe validate`` (purity 0.71, completeness 0.74 as a
+    #: detector of axial errors above 10 degrees on the full run). Never set with
+    #: ``NO_VALID_BAND``: there is no angle to judge.
+    UNRELIABLE = 128
 
 
 @dataclass(frozen=True)
@@ -146,6 +156,12 @@ class RadonConfig:
         ``b / sigma_b`` below which a band is flagged LOW_SIGNAL.
     point_like_fraction : float
         Brightest-pixel share of a band's flux above which the band is POINT_LIKE.
+    unreliable_min_anisotropy : float
+        The band stack's ``b/a`` below which the galaxy is flagged UNRELIABLE (dimensionless,
+        at least 0; 0 never flags on it).
+    unreliable_max_band_spread_deg : float
+        The band spread above which the galaxy is flagged UNRELIABLE, degrees (positive;
+        ``inf`` never flags on it).
     neighbour_tag : str
         Names the neighbour-masking configuration in :attr:`algo_version`; empty means the
         default ``galpipe.science.neighbours.NeighbourConfig().tag``. Set it whenever
@@ -167,6 +183,9 @@ class RadonConfig:
     min_anisotropy: float = 0.005
     min_significance: float = 3.0
     point_like_fraction: float = 0.5
+    # Chosen on the synthetic truth by ``galpipe validate`` (galpipe.validation.reliability).
+    unreliable_min_anisotropy: float = 0.0125
+    unreliable_max_band_spread_deg: float = 25.0
     neighbour_tag: str = ""
     angle_err_calibration: AngleErrCalibration = field(default_factory=AngleErrCalibration)
 
@@ -181,6 +200,17 @@ class RadonConfig:
             raise ValueError(f"top_fraction: expected a value in (0, 1], got {self.top_fraction}")
         if len(self.angles_deg) < 4:
             raise ValueError(f"angles_deg: need at least 4 angles, got {len(self.angles_deg)}")
+        # Written as "not (ok)" so that NaN is rejected too.
+        if not self.unreliable_min_anisotropy >= 0.0:
+            raise ValueError(
+                "unreliable_min_anisotropy: expected a b/a of at least 0 (0 never flags), "
+                f"got {self.unreliable_min_anisotropy}"
+            )
+        if not self.unreliable_max_band_spread_deg > 0.0:
+            raise ValueError(
+                "unreliable_max_band_spread_deg: expected a positive spread in degrees "
+                f"(inf never flags), got {self.unreliable_max_band_spread_deg}"
+            )
 
     @property
     def angles(self) -> np.ndarray:
@@ -190,9 +220,9 @@ class RadonConfig:
     @property
     def algo_version(self) -> str:
         """A string that changes whenever any parameter changes, e.g.
-        ``radon-v4+S=40+A=181+o=3+pool=top+top=0.10+est=peak+nbr=on:<neighbour tag>``
-        ``+win=2,5,10,20+round=0.005+sig=3+pt=0.5+cal=<calibration tag>``. Non-default angle
-        sets add a short hash of the angles."""
+        ``radon-v5+S=40+A=181+o=3+pool=top+top=0.10+est=peak+nbr=on:<neighbour tag>``
+        ``+win=2,5,10,20+round=0.005+sig=3+pt=0.5+rel=0.0125,25+cal=<calibration tag>``.
+        Non-default angle sets add a short hash of the angles."""
         angles = self.angles
         if np.array_equal(angles, DEFAULT_ANGLES_DEG):
             angle_part = f"A={angles.size}"
@@ -208,7 +238,9 @@ class RadonConfig:
             f"+top={self.top_fraction:.2f}+est={self.estimator}"
             f"+nbr={neighbours}+win={windows}"
             f"+round={self.min_anisotropy:g}+sig={self.min_significance:g}"
-            f"+pt={self.point_like_fraction:g}+cal={self.angle_err_calibration.tag}"
+            f"+pt={self.point_like_fraction:g}"
+            f"+rel={self.unreliable_min_anisotropy:g},{self.unreliable_max_band_spread_deg:g}"
+            f"+cal={self.angle_err_calibration.tag}"
         )
 
 
@@ -497,8 +529,17 @@ def _band_flags(stamps: _Stamps, fits: _BandFits) -> np.ndarray:
     )
 
 
-def _galaxy_flags(stamps: _Stamps, fits: _BandFits, combined: _Combined) -> np.ndarray:
+def _galaxy_flags(
+    stamps: _Stamps, fits: _BandFits, combined: _Combined, cfg: RadonConfig
+) -> np.ndarray:
     """int32 ``(N,)`` :class:`Flag` bits of every galaxy (the rules: :class:`Flag`)."""
+    # unreliable_angle is True where there is no angle; NO_VALID_BAND already says that.
+    unreliable = combined.has_band & unreliable_angle(
+        combined.anisotropy,
+        combined.bands.spread_deg,
+        min_anisotropy=cfg.unreliable_min_anisotropy,
+        max_band_spread_deg=cfg.unreliable_max_band_spread_deg,
+    )
 
     def every_combined_band(condition: np.ndarray) -> np.ndarray:
         return combined.has_band & np.all(condition | ~stamps.usable, axis=-1)
@@ -513,6 +554,7 @@ def _galaxy_flags(stamps: _Stamps, fits: _BandFits, combined: _Combined) -> np.n
             Flag.ROUND: every_combined_band(fits.round),
             Flag.NO_VALID_BAND: ~combined.has_band,
             Flag.CONTAMINATED: stamps.contaminated,
+            Flag.UNRELIABLE: unreliable,
         },
     )
 
@@ -546,7 +588,7 @@ def _batch_measurement(
         band_spread_deg=combined.bands.spread_deg,
         anisotropy=combined.anisotropy,
         n_bands=combined.bands.n_bands.astype(np.int32),
-        flags=_galaxy_flags(stamps, fits, combined),
+        flags=_galaxy_flags(stamps, fits, combined, cfg),
         masked_fraction=stamps.masked_fraction,
         contaminated=stamps.contaminated,
         algo_version=cfg.algo_version,

@@ -22,6 +22,10 @@ __all__ = ["inverse_noise_weights", "sky_level_and_noise"]
 # at 3σ until convergence; three rounds converge on a 40×40 stamp).
 _CLIP_SIGMA = 3.0
 _CLIP_ROUNDS = 3
+# The clip of a photon-counting sky's rms, in units of itself: wider than _CLIP_SIGMA because
+# such a sky is skewed (at 0.2 photons per pixel a pixel with 2 photons lies 4.5 rms above
+# the median and is noise, not light).
+_DISCRETE_CLIP_RMS = 5.0
 # Interquartile range of a normal distribution in units of σ.
 _IQR_PER_SIGMA = 1.3489795
 
@@ -53,7 +57,9 @@ def sky_level_and_noise(images: np.ndarray, no_data: np.ndarray) -> tuple[np.nda
     -------
     level, sigma : numpy.ndarray
         float32 ``(N, B)`` each, in the units of ``images``: median and IQR/1.349 of the
-        corner pixels kept by 3σ clipping (σ may be 0 for noiseless or blank bands).
+        corner pixels kept by 3σ clipping; where that range is 0 (a photon-counting sky with
+        most pixels at 0 counts), the clipped rms about the median instead
+        (:func:`_discrete_sky_rms`). σ is 0 for noiseless or blank bands.
 
     Notes
     -----
@@ -92,10 +98,40 @@ def sky_level_and_noise(images: np.ndarray, no_data: np.ndarray) -> tuple[np.nda
         lo = np.minimum(lo, n_pixels - 1)
     level = _quantile_in_range(values, lo, count, 0.5)
     iqr = _quantile_in_range(values, lo, count, 0.75) - _quantile_in_range(values, lo, count, 0.25)
+    sigma = np.where(iqr > 0, iqr / np.float32(_IQR_PER_SIGMA), _discrete_sky_rms(values, level))
     blank = n_data == 0
     level = np.where(blank, 0, level)
-    sigma = np.where(blank, 0, iqr / np.float32(_IQR_PER_SIGMA))
+    sigma = np.where(blank, 0, sigma)
     return level.astype(np.float32), sigma.astype(np.float32)
+
+
+def _discrete_sky_rms(sorted_values: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """The noise of a sky whose interquartile range is 0: a photon-counting sky.
+
+    With fewer than about one photon per pixel most corner pixels hold the same value (0
+    counts), the quartiles coincide and the IQR says the sky is noiseless, while the pixels
+    that caught a photon are its noise. The root mean square about the median of the data
+    pixels, once clipped at :data:`_DISCRETE_CLIP_RMS` times itself (a neighbour's light in a
+    corner is not sky noise), measures it. Noiseless and blank bands still get 0.
+
+    Parameters
+    ----------
+    sorted_values : numpy.ndarray
+        ``(..., n)`` corner pixels of every band sorted, no-data pixels as NaN (last).
+    level : numpy.ndarray
+        ``(...)`` their median.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(...)`` the clipped rms, same units as the pixels.
+    """
+    deviation = np.where(np.isnan(sorted_values), np.float32(0), sorted_values - level[..., None])
+    n_data = np.maximum((~np.isnan(sorted_values)).sum(axis=-1), 1)
+    rms = np.sqrt(np.square(deviation).sum(axis=-1) / n_data)
+    kept = np.abs(deviation) <= _DISCRETE_CLIP_RMS * rms[..., None]
+    kept_squares = np.where(kept, np.square(deviation), 0).sum(axis=-1)
+    return np.sqrt(kept_squares / np.maximum(kept.sum(axis=-1), 1))
 
 
 def inverse_noise_weights(

@@ -6,6 +6,9 @@ a large error (*purity*), and of the galaxies with a large error, how many does 
 :func:`sweep_thresholds` answers both for every pair of thresholds of a grid;
 :func:`choose_thresholds` keeps the most complete pair whose purity reaches ``min_purity``.
 Only galaxies with a measured angle count: one without is flagged ``NO_VALID_BAND`` already.
+:func:`reliability_summary` also scores the pair the measurement ships, the thresholds of
+``RadonConfig`` behind ``Flag.UNRELIABLE``, on the flags it set: the chosen pair says what
+this run would pick, the shipped score what the catalogue's flag achieves on it.
 """
 
 from __future__ import annotations
@@ -171,31 +174,39 @@ class ReliabilitySummary:
         The chosen pair (:func:`choose_thresholds`); None when no pair is pure enough.
     sweep : tuple of DetectionScore
         Every pair tried.
+    shipped : DetectionScore or None
+        The ``Flag.UNRELIABLE`` bits the measurement set, scored as a detector, with the
+        thresholds of the ``RadonConfig`` of the run; None in a summary written before the
+        flag existed.
     """
 
     bad_deg: float
     min_purity: float
     chosen: DetectionScore | None
     sweep: tuple[DetectionScore, ...]
+    shipped: DetectionScore | None
 
     def to_json(self) -> dict[str, Any]:
-        """``bad_deg``, ``min_purity``, ``chosen`` (or None) and ``sweep``."""
+        """``bad_deg``, ``min_purity``, ``chosen`` and ``shipped`` (or None), and ``sweep``."""
         return {
             "bad_deg": self.bad_deg,
             "min_purity": self.min_purity,
             "chosen": None if self.chosen is None else self.chosen.to_json(),
+            "shipped": None if self.shipped is None else self.shipped.to_json(),
             "sweep": [s.to_json() for s in self.sweep],
         }
 
     @classmethod
     def from_json(cls, values: Mapping[str, Any]) -> Self:
-        """The inverse of :meth:`to_json`."""
-        chosen = values["chosen"]
+        """The inverse of :meth:`to_json`; a summary without ``shipped`` (written before the
+        flag existed) reads as None."""
+        chosen, shipped = values["chosen"], values.get("shipped")
         return cls(
             bad_deg=float(values["bad_deg"]),
             min_purity=float(values["min_purity"]),
             chosen=None if chosen is None else DetectionScore.from_json(chosen),
             sweep=tuple(DetectionScore.from_json(s) for s in values["sweep"]),
+            shipped=None if shipped is None else DetectionScore.from_json(shipped),
         )
 
 
@@ -204,14 +215,45 @@ def reliability_summary(
     anisotropy: np.ndarray,
     band_spread_deg: np.ndarray,
     *,
+    shipped_flagged: np.ndarray,
+    shipped_min_anisotropy: float,
+    shipped_max_band_spread_deg: float,
     bad_deg: float = BAD_ERROR_DEG,
     min_purity: float = MIN_PURITY,
 ) -> ReliabilitySummary:
-    """Sweep the default grids on one population and choose (:class:`ReliabilitySummary`)."""
+    """Sweep the default grids on one population, choose, and score the shipped flag.
+
+    Parameters
+    ----------
+    errors_deg : numpy.ndarray
+        ``(N,)`` axial errors of the combined angle against the truth, degrees (NaN: no angle).
+    anisotropy, band_spread_deg : numpy.ndarray
+        ``(N,)`` the band stack's ``b/a`` and the band spread (degrees) of the measurement.
+    shipped_flagged : numpy.ndarray
+        ``(N,)`` bool: where the measurement set ``Flag.UNRELIABLE``.
+    shipped_min_anisotropy, shipped_max_band_spread_deg : float
+        The thresholds it set them with (``RadonConfig.unreliable_min_anisotropy``,
+        ``RadonConfig.unreliable_max_band_spread_deg``, degrees); recorded with the score.
+    bad_deg : float
+        The error above which a galaxy should be flagged, degrees.
+    min_purity : float
+        The purity the chosen pair must reach.
+
+    Returns
+    -------
+    ReliabilitySummary
+    """
     sweep = sweep_thresholds(errors_deg, anisotropy, band_spread_deg, bad_deg=bad_deg)
     return ReliabilitySummary(
         bad_deg=bad_deg,
         min_purity=min_purity,
         chosen=choose_thresholds(sweep, min_purity=min_purity),
         sweep=tuple(sweep),
+        shipped=detection_score(
+            errors_deg,
+            shipped_flagged,
+            bad_deg=bad_deg,
+            min_anisotropy=shipped_min_anisotropy,
+            max_band_spread_deg=shipped_max_band_spread_deg,
+        ),
     )

@@ -340,6 +340,14 @@ def _reliability_section(summary: ValidationSummary) -> list[str]:
             f"flagging {chosen.n_flagged} of {chosen.n}: purity {_fmt(chosen.purity, 3)}, "
             f"completeness {_fmt(chosen.completeness, 3)}."
         )
+    shipped = rel.shipped
+    if shipped is not None:
+        verdict += (
+            f" Shipped as the `UNRELIABLE` flag (bit 128; `RadonConfig`): anisotropy < "
+            f"{shipped.min_anisotropy:g} or band spread > {shipped.max_band_spread_deg:g}°, "
+            f"flagging {shipped.n_flagged} of {shipped.n} on this run: purity "
+            f"{_fmt(shipped.purity, 3)}, completeness {_fmt(shipped.completeness, 3)}."
+        )
     rows = [
         [
             _fmt(s.min_anisotropy, 4),

@@ -29,7 +29,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from galpipe.science.core import BatchMeasurement, RadonConfig, measure_batch
+from galpipe.science.core import BatchMeasurement, Flag, RadonConfig, measure_batch
 from galpipe.science.features import axial_difference
 from galpipe.science.orientation import image_angle_to_position_angle
 from galpipe.science.radon import RadonOperator
@@ -87,6 +87,9 @@ class TruthMeasurements:
         Method -> ``(N, 4)`` per band g, r, i, z.
     ours : BatchMeasurement
         The production measurement (image angles, errors, flags), kept for the protocol.
+    config : RadonConfig
+        The configuration ``ours`` was measured with (its ``Flag.UNRELIABLE`` thresholds
+        are scored against the truth).
     ours_nomask : BatchMeasurement
         The same with neighbour masking off.
     ours_moments : BatchMeasurement
@@ -102,6 +105,7 @@ class TruthMeasurements:
     position_angle_deg: dict[str, np.ndarray]
     band_position_angle_deg: dict[str, np.ndarray]
     ours: BatchMeasurement
+    config: RadonConfig
     ours_nomask: BatchMeasurement
     ours_moments: BatchMeasurement
     peer_image_angle_deg: np.ndarray
@@ -154,6 +158,7 @@ def measure_truth(
             "peer": image_angle_to_position_angle(peer.band_angle_image_deg, jac[:, None]),
         },
         ours=ours,
+        config=cfg,
         ours_nomask=ours_nomask,
         ours_moments=ours_moments,
         peer_image_angle_deg=peer.angle_image_deg,
@@ -314,8 +319,9 @@ class TruthSummary:
     reliability : ReliabilitySummary
         All galaxies: how purely and completely
         :func:`galpipe.science.reliability.unreliable_angle` detects combined errors above
-        :data:`~galpipe.validation.reliability.BAD_ERROR_DEG`, per pair of thresholds, and the
-        pair chosen (:mod:`galpipe.validation.reliability`).
+        :data:`~galpipe.validation.reliability.BAD_ERROR_DEG`, per pair of thresholds, the
+        pair chosen, and the shipped ``Flag.UNRELIABLE`` of the measurement
+        (:mod:`galpipe.validation.reliability`).
     images_sha256 : mapping of str to str
         Method -> digest of the array it measured.
     peer_outcomes : PeerOutcomes
@@ -442,7 +448,12 @@ def truth_tables(population: TruthPopulation, measured: TruthMeasurements) -> Tr
         calibration=calib,
         coverage=coverage,
         reliability=reliability_summary(
-            errors["ours"][COMBINED], measured.ours.anisotropy, measured.ours.band_spread_deg
+            errors["ours"][COMBINED],
+            measured.ours.anisotropy,
+            measured.ours.band_spread_deg,
+            shipped_flagged=(measured.ours.flags & Flag.UNRELIABLE) != 0,
+            shipped_min_anisotropy=measured.config.unreliable_min_anisotropy,
+            shipped_max_band_spread_deg=measured.config.unreliable_max_band_spread_deg,
         ),
         images_sha256=measured.images_sha256,
         peer_outcomes=measured.peer_outcomes,

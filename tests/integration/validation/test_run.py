@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from galpipe.science.core import RadonConfig, measure_batch
+from galpipe.science.core import Flag, RadonConfig, measure_batch
 from galpipe.science.orientation import image_angle_to_position_angle
 from galpipe.synthetic.catalog import read_catalog
 from galpipe.validation.cli import register
@@ -185,6 +185,20 @@ def test_the_numbers_are_consistent(quick_run: tuple[Path, ValidationSummary]) -
     assert chosen is not None
     assert chosen.purity >= reliability.min_purity
     assert chosen.n == written.truth.tables["all"]["ours"]["combined"].overall.n_measured
+    # The shipped UNRELIABLE flag: scored on the bits the measurement set, with the thresholds
+    # of the run's RadonConfig; the same as the rule's sweep entry of that pair.
+    shipped, config = reliability.shipped, RadonConfig()
+    assert shipped is not None
+    pair = (config.unreliable_min_anisotropy, config.unreliable_max_band_spread_deg)
+    assert (shipped.min_anisotropy, shipped.max_band_spread_deg) == pair
+    galaxies = Table.read(out / "galaxies.ecsv")
+    has_angle = np.isfinite(np.asarray(galaxies["pa_ours"], dtype=float))
+    unreliable = (np.asarray(galaxies["flags_ours"]) & Flag.UNRELIABLE) != 0
+    assert shipped.n_flagged == int(unreliable[has_angle].sum()) > 0
+    assert not unreliable[~has_angle].any()
+    same_pair = [s for s in reliability.sweep if (s.min_anisotropy, s.max_band_spread_deg) == pair]
+    assert same_pair == [shipped]
+    assert "Shipped as the `UNRELIABLE` flag" in section
 
 
 def test_the_lensing_check_is_part_of_the_run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import galsim
 import numpy as np
@@ -195,6 +196,65 @@ def test_empty_batch(operator: RadonOperator) -> None:
     assert m.band_flags.shape == (0, 4)
 
 
+# -- the UNRELIABLE flag ---------------------------------------------------------------------------
+
+
+def _reliability_batch() -> tuple[np.ndarray, list[str]]:
+    """Noisy four-band galaxies: round, elongated and bright, bands that disagree (g and r at
+    10 degrees, i and z at 70), and a blank one."""
+    rng = np.random.default_rng(0)
+
+    def noisy(bands: list[np.ndarray]) -> np.ndarray:
+        stack = np.stack(bands)
+        return (stack + 0.02 * rng.standard_normal(stack.shape)).astype(np.float32)
+
+    names = ["round", "elongated", "bands_disagree", "blank"]
+    images = np.stack(
+        [
+            noisy([gaussian(0.0, q=1.0)] * 4),
+            noisy([gaussian(30.0, q=0.5)] * 4),
+            noisy([gaussian(10.0, q=0.3)] * 2 + [gaussian(70.0, q=0.3)] * 2),
+            np.zeros((4, SIZE, SIZE), dtype=np.float32),
+        ]
+    )
+    return images, names
+
+
+def test_round_or_disagreeing_galaxies_are_unreliable_and_an_elongated_one_is_not(
+    operator: RadonOperator,
+) -> None:
+    images, names = _reliability_batch()
+    m = measure_batch(images, RadonConfig(), operator)
+    unreliable = dict(zip(names, ((m.flags & Flag.UNRELIABLE) != 0).tolist(), strict=True))
+    assert unreliable == {
+        "round": True,
+        "elongated": False,
+        "bands_disagree": True,
+        # No angle at all: NO_VALID_BAND says so, UNRELIABLE would add nothing.
+        "blank": False,
+    }
+    assert m.flags[names.index("blank")] & Flag.NO_VALID_BAND
+    assert not (m.band_flags & Flag.UNRELIABLE).any()  # per galaxy only
+    assert_nan_only_where_flagged(m)
+
+
+def test_each_unreliable_threshold_flags_on_its_own(operator: RadonOperator) -> None:
+    """The round galaxy is caught by its anisotropy, the disagreeing bands by their spread."""
+    images, names = _reliability_batch()
+    anisotropy_only = dataclasses.replace(RadonConfig(), unreliable_max_band_spread_deg=math.inf)
+    spread_only = dataclasses.replace(RadonConfig(), unreliable_min_anisotropy=0.0)
+    neither = dataclasses.replace(anisotropy_only, unreliable_min_anisotropy=0.0)
+    row = {name: i for i, name in enumerate(names)}
+
+    by_anisotropy = measure_batch(images, anisotropy_only, operator).flags & Flag.UNRELIABLE
+    assert by_anisotropy[row["round"]]
+    assert not by_anisotropy[row["bands_disagree"]]
+    by_spread = measure_batch(images, spread_only, operator).flags & Flag.UNRELIABLE
+    assert by_spread[row["bands_disagree"]]
+    assert not by_spread[row["elongated"]]
+    assert not (measure_batch(images, neither, operator).flags & Flag.UNRELIABLE).any()
+
+
 # -- neighbour masking hook -----------------------------------------------------------------------
 
 
@@ -262,7 +322,7 @@ def test_default_masking_is_the_neighbours_module(operator: RadonOperator) -> No
 
 def test_algo_version_names_every_parameter() -> None:
     base = RadonConfig()
-    assert base.algo_version.startswith("radon-v4+S=40+A=181+o=3+pool=top+top=0.10+est=peak+nbr=on")
+    assert base.algo_version.startswith("radon-v5+S=40+A=181+o=3+pool=top+top=0.10+est=peak+nbr=on")
     assert "+nbr=off+" in dataclasses.replace(base, mask_neighbours=False).algo_version
     changes = {
         "size": 41,
@@ -276,6 +336,8 @@ def test_algo_version_names_every_parameter() -> None:
         "min_anisotropy": 0.01,
         "min_significance": 5.0,
         "point_like_fraction": 0.6,
+        "unreliable_min_anisotropy": 0.02,
+        "unreliable_max_band_spread_deg": 30.0,
         "neighbour_tag": "nb9-custom",
         "angle_err_calibration": AngleErrCalibration.identity(),
     }
@@ -286,9 +348,26 @@ def test_algo_version_names_every_parameter() -> None:
     assert len(versions) == len(changes) + 1
 
 
+def test_algo_version_names_the_unreliable_thresholds_between_pt_and_cal() -> None:
+    config = RadonConfig(unreliable_min_anisotropy=0.02, unreliable_max_band_spread_deg=30.0)
+    assert "+pt=0.5+rel=0.02,30+cal=" in config.algo_version
+    never = RadonConfig(unreliable_min_anisotropy=0.0, unreliable_max_band_spread_deg=math.inf)
+    assert "+rel=0,inf+" in never.algo_version
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("pooling", "mean"), ("estimator", "median"), ("top_fraction", 0.0), ("size", 2)],
+    [
+        ("pooling", "mean"),
+        ("estimator", "median"),
+        ("top_fraction", 0.0),
+        ("size", 2),
+        ("unreliable_min_anisotropy", -0.01),
+        ("unreliable_min_anisotropy", math.nan),
+        ("unreliable_max_band_spread_deg", 0.0),
+        ("unreliable_max_band_spread_deg", -5.0),
+        ("unreliable_max_band_spread_deg", math.nan),
+    ],
 )
 def test_invalid_config_is_rejected(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):

@@ -58,13 +58,41 @@ def test_the_sweep_scores_every_pair_and_the_choice_is_the_most_complete_pure_on
     assert choose_thresholds(scores, min_purity=0.9) is None
 
 
+# What the measurement flagged UNRELIABLE: galaxies 0 and 4 (and 6, which has no angle).
+SHIPPED = np.array([True, False, False, False, True, False, True])
+
+
+def _summary(**kwargs: float) -> ReliabilitySummary:
+    return reliability_summary(
+        ERRORS,
+        ANISOTROPY,
+        SPREAD,
+        shipped_flagged=SHIPPED,
+        shipped_min_anisotropy=0.003,
+        shipped_max_band_spread_deg=20.0,
+        bad_deg=10.0,
+        **kwargs,
+    )
+
+
+def test_the_shipped_flag_is_scored_on_its_own_bits_with_its_thresholds() -> None:
+    shipped = _summary(min_purity=0.6).shipped
+    assert shipped is not None
+    # Flagged 0 (bad) and 4 (good) of the six measured; of the three bad ones only 0 is found.
+    assert (shipped.n, shipped.n_bad, shipped.n_flagged) == (6, 3, 2)
+    assert shipped.purity == pytest.approx(1 / 2)
+    assert shipped.completeness == pytest.approx(1 / 3)
+    assert (shipped.min_anisotropy, shipped.max_band_spread_deg) == (0.003, 20.0)
+
+
 def test_the_summary_survives_json_with_an_unused_spread_threshold() -> None:
-    summary = reliability_summary(ERRORS, ANISOTROPY, SPREAD, bad_deg=10.0, min_purity=0.6)
+    summary = _summary(min_purity=0.6)
     assert summary.chosen is not None
     assert summary.chosen in summary.sweep
     assert any(math.isinf(s.max_band_spread_deg) for s in summary.sweep)
     back = ReliabilitySummary.from_json(json.loads(json.dumps(summary.to_json(), allow_nan=False)))
     assert back.chosen == summary.chosen
+    assert back.shipped == summary.shipped
     for a, b in zip(back.sweep, summary.sweep, strict=True):
         assert (a.min_anisotropy, a.max_band_spread_deg, a.n_flagged) == (
             b.min_anisotropy,
@@ -72,3 +100,29 @@ def test_the_summary_survives_json_with_an_unused_spread_threshold() -> None:
             b.n_flagged,
         )
         assert isinstance(a, DetectionScore)
+
+
+def test_a_shipped_flag_that_marks_nothing_survives_json() -> None:
+    summary = reliability_summary(
+        ERRORS,
+        ANISOTROPY,
+        SPREAD,
+        shipped_flagged=np.zeros(7, bool),
+        shipped_min_anisotropy=0.0,
+        shipped_max_band_spread_deg=math.inf,
+    )
+    assert summary.shipped is not None
+    assert math.isnan(summary.shipped.purity)
+    back = ReliabilitySummary.from_json(json.loads(json.dumps(summary.to_json(), allow_nan=False)))
+    assert back.shipped is not None
+    assert math.isnan(back.shipped.purity)
+    assert math.isinf(back.shipped.max_band_spread_deg)
+    assert back.shipped.n_flagged == 0
+
+
+def test_a_summary_written_before_the_flag_reads_without_a_shipped_score() -> None:
+    values = _summary(min_purity=0.6).to_json()
+    del values["shipped"]
+    old = ReliabilitySummary.from_json(json.loads(json.dumps(values, allow_nan=False)))
+    assert old.shipped is None
+    assert old.chosen is not None
