@@ -34,7 +34,22 @@ Method, per batch ``images`` float32 ``(N, B, S, S)`` (axes ``[..., row, col]``)
    (for even ``S`` the centre is a pixel corner: of the 2×2 central pixels, the brightest one
    in a segment decides). If no segment covers it, the segment with a pixel nearest the centre
    within ``centre_radius_px`` is central. If none is, there is no central source.
-5. **Masking**: every other segment, dilated by a disk of ``dilate_px`` pixels to catch its
+5. **Symmetry test** (``nb5``): a segment other than the central one is a neighbour only if
+   it is brighter than its point reflection through the stamp centre, significantly and by a
+   fraction of its own light: in the detection image, ``F − F_r ≥ symmetry_sigma ·
+   sqrt(2 n)`` and ``F − F_r ≥ symmetry_excess · F``, with ``F`` the segment's flux, ``F_r``
+   the flux of the pixels point-reflected onto it and ``n`` its pixel count. A galaxy's own
+   light is point-symmetric, so a piece of it that deblending split off -- which noise does, and
+   differently in every noisy copy of the same galaxy -- has a reflection as bright as itself;
+   a star or a companion does not. The test runs twice: the second time, reflected pixels that
+   lie in a segment the first pass confirmed count as 0, so that of two neighbours on opposite
+   sides the fainter is not hidden by the brighter's light. Segments that fail are dropped
+   from the map: neither masked nor counted by the flag. A segment that does not touch the
+   central one and has an S/N (flux / sqrt(pixels)) of at least ``symmetry_exempt_snr`` is a
+   neighbour without the test: no piece of the galaxy's light is that bright on its own, and
+   two such sources opposite each other would otherwise hide each other
+   (``docs/decisions.md``, "The symmetry test").
+6. **Masking**: every other segment, dilated by a disk of ``dilate_px`` pixels to catch its
    wings but never into the central segment, is replaced in every band by the pixel's
    *point reflection* through the stamp centre -- pixel ``[r, c]`` takes the value of
    ``[S-1-r, S-1-c]`` -- where that pixel is data and is not masked itself; otherwise by the
@@ -44,7 +59,7 @@ Method, per batch ``images`` float32 ``(N, B, S, S)`` (axes ``[..., row, col]``)
    wings: a structure of its own that the Radon transform sees, at a place that moves with
    the neighbour's segmentation. What the reflection gained, and the fills tried before it:
    ``docs/decisions.md``, "Point-reflection fill".
-6. **Flags**: ``masked_fraction`` = masked pixels / S². ``contaminated`` is True when
+7. **Flags**: ``masked_fraction`` = masked pixels / S². ``contaminated`` is True when
 
    - a masked segment's flux (in the detection image) is at least ``contaminant_flux_ratio``
      of the central source's flux: a neighbour bright enough to drag the angle was present
@@ -84,6 +99,7 @@ from galpipe.science.sky import inverse_noise_weights, sky_level_and_noise
 __all__ = [
     "NeighbourConfig",
     "NeighbourMasking",
+    "asymmetric_segments",
     "central_label",
     "detection_images",
     "mask_neighbours",
@@ -94,6 +110,8 @@ __all__ = [
 _MATCHED_KERNEL = (sep.default_kernel / np.sqrt(np.square(sep.default_kernel).sum())).astype(
     np.float32
 )
+# Pixels that touch a segment: its 8-connected neighbours.
+_TOUCHING = np.ones((3, 3), dtype=bool)
 # The noise of perfectly correlated pixels through that kernel, relative to white noise's:
 # the largest factor any noise can have (see _filtered_noise).
 _MAX_FILTERED_NOISE = np.float32(_MATCHED_KERNEL.sum())
@@ -129,6 +147,15 @@ class NeighbourConfig:
     noise_floor_rel : float
         Floor of each band's σ as a fraction of the band's peak above the sky (for noiseless
         or nearly noiseless stamps).
+    symmetry_sigma : float
+        A neighbour's excess over its point reflection must reach this many σ of the
+        difference's noise (step 5); 0 disables this half of the test.
+    symmetry_excess : float
+        ... and this fraction of the segment's own flux (step 5), in [0, 1); 0 disables this
+        half of the test.
+    symmetry_exempt_snr : float
+        A segment that does not touch the central one and whose S/N (flux / sqrt(pixels) in
+        the detection image) reaches this is a neighbour without the test (step 5).
     """
 
     detect_sigma: float = 1.5
@@ -139,6 +166,9 @@ class NeighbourConfig:
     centre_radius_px: float = 3.0
     contaminant_flux_ratio: float = 0.05
     noise_floor_rel: float = 1e-3
+    symmetry_sigma: float = 3.0
+    symmetry_excess: float = 0.3
+    symmetry_exempt_snr: float = 10.0
 
     def __post_init__(self) -> None:
         if not self.detect_sigma > 0:
@@ -159,6 +189,16 @@ class NeighbourConfig:
             )
         if not 0 < self.noise_floor_rel < 1:
             raise ValueError(f"noise_floor_rel: expected within (0, 1), got {self.noise_floor_rel}")
+        if not self.symmetry_sigma >= 0:
+            raise ValueError(f"symmetry_sigma: expected >= 0 (σ), got {self.symmetry_sigma}")
+        if not self.symmetry_exempt_snr > 0:
+            raise ValueError(
+                f"symmetry_exempt_snr: expected > 0 (S/N), got {self.symmetry_exempt_snr}"
+            )
+        if not 0 <= self.symmetry_excess < 1:
+            raise ValueError(
+                f"symmetry_excess: expected a fraction within [0, 1), got {self.symmetry_excess}"
+            )
 
     @property
     def tag(self) -> str:
@@ -167,18 +207,21 @@ class NeighbourConfig:
         Returns
         -------
         str
-            e.g. ``"nb4-t1.5-a5-n32-c0.001-d2-r3-f0.05-e0.001"`` (``nb4`` = version 4 of this
-            method, then threshold, minarea, nthresh, cont, dilation, centre radius, flux ratio,
-            noise floor). Version 2: exact zeros (no data) are no longer counted as sky.
-            Version 3: no data as found before the min-shift; the threshold is in σ of the
-            filtered noise (correlated noise). Version 4: masked pixels take their point
-            reflection through the centre (the galaxy's own light), not the sky level; the
-            filtered-noise factor is capped at that of perfectly correlated noise.
+            e.g. ``"nb5-t1.5-a5-n32-c0.001-d2-r3-f0.05-e0.001-s3-x0.3-i10"`` (``nb5`` =
+            version 5 of this method, then threshold, minarea, nthresh, cont, dilation, centre
+            radius, flux ratio, noise floor, symmetry σ, excess and exempt S/N). Version 2:
+            exact zeros (no data) are no longer counted as sky. Version 3: no data as found
+            before the min-shift; the threshold is in σ of the filtered noise (correlated
+            noise). Version 4: masked pixels take their point reflection through the centre
+            (the galaxy's own light), not the sky level; the filtered-noise factor is capped at
+            that of perfectly correlated noise. Version 5: the symmetry test (a segment as
+            bright as its point reflection is the galaxy's own light, not a neighbour).
         """
         return (
-            f"nb4-t{self.detect_sigma:g}-a{self.minarea}-n{self.deblend_nthresh}"
+            f"nb5-t{self.detect_sigma:g}-a{self.minarea}-n{self.deblend_nthresh}"
             f"-c{self.deblend_cont:g}-d{self.dilate_px}-r{self.centre_radius_px:g}"
             f"-f{self.contaminant_flux_ratio:g}-e{self.noise_floor_rel:g}"
+            f"-s{self.symmetry_sigma:g}-x{self.symmetry_excess:g}-i{self.symmetry_exempt_snr:g}"
         )
 
 
@@ -327,6 +370,69 @@ def central_label(
     return label if nearest[label] <= radius else 0
 
 
+def asymmetric_segments(
+    segmap: np.ndarray, detection: np.ndarray, central: int, config: NeighbourConfig
+) -> np.ndarray:
+    """Which segments pass the symmetry test (step 5 of the module docstring).
+
+    Parameters
+    ----------
+    segmap : numpy.ndarray
+        int ``(S, S)`` segmentation map (0 = no source, k = source ``k - 1``).
+    detection : numpy.ndarray
+        float32 ``(S, S)`` the detection image it was made from (unit noise).
+    central : int
+        Label of the central segment, 0 if none.
+    config : NeighbourConfig
+        ``symmetry_sigma`` and ``symmetry_excess`` are read.
+
+    Returns
+    -------
+    numpy.ndarray
+        bool ``(segmap.max() + 1,)`` indexed by label: True for the segments that are
+        neighbours (brighter than their point reflection); False for label 0 and ``central``.
+    """
+    n_labels = int(segmap.max()) + 1
+    labels = segmap.ravel()
+    flux = np.bincount(labels, weights=detection.ravel(), minlength=n_labels)
+    n_pixels = np.bincount(labels, minlength=n_labels)
+    noise = config.symmetry_sigma * np.sqrt(2.0 * np.maximum(n_pixels, 1))
+    reflected = detection[::-1, ::-1]
+    reflected_label = segmap[::-1, ::-1]
+
+    def passes(reflection: np.ndarray) -> np.ndarray:
+        excess = flux - np.bincount(labels, weights=reflection.ravel(), minlength=n_labels)
+        bright = (excess >= noise) & (excess >= config.symmetry_excess * np.abs(flux))
+        bright[0] = False
+        if central:
+            bright[central] = False
+        return np.asarray(bright)
+
+    # A bright source apart from the central segment is no piece of the galaxy's own light;
+    # two of them opposite each other would otherwise hide each other.
+    touching = np.zeros(n_labels, dtype=bool)
+    if central:
+        near = ndimage.binary_dilation(segmap == central, structure=_TOUCHING)
+        touching[np.unique(segmap[near])] = True
+    exempt = ~touching & (flux / np.sqrt(np.maximum(n_pixels, 1)) >= config.symmetry_exempt_snr)
+    exempt[0] = False
+    confirmed = passes(reflected) | exempt
+    # A confirmed neighbour's light reflected onto another segment is not the galaxy's.
+    return passes(np.where(confirmed[reflected_label], np.float32(0), reflected)) | exempt
+
+
+def _drop_segments(
+    sources: np.ndarray, segmap: np.ndarray, keep: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``sources`` and ``segmap`` with only the labels where ``keep`` is True, relabelled
+    1..n in order (sep's convention: label k is ``sources[k - 1]``)."""
+    keep = keep.copy()
+    keep[0] = False
+    new_label = np.zeros(keep.size, dtype=segmap.dtype)
+    new_label[keep] = np.arange(1, int(keep.sum()) + 1, dtype=segmap.dtype)
+    return sources[keep[1:]], new_label[segmap]
+
+
 def _is_contaminated(
     sources: np.ndarray, central: int, centre: float, config: NeighbourConfig
 ) -> bool:
@@ -428,6 +534,13 @@ def _segment(
                 deblend_cont=config.deblend_cont,
                 segmentation_map=True,
             )
+            if len(sources) == 0:
+                continue
+            label = central_label(segmap, detection[index], distance, config.centre_radius_px)
+            keep = asymmetric_segments(segmap, detection[index], label, config)
+            if label:
+                keep[label] = True
+            sources, segmap = _drop_segments(sources, segmap, keep)
             if len(sources) == 0:
                 continue
             segmaps[index] = segmap

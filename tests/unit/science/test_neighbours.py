@@ -17,7 +17,12 @@ import sep
 from scipy import ndimage
 
 from galpipe.science import core
-from galpipe.science.neighbours import NeighbourConfig, NeighbourMasking, mask_neighbours
+from galpipe.science.neighbours import (
+    NeighbourConfig,
+    NeighbourMasking,
+    asymmetric_segments,
+    mask_neighbours,
+)
 from galpipe.science.preprocess import sanitise_and_shift
 from galpipe.validation.augment import rotate
 
@@ -312,7 +317,9 @@ def test_star_on_the_galaxy_wings_leaves_no_hole() -> None:
 
 def test_reflection_that_is_masked_or_without_data_falls_back_to_the_sky() -> None:
     """Two stars opposite each other through the centre, and a no-data column."""
-    stars = bright_star(direction_deg=90.0) + bright_star(direction_deg=270.0)
+    # Of unequal brightness: two equal stars exactly opposite are point-symmetric like the
+    # galaxy's own light, and the symmetry test cannot tell them from it (test below).
+    stars = bright_star(direction_deg=90.0) + 0.4 * bright_star(direction_deg=270.0)
     noise = 0.01 * np.random.default_rng(6).standard_normal((4, SIZE, SIZE))
     stamp, sky = min_shift(central_galaxy() + stars + noise)
     no_data = np.zeros_like(stamp, dtype=bool)
@@ -595,7 +602,7 @@ def test_invalid_config_names_the_field(field: dict[str, float]) -> None:
 
 def test_tag_names_every_parameter() -> None:
     default = NeighbourConfig()
-    assert default.tag == "nb4-t1.5-a5-n32-c0.001-d2-r3-f0.05-e0.001"
+    assert default.tag == "nb5-t1.5-a5-n32-c0.001-d2-r3-f0.05-e0.001-s3-x0.3-i10"
     variants = [
         NeighbourConfig(detect_sigma=2.0),
         NeighbourConfig(minarea=7),
@@ -639,3 +646,68 @@ def test_radon_angle_recovered_with_masking() -> None:
         assert axial_difference(float(with_masking.angle_image_deg[index]), truth) < 1.0
         assert axial_difference(float(without_masking.angle_image_deg[index]), truth) > 3.0
     assert np.all(with_masking.contaminated)
+
+
+def _blob(
+    distance: float, direction_deg: float, amplitude: float, sigma: float = 1.3
+) -> np.ndarray:
+    return elliptical_gaussian(
+        0.0, sigma, sigma, distance=distance, direction_deg=direction_deg, amplitude=amplitude
+    )
+
+
+def _segmap_of(*regions: np.ndarray) -> np.ndarray:
+    segmap = np.zeros((SIZE, SIZE), dtype=np.int32)
+    for label, region in enumerate(regions, start=1):
+        segmap[region & (segmap == 0)] = label
+    return segmap
+
+
+def test_symmetry_test_keeps_what_is_brighter_than_its_reflection() -> None:
+    galaxy = 50.0 * elliptical_gaussian(BETA_DEG, 5.0, 2.5)
+    lone = _blob(12.0, 20.0, 30.0)
+    bright, faint = _blob(13.0, 110.0, 40.0), _blob(13.0, 290.0, 12.0)  # opposite, unequal
+    detection = (galaxy + lone + bright + faint).astype(np.float32)
+    segmap = _segmap_of(
+        radius_mask(4.0),
+        radius_mask(3.0, 12.0, 20.0),
+        radius_mask(3.0, 13.0, 110.0),
+        radius_mask(3.0, 13.0, 290.0),
+    )
+
+    passed = asymmetric_segments(segmap, detection, 1, NeighbourConfig())
+
+    assert passed.tolist() == [False, False, True, True, True]
+
+
+def test_symmetry_test_drops_pieces_of_the_galaxys_own_light() -> None:
+    # Deblending split the galaxy's outskirts into two pieces on either side of the core; each
+    # is as bright as its reflection (noise decides such splits, and differently in every copy).
+    galaxy = (50.0 * elliptical_gaussian(BETA_DEG, 6.0, 3.0)).astype(np.float32)
+    offset = radius_mask(30.0) & ~radius_mask(4.0)
+    along = np.cos(np.arctan2(ROW - CENTRE, COL - CENTRE) - np.deg2rad(BETA_DEG))
+    segmap = _segmap_of(radius_mask(4.0), offset & (along > 0.5), offset & (along < -0.5))
+
+    passed = asymmetric_segments(segmap, galaxy, 1, NeighbourConfig())
+
+    assert not passed.any()
+
+
+def test_bright_sources_apart_from_the_galaxy_need_no_test() -> None:
+    # Two equal stars exactly opposite: point-symmetric, yet separate from the central segment
+    # and far too bright to be a piece of the galaxy's light.
+    galaxy = 50.0 * elliptical_gaussian(BETA_DEG, 3.0, 1.5)
+    stars = _blob(14.0, 70.0, 40.0) + _blob(14.0, 250.0, 40.0)
+    detection = (galaxy + stars).astype(np.float32)
+    segmap = _segmap_of(
+        radius_mask(5.0), radius_mask(3.0, 14.0, 70.0), radius_mask(3.0, 14.0, 250.0)
+    )
+
+    assert asymmetric_segments(segmap, detection, 1, NeighbourConfig()).tolist() == [
+        False,
+        False,
+        True,
+        True,
+    ]
+    strict = NeighbourConfig(symmetry_exempt_snr=1e9)
+    assert not asymmetric_segments(segmap, detection, 1, strict).any()
