@@ -12,4 +12,6 @@ paper's section numbers, and the conventions:
 - :mod:`galpipe.science.core` -- the whole measurement of a batch (:func:`measure_batch`).
 - :mod:`galpipe.science.orientation` -- step 6: image angle <-> position angle from the WCS.
 - :mod:`galpipe.science.reliability` -- (ours) whether a combined angle is unreliable.
+- :mod:`galpipe.science.gz2` -- (morphology) the Galaxy Zoo 2 decision tree, its
+  normalisation, six-class labels and RMSE (``docs/morphology.md``).
 """
