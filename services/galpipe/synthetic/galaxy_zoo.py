@@ -1,0 +1,726 @@
+"""A synthetic Galaxy Zoo: galaxies of known morphology, their GZ2 answers, volunteer votes, stamps.
+
+The chain, each step a pure function of its inputs and a ``numpy.random.Generator``:
+
+1. :func:`draw_morphologies` -- ``N`` galaxies (:class:`Morphologies`) from the distributions
+   of a :class:`MorphologyConfig`: kind, bulge-to-total ratio, axis ratios, bar, arms, an "odd"
+   probability, size, seeing, sky noise, fluxes and S/N.
+2. :func:`answer_shares` -- the per-question conditional probabilities ``(N, 37)`` that a
+   volunteer gives each answer, a smooth documented mapping of the parameters (below);
+   :func:`galpipe.science.gz2.fractions_from_shares` turns them into the true fractions.
+3. :func:`draw_votes` -- ``n_volunteers`` volunteers walk the tree; the observed fractions.
+4. :func:`vote_noise_floor` -- the RMSE that predicting the true fractions scores against the
+   observed votes: the best any model can do on such labels.
+5. :func:`render_morphologies` -- ``(N, 4, S, S)`` griz stamps with GalSim.
+
+Distributions (drawn like the radon validation population)
+----------------------------------------------------------
+The validation population (:mod:`galpipe.validation.population`) sits in a layer above this
+one, so its draws are not called; the same distributions are drawn here, vectorised from one
+generator, from the same :class:`~galpipe.synthetic.truth.SkyConfig` defaults: half-light radius
+uniform on ``sky.half_light_radius_arcsec``, PSF FWHM uniform on ``sky.psf_fwhm_arcsec`` (the
+sky's PSF model, same in all bands), sky noise per band uniform on ``sky.sky_sigma_nmgy``,
+colours g-r, r-i, i-z uniform on the sky's ranges, position angle uniform on [0, 180) degrees
+east of north, and the S/N log-uniform on ``snr_range`` (default (5, 200), the population's).
+The r-band flux follows from the S/N by the definition every table of galpipe uses
+(:func:`galpipe.synthetic.truth.half_light_snr`)::
+
+    F_r = 2 S/N sigma_r sqrt(pi R_e^2 / p^2)
+
+with ``R_e`` the drawn half-light radius (of the disk for disks, of the spheroid for smooth
+galaxies; for a star, half the PSF FWHM, the half-light radius of a Gaussian of that FWHM) and
+``p`` = :data:`~galpipe.survey.layout.PIXSCALE_ARCSEC`. Fluxes are nanomaggies.
+
+Morphology parameters (per kind):
+
+- ``kind``: 0 smooth (elliptical), 1 disk, 2 star or artifact (:data:`KINDS`), with
+  probabilities ``kind_fractions``.
+- ``bulge_to_total``: uniform on ``smooth_bulge_to_total`` (smooth: a spheroid, with at most a
+  faint disk) or ``disk_bulge_to_total`` (disks); 0 for stars.
+- ``axis_ratio``: the projected axis ratio of the main component. Disks: a thin oblate disk of
+  intrinsic thickness ``q0 = disk_thickness`` at an isotropic inclination (``cos i`` uniform on
+  [0, 1]), ``q = sqrt(q0^2 + (1 - q0^2) cos^2 i)``; edge-on when ``q`` is small. Smooth:
+  uniform on ``smooth_axis_ratio``. Stars: 1.
+- ``bulge_axis_ratio``: of the bulge, uniform on ``bulge_axis_ratio`` (smooth: equal to
+  ``axis_ratio``, the spheroid is one body).
+- ``bar_strength``: disks are barred with probability ``bar_fraction``, strength uniform on
+  ``bar_strength``; 0 = no bar (and for every non-disk). ``bar_angle_deg`` is the bar's angle
+  in the disk plane from the disk's major axis, uniform on [0, 180).
+- ``arm_strength``, ``n_arms``, ``arm_tightness``: disks have arms with probability
+  ``spiral_fraction``: strength uniform on ``arm_strength``, number 1..5 with probabilities
+  ``arm_number_probabilities`` (5 stands for "more than four"), tightness uniform on [0, 1]
+  (1 = tightest). Without arms: 0, 0 and 0.
+- ``odd_probability``: uniform on ``odd_probability``, every kind.
+
+Answer shares (:func:`answer_shares`)
+-------------------------------------
+``s(x) = 1 / (1 + exp(-x))``; every share is a smooth function of the parameters; each
+question's shares sum to 1 by construction.
+
+- Q1 (smooth, features, star/artifact): the star share is 0.94 for stars and 0.01 for
+  galaxies; the rest splits by ``P(smooth) = s(8 (B/T - 0.55) - 2.5 arm_strength - 1.5 bar)``:
+  increasing in B/T, decreasing with arms and bar.
+- Q2 (edge-on yes, no): ``P(edge-on) = s((0.3 - q) / 0.06)``, ``q`` = ``axis_ratio``;
+  decreasing in ``q``.
+- Q3 (bar yes, no): ``P(bar) = s(-3 + 7 bar_strength)``; increasing.
+- Q4 (spiral yes, no): ``P(spiral) = s(-2.5 + 6 arm_strength)``; increasing.
+- Q5 (bulge none, just noticeable, obvious, dominant): ordered logistic in B/T,
+  ``P(answer <= k) = s(8 (c_k - B/T))``, ``c = (0.05, 0.2, 0.45)``; P(none) decreasing and
+  P(dominant) increasing in B/T.
+- Q6 (odd yes, no): ``(odd_probability, 1 - odd_probability)``.
+- Q7 (round, in between, cigar): ordered logistic in ``q``: ``P(cigar) = s((0.4 - q) / 0.07)``,
+  ``P(in between or cigar) = s((0.75 - q) / 0.07)``; P(round) increasing in ``q``.
+- Q8 (ring, lens, disturbed, irregular, other, merger, dust lane): weights
+  ``(0.2 + 0.3 bar, 0.05, 0.15, 0.2, 0.2, 0.1, 0.1 + 0.6 P(edge-on))`` normalised: rings come
+  with bars, dust lanes with edge-on disks.
+- Q9 (rounded, boxy, no bulge): ``P(no bulge) = s((0.08 - B/T) / 0.04)``; the rest splits
+  rounded : boxy as ``(0.85 - 0.5 bar) : (0.15 + 0.5 bar)`` (boxy bulges are bars seen
+  edge-on).
+- Q10 (tight, medium, loose): ordered logistic in tightness ``t``:
+  ``P(loose) = s((0.3 - t) / 0.1)``, ``P(medium or loose) = s((0.7 - t) / 0.1)``.
+- Q11 (1, 2, 3, 4, more than four, can't tell): ``P(can't tell) = 0.1 + 0.4 (1 -
+  arm_strength)``; the rest by weights ``exp(-(k - n_arms)^2 / (2 * 0.5^2))``, ``k = 1..5``
+  (uniform when a galaxy has no arms).
+
+What the stamps show (:func:`render_morphologies`)
+---------------------------------------------------
+A de Vaucouleurs bulge, an exponential disk and, when ``bar_strength > 0``, a bar (Sérsic
+n = 0.5, axis ratio 0.25, half-light radius 0.6 disk radii, a fraction ``0.25 bar_strength`` of
+the disk's light, turned in the disk plane and inclined with it); a star is the PSF. **Spiral
+arms are not rendered**: Q4's spiral share, Q10 and Q11 are drawn from ``arm_strength``,
+``arm_tightness`` and ``n_arms``, which leave no trace in the images (other than through Q1's
+P(smooth)), so a model can learn them only from their correlation with what is visible. The
+odd features of Q6/Q8 are not rendered either. Every component has the same colours (no
+colour gradients).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field, fields
+
+import galsim
+import numpy as np
+import numpy.typing as npt
+
+from galpipe.errors import ConfigurationError, InputError
+from galpipe.science import gz2
+from galpipe.survey.layout import BANDS, CUTOUT_SIZE_PX, PIXSCALE_ARCSEC
+from galpipe.synthetic.render import image_beta_deg
+from galpipe.synthetic.truth import SkyConfig
+
+__all__ = [
+    "DEFAULT_VOLUNTEERS",
+    "DISK",
+    "KINDS",
+    "SMOOTH",
+    "STAR",
+    "GalaxyZooInputError",
+    "Morphologies",
+    "MorphologyConfig",
+    "MorphologyConfigError",
+    "answer_shares",
+    "draw_morphologies",
+    "draw_votes",
+    "render_morphologies",
+    "vote_noise_floor",
+]
+
+#: Galaxy kinds, in the order of the codes of :attr:`Morphologies.kind`.
+KINDS: tuple[str, ...] = ("smooth", "disk", "star")
+#: The codes of :data:`KINDS`.
+SMOOTH, DISK, STAR = 0, 1, 2
+
+#: Volunteers per galaxy: GZ2 collected about 40 classifications of each galaxy.
+DEFAULT_VOLUNTEERS = 40
+
+# Large enough for the sharpest PSF-convolved bar on the biggest stamps (as render.py's).
+_GSPARAMS = galsim.GSParams(maximum_fft_size=16384)
+_BAR_SERSIC_N = 0.5
+_BAR_AXIS_RATIO = 0.25
+_BAR_SIZE = 0.6  # bar half-light radius / disk half-light radius
+_BAR_LIGHT = 0.25  # fraction of the disk's light in the bar at bar_strength 1
+_STAR_SHARE = 0.94  # Q1 share "star or artifact" of a star
+_ARTIFACT_SHARE = 0.01  # the same for a galaxy
+_ANSWERS = {name: gz2.answer_index(name) for name in gz2.ANSWER_COLUMNS}
+
+
+class MorphologyConfigError(ConfigurationError, ValueError):
+    """A :class:`MorphologyConfig` field is out of range; the message names field and value."""
+
+
+class GalaxyZooInputError(InputError, ValueError):
+    """An argument of the synthetic Galaxy Zoo is unusable; the message names it."""
+
+
+def _range(value: tuple[float, float], name: str, low: float, high: float) -> None:
+    a, b = value
+    if not (low <= a <= b <= high):
+        raise MorphologyConfigError(
+            f"MorphologyConfig.{name} = {value!r}: expected ({low:g} <=) low <= high (<= {high:g})"
+        )
+
+
+def _probabilities(value: tuple[float, ...], name: str, size: int) -> None:
+    p = np.asarray(value, dtype=np.float64)
+    if p.shape != (size,) or not np.all(np.isfinite(p)) or np.any(p < 0.0):
+        raise MorphologyConfigError(
+            f"MorphologyConfig.{name} = {value!r}: expected {size} non-negative probabilities"
+        )
+    if abs(float(p.sum()) - 1.0) > 1e-9:
+        raise MorphologyConfigError(
+            f"MorphologyConfig.{name} = {value!r}: must sum to 1, they sum to {float(p.sum()):.9g}"
+        )
+
+
+@dataclass(frozen=True)
+class MorphologyConfig:
+    """The distributions :func:`draw_morphologies` draws from (module docstring).
+
+    Every range is ``(low, high)``, uniform unless said otherwise; ratios dimensionless.
+
+    Attributes
+    ----------
+    kind_fractions : tuple of float
+        Probabilities of smooth, disk, star (:data:`KINDS`); sum to 1.
+    smooth_bulge_to_total, disk_bulge_to_total : tuple of float
+        B/T of smooth galaxies and of disks, within [0, 1].
+    smooth_axis_ratio : tuple of float
+        Projected axis ratio of smooth galaxies, within (0, 1].
+    bulge_axis_ratio : tuple of float
+        Projected axis ratio of the bulges of disks, within (0, 1].
+    disk_thickness : float
+        Intrinsic axis ratio ``q0`` of a disk seen edge-on, in (0, 1).
+    bulge_size_ratio : float
+        Bulge half-light radius over disk half-light radius for disks, > 0.
+    bar_fraction : float
+        Probability that a disk is barred, in [0, 1].
+    bar_strength : tuple of float
+        Strength of a bar, within (0, 1].
+    spiral_fraction : float
+        Probability that a disk has arms, in [0, 1].
+    arm_strength : tuple of float
+        Strength of the arms, within (0, 1].
+    arm_number_probabilities : tuple of float
+        Probabilities of 1, 2, 3, 4 and more than four arms; sum to 1.
+    odd_probability : tuple of float
+        The probability that a volunteer calls the galaxy odd, within [0, 1].
+    snr_range : tuple of float
+        r-band half-light S/N, drawn log-uniform; ``0 < low <= high``.
+    sky : SkyConfig
+        Sizes, seeing and PSF, colours, sky noise and gain (its ``r_mag``, Sérsic index, axis
+        ratio and neighbours are not used).
+    """
+
+    kind_fractions: tuple[float, float, float] = (0.4, 0.55, 0.05)
+    smooth_bulge_to_total: tuple[float, float] = (0.7, 1.0)
+    disk_bulge_to_total: tuple[float, float] = (0.0, 0.6)
+    smooth_axis_ratio: tuple[float, float] = (0.3, 1.0)
+    bulge_axis_ratio: tuple[float, float] = (0.6, 1.0)
+    disk_thickness: float = 0.12
+    bulge_size_ratio: float = 0.35
+    bar_fraction: float = 0.3
+    bar_strength: tuple[float, float] = (0.2, 1.0)
+    spiral_fraction: float = 0.7
+    arm_strength: tuple[float, float] = (0.2, 1.0)
+    arm_number_probabilities: tuple[float, float, float, float, float] = (
+        0.05,
+        0.5,
+        0.2,
+        0.1,
+        0.15,
+    )
+    odd_probability: tuple[float, float] = (0.0, 0.25)
+    snr_range: tuple[float, float] = (5.0, 200.0)
+    sky: SkyConfig = field(default_factory=SkyConfig)
+
+    def __post_init__(self) -> None:
+        _probabilities(self.kind_fractions, "kind_fractions", len(KINDS))
+        _probabilities(self.arm_number_probabilities, "arm_number_probabilities", 5)
+        for name in ("smooth_bulge_to_total", "disk_bulge_to_total", "odd_probability"):
+            _range(getattr(self, name), name, 0.0, 1.0)
+        for name in ("smooth_axis_ratio", "bulge_axis_ratio", "bar_strength", "arm_strength"):
+            _range(getattr(self, name), name, 1e-6, 1.0)
+        for name in ("bar_fraction", "spiral_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise MorphologyConfigError(
+                    f"MorphologyConfig.{name} = {value!r}: must be a probability in [0, 1]"
+                )
+        if not 0.0 < self.disk_thickness < 1.0:
+            raise MorphologyConfigError(
+                f"MorphologyConfig.disk_thickness = {self.disk_thickness!r}: must be in (0, 1)"
+            )
+        if not self.bulge_size_ratio > 0.0:
+            raise MorphologyConfigError(
+                f"MorphologyConfig.bulge_size_ratio = {self.bulge_size_ratio!r}: must be > 0"
+            )
+        _range(self.snr_range, "snr_range", 1e-12, math.inf)
+        if not isinstance(self.sky, SkyConfig):
+            raise MorphologyConfigError(
+                f"MorphologyConfig.sky = {self.sky!r}: must be a galpipe SkyConfig"
+            )
+
+
+@dataclass(frozen=True)
+class Morphologies:
+    """``N`` synthetic galaxies; every attribute an array with ``N`` rows (module docstring).
+
+    Attributes
+    ----------
+    kind : numpy.ndarray
+        int64 code into :data:`KINDS` (0 smooth, 1 disk, 2 star).
+    bulge_to_total, axis_ratio, bulge_axis_ratio : numpy.ndarray
+        B/T (light fraction of the bulge) and projected axis ratios ``b/a``, dimensionless.
+    position_angle_deg : numpy.ndarray
+        Major axis east of north, degrees in [0, 180).
+    bar_strength : numpy.ndarray
+        0 = no bar, up to 1.
+    bar_angle_deg : numpy.ndarray
+        The bar's angle in the disk plane from the disk's major axis, degrees.
+    arm_strength, arm_tightness : numpy.ndarray
+        0 = no arms; tightness 1 = tightest. Not rendered.
+    n_arms : numpy.ndarray
+        int64, 0 without arms, 1..5 (5: more than four). Not rendered.
+    odd_probability : numpy.ndarray
+        Probability of the answer "odd: yes".
+    half_light_radius_arcsec : numpy.ndarray
+        Of the disk (disks) or the spheroid (smooth), arcsec; 0 for stars.
+    bulge_half_light_radius_arcsec : numpy.ndarray
+        Of the bulge, arcsec: ``bulge_size_ratio`` disk radii for disks, the spheroid's for
+        smooth galaxies, 0 for stars.
+    psf_fwhm_arcsec : numpy.ndarray
+        Seeing, arcsec.
+    moffat_beta : numpy.ndarray
+        Moffat index of the PSF; NaN for a Gaussian PSF.
+    snr : numpy.ndarray
+        r-band half-light S/N.
+    flux : numpy.ndarray
+        ``(N, 4)`` griz flux, nanomaggies.
+    sky_sigma : numpy.ndarray
+        ``(N, 4)`` griz Gaussian sky noise, nanomaggies per pixel.
+    gain_e_per_nmgy : numpy.ndarray
+        Electrons per nanomaggy (Poisson noise of the source).
+    """
+
+    kind: npt.NDArray[np.int64]
+    bulge_to_total: npt.NDArray[np.float64]
+    axis_ratio: npt.NDArray[np.float64]
+    bulge_axis_ratio: npt.NDArray[np.float64]
+    position_angle_deg: npt.NDArray[np.float64]
+    bar_strength: npt.NDArray[np.float64]
+    bar_angle_deg: npt.NDArray[np.float64]
+    arm_strength: npt.NDArray[np.float64]
+    n_arms: npt.NDArray[np.int64]
+    arm_tightness: npt.NDArray[np.float64]
+    odd_probability: npt.NDArray[np.float64]
+    half_light_radius_arcsec: npt.NDArray[np.float64]
+    bulge_half_light_radius_arcsec: npt.NDArray[np.float64]
+    psf_fwhm_arcsec: npt.NDArray[np.float64]
+    moffat_beta: npt.NDArray[np.float64]
+    snr: npt.NDArray[np.float64]
+    flux: npt.NDArray[np.float64]
+    sky_sigma: npt.NDArray[np.float64]
+    gain_e_per_nmgy: npt.NDArray[np.float64]
+
+    def __post_init__(self) -> None:
+        n = len(self.kind)
+        for f in fields(self):
+            value = np.asarray(getattr(self, f.name))
+            if value.ndim == 0 or value.shape[0] != n:
+                raise GalaxyZooInputError(
+                    f"Morphologies.{f.name} has shape {value.shape}; every attribute needs "
+                    f"{n} rows (as kind)"
+                )
+        if np.any((self.kind < 0) | (self.kind >= len(KINDS))):
+            raise GalaxyZooInputError(f"Morphologies.kind: codes must be 0..{len(KINDS) - 1}")
+
+    def __len__(self) -> int:
+        return len(self.kind)
+
+    def take(self, index: npt.NDArray[np.integer] | npt.NDArray[np.bool_]) -> Morphologies:
+        """The galaxies at ``index`` (integer indices or a boolean mask), in that order."""
+        return Morphologies(
+            **{f.name: np.asarray(getattr(self, f.name))[index] for f in fields(self)}
+        )
+
+
+def _uniform(
+    rng: np.random.Generator, bounds: tuple[float, float], n: int
+) -> npt.NDArray[np.float64]:
+    return rng.uniform(bounds[0], bounds[1], size=n)
+
+
+def draw_morphologies(n: int, config: MorphologyConfig, rng: np.random.Generator) -> Morphologies:
+    """Draw ``n`` galaxies from ``config`` (distributions in the module docstring).
+
+    Every parameter is drawn for every galaxy, then masked by kind, so the number of draws does
+    not depend on earlier outcomes: one seed gives one population.
+
+    Parameters
+    ----------
+    n : int
+        Number of galaxies, >= 0.
+    config : MorphologyConfig
+        The distributions.
+    rng : numpy.random.Generator
+        The only source of randomness.
+
+    Returns
+    -------
+    Morphologies
+
+    Raises
+    ------
+    GalaxyZooInputError
+        If ``n`` is negative or not an integer.
+    """
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
+        raise GalaxyZooInputError(f"n = {n!r}: the number of galaxies must be an integer >= 0")
+    n = int(n)
+    sky = config.sky
+    kind = rng.choice(len(KINDS), size=n, p=np.asarray(config.kind_fractions)).astype(np.int64)
+    smooth, disk, star = kind == SMOOTH, kind == DISK, kind == STAR
+
+    bt = np.where(
+        smooth,
+        _uniform(rng, config.smooth_bulge_to_total, n),
+        _uniform(rng, config.disk_bulge_to_total, n),
+    )
+    q0 = config.disk_thickness
+    cos_i = rng.uniform(0.0, 1.0, size=n)
+    disk_q = np.sqrt(q0**2 + (1.0 - q0**2) * cos_i**2)
+    smooth_q = _uniform(rng, config.smooth_axis_ratio, n)
+    axis_ratio = np.where(disk, disk_q, np.where(smooth, smooth_q, 1.0))
+    bulge_q = np.where(disk, _uniform(rng, config.bulge_axis_ratio, n), axis_ratio)
+    pa = rng.uniform(0.0, 180.0, size=n)
+
+    barred = disk & (rng.uniform(size=n) < config.bar_fraction)
+    bar_strength = np.where(barred, _uniform(rng, config.bar_strength, n), 0.0)
+    bar_angle = rng.uniform(0.0, 180.0, size=n)
+    spiral = disk & (rng.uniform(size=n) < config.spiral_fraction)
+    arm_strength = np.where(spiral, _uniform(rng, config.arm_strength, n), 0.0)
+    arms = 1 + rng.choice(5, size=n, p=np.asarray(config.arm_number_probabilities))
+    n_arms = np.where(spiral, arms, 0).astype(np.int64)
+    tightness = np.where(spiral, rng.uniform(0.0, 1.0, size=n), 0.0)
+    odd = _uniform(rng, config.odd_probability, n)
+
+    hlr = np.where(star, 0.0, _uniform(rng, sky.half_light_radius_arcsec, n))
+    fwhm = _uniform(rng, sky.psf_fwhm_arcsec, n)
+    sky_sigma = np.stack([_uniform(rng, sky.sky_sigma_nmgy[b], n) for b in BANDS], axis=1)
+    low, high = config.snr_range
+    snr = np.exp(rng.uniform(math.log(low), math.log(high), size=n))
+    # S/N -> r flux by galpipe's half-light definition (truth.half_light_snr, solved for F).
+    radius = np.where(star, 0.5 * fwhm, hlr)
+    r_flux = 2.0 * snr * sky_sigma[:, BANDS.index("r")] * np.sqrt(math.pi) * radius
+    r_flux /= PIXSCALE_ARCSEC
+    g_r = _uniform(rng, sky.g_minus_r, n)
+    r_i = _uniform(rng, sky.r_minus_i, n)
+    i_z = _uniform(rng, sky.i_minus_z, n)
+    # Magnitudes relative to r; flux = 10^(-0.4 dm) times the r flux.
+    dmag = {"g": g_r, "r": np.zeros(n), "i": -r_i, "z": -r_i - i_z}
+    flux = np.stack([r_flux * 10.0 ** (-0.4 * dmag[b]) for b in BANDS], axis=1)
+    beta = sky.moffat_beta if sky.psf_model == "moffat" else math.nan
+
+    return Morphologies(
+        kind=kind,
+        bulge_to_total=np.where(star, 0.0, bt),
+        axis_ratio=axis_ratio,
+        bulge_axis_ratio=np.where(star, 1.0, bulge_q),
+        position_angle_deg=pa,
+        bar_strength=bar_strength,
+        bar_angle_deg=bar_angle,
+        arm_strength=arm_strength,
+        n_arms=n_arms,
+        arm_tightness=tightness,
+        odd_probability=odd,
+        half_light_radius_arcsec=hlr,
+        bulge_half_light_radius_arcsec=np.where(disk, config.bulge_size_ratio * hlr, hlr),
+        psf_fwhm_arcsec=fwhm,
+        moffat_beta=np.full(n, beta),
+        snr=snr,
+        flux=flux,
+        sky_sigma=sky_sigma,
+        gain_e_per_nmgy=np.full(n, float(sky.gain_e_per_nmgy)),
+    )
+
+
+def _sigmoid(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # 1/(1+exp(-x)) without overflow
+
+
+def _ordered(cumulative: list[npt.NDArray[np.float64]]) -> npt.NDArray[np.float64]:
+    """Shares of ordered answers from ``P(answer <= k)`` for k = 0..K-2 (non-decreasing)."""
+    edges = [np.zeros_like(cumulative[0]), *cumulative, np.ones_like(cumulative[0])]
+    return np.stack([np.clip(b - a, 0.0, 1.0) for a, b in itertools.pairwise(edges)], axis=1)
+
+
+def _normalised(weights: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+def _put(shares: npt.NDArray[np.float64], question: int, block: npt.NDArray[np.float64]) -> None:
+    first = _ANSWERS[gz2.QUESTIONS[question - 1].answers[0]]
+    shares[:, first : first + block.shape[1]] = _normalised(block)
+
+
+def answer_shares(morphologies: Morphologies) -> npt.NDArray[np.float64]:
+    """Per-question conditional answer probabilities of each galaxy (module docstring).
+
+    Parameters
+    ----------
+    morphologies : Morphologies
+        The galaxies.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, 37)`` float64 shares in the order of :data:`galpipe.science.gz2.ANSWER_COLUMNS`,
+        dimensionless; each question's shares sum to 1 (to rounding). The true fractions are
+        ``gz2.fractions_from_shares(answer_shares(m))``.
+    """
+    m = morphologies
+    n = len(m)
+    bt, q, bar, arms = m.bulge_to_total, m.axis_ratio, m.bar_strength, m.arm_strength
+    shares = np.empty((n, gz2.N_ANSWERS))
+
+    star = np.where(m.kind == STAR, _STAR_SHARE, _ARTIFACT_SHARE)
+    p_smooth = _sigmoid(8.0 * (bt - 0.55) - 2.5 * arms - 1.5 * bar)
+    _put(shares, 1, np.stack([(1 - star) * p_smooth, (1 - star) * (1 - p_smooth), star], axis=1))
+    p_edge = _sigmoid((0.3 - q) / 0.06)
+    _put(shares, 2, np.stack([p_edge, 1 - p_edge], axis=1))
+    p_bar = _sigmoid(-3.0 + 7.0 * bar)
+    _put(shares, 3, np.stack([p_bar, 1 - p_bar], axis=1))
+    p_spiral = _sigmoid(-2.5 + 6.0 * arms)
+    _put(shares, 4, np.stack([p_spiral, 1 - p_spiral], axis=1))
+    _put(shares, 5, _ordered([_sigmoid(8.0 * (c - bt)) for c in (0.05, 0.2, 0.45)]))
+    _put(shares, 6, np.stack([m.odd_probability, 1 - m.odd_probability], axis=1))
+    # Ordered from round (large q) to cigar (small q): P(round) = 1 - P(in between or cigar).
+    p_not_round = _sigmoid((0.75 - q) / 0.07)
+    p_cigar = _sigmoid((0.4 - q) / 0.07)
+    _put(shares, 7, np.stack([1 - p_not_round, p_not_round - p_cigar, p_cigar], axis=1))
+    one = np.ones(n)
+    odd_weights = [0.2 + 0.3 * bar, 0.05 * one, 0.15 * one, 0.2 * one, 0.2 * one, 0.1 * one]
+    _put(shares, 8, np.stack([*odd_weights, 0.1 + 0.6 * p_edge], axis=1))
+    p_no_bulge = _sigmoid((0.08 - bt) / 0.04)
+    boxy = 0.15 + 0.5 * bar
+    _put(
+        shares,
+        9,
+        np.stack([(1 - p_no_bulge) * (1 - boxy), (1 - p_no_bulge) * boxy, p_no_bulge], axis=1),
+    )
+    # Ordered from tight (t near 1) to loose: P(tight) = 1 - P(medium or loose).
+    t = m.arm_tightness
+    p_not_tight = _sigmoid((0.7 - t) / 0.1)
+    p_loose = _sigmoid((0.3 - t) / 0.1)
+    _put(shares, 10, np.stack([1 - p_not_tight, p_not_tight - p_loose, p_loose], axis=1))
+    cant_tell = 0.1 + 0.4 * (1.0 - arms)
+    k = np.arange(1, 6)
+    # No arms (n_arms 0): every number is equally likely.
+    weights = np.where(
+        m.n_arms[:, None] > 0,
+        np.exp(-0.5 * ((k[None, :] - m.n_arms[:, None]) / 0.5) ** 2),
+        1.0,
+    )
+    counted = (1.0 - cant_tell)[:, None] * _normalised(weights)
+    _put(shares, 11, np.concatenate([counted, cant_tell[:, None]], axis=1))
+    return shares
+
+
+def _volunteers(n_volunteers: int) -> int:
+    if isinstance(n_volunteers, bool) or not isinstance(n_volunteers, int | np.integer):
+        raise GalaxyZooInputError(f"n_volunteers = {n_volunteers!r}: must be an integer >= 1")
+    if n_volunteers < 1:
+        raise GalaxyZooInputError(f"n_volunteers = {n_volunteers}: must be at least 1")
+    return int(n_volunteers)
+
+
+def draw_votes(
+    true_fractions: npt.ArrayLike,
+    n_volunteers: int = DEFAULT_VOLUNTEERS,
+    rng: np.random.Generator | None = None,
+) -> npt.NDArray[np.float64]:
+    """Observed vote fractions: ``n_volunteers`` volunteers walk the tree for each galaxy.
+
+    Question by question in the tree's order, the volunteers who reached its parent answer
+    (all ``n_volunteers`` for Q1 and Q6) are split multinomially among its answers with the
+    shares ``true fraction / parent fraction``. That is the same as every volunteer walking the
+    tree independently, so each answer's count is ``Binomial(n_volunteers, f_true)``.
+
+    Parameters
+    ----------
+    true_fractions : array_like
+        ``(N, 37)`` tree-normalised fractions (validated with ``gz2.check_fractions``,
+        tolerance 1e-6).
+    n_volunteers : int
+        Volunteers per galaxy, >= 1; GZ2 had about 40.
+    rng : numpy.random.Generator
+        The only source of randomness (required).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, 37)`` float64 ``count / n_volunteers``; obeys the tree exactly (children's counts
+        sum to the parent's count).
+
+    Raises
+    ------
+    GalaxyZooInputError
+        If ``n_volunteers`` is not a positive integer or ``rng`` is missing.
+    galpipe.science.gz2.FractionsError
+        If the fractions are malformed or break the tree.
+    """
+    n = _volunteers(n_volunteers)
+    if rng is None:
+        raise GalaxyZooInputError("rng: draw_votes needs a numpy.random.Generator")
+    fractions = gz2.check_fractions(true_fractions, atol=1e-6)
+    shares = gz2.shares_from_fractions(fractions)
+    counts = np.zeros(fractions.shape, dtype=np.int64)
+    for question in gz2.QUESTIONS:
+        a = _ANSWERS[question.answers[0]]
+        b = a + len(question.answers)
+        reached = (
+            np.full(len(fractions), n, dtype=np.int64)
+            if question.parent is None
+            else counts[:, _ANSWERS[question.parent]]
+        )
+        # Renormalised in float64 so that multinomial never sees sums above 1 by rounding.
+        counts[:, a:b] = rng.multinomial(reached, _normalised(shares[:, a:b]))
+    return counts / float(n)
+
+
+def vote_noise_floor(
+    true_fractions: npt.ArrayLike, n_volunteers: int = DEFAULT_VOLUNTEERS
+) -> float:
+    """The RMSE of a perfect model against votes: predicting the true fractions exactly.
+
+    Each volunteer walks the tree independently and reaches answer ``a`` with probability
+    ``f_a``, its true fraction (the product of the shares along the path). So the count
+    ``c_a`` of the ``n`` volunteers who reach it is ``Binomial(n, f_a)``, and the observed
+    fraction ``c_a / n`` has mean ``f_a`` and variance ``f_a (1 - f_a) / n``. The squared error
+    of the perfect prediction ``f_a`` is therefore, in expectation, ``E[(c_a/n - f_a)^2] =
+    f_a (1 - f_a) / n``; the Kaggle metric averages it over galaxies and answers before the
+    root, so the expected mean square is ``mean_{i,a} f_ia (1 - f_ia) / n`` and the floor is
+
+        ``floor = sqrt(mean_{i,a} f_ia (1 - f_ia) / n)``.
+
+    (That is the root of the expected mean square; with thousands of galaxies the realised
+    RMSE scatters about it by well under one per cent.) No model trained on such votes can
+    score below it on average, however good.
+
+    Parameters
+    ----------
+    true_fractions : array_like
+        ``(N, 37)`` tree-normalised fractions, N >= 1.
+    n_volunteers : int
+        Volunteers per galaxy, >= 1.
+
+    Returns
+    -------
+    float
+        The floor, dimensionless (a fraction of volunteers).
+
+    Raises
+    ------
+    GalaxyZooInputError
+        If ``n_volunteers`` is not a positive integer or there are no galaxies.
+    galpipe.science.gz2.FractionsError
+        If the fractions are malformed or break the tree.
+    """
+    n = _volunteers(n_volunteers)
+    f = gz2.check_fractions(true_fractions, atol=1e-6)
+    if f.shape[0] == 0:
+        raise GalaxyZooInputError("true_fractions: no galaxies, the floor is undefined")
+    return float(np.sqrt(np.mean(f * (1.0 - f)) / n))
+
+
+def _psf(fwhm: float, moffat_beta: float) -> galsim.GSObject:
+    if math.isnan(moffat_beta):
+        return galsim.Gaussian(fwhm=fwhm, gsparams=_GSPARAMS)
+    return galsim.Moffat(beta=moffat_beta, fwhm=fwhm, gsparams=_GSPARAMS)
+
+
+def _galaxy(m: Morphologies, i: int) -> galsim.GSObject:
+    """Unit-flux intrinsic profile of galaxy ``i``, major axis at its position angle."""
+    hlr = float(m.half_light_radius_arcsec[i])
+    bt = float(m.bulge_to_total[i])
+    q = float(m.axis_ratio[i])
+    bulge_hlr = float(m.bulge_half_light_radius_arcsec[i])
+    # Built with the major axis along +x, then turned to the position angle.
+    parts = []
+    if bt > 0.0:
+        bulge = galsim.DeVaucouleurs(half_light_radius=bulge_hlr, flux=bt, gsparams=_GSPARAMS)
+        parts.append(bulge.shear(q=float(m.bulge_axis_ratio[i]), beta=0.0 * galsim.degrees))
+    disk_light = 1.0 - bt
+    bar_light = disk_light * _BAR_LIGHT * float(m.bar_strength[i])
+    if disk_light - bar_light > 0.0:
+        disk = galsim.Exponential(
+            half_light_radius=hlr, flux=disk_light - bar_light, gsparams=_GSPARAMS
+        )
+        parts.append(disk.shear(q=q, beta=0.0 * galsim.degrees))
+    if bar_light > 0.0:
+        bar = galsim.Sersic(
+            n=_BAR_SERSIC_N, half_light_radius=_BAR_SIZE * hlr, flux=bar_light, gsparams=_GSPARAMS
+        )
+        # Elongated in the disk plane at its angle, then foreshortened with the disk.
+        bar = bar.shear(q=_BAR_AXIS_RATIO, beta=float(m.bar_angle_deg[i]) * galsim.degrees)
+        parts.append(bar.shear(q=q, beta=0.0 * galsim.degrees))
+    profile = parts[0] if len(parts) == 1 else galsim.Add(parts)
+    return profile.rotate(image_beta_deg(float(m.position_angle_deg[i])) * galsim.degrees)
+
+
+def render_morphologies(
+    morphologies: Morphologies,
+    size: int = CUTOUT_SIZE_PX,
+    rng: np.random.Generator | None = None,
+) -> npt.NDArray[np.float32]:
+    """griz stamps of the galaxies, PSF-convolved, with source and sky noise.
+
+    Conventions are the synthetic sky's (:mod:`galpipe.synthetic.render`): ``[b, row, col]``
+    with row 0 south and column 0 east (north up, east left), position angles east of north,
+    nanomaggies per pixel at :data:`~galpipe.survey.layout.PIXSCALE_ARCSEC`; the galaxy at the
+    stamp centre. Noise: Poisson noise of the source at ``gain_e_per_nmgy`` plus Gaussian sky
+    noise ``sky_sigma``, as :func:`~galpipe.synthetic.render.render_cutout` adds it. Spiral arms
+    and odd features are not rendered (module docstring).
+
+    Parameters
+    ----------
+    morphologies : Morphologies
+        The galaxies.
+    size : int
+        Stamp side, pixels, >= 1.
+    rng : numpy.random.Generator
+        Draws the noise (required): the same seed gives the same stamps.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(N, 4, size, size)``, bands g, r, i, z.
+
+    Raises
+    ------
+    GalaxyZooInputError
+        If ``size`` is not a positive integer or ``rng`` is missing.
+    """
+    if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
+        raise GalaxyZooInputError(f"size = {size!r}: the stamp side must be an integer >= 1")
+    if rng is None:
+        raise GalaxyZooInputError("rng: render_morphologies needs a numpy.random.Generator")
+    m = morphologies
+    stamps = np.empty((len(m), len(BANDS), size, size), dtype=np.float32)
+    image = galsim.ImageD(size, size, scale=PIXSCALE_ARCSEC)
+    for i in range(len(m)):
+        psf = _psf(float(m.psf_fwhm_arcsec[i]), float(m.moffat_beta[i]))
+        obj = psf if m.kind[i] == STAR else galsim.Convolve(_galaxy(m, i), psf)
+        obj.drawImage(image=image)
+        # One unit-flux template for all bands (no colour gradients), scaled per band.
+        template = image.array.copy()
+        for b in range(len(BANDS)):
+            plane = np.clip(template * m.flux[i, b], 0.0, None)
+            gain = m.gain_e_per_nmgy[i]
+            noisy = rng.poisson(plane * gain) / gain + rng.normal(
+                0.0, m.sky_sigma[i, b], plane.shape
+            )
+            stamps[i, b] = noisy
+    return stamps

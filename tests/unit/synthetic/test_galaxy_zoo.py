@@ -1,0 +1,348 @@
+"""The synthetic Galaxy Zoo: morphologies, answer shares, volunteer votes, noise floor, stamps."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from galpipe.errors import ConfigurationError, InputError
+from galpipe.science import gz2
+from galpipe.survey.layout import BANDS, PIXSCALE_ARCSEC
+
+galsim = pytest.importorskip("galsim")
+
+from galpipe.synthetic.galaxy_zoo import (  # noqa: E402 -- after the galsim skip
+    DEFAULT_VOLUNTEERS,
+    DISK,
+    SMOOTH,
+    STAR,
+    GalaxyZooInputError,
+    Morphologies,
+    MorphologyConfig,
+    MorphologyConfigError,
+    answer_shares,
+    draw_morphologies,
+    draw_votes,
+    render_morphologies,
+    vote_noise_floor,
+)
+from galpipe.synthetic.truth import half_light_snr  # noqa: E402
+
+COL = gz2.answer_index
+
+
+def _population(n: int, seed: int = 0, config: MorphologyConfig | None = None) -> Morphologies:
+    return draw_morphologies(n, config or MorphologyConfig(), np.random.default_rng(seed))
+
+
+def _question_sums(table: np.ndarray) -> np.ndarray:
+    return np.stack(
+        [table[:, [COL(c) for c in q.answers]].sum(axis=1) for q in gz2.QUESTIONS], axis=1
+    )
+
+
+def _grid(base: Morphologies, **values: np.ndarray) -> Morphologies:
+    """``len(values)`` copies of the first galaxy of ``base``, one parameter varied."""
+    (name, grid), *rest = values.items()
+    assert not rest
+    one = base.take(np.zeros(len(grid), dtype=np.int64))
+    return replace(one, **{name: np.asarray(grid)})
+
+
+def _first(morphologies: Morphologies, kind: int) -> Morphologies:
+    return morphologies.take(np.flatnonzero(morphologies.kind == kind)[:1])
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"kind_fractions": (0.5, 0.5, 0.5)}, "kind_fractions"),
+        ({"kind_fractions": (1.2, -0.2, 0.0)}, "kind_fractions"),
+        ({"arm_number_probabilities": (0.5, 0.5)}, "arm_number_probabilities"),
+        ({"disk_bulge_to_total": (0.6, 0.2)}, "disk_bulge_to_total"),
+        ({"smooth_bulge_to_total": (0.5, 1.5)}, "smooth_bulge_to_total"),
+        ({"smooth_axis_ratio": (0.0, 1.0)}, "smooth_axis_ratio"),
+        ({"bar_fraction": 1.5}, "bar_fraction"),
+        ({"spiral_fraction": -0.1}, "spiral_fraction"),
+        ({"disk_thickness": 1.0}, "disk_thickness"),
+        ({"bulge_size_ratio": 0.0}, "bulge_size_ratio"),
+        ({"snr_range": (0.0, 10.0)}, "snr_range"),
+        ({"odd_probability": (0.2, 0.1)}, "odd_probability"),
+    ],
+)
+def test_config_rejects_out_of_range_fields_naming_them(change: dict, field: str) -> None:
+    with pytest.raises(MorphologyConfigError, match=rf"MorphologyConfig\.{field} = ") as info:
+        MorphologyConfig(**change)
+    assert isinstance(info.value, ConfigurationError)
+    assert isinstance(info.value, ValueError)
+
+
+def test_config_is_frozen() -> None:
+    config = MorphologyConfig()
+    with pytest.raises(AttributeError):
+        config.bar_fraction = 0.5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("n", [-1, 2.5, True])
+def test_draw_rejects_a_bad_count(n: object) -> None:
+    with pytest.raises(GalaxyZooInputError, match="number of galaxies"):
+        draw_morphologies(n, MorphologyConfig(), np.random.default_rng(0))  # type: ignore[arg-type]
+
+
+# --- morphologies ----------------------------------------------------------------------------
+
+
+def test_draw_is_reproducible_and_obeys_each_kind() -> None:
+    config = MorphologyConfig()
+    m = _population(3000, seed=4, config=config)
+    again = _population(3000, seed=4, config=config)
+    assert np.array_equal(m.flux, again.flux)
+    assert np.array_equal(m.kind, again.kind)
+    assert len(m) == 3000
+    assert m.flux.shape == (3000, 4)
+    assert m.sky_sigma.shape == (3000, 4)
+    smooth, disk, star = (m.kind == k for k in (SMOOTH, DISK, STAR))
+    frequencies = np.array([smooth.mean(), disk.mean(), star.mean()])
+    assert np.allclose(frequencies, config.kind_fractions, atol=0.03)
+    # Only disks have bars and arms; a barred fraction near bar_fraction.
+    assert np.all(m.bar_strength[~disk] == 0)
+    assert np.all(m.arm_strength[~disk] == 0)
+    assert abs((m.bar_strength[disk] > 0).mean() - config.bar_fraction) < 0.05
+    assert set(np.unique(m.n_arms[m.arm_strength > 0])) <= {1, 2, 3, 4, 5}
+    # Disks never look thinner than their intrinsic thickness; inclinations reach edge-on.
+    assert m.axis_ratio[disk].min() >= config.disk_thickness - 1e-12
+    assert (m.axis_ratio[disk] < 0.3).mean() > 0.1
+    assert np.all(m.bulge_to_total[smooth] >= config.smooth_bulge_to_total[0])
+    assert np.all(m.bulge_to_total[disk] <= config.disk_bulge_to_total[1])
+    low, high = config.snr_range
+    assert low <= m.snr.min()
+    assert m.snr.max() <= high
+    # The fluxes carry the drawn S/N by galpipe's own definition (truth.half_light_snr).
+    r = BANDS.index("r")
+    for i in np.flatnonzero(~star)[:20]:
+        snr = half_light_snr(
+            m.flux[i, r], m.sky_sigma[i, r], m.half_light_radius_arcsec[i], PIXSCALE_ARCSEC
+        )
+        assert snr == pytest.approx(m.snr[i], rel=1e-9)
+    # Redder bands are brighter: g-r > 0, r-i > 0 in the sky's colour ranges.
+    assert np.all(m.flux[:, 0] < m.flux[:, 1])
+    assert np.all(m.flux[:, 1] < m.flux[:, 2])
+
+
+# --- answer shares ---------------------------------------------------------------------------
+
+
+def test_shares_sum_to_one_and_fractions_obey_the_tree() -> None:
+    m = _population(2000, seed=1)
+    shares = answer_shares(m)
+    assert shares.shape == (2000, gz2.N_ANSWERS)
+    assert np.all(shares >= 0)
+    assert np.all(shares <= 1)
+    assert np.allclose(_question_sums(shares), 1.0, atol=1e-12)
+    fractions = gz2.fractions_from_shares(shares)
+    gz2.check_fractions(fractions, atol=1e-12)
+    # Stars are mostly called stars; galaxies are not.
+    star = m.kind == STAR
+    assert fractions[star, COL("Class1.3")].min() > 0.9
+    assert fractions[~star, COL("Class1.3")].max() < 0.05
+
+
+def _diff(values: np.ndarray) -> np.ndarray:
+    return np.diff(values)
+
+
+def test_mappings_are_monotone_in_the_parameters_they_promise() -> None:
+    m = _population(500, seed=2)
+    disk = _first(m, DISK)
+    smooth = _first(m, SMOOTH)
+    grid = np.linspace(0.0, 1.0, 41)
+
+    bt = answer_shares(_grid(disk, bulge_to_total=grid))
+    assert np.all(_diff(bt[:, COL("Class1.1")]) > 0)  # more bulge -> smoother
+    assert np.all(_diff(bt[:, COL("Class5.4")]) > 0)  # -> more dominant bulge
+    assert np.all(_diff(bt[:, COL("Class5.1")]) < 0)  # -> less often "no bulge"
+    prominence = bt[:, COL("Class5.1") : COL("Class5.4") + 1] @ np.arange(4)
+    assert np.all(_diff(prominence) > 0)
+    assert np.all(_diff(bt[:, COL("Class9.3")]) < 0)  # edge-on "no bulge" falls with B/T
+    assert bt[0, COL("Class5.1")] > 0.5
+    assert bt[-1, COL("Class5.4")] > 0.9
+
+    q = np.linspace(0.12, 1.0, 41)
+    edge = answer_shares(_grid(disk, axis_ratio=q))
+    assert np.all(_diff(edge[:, COL("Class2.1")]) < 0)  # thinner -> edge-on
+    assert edge[0, COL("Class2.1")] > 0.9
+    assert edge[-1, COL("Class2.1")] < 0.01
+    round_ = answer_shares(_grid(smooth, axis_ratio=q))
+    assert np.all(_diff(round_[:, COL("Class7.1")]) > 0)  # rounder -> "completely round"
+    assert np.all(_diff(round_[:, COL("Class7.3")]) < 0)  # -> less cigar-shaped
+
+    bar = answer_shares(_grid(disk, bar_strength=grid))
+    assert np.all(_diff(bar[:, COL("Class3.1")]) > 0)
+    assert bar[0, COL("Class3.1")] < 0.1
+    assert bar[-1, COL("Class3.1")] > 0.9
+    arms = answer_shares(_grid(disk, arm_strength=grid))
+    assert np.all(_diff(arms[:, COL("Class4.1")]) > 0)
+    assert np.all(_diff(arms[:, COL("Class11.6")]) < 0)  # clearer arms -> countable
+    tight = answer_shares(_grid(disk, arm_tightness=grid))
+    assert np.all(_diff(tight[:, COL("Class10.1")]) > 0)
+    assert np.all(_diff(tight[:, COL("Class10.3")]) < 0)
+    odd = answer_shares(_grid(disk, odd_probability=grid))
+    assert np.allclose(odd[:, COL("Class6.1")], grid)
+
+    # The number of arms: the most likely count is the drawn one.
+    counts = answer_shares(_grid(disk, n_arms=np.arange(1, 6)))
+    counts = counts[:, COL("Class11.1") : COL("Class11.5") + 1]
+    assert np.array_equal(np.argmax(counts, axis=1), np.arange(5))
+
+
+# --- votes -----------------------------------------------------------------------------------
+
+
+def test_votes_obey_the_tree_exactly_and_count_whole_volunteers() -> None:
+    fractions = gz2.fractions_from_shares(answer_shares(_population(500, seed=3)))
+    votes = draw_votes(fractions, 40, np.random.default_rng(0))
+    gz2.check_fractions(votes, atol=1e-12)
+    counts = votes * 40
+    assert np.allclose(counts, np.round(counts), atol=1e-9)
+    assert np.allclose(votes[:, COL("Class1.1") : COL("Class1.3") + 1].sum(axis=1), 1.0)
+    assert np.array_equal(votes, draw_votes(fractions, 40, np.random.default_rng(0)))
+    assert not np.array_equal(votes, draw_votes(fractions, 40, np.random.default_rng(1)))
+
+
+def test_vote_means_converge_to_the_true_fractions() -> None:
+    fractions = gz2.fractions_from_shares(answer_shares(_population(6, seed=5)))
+    repeats, n = 5000, DEFAULT_VOLUNTEERS
+    votes = draw_votes(np.repeat(fractions, repeats, axis=0), n, np.random.default_rng(2))
+    mean = votes.reshape(6, repeats, gz2.N_ANSWERS).mean(axis=1)
+    # Each vote fraction is Binomial(n, f) / n: standard error sqrt(f(1 - f) / (n repeats)).
+    error = np.sqrt(fractions * (1 - fractions) / (n * repeats))
+    assert np.all(np.abs(mean - fractions) <= 5 * error + 1e-12)
+
+
+@pytest.mark.parametrize("n_volunteers", [DEFAULT_VOLUNTEERS, 10])
+def test_noise_floor_matches_monte_carlo(n_volunteers: int) -> None:
+    fractions = gz2.fractions_from_shares(answer_shares(_population(2000, seed=6)))
+    floor = vote_noise_floor(fractions, n_volunteers)
+    votes = draw_votes(fractions, n_volunteers, np.random.default_rng(7))
+    assert gz2.rmse(fractions, votes) == pytest.approx(floor, rel=0.02)
+
+
+def test_noise_floor_scales_as_one_over_root_n_and_vanishes_for_certain_answers() -> None:
+    fractions = gz2.fractions_from_shares(answer_shares(_population(100, seed=8)))
+    assert vote_noise_floor(fractions, 10) == pytest.approx(
+        2 * vote_noise_floor(fractions, 40), rel=1e-12
+    )
+    certain = np.zeros((3, gz2.N_ANSWERS))
+    certain[:, [COL("Class1.3"), COL("Class6.2")]] = 1.0
+    assert vote_noise_floor(certain, 40) == 0.0
+
+
+@pytest.mark.parametrize("n_volunteers", [0, -3, 2.0, True])
+def test_votes_and_floor_reject_a_bad_volunteer_count(n_volunteers: object) -> None:
+    fractions = gz2.fractions_from_shares(answer_shares(_population(3)))
+    with pytest.raises(GalaxyZooInputError, match="n_volunteers") as info:
+        draw_votes(fractions, n_volunteers, np.random.default_rng(0))  # type: ignore[arg-type]
+    assert isinstance(info.value, InputError)
+    with pytest.raises(GalaxyZooInputError, match="n_volunteers"):
+        vote_noise_floor(fractions, n_volunteers)  # type: ignore[arg-type]
+
+
+def test_votes_reject_fractions_that_break_the_tree() -> None:
+    fractions = gz2.fractions_from_shares(answer_shares(_population(3)))
+    fractions[1, COL("Class2.1")] += 0.1
+    with pytest.raises(gz2.FractionsError, match="Q2"):
+        draw_votes(fractions, 40, np.random.default_rng(0))
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+
+def _moments(image: np.ndarray) -> tuple[float, float, float]:
+    """Size ``Ixx + Iyy`` (pixels^2), ellipticity and image angle (degrees) of a stamp."""
+    weights = np.clip(image, 0.0, None)
+    rows, cols = np.indices(image.shape)
+    total = weights.sum()
+    x0, y0 = (weights * cols).sum() / total, (weights * rows).sum() / total
+    ixx = (weights * (cols - x0) ** 2).sum() / total
+    iyy = (weights * (rows - y0) ** 2).sum() / total
+    ixy = (weights * (cols - x0) * (rows - y0)).sum() / total
+    size = ixx + iyy
+    ellipticity = math.hypot(ixx - iyy, 2 * ixy) / size
+    angle = math.degrees(0.5 * math.atan2(2 * ixy, ixx - iyy)) % 180.0
+    return size, ellipticity, angle
+
+
+def _bright(m: Morphologies) -> Morphologies:
+    """The galaxies with no sky noise and negligible source noise: unbiased moments."""
+    return replace(m, sky_sigma=np.zeros_like(m.sky_sigma), gain_e_per_nmgy=np.full(len(m), 1e12))
+
+
+def test_render_shape_dtype_and_reproducibility() -> None:
+    m = _population(12, seed=9)
+    stamps = render_morphologies(m, 32, np.random.default_rng(3))
+    assert stamps.shape == (12, 4, 32, 32)
+    assert stamps.dtype == np.float32
+    assert np.all(np.isfinite(stamps))
+    assert np.array_equal(stamps, render_morphologies(m, 32, np.random.default_rng(3)))
+    assert not np.array_equal(stamps, render_morphologies(m, 32, np.random.default_rng(4)))
+    # Flux lands in the stamp in the drawn units (the wings beyond the stamp aside).
+    r = BANDS.index("r")
+    total = stamps[:, r].sum(axis=(1, 2))
+    noise = m.sky_sigma[:, r] * 32
+    assert np.all(total < m.flux[:, r] + 5 * noise)
+    assert np.all(total > 0.6 * m.flux[:, r] - 5 * noise)
+
+
+@pytest.mark.parametrize("size", [0, -1, 3.5])
+def test_render_rejects_a_bad_size(size: object) -> None:
+    with pytest.raises(GalaxyZooInputError, match="size"):
+        render_morphologies(_population(1), size, np.random.default_rng(0))  # type: ignore[arg-type]
+
+
+def test_edge_on_disk_is_elongated_along_its_position_angle() -> None:
+    disk = _bright(_first(_population(200, seed=10), DISK))
+    pure = replace(disk, bulge_to_total=np.zeros(1), bar_strength=np.zeros(1))
+    grid = _grid(pure, axis_ratio=np.array([1.0, 0.15]))
+    # PA 0 (north) runs along +y, the rows: image angle 90 degrees (docs/science.md).
+    grid = replace(grid, position_angle_deg=np.zeros(2), half_light_radius_arcsec=np.full(2, 1.5))
+    face_on, edge_on = render_morphologies(grid, 40, np.random.default_rng(5))[:, 1]
+    _, e_face, _ = _moments(face_on)
+    _, e_edge, angle = _moments(edge_on)
+    assert e_face < 0.05
+    assert e_edge > 0.4
+    assert abs(angle - 90.0) < 3.0
+
+
+def test_bar_elongates_a_face_on_disk() -> None:
+    disk = _bright(_first(_population(200, seed=11), DISK))
+    base = replace(
+        disk,
+        axis_ratio=np.ones(1),
+        bulge_to_total=np.zeros(1),
+        bar_angle_deg=np.zeros(1),
+        position_angle_deg=np.zeros(1),
+        half_light_radius_arcsec=np.full(1, 1.5),
+    )
+    grid = _grid(base, bar_strength=np.array([0.0, 1.0]))
+    plain, barred = render_morphologies(grid, 40, np.random.default_rng(6))[:, 1]
+    assert _moments(barred)[1] > _moments(plain)[1] + 0.03
+
+
+def test_star_is_the_psf() -> None:
+    star = _bright(_first(_population(400, seed=12), STAR))
+    stamp = render_morphologies(star, 40, np.random.default_rng(7))[0, 1]
+    psf = galsim.Moffat(beta=float(star.moffat_beta[0]), fwhm=float(star.psf_fwhm_arcsec[0]))
+    expected = psf.drawImage(nx=40, ny=40, scale=PIXSCALE_ARCSEC).array
+    size, ellipticity, _ = _moments(stamp)
+    assert ellipticity < 0.02
+    assert size == pytest.approx(_moments(expected)[0], rel=0.03)
+    galaxy = replace(
+        _bright(_first(_population(400, seed=12), SMOOTH)), psf_fwhm_arcsec=star.psf_fwhm_arcsec
+    )
+    assert _moments(render_morphologies(galaxy, 40, np.random.default_rng(7))[0, 1])[0] > size
