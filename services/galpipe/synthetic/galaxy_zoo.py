@@ -86,12 +86,36 @@ What the stamps show (:func:`render_morphologies`)
 ---------------------------------------------------
 A de Vaucouleurs bulge, an exponential disk and, when ``bar_strength > 0``, a bar (Sérsic
 n = 0.5, axis ratio 0.25, half-light radius 0.6 disk radii, a fraction ``0.25 bar_strength`` of
-the disk's light, turned in the disk plane and inclined with it); a star is the PSF. **Spiral
-arms are not rendered**: Q4's spiral share, Q10 and Q11 are drawn from ``arm_strength``,
-``arm_tightness`` and ``n_arms``, which leave no trace in the images (other than through Q1's
-P(smooth)), so a model can learn them only from their correlation with what is visible. The
-odd features of Q6/Q8 are not rendered either. Every component has the same colours (no
-colour gradients).
+the disk's light, turned in the disk plane and inclined with it); a star is the PSF.
+
+Spiral arms (when ``arm_strength > 0``) modulate the face-on exponential disk ``I_d(r)`` with a
+logarithmic spiral of ``m`` arms::
+
+    I(r, phi) = I_d(r) [1 + A w(r) cos(m (phi - phi0 - chi ln(r / R_e) / tan(p)))]
+
+in the disk plane (``phi`` from the disk's major axis, ``R_e`` the disk half-light radius,
+``h`` its scale radius), with
+
+- ``m = n_arms`` for 1..4 and ``m = 6`` for 5 ("more than four");
+- pitch ``p = 40 deg - 30 deg arm_tightness``: 40 deg loose (tightness 0) to 10 deg tight (1);
+  the phase of mode ``m`` winds by ``m / tan(p)`` radians per e-fold in radius;
+- amplitude ``A = arm_strength`` (at most 1, so ``I >= 0``; 1: dark inter-arm gaps);
+- ``w(r) = (1 - exp(-(r / 0.5 R_e)^2)) exp(-(r / 4 h)^6)``: the arms fade into the bulge
+  region and out beyond four scale radii;
+- ``phi0 = bar_angle_deg`` (the arms leave the ends of a bar; a random orientation for an
+  unbarred disk) and the winding sense ``chi = +1`` for ``bar_angle_deg < 90``, else -1: no
+  new draws, so a seed gives the same population as before arms were rendered.
+
+``cos`` averages to 0 on every circle, so the arms move the disk's light and keep its flux.
+The modulation term ``I_d A w cos(...)`` is sampled on a grid in the disk plane (step half a
+pixel, out to 5 h; windings finer than that grid are smoothed by a Gaussian of one grid step,
+far below any PSF, rather than aliased), made a zero-flux GalSim ``InterpolatedImage``, added
+to the analytic exponential disk and inclined, turned and PSF-convolved with it. A disk without
+arms is rendered exactly as before. Edge-on, the arms are foreshortened with the disk and the
+grid's resolution along the major axis coarsens by ``1 / sqrt(q)``, harmlessly at the seeing.
+
+The odd features of Q6/Q8 are not rendered. Every component has the same colours (no colour
+gradients).
 """
 
 from __future__ import annotations
@@ -141,6 +165,17 @@ _BAR_SERSIC_N = 0.5
 _BAR_AXIS_RATIO = 0.25
 _BAR_SIZE = 0.6  # bar half-light radius / disk half-light radius
 _BAR_LIGHT = 0.25  # fraction of the disk's light in the bar at bar_strength 1
+# Spiral arms (module docstring): the azimuthal mode of each n_arms code (5, "more than four",
+# drawn as six arms), the pitch angles of the loosest and tightest arms, the radii that fade
+# the arms in (into the bulge) and out, and the disk-plane grid the pattern is sampled on.
+_ARM_MODES = (0, 1, 2, 3, 4, 6)
+_ARM_PITCH_LOOSE_DEG = 40.0  # arm_tightness 0
+_ARM_PITCH_TIGHT_DEG = 10.0  # arm_tightness 1
+_ARM_INNER = 0.5  # fade-in radius / disk half-light radius
+_ARM_OUTER = 4.0  # fade-out radius / disk scale radius
+_ARM_EXTENT = 5.0  # grid half-width / disk scale radius
+_ARM_STEP_ARCSEC = 0.5 * PIXSCALE_ARCSEC  # grid step: twice oversampled
+_ARM_BLUR_ARCSEC = _ARM_STEP_ARCSEC  # Gaussian smoothing of windings finer than the grid
 _STAR_SHARE = 0.94  # Q1 share "star or artifact" of a star
 _ARTIFACT_SHARE = 0.01  # the same for a galaxy
 _ANSWERS = {name: gz2.answer_index(name) for name in gz2.ANSWER_COLUMNS}
@@ -280,9 +315,9 @@ class Morphologies:
     bar_angle_deg : numpy.ndarray
         The bar's angle in the disk plane from the disk's major axis, degrees.
     arm_strength, arm_tightness : numpy.ndarray
-        0 = no arms; tightness 1 = tightest. Not rendered.
+        0 = no arms; tightness 1 = tightest. Rendered (module docstring).
     n_arms : numpy.ndarray
-        int64, 0 without arms, 1..5 (5: more than four). Not rendered.
+        int64, 0 without arms, 1..5 (5: more than four, rendered as six arms).
     odd_probability : numpy.ndarray
         Probability of the answer "odd: yes".
     half_light_radius_arcsec : numpy.ndarray
@@ -641,6 +676,63 @@ def _psf(fwhm: float, moffat_beta: float) -> galsim.GSObject:
     return galsim.Moffat(beta=moffat_beta, fwhm=fwhm, gsparams=_GSPARAMS)
 
 
+def _arm_pattern(
+    m: Morphologies, i: int, disk: galsim.Exponential
+) -> galsim.InterpolatedImage | None:
+    """The spiral modulation of the face-on ``disk`` of galaxy ``i``; None without arms.
+
+    The zero-flux term ``I_disk(r) A w(r) cos(psi)`` of the module docstring, sampled on a
+    twice oversampled grid in the disk plane (major axis along +x), in flux per grid pixel.
+    Added to ``disk`` it gives the armed disk; its flux vanishes (``cos`` averages to 0 on
+    every circle), so the disk keeps its flux.
+    """
+    strength = float(m.arm_strength[i])
+    n_arms = int(m.n_arms[i])
+    if strength <= 0.0 or n_arms <= 0:
+        return None
+    modes = _ARM_MODES[min(n_arms, len(_ARM_MODES) - 1)]
+    tightness = float(np.clip(m.arm_tightness[i], 0.0, 1.0))
+    pitch = math.radians(
+        _ARM_PITCH_LOOSE_DEG + (_ARM_PITCH_TIGHT_DEG - _ARM_PITCH_LOOSE_DEG) * tightness
+    )
+    bar_angle = float(m.bar_angle_deg[i]) % 180.0
+    # No new draws (populations stay as they were): the bar angle sets the arms' phase, so
+    # they leave the ends of a bar, and their sense of winding.
+    handedness = 1.0 if bar_angle < 90.0 else -1.0
+    h, hlr = float(disk.scale_radius), float(disk.half_light_radius)
+    step = _ARM_STEP_ARCSEC
+    half = math.ceil(_ARM_EXTENT * h / step)
+    axis = np.arange(-half, half + 1) * step
+    x, y = np.meshgrid(axis, axis)  # array[row, col] = (y, x), GalSim's order
+    r = np.hypot(x, y)
+    # The log diverges at the centre, where the inner fade zeroes the pattern anyway.
+    r_safe = np.maximum(r, 0.5 * step)
+    psi = modes * (
+        np.arctan2(y, x)
+        - math.radians(bar_angle)
+        - handedness * np.log(r_safe / hlr) / math.tan(pitch)
+    )
+    # |grad psi| = m / (r sin(pitch)): windings finer than the grid resolves are smoothed
+    # (a Gaussian of sigma = one grid step, far below any PSF) instead of aliased.
+    frequency = modes / (r_safe * math.sin(pitch))
+    envelope = (
+        strength
+        * -np.expm1(-((r / (_ARM_INNER * hlr)) ** 2))
+        * np.exp(-((r / (_ARM_OUTER * h)) ** 6))
+        * np.exp(-0.5 * (frequency * _ARM_BLUR_ARCSEC) ** 2)
+    )
+    surface = float(disk.flux) / (2.0 * math.pi * h**2) * np.exp(-r / h)
+    pixels = surface * envelope * np.cos(psi) * step**2
+    # Zero flux: GalSim's step/max k estimates need a flux, so they come from the grid instead.
+    return galsim.InterpolatedImage(
+        galsim.ImageD(pixels, scale=step),
+        calculate_stepk=False,
+        calculate_maxk=False,
+        pad_factor=2.0,  # half the default's FFT; stamps change by ~1e-5 of their peak
+        gsparams=_GSPARAMS,
+    )
+
+
 def _galaxy(m: Morphologies, i: int) -> galsim.GSObject:
     """Unit-flux intrinsic profile of galaxy ``i``, major axis at its position angle."""
     hlr = float(m.half_light_radius_arcsec[i])
@@ -659,6 +751,10 @@ def _galaxy(m: Morphologies, i: int) -> galsim.GSObject:
             half_light_radius=hlr, flux=disk_light - bar_light, gsparams=_GSPARAMS
         )
         parts.append(disk.shear(q=q, beta=0.0 * galsim.degrees))
+        arms = _arm_pattern(m, i, disk)
+        if arms is not None:
+            # The arms lie in the disk: inclined (and below, turned) exactly as it is.
+            parts.append(arms.shear(q=q, beta=0.0 * galsim.degrees))
     if bar_light > 0.0:
         bar = galsim.Sersic(
             n=_BAR_SERSIC_N, half_light_radius=_BAR_SIZE * hlr, flux=bar_light, gsparams=_GSPARAMS
@@ -682,7 +778,8 @@ def render_morphologies(
     nanomaggies per pixel at :data:`~galpipe.survey.layout.PIXSCALE_ARCSEC`; the galaxy at the
     stamp centre. Noise: Poisson noise of the source at ``gain_e_per_nmgy`` plus Gaussian sky
     noise ``sky_sigma``, as :func:`~galpipe.synthetic.render.render_cutout` adds it. Spiral arms
-    and odd features are not rendered (module docstring).
+    are rendered as a logarithmic-spiral modulation of the disk; odd features are not (module
+    docstring).
 
     Parameters
     ----------

@@ -346,3 +346,116 @@ def test_star_is_the_psf() -> None:
         _bright(_first(_population(400, seed=12), SMOOTH)), psf_fwhm_arcsec=star.psf_fwhm_arcsec
     )
     assert _moments(render_morphologies(galaxy, 40, np.random.default_rng(7))[0, 1])[0] > size
+
+
+# --- spiral arms -----------------------------------------------------------------------------
+
+
+def _face_on_disk(count: int, **values: object) -> Morphologies:
+    """``count`` noiseless large face-on pure disks with arms, PSF 1 arcsec; ``values`` set."""
+    disk = _bright(_first(_population(200, seed=13), DISK))
+    base = replace(
+        disk.take(np.zeros(count, dtype=np.int64)),
+        axis_ratio=np.ones(count),
+        bulge_to_total=np.zeros(count),
+        bar_strength=np.zeros(count),
+        bar_angle_deg=np.full(count, 30.0),
+        position_angle_deg=np.zeros(count),
+        half_light_radius_arcsec=np.full(count, 2.5),
+        psf_fwhm_arcsec=np.full(count, 1.0),
+        arm_strength=np.full(count, 0.8),
+        n_arms=np.full(count, 2, dtype=np.int64),
+        arm_tightness=np.zeros(count),
+    )
+    return replace(base, **{k: np.asarray(v) for k, v in values.items()})
+
+
+def _azimuthal_modes(
+    stamp: np.ndarray, inner_px: float, outer_px: float, modes: np.ndarray
+) -> np.ndarray:
+    """Complex azimuthal Fourier coefficients ``sum I exp(-i k phi) / sum I`` in an annulus."""
+    rows, cols = np.indices(stamp.shape)
+    centre = (stamp.shape[0] - 1) / 2.0  # GalSim centres the profile on the true centre
+    x, y = cols - centre, rows - centre
+    ring = (np.hypot(x, y) >= inner_px) & (np.hypot(x, y) < outer_px)
+    phi = np.arctan2(y[ring], x[ring])
+    light = stamp[ring].astype(np.float64)
+    return np.exp(-1j * np.outer(modes, phi)) @ light / light.sum()
+
+
+_RE_PX = 2.5 / PIXSCALE_ARCSEC  # the half-light radius of _face_on_disk, pixels
+
+
+@pytest.mark.parametrize(("n_arms", "mode"), [(1, 1), (2, 2), (3, 3), (4, 4), (5, 6)])
+def test_arms_are_an_m_fold_azimuthal_pattern(n_arms: int, mode: int) -> None:
+    grid = _face_on_disk(2, n_arms=[n_arms, n_arms], arm_strength=[0.8, 0.0])
+    armed, plain = render_morphologies(grid, 64, np.random.default_rng(8))[:, 1]
+    modes = np.arange(1, 9)
+    power = np.abs(_azimuthal_modes(armed, 0.8 * _RE_PX, 1.6 * _RE_PX, modes)) ** 2
+    plain_power = np.abs(_azimuthal_modes(plain, 0.8 * _RE_PX, 1.6 * _RE_PX, modes)) ** 2
+    k = mode - 1
+    # The square pixel grid mixes modes 4 apart (6 -> 2, 8) a little: a margin of 10.
+    assert power[k] > 10 * np.delete(power, k).max()
+    assert power[k] > 100 * plain_power[k]
+
+
+def _winding(stamp: np.ndarray, mode: int) -> float:
+    """d(phase of mode ``mode``)/d(ln r) over one-pixel annuli from 0.6 to 1.8 R_e, rad."""
+    radii = np.arange(0.6 * _RE_PX, 1.8 * _RE_PX, 1.0)
+    phases = np.unwrap(
+        [np.angle(_azimuthal_modes(stamp, r, r + 1.0, np.array([mode]))[0]) for r in radii]
+    )
+    return float(np.polyfit(np.log(radii + 0.5), phases, 1)[0])
+
+
+def test_tighter_arms_wind_faster_with_radius() -> None:
+    tightness = np.array([0.0, 0.6])
+    grid = _face_on_disk(2, arm_tightness=tightness)
+    loose, tight = render_morphologies(grid, 64, np.random.default_rng(9))[:, 1]
+    w_loose, w_tight = abs(_winding(loose, 2)), abs(_winding(tight, 2))
+    assert w_tight > 1.5 * w_loose
+    # A logarithmic spiral: m / tan(pitch), pitch 40 deg loose to 10 deg tight.
+    pitch = np.radians(40.0 - 30.0 * tightness)
+    assert w_loose == pytest.approx(2 / np.tan(pitch[0]), rel=0.2)
+    assert w_tight == pytest.approx(2 / np.tan(pitch[1]), rel=0.2)
+
+
+def test_arms_keep_the_disk_flux() -> None:
+    grid = _face_on_disk(3, arm_strength=[0.0, 1.0, 1.0], n_arms=[2, 2, 5])
+    stamps = render_morphologies(grid, 128, np.random.default_rng(10))[:, 1].astype(np.float64)
+    totals = stamps.sum(axis=(1, 2))
+    assert totals[0] == pytest.approx(grid.flux[0, 1], rel=0.01)
+    assert np.allclose(totals[1:], totals[0], rtol=0.01)
+    # ... while moving it: the arms change the stamp by far more than the (tiny) noise.
+    assert np.abs(stamps[1:] - stamps[0]).max(axis=(1, 2)).min() > 0.05 * stamps[0].max()
+
+
+def test_zero_arm_strength_renders_the_plain_exponential_disk() -> None:
+    disk = _bright(_first(_population(200, seed=14), DISK))
+    plain = replace(disk, bulge_to_total=np.zeros(1), bar_strength=np.zeros(1))
+    stamps = [
+        render_morphologies(
+            replace(
+                plain,
+                arm_strength=np.zeros(1),
+                n_arms=np.array([n]),
+                arm_tightness=np.array([t]),
+            ),
+            40,
+            np.random.default_rng(11),
+        )[0, 1]
+        for n, t in [(0, 0.0), (2, 0.9), (5, 0.1)]
+    ]
+    assert np.array_equal(stamps[0], stamps[1])
+    assert np.array_equal(stamps[0], stamps[2])
+    # The pre-arms model, built here from GalSim directly: exponential disk, inclined, turned.
+    beta = (90.0 + float(plain.position_angle_deg[0])) % 180.0  # north up, east left
+    profile = (
+        galsim.Exponential(half_light_radius=float(plain.half_light_radius_arcsec[0]))
+        .shear(q=float(plain.axis_ratio[0]), beta=0.0 * galsim.degrees)
+        .rotate(beta * galsim.degrees)
+    )
+    psf = galsim.Moffat(beta=float(plain.moffat_beta[0]), fwhm=float(plain.psf_fwhm_arcsec[0]))
+    expected = galsim.Convolve(profile, psf).drawImage(nx=40, ny=40, scale=PIXSCALE_ARCSEC)
+    expected_r = expected.array * plain.flux[0, 1]
+    assert np.allclose(stamps[0], expected_r, rtol=0.0, atol=1e-4 * expected_r.max())
