@@ -387,3 +387,35 @@ def test_logits_that_are_not_finite_are_named() -> None:
     logits[1, gz2.answer_index("Class8.4")] = np.inf
     with pytest.raises(gz2.FractionsError, match=r"row 1: logit Class8\.4.*not finite"):
         gz2.fractions_from_logits(logits)
+
+
+# Ten Kaggle training galaxies, their six mapped fractions (Class1.1, 1.3, 2.1, 3.1, 4.1, 8.4)
+# and the label a published walk-through of the six-class scheme gave each by the largest one.
+PUBLISHED_SIX_CLASS_ROWS = (
+    (100008, (0.383147, 0.0, 0.0, 0.038452149, 0.418397819, 0.0272265), "Spiral"),
+    (100023, (0.327001, 0.009222, 0.031178269, 0.467369636, 0.591327989, 0.0), "Spiral"),
+    (100053, (0.765717, 0.056931, 0.0, 0.0, 0.0, 0.0), "Elliptical"),
+    (100078, (0.693377, 0.068059, 0.0, 0.109493481, 0.189098232, 0.0961194), "Elliptical"),
+    (100090, (0.933839, 0.066161, 0.0, 0.0, 0.0, 0.0), "Elliptical"),
+    (100122, (0.738832, 0.023009, 0.0, 0.0, 0.0, 0.098965), "Elliptical"),
+    (100123, (0.462492, 0.081475, 0.0, 0.0, 0.0, 0.0), "Elliptical"),
+    (100128, (0.687783, 0.023873, 0.0, 0.069098179, 0.0, 0.0), "Elliptical"),
+    (100134, (0.021834, 0.001214, 0.021750859, 0.313076726, 0.546490632, 0.4502247), "Spiral"),
+    (100143, (0.269843, 0.0, 0.730157, 0.0, 0.0, 0.0), "On_Edge"),
+)
+
+
+def test_six_class_labels_the_published_example_rows_alike() -> None:
+    table = np.zeros((len(PUBLISHED_SIX_CLASS_ROWS), gz2.N_ANSWERS))
+    for row, (_, mapped, _) in enumerate(PUBLISHED_SIX_CLASS_ROWS):
+        for column, value in zip(
+            ("Class1.1", "Class1.3", "Class2.1", "Class3.1", "Class4.1", "Class8.4"),
+            mapped,
+            strict=True,
+        ):
+            table[row, gz2.answer_index(column)] = value
+
+    codes, probability = gz2.six_class(table)
+
+    assert [gz2.SIX_CLASSES[c] for c in codes] == [label for *_, label in PUBLISHED_SIX_CLASS_ROWS]
+    assert probability.tolist() == [max(mapped) for _, mapped, _ in PUBLISHED_SIX_CLASS_ROWS]
