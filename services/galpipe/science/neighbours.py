@@ -423,14 +423,15 @@ def asymmetric_segments(
 
 def _drop_segments(
     sources: np.ndarray, segmap: np.ndarray, keep: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``sources`` and ``segmap`` with only the labels where ``keep`` is True, relabelled
-    1..n in order (sep's convention: label k is ``sources[k - 1]``)."""
+    1..n in order (sep's convention: label k is ``sources[k - 1]``), and the map from old
+    labels to new ones (0 for the dropped)."""
     keep = keep.copy()
     keep[0] = False
     new_label = np.zeros(keep.size, dtype=segmap.dtype)
     new_label[keep] = np.arange(1, int(keep.sum()) + 1, dtype=segmap.dtype)
-    return sources[keep[1:]], new_label[segmap]
+    return sources[keep[1:]], new_label[segmap], new_label
 
 
 def _is_contaminated(
@@ -540,11 +541,12 @@ def _segment(
             keep = asymmetric_segments(segmap, detection[index], label, config)
             if label:
                 keep[label] = True
-            sources, segmap = _drop_segments(sources, segmap, keep)
+            sources, segmap, new_label = _drop_segments(sources, segmap, keep)
             if len(sources) == 0:
                 continue
             segmaps[index] = segmap
-            label = central_label(segmap, detection[index], distance, config.centre_radius_px)
+            # The central segment is kept, so it stays central: no second search.
+            label = int(new_label[label])
             central[index] = label
             if label == 0:
                 contaminated[index] = True
