@@ -132,7 +132,7 @@ from galpipe.errors import ConfigurationError, InputError
 from galpipe.science import gz2
 from galpipe.survey.layout import BANDS, CUTOUT_SIZE_PX, PIXSCALE_ARCSEC
 from galpipe.synthetic.render import image_beta_deg
-from galpipe.synthetic.truth import SkyConfig
+from galpipe.synthetic.truth import SkyConfig, half_light_snr
 
 __all__ = [
     "DEFAULT_VOLUNTEERS",
@@ -446,10 +446,9 @@ def draw_morphologies(n: int, config: MorphologyConfig, rng: np.random.Generator
     sky_sigma = np.stack([_uniform(rng, sky.sky_sigma_nmgy[b], n) for b in BANDS], axis=1)
     low, high = config.snr_range
     snr = np.exp(rng.uniform(math.log(low), math.log(high), size=n))
-    # S/N -> r flux by galpipe's half-light definition (truth.half_light_snr, solved for F).
+    # S/N -> r flux by galpipe's half-light definition, which is linear in the flux.
     radius = np.where(star, 0.5 * fwhm, hlr)
-    r_flux = 2.0 * snr * sky_sigma[:, BANDS.index("r")] * np.sqrt(math.pi) * radius
-    r_flux /= PIXSCALE_ARCSEC
+    r_flux = snr / half_light_snr(1.0, sky_sigma[:, BANDS.index("r")], radius, PIXSCALE_ARCSEC)
     g_r = _uniform(rng, sky.g_minus_r, n)
     r_i = _uniform(rng, sky.r_minus_i, n)
     i_z = _uniform(rng, sky.i_minus_z, n)

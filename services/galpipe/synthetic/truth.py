@@ -19,9 +19,10 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from galpipe.survey.layout import BANDS
 
@@ -332,29 +333,54 @@ def truth_for(
     )
 
 
+@overload
 def half_light_snr(
     flux: float, sky_sigma: float, half_light_radius_arcsec: float, pixscale_arcsec: float
-) -> float:
+) -> float: ...
+
+
+@overload
+def half_light_snr(
+    flux: float | npt.NDArray[np.float64],
+    sky_sigma: float | npt.NDArray[np.float64],
+    half_light_radius_arcsec: npt.NDArray[np.float64],
+    pixscale_arcsec: float,
+) -> npt.NDArray[np.float64]: ...
+
+
+def half_light_snr(
+    flux: float | npt.NDArray[np.float64],
+    sky_sigma: float | npt.NDArray[np.float64],
+    half_light_radius_arcsec: float | npt.NDArray[np.float64],
+    pixscale_arcsec: float,
+) -> float | npt.NDArray[np.float64]:
     """The signal-to-noise ratio of a galaxy, as every S/N of galpipe is defined.
 
     ``S/N = (F / 2) / (sigma * sqrt(pi * R_e^2 / p^2))``: half the flux ``F`` over the sky noise
     ``sigma`` (per pixel, the same units as ``F``) summed over the intrinsic (pre-PSF)
     half-light aperture of radius ``R_e`` (arcsec; GalSim's ``shear(q)`` keeps the area, so the
     half-light ellipse has area ``pi R_e^2``) at ``p`` arcsec per pixel. It is background-limited:
-    the source's own Poisson noise is left out of the definition (it is in the images).
+    the source's own Poisson noise is left out of the definition (it is in the images). Linear
+    in ``F``, so the flux of a given S/N is ``S/N / half_light_snr(1, ...)``.
 
     Parameters
     ----------
-    flux, sky_sigma : float
+    flux, sky_sigma : float or numpy.ndarray
         The band's flux and sky noise per pixel (nanomaggies in the synthetic sky); galpipe's
         tables use the r band.
-    half_light_radius_arcsec : float
+    half_light_radius_arcsec : float or numpy.ndarray
         ``R_e``, arcsec.
     pixscale_arcsec : float
         Arcseconds per pixel.
+
+    Returns
+    -------
+    float or numpy.ndarray
+        Dimensionless; an array (broadcast) when the radius is one.
     """
-    aperture_px = math.pi * (half_light_radius_arcsec / pixscale_arcsec) ** 2
-    return 0.5 * flux / (sky_sigma * math.sqrt(aperture_px))
+    aperture_px = math.pi * np.square(np.divide(half_light_radius_arcsec, pixscale_arcsec))
+    snr = 0.5 * np.asarray(flux) / (np.asarray(sky_sigma) * np.sqrt(aperture_px))
+    return float(snr) if np.ndim(snr) == 0 else snr
 
 
 def source_id_for_position(ra: float, dec: float) -> int:
