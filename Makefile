@@ -3,6 +3,12 @@ PYTHON  ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+# The training extra (PyTorch) for the tests of `galpipe morphology train`; `make demo` and the
+# worker image run the networks with ONNX Runtime and never need it.
+TRAIN_STAMP := $(VENV)/.installed-train
+# A CPU build of torch: the one on this disk when there is one, else PyTorch's CPU index (PyPI's
+# default Linux wheel is a CUDA build of several GB, which tests on a CPU have no use for).
+TORCH_CPU_WHEEL := $(firstword $(wildcard /opt/wheels/torch-*+cpu-cp311-*.whl))
 # checkov pins its own dependency versions (an older boto3), so it gets a venv of its own.
 CHECKOV := .tools/checkov/bin/checkov
 
@@ -10,7 +16,7 @@ CHECKOV := .tools/checkov/bin/checkov
 
 # The Debian packages the tests run (fitsverify, chromium, prometheus, kubectl): installed when
 # this runs as root with apt-get, otherwise named with the command that installs them.
-install: $(STAMP) $(CHECKOV) system-packages
+install: $(STAMP) $(TRAIN_STAMP) $(CHECKOV) system-packages
 
 system-packages:
 	@scripts/system-packages.sh
@@ -20,6 +26,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[local,sim,dev,deploy]'
 	touch $(STAMP)
+
+$(TRAIN_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet $(if $(TORCH_CPU_WHEEL),'$(TORCH_CPU_WHEEL)','torch>=2.9' --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple)
+	$(BIN)/python -m pip install --quiet -e '.[train]'
+	touch $(TRAIN_STAMP)
 
 $(CHECKOV):
 	test -x .tools/checkov/bin/python || $(PYTHON) -m venv .tools/checkov

@@ -33,6 +33,7 @@ from _postgres import SETUP_GALAXIES_SQL, embedded_postgres, migrated_database
 from galpipe.db import check as rules
 from galpipe.db.connection import open_pool
 from galpipe.db.queue import task_counts
+from galpipe.db.routes import routes
 from galpipe.ops.check import EXAMPLES, default_lease_grace_s, run_check
 from galpipe.settings import Settings
 from galpipe.storage import LocalObjectStore
@@ -116,10 +117,11 @@ def rule_times(url: str, settings: Settings, objects: int, sample: int) -> dict[
     calls: dict[str, Callable[[psycopg.Connection], Any]] = {
         "task_counts": task_counts,
         "galaxy_count": rules.galaxy_count,
+        "routes": routes,
         "galaxies_without_task": lambda c: rules.galaxies_without_task(c, "fetch", n),
         "done_without_downstream": lambda c: rules.done_without_downstream(c, "fetch", "radon", n),
         "downstream_without_done_upstream": lambda c: rules.downstream_without_done_upstream(
-            c, "fetch", "radon", n
+            c, ["fetch"], "radon", n
         ),
         "stale_leases": lambda c: rules.stale_leases(c, grace, n),
         "attempts_over": lambda c: rules.attempts_over(c, limit, n),

@@ -70,7 +70,9 @@ from galpipe.db.galaxies import insert_galaxies
 from galpipe.db.migrate import migrate
 from galpipe.db.queue import TaskQueue
 from galpipe.pipelines import radon as radon_module
-from galpipe.pipelines.radon import RadonPipeline, decode_cutout
+from galpipe.pipelines import stored_cutouts as stored_cutouts_module
+from galpipe.pipelines.radon import RadonPipeline
+from galpipe.pipelines.stored_cutouts import decode_cutout
 from galpipe.pipelines.worker import Worker
 from galpipe.science.core import RadonConfig, measure_batch
 from galpipe.science.features import axial_difference
@@ -335,8 +337,8 @@ def run_pipeline(
                 (queue, "complete", "complete"),
                 (radon_module, "cutouts_for", "cutout_rows"),
                 (store, "get", "read"),
-                (radon_module, "decode_cutout", "decode"),
-                (radon_module, "sky_jacobian", "wcs_jacobian"),
+                (stored_cutouts_module, "decode_cutout", "decode"),
+                (stored_cutouts_module, "sky_jacobian", "wcs_jacobian"),
                 (pipeline, "_measure", "measure_step"),
                 (radon_module, "measure_batch", "measure"),
                 (radon_module, "image_angle_to_position_angle", "pa_conversion"),
@@ -391,7 +393,7 @@ _PROFILED = (
     ("claim", "claim_batch", "galpipe/db/queue.py"),
     ("cutout_rows", "cutouts_for", "galpipe/db/cutouts.py"),
     ("read", "get", ("galpipe/storage/local.py", "galpipe/storage/s3.py")),
-    ("decode", "decode_cutout", "galpipe/pipelines/radon.py"),
+    ("decode", "decode_cutout", "galpipe/pipelines/stored_cutouts.py"),
     ("wcs_jacobian", "sky_jacobian", "galpipe/science/orientation.py"),
     ("measure", "measure_batch", "galpipe/science/core.py"),
     ("pa_conversion", "image_angle_to_position_angle", "galpipe/science/orientation.py"),

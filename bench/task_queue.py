@@ -7,7 +7,8 @@ same process:
 1. **Anchor**: the one-at-a-time queue, ``claim_batch(n=1)`` + ``complete`` of that one task
    (one transaction each), by 2 worker processes.
 2. **Batched**: the same loop with batches of 256, by the same 2 processes on the same server;
-   then again with ``downstream="radon"`` (complete queues the next stage, as fetch does).
+   then again with the route fetch -> radon in ``pipeline_routes`` (complete queues the next
+   stage, as fetch does); the first two run with no route.
 3. **Depth query** (``READY_DEPTH_SQL`` through ``TaskQueue.ready_depth``) over 1,000,000
    queued tasks, with ``EXPLAIN ANALYZE`` of each state: straight after the bulk load (no
    visibility map yet); after ``VACUUM (ANALYZE)`` (what autovacuum gives a deployment: the
@@ -41,6 +42,7 @@ from _postgres import SETUP_GALAXIES_SQL, embedded_postgres, migrated_database
 from _stats import percentile
 from galpipe.db.connection import open_pool
 from galpipe.db.queue import READY_DEPTH_SQL, TaskQueue
+from galpipe.db.routes import add_route
 
 TARGET_TASKS_PER_S = 10_000.0
 TARGET_DEPTH_QUERY_MS = 50.0
@@ -138,7 +140,7 @@ def set_start_line(barrier: Barrier) -> None:
     _start_line = barrier
 
 
-def drain_worker(url: str, owner: str, batch: int, downstream: str | None) -> WorkerReport:
+def drain_worker(url: str, owner: str, batch: int) -> WorkerReport:
     """Claim and complete ``batch`` tasks at a time until the queue is empty (child process).
 
     Parameters
@@ -149,8 +151,6 @@ def drain_worker(url: str, owner: str, batch: int, downstream: str | None) -> Wo
         Lease owner name of this worker.
     batch
         Tasks per claim (1 for the one-at-a-time anchor).
-    downstream
-        Pipeline whose tasks ``complete`` queues in the same statement, or None.
 
     Returns
     -------
@@ -172,7 +172,7 @@ def drain_worker(url: str, owner: str, batch: int, downstream: str | None) -> Wo
                 break
             claims += 1
             ids = [t.source_id for t in tasks]
-            completed += len(queue.complete(None, PIPELINE, owner, ids, downstream=downstream))
+            completed += len(queue.complete(None, PIPELINE, owner, ids))
         end = time.monotonic()
     finally:
         pool.close()
@@ -182,13 +182,17 @@ def drain_worker(url: str, owner: str, batch: int, downstream: str | None) -> Wo
 # -- measurements -----------------------------------------------------------------------------
 
 
-def reset_tasks(url: str, n: int) -> None:
-    """Empty ``tasks`` and queue ``n`` fresh ``fetch`` tasks, vacuumed and analysed.
+def reset_tasks(url: str, n: int, downstream: str | None) -> None:
+    """Empty ``tasks``, route ``fetch`` to ``downstream`` only (or nowhere), and queue ``n``
+    fresh ``fetch`` tasks, vacuumed and analysed.
 
     A CHECKPOINT follows so that one left over from the setup does not land in a timed run.
     """
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("TRUNCATE tasks")
+        conn.execute("DELETE FROM pipeline_routes")
+        if downstream is not None:
+            add_route(conn, PIPELINE, downstream)
         conn.execute(SETUP_TASKS_SQL, {"pipeline": PIPELINE, "n": n})
         conn.execute("VACUUM (ANALYZE) tasks")
         conn.execute("CHECKPOINT")
@@ -223,14 +227,13 @@ def throughput_run(
     RuntimeError
         If a task was not completed exactly once, or the downstream stage was not queued.
     """
-    reset_tasks(url, tasks)
+    reset_tasks(url, tasks, downstream)
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
         workers, mp_context=ctx, initializer=set_start_line, initargs=(ctx.Barrier(workers),)
     ) as executor:
         futures = [
-            executor.submit(drain_worker, url, f"{name}-w{i}", batch, downstream)
-            for i in range(workers)
+            executor.submit(drain_worker, url, f"{name}-w{i}", batch) for i in range(workers)
         ]
         got = [f.result(timeout=RUN_TIMEOUT_S) for f in futures]
     completed = sum(r.completed for r in got)

@@ -16,6 +16,7 @@ from galpipe.catalog import cli as catalog_cli
 from galpipe.control import cli as control_cli
 from galpipe.demo import cli as demo_cli
 from galpipe.errors import ConfigurationError, GalpipeError
+from galpipe.morphology import cli as morphology_cli
 from galpipe.ops import cli as ops_cli
 from galpipe.pipelines import cli as pipelines_cli
 from galpipe.runtime.logs import configure_logging
@@ -41,6 +42,7 @@ COMMAND_REGISTRARS: tuple[Register, ...] = (
     ops_cli.register,
     catalog_cli.register,
     pipelines_cli.register,
+    morphology_cli.register,
     synthetic_cli.register,
     validation_cli.register,
     demo_cli.register,

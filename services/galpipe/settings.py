@@ -245,6 +245,16 @@ def _parse_session_key(name: str, raw: str) -> str:
     return raw.strip()
 
 
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def _parse_sha256(name: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if not _SHA256_HEX.fullmatch(value):
+        raise SettingsError(f"{name}={raw!r}: expected a SHA-256 as 64 hexadecimal digits")
+    return value
+
+
 def _setting(
     env: str, parse: Callable[[str, str], Any], default: Any, doc: str, *, secret: bool = False
 ) -> Any:
@@ -298,6 +308,26 @@ class Settings:
     )
     radon_batch_size: int = _setting(
         "RADON_BATCH_SIZE", _parse_positive_int, 256, "Tasks one radon worker claims at a time."
+    )
+    morphology_batch_size: int = _setting(
+        "MORPHOLOGY_BATCH_SIZE",
+        _parse_positive_int,
+        256,
+        "Tasks one morphology worker claims at a time (one network batch).",
+    )
+    morphology_model: str | None = _setting(
+        "MORPHOLOGY_MODEL",
+        _parse_sha256,
+        None,
+        "Version (the SHA-256 of its ONNX bytes, as `galpipe morphology models` lists it) of the "
+        "registered network a morphology worker runs; required by `galpipe morphology worker`.",
+    )
+    morphology_device: str = _setting(
+        "MORPHOLOGY_DEVICE",
+        _parse_choice("auto", "cpu", "cuda"),
+        "auto",
+        "Where the morphology network runs: `cuda` (a GPU node; fails without one), `cpu`, or "
+        "`auto` (the GPU when ONNX Runtime sees one).",
     )
     lease_seconds: float = _setting(
         "LEASE_SECONDS",

@@ -80,6 +80,22 @@ VALUE_SETS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
             }
         },
     ),
+    "morphology": (
+        (),
+        {"pipelines": {"morphology": {"enabled": True, "modelVersion": "0123456789abcdef" * 4}}},
+    ),
+    "morphology-gpu": (
+        (),
+        {
+            "pipelines": {
+                "morphology": {
+                    "enabled": True,
+                    "modelVersion": "0123456789abcdef" * 4,
+                    "gpu": {"enabled": True, "count": 2},
+                }
+            }
+        },
+    ),
     "s3-endpoint-and-digest": (
         (),
         {

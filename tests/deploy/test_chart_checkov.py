@@ -1,8 +1,9 @@
 """checkov's Kubernetes policies on the rendered chart: every failure is a justified skip.
 
-checkov runs once per session over the default, dev, prod and KEDA-off renders (one file each).
-A failed check passes the test only if ``SKIPS`` lists it for that kind of object, with the
-reason next to it; a skip that no longer matches any failure fails too, so the list stays true.
+checkov runs once per session over the default, dev, prod, KEDA-off, digest and morphology-on-GPU
+renders (one file each). A failed check passes the test only if ``SKIPS`` lists it for that kind
+of object, with the reason next to it; a skip that no longer matches any failure fails too, so
+the list stays true.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import yaml
 from tests.deploy.chart_render import render_set
 from tests.deploy.policy import run_checkov
 
-RENDERED_SETS = ("default", "dev", "prod", "keda-off", "s3-endpoint-and-digest")
+RENDERED_SETS = ("default", "dev", "prod", "keda-off", "s3-endpoint-and-digest", "morphology-gpu")
 
 #: check id → (kinds it may fail on, why that is accepted).
 SKIPS: dict[str, tuple[frozenset[str], str]] = {

@@ -36,13 +36,17 @@ CHART_OWNED = {
     "GALPIPE_CONTROL_RELEASE",
     "GALPIPE_CONTROL_HELMRELEASE",
     "GALPIPE_CONTROL_SESSION_KEY",
+    "GALPIPE_MORPHOLOGY_MODEL",
+    "GALPIPE_MORPHOLOGY_DEVICE",
 }
 #: What each `galpipe` subcommand the chart runs needs (Settings.require in its code path).
 REQUIRED = {
     "fetch": {"database_url", "object_store"},
     "radon": {"database_url", "object_store"},
+    "morphology worker": {"database_url", "object_store", "morphology_model"},
     "monitor": {"database_url"},
     "migrate": {"database_url"},
+    "routes add fetch morphology": {"database_url"},
     "control": {"database_url", "control_session_key"},
 }
 #: Stand-ins for what the cluster fills in (Secret, downward API) when the pod starts.
@@ -63,17 +67,18 @@ def _environment(container: dict[str, Any]) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("value_set", ["default", "dev", "prod", "s3-endpoint-and-digest"])
+@pytest.mark.parametrize(
+    "value_set", ["default", "dev", "prod", "s3-endpoint-and-digest", "morphology-gpu"]
+)
 def test_every_variable_is_a_setting_and_every_required_one_is_set(value_set: str) -> None:
     for where, pod in pod_specs(render_set(value_set)).items():
-        for container in pod["containers"]:
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
             names = [v["name"] for v in container["env"]]
             assert len(names) == len(set(names)), f"{where}: a variable is set twice"
             unknown = set(names) - SETTINGS_ENV.keys()
             assert not unknown, f"{where} sets variables galpipe does not read: {unknown}"
             settings = Settings.from_env(_environment(container))  # every value parses
-            (command,) = container["command"][1:]
-            for name in REQUIRED[command]:
+            for name in REQUIRED[" ".join(container["command"][1:])]:
                 settings.require(name)
             assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"], where
 
@@ -87,7 +92,7 @@ def test_schema_offers_exactly_the_settings_the_chart_does_not_set() -> None:
 
 def test_pipeline_batch_sizes_are_settings() -> None:
     """Each pipeline's claim size (Settings.batch_size) exists for every pipeline deployed."""
-    for value_set in ("default", "dev", "prod"):
+    for value_set in ("default", "dev", "prod", "morphology"):
         for name in of_kind(render_set(value_set), "ScaledObject"):
             pipeline = name.removeprefix("galpipe-")
             assert Settings().batch_size(pipeline) > 0

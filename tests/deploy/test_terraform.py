@@ -6,6 +6,7 @@
   on this machine must match the committed ``.terraform.lock.hcl``, which must also carry the
   hashes of the other platforms people and CI run (``terraform providers lock -platform=...``);
 - checkov's Terraform checks: no failure, and every skip carries its reason inline;
+- modules/eks refuses a GPU node group it cannot run (no GPU instance type, bad sizes or disk);
 - ``terraform apply`` of envs/dev against moto's server on 127.0.0.1, then ``terraform destroy``:
   both succeed, the outputs are well formed, and what moto holds in between is what the modules
   promise (least-privilege IRSA policies, among them the Cluster Autoscaler's, which may change
@@ -246,6 +247,88 @@ def test_checkov_passes_with_justified_skips(require_tool: Callable[[str], str])
         assert any(path.endswith(f"modules/{module}/main.tf") for path in scanned), (
             f"checkov did not scan modules/{module}"
         )
+
+
+# -- the optional GPU node group's input rules --------------------------------------------------
+
+#: A root that calls modules/eks with one GPU node group (HCL after ``gpu_node_group =``).
+_GPU_ROOT = """module "eks" {{
+  source             = "../modules/eks"
+  name               = "galpipe-gpu"
+  vpc_id             = "vpc-0123456789abcdef0"
+  subnet_ids         = ["subnet-0a", "subnet-0b"]
+  general_node_group = {{
+    instance_types = ["m6i.large"], min_size = 1, max_size = 2, desired_size = 1
+  }}
+  gpu_node_group     = {group}
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def gpu_root(terraform: str, terraform_env: dict[str, str], workspace: Path) -> Path:
+    """A root beside the modules in the workspace, initialised once from the provider mirror."""
+    root = workspace / "gpu-check"
+    root.mkdir()
+    (root / "main.tf").write_text(_GPU_ROOT.format(group="null"))
+    _run(terraform, root, terraform_env, "init", "-backend=false", "-no-color")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("group", "problem"),
+    [
+        ("null", None),
+        ('{ instance_types = ["g5.xlarge"], min_size = 0, max_size = 2, desired_size = 0 }', None),
+        (
+            '{ instance_types = ["g6.2xlarge", "p4d.24xlarge"], min_size = 1, max_size = 4,'
+            ' desired_size = 1, disk_size_gib = 200, capacity_type = "SPOT" }',
+            None,
+        ),
+        (
+            '{ instance_types = ["m6i.large"], min_size = 0, max_size = 2, desired_size = 0 }',
+            "GPU instance types belong to the NVIDIA g or p families",
+        ),
+        (
+            "{ instance_types = [], min_size = 0, max_size = 2, desired_size = 0 }",
+            "The GPU node group needs instance types",
+        ),
+        (
+            '{ instance_types = ["g5.xlarge"], min_size = 3, max_size = 2, desired_size = 2 }',
+            "0 <= min_size <= desired_size <= max_size",
+        ),
+        (
+            '{ instance_types = ["g5.xlarge"], min_size = 0, max_size = 2, desired_size = 0,'
+            ' capacity_type = "CAPACITY_BLOCK" }',
+            "capacity_type ON_DEMAND or SPOT",
+        ),
+        (
+            '{ instance_types = ["g5.xlarge"], min_size = 0, max_size = 2, desired_size = 0,'
+            " disk_size_gib = 20 }",
+            "disk_size_gib must be 50 to 1000",
+        ),
+    ],
+)
+def test_gpu_node_group_is_validated(
+    group: str, problem: str | None, terraform: str, terraform_env: dict[str, str], gpu_root: Path
+) -> None:
+    (gpu_root / "main.tf").write_text(_GPU_ROOT.format(group=group))
+    proc = subprocess.run(
+        [terraform, f"-chdir={gpu_root}", "validate", "-json", "-no-color"],
+        env=terraform_env,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+        check=False,
+    )
+    report = json.loads(proc.stdout)
+    found = " ".join(d["summary"] + ": " + d.get("detail", "") for d in report["diagnostics"])
+    if problem is None:
+        assert report["valid"], found
+    else:
+        assert not report["valid"], f"{group} was accepted"
+        assert "Invalid value for variable" in found
+        assert problem in " ".join(found.split()), found
 
 
 # -- apply and destroy against moto -------------------------------------------------------------

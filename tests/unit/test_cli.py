@@ -23,7 +23,7 @@ from galpipe.errors import (
 
 #: Every command the README documents, with the module that registers it.
 COMMANDS = {
-    "migrate", "pause", "resume", "status", "monitor", "check",  # ops
+    "migrate", "pause", "resume", "routes", "status", "monitor", "check",  # ops
     "ingest", "export",  # catalog
     "fetch", "radon",  # pipelines
     "sky",  # synthetic

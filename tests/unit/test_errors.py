@@ -25,7 +25,7 @@ from galpipe.errors import (
     StorageError,
     reraise_as,
 )
-from galpipe.pipelines.radon import CutoutDecodeError
+from galpipe.pipelines.stored_cutouts import CutoutDecodeError
 from galpipe.settings import SettingsError
 from galpipe.storage import (
     ChecksumMismatch,

@@ -190,7 +190,8 @@ readinessProbe:
 
 {{/* Scheduling of one component's pods: `pod`'s nodeSelector, tolerations, affinity and
 priorityClassName, each replaced by the component's own `scheduling` entry of that name when it
-gives one (a pipeline's `scheduling.nodeSelector: {}` clears the global selector). Call with
+gives one (a pipeline's `scheduling.nodeSelector: {}` clears the global selector); a pipeline
+with `gpu.enabled` adds the GPU nodes' selector and tolerations. Call with
 (dict "root" $ "component" "fetch") or, for a component with a `scheduling` block, with
 "values" its values too. */}}
 {{- define "galpipe.scheduling" -}}
@@ -199,6 +200,13 @@ gives one (a pipeline's `scheduling.nodeSelector: {}` clears the global selector
 {{- $s := dict }}
 {{- range $key := list "nodeSelector" "tolerations" "affinity" "priorityClassName" }}
 {{- $_ := set $s $key (hasKey $own $key | ternary (get $own $key) (get $v $key)) }}
+{{- end }}
+{{- /* A GPU pipeline also selects the GPU nodes (its labels win over the same keys) and
+tolerates their taint, whatever else it selects and tolerates. */}}
+{{- $gpu := (get (.values | default dict) "gpu") | default dict }}
+{{- if $gpu.enabled }}
+{{- $_ := set $s "nodeSelector" (merge (deepCopy $gpu.nodeSelector) ($s.nodeSelector | default dict)) }}
+{{- $_ := set $s "tolerations" (concat ($s.tolerations | default list) $gpu.tolerations) }}
 {{- end }}
 {{- with $s.priorityClassName }}
 priorityClassName: {{ . }}
@@ -228,7 +236,49 @@ topologySpreadConstraints:
 {{- end }}
 {{- end }}
 
-{{/* The pod spec of a long-running galpipe process (a pipeline or the monitor).
+{{/* A component's `resources`, with limits["nvidia.com/gpu"] = gpu.count when `gpu.enabled`
+(an extended resource's request defaults to its limit). Call with the component's values. */}}
+{{- define "galpipe.resources" -}}
+{{- $r := deepCopy .resources }}
+{{- $gpu := (get . "gpu") | default dict }}
+{{- if $gpu.enabled }}
+{{- $_ := set $r.limits "nvidia.com/gpu" $gpu.count }}
+{{- end }}
+{{- toYaml $r }}
+{{- end }}
+
+{{/* The morphology workers' settings that the chart owns: the model they load (required: no
+release runs an unnamed model) and the device, CUDA exactly when the pods get a GPU. Call with
+pipelines.morphology. */}}
+{{- define "galpipe.morphologyEnv" -}}
+{{- $version := required "pipelines.morphology.modelVersion is empty: with pipelines.morphology.enabled=true set it to the version of the registered model the workers load (the SHA-256 of its ONNX bytes, 64 hex digits)" .modelVersion -}}
+- name: GALPIPE_MORPHOLOGY_MODEL
+  value: {{ $version | quote }}
+- name: GALPIPE_MORPHOLOGY_DEVICE
+  value: {{ .gpu.enabled | ternary "cuda" "cpu" | quote }}
+{{- end }}
+
+{{/* One step of the migrate Job: a container running `galpipe ARGS...` as the migrator role.
+Call with (dict "root" $ "component" "migrate" "name" NAME "args" (list ARG...)). */}}
+{{- define "galpipe.migrateStep" -}}
+{{- $root := .root -}}
+- name: {{ .name }}
+  image: {{ include "galpipe.image" $root }}
+  imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+  command: {{ prepend .args "galpipe" | toJson }}
+  env:
+    {{- include "galpipe.env" (dict "root" $root "config" dict "objectStore" false "credentials" "migrator") | nindent 4 }}
+  resources:
+    {{- toYaml $root.Values.migrations.resources | nindent 4 }}
+  securityContext:
+    {{- include "galpipe.containerSecurityContext" $root | nindent 4 }}
+  volumeMounts:
+    {{- include "galpipe.scratchMounts" . | nindent 4 }}
+    {{- include "galpipe.databaseMounts" . | nindent 4 }}
+{{- end }}
+
+{{/* The pod spec of a long-running galpipe process (a pipeline or the monitor): it runs
+`galpipe` with the component's `command` values, else with SUBCOMMAND.
 Call with (dict "root" $ "component" NAME "values" COMPONENT_VALUES "command" SUBCOMMAND
 "objectStore" bool "scratchSizeLimit" SIZE). */}}
 {{- define "galpipe.processPodSpec" -}}
@@ -250,16 +300,19 @@ containers:
   - name: {{ .component }}
     image: {{ include "galpipe.image" $root }}
     imagePullPolicy: {{ $root.Values.image.pullPolicy }}
-    command: [galpipe, {{ .command | quote }}]
+    command: {{ prepend (.values.command | default (list .command)) "galpipe" | toJson }}
     ports:
       - name: metrics
         containerPort: {{ $root.Values.metricsPort }}
         protocol: TCP
     env:
       {{- include "galpipe.env" (dict "root" $root "config" .values.config "objectStore" .objectStore) | nindent 6 }}
+      {{- if eq .component "morphology" }}
+      {{- include "galpipe.morphologyEnv" .values | nindent 6 }}
+      {{- end }}
     {{- include "galpipe.probes" $root | nindent 4 }}
     resources:
-      {{- toYaml .values.resources | nindent 6 }}
+      {{- include "galpipe.resources" .values | nindent 6 }}
     securityContext:
       {{- include "galpipe.containerSecurityContext" $root | nindent 6 }}
     volumeMounts:

@@ -39,6 +39,7 @@ __all__ = [
     "done_without_measurement",
     "downstream_without_done_upstream",
     "finished_without_reason",
+    "galaxies_done_in_any",
     "galaxies_without_task",
     "galaxy_count",
     "measurement_groups",
@@ -140,17 +141,29 @@ def done_without_downstream(
 
 
 def downstream_without_done_upstream(
-    conn: psycopg.Connection, upstream: str, downstream: str, examples: int
+    conn: psycopg.Connection, upstreams: Sequence[str], downstream: str, examples: int
 ) -> Finding:
-    """``downstream`` tasks whose galaxy has no done ``upstream`` task to have queued them."""
+    """``downstream`` tasks whose galaxy has no done task, in any of ``upstreams`` (the
+    pipelines routed to it), that could have queued them."""
     hits: LiteralString = (
         "SELECT d.source_id AS key, d.source_id::text AS label FROM tasks d "
         "WHERE d.pipeline = %(downstream)s "
-        "AND NOT EXISTS (SELECT 1 FROM tasks u WHERE u.pipeline = %(upstream)s "
+        "AND NOT EXISTS (SELECT 1 FROM tasks u WHERE u.pipeline = ANY(%(upstreams)s) "
         "AND u.source_id = d.source_id AND u.state = 'done')"
     )
-    params = {"upstream": upstream, "downstream": downstream, "examples": examples}
+    params = {"upstreams": list(upstreams), "downstream": downstream, "examples": examples}
     return _finding(conn, hits, params)
+
+
+def galaxies_done_in_any(conn: psycopg.Connection, pipelines: Sequence[str]) -> int:
+    """Galaxies with a done task in at least one of ``pipelines``: the tasks a pipeline routed
+    from all of them should have (one scan of their done tasks)."""
+    row = conn.execute(
+        "SELECT count(DISTINCT source_id) FROM tasks "
+        "WHERE pipeline = ANY(%(pipelines)s) AND state = 'done'",
+        {"pipelines": list(pipelines)},
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def stale_leases(conn: psycopg.Connection, grace_s: float, examples: int) -> dict[str, Finding]:

@@ -2,7 +2,7 @@
 
 State machine (``tasks.state``)::
 
-    queued --claim--> running --complete--> done   (+ downstream task queued, same transaction)
+    queued --claim--> running --complete--> done   (+ a task per route, same transaction)
                          |------retry-----> queued (not_before = now() + delay[attempt])
                          |                  or failed once attempts exceed 1 + max_retries
                          |------skip------> skipped (permanent, with reason; e.g. no coverage)
@@ -177,12 +177,13 @@ class TaskQueue:
         pipeline: str,
         owner: str,
         source_ids: Sequence[int],
-        downstream: str | None = None,
     ) -> list[int]:
-        """Mark ``owner``'s running tasks done and queue their ``downstream`` tasks.
+        """Mark ``owner``'s running tasks done and queue their downstream tasks.
 
-        Returns the ids that were still ``owner``'s (a lost lease drops the others); the caller
-        stores results for exactly these, in the same transaction.
+        One downstream task per route out of ``pipeline`` (``pipeline_routes``, see
+        :mod:`galpipe.db.routes`), queued in the order of the done tasks; a galaxy that already
+        has that task keeps it. Returns the ids that were still ``owner``'s (a lost lease drops
+        the others); the caller stores results for exactly these, in the same transaction.
         """
         with self._transaction(conn) as c:
             rows = c.execute(
@@ -195,19 +196,14 @@ class TaskQueue:
                     RETURNING source_id, seq
                 ), next AS (
                     INSERT INTO tasks (pipeline, source_id)
-                    SELECT %(downstream)s, source_id FROM done
-                    WHERE %(downstream)s::text IS NOT NULL
-                    ORDER BY seq
+                    SELECT r.downstream, done.source_id
+                    FROM done JOIN pipeline_routes r ON r.upstream = %(pipeline)s
+                    ORDER BY done.seq
                     ON CONFLICT DO NOTHING
                 )
                 SELECT source_id FROM done ORDER BY seq
                 """,
-                {
-                    "pipeline": pipeline,
-                    "ids": list(source_ids),
-                    "owner": owner,
-                    "downstream": downstream,
-                },
+                {"pipeline": pipeline, "ids": list(source_ids), "owner": owner},
             ).fetchall()
         return [r[0] for r in rows]
 

@@ -457,7 +457,7 @@ def read_gallery_cutouts(
     skipped : dict
         ``{source_id: why}`` of the galaxies left out.
     """
-    from galpipe.pipelines.radon import CutoutDecodeError, decode_cutout
+    from galpipe.pipelines.stored_cutouts import CutoutDecodeError, decode_cutout
     from galpipe.storage import ObjectNotFound
 
     by_id = {int(r["source_id"]): r for r in table}

@@ -4,13 +4,16 @@ The promise: every galaxy ends with exactly one result or a stated reason, and e
 cutout is intact. :func:`run_check` judges it in two parts.
 
 1. **The database, on one snapshot.** One ``REPEATABLE READ, READ ONLY`` transaction runs one
-   set-based query per rule (``galpipe.db.check``): every catalogue galaxy has its tasks; no
-   task is running on a lease that expired longer than one sweep ago (by the database's
-   clock); no task was claimed more than ``1 + GALPIPE_MAX_RETRIES`` times; every failed or
-   skipped task states its reason; every done fetch has its ``cutouts`` row and every done
-   radon task its measurement; every ``(galaxy, algo_version)`` has exactly one combined row
-   and band rows that agree with it; no result row lacks the done task that wrote it; and the
-   tasks of each pipeline number the galaxies that should have one.
+   set-based query per rule (``galpipe.db.check``): every catalogue galaxy has its tasks (its
+   fetch task, and the task of every route out of a pipeline whose task is done, per the
+   routes of ``pipeline_routes`` in the same snapshot); no task is running on a lease that
+   expired longer than one sweep ago (by the database's clock); no task was claimed more than
+   ``1 + GALPIPE_MAX_RETRIES`` times; every failed or skipped task states its reason; every
+   done fetch has its ``cutouts`` row and every done radon task its measurement; every
+   ``(galaxy, algo_version)`` has exactly one combined row and band rows that agree with it;
+   no result row lacks the done task that wrote it; and the tasks of each pipeline number the
+   galaxies that should have one. A route's backfill (``galpipe routes add``) queues the
+   galaxies done before it existed, so the route rules hold for those too.
 2. **The objects, after it.** The cutouts of done fetch tasks (a uniform sample, or all of them
    page by page) are read back from the store and their size and sha256 compared with the row.
    Reading 10⁷ objects takes hours, so this part holds no snapshot open; instead, a row whose
@@ -36,6 +39,7 @@ from rich.table import Table
 from galpipe.db import check as db
 from galpipe.db.control import MEASURED_PIPELINE
 from galpipe.db.queue import STATES, task_counts
+from galpipe.db.routes import PIPELINES, Route, routes
 from galpipe.db.status import database_now
 from galpipe.pipelines.fetch import FetchPipeline
 from galpipe.pipelines.worker import RECOVERY_INTERVAL_S
@@ -65,17 +69,18 @@ _PAGE_ROWS = 1000
 _SAMPLE_OVERDRAW = 3
 _SAMPLE_SLACK = 100
 
-#: The stage ingest queues for every galaxy, and the stage its successes queue.
+#: The stage ingest queues for every galaxy; the routes of the database queue the others.
 FIRST_PIPELINE = FetchPipeline.name
-_DOWNSTREAM = FetchPipeline.downstream or MEASURED_PIPELINE
 
 #: Every breach kind, and what it means. The names are stable: scripts and alerts match them.
 KINDS: Mapping[str, str] = {
     "missing_tasks": (
         "galaxies without a task they must have: a catalogue galaxy without its fetch task, "
-        "or a done fetch without the radon task its commit queues"
+        "or a done task without the task of a route out of its pipeline (pipeline_routes; "
+        "fetch -> radon unless changed), which its commit or the route's backfill queues"
     ),
-    "upstream_not_done": "tasks whose galaxy has no done upstream task that could have queued them",
+    "upstream_not_done": "tasks whose galaxy has no done task, in any pipeline routed to theirs, "
+    "that could have queued them",
     "stale_lease": "running tasks whose lease expired longer than one sweep ago: no worker "
     "is returning them to the queue",
     "attempts_exceeded": "tasks claimed more than 1 + GALPIPE_MAX_RETRIES times",
@@ -94,7 +99,8 @@ KINDS: Mapping[str, str] = {
     "non-finite pixel counts that do not add up",
     "orphan_result": "result rows (cutouts, radon_measurements) that no done task wrote",
     "counts_do_not_add_up": "a pipeline's tasks do not number the galaxies that should have "
-    "one (fetch: every galaxy; radon: every done fetch), or tasks of no known pipeline",
+    "one (fetch: every galaxy; a route's downstream: every galaxy done in its upstreams), or "
+    "tasks of no known pipeline",
 }
 
 
@@ -153,6 +159,9 @@ class CheckReport:
         Every rule broken, in the order of :data:`KINDS`; empty when the state is clean.
     counts
         Tasks by pipeline and state in the snapshot (every state present).
+    expected
+        How many tasks each pipeline should have, and of what (:func:`expected_task_counts`,
+        on the snapshot's routes).
     galaxies
         Catalogue galaxies in the snapshot.
     objects_verified
@@ -168,6 +177,7 @@ class CheckReport:
     taken_at: datetime
     breaches: tuple[Breach, ...]
     counts: Mapping[str, Mapping[str, int]]
+    expected: Mapping[str, tuple[int, str]]
     galaxies: int
     objects_verified: int
     sample: int | None
@@ -190,6 +200,7 @@ class CheckReport:
             "taken_at": self.taken_at.isoformat(),
             "galaxies": self.galaxies,
             "counts": {p: dict(states) for p, states in self.counts.items()},
+            "expected": {p: {"tasks": n, "of": of} for p, (n, of) in self.expected.items()},
             "objects_verified": self.objects_verified,
             "sample": self.sample,
             "lease_grace_s": self.lease_grace_s,
@@ -265,7 +276,9 @@ def run_check(
         taken_at = database_now(conn)
         counts = task_counts(conn)
         galaxies = db.galaxy_count(conn)
-        found = list(_database_breaches(conn, counts, galaxies, grace, limit))
+        graph = routes(conn)
+        expected = _expected_in_snapshot(conn, counts, galaxies, graph)
+        found = list(_database_breaches(conn, counts, expected, graph, grace, limit))
         sampled = _sample(conn, counts, sample) if sample is not None else None
     objects = _ObjectTally()
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="check-read") as readers:
@@ -279,6 +292,7 @@ def run_check(
         taken_at=taken_at,
         breaches=tuple(found),
         counts={p: {s: c.get(s, 0) for s in STATES} for p, c in sorted(counts.items())},
+        expected=expected,
         galaxies=galaxies,
         objects_verified=objects.verified,
         sample=sample,
@@ -293,21 +307,27 @@ def run_check(
 def _database_breaches(
     conn: psycopg.Connection,
     counts: Mapping[str, Mapping[str, int]],
-    galaxies: int,
+    expected: Mapping[str, tuple[int, str]],
+    graph: Sequence[Route],
     grace: float,
     limit: int,
 ) -> Iterator[Breach]:
     """Every rule of the snapshot, in :data:`KINDS` order; only the broken ones come out."""
-    first, downstream, n = FIRST_PIPELINE, _DOWNSTREAM, EXAMPLES
+    first, n = FIRST_PIPELINE, EXAMPLES
+    upstreams = _upstreams(graph)
     yield from _one("missing_tasks", db.galaxies_without_task(conn, first, n), first)
-    yield from _one(
-        "missing_tasks", db.done_without_downstream(conn, first, downstream, n), downstream
-    )
-    yield from _one(
-        "upstream_not_done",
-        db.downstream_without_done_upstream(conn, first, downstream, n),
-        downstream,
-    )
+    for route in graph:
+        yield from _one(
+            "missing_tasks",
+            db.done_without_downstream(conn, route.upstream, route.downstream, n),
+            route.downstream,
+        )
+    for downstream, sources in upstreams.items():
+        yield from _one(
+            "upstream_not_done",
+            db.downstream_without_done_upstream(conn, sources, downstream, n),
+            downstream,
+        )
     yield from _each("stale_lease", db.stale_leases(conn, grace, n))
     yield from _each("attempts_exceeded", db.attempts_over(conn, limit, n))
     yield from _each("missing_reason", db.finished_without_reason(conn, n))
@@ -326,7 +346,31 @@ def _database_breaches(
         db.measurements_without_done_task(conn, MEASURED_PIPELINE, n),
         MEASURED_PIPELINE,
     )
-    yield from _counts_breach(counts, galaxies)
+    yield from _counts_breach(expected, counts)
+
+
+def _expected_in_snapshot(
+    conn: psycopg.Connection,
+    counts: Mapping[str, Mapping[str, int]],
+    galaxies: int,
+    graph: Sequence[Route],
+) -> dict[str, tuple[int, str]]:
+    """:func:`expected_task_counts`, counting in the snapshot the galaxies done in any upstream
+    of a pipeline routed from several (one done in two of them has one task, not two)."""
+    done_in_any = {
+        d: db.galaxies_done_in_any(conn, sources)
+        for d, sources in _upstreams(graph).items()
+        if len(sources) > 1
+    }
+    return expected_task_counts(counts, galaxies, graph, done_in_any)
+
+
+def _upstreams(graph: Sequence[Route]) -> dict[str, list[str]]:
+    """Each routed pipeline's upstream pipelines, by name."""
+    upstreams: dict[str, list[str]] = {}
+    for route in graph:
+        upstreams.setdefault(route.downstream, []).append(route.upstream)
+    return upstreams
 
 
 def _one(kind: str, finding: db.Finding, pipeline: str | None = None) -> Iterator[Breach]:
@@ -340,24 +384,38 @@ def _each(kind: str, findings: Mapping[str, db.Finding]) -> Iterator[Breach]:
 
 
 def expected_task_counts(
-    counts: Mapping[str, Mapping[str, int]], galaxies: int
+    counts: Mapping[str, Mapping[str, int]],
+    galaxies: int,
+    graph: Sequence[Route],
+    done_in_any: Mapping[str, int] | None = None,
 ) -> dict[str, tuple[int, str]]:
-    """How many tasks each pipeline should have, and of what: every galaxy has a fetch task,
-    every done fetch a radon task, and no other pipeline has any."""
-    expected = {
-        FIRST_PIPELINE: (galaxies, "galaxies"),
-        _DOWNSTREAM: (counts.get(FIRST_PIPELINE, {}).get("done", 0), f"done {FIRST_PIPELINE}"),
-    }
+    """How many tasks each pipeline should have, and of what.
+
+    Every galaxy has a fetch task; the downstream of routes has one task per galaxy done in
+    its upstreams (``done_in_any`` gives that number for a pipeline routed from several; one
+    upstream's is its done count); a known pipeline no route leads to any more keeps the tasks
+    its removed route queued, so no number is expected of it; any other pipeline has none.
+    """
+    expected = {FIRST_PIPELINE: (galaxies, "galaxies")}
+    for downstream, sources in sorted(_upstreams(graph).items()):
+        if len(sources) == 1:
+            done = counts.get(sources[0], {}).get("done", 0)
+        else:
+            done = (done_in_any or {})[downstream]
+        expected[downstream] = (done, "done " + " or ".join(sources))
     for pipeline in counts:
-        expected.setdefault(pipeline, (0, "no such pipeline"))
+        if pipeline not in PIPELINES:
+            expected.setdefault(pipeline, (0, "no such pipeline"))
     return expected
 
 
-def _counts_breach(counts: Mapping[str, Mapping[str, int]], galaxies: int) -> Iterator[Breach]:
+def _counts_breach(
+    expected: Mapping[str, tuple[int, str]], counts: Mapping[str, Mapping[str, int]]
+) -> Iterator[Breach]:
     """Each pipeline's tasks (the sum of its state counts) against the number it should have."""
     off = 0
     lines = []
-    for pipeline, (want, of_what) in sorted(expected_task_counts(counts, galaxies).items()):
+    for pipeline, (want, of_what) in sorted(expected.items()):
         have = sum(counts.get(pipeline, {}).values())
         if have != want:
             off += abs(have - want)
@@ -466,22 +524,26 @@ class _ObjectTally:
 
 def render_check(report: CheckReport, console: Console) -> None:
     """Print ``report`` as rich tables: tasks against what they should number, then breaches."""
-    expected = expected_task_counts(report.counts, report.galaxies)
+    expected = report.expected
     tasks = Table(title=f"Tasks at {report.taken_at:%Y-%m-%d %H:%M:%S %Z}")
     tasks.add_column("pipeline")
     for state in STATES:
         tasks.add_column(state, justify="right")
     tasks.add_column("total", justify="right")
     tasks.add_column("should be", justify="right")
-    for pipeline, (want, of_what) in sorted(expected.items()):
+    for pipeline in sorted({*expected, *report.counts}):
         states = report.counts.get(pipeline, {})
         total = sum(states.values())
-        colour = "green" if total == want else "red"
+        if pipeline in expected:
+            want, of_what = expected[pipeline]
+            colour, should_be = ("green" if total == want else "red"), f"{want:,} ({of_what})"
+        else:  # a known pipeline whose route was removed: its tasks stay, unjudged
+            colour, should_be = "default", "- (no route)"
         tasks.add_row(
             pipeline,
             *(f"{states.get(s, 0):,}" for s in STATES),
             f"[{colour}]{total:,}[/]",
-            f"{want:,} ({of_what})",
+            should_be,
         )
     console.print(tasks)
     scope = "all" if report.sample is None else f"a sample of {report.sample:,}"

@@ -1,5 +1,5 @@
-"""The operator's commands: ``galpipe migrate``, ``pause``, ``resume``, ``status``, ``monitor``
-and ``check``.
+"""The operator's commands: ``galpipe migrate``, ``pause``, ``resume``, ``routes``, ``status``,
+``monitor`` and ``check``.
 
 Only argparse is imported here; the database code loads when a command runs.
 """
@@ -20,7 +20,7 @@ __all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``migrate``, ``pause``, ``resume``, ``status``, ``monitor`` and ``check``."""
+    """Add ``migrate``, ``pause``, ``resume``, ``routes``, ``status``, ``monitor`` and ``check``."""
     p = subparsers.add_parser(
         "migrate", help="apply database migrations (safe from many pods at once)"
     )
@@ -34,6 +34,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = subparsers.add_parser("resume", help="undo pause")
     p.add_argument("pipeline", help="pipeline name, e.g. fetch or radon")
     p.set_defaults(handler=_cmd_resume)
+
+    p = subparsers.add_parser(
+        "routes",
+        help="list, add or remove the routes that queue a pipeline's tasks after another's",
+        description="A route UPSTREAM -> DOWNSTREAM makes every done UPSTREAM task queue a "
+        "DOWNSTREAM task for the same galaxy. Adding one also queues the galaxies already done; "
+        "removing one keeps the tasks it queued. Changes are recorded in the audit log.",
+    )
+    p.set_defaults(handler=_cmd_routes, change=None)
+    changes = p.add_subparsers(dest="change", metavar="{add,remove}")
+    for change, help_text in (
+        ("add", "add a route and queue the galaxies whose UPSTREAM task is already done"),
+        ("remove", "remove a route; the tasks it queued stay"),
+    ):
+        c = changes.add_parser(change, help=help_text)
+        c.add_argument("upstream", help="pipeline whose done tasks queue the next, e.g. fetch")
+        c.add_argument("downstream", help="pipeline whose tasks they queue, e.g. morphology")
+        c.add_argument(
+            "--reason", default=f"route {change} from the command line", help="for the audit log"
+        )
 
     p = subparsers.add_parser(
         "status", help="queues, rates, pauses, breakers and rate limits, as tables or JSON"
@@ -120,6 +140,49 @@ def _cmd_resume(args: argparse.Namespace, settings: Settings) -> None:
     with _database_errors(), pool_from_settings(settings) as pool:
         TaskQueue(pool).resume(args.pipeline)
     print(f"resumed {args.pipeline}")
+
+
+def _cmd_routes(args: argparse.Namespace, settings: Settings) -> None:
+    import getpass
+
+    from galpipe.db.audit import AuditRecord, record_action
+    from galpipe.db.routes import add_route, remove_route, routes
+    from galpipe.runtime.database import pool_from_settings
+
+    with _database_errors(), pool_from_settings(settings) as pool, pool.connection() as conn:
+        if args.change is None:
+            listed = routes(conn)
+            for route in listed:
+                since = f"{route.created_at:%Y-%m-%d}"
+                print(f"{route.upstream} -> {route.downstream}  (since {since})")
+            if not listed:
+                print("no routes: done tasks queue nothing")
+            return
+        edge = f"{args.upstream} -> {args.downstream}"
+        target: dict[str, object] = {"upstream": args.upstream, "downstream": args.downstream}
+        with conn.transaction():
+            before = [[r.upstream, r.downstream] for r in routes(conn)]
+            if args.change == "add":
+                target["queued"] = queued = add_route(conn, args.upstream, args.downstream)
+                outcome = f"route {edge}; queued {queued} {args.downstream} task(s)"
+            else:
+                existed = remove_route(conn, args.upstream, args.downstream)
+                outcome = f"removed route {edge}" if existed else f"no route {edge} to remove"
+            # The operator here is the local account: no cluster TokenReview names a CLI user.
+            record_action(
+                conn,
+                AuditRecord(
+                    user=getpass.getuser(),
+                    action=f"route_{args.change}",
+                    reason=args.reason,
+                    result="ok",
+                    pipeline=args.downstream,
+                    target=target,
+                    before=before,
+                    after=[[r.upstream, r.downstream] for r in routes(conn)],
+                ),
+            )
+    print(outcome)
 
 
 def _cmd_status(args: argparse.Namespace, settings: Settings) -> None:

@@ -1,10 +1,11 @@
 """The pipeline interface: what a stage of galpipe implements to run under the common worker loop.
 
 A pipeline is one module with an object that has a ``name`` (its tasks' ``pipeline`` column),
-a ``batch_size``, an optional ``downstream`` pipeline whose tasks its successes enqueue,
-``process`` (the work, with no database access) and ``store`` (its result rows, written in the
-transaction that marks the tasks done). The worker loop, queue, leases, retries, metrics and
-health endpoints come with it.
+a ``batch_size``, ``process`` (the work, with no database access) and ``store`` (its result
+rows, written in the transaction that marks the tasks done). The worker loop, queue, leases,
+retries, metrics and health endpoints come with it. Which pipelines its successes queue is
+configuration in the database, not code: the routes of ``pipeline_routes``
+(:mod:`galpipe.db.routes`, ``galpipe routes``).
 """
 
 from __future__ import annotations
@@ -71,7 +72,6 @@ class Pipeline(Protocol):
 
     name: str
     batch_size: int
-    downstream: str | None
 
     def process(self, tasks: Sequence[Task]) -> Sequence[Outcome]:
         """Do the work of a claimed batch: one outcome per task, in any order.

@@ -10,9 +10,10 @@ decision that every fetch process shares through Postgres:
 4. store the bytes exactly as received at a deterministic key, read them back and check size
    and SHA-256 before the galaxy counts as fetched.
 
-The worker then completes the task, writes the ``cutouts`` row and queues the radon task in one
-transaction. A thread pool inside the process keeps several requests in flight, so the
-service's latency does not cap the rate.
+The worker then completes the task, writes the ``cutouts`` row and queues the task of every
+route out of fetch (radon; morphology where that route is added) in one transaction. A thread
+pool inside the process keeps several requests in flight, so the service's latency does not cap
+the rate.
 """
 
 from __future__ import annotations
@@ -86,7 +87,6 @@ class FetchPipeline:
     """
 
     name = "fetch"
-    downstream: str | None = "radon"
 
     def __init__(
         self,

@@ -3,7 +3,7 @@
 Per claimed batch (default 256 galaxies):
 
 1. read each galaxy's ``cutouts`` row and its object from the store, concurrently, checking
-   the recorded SHA-256 (step 1);
+   the recorded SHA-256 (step 1; :func:`galpipe.pipelines.stored_cutouts.load_stored_cutout`);
 2. decode the FITS with astropy and stack the cubes to ``(N, 4, S, S)``;
 3. run the science core once for the whole batch (:func:`galpipe.science.core.measure_batch`);
 4. convert image angles to position angles east of north with each cutout's own WCS;
@@ -26,105 +26,31 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from astropy.io import fits
 from psycopg_pool import ConnectionPool
 
-from galpipe.db.cutouts import CutoutRecord, cutouts_for
+from galpipe.db.cutouts import cutouts_for
 from galpipe.db.measurements import MeasurementRecord, record_measurements
 from galpipe.db.queue import Task
-from galpipe.errors import InputError
-from galpipe.pipelines.base import Done, Fail, Outcome, Retry
+from galpipe.pipelines.base import Done, Outcome
+from galpipe.pipelines.stored_cutouts import DecodedCutout, load_stored_cutout
 from galpipe.runtime import metrics
 from galpipe.science.core import BatchMeasurement, RadonConfig, measure_batch
 from galpipe.science.orientation import (
-    OrientationError,
     image_angle_to_position_angle,
-    sky_jacobian,
 )
 from galpipe.science.radon import RadonOperator
 from galpipe.settings import Settings
 from galpipe.storage import (
-    ChecksumMismatch,
-    ObjectNotFound,
     ObjectStore,
-    ObjectStoreError,
     object_store_from_settings,
 )
 from galpipe.storage.instrumented import InstrumentedObjectStore
-from galpipe.survey.cutout import CutoutFormatError, parse_cutout
 from galpipe.survey.layout import BANDS
 
 log = logging.getLogger(__name__)
 
 #: Galaxies measured together while the rest of a batch is still being read.
 MEASURE_CHUNK = 64
-
-
-class CutoutDecodeError(InputError, ValueError):
-    """The stored bytes are not a cutout the core can measure; the message says why."""
-
-
-@dataclass(frozen=True)
-class DecodedCutout:
-    """A cube ready for the core, and the Jacobian that maps its pixels to the sky."""
-
-    data: np.ndarray  # float32 (4, S, S), bands g, r, i, z
-    jacobian: np.ndarray  # (2, 2) pixel -> (east, north), degrees per pixel
-
-
-def decode_cutout(raw: bytes, size: int, bands: str = BANDS) -> DecodedCutout:
-    """Decode stored FITS bytes into the core's ``(4, S, S)`` layout (bands g, r, i, z).
-
-    The bytes are checked by the same parser the fetch pipeline used
-    (:func:`galpipe.survey.cutout.parse_cutout`). A band the cutout does not carry is an all-zero
-    plane (the core flags it blank).
-
-    Raises
-    ------
-    CutoutDecodeError
-        If the bytes are not a cutout of that layout, or the WCS is unusable.
-    """
-    try:
-        cutout = parse_cutout(raw, bands=bands, size=size)
-    except CutoutFormatError as exc:
-        raise CutoutDecodeError(f"{exc.problem}: {exc}") from None
-    data = np.zeros((len(BANDS), size, size), dtype=np.float32)
-    for i, band in enumerate(bands):
-        if band in BANDS:
-            data[BANDS.index(band)] = cutout.data[i]
-    try:
-        jacobian = _reference_jacobian(cutout.header)
-    except OrientationError as exc:
-        raise CutoutDecodeError(f"unusable WCS: {exc}") from None
-    return DecodedCutout(data, jacobian)
-
-
-def _reference_jacobian(header: fits.Header) -> np.ndarray:
-    """Pixel → (east, north) Jacobian at the stamp centre (the reference pixel).
-
-    For a plain TAN header (every cutout of the service and the synthetic sky) that is the CD
-    matrix itself, read from the cards; anything else (distortions, CDELT/PC, other
-    projections) goes through astropy's WCS in :func:`sky_jacobian`.
-    """
-    cards = ("CD1_1", "CD1_2", "CD2_1", "CD2_2")
-    plain_tan = (
-        header.get("CTYPE1") == "RA---TAN"
-        and header.get("CTYPE2") == "DEC--TAN"
-        and all(c in header for c in cards)
-        and "A_ORDER" not in header
-        and not any(k.startswith(("PV1_", "PV2_")) for k in header)
-    )
-    if not plain_tan:
-        return sky_jacobian(header)
-    try:
-        jacobian = np.array(
-            [[header["CD1_1"], header["CD1_2"]], [header["CD2_1"], header["CD2_2"]]], dtype=float
-        )
-    except (TypeError, ValueError) as exc:
-        raise OrientationError(f"CD cards are not numbers: {exc}") from None
-    if not (np.isfinite(jacobian).all() and np.linalg.det(jacobian) != 0):
-        raise OrientationError(f"CD matrix {jacobian.tolist()} is singular or not finite")
-    return jacobian
 
 
 def _nullable(value: Any) -> Any:
@@ -154,7 +80,6 @@ class RadonPipeline:
     """
 
     name = "radon"
-    downstream: str | None = None
 
     def __init__(
         self,
@@ -183,7 +108,10 @@ class RadonPipeline:
         # Every read is in flight at once; each chunk is measured as soon as its own reads are
         # in, while the reader threads fetch the rest (object-store latency hides behind the
         # science instead of adding to it).
-        reads = [self._executor.submit(self._load, sid, records.get(sid)) for sid in ids]
+        reads = [
+            self._executor.submit(load_stored_cutout, self.objects, sid, records.get(sid))
+            for sid in ids
+        ]
         outcomes: list[Outcome] = []
         for start in range(0, len(ids), MEASURE_CHUNK):
             chunk = slice(start, start + MEASURE_CHUNK)
@@ -202,20 +130,6 @@ class RadonPipeline:
         record_measurements(conn, [row for d in done for row in d.result])
 
     # -- steps --------------------------------------------------------------------------------
-
-    def _load(self, sid: int, record: CutoutRecord | None) -> DecodedCutout | Outcome:
-        if record is None:
-            return Fail(sid, "no cutouts row: the galaxy was never fetched")
-        try:
-            raw = self.objects.get(record.object_key, record.sha256)
-        except (ObjectNotFound, ChecksumMismatch) as exc:
-            return Fail(sid, f"stored cutout unusable: {exc}")
-        except ObjectStoreError as exc:
-            return Retry(sid, f"object store: {exc}")
-        try:
-            return decode_cutout(raw, record.size, record.bands)
-        except CutoutDecodeError as exc:
-            return Fail(sid, f"{record.object_key}: {exc}")
 
     def _measure(self, good: list[tuple[int, DecodedCutout]]) -> list[Outcome]:
         images = np.stack([c.data for _, c in good])

@@ -1,11 +1,12 @@
 """The common worker loop: claim → process → commit, for any :class:`Pipeline`.
 
 One loop serves every stage. It claims a FIFO batch under a lease, keeps the lease alive while
-the pipeline works, and commits the outcome in one transaction: done tasks (with their
-downstream tasks and the pipeline's result rows), retries, skips and failures. On SIGTERM it
-stops claiming, finishes the batch in hand (or gives it back if work had not started) and
-returns, so the process exits 0 within the pod's termination grace period. A :class:`Worker` is a
-:class:`~galpipe.runtime.service.Service`; :func:`run_from_settings` serves one.
+the pipeline works, and commits the outcome in one transaction: done tasks (with the
+downstream tasks of the pipeline's routes, and its result rows), retries, skips and failures.
+On SIGTERM it stops claiming, finishes the batch in hand (or gives it back if work had not
+started) and returns, so the process exits 0 within the pod's termination grace period. A
+:class:`Worker` is a :class:`~galpipe.runtime.service.Service`; :func:`run_from_settings` serves
+one.
 """
 
 from __future__ import annotations
@@ -209,11 +210,7 @@ class Worker:
         skips = {sid: o.reason for sid in order if isinstance(o := outcomes[sid], Skip)}
         fails = {sid: o.reason for sid in order if isinstance(o := outcomes[sid], Fail)}
         with self.pool.connection() as conn, conn.transaction():
-            owned = set(
-                self.queue.complete(
-                    conn, name, owner, [d.source_id for d in done], self.pipeline.downstream
-                )
-            )
+            owned = set(self.queue.complete(conn, name, owner, [d.source_id for d in done]))
             kept = [d for d in done if d.source_id in owned]
             if kept:
                 self.pipeline.store(conn, kept)

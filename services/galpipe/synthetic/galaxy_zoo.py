@@ -138,9 +138,11 @@ __all__ = [
     "DEFAULT_VOLUNTEERS",
     "DISK",
     "KINDS",
+    "SAMPLE_CHUNK",
     "SMOOTH",
     "STAR",
     "GalaxyZooInputError",
+    "GalaxyZooSample",
     "Morphologies",
     "MorphologyConfig",
     "MorphologyConfigError",
@@ -148,6 +150,7 @@ __all__ = [
     "draw_morphologies",
     "draw_votes",
     "render_morphologies",
+    "sample_galaxy_zoo",
     "vote_noise_floor",
 ]
 
@@ -820,3 +823,117 @@ def render_morphologies(
             )
             stamps[i, b] = noisy
     return stamps
+
+
+#: Galaxies drawn, voted on and rendered from one child seed: the unit of parallel work, so
+#: that a sample does not depend on how many processes made it.
+SAMPLE_CHUNK = 512
+
+
+@dataclass(frozen=True)
+class GalaxyZooSample:
+    """A synthetic Galaxy Zoo: galaxies, their true and voted fractions, and their stamps.
+
+    Attributes
+    ----------
+    ids : numpy.ndarray
+        ``(N,)`` int64 galaxy ids, 1..N.
+    morphologies : Morphologies
+        The drawn parameters (S/N in ``morphologies.snr``).
+    true_fractions : numpy.ndarray
+        ``(N, 37)`` float64 fractions of the answer shares (what infinitely many volunteers
+        would give).
+    vote_fractions : numpy.ndarray
+        ``(N, 37)`` float64 fractions counted from ``n_volunteers`` volunteers: the labels.
+    stamps : numpy.ndarray
+        ``(N, 4, S, S)`` float32 griz stamps, nanomaggies per pixel.
+    n_volunteers : int
+        Volunteers per galaxy.
+    """
+
+    ids: npt.NDArray[np.int64]
+    morphologies: Morphologies
+    true_fractions: npt.NDArray[np.float64]
+    vote_fractions: npt.NDArray[np.float64]
+    stamps: npt.NDArray[np.float32]
+    n_volunteers: int
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _sample_chunk(
+    args: tuple[int, MorphologyConfig, np.random.SeedSequence, int, int],
+) -> tuple[Morphologies, npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float32]]:
+    n, config, seed, n_volunteers, size = args
+    rng = np.random.default_rng(seed)
+    morphologies = draw_morphologies(n, config, rng)
+    true = gz2.fractions_from_shares(answer_shares(morphologies))
+    votes = draw_votes(true, n_volunteers, rng)
+    return morphologies, true, votes, render_morphologies(morphologies, size, rng)
+
+
+def sample_galaxy_zoo(
+    n: int,
+    config: MorphologyConfig | None = None,
+    *,
+    seed: int = 0,
+    n_volunteers: int = DEFAULT_VOLUNTEERS,
+    size: int = CUTOUT_SIZE_PX,
+    processes: int = 1,
+) -> GalaxyZooSample:
+    """Draw, vote on and render ``n`` galaxies: a labelled training or test set.
+
+    Work is split in chunks of :data:`SAMPLE_CHUNK` galaxies, each from its own child of
+    ``seed`` (``numpy.random.SeedSequence.spawn``), so the sample is the same whatever
+    ``processes`` is.
+
+    Parameters
+    ----------
+    n : int
+        Galaxies, >= 1.
+    config : MorphologyConfig, optional
+        The distributions; the default follows the radon validation population.
+    seed : int
+        Root seed.
+    n_volunteers : int
+        Volunteers per galaxy.
+    size : int
+        Stamp side, pixels.
+    processes : int
+        Worker processes rendering chunks in parallel (1: in this process).
+
+    Raises
+    ------
+    GalaxyZooInputError
+        If ``n`` or ``processes`` is not a positive integer.
+    """
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise GalaxyZooInputError(f"n = {n!r}: the sample needs an integer >= 1 galaxies")
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise GalaxyZooInputError(f"processes = {processes!r}: must be an integer >= 1")
+    config = config or MorphologyConfig()
+    counts = [min(SAMPLE_CHUNK, n - start) for start in range(0, n, SAMPLE_CHUNK)]
+    seeds = np.random.SeedSequence(seed).spawn(len(counts))
+    jobs = [(c, config, s, n_volunteers, size) for c, s in zip(counts, seeds, strict=True)]
+    if processes == 1:
+        chunks = [_sample_chunk(job) for job in jobs]
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=processes) as pool:
+            chunks = list(pool.map(_sample_chunk, jobs))
+    morphologies = Morphologies(
+        **{
+            f.name: np.concatenate([getattr(c[0], f.name) for c in chunks])
+            for f in fields(Morphologies)
+        }
+    )
+    return GalaxyZooSample(
+        ids=np.arange(1, n + 1, dtype=np.int64),
+        morphologies=morphologies,
+        true_fractions=np.concatenate([c[1] for c in chunks]),
+        vote_fractions=np.concatenate([c[2] for c in chunks]),
+        stamps=np.concatenate([c[3] for c in chunks]),
+        n_volunteers=n_volunteers,
+    )

@@ -39,7 +39,7 @@ from typing import Any, Self
 import numpy as np
 from scipy import stats
 
-from galpipe.pipelines.radon import decode_cutout
+from galpipe.pipelines.stored_cutouts import decode_cutout
 from galpipe.science.core import RadonConfig, measure_batch
 from galpipe.science.features import axial_difference
 from galpipe.science.orientation import (

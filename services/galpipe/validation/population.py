@@ -4,9 +4,9 @@ Each galaxy is a :class:`~galpipe.synthetic.truth.TruthGalaxy` of the synthetic 
 (GalSim Sérsic profile convolved with a Moffat PSF, Poisson noise of the source, Gaussian sky
 noise), with its fluxes rescaled to a drawn signal-to-noise ratio. It is rendered by the sky's
 own FITS writer (:func:`~galpipe.synthetic.fitsfile.cutout_fits_bytes`: the bytes the cutout
-service would send, WCS included) and decoded by the radon pipeline's decoder
-(:func:`~galpipe.pipelines.radon.decode_cutout`), so the images and the pixel-to-sky Jacobians
-are exactly what production measures.
+service would send, WCS included) and decoded by the pipelines' decoder
+(:func:`~galpipe.pipelines.stored_cutouts.decode_cutout`), so the images and the pixel-to-sky
+Jacobians are exactly what production measures.
 
 Signal-to-noise (the definition every table uses)
 -------------------------------------------------
@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from galpipe.pipelines.radon import decode_cutout
+from galpipe.pipelines.stored_cutouts import decode_cutout
 from galpipe.survey.layout import BANDS, CUTOUT_SIZE_PX, PIXSCALE_ARCSEC
 from galpipe.synthetic.catalog import make_truths
 from galpipe.synthetic.fitsfile import cutout_fits_bytes

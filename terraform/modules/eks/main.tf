@@ -36,12 +36,18 @@ locals {
     },
     var.gpu_node_group == null ? {} : {
       gpu = merge(var.gpu_node_group, {
+        # Amazon Linux 2023 with the NVIDIA driver and container toolkit (x86_64: g and p types).
         ami_type = "AL2023_x86_64_NVIDIA"
-        labels   = { "galpipe.io/node-group" = "gpu" }
-        taints   = [{ key = "nvidia.com/gpu", value = "true", effect = "NO_SCHEDULE" }]
+        labels   = local.gpu_labels
+        taints   = [local.gpu_taint]
       })
     },
   )
+
+  # What a pod needs to land on a GPU node: the chart's pipelines.morphology.gpu defaults
+  # (nodeSelector galpipe.io/node-group=gpu, toleration nvidia.com/gpu=true:NoSchedule).
+  gpu_labels = { "galpipe.io/node-group" = "gpu" }
+  gpu_taint  = { key = "nvidia.com/gpu", value = "true", effect = "NO_SCHEDULE" }
 
   oidc_issuer = trimprefix(aws_eks_cluster.this.identity[0].oidc[0].issuer, "https://")
 }

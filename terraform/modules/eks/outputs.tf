@@ -43,6 +43,20 @@ output "node_group_names" {
   value       = { for key, group in aws_eks_node_group.this : key => group.node_group_name }
 }
 
+output "gpu_node_scheduling" {
+  description = "What a pod needs to run on the GPU node group, in Kubernetes' spelling (the chart's pipelines.morphology.gpu): its nodeSelector and its toleration; null without a GPU group."
+  value = var.gpu_node_group == null ? null : {
+    node_group_name = aws_eks_node_group.this["gpu"].node_group_name
+    node_selector   = local.gpu_labels
+    toleration = {
+      key      = local.gpu_taint.key
+      operator = "Equal"
+      value    = local.gpu_taint.value
+      effect   = "NoSchedule"
+    }
+  }
+}
+
 output "addons" {
   description = "Names of the installed EKS add-ons (empty where `enable_addons` is false)."
   value       = sort(keys(aws_eks_addon.this))

@@ -129,6 +129,16 @@ variable "gpu_node_group" {
     condition     = var.gpu_node_group == null || try(length(var.gpu_node_group.instance_types) > 0 && contains(["ON_DEMAND", "SPOT"], var.gpu_node_group.capacity_type) && var.gpu_node_group.min_size >= 0 && var.gpu_node_group.min_size <= var.gpu_node_group.desired_size && var.gpu_node_group.desired_size <= var.gpu_node_group.max_size, false)
     error_message = "The GPU node group needs instance types, capacity_type ON_DEMAND or SPOT, and 0 <= min_size <= desired_size <= max_size."
   }
+
+  validation {
+    condition     = var.gpu_node_group == null || try(alltrue([for type in var.gpu_node_group.instance_types : can(regex("^(g|p)[0-9][a-z0-9-]*\\.[a-z0-9]+$", type))]), false)
+    error_message = "GPU instance types belong to the NVIDIA g or p families (e.g. g5.xlarge): the NVIDIA AMI needs a GPU."
+  }
+
+  validation {
+    condition     = var.gpu_node_group == null || try(var.gpu_node_group.disk_size_gib >= 50 && var.gpu_node_group.disk_size_gib <= 1000, false)
+    error_message = "The GPU node group's disk_size_gib must be 50 to 1000: the NVIDIA AMI and a CUDA-capable image need at least 50 GiB."
+  }
 }
 
 variable "enable_addons" {

@@ -156,7 +156,7 @@ def test_overview_reports_queue_pause_breaker_and_bucket(queue: TaskQueue, add_g
     ids = add_galaxies(5)
     queue.enqueue("fetch", ids)
     claimed = queue.claim_batch("fetch", 2, 60, "w")
-    queue.complete(None, "fetch", "w", [claimed[0].source_id], downstream="radon")
+    queue.complete(None, "fetch", "w", [claimed[0].source_id])
     queue.pause("fetch", "survey maintenance")
     breaker = CircuitBreaker(queue.pool, "fetch")
     breaker.record_failure("w", "HTTP 503")

@@ -46,6 +46,7 @@ _OLD_WORKER = textwrap.dedent(
         sys.exit(f"imported galpipe from {galpipe.__file__}, not from {tree}")
 
     class StandInFetch:
+        # downstream: read by a release before pipeline_routes; later ones ignore it.
         name, batch_size, downstream = "fetch", 4, "radon"
 
         def process(self, tasks):

@@ -27,6 +27,7 @@ from galpipe.db.measurements import MeasurementRecord, record_measurements
 from galpipe.db.migrate import migrate
 from galpipe.db.queue import READY_DEPTH_SQL, RetryPolicy, TaskQueue, ready_depth_query
 from galpipe.db.ratelimit import RateLimitPolicy, TokenBucket
+from galpipe.db.routes import add_route, remove_route, routes
 
 MIGRATOR, APP, SCALER = "galpipe_migrator", "galpipe_app", "galpipe_scaler"
 
@@ -44,6 +45,9 @@ EXPECTED = {
         "radon_measurements": {"SELECT", "INSERT", "UPDATE"},
         "galaxy_states": {"SELECT"},
         "audit_log": {"SELECT", "INSERT"},
+        "pipeline_routes": {"SELECT", "INSERT", "DELETE"},
+        "models": {"SELECT", "INSERT"},
+        "morphology_predictions": {"SELECT", "INSERT", "UPDATE"},
     },
     SCALER: {"tasks": {"SELECT"}, "pipeline_control": {"SELECT"}},
 }
@@ -144,7 +148,7 @@ def test_the_app_role_does_the_workers_monitors_and_controls_job(
     assert len(batch) == 6
     assert queue.extend_lease("fetch", "w1", 60.0) == 6
     with app_pool.connection() as conn, conn.transaction():
-        assert queue.complete(conn, "fetch", "w1", ids[:3], "radon") == ids[:3]
+        assert queue.complete(conn, "fetch", "w1", ids[:3]) == ids[:3]
         record_cutouts(
             conn,
             [
@@ -161,7 +165,7 @@ def test_the_app_role_does_the_workers_monitors_and_controls_job(
         assert set(cutouts_for(conn, ids[:3])) == set(ids[:3])
     radon = queue.claim_batch("radon", 3, 60.0, "w2")
     with app_pool.connection() as conn, conn.transaction():
-        queue.complete(conn, "radon", "w2", [t.source_id for t in radon], None)
+        queue.complete(conn, "radon", "w2", [t.source_id for t in radon])
         record_measurements(
             conn,
             [
@@ -199,6 +203,14 @@ def test_the_app_role_does_the_workers_monitors_and_controls_job(
         control.read_task_counts(conn)
         control.queue_overview(conn, ["fetch", "radon"])
         assert [r.action for r in query_audit(conn, user="ops")] == ["retry"]
+        # The operator's routes: add (its table lock and backfill), list, remove.
+        with conn.transaction():
+            assert add_route(conn, "fetch", "morphology") == 3
+            assert {(r.upstream, r.downstream) for r in routes(conn)} == {
+                ("fetch", "morphology"),
+                ("fetch", "radon"),
+            }
+            assert remove_route(conn, "fetch", "morphology")
 
 
 @pytest.mark.parametrize(

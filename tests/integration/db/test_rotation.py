@@ -106,7 +106,7 @@ def _worker(queue: TaskQueue, drill: Drill, stop: threading.Event) -> None:
 
     def commit(ids: list[int]) -> list[int]:
         with queue.pool.connection() as conn, conn.transaction():
-            return queue.complete(conn, "fetch", owner, ids, None)
+            return queue.complete(conn, "fetch", owner, ids)
 
     while not stop.is_set() and len(drill.done) < TASKS:
         try:
@@ -184,9 +184,10 @@ def test_a_password_rotation_under_load_fails_nothing_twice(
     assert len(drill.done) > done_before, "nothing was done after the rotation"
     assert sorted(drill.done) == list(range(1, TASKS + 1)), "a task was lost or done twice"
     with psycopg.connect(admin) as conn:
-        assert conn.execute("SELECT state::text, count(*) FROM tasks GROUP BY 1").fetchall() == [
-            ("done", TASKS)
-        ]
+        # Each fetch commit also queued its radon task (the route migration 0010 seeds).
+        assert conn.execute(
+            "SELECT pipeline, state::text, count(*) FROM tasks GROUP BY 1, 2 ORDER BY 1"
+        ).fetchall() == [("fetch", "done", TASKS), ("radon", "queued", TASKS)]
         # The sessions after the rotation authenticated with the new password: the old one is
         # refused now.
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):

@@ -31,6 +31,7 @@ from galpipe.db.control import requeue_for_version
 from galpipe.db.galaxies import insert_galaxies
 from galpipe.db.queue import TaskQueue
 from galpipe.db.ratelimit import RateLimitPolicy, TokenBucket
+from galpipe.db.routes import add_route, remove_route
 from galpipe.ops.check import CheckReport, default_lease_grace_s, run_check
 from galpipe.pipelines.fetch import FetchPipeline
 from galpipe.pipelines.radon import RadonPipeline
@@ -244,6 +245,45 @@ def test_a_radon_task_before_its_fetch_is_done(state: State) -> None:
     TaskQueue(state.pool).enqueue("radon", [PENDING_ID])
     report = state.check()
     assert report.kinds() == {"upstream_not_done", "counts_do_not_add_up"}
+    assert report.breaches[0].examples == (str(PENDING_ID),)
+
+
+def test_a_done_fetch_lacks_a_morphology_task_only_once_the_route_exists(state: State) -> None:
+    done = [
+        r[0]
+        for r in state.sql(
+            "SELECT source_id FROM tasks WHERE pipeline = 'fetch' "
+            "AND state = 'done' ORDER BY source_id"
+        )
+    ]
+    assert state.check().ok  # no route to morphology: no morphology task is owed
+    with state.pool.connection() as conn:
+        assert add_route(conn, "fetch", "morphology") == len(done)
+    report = state.check()
+    assert report.ok, [b.summary() for b in report.breaches]  # the backfill queued them
+    assert report.expected["morphology"] == (len(done), "done fetch")
+    state.sql("DELETE FROM tasks WHERE pipeline = 'morphology' AND source_id = %s", [done[0]])
+    report = state.check()
+    assert report.kinds() == {"missing_tasks", "counts_do_not_add_up"}
+    missing = report.breaches[0]
+    assert (missing.pipeline, missing.examples) == ("morphology", (str(done[0]),))
+    # Removed, the route owes nothing more, and the tasks it queued are no breach.
+    with state.pool.connection() as conn:
+        assert remove_route(conn, "fetch", "morphology")
+    assert state.check().ok
+
+
+def test_a_task_routed_from_two_pipelines_needs_a_done_task_in_either(state: State) -> None:
+    with state.pool.connection() as conn:
+        add_route(conn, "fetch", "morphology")
+        add_route(conn, "radon", "morphology")
+    report = state.check()
+    assert report.ok, [b.summary() for b in report.breaches]
+    assert report.expected["morphology"] == (len(state.measured), "done fetch or radon")
+    TaskQueue(state.pool).enqueue("morphology", [PENDING_ID])
+    report = state.check()
+    assert report.kinds() == {"upstream_not_done", "counts_do_not_add_up"}
+    assert report.breaches[0].pipeline == "morphology"
     assert report.breaches[0].examples == (str(PENDING_ID),)
 
 

@@ -79,7 +79,7 @@ def test_monitor_exports_the_database_state(
     ids = add_galaxies(10)
     queue.enqueue("fetch", ids)
     claimed = queue.claim_batch("fetch", 4, 60.0, "w1")
-    queue.complete(None, "fetch", "w1", [t.source_id for t in claimed[:3]], "radon")
+    queue.complete(None, "fetch", "w1", [t.source_id for t in claimed[:3]])
     # One fetch task back in the queue with a retry delay: queued, but not ready.
     queue.retry(None, "fetch", "w1", {claimed[3].source_id: "timeout"}, {claimed[3].source_id: 600})
     queue.pause("radon", "maintenance")

@@ -10,7 +10,8 @@ from psycopg_pool import ConnectionPool
 
 from galpipe.db.cutouts import CutoutRecord, record_cutouts
 from galpipe.db.queue import TaskQueue
-from galpipe.pipelines.radon import RadonPipeline, decode_cutout
+from galpipe.pipelines.radon import RadonPipeline
+from galpipe.pipelines.stored_cutouts import decode_cutout
 from galpipe.pipelines.worker import Worker
 from galpipe.science.core import RadonConfig
 from galpipe.science.features import axial_difference

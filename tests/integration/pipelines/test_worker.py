@@ -37,7 +37,6 @@ class RecordingPipeline:
     """Stores one row per done task, with no uniqueness, so a double would show."""
 
     name = "fetch"
-    downstream: str | None = "radon"
 
     def __init__(self, batch_size: int = 256, delay_s: float = 0.0, owner: str = "") -> None:
         self.batch_size = batch_size
@@ -253,7 +252,6 @@ class MixedPipeline:
     """Returns every kind of outcome, and forgets one task, to exercise the commit."""
 
     name = "fetch"
-    downstream = "radon"
     batch_size = 10
 
     def process(self, tasks: Sequence[Task]) -> Sequence[Outcome]:
@@ -301,7 +299,6 @@ def test_outcomes_are_committed_per_task(queue: TaskQueue, pool, add_galaxies) -
 
 class ExplodingPipeline:
     name = "fetch"
-    downstream = None
     batch_size = 5
 
     def process(self, tasks: Sequence[Task]) -> Sequence[Outcome]:
@@ -405,7 +402,6 @@ class PoliteServerPipeline:
     """A server that says 'come back in 1 s' for odd ids and a shutdown that releases even ids."""
 
     name = "fetch"
-    downstream = None
     batch_size = 4
 
     def process(self, tasks: Sequence[Task]) -> Sequence[Outcome]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from galpipe.db.routes import Route
 from galpipe.ops.check import (
     KINDS,
     Breach,
@@ -24,14 +25,20 @@ RUNBOOK = Path(__file__).resolve().parents[3] / "docs" / "runbook.md"
 KEY = "cutouts/ls-dr10/griz-40px-0.262as/4295806720.fits"
 
 
+AT = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+FETCH_TO_RADON = (Route("fetch", "radon", AT),)
+
+
 def report(*breaches: Breach, sample: int | None = 1000) -> CheckReport:
+    counts = {
+        "fetch": {"queued": 1, "running": 0, "done": 3, "failed": 0, "skipped": 1},
+        "radon": {"queued": 0, "running": 0, "done": 3, "failed": 0, "skipped": 0},
+    }
     return CheckReport(
-        taken_at=datetime(2025, 3, 1, 12, 0, tzinfo=UTC),
+        taken_at=AT,
         breaches=breaches,
-        counts={
-            "fetch": {"queued": 1, "running": 0, "done": 3, "failed": 0, "skipped": 1},
-            "radon": {"queued": 0, "running": 0, "done": 3, "failed": 0, "skipped": 0},
-        },
+        counts=counts,
+        expected=expected_task_counts(counts, 5, FETCH_TO_RADON),
         galaxies=5,
         objects_verified=3,
         sample=sample,
@@ -98,15 +105,31 @@ def test_the_tables_show_each_breach_and_the_counts_against_what_they_should_be(
 
 def test_every_pipeline_has_an_expected_task_count() -> None:
     counts = {"fetch": {"done": 7}, "radon": {"done": 2}, "bogus": {"queued": 1}}
-    assert expected_task_counts(counts, galaxies=9) == {
+    assert expected_task_counts(counts, 9, FETCH_TO_RADON) == {
         "fetch": (9, "galaxies"),
         "radon": (7, "done fetch"),
         "bogus": (0, "no such pipeline"),
     }
-    assert expected_task_counts({}, galaxies=0) == {
+    assert expected_task_counts({}, 0, FETCH_TO_RADON) == {
         "fetch": (0, "galaxies"),
         "radon": (0, "done fetch"),
     }
+
+
+def test_expected_task_counts_follow_the_routes() -> None:
+    counts = {"fetch": {"done": 7}, "radon": {"done": 4}, "morphology": {"queued": 3}}
+    both = (*FETCH_TO_RADON, Route("fetch", "morphology", AT))
+    assert expected_task_counts(counts, 9, both)["morphology"] == (7, "done fetch")
+    # Routed from two: the galaxies done in either, counted by the caller in the snapshot.
+    two = (*both, Route("radon", "morphology", AT))
+    assert expected_task_counts(counts, 9, two, {"morphology": 8})["morphology"] == (
+        8,
+        "done fetch or radon",
+    )
+    # A known pipeline whose route was removed keeps its tasks: no number is expected of it.
+    assert "morphology" not in expected_task_counts(counts, 9, FETCH_TO_RADON)
+    # Without any route, radon is expected only to exist as a known pipeline.
+    assert expected_task_counts(counts, 9, ()) == {"fetch": (9, "galaxies")}
 
 
 @pytest.mark.parametrize(
@@ -130,3 +153,20 @@ def test_the_runbook_explains_every_kind() -> None:
     section = runbook[runbook.index("## galpipe check") :]
     missing = [kind for kind in KINDS if f"`{kind}`" not in section]
     assert not missing, f"docs/runbook.md's galpipe check section lacks {missing}"
+
+
+def test_a_pipeline_whose_route_was_removed_is_shown_unjudged() -> None:
+    counts = {"fetch": {"done": 3}, "morphology": {"queued": 2}}
+    kept = CheckReport(
+        taken_at=AT,
+        breaches=(),
+        counts=counts,
+        expected=expected_task_counts(counts, 3, ()),
+        galaxies=3,
+        objects_verified=0,
+        sample=None,
+        lease_grace_s=20.0,
+        attempts_limit=4,
+    )
+    row = next(line for line in rendered(kept).splitlines() if "morphology" in line)
+    assert "- (no route)" in row

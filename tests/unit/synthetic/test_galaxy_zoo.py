@@ -14,6 +14,7 @@ from galpipe.survey.layout import BANDS, PIXSCALE_ARCSEC
 
 galsim = pytest.importorskip("galsim")
 
+from galpipe.synthetic import galaxy_zoo  # noqa: E402
 from galpipe.synthetic.galaxy_zoo import (  # noqa: E402 -- after the galsim skip
     DEFAULT_VOLUNTEERS,
     DISK,
@@ -459,3 +460,28 @@ def test_zero_arm_strength_renders_the_plain_exponential_disk() -> None:
     expected = galsim.Convolve(profile, psf).drawImage(nx=40, ny=40, scale=PIXSCALE_ARCSEC)
     expected_r = expected.array * plain.flux[0, 1]
     assert np.allclose(stamps[0], expected_r, rtol=0.0, atol=1e-4 * expected_r.max())
+
+
+def test_sample_is_the_same_whatever_the_process_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(galaxy_zoo, "SAMPLE_CHUNK", 8)
+    one = galaxy_zoo.sample_galaxy_zoo(20, seed=5, size=16)
+    two = galaxy_zoo.sample_galaxy_zoo(20, seed=5, size=16, processes=2)
+    other = galaxy_zoo.sample_galaxy_zoo(20, seed=6, size=16)
+    assert one.stamps.shape == (20, 4, 16, 16)
+    assert one.ids.tolist() == list(range(1, 21))
+    for name in ("stamps", "true_fractions", "vote_fractions"):
+        np.testing.assert_array_equal(getattr(one, name), getattr(two, name))
+    np.testing.assert_array_equal(one.morphologies.snr, two.morphologies.snr)
+    assert not np.array_equal(one.stamps, other.stamps)
+    # Chunks draw from different child seeds: no chunk repeats another's galaxies.
+    assert len(np.unique(one.morphologies.snr)) == 20
+    gz2.check_fractions(one.vote_fractions, atol=1e-12)
+    # Labels are whole-volunteer counts of the true fractions.
+    counts = one.vote_fractions * one.n_volunteers
+    np.testing.assert_allclose(counts, np.round(counts), atol=1e-9)
+
+
+@pytest.mark.parametrize(("n", "processes"), [(0, 1), (3, 0), (2.5, 1)])
+def test_sample_rejects_bad_counts(n: object, processes: object) -> None:
+    with pytest.raises(galaxy_zoo.GalaxyZooInputError, match=r"integer"):
+        galaxy_zoo.sample_galaxy_zoo(n, processes=processes)  # type: ignore[arg-type]

@@ -1,0 +1,133 @@
+"""Trained networks as artefacts: ONNX bytes in the object store, addressed by their SHA-256.
+
+:func:`publish_model` stores the bytes under ``models/<pipeline>/<sha256>.onnx`` and registers
+the row (:mod:`galpipe.db.models`) whose ``model_version`` is that SHA-256;
+:func:`load_model_bytes` reads them back for a worker and refuses bytes that do not hash to the
+version asked for, whether the object was overwritten, truncated or corrupted in transit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from galpipe.db.models import ModelRecord, get_model, register_model
+from galpipe.errors import ConfigurationError, StorageError
+from galpipe.storage import ChecksumMismatch, ObjectNotFound, ObjectStore, sha256_hex
+
+__all__ = [
+    "ModelArtefactError",
+    "ModelNotRegistered",
+    "ModelSpec",
+    "load_model_bytes",
+    "model_object_key",
+    "publish_model",
+]
+
+
+class ModelNotRegistered(ConfigurationError, LookupError):  # noqa: N818
+    """The configured model version is not in the ``models`` table."""
+
+
+class ModelArtefactError(StorageError):
+    """A registered model's bytes are missing, or do not hash to its version."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model is, besides its bytes: the columns of ``models`` a trainer knows.
+
+    Attributes
+    ----------
+    pipeline
+        The pipeline that runs it (``morphology``).
+    architecture
+        The network's name.
+    input_mode, input_size, input_channels
+        The rendering of a cutout into the network's input, its side (pixels) and channels.
+    training_data_sha256
+        SHA-256 of the training set.
+    metrics
+        Held-out metrics (JSON-serialisable).
+    """
+
+    pipeline: str
+    architecture: str
+    input_mode: str
+    input_size: int
+    input_channels: int
+    training_data_sha256: str
+    metrics: Mapping[str, Any]
+
+
+def model_object_key(pipeline: str, model_version: str) -> str:
+    """The object-store key of a model's ONNX bytes."""
+    return f"models/{pipeline}/{model_version}.onnx"
+
+
+def publish_model(
+    conn: psycopg.Connection, store: ObjectStore, onnx_bytes: bytes, spec: ModelSpec
+) -> ModelRecord:
+    """Store ``onnx_bytes`` and register them; the same bytes again change nothing.
+
+    The object is written before the row, so a registered version always has its bytes (a
+    crash in between leaves an unregistered object, which the next publication overwrites
+    with the same bytes).
+
+    Returns
+    -------
+    ModelRecord
+        The registered row (the first registration's, if these bytes were published before).
+    """
+    version = sha256_hex(onnx_bytes)
+    key = model_object_key(spec.pipeline, version)
+    stored = store.put(key, onnx_bytes)
+    record = ModelRecord(
+        model_version=version,
+        pipeline=spec.pipeline,
+        architecture=spec.architecture,
+        input_mode=spec.input_mode,
+        input_size=spec.input_size,
+        input_channels=spec.input_channels,
+        training_data_sha256=spec.training_data_sha256,
+        object_key=key,
+        nbytes=stored.nbytes,
+        metrics=dict(spec.metrics),
+    )
+    register_model(conn, record)
+    registered = get_model(conn, version)
+    if registered is None:  # inserted or found above, in this transaction: cannot happen
+        raise ModelArtefactError(f"model {version}: registered but not found")
+    return registered
+
+
+def load_model_bytes(
+    conn: psycopg.Connection, store: ObjectStore, model_version: str
+) -> tuple[ModelRecord, bytes]:
+    """The registered row of ``model_version`` and its bytes, verified against the version.
+
+    Raises
+    ------
+    ModelNotRegistered
+        If no model of that version is registered.
+    ModelArtefactError
+        If its object is missing or its bytes do not hash to ``model_version``.
+    """
+    record = get_model(conn, model_version)
+    if record is None:
+        raise ModelNotRegistered(
+            f"model {model_version} is not registered (`galpipe morphology models` lists the "
+            "registered ones; `galpipe morphology train` registers one)"
+        )
+    try:
+        data = store.get(record.object_key, record.model_version)
+    except ObjectNotFound as exc:
+        raise ModelArtefactError(f"model {model_version}: its bytes are missing: {exc}") from None
+    except ChecksumMismatch as exc:
+        raise ModelArtefactError(
+            f"model {model_version}: refusing bytes that do not hash to the version: {exc}"
+        ) from None
+    return record, data

@@ -1,0 +1,119 @@
+"""Stored cutouts, read back: the object a fetch wrote, checked and decoded for a science stage.
+
+Every pipeline that works on fetched cutouts (radon, morphology) reads them the same way: the
+``cutouts`` row names the object and its SHA-256, the store returns the bytes only if they hash
+to it, and the FITS is parsed by the same parser the fetch pipeline used, into the ``(4, S, S)``
+griz cube (a band the cutout lacks is an all-zero plane) and the pixel-to-sky Jacobian at the
+stamp centre. :func:`load_stored_cutout` turns each way this can go wrong into the task's
+outcome: a missing or corrupt object fails, a store outage retries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.io import fits
+
+from galpipe.db.cutouts import CutoutRecord
+from galpipe.errors import InputError
+from galpipe.pipelines.base import Fail, Outcome, Retry
+from galpipe.science.orientation import OrientationError, sky_jacobian
+from galpipe.storage import ChecksumMismatch, ObjectNotFound, ObjectStore, ObjectStoreError
+from galpipe.survey.cutout import CutoutFormatError, parse_cutout
+from galpipe.survey.layout import BANDS
+
+__all__ = ["CutoutDecodeError", "DecodedCutout", "decode_cutout", "load_stored_cutout"]
+
+
+class CutoutDecodeError(InputError, ValueError):
+    """The stored bytes are not a cutout the core can measure; the message says why."""
+
+
+@dataclass(frozen=True)
+class DecodedCutout:
+    """A cube ready for the core, and the Jacobian that maps its pixels to the sky."""
+
+    data: np.ndarray  # float32 (4, S, S), bands g, r, i, z
+    jacobian: np.ndarray  # (2, 2) pixel -> (east, north), degrees per pixel
+
+
+def decode_cutout(raw: bytes, size: int, bands: str = BANDS) -> DecodedCutout:
+    """Decode stored FITS bytes into the core's ``(4, S, S)`` layout (bands g, r, i, z).
+
+    The bytes are checked by the same parser the fetch pipeline used
+    (:func:`galpipe.survey.cutout.parse_cutout`). A band the cutout does not carry is an all-zero
+    plane (the core flags it blank).
+
+    Raises
+    ------
+    CutoutDecodeError
+        If the bytes are not a cutout of that layout, or the WCS is unusable.
+    """
+    try:
+        cutout = parse_cutout(raw, bands=bands, size=size)
+    except CutoutFormatError as exc:
+        raise CutoutDecodeError(f"{exc.problem}: {exc}") from None
+    data = np.zeros((len(BANDS), size, size), dtype=np.float32)
+    for i, band in enumerate(bands):
+        if band in BANDS:
+            data[BANDS.index(band)] = cutout.data[i]
+    try:
+        jacobian = _reference_jacobian(cutout.header)
+    except OrientationError as exc:
+        raise CutoutDecodeError(f"unusable WCS: {exc}") from None
+    return DecodedCutout(data, jacobian)
+
+
+def _reference_jacobian(header: fits.Header) -> np.ndarray:
+    """Pixel → (east, north) Jacobian at the stamp centre (the reference pixel).
+
+    For a plain TAN header (every cutout of the service and the synthetic sky) that is the CD
+    matrix itself, read from the cards; anything else (distortions, CDELT/PC, other
+    projections) goes through astropy's WCS in :func:`sky_jacobian`.
+    """
+    cards = ("CD1_1", "CD1_2", "CD2_1", "CD2_2")
+    plain_tan = (
+        header.get("CTYPE1") == "RA---TAN"
+        and header.get("CTYPE2") == "DEC--TAN"
+        and all(c in header for c in cards)
+        and "A_ORDER" not in header
+        and not any(k.startswith(("PV1_", "PV2_")) for k in header)
+    )
+    if not plain_tan:
+        return sky_jacobian(header)
+    try:
+        jacobian = np.array(
+            [[header["CD1_1"], header["CD1_2"]], [header["CD2_1"], header["CD2_2"]]], dtype=float
+        )
+    except (TypeError, ValueError) as exc:
+        raise OrientationError(f"CD cards are not numbers: {exc}") from None
+    if not (np.isfinite(jacobian).all() and np.linalg.det(jacobian) != 0):
+        raise OrientationError(f"CD matrix {jacobian.tolist()} is singular or not finite")
+    return jacobian
+
+
+def load_stored_cutout(
+    store: ObjectStore, source_id: int, record: CutoutRecord | None
+) -> DecodedCutout | Outcome:
+    """Read galaxy ``source_id``'s stored cutout, checked against its recorded SHA-256.
+
+    Returns
+    -------
+    DecodedCutout or Outcome
+        The decoded cube, or the task's outcome: ``Fail`` if the galaxy has no cutouts row, or
+        its object is missing, corrupt or not a cutout of the recorded layout; ``Retry`` if the
+        store could not be reached.
+    """
+    if record is None:
+        return Fail(source_id, "no cutouts row: the galaxy was never fetched")
+    try:
+        raw = store.get(record.object_key, record.sha256)
+    except (ObjectNotFound, ChecksumMismatch) as exc:
+        return Fail(source_id, f"stored cutout unusable: {exc}")
+    except ObjectStoreError as exc:
+        return Retry(source_id, f"object store: {exc}")
+    try:
+        return decode_cutout(raw, record.size, record.bands)
+    except CutoutDecodeError as exc:
+        return Fail(source_id, f"{record.object_key}: {exc}")
