@@ -26,6 +26,7 @@ COMMANDS = {
     "migrate", "pause", "resume", "routes", "status", "monitor", "check",  # ops
     "ingest", "export",  # catalog
     "fetch", "radon",  # pipelines
+    "morphology",  # morphology
     "sky",  # synthetic
     "validate",  # validation
     "demo",  # demo

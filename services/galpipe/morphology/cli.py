@@ -101,6 +101,13 @@ def _database_errors() -> contextlib.AbstractContextManager[None]:
     return reraise_as(ServiceError, psycopg.Error, context="database error")
 
 
+def _input_mode(args: argparse.Namespace) -> str:
+    """The input mode of the images the arguments name, known before any is read."""
+    # The Kaggle set is SDSS gri JPEGs: a rendering of their own, which the worker cannot
+    # reproduce from survey cutouts; recorded as such so the worker refuses such a model.
+    return "kaggle_jpeg" if args.kaggle is not None else str(args.input_mode)
+
+
 def _load_data(args: argparse.Namespace, settings: Settings) -> tuple[LabelledImages, str]:
     """The labelled set the arguments name, and the input mode of its images."""
     if args.synthetic is not None:
@@ -110,14 +117,12 @@ def _load_data(args: argparse.Namespace, settings: Settings) -> tuple[LabelledIm
             synthetic_set(
                 args.synthetic, seed=args.seed, mode=args.input_mode, processes=args.processes
             ).data,
-            args.input_mode,
+            _input_mode(args),
         )
     if args.kaggle is not None:
         from galpipe.catalog.morphology_data import read_kaggle_layout
 
-        # SDSS gri JPEGs: a rendering of their own, which the worker cannot reproduce from
-        # survey cutouts; recorded as such so the worker refuses such a model.
-        return read_kaggle_layout(args.kaggle, limit=args.limit), "kaggle_jpeg"
+        return read_kaggle_layout(args.kaggle, limit=args.limit), _input_mode(args)
     from galpipe.morphology.datasets import fetched_cutouts_with_labels
     from galpipe.runtime.database import pool_from_settings
     from galpipe.storage import object_store_from_settings
@@ -133,7 +138,7 @@ def _load_data(args: argparse.Namespace, settings: Settings) -> tuple[LabelledIm
         )
     if len(data.unmatched):
         print(f"{len(data.unmatched)} fetched galaxies have no label and are left out")
-    return data, args.input_mode
+    return data, _input_mode(args)
 
 
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
@@ -229,29 +234,18 @@ def _publish(settings: Settings, onnx_bytes: bytes, spec: Any) -> None:
 
 
 def _cmd_publish(args: argparse.Namespace, settings: Settings) -> None:
-    from galpipe.pipelines.model_artefacts import ModelSpec
+    from galpipe.pipelines.model_artefacts import model_spec_from_report
     from galpipe.storage import sha256_hex
 
     try:
         onnx_bytes = args.onnx.read_bytes()
         report = json.loads(args.report.read_text())
-        model = report["model"]
-        spec = ModelSpec(
-            pipeline=model["pipeline"],
-            architecture=model["architecture"],
-            input_mode=model["input_mode"],
-            input_size=int(model["input_size"]),
-            input_channels=int(model["input_channels"]),
-            training_data_sha256=model["training_data_sha256"],
-            metrics=model["metrics"],
-        )
     except OSError as exc:
         raise InputError(f"cannot read the model or its report: {exc}") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InputError(
-            f"{args.report}: not a report of `galpipe morphology train` ({exc!r} missing or "
-            "malformed under 'model')"
-        ) from None
+    except ValueError as exc:
+        raise InputError(f"{args.report}: not JSON: {exc}") from None
+    spec = model_spec_from_report(report, source=str(args.report))
+    model = report["model"]
     if model.get("model_version") not in (None, sha256_hex(onnx_bytes)):
         raise InputError(
             f"{args.onnx} does not hash to the model_version {model['model_version']} of "
@@ -267,7 +261,8 @@ def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> None:
     from galpipe.learning.inference import MorphologyModel
     from galpipe.morphology.workflow import evaluate_model, write_report
 
-    data, mode = _load_data(args, settings)
+    # The model first: a mismatch is refused before a possibly long read of the images.
+    mode = _input_mode(args)
     candidate = Path(args.model)
     if candidate.is_file():
         onnx_bytes, recorded_mode = candidate.read_bytes(), None
@@ -285,6 +280,7 @@ def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> None:
             f"model {args.model} takes {recorded_mode} images; these are {mode} "
             f"(pass --input-mode {recorded_mode})"
         )
+    data, _ = _load_data(args, settings)
     evaluation = evaluate_model(MorphologyModel.from_bytes(onnx_bytes), data)
     write_report(args.out, evaluation, extra={"model": args.model, "data_source": data.source})
     print(

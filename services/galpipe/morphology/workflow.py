@@ -74,6 +74,8 @@ class TrainedModel:
         Largest |ONNX - PyTorch| fraction on the checked test images.
     extra : dict
         Further report entries (split sizes, parameters, best epoch).
+    network : torch.nn.Module or None
+        The trained PyTorch network (best epoch, eval mode, on the CPU).
     """
 
     @property
@@ -92,6 +94,7 @@ class TrainedModel:
     history: list[dict[str, Any]]
     onnx_max_abs_diff: float
     extra: dict[str, Any] = field(default_factory=dict)
+    network: Any = None
 
 
 def train_model(
@@ -130,9 +133,10 @@ def train_model(
     Raises
     ------
     InputError
-        If a split is empty or the data do not fit the network.
+        If the data do not fit the network.
     CommandError
-        If the ONNX export disagrees with PyTorch beyond :data:`ONNX_TOLERANCE`.
+        If a split is empty (too few galaxies; the message names the split), or the ONNX
+        export disagrees with PyTorch beyond :data:`ONNX_TOLERANCE`.
     ConfigurationError
         If PyTorch (the ``train`` extra) is not installed.
     """
@@ -203,6 +207,7 @@ def train_model(
         history=history,
         onnx_max_abs_diff=diff,
         extra=extra,
+        network=result.model,
     )
 
 

@@ -1,0 +1,233 @@
+"""Benchmark of the morphology network on a synthetic Galaxy Zoo, against its vote-noise floor.
+
+``python bench/morphology.py`` (a GPU machine: ``--n 60000``; here ``--quick``):
+
+1. draws ``--n`` galaxies of the synthetic Galaxy Zoo (``sample_galaxy_zoo``: brightness, size
+   and S/N of the radon validation population, S/N log-uniform on 5-200, 40 volunteers each),
+   rendered in ``--processes`` processes;
+2. for each ``--modes`` rendering of the cutouts into the network's input, trains
+   ``--architecture`` with the paper's schedule (``galpipe.morphology.workflow.train_model``:
+   split 80/10/10 by id, Adam 1.5e-4, x0.8 on a 4-epoch plateau, early stop after 10,
+   rotations and flips, mixed precision on CUDA) up to ``--epochs`` epochs;
+3. scores the test split through ONNX Runtime against the volunteers' votes, overall and by
+   S/N bin, beside the anchor of this run: the vote-noise floor, the RMSE that the true
+   fractions themselves score against the votes (no model can do better on average);
+4. times inference on 2 CPU threads (ONNX Runtime, the worker's runtime) and on the GPU
+   (PyTorch, fp32 and bf16 autocast), and training images per second.
+
+Prints the ratios to the floor, then ``RESULT {json}`` with the keys ``rmse``, ``rmse_floor``,
+``rmse_snr30``, ``rmse_floor_snr30``, ``six_class_accuracy``, ``cpu_per_s``, ``gpu_per_s``,
+``train_images_per_s`` (of the first mode), and every mode's figures under ``modes``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import time
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from galpipe.learning.dataset import LabelledImages
+from galpipe.learning.inference import MorphologyModel
+from galpipe.science import gz2
+from galpipe.science.morphology_input import network_input
+from galpipe.synthetic.galaxy_zoo import sample_galaxy_zoo, vote_noise_floor
+
+#: S/N bin edges of the report (r-band half-light S/N of the population, 5-200).
+SNR_EDGES = (5.0, 10.0, 20.0, 30.0, 50.0, 100.0, 200.0)
+#: The goal: RMSE within this factor of the vote-noise floor for S/N > 30 (docs/morphology.md).
+GOAL_RATIO_SNR30 = 1.15
+
+
+def _rmse(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> float:
+    return float(np.sqrt(np.mean((a - b) ** 2)))
+
+
+def _per_s(predict: Any, images: npt.NDArray[np.float32], min_seconds: float = 2.0) -> float:
+    predict(images[:256])  # warm-up
+    done, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < min_seconds or done == 0:
+        predict(images)
+        done += len(images)
+    return done / elapsed
+
+
+def _gpu_per_s(network: Any, images: npt.NDArray[np.float32]) -> dict[str, float]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    model = network.to("cuda").eval()
+    batch = torch.from_numpy(images[:4096]).to("cuda")
+    out: dict[str, float] = {}
+    for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+
+        def run(_: object, dtype: Any = dtype) -> None:
+            with torch.no_grad(), torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
+                for start in range(0, len(batch), 1024):
+                    model(batch[start : start + 1024])
+            torch.cuda.synchronize()
+
+        out[name] = _per_s(run, images[:4096], min_seconds=2.0)
+    # The copy from host memory, as a worker would do it, with the inference in fp32.
+    pinned = torch.from_numpy(images[:4096]).pin_memory()
+
+    def with_copy(_: object) -> None:
+        with torch.no_grad():
+            for start in range(0, len(pinned), 1024):
+                model(pinned[start : start + 1024].to("cuda", non_blocking=True))
+        torch.cuda.synchronize()
+
+    out["fp32_with_copy"] = _per_s(with_copy, images[:4096], min_seconds=2.0)
+    network.cpu()
+    return out
+
+
+def _bins(
+    snr: npt.NDArray[np.float64],
+    predicted: npt.NDArray[np.float64],
+    votes: npt.NDArray[np.float64],
+    true: npt.NDArray[np.float64],
+    n_volunteers: int,
+) -> list[dict[str, float]]:
+    rows = []
+    for low, high in itertools.pairwise(SNR_EDGES):
+        m = (snr >= low) & (snr < high)
+        if m.sum() < 20:
+            continue
+        floor = vote_noise_floor(true[m], n_volunteers)
+        rmse = _rmse(predicted[m], votes[m])
+        rows.append(
+            {
+                "snr_low": low,
+                "snr_high": high,
+                "n": int(m.sum()),
+                "rmse": rmse,
+                "rmse_floor": floor,
+                "ratio": rmse / floor,
+                "rmse_vs_truth": _rmse(predicted[m], true[m]),
+            }
+        )
+    return rows
+
+
+def _run_mode(mode: str, sample: Any, args: argparse.Namespace) -> dict[str, Any]:
+    from galpipe.learning.training import TrainingConfig
+    from galpipe.morphology.workflow import train_model
+
+    data = LabelledImages(
+        ids=sample.ids,
+        images=network_input(sample.stamps, mode),
+        fractions=sample.vote_fractions,
+        source=f"synthetic Galaxy Zoo n={len(sample)}",
+    )
+    config = TrainingConfig(
+        max_epochs=args.epochs, batch_size=args.batch_size, device=args.device, seed=args.seed
+    )
+    started = time.perf_counter()
+
+    def progress(r: Any) -> None:
+        print(
+            f"  [{mode}] epoch {r.epoch:3d} train {r.train_rmse:.4f} val {r.val_rmse:.4f} "
+            f"lr {r.learning_rate:.1e} {r.images_per_second:,.0f} img/s",
+            flush=True,
+        )
+
+    trained = train_model(
+        data, architecture=args.architecture, input_mode=mode, config=config, on_epoch=progress
+    )
+    train_s = time.perf_counter() - started
+    test = trained.test_index
+    images = data.images[test]
+    cpu_model = MorphologyModel.from_bytes(trained.onnx_bytes, device="cpu", intra_op_threads=2)
+    predicted = cpu_model.predict(images)
+    votes, true = sample.vote_fractions[test], sample.true_fractions[test]
+    snr = sample.morphologies.snr[test]
+    hi = snr > 30.0
+    floor, floor30 = vote_noise_floor(true), vote_noise_floor(true[hi])
+    mean_prediction = np.broadcast_to(
+        data.fractions[np.setdiff1d(sample.ids - 1, test)].mean(0), votes.shape
+    )
+    true_codes, _ = gz2.six_class(true)
+    vote_codes, _ = gz2.six_class(votes)
+    pred_codes, _ = gz2.six_class(predicted)
+    return {
+        "mode": mode,
+        "architecture": args.architecture,
+        "n_test": len(test),
+        "epochs_run": len(trained.history),
+        "best_epoch": trained.extra["best_epoch"],
+        "train_seconds": train_s,
+        "rmse": _rmse(predicted, votes),
+        "rmse_floor": floor,
+        "rmse_snr30": _rmse(predicted[hi], votes[hi]),
+        "rmse_floor_snr30": floor30,
+        "rmse_vs_truth": _rmse(predicted, true),
+        "rmse_mean_prediction": _rmse(mean_prediction, votes),
+        "six_class_accuracy": float(np.mean(pred_codes == vote_codes)),
+        "six_class_accuracy_vs_true": float(np.mean(pred_codes == true_codes)),
+        "six_class_ceiling": float(np.mean(true_codes == vote_codes)),
+        "by_snr": _bins(snr, predicted, votes, true, sample.n_volunteers),
+        "cpu_per_s": _per_s(cpu_model.predict, images[:2048]),
+        "gpu_per_s": _gpu_per_s(trained.network, images),
+        "train_images_per_s": trained.extra["train_images_per_s"],
+        "onnx_max_abs_diff": trained.onnx_max_abs_diff,
+        "onnx_bytes": len(trained.onnx_bytes),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=60000, help="galaxies (80/10/10 split)")
+    parser.add_argument("--architecture", default="efficientnet_b0")
+    parser.add_argument("--modes", default="asinh_bands", help="comma-separated input modes")
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--quick", action="store_true", help="a CPU smoke run: small CNN, 3000")
+    parser.add_argument("--save-onnx", default=None, help="write the first mode's model here")
+    args = parser.parse_args()
+    if args.quick:
+        args.n, args.architecture, args.epochs = min(args.n, 3000), "small_cnn", min(args.epochs, 3)
+    started = time.perf_counter()
+    sample = sample_galaxy_zoo(args.n, seed=args.seed, processes=args.processes)
+    print(f"rendered {args.n} galaxies in {time.perf_counter() - started:.1f} s", flush=True)
+    modes = [_run_mode(mode, sample, args) for mode in args.modes.split(",")]
+    for m in modes:
+        print(
+            f"{m['mode']:<12} {m['architecture']}: RMSE {m['rmse']:.4f} = "
+            f"{m['rmse'] / m['rmse_floor']:.3f} x floor {m['rmse_floor']:.4f}; S/N>30 "
+            f"{m['rmse_snr30']:.4f} = {m['rmse_snr30'] / m['rmse_floor_snr30']:.3f} x floor "
+            f"(goal <= {GOAL_RATIO_SNR30}); mean prediction {m['rmse_mean_prediction']:.4f}; "
+            f"six-class {m['six_class_accuracy']:.3f} (ceiling {m['six_class_ceiling']:.3f})"
+        )
+        for b in m["by_snr"]:
+            print(
+                f"    S/N {b['snr_low']:>5.0f}-{b['snr_high']:<5.0f} n {b['n']:5d} "
+                f"RMSE {b['rmse']:.4f} floor {b['rmse_floor']:.4f} ratio {b['ratio']:.3f}"
+            )
+    first = modes[0]
+    gpu = first["gpu_per_s"].get("fp32_with_copy")
+    result = {
+        **{k: first[k] for k in ("rmse", "rmse_floor", "rmse_snr30", "rmse_floor_snr30")},
+        "six_class_accuracy": first["six_class_accuracy"],
+        "cpu_per_s": first["cpu_per_s"],
+        "gpu_per_s": gpu,
+        "train_images_per_s": first["train_images_per_s"],
+        "ratio_snr30_vs_floor": first["rmse_snr30"] / first["rmse_floor_snr30"],
+        "ratio_vs_floor": first["rmse"] / first["rmse_floor"],
+        "n": args.n,
+        "modes": modes,
+    }
+    print("RESULT " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
