@@ -3,6 +3,8 @@
 The demo may run against a shared database (``--database-url``), so the query here is
 restricted to the source ids of the demo's catalogue rather than reading whole tables (as are
 its task counts, :func:`galpipe.db.queue.task_counts` with ``source_ids``).
+:func:`demo_results` reads the fetch and radon results, :func:`demo_morphology_results` the
+morphology ones when the demo ran that pipeline.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
+
+from galpipe.db.morphology import FRACTION_COLUMNS
 
 _RESULTS_SQL = """
 SELECT g.source_id, g.ra, g.dec,
@@ -66,4 +71,52 @@ def demo_results(
     """
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(_RESULTS_SQL, {"ids": list(source_ids), "version": algo_version})
+        return list(cur.fetchall())
+
+
+#: Columns of :func:`demo_morphology_results` rows, in order: the morphology task, then the
+#: prediction (``gz2_classN_M`` holds the fraction of GZ2 answer ``ClassN.M``).
+MORPHOLOGY_COLUMNS = (
+    "source_id",
+    "morphology_state",
+    "morphology_attempts",
+    "morphology_error",
+    "morph_model_version",
+    "morph_class",
+    "morph_class_probability",
+    *(f"gz2_{c}" for c in FRACTION_COLUMNS),
+)
+
+_MORPHOLOGY_SQL = sql.SQL(
+    """
+SELECT g.source_id,
+       t.state::text AS morphology_state, t.attempts AS morphology_attempts,
+       t.last_error AS morphology_error,
+       p.model_version AS morph_model_version, p.six_class AS morph_class,
+       p.six_class_probability AS morph_class_probability, {fractions}
+FROM galaxies g
+LEFT JOIN tasks t ON t.pipeline = 'morphology' AND t.source_id = g.source_id
+LEFT JOIN morphology_predictions p
+       ON p.source_id = g.source_id AND p.model_version = %(version)s
+WHERE g.source_id = ANY(%(ids)s)
+ORDER BY g.source_id
+"""
+).format(
+    fractions=sql.SQL(", ").join(
+        sql.SQL("p.{} AS {}").format(sql.Identifier(c), sql.Identifier(f"gz2_{c}"))
+        for c in FRACTION_COLUMNS
+    )
+)
+
+
+def demo_morphology_results(
+    conn: psycopg.Connection, source_ids: Sequence[int], model_version: str
+) -> list[dict[str, Any]]:
+    """One row per galaxy of ``source_ids`` (ordered by id): its morphology task's state and
+    error, and the prediction of ``model_version`` (None where there is none).
+
+    Keys are :data:`MORPHOLOGY_COLUMNS`; fractions and the class probability dimensionless.
+    """
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(_MORPHOLOGY_SQL, {"ids": list(source_ids), "version": model_version})
         return list(cur.fetchall())

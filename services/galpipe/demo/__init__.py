@@ -2,6 +2,8 @@
 
 - :mod:`galpipe.demo.run`: the run, step by step (:func:`~galpipe.demo.run.run_demo`);
 - :mod:`galpipe.demo.processes`: its child processes (the synthetic sky, the workers);
+- :mod:`galpipe.demo.model`: the morphology network shipped with the demo, and the routes that
+  queue the pipelines it runs;
 - :mod:`galpipe.demo.progress`: task counts while the workers run;
 - :mod:`galpipe.demo.report`: the results catalogue joined with the truth, the accuracy, the
   Markdown report and the console summary;

@@ -24,13 +24,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "demo",
         help="run the whole system on this machine (embedded stack)",
         description="Embedded PostgreSQL, a local object store and the synthetic sky (its "
-        "rate limit lifted) on 127.0.0.1; fetch and radon worker processes; a report in --out.",
+        "rate limit lifted) on 127.0.0.1; fetch worker processes and those of --pipelines; "
+        "a report in --out.",
     )
     p.add_argument("--n", type=int, default=1000, help="synthetic galaxies (default 1000)")
     p.add_argument("--out", default="galpipe-demo", help="output directory (default galpipe-demo)")
+    p.add_argument(
+        "--pipelines",
+        default="radon",
+        help="what measures the fetched cutouts: radon, morphology or radon,morphology "
+        "(default radon; fetch always runs)",
+    )
     p.add_argument("--workers", type=int, default=None, help="worker processes per pipeline")
     p.add_argument("--fetch-workers", type=int, default=None, help="fetch processes (default 2)")
     p.add_argument("--radon-workers", type=int, default=None, help="radon processes (default 1)")
+    p.add_argument(
+        "--morphology-workers", type=int, default=None, help="morphology processes (default 1)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seeds the synthetic catalogue")
     p.add_argument("--catalog", default=None, help="use this `galpipe sky catalog` ECSV instead")
     p.add_argument("--database-url", default=None, help="a real PostgreSQL instead of embedded")
@@ -68,14 +78,16 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
     from rich.console import Console
 
     from galpipe.demo.report import print_summary
-    from galpipe.demo.run import DemoOptions, run_demo
+    from galpipe.demo.run import DemoOptions, parse_pipelines, run_demo
 
     console = Console()
     options = DemoOptions(
         n=args.n,
         out=Path(args.out),
+        pipelines=parse_pipelines(args.pipelines),
         fetch_workers=_first_given(args.fetch_workers, args.workers, 2),
         radon_workers=_first_given(args.radon_workers, args.workers, 1),
+        morphology_workers=_first_given(args.morphology_workers, args.workers, 1),
         seed=args.seed,
         catalog=Path(args.catalog) if args.catalog else None,
         database_url=args.database_url,

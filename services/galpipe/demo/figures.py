@@ -1,4 +1,5 @@
-"""The demo's figures: recovered against true position angles, error histograms, a gallery.
+"""The demo's figures: recovered against true position angles, error histograms, a gallery,
+and the morphology gallery (galaxies titled with their predicted class).
 
 Figures use matplotlib's Agg backend, so no display is needed; nothing here touches the
 database or the object store: callers hand in tables and decoded cutouts.
@@ -20,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from galpipe.demo.report import AXIS_RATIO_BINS, in_axis_ratio_bin
-from galpipe.science import features
+from galpipe.science import features, gz2
 from galpipe.science.core import RadonConfig
 from galpipe.science.preprocess import apply_circular_mask, sanitise_and_shift
 from galpipe.science.radon import RadonOperator
@@ -243,6 +244,84 @@ def plot_gallery(items: Sequence[GalleryItem], path: Path) -> Path:
         curve_ax.set(xlabel="θ (deg)", ylabel="pooled projection")
         curve_ax.set_title(f"θ₀ = {item.fit_theta0_deg:.1f}° (image frame)", fontsize=8)
         curve_ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# -- the morphology gallery --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MorphologyItem:
+    """One galaxy of the morphology gallery.
+
+    Attributes
+    ----------
+    source_id : int
+        The galaxy.
+    cube : numpy.ndarray
+        ``(4, S, S)`` its stored cutout, bands g, r, i, z (nanomaggies).
+    label : str
+        Its predicted six-class label.
+    probability : float
+        The vote fraction that decided the label, dimensionless.
+    """
+
+    source_id: int
+    cube: np.ndarray
+    label: str
+    probability: float
+
+
+def pick_morphology_gallery(table: Table, count: int = 12) -> list[int]:
+    """Source ids of up to ``count`` predicted galaxies, a few of each predicted class.
+
+    Classes take turns in :data:`galpipe.science.gz2.SIX_CLASSES` order, each giving its most
+    confident galaxy not yet shown, so that a rare class is shown as well as a common one.
+    """
+    labels = np.asarray([str(v) for v in table["morph_class"]])
+    probability = np.asarray(table["morph_class_probability"], dtype=np.float64)
+    queues = []
+    for label in gz2.SIX_CLASSES:
+        rows = np.flatnonzero(labels == label)
+        rows = rows[np.argsort(-probability[rows], kind="stable")]
+        queues.append([int(table["source_id"][i]) for i in rows])
+    picks: list[int] = []
+    while len(picks) < count and any(queues):
+        for queue in queues:
+            if queue and len(picks) < count:
+                picks.append(queue.pop(0))
+    return picks
+
+
+def asinh_stretch(image: np.ndarray, softening: float = 3.0) -> np.ndarray:
+    """``asinh((image - sky) / (softening σ))`` of one band: sky and σ from the median and the
+    median absolute deviation, so faint outskirts and a bright core both show (0 = sky)."""
+    values = np.asarray(image, dtype=np.float64)
+    sky = float(np.median(values))
+    sigma = 1.4826 * float(np.median(np.abs(values - sky)))
+    if not sigma > 0:  # a blank or constant band: nothing to stretch
+        sigma = float(np.std(values)) or 1.0
+    return np.arcsinh((values - sky) / (softening * sigma))
+
+
+def plot_morphology_gallery(
+    items: Sequence[MorphologyItem], path: Path, columns: int = 4, band: int = 1
+) -> Path:
+    """A grid of asinh-stretched stamps (``band``, 1: r), each titled with its predicted class
+    and the vote fraction that decided it."""
+    rows = max(math.ceil(len(items) / columns), 1)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.8 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for ax, item in zip(axes.ravel(), items, strict=False):
+        stretched = asinh_stretch(item.cube[band])
+        top = float(np.percentile(stretched, 99.5))
+        ax.imshow(stretched, origin="lower", cmap="gray_r", vmin=0.0, vmax=max(top, 1e-6))
+        ax.set_title(f"{item.source_id}\n{item.label} (p = {item.probability:.2f})", fontsize=8)
+    fig.suptitle("predicted morphology (r band, asinh stretch)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -1,4 +1,4 @@
-"""The demo's child processes: the synthetic sky and the ``fetch`` and ``radon`` workers.
+"""The demo's child processes: the synthetic sky and the workers of the pipelines it runs.
 
 Each is a ``galpipe`` command in a process of its own, writing to a log file, and configured as
 in a cluster: the workers only by ``GALPIPE_*`` variables (:func:`worker_environment`).
@@ -21,8 +21,17 @@ from typing import IO
 from galpipe.demo import DemoError
 from galpipe.synthetic.server import read_ready_file
 
-#: The pipelines the demo runs, in the order their tasks flow.
-PIPELINES = ("fetch", "radon")
+#: The pipelines the demo can run, in the order their tasks flow: fetch always runs; each
+#: other one measures fetched cutouts (a route ``fetch -> p`` queues its tasks).
+PIPELINES = ("fetch", "radon", "morphology")
+#: What the demo runs when not told otherwise.
+DEFAULT_PIPELINES = ("fetch", "radon")
+#: The ``galpipe`` command line of each pipeline's worker.
+WORKER_COMMANDS: dict[str, tuple[str, ...]] = {
+    "fetch": ("fetch",),
+    "radon": ("radon",),
+    "morphology": ("morphology", "worker"),
+}
 #: Seconds a stopping process gets to finish its work before it is killed.
 STOP_GRACE_S = 10.0
 # How often a starting sky's ready file is looked for (seconds).
@@ -152,18 +161,19 @@ def start_sky(
 def start_workers(
     env: Mapping[str, str], counts: Mapping[str, int], log_dir: Path
 ) -> dict[str, list[ChildProcess]]:
-    """``counts[p]`` processes of ``galpipe p`` per pipeline, each with its own lease owner name."""
+    """``counts[p]`` worker processes of each pipeline ``p`` (:data:`WORKER_COMMANDS`), in the
+    order of ``counts``, each with its own lease owner name."""
     return {
         pipeline: [
             ChildProcess(
                 f"{pipeline}-{i}",
-                [pipeline],
+                list(WORKER_COMMANDS[pipeline]),
                 log_dir / f"{pipeline}-{i}.log",
                 {**env, "GALPIPE_WORKER_ID": f"demo-{pipeline}-{i}-{os.getpid()}"},
             )
-            for i in range(1, counts[pipeline] + 1)
+            for i in range(1, n + 1)
         ]
-        for pipeline in PIPELINES
+        for pipeline, n in counts.items()
     }
 
 
@@ -200,12 +210,14 @@ def worker_environment(
     fetch_rate: float,
     radon_cache_dir: Path,
     s3_endpoint_url: str | None = None,
+    morphology_model: str | None = None,
 ) -> dict[str, str]:
     """``base`` with the ``GALPIPE_*`` variables that point a worker at the demo's stack.
 
-    Retries are quick (1, 2, 4 s) and idle polling short so that a small run is not spent
-    waiting; the health server is off (``GALPIPE_METRICS_PORT=0``) as many workers share the
-    machine.
+    ``morphology_model`` is the registered model version the morphology workers run, on the
+    CPU (the demo's machine need not have a GPU). Retries are quick (1, 2, 4 s) and idle
+    polling short so that a small run is not spent waiting; the health server is off
+    (``GALPIPE_METRICS_PORT=0``) as many workers share the machine.
     """
     env = dict(base)
     env.update(
@@ -229,4 +241,7 @@ def worker_environment(
     )
     if s3_endpoint_url:
         env["GALPIPE_S3_ENDPOINT_URL"] = s3_endpoint_url
+    if morphology_model:
+        env["GALPIPE_MORPHOLOGY_MODEL"] = morphology_model
+        env["GALPIPE_MORPHOLOGY_DEVICE"] = "cpu"
     return env

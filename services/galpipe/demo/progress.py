@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.table import Table as RichTable
 
 from galpipe.db.queue import STATES, task_counts
-from galpipe.demo.processes import PIPELINES, ChildProcess
+from galpipe.demo.processes import DEFAULT_PIPELINES, ChildProcess
 
 #: Task states a task leaves no more.
 TERMINAL_STATES = ("done", "failed", "skipped")
@@ -30,8 +30,21 @@ def terminal_count(counts: Mapping[str, int]) -> int:
     return sum(counts.get(s, 0) for s in TERMINAL_STATES)
 
 
+def expected_tasks(counts: Mapping[str, Mapping[str, int]], pipeline: str, n_galaxies: int) -> int:
+    """Tasks ``pipeline`` has once every task upstream is terminal: one per galaxy for fetch,
+    one per done fetch for a pipeline that measures fetched cutouts (radon, morphology)."""
+    return n_galaxies if pipeline == "fetch" else counts.get("fetch", {}).get("done", 0)
+
+
 class Progress:
     """Counts per pipeline over time, and the rate of terminal tasks over the last seconds.
+
+    Parameters
+    ----------
+    started : float
+        ``time.monotonic()`` at the workers' start, seconds.
+    pipelines : sequence of str
+        The pipelines that run, fetch first.
 
     Attributes
     ----------
@@ -41,15 +54,16 @@ class Progress:
         Seconds from ``started`` at which each finished pipeline's last task became terminal.
     """
 
-    def __init__(self, started: float) -> None:
+    def __init__(self, started: float, pipelines: Sequence[str] = DEFAULT_PIPELINES) -> None:
         self.started = started
-        self.history: dict[str, deque[tuple[float, int]]] = {p: deque() for p in PIPELINES}
+        self.pipelines = tuple(pipelines)
+        self.history: dict[str, deque[tuple[float, int]]] = {p: deque() for p in self.pipelines}
         self.counts: dict[str, dict[str, int]] = {}
         self.finished_at: dict[str, float] = {}
 
     def update(self, counts: dict[str, dict[str, int]], now: float) -> None:
         self.counts = counts
-        for pipeline in PIPELINES:
+        for pipeline in self.pipelines:
             history = self.history[pipeline]
             history.append((now, terminal_count(counts.get(pipeline, {}))))
             while history and now - history[0][0] > _RATE_WINDOW_S:
@@ -57,20 +71,21 @@ class Progress:
 
     def mark_finished(self, n_galaxies: int, now: float) -> None:
         """Record the pipelines whose every task has become terminal by ``now``."""
-        expected = {"fetch": n_galaxies, "radon": self.counts.get("fetch", {}).get("done", 0)}
-        for pipeline in PIPELINES:
-            # Radon cannot be finished before fetch is: fetch still queues radon tasks.
+        for pipeline in self.pipelines:
+            # A downstream pipeline cannot be finished before fetch is: fetch still queues its
+            # tasks.
             upstream_done = pipeline == "fetch" or "fetch" in self.finished_at
+            expected = expected_tasks(self.counts, pipeline, n_galaxies)
             if (
                 pipeline not in self.finished_at
                 and upstream_done
-                and stage_done(self.counts, pipeline, expected[pipeline])
+                and stage_done(self.counts, pipeline, expected)
             ):
                 self.finished_at[pipeline] = now - self.started
 
     @property
     def all_finished(self) -> bool:
-        return all(p in self.finished_at for p in PIPELINES)
+        return all(p in self.finished_at for p in self.pipelines)
 
     def rate(self, pipeline: str) -> float:
         history = self.history[pipeline]
@@ -85,7 +100,7 @@ class Progress:
         for state in STATES:
             table.add_column(state, justify="right")
         table.add_column("rate /s", justify="right")
-        for pipeline in PIPELINES:
+        for pipeline in self.pipelines:
             row = self.counts.get(pipeline, dict.fromkeys(STATES, 0))
             table.add_row(
                 pipeline, *(f"{row.get(s, 0):,}" for s in STATES), f"{self.rate(pipeline):6.1f}"
@@ -94,7 +109,7 @@ class Progress:
 
     def line(self) -> str:
         parts = []
-        for pipeline in PIPELINES:
+        for pipeline in self.pipelines:
             row = self.counts.get(pipeline, {})
             parts.append(
                 f"{pipeline}: "
@@ -121,10 +136,11 @@ def watch_until_terminal(
 ) -> tuple[Progress, list[str]]:
     """Poll task counts until every task of ``source_ids`` is terminal (or trouble).
 
-    Returns the progress record and the problems seen (a pipeline's workers all gone while it
-    still has work, or the timeout).
+    The pipelines watched are those of ``workers`` (fetch first). Returns the progress record
+    and the problems seen (a pipeline's workers all gone while it still has work, or the
+    timeout).
     """
-    progress = Progress(time.monotonic())
+    progress = Progress(time.monotonic(), tuple(workers))
     problems: list[str] = []
     last_line = 0.0
     context: contextlib.AbstractContextManager[Any] = (

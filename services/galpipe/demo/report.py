@@ -25,11 +25,13 @@ from rich.table import Table as RichTable
 
 from galpipe.db.queue import STATES
 from galpipe.demo.processes import PIPELINES
-from galpipe.science import features
+from galpipe.demo.progress import terminal_count
+from galpipe.science import features, gz2
 from galpipe.survey.layout import PIXSCALE_ARCSEC
 from galpipe.synthetic.truth import half_light_snr
 
 if TYPE_CHECKING:
+    from galpipe.db.models import ModelRecord
     from galpipe.demo.run import DemoOptions, DemoResult
 
 #: Axis-ratio bins ``[low, high)`` of the accuracy table; the last one includes 1.0.
@@ -84,7 +86,41 @@ _RESULT_META: dict[str, tuple[u.UnitBase | None, str]] = {
     ),
     "pa_error_deg": (u.deg, "axial error |measured - true| of the position angle, [0, 90]"),
     "pa_signed_error_deg": (u.deg, "measured minus true position angle, wrapped to [-90, 90)"),
+    "morphology_state": (None, "morphology task state; empty when the galaxy was never fetched"),
+    "morphology_attempts": (None, "times the morphology task was claimed"),
+    "morphology_error": (None, "why the morphology task failed (empty when done)"),
+    "morph_model_version": (None, "morphology model (SHA-256 of its ONNX bytes); empty if none"),
+    "morph_class": (None, "predicted six-class label (Elliptical, Spiral, ...); empty if none"),
+    "morph_class_probability": (
+        None,
+        "predicted vote fraction of the answer that decided morph_class, dimensionless",
+    ),
+    **{
+        f"gz2_{answer.lower().replace('.', '_')}": (
+            None,
+            f"predicted GZ2 vote fraction {answer} ({question.name} {question.text} "
+            f"{label}), dimensionless",
+        )
+        for question in gz2.QUESTIONS
+        for answer, label in zip(question.answers, question.labels, strict=True)
+    },
 }
+# Catalogue columns of text (empty where none) and of counts (-1 where none); the others but
+# source_id and contaminated are floats (NaN where none).
+_TEXT_COLUMNS = (
+    "fetch_state",
+    "fetch_error",
+    "radon_state",
+    "radon_error",
+    "object_key",
+    "missing_bands",
+    "algo_version",
+    "morphology_state",
+    "morphology_error",
+    "morph_model_version",
+    "morph_class",
+)
+_COUNT_COLUMNS = ("fetch_attempts", "radon_attempts", "morphology_attempts", "n_bands", "flags")
 
 
 @dataclass(frozen=True)
@@ -151,6 +187,13 @@ def headline_accuracy(table: Table) -> AccuracyRow:
     return _row(HEADLINE_LABEL, errors[selected & np.isfinite(errors)])
 
 
+def morphology_class_counts(table: Table) -> dict[str, int]:
+    """Galaxies per predicted six-class label (:data:`galpipe.science.gz2.SIX_CLASSES` order,
+    zeros included) of a results catalogue with morphology columns."""
+    labels = [str(v) for v in table["morph_class"]]
+    return {label: labels.count(label) for label in gz2.SIX_CLASSES}
+
+
 def failures_by_reason(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     """Failed and skipped tasks counted by ``"{pipeline} {state}: {reason}"``.
 
@@ -160,7 +203,7 @@ def failures_by_reason(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     counted: dict[str, int] = {}
     for row in rows:
         for pipeline in PIPELINES:
-            state, error = row[f"{pipeline}_state"], row[f"{pipeline}_error"]
+            state, error = row.get(f"{pipeline}_state"), row.get(f"{pipeline}_error")
             if state in ("failed", "skipped") and error:
                 reason = re.sub(r"\d+", "N", error.splitlines()[0])[:120]
                 key = f"{pipeline} {state}: {reason}"
@@ -168,7 +211,11 @@ def failures_by_reason(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     return counted
 
 
-def results_catalogue(rows: Sequence[Mapping[str, Any]], truth: Table | None) -> Table:
+def results_catalogue(
+    rows: Sequence[Mapping[str, Any]],
+    truth: Table | None,
+    morphology: Sequence[Mapping[str, Any]] | None = None,
+) -> Table:
     """The results catalogue: one row per galaxy, joined with the truth when there is one.
 
     Parameters
@@ -178,19 +225,29 @@ def results_catalogue(rows: Sequence[Mapping[str, Any]], truth: Table | None) ->
     truth
         The synthetic catalogue (:func:`galpipe.synthetic.catalog.truth_table`); None for
         a catalogue without truth.
+    morphology
+        :func:`galpipe.db.demo_results.demo_morphology_results` rows when the morphology
+        pipeline ran, joined by ``source_id``; None leaves the morphology columns out.
 
     Returns
     -------
     astropy.table.Table
         Every column with its unit and description; with a truth, ``true_*`` columns,
-        ``snr_half_light``, ``pa_error_deg`` and ``pa_signed_error_deg`` (NaN where not measured).
+        ``snr_half_light``, ``pa_error_deg`` and ``pa_signed_error_deg`` (NaN where not measured);
+        with morphology, ``morphology_*`` task columns, ``morph_class``,
+        ``morph_class_probability``, ``morph_model_version`` and the 37 ``gz2_classN_M``
+        fractions (empty or NaN where not predicted).
     """
-    from galpipe.db.demo_results import RESULT_COLUMNS
+    from galpipe.db.demo_results import MORPHOLOGY_COLUMNS, RESULT_COLUMNS
 
-    table = Table()
-    for name in RESULT_COLUMNS:
-        values = [r[name] for r in rows]
-        table[name] = _column(name, values)
+    table = _table(RESULT_COLUMNS, rows)
+    if morphology is not None and len(table):
+        table = join(
+            table, _table(MORPHOLOGY_COLUMNS, morphology), keys="source_id", join_type="left"
+        )
+        missing = set(table["source_id"].tolist()) - {int(r["source_id"]) for r in morphology}
+        if missing:  # both come from the galaxies table: a gap is a caller's mistake
+            raise ValueError(f"no morphology row for galaxies {sorted(missing)[:10]}")
     if truth is not None and len(table):
         keep = ["source_id", *_TRUTH_COLUMNS, "sky_sigma_r"]
         table = join(table, truth[keep], keys="source_id", join_type="left")
@@ -221,22 +278,21 @@ def results_catalogue(rows: Sequence[Mapping[str, Any]], truth: Table | None) ->
     return table
 
 
+def _table(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> Table:
+    table = Table()
+    for name in columns:
+        table[name] = _column(name, [r[name] for r in rows])
+    return table
+
+
 def _column(name: str, values: list[Any]) -> Column:
     if name in ("source_id",):
         return Column(np.asarray(values, dtype=np.int64))
-    if name in ("fetch_attempts", "radon_attempts", "n_bands", "flags"):
+    if name in _COUNT_COLUMNS:
         return Column(np.asarray([-1 if v is None else v for v in values], dtype=np.int32))
     if name == "contaminated":
         return Column(np.asarray([bool(v) for v in values], dtype=bool))
-    if name in (
-        "fetch_state",
-        "fetch_error",
-        "radon_state",
-        "radon_error",
-        "object_key",
-        "missing_bands",
-        "algo_version",
-    ):
+    if name in _TEXT_COLUMNS:
         return Column(np.asarray(["" if v is None else str(v) for v in values], dtype=str))
     return Column(np.asarray([math.nan if v is None else v for v in values], dtype=np.float64))
 
@@ -301,6 +357,9 @@ def write_report(result: DemoResult, options: DemoOptions) -> Path:
     sections = [("Run", _run_markdown(result, options)), ("Tasks", _tasks_markdown(result))]
     if result.accuracy:
         sections.append(("Accuracy against the truth", _accuracy_section(result)))
+    if result.morphology_model is not None:
+        model = result.morphology_model
+        sections.append(("Morphology", _morphology_section(result, model, options)))
     figures = [
         f"![{label}]({path.name})" for label, path in result.files.items() if path.suffix == ".png"
     ]
@@ -324,9 +383,9 @@ def _run_markdown(result: DemoResult, options: DemoOptions) -> str:
         if options.cutout_url is None
         else result.cutout_url
     )
+    workers = ", ".join(f"{n} {p}" for p, n in options.worker_counts.items())
     lines = [
-        f"- galaxies: {result.n_galaxies:,}; workers: {options.fetch_workers} fetch, "
-        f"{options.radon_workers} radon (separate processes)",
+        f"- galaxies: {result.n_galaxies:,}; workers: {workers} (separate processes)",
         f"- database: {'embedded PostgreSQL' if options.database_url is None else 'external'}; "
         f"object store: `{result.object_store}`",
         f"- cutouts: {sky}; shared fetch rate {result.fetch_rate:g} requests/s",
@@ -342,7 +401,7 @@ def _run_markdown(result: DemoResult, options: DemoOptions) -> str:
 
 def _tasks_markdown(result: DemoResult) -> str:
     rows = []
-    for pipeline in PIPELINES:
+    for pipeline in result.pipelines:
         row = result.counts.get(pipeline, {})
         rows.append(
             (
@@ -358,6 +417,44 @@ def _tasks_markdown(result: DemoResult) -> str:
             f"- {n} × {reason}" for reason, n in sorted(result.failures.items())
         )
     return body
+
+
+def _morphology_section(result: DemoResult, model: ModelRecord, options: DemoOptions) -> str:
+    metrics = model.metrics
+
+    def metric(name: str, fmt: str) -> str:
+        value = metrics.get(name)
+        return format(value, fmt) if isinstance(value, int | float) else "not recorded"
+
+    predicted = sum(result.morphology_classes.values())
+    counts = markdown_table(
+        ("predicted class", "galaxies", "share"),
+        [
+            (label, n, f"{n / predicted:.0%}" if predicted else "—")
+            for label, n in result.morphology_classes.items()
+        ],
+    )
+    stage = result.stage_seconds.get("morphology", math.nan)
+    return "\n".join(
+        [
+            f"- model `{model.model_version}`: {model.architecture}, input {model.input_mode} "
+            f"{model.input_channels}×{model.input_size}×{model.input_size} px, the small "
+            "network shipped with the demo (`galpipe/demo/models/`), run on the CPU",
+            f"- its recorded test metrics: RMSE {metric('rmse', '.4f')} of the 37 vote "
+            f"fractions, six-class accuracy {metric('six_class_accuracy', '.3f')} on "
+            f"{metrics.get('n_galaxies', 'an unrecorded number of')} held-out galaxies",
+            f"- stage: {terminal_count(result.counts.get('morphology', {})):,} tasks terminal "
+            f"{stage:.1f} s after the workers started, with {options.morphology_workers} "
+            f"worker(s): {result.throughput('morphology'):.1f} galaxies/s (a bound from below: "
+            "the stage also waits for fetch)",
+            "",
+            f"{predicted:,} galaxies predicted, by six-class label (the class whose deciding "
+            "vote fraction is largest; columns `morph_class`, `morph_class_probability` and "
+            "the 37 fractions `gz2_classN_M` of the catalogue):",
+            "",
+            counts,
+        ]
+    )
 
 
 def _accuracy_section(result: DemoResult) -> str:
@@ -384,7 +481,7 @@ def print_summary(result: DemoResult, console: Console) -> None:
         table.add_column(state, justify="right")
     table.add_column("stage s", justify="right")
     table.add_column("galaxies/s", justify="right")
-    for pipeline in PIPELINES:
+    for pipeline in result.pipelines:
         row = result.counts.get(pipeline, {})
         table.add_row(
             pipeline,
@@ -397,6 +494,12 @@ def print_summary(result: DemoResult, console: Console) -> None:
         console.print(f"  {n} × {reason}", highlight=False)
     if result.accuracy:
         _print_accuracy(result, console)
+    if result.morphology_model is not None:
+        console.print(
+            f"morphology (model {result.morphology_model.model_version[:12]}): "
+            + ", ".join(f"{n} {label}" for label, n in result.morphology_classes.items() if n),
+            highlight=False,
+        )
     if result.gallery_skipped:
         console.print(
             f"gallery: left out {len(result.gallery_skipped)} galaxy(ies) whose cutout could "

@@ -26,6 +26,8 @@ OUTPUT_NAME = "fractions"
 # ONNX opset of the exported graph: 18 is torch's dynamo exporter's own and runs on every
 # onnxruntime since 1.14.
 OPSET = 18
+#: Loggers of the exporter and of the ONNX IR passes it runs.
+_EXPORTER_LOGGERS = ("torch.onnx", "torch.export", "onnx_ir", "onnxscript")
 
 
 def export_onnx(model: nn.Module, in_channels: int, size: int) -> bytes:
@@ -63,13 +65,14 @@ def export_onnx(model: nn.Module, in_channels: int, size: int) -> bytes:
             f"the network does not accept ({in_channels}, {size}, {size}) images: {exc}"
         ) from exc
     batch = torch.export.Dim("batch", min=1)
-    exporter_log = logging.getLogger("torch.onnx")
-    level = exporter_log.level
+    # The exporter and its graph passes narrate their internals at INFO (one line per
+    # deduplicated initializer) and warn about their own deprecations: nothing to act on.
+    loggers = [logging.getLogger(name) for name in _EXPORTER_LOGGERS]
+    levels = [logger.level for logger in loggers]
     with warnings.catch_warnings():
-        # The exporter warns about its own internals (deprecations in onnxscript and
-        # torch.export, torchvision's operators it skips): nothing the caller can act on.
         warnings.simplefilter("ignore")
-        exporter_log.setLevel(logging.ERROR)
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
         try:
             program = torch.onnx.export(
                 frozen,
@@ -84,7 +87,8 @@ def export_onnx(model: nn.Module, in_channels: int, size: int) -> bytes:
                 verbose=False,
             )
         finally:
-            exporter_log.setLevel(level)
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
     if program is None:  # only the legacy exporter writes to a file and returns None
         raise AssertionError("torch.onnx.export returned no program")
     return bytes(program.model_proto.SerializeToString())

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from galpipe.db.models import ModelRecord, get_model, register_model
-from galpipe.errors import ConfigurationError, StorageError
+from galpipe.errors import ConfigurationError, InputError, StorageError
 from galpipe.storage import ChecksumMismatch, ObjectNotFound, ObjectStore, sha256_hex
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "ModelSpec",
     "load_model_bytes",
     "model_object_key",
+    "model_spec_from_report",
     "publish_model",
 ]
 
@@ -61,6 +62,39 @@ class ModelSpec:
     input_channels: int
     training_data_sha256: str
     metrics: Mapping[str, Any]
+
+
+def model_spec_from_report(report: Mapping[str, Any], source: str = "report") -> ModelSpec:
+    """The :class:`ModelSpec` under ``"model"`` of a ``galpipe morphology train`` report.
+
+    Parameters
+    ----------
+    report
+        The parsed ``report.json``.
+    source
+        What the report is (its path), for the error message.
+
+    Raises
+    ------
+    InputError
+        If ``"model"`` or one of its entries is missing or malformed (the message names it).
+    """
+    try:
+        model = report["model"]
+        return ModelSpec(
+            pipeline=model["pipeline"],
+            architecture=model["architecture"],
+            input_mode=model["input_mode"],
+            input_size=int(model["input_size"]),
+            input_channels=int(model["input_channels"]),
+            training_data_sha256=model["training_data_sha256"],
+            metrics=model["metrics"],
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(
+            f"{source}: not a report of `galpipe morphology train` ({exc!r} missing or "
+            "malformed under 'model')"
+        ) from None
 
 
 def model_object_key(pipeline: str, model_version: str) -> str:

@@ -32,3 +32,34 @@ def test_radon_is_not_finished_before_fetch() -> None:
     assert progress.finished_at == {"fetch": 2.0, "radon": 4.0}
     assert progress.all_finished
     assert progress.rate("radon") == pytest.approx(2 / 3)  # 3 terminal at 101 s, 5 at 104 s
+
+
+def test_every_downstream_pipeline_must_account_for_every_done_fetch() -> None:
+    progress = Progress(started=0.0, pipelines=("fetch", "radon", "morphology"))
+    progress.update(
+        {"fetch": _counts(done=4, failed=1), "radon": _counts(done=4), "morphology": _counts()},
+        now=1.0,
+    )
+    progress.mark_finished(n_galaxies=5, now=1.0)
+    # Morphology has no task yet for the 4 done fetches: not finished, and neither is the run.
+    assert set(progress.finished_at) == {"fetch", "radon"}
+    assert not progress.all_finished
+    progress.update(
+        {
+            "fetch": _counts(done=4, failed=1),
+            "radon": _counts(done=4),
+            "morphology": _counts(done=3, skipped=1),
+        },
+        now=3.0,
+    )
+    progress.mark_finished(n_galaxies=5, now=3.0)
+    assert progress.finished_at["morphology"] == 3.0
+    assert progress.all_finished
+
+
+def test_a_run_without_radon_does_not_wait_for_radon() -> None:
+    progress = Progress(started=0.0, pipelines=("fetch", "morphology"))
+    progress.update({"fetch": _counts(done=2), "morphology": _counts(done=2)}, now=1.0)
+    progress.mark_finished(n_galaxies=2, now=1.0)
+    assert progress.all_finished
+    assert "radon" not in progress.line()
