@@ -33,6 +33,12 @@ __all__ = ["register"]
 
 _ARCHITECTURES = ("efficientnet_b0", "resnet18", "small_cnn")
 _INPUT_MODES = ("asinh_bands", "lupton_rgb")
+#: Adam's initial rate when fine-tuning ImageNet weights: the GZ2 EfficientNet report's.
+PRETRAINED_LEARNING_RATE = 1.5e-4
+#: From scratch the report's rate barely moves a network in its first epochs (EfficientNet-B0 on
+#: the synthetic Galaxy Zoo: validation RMSE 0.196 after 2 epochs, no better than the mean
+#: fractions); at 1e-3 it reaches 0.146 (docs/morphology.md, benchmark).
+SCRATCH_LEARNING_RATE = 1e-3
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,7 +56,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--architecture", choices=_ARCHITECTURES, default="efficientnet_b0")
     p.add_argument("--epochs", type=int, default=100, help="at most this many epochs")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--learning-rate", type=float, default=1.5e-4)
+    p.add_argument(
+        "--learning-rate",
+        type=float,
+        default=None,
+        help=f"Adam's initial rate (default {PRETRAINED_LEARNING_RATE:g} with --pretrained, the "
+        f"GZ2 report's fine-tuning rate; {SCRATCH_LEARNING_RATE:g} from scratch)",
+    )
     p.add_argument(
         "--frozen-epochs",
         type=int,
@@ -157,7 +169,8 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> None:
     data, mode = _load_data(args, settings)
     frozen = args.frozen_epochs if args.frozen_epochs is not None else (3 if args.pretrained else 0)
     config = TrainingConfig(
-        learning_rate=args.learning_rate,
+        learning_rate=args.learning_rate
+        or (PRETRAINED_LEARNING_RATE if args.pretrained else SCRATCH_LEARNING_RATE),
         max_epochs=args.epochs,
         batch_size=args.batch_size,
         frozen_epochs=frozen,
