@@ -3,8 +3,9 @@
 Run ``python bench/check.py`` (``--quick`` for a smoke run of about 20 seconds). It starts a
 private embedded PostgreSQL with default settings and seeds, with ``generate_series``, a clean
 state of ``--tasks`` tasks (10⁶): 9 galaxies in 10 with a fetch task only (queued, skipped or
-failed, with reasons), the tenth fetched and measured (a done fetch task, its ``cutouts`` row
-and its object in a local store, a done radon task and five measurement rows that agree). Then
+failed, with reasons), the tenth fetched, measured and predicted (a done fetch task, its
+``cutouts`` row and its object in a local store, a done radon task and five measurement rows
+that agree, a done morphology task, routed from fetch, and its prediction of one model). Then
 it times ``run_check(sample=--sample)`` (1,000 objects) ``--repeats`` times after a
 ``VACUUM (ANALYZE)``, and each database rule on its own in one snapshot. Printed:
 
@@ -32,16 +33,20 @@ import psycopg
 from _postgres import SETUP_GALAXIES_SQL, embedded_postgres, migrated_database
 from galpipe.db import check as rules
 from galpipe.db.connection import open_pool
+from galpipe.db.morphology import FRACTION_COLUMNS
 from galpipe.db.queue import task_counts
-from galpipe.db.routes import routes
-from galpipe.ops.check import EXAMPLES, default_lease_grace_s, run_check
+from galpipe.db.routes import add_route, routes
+from galpipe.ops.check import EXAMPLES, PREDICTED_PIPELINE, default_lease_grace_s, run_check
 from galpipe.settings import Settings
 from galpipe.storage import LocalObjectStore
 from galpipe.survey.layout import BANDS
 
 BENCH_DB = "galpipe_bench"
-#: One galaxy in this many is fetched and measured (two tasks); the others have one task.
+#: One galaxy in this many is fetched, measured and predicted (three tasks); the others have
+#: one task.
 MEASURED_EVERY = 10
+#: The version of the one model the seeded predictions name (a sha256's shape).
+BENCH_MODEL = "b" * 64
 
 SEED_FETCH_SQL = """
 INSERT INTO tasks (pipeline, source_id, state, attempts, last_error)
@@ -55,9 +60,10 @@ LATERAL (SELECT CASE
     ELSE 'queued' END AS state) s
 ORDER BY g
 """
-SEED_RADON_SQL = """
+# The radon and morphology tasks of the done fetches, all done.
+SEED_DOWNSTREAM_SQL = """
 INSERT INTO tasks (pipeline, source_id, state, attempts)
-SELECT 'radon', source_id, 'done', 1 FROM tasks
+SELECT %(pipeline)s, source_id, 'done', 1 FROM tasks
 WHERE pipeline = 'fetch' AND state = 'done' ORDER BY source_id
 """
 # Each object's bytes are the galaxy's id as text, so its digest is computed here too.
@@ -79,18 +85,38 @@ CROSS JOIN unnest(%(bands)s::text[]) WITH ORDINALITY AS b(band, ord)
 WHERE t.pipeline = 'radon' AND t.state = 'done'
 ORDER BY t.source_id, b.band
 """
+SEED_MODEL_SQL = """
+INSERT INTO models (model_version, pipeline, architecture, input_mode, input_size,
+                    input_channels, training_data_sha256, object_key, nbytes)
+VALUES (%(version)s, %(pipeline)s, 'bench', 'bench', 40, 4, %(version)s, 'models/bench.onnx', 1)
+"""
+# Every fraction 0 (the table's checks allow it; the check reads only the keys).
+SEED_PREDICTIONS_SQL = (
+    "INSERT INTO morphology_predictions (source_id, model_version, "
+    + ", ".join(FRACTION_COLUMNS)
+    + ", six_class, six_class_probability) SELECT source_id, %(version)s, "
+    + ", ".join("0" for _ in FRACTION_COLUMNS)
+    + ", 'Elliptical', 0 FROM tasks WHERE pipeline = %(pipeline)s AND state = 'done' "
+    "ORDER BY source_id"
+)
 
 
 def seed(url: str, objects: Path, tasks: int) -> dict[str, int]:
     """A clean state of about ``tasks`` tasks; returns what was made."""
-    # Galaxies g with g % MEASURED_EVERY == 0 have two tasks, the others one.
-    galaxies = tasks * MEASURED_EVERY // (MEASURED_EVERY + 1)
+    # Galaxies g with g % MEASURED_EVERY == 0 have three tasks, the others one.
+    galaxies = tasks * MEASURED_EVERY // (MEASURED_EVERY + 2)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(SETUP_GALAXIES_SQL, {"n": galaxies})
         conn.execute(SEED_FETCH_SQL, {"n": galaxies, "every": MEASURED_EVERY})
-        conn.execute(SEED_RADON_SQL)
+        conn.execute(SEED_DOWNSTREAM_SQL, {"pipeline": "radon"})
+        conn.execute(SEED_DOWNSTREAM_SQL, {"pipeline": PREDICTED_PIPELINE})
         conn.execute(SEED_CUTOUTS_SQL)
         conn.execute(SEED_MEASUREMENTS_SQL, {"bands": [*BANDS, "combined"]})
+        predicted = {"version": BENCH_MODEL, "pipeline": PREDICTED_PIPELINE}
+        conn.execute(SEED_MODEL_SQL, predicted)
+        conn.execute(SEED_PREDICTIONS_SQL, predicted)
+        # Every done fetch has its morphology task already: the route's backfill queues none.
+        add_route(conn, "fetch", PREDICTED_PIPELINE)
         ids = [r[0] for r in conn.execute("SELECT source_id FROM cutouts").fetchall()]
         made = conn.execute("SELECT count(*) FROM tasks").fetchone()
         conn.execute("VACUUM (ANALYZE)")
@@ -129,9 +155,15 @@ def rule_times(url: str, settings: Settings, objects: int, sample: int) -> dict[
         "done_without_cutout": lambda c: rules.done_without_cutout(c, "fetch", n),
         "done_without_measurement": lambda c: rules.done_without_measurement(c, "radon", n),
         "measurement_groups": lambda c: rules.measurement_groups(c, list(BANDS), n),
+        "done_without_prediction": lambda c: rules.done_without_prediction(
+            c, PREDICTED_PIPELINE, n
+        ),
         "cutouts_without_done_task": lambda c: rules.cutouts_without_done_task(c, "fetch", n),
         "measurements_without_done_task": lambda c: rules.measurements_without_done_task(
             c, "radon", n
+        ),
+        "predictions_without_done_task": lambda c: rules.predictions_without_done_task(
+            c, PREDICTED_PIPELINE, n
         ),
         "sample_objects": lambda c: rules.sample_objects(c, "fetch", sample, percent),
     }

@@ -10,7 +10,8 @@ What each rule reads (at 10⁷ tasks):
 
 - the anti-joins (galaxy ↔ task, task ↔ downstream task, task ↔ result row) probe primary keys
   (``tasks (pipeline, source_id)``, ``cutouts (source_id)``, ``radon_measurements (source_id,
-  algo_version, band)``) or merge two of them in key order;
+  algo_version, band)``, ``morphology_predictions (source_id, model_version)``) or merge two of
+  them in key order;
 - stale leases read the partial index ``tasks_leases`` (running tasks only);
 - attempts and stated reasons are one sequential scan of ``tasks`` each;
 - the measurement rows are grouped per ``(source_id, algo_version)`` in primary-key order: one
@@ -37,6 +38,7 @@ __all__ = [
     "done_without_cutout",
     "done_without_downstream",
     "done_without_measurement",
+    "done_without_prediction",
     "downstream_without_done_upstream",
     "finished_without_reason",
     "galaxies_done_in_any",
@@ -46,6 +48,7 @@ __all__ = [
     "measurements_without_done_task",
     "object_page",
     "object_rows",
+    "predictions_without_done_task",
     "sample_objects",
     "stale_leases",
 ]
@@ -228,6 +231,33 @@ def measurements_without_done_task(
         "WHERE NOT EXISTS (SELECT 1 FROM tasks t "
         "WHERE t.pipeline = %(pipeline)s AND t.source_id = m.source_id "
         "AND (t.state = 'done' OR t.enqueued_at > m.measured_at))"
+    )
+    return _finding(conn, hits, {"pipeline": pipeline, "examples": examples})
+
+
+def predictions_without_done_task(
+    conn: psycopg.Connection, pipeline: str, examples: int
+) -> Finding:
+    """Galaxies with ``morphology_predictions`` rows (of any model) that no done ``pipeline``
+    task accounts for."""
+    hits: LiteralString = (
+        "SELECT DISTINCT p.source_id AS key, p.source_id::text AS label "
+        "FROM morphology_predictions p "
+        "WHERE NOT EXISTS (SELECT 1 FROM tasks t "
+        "WHERE t.pipeline = %(pipeline)s AND t.source_id = p.source_id "
+        "AND (t.state = 'done' OR t.enqueued_at > p.predicted_at))"
+    )
+    return _finding(conn, hits, {"pipeline": pipeline, "examples": examples})
+
+
+def done_without_prediction(conn: psycopg.Connection, pipeline: str, examples: int) -> Finding:
+    """Done ``pipeline`` (morphology) tasks whose galaxy has no ``morphology_predictions`` row
+    of any model (a prefix of its primary key)."""
+    hits: LiteralString = (
+        "SELECT t.source_id AS key, t.source_id::text AS label FROM tasks t "
+        "WHERE t.pipeline = %(pipeline)s AND t.state = 'done' "
+        "AND NOT EXISTS (SELECT 1 FROM morphology_predictions p "
+        "WHERE p.source_id = t.source_id)"
     )
     return _finding(conn, hits, {"pipeline": pipeline, "examples": examples})
 

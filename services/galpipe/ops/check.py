@@ -9,8 +9,9 @@ cutout is intact. :func:`run_check` judges it in two parts.
    routes of ``pipeline_routes`` in the same snapshot); no task is running on a lease that
    expired longer than one sweep ago (by the database's clock); no task was claimed more than
    ``1 + GALPIPE_MAX_RETRIES`` times; every failed or skipped task states its reason; every
-   done fetch has its ``cutouts`` row and every done radon task its measurement; every
-   ``(galaxy, algo_version)`` has exactly one combined row and band rows that agree with it;
+   done fetch has its ``cutouts`` row, every done radon task its measurement and every done
+   morphology task its prediction; every ``(galaxy, algo_version)`` has exactly one combined
+   row and band rows that agree with it;
    no result row lacks the done task that wrote it; and the tasks of each pipeline number the
    galaxies that should have one. A route's backfill (``galpipe routes add``) queues the
    galaxies done before it existed, so the route rules hold for those too.
@@ -51,6 +52,7 @@ from galpipe.survey.layout import BANDS
 __all__ = [
     "EXAMPLES",
     "KINDS",
+    "PREDICTED_PIPELINE",
     "Breach",
     "CheckReport",
     "default_lease_grace_s",
@@ -71,6 +73,9 @@ _SAMPLE_SLACK = 100
 
 #: The stage ingest queues for every galaxy; the routes of the database queue the others.
 FIRST_PIPELINE = FetchPipeline.name
+#: The pipeline whose results ``morphology_predictions`` holds (``MorphologyPipeline.name``,
+#: named here because importing that module loads ONNX Runtime, which the check never needs).
+PREDICTED_PIPELINE = "morphology"
 
 #: Every breach kind, and what it means. The names are stable: scripts and alerts match them.
 KINDS: Mapping[str, str] = {
@@ -97,7 +102,10 @@ KINDS: Mapping[str, str] = {
     "band_rows_disagree": "(galaxy, algo_version) pairs whose per-band rows disagree with the "
     "combined row: not one row per survey band, more bands stacked than measured, or "
     "non-finite pixel counts that do not add up",
-    "orphan_result": "result rows (cutouts, radon_measurements) that no done task wrote",
+    "prediction_count": "done morphology tasks without a prediction row (morphology_predictions, "
+    "of any model_version)",
+    "orphan_result": "result rows (cutouts, radon_measurements, morphology_predictions) that no "
+    "done task wrote",
     "counts_do_not_add_up": "a pipeline's tasks do not number the galaxies that should have "
     "one (fetch: every galaxy; a route's downstream: every galaxy done in its upstreams), or "
     "tasks of no known pipeline",
@@ -340,11 +348,21 @@ def _database_breaches(
     count, disagree = db.measurement_groups(conn, list(BANDS), n)
     yield from _one("measurement_count", count, MEASURED_PIPELINE)
     yield from _one("band_rows_disagree", disagree, MEASURED_PIPELINE)
+    yield from _one(
+        "prediction_count",
+        db.done_without_prediction(conn, PREDICTED_PIPELINE, n),
+        PREDICTED_PIPELINE,
+    )
     yield from _one("orphan_result", db.cutouts_without_done_task(conn, first, n), first)
     yield from _one(
         "orphan_result",
         db.measurements_without_done_task(conn, MEASURED_PIPELINE, n),
         MEASURED_PIPELINE,
+    )
+    yield from _one(
+        "orphan_result",
+        db.predictions_without_done_task(conn, PREDICTED_PIPELINE, n),
+        PREDICTED_PIPELINE,
     )
     yield from _counts_breach(expected, counts)
 

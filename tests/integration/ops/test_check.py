@@ -5,7 +5,9 @@ loopback, a fetch worker (its cutouts into a local store), a radon worker (its m
 plus a galaxy on blank sky (skipped, with its reason) and one ingested after the run (its
 fetch task queued). Every test gets a copy (a database cloned from it, the store's directory
 copied), corrupts one thing as a failure or a bug would, and asserts that the check names the
-right breach kind and the right galaxy or key, and nothing else.
+right breach kind and the right galaxy or key, and nothing else. The morphology tests first
+route fetch -> morphology in their copy and run a morphology worker with the demo's shipped
+network over it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from psycopg_pool import ConnectionPool
 
 import galpipe.cli
 from galpipe.cli import main
+from galpipe.db import check as rules
 from galpipe.db.breaker import BreakerPolicy, CircuitBreaker
 from galpipe.db.connection import open_pool
 from galpipe.db.control import requeue_for_version
@@ -32,8 +35,11 @@ from galpipe.db.galaxies import insert_galaxies
 from galpipe.db.queue import TaskQueue
 from galpipe.db.ratelimit import RateLimitPolicy, TokenBucket
 from galpipe.db.routes import add_route, remove_route
-from galpipe.ops.check import CheckReport, default_lease_grace_s, run_check
+from galpipe.demo.model import publish_demo_model
+from galpipe.learning.inference import MorphologyModel
+from galpipe.ops.check import EXAMPLES, CheckReport, default_lease_grace_s, run_check
 from galpipe.pipelines.fetch import FetchPipeline
+from galpipe.pipelines.morphology import MorphologyPipeline
 from galpipe.pipelines.radon import RadonPipeline
 from galpipe.pipelines.worker import Worker
 from galpipe.science.core import RadonConfig
@@ -99,6 +105,21 @@ def _measure(pool: ConnectionPool, store: ObjectStore, operator: RadonOperator) 
         Worker(pipeline, TaskQueue(pool), owner="check-test").run(stop_when_idle=True)
     finally:
         pipeline.close()
+
+
+def _predict(pool: ConnectionPool, store: ObjectStore) -> str:
+    """Route fetch -> morphology (its backfill queues every done fetch) and run one morphology
+    worker, with the demo's shipped network, until the queue is empty; returns its version."""
+    with pool.connection() as conn:
+        record = publish_demo_model(conn, store)
+        add_route(conn, "fetch", "morphology")
+    model = MorphologyModel.from_bytes(store.get(record.object_key), device="cpu")
+    pipeline = MorphologyPipeline(pool=pool, store=store, model=model, record=record, threads=2)
+    try:
+        Worker(pipeline, TaskQueue(pool), owner="check-test").run(stop_when_idle=True)
+    finally:
+        pipeline.close()
+    return record.model_version
 
 
 def _new_database(pg_server, template: str) -> str:
@@ -184,6 +205,12 @@ def state(world: World, pg_server, tmp_path: Path) -> Iterator[State]:
     _drop_database(pg_server, name)
 
 
+@pytest.fixture
+def predicted(state: State) -> str:
+    """``state`` with every done fetch predicted by the morphology pipeline; its model."""
+    return _predict(state.pool, state.store)
+
+
 def only(report: CheckReport, kind: str):
     """The one breach of ``kind``; and no breach of another kind beside it."""
     assert report.kinds() == {kind}, [b.summary() for b in report.breaches]
@@ -215,6 +242,26 @@ def test_a_requeue_for_a_new_version_is_not_a_breach(state: State) -> None:
             state.measured
         )
     assert state.check().ok
+
+
+def test_the_morphology_rules_find_nothing_without_morphology_data(state: State) -> None:
+    assert state.sql("SELECT count(*) FROM tasks WHERE pipeline = 'morphology'") == [(0,)]
+    assert state.sql("SELECT count(*) FROM morphology_predictions") == [(0,)]
+    with state.pool.connection() as conn:
+        assert rules.done_without_prediction(conn, "morphology", EXAMPLES).count == 0
+        assert rules.predictions_without_done_task(conn, "morphology", EXAMPLES).count == 0
+    assert state.check().ok
+
+
+def test_the_morphology_pipeline_leaves_a_clean_state(state: State, predicted: str) -> None:
+    report = state.check()
+    assert report.ok, [b.summary() for b in report.breaches]
+    assert report.counts["morphology"]["done"] == len(state.measured)
+    rows = state.sql(
+        "SELECT source_id FROM morphology_predictions WHERE model_version = %s ORDER BY source_id",
+        [predicted],
+    )
+    assert tuple(r[0] for r in rows) == state.measured
 
 
 # --------------------------------------------------------------------------------------------
@@ -415,6 +462,65 @@ def test_a_doubled_combined_row(state: State) -> None:
     )
     breach = only(state.check(), "measurement_count")
     assert breach.examples[0].startswith(f"{sid} ")
+
+
+def test_a_done_morphology_task_without_a_prediction(state: State, predicted: str) -> None:
+    sid = state.measured[2]
+    # A prediction of another model is a prediction: the galaxy keeps one.
+    other = "f" * 64
+    state.sql(
+        "INSERT INTO models (model_version, pipeline, architecture, input_mode, input_size, "
+        "input_channels, training_data_sha256, metrics, object_key, nbytes) "
+        "SELECT %s, pipeline, architecture, input_mode, input_size, input_channels, "
+        "training_data_sha256, metrics, object_key, nbytes FROM models WHERE model_version = %s",
+        [other, predicted],
+    )
+    with state.pool.connection() as conn:
+        conn.execute(
+            "CREATE TEMP TABLE copied AS SELECT * FROM morphology_predictions WHERE source_id = %s",
+            [sid],
+        )
+        conn.execute("UPDATE copied SET model_version = %s", [other])
+        conn.execute("INSERT INTO morphology_predictions SELECT * FROM copied")
+        conn.execute("DROP TABLE copied")
+    state.sql(
+        "DELETE FROM morphology_predictions WHERE source_id = %s AND model_version = %s",
+        [sid, predicted],
+    )
+    assert state.check().ok
+    state.sql("DELETE FROM morphology_predictions WHERE source_id = %s", [sid])
+    breach = only(state.check(), "prediction_count")
+    assert (breach.pipeline, breach.count, breach.examples) == ("morphology", 1, (str(sid),))
+
+
+def test_predictions_no_done_task_wrote(state: State, predicted: str) -> None:
+    sid, failed = state.measured[0], state.measured[1]
+    # A galaxy without a morphology task, given a copy of another's prediction.
+    with state.pool.connection() as conn:
+        conn.execute(
+            "CREATE TEMP TABLE copied AS SELECT * FROM morphology_predictions WHERE source_id = %s",
+            [sid],
+        )
+        conn.execute("UPDATE copied SET source_id = %s", [PENDING_ID])
+        conn.execute("INSERT INTO morphology_predictions SELECT * FROM copied")
+        conn.execute("DROP TABLE copied")
+    breach = only(state.check(), "orphan_result")
+    assert (breach.pipeline, breach.examples) == ("morphology", (str(PENDING_ID),))
+    # A galaxy whose task is queued again after its prediction is accounted for (the new run
+    # is pending); one whose task failed without being queued again is not.
+    state.sql(
+        "UPDATE tasks SET state = 'queued', enqueued_at = now() "
+        "WHERE pipeline = 'morphology' AND source_id = %s",
+        [sid],
+    )
+    state.sql(
+        "UPDATE tasks SET state = 'failed', last_error = 'set by the test' "
+        "WHERE pipeline = 'morphology' AND source_id = %s",
+        [failed],
+    )
+    breach = only(state.check(), "orphan_result")
+    assert (breach.pipeline, breach.count) == ("morphology", 2)
+    assert breach.examples == tuple(str(i) for i in sorted([PENDING_ID, failed]))
 
 
 @pytest.mark.parametrize(

@@ -12,12 +12,14 @@ from rich.console import Console
 from galpipe.db.routes import Route
 from galpipe.ops.check import (
     KINDS,
+    PREDICTED_PIPELINE,
     Breach,
     CheckReport,
     default_lease_grace_s,
     expected_task_counts,
     render_check,
 )
+from galpipe.pipelines.morphology import MorphologyPipeline
 from galpipe.pipelines.worker import RECOVERY_INTERVAL_S
 from galpipe.settings import Settings
 
@@ -141,6 +143,11 @@ def test_the_lease_grace_is_one_sweep_plus_one_idle_poll(
 ) -> None:
     settings = Settings(lease_seconds=lease, poll_min_seconds=0.1, poll_max_seconds=poll_max)
     assert default_lease_grace_s(settings) == grace
+
+
+def test_the_predictions_are_judged_against_the_morphology_pipeline() -> None:
+    # Named in the check rather than imported from the pipeline (which loads ONNX Runtime).
+    assert MorphologyPipeline.name == PREDICTED_PIPELINE
 
 
 def test_an_unknown_kind_has_no_meaning() -> None:
