@@ -327,15 +327,15 @@ def run_pipeline(
     timers = PhaseTimers()
     try:
         if mode != "timed":
-            pipeline._executor.shutdown()
-            pipeline._executor = SerialExecutor()  # type: ignore[assignment]
+            pipeline.reader._executor.shutdown()
+            pipeline.reader._executor = SerialExecutor()  # type: ignore[assignment]
         worker.run(max_batches=1)  # warm-up: connections, caches, lazy imports
         warm = worker.stats.claimed
         if mode == "timers":
             for owner, name, phase in (
                 (queue, "claim_batch", "claim"),
                 (queue, "complete", "complete"),
-                (radon_module, "cutouts_for", "cutout_rows"),
+                (stored_cutouts_module, "cutouts_for", "cutout_rows"),
                 (store, "get", "read"),
                 (stored_cutouts_module, "decode_cutout", "decode"),
                 (stored_cutouts_module, "sky_jacobian", "wcs_jacobian"),

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,14 +30,13 @@ import numpy.typing as npt
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from galpipe.db.cutouts import cutouts_for
 from galpipe.db.models import ModelRecord
 from galpipe.db.morphology import PredictionRows, record_predictions
 from galpipe.db.queue import Task
 from galpipe.learning.inference import MorphologyModel
 from galpipe.pipelines.base import Done, Fail, Outcome
 from galpipe.pipelines.model_artefacts import load_model_bytes
-from galpipe.pipelines.stored_cutouts import DecodedCutout, load_stored_cutout
+from galpipe.pipelines.stored_cutouts import DecodedCutout, StoredCutoutReader
 from galpipe.science import gz2
 from galpipe.science.morphology_input import channels_for, network_input
 from galpipe.settings import Settings, SettingsError
@@ -95,28 +93,21 @@ class MorphologyPipeline:
                 f"{channels_for(record.input_mode)} channels, the model takes "
                 f"{record.input_channels}"
             )
-        self.pool = pool
-        self.objects = store
         self.model = model
         self.record = record
         self.batch_size = batch_size
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="morph-read")
+        self.reader = StoredCutoutReader(pool, store, threads=threads, name="morphology-read")
 
     @property
     def model_version(self) -> str:
         return self.record.model_version
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        self.reader.close()
 
     def process(self, tasks: Sequence[Task]) -> Sequence[Outcome]:
         ids = [t.source_id for t in tasks]
-        with self.pool.connection() as conn:
-            records = cutouts_for(conn, ids)
-        reads = [
-            self._executor.submit(load_stored_cutout, self.objects, sid, records.get(sid))
-            for sid in ids
-        ]
+        reads = self.reader.submit(ids)
         outcomes: list[Outcome] = []
         good: list[tuple[int, DecodedCutout]] = []
         size = self.record.input_size

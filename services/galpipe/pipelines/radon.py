@@ -20,7 +20,6 @@ import logging
 import math
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,11 +27,10 @@ import numpy as np
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from galpipe.db.cutouts import cutouts_for
 from galpipe.db.measurements import MeasurementRecord, record_measurements
 from galpipe.db.queue import Task
 from galpipe.pipelines.base import Done, Outcome
-from galpipe.pipelines.stored_cutouts import DecodedCutout, load_stored_cutout
+from galpipe.pipelines.stored_cutouts import DecodedCutout, StoredCutoutReader
 from galpipe.runtime import metrics
 from galpipe.science.core import BatchMeasurement, RadonConfig, measure_batch
 from galpipe.science.orientation import (
@@ -91,27 +89,20 @@ class RadonPipeline:
         batch_size: int = 256,
         threads: int = 16,
     ) -> None:
-        self.pool = pool
-        self.objects = store
         self.config = config
         self.operator = operator
         self.batch_size = batch_size
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="radon-read")
+        self.reader = StoredCutoutReader(pool, store, threads=threads, name="radon-read")
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        self.reader.close()
 
     def process(self, tasks: Sequence[Task]) -> Sequence[Outcome]:
         ids = [t.source_id for t in tasks]
-        with self.pool.connection() as conn:
-            records = cutouts_for(conn, ids)
         # Every read is in flight at once; each chunk is measured as soon as its own reads are
         # in, while the reader threads fetch the rest (object-store latency hides behind the
         # science instead of adding to it).
-        reads = [
-            self._executor.submit(load_stored_cutout, self.objects, sid, records.get(sid))
-            for sid in ids
-        ]
+        reads = self.reader.submit(ids)
         outcomes: list[Outcome] = []
         for start in range(0, len(ids), MEASURE_CHUNK):
             chunk = slice(start, start + MEASURE_CHUNK)

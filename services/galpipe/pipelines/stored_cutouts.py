@@ -10,12 +10,15 @@ outcome: a missing or corrupt object fails, a store outage retries.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from astropy.io import fits
+from psycopg_pool import ConnectionPool
 
-from galpipe.db.cutouts import CutoutRecord
+from galpipe.db.cutouts import CutoutRecord, cutouts_for
 from galpipe.errors import InputError
 from galpipe.pipelines.base import Fail, Outcome, Retry
 from galpipe.science.orientation import OrientationError, sky_jacobian
@@ -23,7 +26,13 @@ from galpipe.storage import ChecksumMismatch, ObjectNotFound, ObjectStore, Objec
 from galpipe.survey.cutout import CutoutFormatError, parse_cutout
 from galpipe.survey.layout import BANDS
 
-__all__ = ["CutoutDecodeError", "DecodedCutout", "decode_cutout", "load_stored_cutout"]
+__all__ = [
+    "CutoutDecodeError",
+    "DecodedCutout",
+    "StoredCutoutReader",
+    "decode_cutout",
+    "load_stored_cutout",
+]
 
 
 class CutoutDecodeError(InputError, ValueError):
@@ -117,3 +126,43 @@ def load_stored_cutout(
         return decode_cutout(raw, record.size, record.bands)
     except CutoutDecodeError as exc:
         return Fail(source_id, f"{record.object_key}: {exc}")
+
+
+class StoredCutoutReader:
+    """Reads a claimed batch's stored cutouts concurrently, for a pipeline that works on them.
+
+    :meth:`submit` looks up the batch's ``cutouts`` rows in one query and puts every read in
+    flight at once on ``threads`` threads; each future gives :func:`load_stored_cutout`'s
+    result, in the order of the ids. A pipeline can start on the first cutouts while the
+    rest are still being read, so object-store latency hides behind its own work.
+
+    Parameters
+    ----------
+    pool
+        Database pool (cutout rows).
+    store
+        The object store the fetch pipeline wrote to.
+    threads
+        Concurrent object reads.
+    name
+        Prefix of the reader threads' names.
+    """
+
+    def __init__(
+        self, pool: ConnectionPool, store: ObjectStore, *, threads: int = 16, name: str = "read"
+    ) -> None:
+        self.pool = pool
+        self.store = store
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
+
+    def submit(self, source_ids: Sequence[int]) -> list[Future[DecodedCutout | Outcome]]:
+        """One future per galaxy of ``source_ids``, in that order."""
+        with self.pool.connection() as conn:
+            records = cutouts_for(conn, source_ids)
+        return [
+            self._executor.submit(load_stored_cutout, self.store, sid, records.get(sid))
+            for sid in source_ids
+        ]
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)

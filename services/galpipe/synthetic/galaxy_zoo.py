@@ -114,8 +114,10 @@ to the analytic exponential disk and inclined, turned and PSF-convolved with it.
 arms is rendered exactly as before. Edge-on, the arms are foreshortened with the disk and the
 grid's resolution along the major axis coarsens by ``1 / sqrt(q)``, harmlessly at the seeing.
 
-The odd features of Q6/Q8 are not rendered. Every component has the same colours (no colour
-gradients).
+The odd features of Q6/Q8 are not rendered. The bulge is redder than the disk (with its arms
+and bar): :data:`BULGE_COLOUR_OFFSET_MAG` sets the bulge's share of each band's light
+(:func:`bulge_light_fraction`), while the galaxy's total fluxes keep the drawn colours, so a
+bulge-dominated galaxy is red at its centre and a disk bluer outside, as in GZ2's images.
 """
 
 from __future__ import annotations
@@ -135,6 +137,7 @@ from galpipe.synthetic.render import image_beta_deg
 from galpipe.synthetic.truth import SkyConfig, half_light_snr
 
 __all__ = [
+    "BULGE_COLOUR_OFFSET_MAG",
     "DEFAULT_VOLUNTEERS",
     "DISK",
     "KINDS",
@@ -147,6 +150,7 @@ __all__ = [
     "MorphologyConfig",
     "MorphologyConfigError",
     "answer_shares",
+    "bulge_light_fraction",
     "draw_morphologies",
     "draw_votes",
     "render_morphologies",
@@ -179,6 +183,10 @@ _ARM_OUTER = 4.0  # fade-out radius / disk scale radius
 _ARM_EXTENT = 5.0  # grid half-width / disk scale radius
 _ARM_STEP_ARCSEC = 0.5 * PIXSCALE_ARCSEC  # grid step: twice oversampled
 _ARM_BLUR_ARCSEC = _ARM_STEP_ARCSEC  # Gaussian smoothing of windings finer than the grid
+#: How much redder a bulge is than its disk: its magnitude offsets relative to r in each band
+#: (a bulge's g-r about 0.75 against a disk's 0.45, r-i 0.40 against 0.30, i-z 0.25 against
+#: 0.15: old and young stellar populations). The galaxy's total colours are the drawn ones.
+BULGE_COLOUR_OFFSET_MAG: dict[str, float] = {"g": 0.3, "r": 0.0, "i": -0.1, "z": -0.2}
 _STAR_SHARE = 0.94  # Q1 share "star or artifact" of a star
 _ARTIFACT_SHARE = 0.01  # the same for a galaxy
 _ANSWERS = {name: gz2.answer_index(name) for name in gz2.ANSWER_COLUMNS}
@@ -735,23 +743,26 @@ def _arm_pattern(
     )
 
 
-def _galaxy(m: Morphologies, i: int) -> galsim.GSObject:
-    """Unit-flux intrinsic profile of galaxy ``i``, major axis at its position angle."""
+def _components(m: Morphologies, i: int) -> tuple[galsim.GSObject | None, galsim.GSObject | None]:
+    """Unit-flux bulge and disk (with its arms and bar) of galaxy ``i``, either absent (None),
+    major axis at its position angle."""
     hlr = float(m.half_light_radius_arcsec[i])
     bt = float(m.bulge_to_total[i])
     q = float(m.axis_ratio[i])
-    bulge_hlr = float(m.bulge_half_light_radius_arcsec[i])
+    turn = image_beta_deg(float(m.position_angle_deg[i])) * galsim.degrees
     # Built with the major axis along +x, then turned to the position angle.
-    parts = []
+    bulge = None
     if bt > 0.0:
-        bulge = galsim.DeVaucouleurs(half_light_radius=bulge_hlr, flux=bt, gsparams=_GSPARAMS)
-        parts.append(bulge.shear(q=float(m.bulge_axis_ratio[i]), beta=0.0 * galsim.degrees))
-    disk_light = 1.0 - bt
-    bar_light = disk_light * _BAR_LIGHT * float(m.bar_strength[i])
-    if disk_light - bar_light > 0.0:
-        disk = galsim.Exponential(
-            half_light_radius=hlr, flux=disk_light - bar_light, gsparams=_GSPARAMS
+        bulge = galsim.DeVaucouleurs(
+            half_light_radius=float(m.bulge_half_light_radius_arcsec[i]), gsparams=_GSPARAMS
         )
+        bulge = bulge.shear(q=float(m.bulge_axis_ratio[i]), beta=0.0 * galsim.degrees).rotate(turn)
+    if bt >= 1.0:
+        return bulge, None
+    parts = []
+    bar_light = _BAR_LIGHT * float(m.bar_strength[i])  # of the disk's light
+    if bar_light < 1.0:
+        disk = galsim.Exponential(half_light_radius=hlr, flux=1.0 - bar_light, gsparams=_GSPARAMS)
         parts.append(disk.shear(q=q, beta=0.0 * galsim.degrees))
         arms = _arm_pattern(m, i, disk)
         if arms is not None:
@@ -764,8 +775,20 @@ def _galaxy(m: Morphologies, i: int) -> galsim.GSObject:
         # Elongated in the disk plane at its angle, then foreshortened with the disk.
         bar = bar.shear(q=_BAR_AXIS_RATIO, beta=float(m.bar_angle_deg[i]) * galsim.degrees)
         parts.append(bar.shear(q=q, beta=0.0 * galsim.degrees))
-    profile = parts[0] if len(parts) == 1 else galsim.Add(parts)
-    return profile.rotate(image_beta_deg(float(m.position_angle_deg[i])) * galsim.degrees)
+    disk_profile = parts[0] if len(parts) == 1 else galsim.Add(parts)
+    return bulge, disk_profile.rotate(turn)
+
+
+def bulge_light_fraction(bulge_to_total: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """The bulge's share of each band's light, ``(N, 4)`` griz, from its r-band share.
+
+    A bulge is redder than its disk by :data:`BULGE_COLOUR_OFFSET_MAG` (magnitudes relative to
+    r), so with ``k_b = 10^(-0.4 dm_b)`` the bulge's share in band ``b`` is
+    ``B k_b / (B k_b + 1 - B)``, with ``B`` the bulge-to-total ratio in r.
+    """
+    bt = np.asarray(bulge_to_total, dtype=float)[:, None]
+    k = 10.0 ** (-0.4 * np.array([BULGE_COLOUR_OFFSET_MAG[b] for b in BANDS]))
+    return np.asarray(bt * k / (bt * k + 1.0 - bt))
 
 
 def render_morphologies(
@@ -809,14 +832,21 @@ def render_morphologies(
     m = morphologies
     stamps = np.empty((len(m), len(BANDS), size, size), dtype=np.float32)
     image = galsim.ImageD(size, size, scale=PIXSCALE_ARCSEC)
+    bulge_share = bulge_light_fraction(m.bulge_to_total)
     for i in range(len(m)):
         psf = _psf(float(m.psf_fwhm_arcsec[i]), float(m.moffat_beta[i]))
-        obj = psf if m.kind[i] == STAR else galsim.Convolve(_galaxy(m, i), psf)
-        obj.drawImage(image=image)
-        # One unit-flux template for all bands (no colour gradients), scaled per band.
-        template = image.array.copy()
+        # Unit-flux templates of the bulge and of the disk, mixed per band by the bulge's
+        # share of that band's light (a red bulge in a bluer disk).
+        templates = np.zeros((2, size, size))
+        components = (None, psf) if m.kind[i] == STAR else _components(m, i)
+        for c, component in enumerate(components):
+            if component is not None:
+                obj = component if component is psf else galsim.Convolve(component, psf)
+                obj.drawImage(image=image)
+                templates[c] = image.array
         for b in range(len(BANDS)):
-            plane = np.clip(template * m.flux[i, b], 0.0, None)
+            mix = bulge_share[i, b] * templates[0] + (1.0 - bulge_share[i, b]) * templates[1]
+            plane = np.clip(mix * m.flux[i, b], 0.0, None)
             gain = m.gain_e_per_nmgy[i]
             noisy = rng.poisson(plane * gain) / gain + rng.normal(
                 0.0, m.sky_sigma[i, b], plane.shape

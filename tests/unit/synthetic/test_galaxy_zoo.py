@@ -485,3 +485,41 @@ def test_sample_is_the_same_whatever_the_process_count(monkeypatch: pytest.Monke
 def test_sample_rejects_bad_counts(n: object, processes: object) -> None:
     with pytest.raises(galaxy_zoo.GalaxyZooInputError, match=r"integer"):
         galaxy_zoo.sample_galaxy_zoo(n, processes=processes)  # type: ignore[arg-type]
+
+
+def test_bulge_share_is_redder_and_r_keeps_the_drawn_ratio() -> None:
+    bt = np.array([0.0, 0.3, 0.8, 1.0])
+    share = galaxy_zoo.bulge_light_fraction(bt)
+    g, r, i, z = (BANDS.index(b) for b in "griz")
+    np.testing.assert_allclose(share[:, r], bt)
+    # Pure disks and pure bulges are one component in every band; between, the bulge holds
+    # less of the blue light and more of the red.
+    np.testing.assert_allclose(share[[0, 3]], [[0.0] * 4, [1.0] * 4])
+    assert np.all(share[1:3, g] < share[1:3, r])
+    assert np.all(share[1:3, r] < share[1:3, i])
+    assert np.all(share[1:3, i] < share[1:3, z])
+
+
+def test_a_bulge_makes_the_centre_redder_and_keeps_each_bands_flux() -> None:
+    disk = _bright(_first(_population(200, seed=21), DISK))
+    galaxy = replace(
+        disk,
+        bulge_to_total=np.array([0.4]),
+        bulge_half_light_radius_arcsec=np.array([0.4]),
+        half_light_radius_arcsec=np.array([2.0]),
+        axis_ratio=np.ones(1),
+        bar_strength=np.zeros(1),
+        arm_strength=np.zeros(1),
+        n_arms=np.zeros(1, dtype=np.int64),
+        psf_fwhm_arcsec=np.array([0.8]),
+    )
+    stamp = render_morphologies(galaxy, 96, np.random.default_rng(2))[0].astype(np.float64)
+    np.testing.assert_allclose(stamp.sum(axis=(1, 2)), galaxy.flux[0], rtol=0.01)
+    g, z = BANDS.index("g"), BANDS.index("z")
+    yy, xx = np.mgrid[:96, :96] - 47.5
+    radius = np.hypot(yy, xx)
+    centre, outskirts = radius < 2.0, (radius > 12.0) & (radius < 20.0)
+    colour_centre = stamp[g][centre].sum() / stamp[z][centre].sum()
+    colour_outskirts = stamp[g][outskirts].sum() / stamp[z][outskirts].sum()
+    # g/z lower (redder) at the centre, where the bulge's light is, than in the disk.
+    assert colour_centre < 0.9 * colour_outskirts
