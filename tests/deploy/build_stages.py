@@ -42,6 +42,19 @@ class Stage:
         """The arguments of every ``keyword`` instruction of this stage, in order."""
         return [i.value for i in self.instructions if i.keyword == keyword.upper()]
 
+    def args(self) -> dict[str, str]:
+        """The stage's ``ARG NAME=DEFAULT`` build arguments and their defaults ("" if none)."""
+        args: dict[str, str] = {}
+        for value in self.values("ARG"):
+            name, _, default = value.partition("=")
+            args[name] = default
+        return args
+
+    def expand(self, value: str) -> str:
+        """``value`` with ``${NAME}`` of the stage's build arguments at their defaults."""
+        args = self.args()
+        return re.sub(r"\$\{(\w+)\}", lambda m: args.get(m[1], m[0]), value)
+
 
 def read_instructions(text: str) -> list[Instruction]:
     """Instructions of a Dockerfile, continuation lines joined as the builder joins them.

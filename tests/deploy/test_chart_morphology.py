@@ -6,8 +6,9 @@ named model, scales on its own queue and, with ``gpu.enabled``, runs on the GPU 
   Service, PodDisruptionBudget, NetworkPolicy), each valid against the Kubernetes or KEDA
   schema, with radon's probes, security context and settings; its trigger counts the
   morphology queue; the migrate Job adds the fetch → morphology route after migrating.
-- ``gpu.enabled`` adds the GPU limit, the GPU nodes' selector and toleration (those of
-  terraform/modules/eks's GPU group) and the CUDA device, keeping the pipeline's own scheduling.
+- ``gpu.enabled`` runs the GPU variant of the image (``<tag>-gpu``) and adds the GPU limit, the
+  GPU nodes' selector and toleration (those of terraform/modules/eks's GPU group) and the CUDA
+  device, keeping the pipeline's own scheduling.
 - A missing or malformed model version fails the render, naming the value.
 """
 
@@ -148,6 +149,32 @@ def test_gpu_adds_the_limit_the_gpu_nodes_and_cuda() -> None:
         assert "nvidia.com/gpu" not in other["containers"][0]["resources"]["limits"]
 
 
+def test_gpu_workers_run_the_gpu_variant_of_the_image() -> None:
+    """`<tag><imageTagSuffix>` (release.yml's `<tag>-gpu`) for GPU workers, only for them."""
+    image = {"repository": "registry.example/galpipe", "tag": "142-3f9c2ab"}
+    gpu = render({"image": image, **_morphology(gpu={"enabled": True})})
+    (container,) = _pod(gpu)["containers"]
+    assert container["image"] == "registry.example/galpipe:142-3f9c2ab-gpu"
+    for name in ("galpipe-fetch", "galpipe-radon"):
+        assert _pod(gpu, name)["containers"][0]["image"] == "registry.example/galpipe:142-3f9c2ab"
+    # On CPUs, or with the suffix emptied, the one image of every pipeline.
+    for values in (_morphology(), _morphology(gpu={"enabled": True, "imageTagSuffix": ""})):
+        (container,) = _pod(render({"image": image, **values}))["containers"]
+        assert container["image"] == "registry.example/galpipe:142-3f9c2ab"
+    assert effective_values({})["pipelines"]["morphology"]["gpu"]["imageTagSuffix"] == "-gpu"
+
+
+def test_gpu_image_suffix_refuses_a_digest_pinned_cpu_image() -> None:
+    """A digest names the CPU image: a suffixed tag beside it would be a label, not the pull."""
+    image = {"tag": "142-3f9c2ab", "digest": "sha256:" + "ab" * 32}
+    with pytest.raises(helm.HelmError) as caught:
+        render({"image": image, **_morphology(gpu={"enabled": True})})
+    assert "image.digest" in str(caught.value)
+    assert "imageTagSuffix" in str(caught.value)
+    objects = render({"image": image, **_morphology(gpu={"enabled": True, "imageTagSuffix": ""})})
+    assert _pod(objects)["containers"][0]["image"].endswith("@" + image["digest"])
+
+
 def test_gpu_keeps_the_pipelines_own_and_the_global_scheduling() -> None:
     spot = {"key": "galpipe.io/node-group", "operator": "Exists", "effect": "NoSchedule"}
     objects = render(
@@ -219,6 +246,10 @@ def test_migrate_job_adds_the_fetch_to_morphology_route_after_migrating() -> Non
         (_morphology(modelVersion=VERSION[:-1]), "at '/pipelines/morphology/modelVersion'"),
         (_morphology(command=[]), "at '/pipelines/morphology/command'"),
         (_morphology(gpu={"count": 0}), "at '/pipelines/morphology/gpu/count'"),
+        (
+            _morphology(gpu={"imageTagSuffix": ":gpu"}),
+            "at '/pipelines/morphology/gpu/imageTagSuffix'",
+        ),
         (
             {"pipelines": {"radon": {"modelVersion": VERSION}}},
             "at '/pipelines/radon/modelVersion': false schema",

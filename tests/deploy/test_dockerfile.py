@@ -21,6 +21,8 @@ from tests.deploy.policy import run_checkov
 
 #: A base image pinned by tag and by digest: python:<3.11.x>-slim-bookworm@sha256:<64 hex>.
 _PINNED_BASE = re.compile(r"^python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}$")
+#: The GPU variant's lock: ``--build-arg REQUIREMENTS=services/requirements-gpu.txt``.
+GPU_LOCK = "services/requirements-gpu.txt"
 _OCI_LABELS = ("title", "description", "version", "revision", "source", "licenses")
 
 
@@ -48,6 +50,9 @@ def test_stages_build_wheels_then_a_runtime_from_them() -> None:
     # Core dependencies only: no extra ([local], [sim], [dev], [deploy]) in any install.
     for run in (locked, wheel):
         assert "[" not in run, f"the image installs an extra: {run}"
+    # The lock it installs is the REQUIREMENTS build argument, the CPU lock unless it is set.
+    assert build.args()["REQUIREMENTS"] == "services/requirements.txt"
+    assert "${REQUIREMENTS} services/requirements.txt" in build.values("COPY")
     # The runtime stage copies from the other stages only, never from the build context.
     runtime = stage("runtime")
     copies = runtime.values("COPY")
@@ -156,16 +161,20 @@ def test_dockerignore_sends_only_what_builds_the_wheel() -> None:
     lines = (REPO_ROOT / ".dockerignore").read_text().splitlines()
     patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     # Everything the build stage copies from the context is in it...
+    build = stage("build")
     sources = [
         word
-        for value in stage("build").values("COPY")
-        for word in shlex.split(value)[:-1]
+        for value in build.values("COPY")
+        for word in shlex.split(build.expand(value))[:-1]
         if not word.startswith("--")
     ]
     assert sources, "the build stage copies nothing from the context"
     for source in sources:
         sample = source if (REPO_ROOT / source).is_file() else f"{source}/cli.py"
         assert not _dockerignored(sample, patterns), f"{sample} is left out of the context"
+    # The GPU variant's lock (--build-arg REQUIREMENTS=...) is in the context too.
+    assert (REPO_ROOT / GPU_LOCK).is_file()
+    assert not _dockerignored(GPU_LOCK, patterns), f"{GPU_LOCK} is left out of the context"
     # ...and nothing else: environments, git, tests, infrastructure, caches.
     for path in (
         ".venv/bin/python",
@@ -225,3 +234,13 @@ def test_dockerfile_reader_joins_continuations(tmp_path: Path) -> None:
     one, two = read_stages(dockerfile)
     assert one.values("RUN") == ["echo 1  && echo 2"]
     assert (two.name, two.image, two.platform) == ("two", "b", "$BUILDPLATFORM")
+
+
+def test_dockerfile_reader_expands_build_arguments_at_their_defaults(tmp_path: Path) -> None:
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(
+        "FROM a AS one\nARG LOCK=x.txt\nARG BARE\nCOPY ${LOCK} ${BARE} ${NONE} /d\n"
+    )
+    (one,) = read_stages(dockerfile)
+    assert one.args() == {"LOCK": "x.txt", "BARE": ""}
+    assert one.expand(one.values("COPY")[0]) == "x.txt  ${NONE} /d"

@@ -57,8 +57,9 @@ class ImageEnv:
 
 def _build_context_copy(dest: Path) -> Path:
     """Copy what the build stage COPYs from the context (``COPY SRC... DEST``) into ``dest``."""
-    for value in stage("build").values("COPY"):
-        words = [w for w in shlex.split(value) if not w.startswith("--")]
+    build = stage("build")
+    for value in build.values("COPY"):
+        words = [w for w in shlex.split(build.expand(value)) if not w.startswith("--")]
         *sources, target = words
         for source in sources:
             origin = REPO_ROOT / source

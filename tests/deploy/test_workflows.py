@@ -51,6 +51,13 @@ def _step_using(workflow: dict[str, Any], action: str) -> dict[str, Any]:
     return step
 
 
+def _build_steps(workflow: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every docker/build-push-action step, in order."""
+    return [
+        s for _, s in _steps(workflow) if s.get("uses", "").startswith("docker/build-push-action@")
+    ]
+
+
 @pytest.fixture(scope="module")
 def workflows() -> dict[str, dict[str, Any]]:
     assert {p.name for p in WORKFLOW_FILES} >= {"ci.yml", "release.yml", "infra.yml"}
@@ -329,8 +336,8 @@ def test_release_ships_exactly_the_commit_ci_tested(workflows: dict[str, dict[st
         s for _, s in _steps(release) if s.get("uses", "").startswith("actions/checkout@")
     ]
     assert checkout["with"]["ref"] == head_sha
-    build = _step_using(release, "docker/build-push-action")["with"]
-    assert f"REVISION={head_sha}" in build["build-args"]
+    for build in _build_steps(release):
+        assert f"REVISION={head_sha}" in build["with"]["build-args"]
     # In a workflow_run, github.sha / GITHUB_SHA is main's head, not the tested commit.
     assert "github.sha" not in text
     assert "GITHUB_SHA" not in text
@@ -347,7 +354,16 @@ def test_release_signs_image_and_chart_with_cosign_keyless(
     assert signs == [
         'cosign sign --yes "${REGISTRY}/${CHART_REPOSITORY}/galpipe@${digest}"',
         'cosign sign --yes "${IMAGE}@${DIGEST}"',
+        'cosign sign --yes "${IMAGE}@${DIGEST}"',
     ]
+    # Each image by the digest of its own build: the multi-arch one, then the GPU variant.
+    digests = [
+        s["env"]["DIGEST"]
+        for _, s in _steps(release)
+        if 'cosign sign --yes "${IMAGE}@${DIGEST}"' in s.get("run", "")
+    ]
+    builds = [s["id"] for s in _build_steps(release)]
+    assert digests == [f"${{{{ steps.{b}.outputs.digest }}}}" for b in builds]
     for job in release["jobs"].values():
         if any("cosign sign" in s.get("run", "") for s in job["steps"]):
             assert job["permissions"]["id-token"] == "write"
@@ -359,16 +375,27 @@ def test_release_pushes_a_multi_arch_attested_image(workflows: dict[str, dict[st
     _step_using(release, "docker/setup-qemu-action")
     _step_using(release, "docker/setup-buildx-action")
     _step_using(release, "aws-actions/amazon-ecr-login")
-    build = _step_using(release, "docker/build-push-action")["with"]
+    image, gpu = (s["with"] for s in _build_steps(release))
+    build = image
     assert set(build["platforms"].split(",")) == {"linux/amd64", "linux/arm64"}
     assert build["push"] is True
     assert build["sbom"] is True
     assert build["provenance"] == "mode=max"
     assert build["file"] == "services/Dockerfile"
     assert build["tags"].endswith(":${{ steps.tag.outputs.tag }}")
-    # No build cache: one shared with pull requests could poison a release.
-    assert "cache-from" not in build
-    assert "cache-to" not in build
+    # The GPU variant: the same Dockerfile with the GPU lock, amd64 only, tagged `<tag>-gpu`.
+    assert gpu["platforms"] == "linux/amd64"
+    assert gpu["file"] == build["file"]
+    assert gpu["tags"] == f"{build['tags']}-gpu"
+    assert "REQUIREMENTS=services/requirements-gpu.txt" in gpu["build-args"].splitlines()
+    assert "REQUIREMENTS" not in build["build-args"]
+    for step in (build, gpu):
+        assert step["push"] is True
+        assert step["sbom"] is True
+        assert step["provenance"] == "mode=max"
+        # No build cache: one shared with pull requests could poison a release.
+        assert "cache-from" not in step
+        assert "cache-to" not in step
 
 
 def _git_commit(repository: Path, message: str) -> str:

@@ -55,6 +55,22 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* A pipeline's image: with gpu.enabled, the GPU variant, whose tag is the image's tag and
+gpu.imageTagSuffix (release.yml pushes `<tag>-gpu`). A digest names one image, the CPU one, so
+it cannot be combined with the suffix. Call with (dict "root" $ "values" PIPELINE-VALUES). */}}
+{{- define "galpipe.pipelineImage" -}}
+{{- $root := .root -}}
+{{- $gpu := .values.gpu | default dict -}}
+{{- if and $gpu.enabled $gpu.imageTagSuffix -}}
+{{- if $root.Values.image.digest -}}
+{{- fail "pipelines.morphology.gpu.enabled with image.digest: the digest pins the CPU image; set pipelines.morphology.gpu.imageTagSuffix to \"\" and image.digest to the GPU image's digest, or pin by tag" -}}
+{{- end -}}
+{{- printf "%s:%s%s" $root.Values.image.repository (default $root.Chart.AppVersion $root.Values.image.tag) $gpu.imageTagSuffix -}}
+{{- else -}}
+{{- include "galpipe.image" $root -}}
+{{- end -}}
+{{- end }}
+
 {{/*
 The KEDA trigger's query: the code's READY_DEPTH_SQL (files/ready-depth.sql, kept equal to it
 by tests/deploy/test_chart_contract.py) with the pipeline's name as a SQL literal. KEDA's
@@ -298,7 +314,7 @@ imagePullSecrets:
 {{- end }}
 containers:
   - name: {{ .component }}
-    image: {{ include "galpipe.image" $root }}
+    image: {{ include "galpipe.pipelineImage" (dict "root" $root "values" .values) }}
     imagePullPolicy: {{ $root.Values.image.pullPolicy }}
     command: {{ prepend (.values.command | default (list .command)) "galpipe" | toJson }}
     ports:

@@ -10,7 +10,13 @@ from typing import Any
 
 import psycopg
 
-from galpipe.catalog.export import BAND_SELECTIONS, FORMATS, export_results, format_for
+from galpipe.catalog.export import (
+    BAND_SELECTIONS,
+    FORMATS,
+    LATEST_MODEL,
+    export_results,
+    format_for,
+)
 from galpipe.catalog.ingest import IngestSummary, store_catalog
 from galpipe.catalog.read import load_catalog
 from galpipe.db.results import SELECTIONS
@@ -79,6 +85,14 @@ def _register_export(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         default="combined",
         choices=BAND_SELECTIONS,
         help="combined: the combined measurement (default); all: also pa_g, pa_err_g, ...",
+    )
+    p.add_argument(
+        "--morphology-model",
+        default=None,
+        metavar=f"VERSION|{LATEST_MODEL}",
+        help="add this morphology model's predictions (morph_class, morph_class_probability, "
+        f"gz2_class1_1 ...): a registered 64-hex version, or {LATEST_MODEL} for the newest "
+        "registered one with predictions (default: no morphology columns)",
     )
     p.set_defaults(handler=_cmd_export)
 
@@ -163,10 +177,13 @@ def _cmd_export(args: argparse.Namespace, settings: Settings) -> None:
             algo_version=args.algo_version,
             selection=args.state,
             bands=args.bands,
+            morphology_model=args.morphology_model,
         )
+    model = summary.morphology_model
+    model = "" if model is None else f", morphology model {model}"
     print(
         f"wrote {summary.rows} galaxies x {summary.columns} columns "
-        f"(algo_version {summary.algo_version}) to {summary.path} as {summary.format}"
+        f"(algo_version {summary.algo_version}{model}) to {summary.path} as {summary.format}"
     )
 
 

@@ -3,13 +3,16 @@
 One row per galaxy: ``source_id``, ``ra``, ``dec``, ``catalog``, the catalogue's ``extra``
 columns flattened (e.g. Gaia's ``posangle_sersic``), the galaxy ``state``, then the combined
 measurement of one ``algo_version`` (``pa``, ``pa_err``, …) and, with ``--bands all``, every
-band's measurement beside it (``pa_g``, ``pa_err_g``, …, ``pa_z``). Every column carries a unit
-and a description; the table's ``meta`` records the version, the selection and the export time.
+band's measurement beside it (``pa_g``, ``pa_err_g``, …, ``pa_z``) and, with
+``--morphology-model``, one morphology model's prediction (``morph_class``,
+``morph_class_probability`` and the 37 Galaxy Zoo 2 fractions ``gz2_class1_1`` …
+``gz2_class11_6``). Every column carries a unit and a description; the table's ``meta`` records
+the version, the selection, the morphology model (``MORPHVER``) and the export time.
 
-Missing values (a galaxy without a measurement, a quantity its flags say could not be measured)
-are masked, never a silent NaN: ECSV writes them as empty cells, FITS as NaN for floats and
-``TNULL`` for integers (astropy reads both back as masked), Parquet (astropy's layout) as a
-``<name>.mask`` column beside the data.
+Missing values (a galaxy without a measurement or prediction, a quantity its flags say could not
+be measured) are masked, never a silent NaN: ECSV writes them as empty cells, FITS as NaN for
+floats, ``TNULL`` for integers and an empty string for text (astropy reads all three back as
+masked), Parquet (astropy's layout) as a ``<name>.mask`` column beside the data.
 """
 
 from __future__ import annotations
@@ -28,11 +31,16 @@ from astropy.table import Column, MaskedColumn, Table
 from psycopg_pool import ConnectionPool
 
 from galpipe.db import results as db
+from galpipe.db.models import list_models
+from galpipe.db.morphology import latest_predicted_model
 from galpipe.errors import InputError
+from galpipe.science import gz2
 
 __all__ = [
     "FORMATS",
     "KNOWN_CATALOG_COLUMNS",
+    "LATEST_MODEL",
+    "MORPHOLOGY_DOCS",
     "ColumnDoc",
     "ExportError",
     "ExportSummary",
@@ -47,6 +55,8 @@ FORMATS = {"fits": "fits", "ecsv": "ascii.ecsv", "parquet": "parquet"}
 _SUFFIXES = {".fits": "fits", ".fit": "fits", ".fits.gz": "fits", ".ecsv": "ecsv"}
 _SUFFIXES |= {".parquet": "parquet", ".pq": "parquet"}
 BAND_SELECTIONS = ("combined", "all")
+#: ``--morphology-model`` value that takes the newest registered model with predictions.
+LATEST_MODEL = "latest"
 
 _DIMENSIONLESS = u.dimensionless_unscaled
 # How a unit the FITS standard lacks is spelled on a TUNITn card.
@@ -206,6 +216,40 @@ _BAND_DOCS: Mapping[str, ColumnDoc] = {
     ),
 }
 
+
+def _fraction_doc(answer: str) -> ColumnDoc:
+    """The column of the predicted fraction of GZ2 answer ``answer`` (``ClassN.M``)."""
+    question = next(q for q in gz2.QUESTIONS if answer in q.answers)
+    label = question.labels[question.answers.index(answer)]
+    return ColumnDoc(
+        f"gz2_{answer.lower().replace('.', '_')}",
+        "float32",
+        _DIMENSIONLESS,
+        # The Kaggle column first: FITS keeps only the start of a description on its card.
+        f"{answer} ({question.name} {question.text} {label}): predicted GZ2 vote fraction, "
+        "tree-normalised (a question's answers sum to its parent answer's fraction)",
+    )
+
+
+#: The columns a morphology model's prediction adds, in the order of
+#: :data:`galpipe.db.results.MORPHOLOGY_COLUMNS` (``morphology_predictions`` stores reals).
+MORPHOLOGY_DOCS: tuple[ColumnDoc, ...] = (
+    ColumnDoc(
+        "morph_class",
+        "U",
+        _DIMENSIONLESS,
+        "predicted six-class label (Elliptical, Star/Artifact, On_Edge, Spiral_Barred, Spiral, "
+        "Irregular): the largest of its deciding GZ2 fractions",
+    ),
+    ColumnDoc(
+        "morph_class_probability",
+        "float32",
+        _DIMENSIONLESS,
+        "predicted GZ2 vote fraction of the answer that decided morph_class",
+    ),
+    *(_fraction_doc(answer) for answer in gz2.ANSWER_COLUMNS),
+)
+
 #: Units and descriptions of catalogue columns that ``galaxies.extra`` may carry (ingest keeps
 #: the values, not their units). Gaia DR3 ``galaxy_candidates`` Sérsic fit columns.
 KNOWN_CATALOG_COLUMNS: Mapping[str, tuple[u.UnitBase, str]] = {
@@ -230,6 +274,7 @@ class ExportSummary:
     rows: int
     columns: int
     algo_version: str
+    morphology_model: str | None = None
 
 
 def format_for(path: Path, requested: str | None) -> str:
@@ -265,6 +310,49 @@ def _choose_version(pool: ConnectionPool, requested: str | None) -> str:
         present = ", ".join(repr(v.version) for v in versions)
         raise ExportError(f"unknown algo_version {requested!r}; versions present: {present}")
     return requested
+
+
+def _choose_morphology_model(pool: ConnectionPool, requested: str) -> str:
+    """The model version ``--morphology-model`` names: a registered one, or ``latest``."""
+    with pool.connection() as conn:
+        if requested == LATEST_MODEL:
+            latest = latest_predicted_model(conn)
+            if latest is None:
+                raise ExportError(
+                    "--morphology-model latest: no registered morphology model has predictions"
+                )
+            return latest
+        registered = [m.model_version for m in list_models(conn, "morphology")]
+    if requested not in registered:
+        present = ", ".join(registered) if registered else "none are registered"
+        raise ExportError(
+            f"unknown morphology model {requested!r}; registered morphology models: {present}"
+        )
+    return requested
+
+
+class _TextBuffer:
+    """Values of one text column, chunk by chunk; NULL (``None``) becomes masked."""
+
+    def __init__(self, doc: ColumnDoc) -> None:
+        self.doc = doc
+        self._data: list[str] = []
+        self._mask: list[bool] = []
+
+    def extend(self, values: Sequence[Any]) -> None:
+        self._data.extend("" if v is None else str(v) for v in values)
+        self._mask.extend(v is None for v in values)
+
+    def column(self) -> MaskedColumn:
+        # Empty is the fill: FITS readers (astropy's too) take an empty string as null.
+        return MaskedColumn(
+            np.array(self._data, dtype=str),
+            name=self.doc.name,
+            mask=np.array(self._mask, dtype=bool),
+            unit=self.doc.unit,
+            description=self.doc.description,
+            fill_value="",
+        )
 
 
 class _ColumnBuffer:
@@ -344,6 +432,7 @@ def build_results_table(
     algo_version: str | None = None,
     selection: str = "transformed",
     bands: str = "combined",
+    morphology_model: str | None = None,
     now: datetime | None = None,
     chunk_rows: int = 10_000,
 ) -> Table:
@@ -360,6 +449,9 @@ def build_results_table(
         galaxy, measurements masked where it has none).
     bands
         ``"combined"``: the combined measurement only; ``"all"``: also each band's.
+    morphology_model
+        Add the prediction of this registered morphology model (64-hex version), or of the
+        newest registered one with predictions (``"latest"``); ``None`` adds no morphology.
     now
         Export time recorded in ``meta["EXPORTED"]`` (UTC); default: the current time.
     chunk_rows
@@ -368,27 +460,37 @@ def build_results_table(
     Raises
     ------
     ExportError
-        If there are no results, the version is unknown, the selection or band choice is not
-        one of the documented values, or no galaxy matches.
+        If there are no results, the version or morphology model is unknown, the selection or
+        band choice is not one of the documented values, or no galaxy matches.
     """
     if selection not in db.SELECTIONS:
         raise ExportError(f"unknown state {selection!r}: expected one of {db.SELECTIONS}")
     if bands not in BAND_SELECTIONS:
         raise ExportError(f"unknown bands {bands!r}: expected one of {BAND_SELECTIONS}")
     version = _choose_version(pool, algo_version)
+    model = None if morphology_model is None else _choose_morphology_model(pool, morphology_model)
     wide = bands == "all"
     measured = [doc for col, doc in _COMBINED_DOCS.items() if col in db.COMBINED_COLUMNS]
     for band in db.BANDS if wide else ():
         docs = _band_docs(band)
         measured += [docs[col] for col in db.BAND_COLUMNS]
-    numeric = [_ColumnBuffer(d) for d in (*_GALAXY_DOCS[:3], *measured)]
+    numeric: list[_ColumnBuffer | _TextBuffer] = [
+        _ColumnBuffer(d) for d in (*_GALAXY_DOCS[:3], *measured)
+    ]
+    if model is not None:
+        numeric += [_TextBuffer(d) if d.dtype == "U" else _ColumnBuffer(d) for d in MORPHOLOGY_DOCS]
     catalogs: list[str] = []
     states: list[str] = []
     extras: list[Mapping[str, Any]] = []
     n_galaxy = len(db.GALAXY_COLUMNS)
     with pool.connection() as conn:
         for rows in db.stream_results(
-            conn, version, selection=selection, wide=wide, chunk_rows=chunk_rows
+            conn,
+            version,
+            selection=selection,
+            wide=wide,
+            morphology_model=model,
+            chunk_rows=chunk_rows,
         ):
             columns = list(zip(*rows, strict=True))
             source_ids, ra, dec, catalog, extra, state = columns[:n_galaxy]
@@ -403,11 +505,18 @@ def build_results_table(
     if not states:
         what = "transformed galaxies" if selection == "transformed" else "galaxies"
         raise ExportError(f"no {what} with results of algo_version {version!r}")
-    return _assemble(numeric, catalogs, states, extras, version, selection, bands, now)
+    table = _assemble(numeric, catalogs, states, extras, version, selection, bands, now)
+    if model is not None:
+        table.meta["MORPHVER"] = model
+        table.meta["comments"].append(
+            f"Morphology: Galaxy Zoo 2 predictions of model {model} (SHA-256 of its ONNX "
+            "bytes); masked where the galaxy has no prediction of it."
+        )
+    return table
 
 
 def _assemble(
-    numeric: list[_ColumnBuffer],
+    numeric: list[_ColumnBuffer | _TextBuffer],
     catalogs: list[str],
     states: list[str],
     extras: list[Mapping[str, Any]],
@@ -503,13 +612,26 @@ def export_results(
     algo_version: str | None = None,
     selection: str = "transformed",
     bands: str = "combined",
+    morphology_model: str | None = None,
     now: datetime | None = None,
 ) -> ExportSummary:
     """Build the results table and write it to ``out``; see :func:`build_results_table`."""
     out = Path(out)
     chosen = format_for(out, fmt)
     table = build_results_table(
-        pool, algo_version=algo_version, selection=selection, bands=bands, now=now
+        pool,
+        algo_version=algo_version,
+        selection=selection,
+        bands=bands,
+        morphology_model=morphology_model,
+        now=now,
     )
     write_results(table, out, chosen)
-    return ExportSummary(out, chosen, len(table), len(table.colnames), table.meta["ALGOVER"])
+    return ExportSummary(
+        out,
+        chosen,
+        len(table),
+        len(table.colnames),
+        table.meta["ALGOVER"],
+        table.meta.get("MORPHVER"),
+    )

@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from galpipe.db.morphology import FRACTION_COLUMNS
+from galpipe.db.morphology import JOINED_PREDICTION_COLUMNS, joined_prediction_select
 
 _RESULTS_SQL = """
 SELECT g.source_id, g.ra, g.dec,
@@ -82,9 +82,7 @@ MORPHOLOGY_COLUMNS = (
     "morphology_attempts",
     "morphology_error",
     "morph_model_version",
-    "morph_class",
-    "morph_class_probability",
-    *(f"gz2_{c}" for c in FRACTION_COLUMNS),
+    *JOINED_PREDICTION_COLUMNS,
 )
 
 _MORPHOLOGY_SQL = sql.SQL(
@@ -92,8 +90,7 @@ _MORPHOLOGY_SQL = sql.SQL(
 SELECT g.source_id,
        t.state::text AS morphology_state, t.attempts AS morphology_attempts,
        t.last_error AS morphology_error,
-       p.model_version AS morph_model_version, p.six_class AS morph_class,
-       p.six_class_probability AS morph_class_probability, {fractions}
+       p.model_version AS morph_model_version, {prediction}
 FROM galaxies g
 LEFT JOIN tasks t ON t.pipeline = 'morphology' AND t.source_id = g.source_id
 LEFT JOIN morphology_predictions p
@@ -101,12 +98,7 @@ LEFT JOIN morphology_predictions p
 WHERE g.source_id = ANY(%(ids)s)
 ORDER BY g.source_id
 """
-).format(
-    fractions=sql.SQL(", ").join(
-        sql.SQL("p.{} AS {}").format(sql.Identifier(c), sql.Identifier(f"gz2_{c}"))
-        for c in FRACTION_COLUMNS
-    )
-)
+).format(prediction=joined_prediction_select("p"))
 
 
 def demo_morphology_results(

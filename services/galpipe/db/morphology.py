@@ -16,10 +16,48 @@ from psycopg import sql
 
 from galpipe.science.gz2 import ANSWER_COLUMNS, N_ANSWERS
 
-__all__ = ["FRACTION_COLUMNS", "PredictionRows", "predictions_for", "record_predictions"]
+__all__ = [
+    "FRACTION_COLUMNS",
+    "JOINED_PREDICTION_COLUMNS",
+    "PredictionRows",
+    "joined_prediction_select",
+    "latest_predicted_model",
+    "predictions_for",
+    "record_predictions",
+]
 
 #: The table's fraction columns, in the order of :data:`galpipe.science.gz2.ANSWER_COLUMNS`.
 FRACTION_COLUMNS: tuple[str, ...] = tuple(c.lower().replace(".", "_") for c in ANSWER_COLUMNS)
+
+#: Names a prediction's columns take when joined into a results catalogue (the demo's and
+#: ``galpipe export``'s), in :func:`joined_prediction_select` order: the six-class label, its
+#: fraction, then ``gz2_classN_M`` (the fraction of GZ2 answer ``ClassN.M``).
+JOINED_PREDICTION_COLUMNS: tuple[str, ...] = (
+    "morph_class",
+    "morph_class_probability",
+    *(f"gz2_{c}" for c in FRACTION_COLUMNS),
+)
+
+
+def joined_prediction_select(alias: str) -> sql.Composed:
+    """The select list of a ``morphology_predictions`` row aliased ``alias``, renamed to
+    :data:`JOINED_PREDICTION_COLUMNS` (NULLs where a LEFT JOIN found no prediction)."""
+    table = sql.Identifier(alias)
+    sources = ("six_class", "six_class_probability", *FRACTION_COLUMNS)
+    return sql.SQL(", ").join(
+        sql.SQL("{}.{} AS {}").format(table, sql.Identifier(src), sql.Identifier(name))
+        for src, name in zip(sources, JOINED_PREDICTION_COLUMNS, strict=True)
+    )
+
+
+def latest_predicted_model(conn: psycopg.Connection) -> str | None:
+    """The most recently registered morphology model with at least one prediction, or None."""
+    row = conn.execute(
+        "SELECT m.model_version FROM models m WHERE m.pipeline = 'morphology' AND EXISTS "
+        "(SELECT 1 FROM morphology_predictions p WHERE p.model_version = m.model_version) "
+        "ORDER BY m.created_at DESC, m.model_version LIMIT 1"
+    ).fetchone()
+    return None if row is None else str(row[0])
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 One row per galaxy, in ``source_id`` order: the galaxy (``ra``, ``dec``, ``catalog``,
 ``extra``), its state from the ``galaxy_states`` view, the combined measurement of one
-``algo_version`` and, for the wide layout, the four per-band measurements side by side. Rows
-stream through a server-side cursor, so memory on both sides stays bounded by one chunk.
+``algo_version``, for the wide layout the four per-band measurements side by side and, with a
+morphology model, that model's prediction (LEFT JOIN: NULLs where it has none). Rows stream
+through a server-side cursor, so memory on both sides stays bounded by one chunk.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import psycopg
 from psycopg import sql
 
 from galpipe.db.measurements import MEASUREMENT_COLUMNS
+from galpipe.db.morphology import JOINED_PREDICTION_COLUMNS, joined_prediction_select
 
 #: Bands of the per-band rows, in export order.
 BANDS = ("g", "r", "i", "z")
@@ -45,6 +47,9 @@ COMBINED_COLUMNS = (
 #: every measured column (after the key ``source_id, algo_version, band``) but the
 #: combined-only ones.
 BAND_COLUMNS = tuple(column for column in MEASUREMENT_COLUMNS[3:] if column not in _COMBINED_ONLY)
+
+#: Columns a morphology model's prediction adds, last in every row, in row order.
+MORPHOLOGY_COLUMNS = JOINED_PREDICTION_COLUMNS
 
 SELECTIONS = ("transformed", "all")
 
@@ -82,8 +87,9 @@ def algo_versions(conn: psycopg.Connection) -> list[AlgoVersion]:
     return [AlgoVersion(str(v), int(n), at) for v, n, at in rows]
 
 
-def _results_query(wide: bool) -> sql.Composed:
-    """The export SELECT: combined columns, then (``wide``) each band's columns in BANDS order.
+def _results_query(wide: bool, morphology: bool) -> sql.Composed:
+    """The export SELECT: combined columns, then (``wide``) each band's columns in BANDS order,
+    then (``morphology``) the prediction of model ``%(model_version)s``.
 
     Only identifiers and fixed band literals are composed; every value is a parameter.
     """
@@ -101,6 +107,14 @@ def _results_query(wide: bool) -> sql.Composed:
                 "AND {a}.algo_version = %(version)s AND {a}.band = {band}"
             ).format(a=alias, band=sql.Literal(band))
         )
+    if morphology:
+        select.append(joined_prediction_select("p"))
+        joins.append(
+            sql.SQL(
+                "LEFT JOIN morphology_predictions p ON p.source_id = g.source_id "
+                "AND p.model_version = %(model_version)s"
+            )
+        )
     return sql.SQL(
         "SELECT {select} FROM galaxies g "
         "JOIN galaxy_states s ON s.source_id = g.source_id "
@@ -112,7 +126,11 @@ def _results_query(wide: bool) -> sql.Composed:
     ).format(select=sql.SQL(", ").join(select), joins=sql.SQL(" ").join(joins))
 
 
-_QUERIES = {wide: _results_query(wide) for wide in (False, True)}
+_QUERIES = {
+    (wide, morphology): _results_query(wide, morphology)
+    for wide in (False, True)
+    for morphology in (False, True)
+}
 
 
 def stream_results(
@@ -121,6 +139,7 @@ def stream_results(
     *,
     selection: str = "transformed",
     wide: bool = False,
+    morphology_model: str | None = None,
     chunk_rows: int = 10_000,
 ) -> Iterator[Sequence[tuple[Any, ...]]]:
     """Yield the export rows in chunks of at most ``chunk_rows``, ordered by ``source_id``.
@@ -137,6 +156,9 @@ def stream_results(
         ``algo_version``. ``"all"``: every galaxy, with NULL measurements where it has none.
     wide
         Add the per-band columns (:data:`BAND_COLUMNS` for each band of :data:`BANDS`).
+    morphology_model
+        Add the prediction of this morphology model (64-hex version) as
+        :data:`~galpipe.db.morphology.JOINED_PREDICTION_COLUMNS`; ``None`` adds none.
     chunk_rows
         Rows per fetch from the server.
 
@@ -144,15 +166,20 @@ def stream_results(
     ------
     list of tuple
         Rows: :data:`GALAXY_COLUMNS`, then :data:`COMBINED_COLUMNS`, then (``wide``) the band
-        columns. ``extra`` is a dict (JSON object), NULLs are ``None``.
+        columns, then (``morphology_model``) :data:`MORPHOLOGY_COLUMNS`. ``extra`` is a dict
+        (JSON object), NULLs are ``None``.
     """
     if selection not in SELECTIONS:
         raise ValueError(f"selection {selection!r}: expected one of {', '.join(SELECTIONS)}")
     if chunk_rows <= 0:
         raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
-    params = {"version": algo_version, "everything": selection == "all"}
+    params = {
+        "version": algo_version,
+        "everything": selection == "all",
+        "model_version": morphology_model,
+    }
     with conn.transaction(), conn.cursor(name="galpipe_export") as cur:
         cur.itersize = chunk_rows
-        cur.execute(_QUERIES[wide], params)
+        cur.execute(_QUERIES[wide, morphology_model is not None], params)
         while rows := cur.fetchmany(chunk_rows):
             yield rows

@@ -36,8 +36,23 @@ def _providers(device: str) -> list[str]:
             f"{', '.join(available)}; install onnxruntime-gpu or use device 'cpu' or 'auto'"
         )
     if device in ("cuda", "auto") and _CUDA in available:
+        _preload_cuda_libraries()
         return [_CUDA, _CPU]
     return [_CPU]
+
+
+def _preload_cuda_libraries() -> None:
+    """Load the CUDA and cuDNN libraries of the ``nvidia-*`` wheels before a CUDA session.
+
+    onnxruntime-gpu's CUDA provider is loaded when the first CUDA session is made, and it
+    needs libcudart, libcublas, libcudnn ...; installed from PyPI (the GPU image) they live in
+    ``site-packages/nvidia/*/lib``, which the dynamic loader does not search. ``preload_dlls``
+    (onnxruntime-gpu >= 1.21) loads them from there first; an older build or a system CUDA
+    needs nothing.
+    """
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        preload()
 
 
 class MorphologyModel:
