@@ -7,7 +7,8 @@ STAMP   := $(VENV)/.installed
 # worker image run the networks with ONNX Runtime and never need it.
 TRAIN_STAMP := $(VENV)/.installed-train
 # A CPU build of torch: the one on this disk when there is one, else PyTorch's CPU index (PyPI's
-# default Linux wheel is a CUDA build of several GB, which tests on a CPU have no use for).
+# default Linux wheel is a CUDA build of several GB, which tests on a CPU have no use for), and
+# PyPI's own build where that index cannot be reached.
 TORCH_CPU_WHEEL := $(firstword $(wildcard /opt/wheels/torch-*+cpu-cp311-*.whl))
 # checkov pins its own dependency versions (an older boto3), so it gets a venv of its own.
 CHECKOV := .tools/checkov/bin/checkov
@@ -28,7 +29,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 $(TRAIN_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet $(if $(TORCH_CPU_WHEEL),'$(TORCH_CPU_WHEEL)','torch>=2.9' --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple)
+	@if [ -n "$(TORCH_CPU_WHEEL)" ]; then \
+	  $(BIN)/python -m pip install --quiet '$(TORCH_CPU_WHEEL)'; \
+	else \
+	  $(BIN)/python -m pip install --quiet --timeout 20 --retries 1 'torch>=2.9' \
+	    --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple \
+	  || $(BIN)/python -m pip install --quiet 'torch>=2.9'; \
+	fi
 	$(BIN)/python -m pip install --quiet -e '.[train]'
 	touch $(TRAIN_STAMP)
 
