@@ -164,12 +164,11 @@ def ingest_cli(args: argparse.Namespace, settings: Settings) -> None:
 
 def _cmd_export(args: argparse.Namespace, settings: Settings) -> None:
     """``galpipe export``: raises ExportError (an InputError) for an export that cannot be made."""
-    from galpipe.runtime.database import pool_from_settings
+    from galpipe.runtime.database import database_errors, pool_from_settings
 
     out = Path(args.out)
     fmt = format_for(out, args.format)  # before connecting: a typo fails fast
-    database_errors = reraise_as(ServiceError, psycopg.Error, context="database error")
-    with database_errors, pool_from_settings(settings) as pool:
+    with database_errors(), pool_from_settings(settings) as pool:
         summary = export_results(
             pool,
             out,

@@ -17,13 +17,12 @@ Only argparse is imported here; the heavy modules load when a command runs.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from galpipe.errors import InputError, ServiceError, reraise_as
+from galpipe.errors import InputError
 
 if TYPE_CHECKING:
     from galpipe.learning.dataset import LabelledImages
@@ -107,12 +106,6 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--processes", type=int, default=1, help="--synthetic: render processes")
 
 
-def _database_errors() -> contextlib.AbstractContextManager[None]:
-    import psycopg
-
-    return reraise_as(ServiceError, psycopg.Error, context="database error")
-
-
 def _input_mode(args: argparse.Namespace) -> str:
     """The input mode of the images the arguments name, known before any is read."""
     # The Kaggle set is SDSS gri JPEGs: a rendering of their own, which the worker cannot
@@ -136,10 +129,10 @@ def _load_data(args: argparse.Namespace, settings: Settings) -> tuple[LabelledIm
 
         return read_kaggle_layout(args.kaggle, limit=args.limit), _input_mode(args)
     from galpipe.morphology.datasets import fetched_cutouts_with_labels
-    from galpipe.runtime.database import pool_from_settings
+    from galpipe.runtime.database import database_errors, pool_from_settings
     from galpipe.storage import object_store_from_settings
 
-    with _database_errors(), pool_from_settings(settings) as pool:
+    with database_errors(), pool_from_settings(settings) as pool:
         data = fetched_cutouts_with_labels(
             pool,
             object_store_from_settings(settings),
@@ -237,11 +230,11 @@ def _spec_dict(spec: Any, version: str) -> dict[str, Any]:
 
 def _publish(settings: Settings, onnx_bytes: bytes, spec: Any) -> None:
     from galpipe.pipelines.model_artefacts import publish_model
-    from galpipe.runtime.database import pool_from_settings
+    from galpipe.runtime.database import database_errors, pool_from_settings
     from galpipe.storage import object_store_from_settings
 
     store = object_store_from_settings(settings)
-    with _database_errors(), pool_from_settings(settings) as pool, pool.connection() as conn:
+    with database_errors(), pool_from_settings(settings) as pool, pool.connection() as conn:
         record = publish_model(conn, store, onnx_bytes, spec)
     print(f"registered model {record.model_version} ({record.architecture}, {record.nbytes} B)")
 
@@ -281,11 +274,11 @@ def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> None:
         onnx_bytes, recorded_mode = candidate.read_bytes(), None
     else:
         from galpipe.pipelines.model_artefacts import load_model_bytes
-        from galpipe.runtime.database import pool_from_settings
+        from galpipe.runtime.database import database_errors, pool_from_settings
         from galpipe.storage import object_store_from_settings
 
         store = object_store_from_settings(settings)
-        with _database_errors(), pool_from_settings(settings) as pool, pool.connection() as conn:
+        with database_errors(), pool_from_settings(settings) as pool, pool.connection() as conn:
             record, onnx_bytes = load_model_bytes(conn, store, args.model.lower())
         recorded_mode = record.input_mode
     if recorded_mode is not None and recorded_mode != mode:
@@ -304,9 +297,9 @@ def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> None:
 
 def _cmd_models(args: argparse.Namespace, settings: Settings) -> None:
     from galpipe.db.models import list_models
-    from galpipe.runtime.database import pool_from_settings
+    from galpipe.runtime.database import database_errors, pool_from_settings
 
-    with _database_errors(), pool_from_settings(settings) as pool, pool.connection() as conn:
+    with database_errors(), pool_from_settings(settings) as pool, pool.connection() as conn:
         models = list_models(conn)
     if not models:
         print("no models registered (`galpipe morphology train --publish` registers one)")

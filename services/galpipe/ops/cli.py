@@ -7,11 +7,10 @@ Only argparse is imported here; the database code loads when a command runs.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 from typing import TYPE_CHECKING
 
-from galpipe.errors import CommandError, ServiceError, reraise_as
+from galpipe.errors import CommandError
 
 if TYPE_CHECKING:
     from galpipe.settings import Settings
@@ -107,37 +106,30 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _database_errors() -> contextlib.AbstractContextManager[None]:
-    """Report a failure of the database (unreachable, refused, an SQL error) as a ServiceError."""
-    import psycopg
-
-    return reraise_as(ServiceError, psycopg.Error, context="database error")
-
-
 def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
     from galpipe.db.migrate import migrate
-    from galpipe.runtime.database import conninfo_from_settings
+    from galpipe.runtime.database import conninfo_from_settings, database_errors
 
     conninfo = conninfo_from_settings(settings)
-    with _database_errors():
+    with database_errors():
         applied = migrate(conninfo)
     print(f"applied {len(applied)} migration(s)" + (f": {applied}" if applied else ""))
 
 
 def _cmd_pause(args: argparse.Namespace, settings: Settings) -> None:
     from galpipe.db.queue import TaskQueue
-    from galpipe.runtime.database import pool_from_settings
+    from galpipe.runtime.database import database_errors, pool_from_settings
 
-    with _database_errors(), pool_from_settings(settings) as pool:
+    with database_errors(), pool_from_settings(settings) as pool:
         TaskQueue(pool).pause(args.pipeline, args.reason)
     print(f"paused {args.pipeline}: workers stop claiming after their current batch")
 
 
 def _cmd_resume(args: argparse.Namespace, settings: Settings) -> None:
     from galpipe.db.queue import TaskQueue
-    from galpipe.runtime.database import pool_from_settings
+    from galpipe.runtime.database import database_errors, pool_from_settings
 
-    with _database_errors(), pool_from_settings(settings) as pool:
+    with database_errors(), pool_from_settings(settings) as pool:
         TaskQueue(pool).resume(args.pipeline)
     print(f"resumed {args.pipeline}")
 
@@ -147,9 +139,9 @@ def _cmd_routes(args: argparse.Namespace, settings: Settings) -> None:
 
     from galpipe.db.audit import AuditRecord, record_action
     from galpipe.db.routes import add_route, remove_route, routes
-    from galpipe.runtime.database import pool_from_settings
+    from galpipe.runtime.database import database_errors, pool_from_settings
 
-    with _database_errors(), pool_from_settings(settings) as pool, pool.connection() as conn:
+    with database_errors(), pool_from_settings(settings) as pool, pool.connection() as conn:
         if args.change is None:
             listed = routes(conn)
             for route in listed:
@@ -189,9 +181,9 @@ def _cmd_status(args: argparse.Namespace, settings: Settings) -> None:
     from rich.console import Console
 
     from galpipe.ops.status import collect_status, render_status
-    from galpipe.runtime.database import pool_from_settings
+    from galpipe.runtime.database import database_errors, pool_from_settings
 
-    with _database_errors(), pool_from_settings(settings) as pool:
+    with database_errors(), pool_from_settings(settings) as pool:
         status = collect_status(pool, settings)
     if args.json:
         print(json.dumps(status.to_json(), indent=2))
@@ -209,11 +201,11 @@ def _cmd_check(args: argparse.Namespace, settings: Settings) -> None:
     from rich.console import Console
 
     from galpipe.ops.check import render_check, run_check
-    from galpipe.runtime.database import pool_from_settings
+    from galpipe.runtime.database import database_errors, pool_from_settings
     from galpipe.storage import object_store_from_settings
 
     store = object_store_from_settings(settings)
-    with _database_errors(), pool_from_settings(settings) as pool:
+    with database_errors(), pool_from_settings(settings) as pool:
         report = run_check(pool, store, settings, sample=args.sample)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))

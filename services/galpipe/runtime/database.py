@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
 from galpipe.db.connection import APPLICATION_NAME, open_pool
+from galpipe.errors import ServiceError, reraise_as
 from galpipe.settings import PREFIX, Settings, SettingsError
 
 #: Seconds a pool may take to open, or a connection request to be served, before ``PoolTimeout``.
 _CONNECTION_TIMEOUT_S = 30.0
+
+
+def database_errors() -> contextlib.AbstractContextManager[None]:
+    """Report a failure of the database (unreachable, refused, an SQL error) as a ServiceError,
+    the way every command reports it."""
+    return reraise_as(ServiceError, psycopg.Error, context="database error")
 
 
 def password_reader(settings: Settings) -> Callable[[], str] | None:
