@@ -11,7 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NotRequired, TypedDict
 
 import psycopg
-from psycopg import sql
+
+from galpipe.db.upsert import replace_rows_statement
 
 __all__ = [
     "KEY_COLUMNS",
@@ -121,16 +122,8 @@ def record_measurements(conn: psycopg.Connection, records: Iterable[Mapping[str,
         If a record names an unknown column or lacks a required one; nothing is written.
     """
     rows: Sequence[tuple[Any, ...]] = [measurement_values(record) for record in records]
-    names = [sql.Identifier(c) for c in MEASUREMENT_COLUMNS]
-    statement = sql.SQL(
-        "INSERT INTO radon_measurements ({columns}) VALUES ({values}) "
-        "ON CONFLICT (source_id, algo_version, band) DO UPDATE SET {updates}, measured_at = now()"
-    ).format(
-        columns=sql.SQL(", ").join(names),
-        values=sql.SQL(", ").join(sql.Placeholder() * len(names)),
-        updates=sql.SQL(", ").join(
-            sql.SQL("{0} = EXCLUDED.{0}").format(n) for n in names[len(KEY_COLUMNS) :]
-        ),
+    statement = replace_rows_statement(
+        "radon_measurements", MEASUREMENT_COLUMNS, KEY_COLUMNS, "measured_at"
     )
     with conn.cursor() as cur:
         cur.executemany(statement, rows)

@@ -14,6 +14,7 @@ import numpy.typing as npt
 import psycopg
 from psycopg import sql
 
+from galpipe.db.upsert import replace_rows_statement
 from galpipe.science.gz2 import ANSWER_COLUMNS, N_ANSWERS
 
 __all__ = [
@@ -112,14 +113,8 @@ def record_predictions(conn: psycopg.Connection, model_version: str, rows: Predi
             rows.source_ids, fractions, rows.six_class, rows.six_class_probability, strict=True
         )
     ]
-    names = [sql.Identifier(c) for c in _COLUMNS]
-    statement = sql.SQL(
-        "INSERT INTO morphology_predictions ({columns}) VALUES ({values}) "
-        "ON CONFLICT (source_id, model_version) DO UPDATE SET {updates}, predicted_at = now()"
-    ).format(
-        columns=sql.SQL(", ").join(names),
-        values=sql.SQL(", ").join(sql.Placeholder() * len(names)),
-        updates=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(c) for c in names[2:]),
+    statement = replace_rows_statement(
+        "morphology_predictions", _COLUMNS, ("source_id", "model_version"), "predicted_at"
     )
     with conn.cursor() as cur:
         cur.executemany(statement, values)
