@@ -10,17 +10,17 @@ import pytest
 from astropy.table import Table
 from psycopg_pool import ConnectionPool
 
-from galpipe.db.cutouts import CutoutRecord, record_cutouts
 from galpipe.errors import InputError
 from galpipe.morphology.datasets import fetched_cutouts_with_labels
 from galpipe.pipelines.stored_cutouts import decode_cutout
 from galpipe.science.gz2 import ANSWER_COLUMNS, QUESTIONS, fractions_from_shares
 from galpipe.science.morphology_input import network_input
-from galpipe.storage import ChecksumMismatch, LocalObjectStore, StoredObject
+from galpipe.storage import ChecksumMismatch, LocalObjectStore
 from galpipe.survey.layout import CUTOUT_SIZE_PX
 from galpipe.synthetic.catalog import make_truths
 from galpipe.synthetic.fitsfile import cutout_fits_bytes
 from galpipe.synthetic.truth import TruthGalaxy
+from tests.integration.fetched_cutouts import store_fetched
 
 SIZE = CUTOUT_SIZE_PX
 
@@ -42,32 +42,9 @@ def _positions(ids: Sequence[int]) -> dict[int, tuple[float, float]]:
     return {sid: (40.0 + 0.01 * k, 1.0) for k, sid in enumerate(ids)}
 
 
-def _record(source_id: int, stored: StoredObject, size: int = SIZE) -> CutoutRecord:
-    """The cutouts row of a stored object, as the fetch pipeline writes it."""
-    return CutoutRecord(
-        source_id=source_id,
-        layer="ls-dr10",
-        bands="griz",
-        missing_bands="",
-        size=size,
-        pixscale=0.262,
-        survey="x",
-        object_key=stored.key,
-        sha256=stored.sha256,
-        nbytes=stored.nbytes,
-    )
-
-
 def _fetched(pool: ConnectionPool, store: LocalObjectStore, blobs: Mapping[int, bytes]) -> None:
     """Galaxies as a fetch leaves them: galaxies rows, stored objects and cutouts rows."""
-    where = _positions(list(blobs))
-    with pool.connection() as conn, conn.transaction():
-        conn.cursor().executemany(
-            "INSERT INTO galaxies (source_id, ra, dec, catalog) VALUES (%s, %s, %s, 'synthetic')",
-            [(sid, *where[sid]) for sid in blobs],
-        )
-        stored = {sid: store.put(f"cutouts/test/{sid}.fits", blob) for sid, blob in blobs.items()}
-        record_cutouts(conn, [_record(sid, obj) for sid, obj in stored.items()])
+    store_fetched(pool, store, blobs, _positions(list(blobs)))
 
 
 def _fractions(n: int, seed: int) -> np.ndarray:
@@ -145,12 +122,7 @@ def test_cutouts_of_several_sizes_are_refused(
     store = LocalObjectStore(tmp_path / "objects")
     first, *rest = sorted(blobs)
     _fetched(pool, store, {s: blobs[s] for s in rest})
-    with pool.connection() as conn:
-        conn.execute(
-            "INSERT INTO galaxies (source_id, ra, dec, catalog) VALUES (%s, 1, 1, 'x')", (first,)
-        )
-        stored = store.put(f"cutouts/test/{first}.fits", blobs[first])
-        record_cutouts(conn, [_record(first, stored, size=64)])
+    store_fetched(pool, store, {first: blobs[first]}, {first: (1.0, 1.0)}, size=64)
     path = _labels(tmp_path / "labels.csv", [{"source_id": s} for s in blobs], _fractions(5, 4))
     with pytest.raises(InputError, match=r"several sizes \[40, 64\]"):
         fetched_cutouts_with_labels(pool, store, path)

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from psycopg_pool import ConnectionPool
 
-from galpipe.db.cutouts import CutoutRecord, record_cutouts
 from galpipe.db.morphology import predictions_for
 from galpipe.db.queue import TaskQueue
 from galpipe.db.routes import add_route
@@ -29,6 +28,7 @@ from galpipe.settings import Settings, SettingsError
 from galpipe.storage import LocalObjectStore
 from galpipe.synthetic.catalog import make_truths
 from galpipe.synthetic.fitsfile import cutout_fits_bytes
+from tests.integration.fetched_cutouts import store_fetched
 
 torch = pytest.importorskip("torch", reason="exporting a network needs the train extra")
 
@@ -60,31 +60,8 @@ def _spec(**changes: object) -> ModelSpec:
 def _fetched(pool: ConnectionPool, store: LocalObjectStore, blobs: dict[int, bytes]) -> None:
     """Galaxies as a fetch leaves them: rows, objects, done fetch tasks, and the route that
     queues their morphology tasks."""
-    queue = TaskQueue(pool)
-    with pool.connection() as conn, conn.transaction():
-        conn.cursor().executemany(
-            "INSERT INTO galaxies (source_id, ra, dec, catalog) VALUES (%s, 10, 0, 'synthetic')",
-            [(sid,) for sid in blobs],
-        )
-        records = []
-        for sid, blob in blobs.items():
-            stored = store.put(f"cutouts/test/{sid}.fits", blob)
-            records.append(
-                CutoutRecord(
-                    sid,
-                    "ls-dr10",
-                    "griz",
-                    "",
-                    40,
-                    0.262,
-                    "x",
-                    stored.key,
-                    stored.sha256,
-                    stored.nbytes,
-                )
-            )
-        record_cutouts(conn, records)
-    queue.enqueue("fetch", list(blobs))
+    store_fetched(pool, store, blobs, dict.fromkeys(blobs, (10.0, 0.0)))
+    TaskQueue(pool).enqueue("fetch", list(blobs))
     with pool.connection() as conn:
         conn.execute("UPDATE tasks SET state = 'done' WHERE pipeline = 'fetch'")
         assert add_route(conn, "fetch", "morphology") == len(blobs)

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from psycopg_pool import ConnectionPool
 
-from galpipe.db.cutouts import CutoutRecord, record_cutouts
 from galpipe.db.queue import TaskQueue
 from galpipe.pipelines.radon import RadonPipeline
 from galpipe.pipelines.stored_cutouts import decode_cutout
@@ -20,6 +19,7 @@ from galpipe.storage import LocalObjectStore
 from galpipe.synthetic.catalog import make_truths
 from galpipe.synthetic.fitsfile import cutout_fits_bytes
 from galpipe.synthetic.truth import SkyConfig
+from tests.integration.fetched_cutouts import store_fetched
 
 BRIGHT_ELONGATED = SkyConfig(
     axis_ratio=(0.25, 0.5),
@@ -38,30 +38,7 @@ def operator(tmp_path_factory: pytest.TempPathFactory) -> RadonOperator:
 
 def _fetched(pool: ConnectionPool, store: LocalObjectStore, truths, blobs: dict[int, bytes]):
     """Galaxies as the fetch pipeline leaves them: rows, stored objects, queued radon tasks."""
-    with pool.connection() as conn, conn.transaction():
-        conn.cursor().executemany(
-            "INSERT INTO galaxies (source_id, ra, dec, catalog) VALUES (%s, %s, %s, 'synthetic')",
-            [(t.source_id, t.ra, t.dec) for t in truths],
-        )
-        records = []
-        for t in truths:
-            key = f"cutouts/test/{t.source_id}.fits"
-            stored = store.put(key, blobs[t.source_id])
-            records.append(
-                CutoutRecord(
-                    t.source_id,
-                    "ls-dr10",
-                    "griz",
-                    "",
-                    40,
-                    0.262,
-                    "x",
-                    key,
-                    stored.sha256,
-                    stored.nbytes,
-                )
-            )
-        record_cutouts(conn, records)
+    store_fetched(pool, store, blobs, {t.source_id: (t.ra, t.dec) for t in truths})
     TaskQueue(pool).enqueue("radon", [t.source_id for t in truths])
 
 
