@@ -19,8 +19,13 @@ import psycopg
 from galpipe.db.models import ModelRecord
 from galpipe.db.routes import add_route, remove_route
 from galpipe.demo import DemoError
-from galpipe.pipelines.model_artefacts import model_spec_from_report, publish_model
-from galpipe.storage import ObjectStore, sha256_hex
+from galpipe.errors import InputError
+from galpipe.pipelines.model_artefacts import (
+    check_report_version,
+    model_spec_from_report,
+    publish_model,
+)
+from galpipe.storage import ObjectStore
 
 __all__ = ["DEMO_MODEL", "publish_demo_model", "route_pipelines", "shipped_model"]
 
@@ -46,12 +51,15 @@ def shipped_model(stem: str = DEMO_MODEL) -> tuple[bytes, dict[str, Any]]:
         raise DemoError(
             f"the demo's morphology model {stem} (galpipe/demo/models/) cannot be read: {exc}"
         ) from None
-    recorded = report.get("model", {}).get("model_version") if isinstance(report, dict) else None
-    if recorded is not None and recorded != sha256_hex(onnx_bytes):
-        raise DemoError(
-            f"galpipe/demo/models/{stem}.onnx does not hash to the model_version {recorded} "
-            f"of {stem}.json: the shipped model and its report do not belong together"
+    try:
+        check_report_version(
+            report,
+            onnx_bytes,
+            onnx_name=f"galpipe/demo/models/{stem}.onnx",
+            report_name=f"{stem}.json",
         )
+    except InputError as exc:
+        raise DemoError(f"the shipped model and its report do not belong together: {exc}") from None
     return onnx_bytes, report
 
 

@@ -32,6 +32,8 @@ __all__ = ["register"]
 
 _ARCHITECTURES = ("efficientnet_b0", "resnet18", "small_cnn")
 _INPUT_MODES = ("asinh_bands", "lupton_rgb")
+#: Epochs that train only the tail before all layers, when starting from ImageNet weights.
+PRETRAINED_FROZEN_EPOCHS = 3
 #: Adam's initial rate when fine-tuning ImageNet weights: the GZ2 EfficientNet report's.
 PRETRAINED_LEARNING_RATE = 1.5e-4
 #: From scratch the report's rate barely moves a network in its first epochs (EfficientNet-B0 on
@@ -66,7 +68,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--frozen-epochs",
         type=int,
         default=None,
-        help="epochs training only the tail first (default 3 with --pretrained, else 0)",
+        help=f"epochs training only the tail first (default {PRETRAINED_FROZEN_EPOCHS} with "
+        "--pretrained, else 0)",
     )
     p.add_argument("--pretrained", type=Path, default=None, help="ImageNet state dict to start")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or a torch device")
@@ -113,21 +116,18 @@ def _input_mode(args: argparse.Namespace) -> str:
     return "kaggle_jpeg" if args.kaggle is not None else str(args.input_mode)
 
 
-def _load_data(args: argparse.Namespace, settings: Settings) -> tuple[LabelledImages, str]:
-    """The labelled set the arguments name, and the input mode of its images."""
+def _load_data(args: argparse.Namespace, settings: Settings) -> LabelledImages:
+    """The labelled set the arguments name (its images in :func:`_input_mode`)."""
     if args.synthetic is not None:
         from galpipe.morphology.datasets import synthetic_set
 
-        return (
-            synthetic_set(
-                args.synthetic, seed=args.seed, mode=args.input_mode, processes=args.processes
-            ).data,
-            _input_mode(args),
-        )
+        return synthetic_set(
+            args.synthetic, seed=args.seed, mode=args.input_mode, processes=args.processes
+        ).data
     if args.kaggle is not None:
         from galpipe.catalog.morphology_data import read_kaggle_layout
 
-        return read_kaggle_layout(args.kaggle, limit=args.limit), _input_mode(args)
+        return read_kaggle_layout(args.kaggle, limit=args.limit)
     from galpipe.morphology.datasets import fetched_cutouts_with_labels
     from galpipe.runtime.database import database_errors, pool_from_settings
     from galpipe.storage import object_store_from_settings
@@ -143,7 +143,7 @@ def _load_data(args: argparse.Namespace, settings: Settings) -> tuple[LabelledIm
         )
     if len(data.unmatched):
         print(f"{len(data.unmatched)} fetched galaxies have no label and are left out")
-    return data, _input_mode(args)
+    return data
 
 
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
@@ -159,8 +159,10 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> None:
     require_torch("galpipe morphology train")
     from galpipe.learning.training import TrainingConfig
 
-    data, mode = _load_data(args, settings)
-    frozen = args.frozen_epochs if args.frozen_epochs is not None else (3 if args.pretrained else 0)
+    data = _load_data(args, settings)
+    frozen = args.frozen_epochs
+    if frozen is None:
+        frozen = PRETRAINED_FROZEN_EPOCHS if args.pretrained else 0
     config = TrainingConfig(
         learning_rate=args.learning_rate
         or (PRETRAINED_LEARNING_RATE if args.pretrained else SCRATCH_LEARNING_RATE),
@@ -182,7 +184,7 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> None:
     trained = train_model(
         data,
         architecture=args.architecture,
-        input_mode=mode,
+        input_mode=_input_mode(args),
         config=config,
         split_seed=args.seed,
         checkpoint_dir=args.out / "checkpoints",
@@ -190,8 +192,7 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> None:
         pretrained=args.pretrained,
         on_epoch=progress,
     )
-    from galpipe.pipelines.model_artefacts import ModelSpec
-    from galpipe.storage import sha256_hex
+    from galpipe.pipelines.model_artefacts import ModelSpec, report_entry
 
     spec = ModelSpec(
         pipeline="morphology",
@@ -202,7 +203,7 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> None:
         training_data_sha256=trained.training_data_sha256,
         metrics=trained.metrics,
     )
-    extra = {"model": _spec_dict(spec, sha256_hex(trained.onnx_bytes)), **trained.extra}
+    extra = {"model": report_entry(spec, trained.onnx_bytes), **trained.extra}
     write_report(
         args.out, trained.test, history=trained.history, onnx_bytes=trained.onnx_bytes, extra=extra
     )
@@ -213,19 +214,6 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> None:
     )
     if args.publish:
         _publish(settings, trained.onnx_bytes, spec)
-
-
-def _spec_dict(spec: Any, version: str) -> dict[str, Any]:
-    return {
-        "model_version": version,
-        "pipeline": spec.pipeline,
-        "architecture": spec.architecture,
-        "input_mode": spec.input_mode,
-        "input_size": spec.input_size,
-        "input_channels": spec.input_channels,
-        "training_data_sha256": spec.training_data_sha256,
-        "metrics": dict(spec.metrics),
-    }
 
 
 def _publish(settings: Settings, onnx_bytes: bytes, spec: Any) -> None:
@@ -240,8 +228,7 @@ def _publish(settings: Settings, onnx_bytes: bytes, spec: Any) -> None:
 
 
 def _cmd_publish(args: argparse.Namespace, settings: Settings) -> None:
-    from galpipe.pipelines.model_artefacts import model_spec_from_report
-    from galpipe.storage import sha256_hex
+    from galpipe.pipelines.model_artefacts import check_report_version, model_spec_from_report
 
     try:
         onnx_bytes = args.onnx.read_bytes()
@@ -251,12 +238,7 @@ def _cmd_publish(args: argparse.Namespace, settings: Settings) -> None:
     except ValueError as exc:
         raise InputError(f"{args.report}: not JSON: {exc}") from None
     spec = model_spec_from_report(report, source=str(args.report))
-    model = report["model"]
-    if model.get("model_version") not in (None, sha256_hex(onnx_bytes)):
-        raise InputError(
-            f"{args.onnx} does not hash to the model_version {model['model_version']} of "
-            f"{args.report}: not the model that report describes"
-        )
+    check_report_version(report, onnx_bytes, onnx_name=str(args.onnx), report_name=str(args.report))
     from galpipe.learning.inference import MorphologyModel
 
     MorphologyModel.from_bytes(onnx_bytes, device="cpu")  # refuses bytes that are not a model
@@ -286,7 +268,7 @@ def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> None:
             f"model {args.model} takes {recorded_mode} images; these are {mode} "
             f"(pass --input-mode {recorded_mode})"
         )
-    data, _ = _load_data(args, settings)
+    data = _load_data(args, settings)
     evaluation = evaluate_model(MorphologyModel.from_bytes(onnx_bytes), data)
     write_report(args.out, evaluation, extra={"model": args.model, "data_source": data.source})
     print(

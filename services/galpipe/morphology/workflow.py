@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +31,9 @@ from galpipe.errors import CommandError, ConfigurationError
 from galpipe.learning.dataset import LabelledImages, split_by_id
 from galpipe.learning.inference import MorphologyModel
 from galpipe.learning.metrics import Evaluation, evaluate
+
+if TYPE_CHECKING:  # PyTorch loads only when a network is trained
+    from galpipe.learning.training import TrainingConfig
 
 __all__ = [
     "ONNX_TOLERANCE",
@@ -102,7 +105,7 @@ def train_model(
     *,
     architecture: str = "efficientnet_b0",
     input_mode: str = "asinh_bands",
-    config: Any = None,
+    config: TrainingConfig,
     split_seed: int = 0,
     checkpoint_dir: Path | None = None,
     resume: bool = False,
@@ -119,8 +122,8 @@ def train_model(
         One of :data:`galpipe.learning.networks.ARCHITECTURES`.
     input_mode : str
         How the images were rendered (recorded with the model; the worker renders the same).
-    config : galpipe.learning.training.TrainingConfig, optional
-        The schedule; the paper's by default.
+    config : galpipe.learning.training.TrainingConfig
+        The schedule (learning rate, frozen epochs, batches, device).
     split_seed : int
         Seed of the split by id.
     checkpoint_dir : pathlib.Path, optional
@@ -148,9 +151,8 @@ def train_model(
         predict_fractions,
     )
     from galpipe.learning.onnx_export import export_onnx
-    from galpipe.learning.training import TrainingConfig, train
+    from galpipe.learning.training import train
 
-    config = config or TrainingConfig(frozen_epochs=3 if pretrained else 0)
     train_idx, val_idx, test_idx = split_by_id(data.ids, seed=split_seed)
     for name, index in (("train", train_idx), ("validation", val_idx), ("test", test_idx)):
         if len(index) == 0:

@@ -9,7 +9,7 @@ version asked for, whether the object was overwritten, truncated or corrupted in
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import psycopg
@@ -22,10 +22,12 @@ __all__ = [
     "ModelArtefactError",
     "ModelNotRegistered",
     "ModelSpec",
+    "check_report_version",
     "load_model_bytes",
     "model_object_key",
     "model_spec_from_report",
     "publish_model",
+    "report_entry",
 ]
 
 
@@ -62,6 +64,31 @@ class ModelSpec:
     input_channels: int
     training_data_sha256: str
     metrics: Mapping[str, Any]
+
+
+def report_entry(spec: ModelSpec, onnx_bytes: bytes) -> dict[str, Any]:
+    """The ``"model"`` entry of a training report: ``spec`` and the version of ``onnx_bytes``,
+    what :func:`model_spec_from_report` and :func:`check_report_version` read back."""
+    return {"model_version": sha256_hex(onnx_bytes), **asdict(spec), "metrics": dict(spec.metrics)}
+
+
+def check_report_version(
+    report: Mapping[str, Any], onnx_bytes: bytes, *, onnx_name: str, report_name: str
+) -> None:
+    """Refuse ``onnx_bytes`` unless they hash to the report's ``model_version`` (when it has one).
+
+    Raises
+    ------
+    InputError
+        If the bytes are not the model the report describes; the message names both files.
+    """
+    model = report.get("model") if isinstance(report, Mapping) else None
+    recorded = model.get("model_version") if isinstance(model, Mapping) else None
+    if recorded is not None and recorded != sha256_hex(onnx_bytes):
+        raise InputError(
+            f"{onnx_name} does not hash to the model_version {recorded} of {report_name}: "
+            "not the model that report describes"
+        )
 
 
 def model_spec_from_report(report: Mapping[str, Any], source: str = "report") -> ModelSpec:
