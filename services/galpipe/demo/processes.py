@@ -21,17 +21,17 @@ from typing import IO
 from galpipe.demo import DemoError
 from galpipe.synthetic.server import read_ready_file
 
-#: The pipelines the demo can run, in the order their tasks flow: fetch always runs; each
-#: other one measures fetched cutouts (a route ``fetch -> p`` queues its tasks).
-PIPELINES = ("fetch", "radon", "morphology")
-#: What the demo runs when not told otherwise.
-DEFAULT_PIPELINES = ("fetch", "radon")
 #: The ``galpipe`` command line of each pipeline's worker.
 WORKER_COMMANDS: dict[str, tuple[str, ...]] = {
     "fetch": ("fetch",),
     "radon": ("radon",),
     "morphology": ("morphology", "worker"),
 }
+#: The pipelines the demo can run, in the order their tasks flow: fetch always runs; each
+#: other one measures fetched cutouts (a route ``fetch -> p`` queues its tasks).
+PIPELINES = tuple(WORKER_COMMANDS)
+#: What the demo runs when not told otherwise.
+DEFAULT_PIPELINES = ("fetch", "radon")
 #: Seconds a stopping process gets to finish its work before it is killed.
 STOP_GRACE_S = 10.0
 # How often a starting sky's ready file is looked for (seconds).
