@@ -50,37 +50,59 @@ Morphology parameters (per kind):
   ``spiral_fraction``: strength uniform on ``arm_strength``, number 1..5 with probabilities
   ``arm_number_probabilities`` (5 stands for "more than four"), tightness uniform on [0, 1]
   (1 = tightest). Without arms: 0, 0 and 0.
-- ``odd_probability``: uniform on ``odd_probability``, every kind.
+- ``odd_probability``: the base rate of "odd" answers, uniform on ``odd_probability``, every
+  kind.
 
 Answer shares (:func:`answer_shares`)
 -------------------------------------
 ``s(x) = 1 / (1 + exp(-x))``; every share is a smooth function of the parameters; each
 question's shares sum to 1 by construction.
 
+Volunteers answer what the stamp shows, not what the galaxy is: GZ2's volunteers saw fewer
+features in smaller, fainter galaxies (the classification bias its catalogues correct for), and
+a model can only learn what an image tells. So each feature's shares are those of the galaxy
+where the feature is visible and a *blind* answer where it is not::
+
+    share_seen = v share(parameters) + (1 - v) share_blind
+
+with two visibilities (:func:`feature_visibility`), each a product of logistics in the
+resolution ``R_e / FWHM`` (the half-light radius of the disk, or of the spheroid, over the
+seeing) and in ``ln S/N``: ``v_shape`` (smooth or disk, the bulge; half visible at
+``R_e = 0.6 FWHM`` and S/N 10, :data:`SHAPE_VISIBILITY`) and ``v_detail`` (bars, arms, their
+winding and number; half visible at ``R_e = 1.3 FWHM`` and S/N 25, :data:`DETAIL_VISIBILITY`).
+The blind answers: an unresolved galaxy looks smooth (0.9), unbarred, armless, with an obvious
+bulge, and its arms' winding and number cannot be told. The axis ratio a volunteer sees is the
+galaxy's rounded by the seeing (:func:`apparent_axis_ratio`). Bars and arms enter other answers
+as ``v_detail x strength``.
+
 - Q1 (smooth, features, star/artifact): the star share is 0.94 for stars and 0.01 for
-  galaxies; the rest splits by ``P(smooth) = s(8 (B/T - 0.55) - 2.5 arm_strength - 1.5 bar)``:
-  increasing in B/T, decreasing with arms and bar.
-- Q2 (edge-on yes, no): ``P(edge-on) = s((0.3 - q) / 0.06)``, ``q`` = ``axis_ratio``;
+  galaxies; the rest splits by ``P(smooth) = s(8 (B/T - 0.55) - 2.5 arms - 1.5 bar)``
+  (``v_shape``, blind 0.9): increasing in B/T, decreasing with arms and bar.
+- Q2 (edge-on yes, no): ``P(edge-on) = s((0.3 - q) / 0.06)``, ``q`` the apparent axis ratio;
   decreasing in ``q``.
-- Q3 (bar yes, no): ``P(bar) = s(-3 + 7 bar_strength)``; increasing.
-- Q4 (spiral yes, no): ``P(spiral) = s(-2.5 + 6 arm_strength)``; increasing.
+- Q3 (bar yes, no): ``P(bar) = s(-3 + 7 bar_strength)`` (``v_detail``, blind 0.05).
+- Q4 (spiral yes, no): ``P(spiral) = s(-2.5 + 6 arm_strength)`` (``v_detail``, blind 0.08).
 - Q5 (bulge none, just noticeable, obvious, dominant): ordered logistic in B/T,
-  ``P(answer <= k) = s(8 (c_k - B/T))``, ``c = (0.05, 0.2, 0.45)``; P(none) decreasing and
-  P(dominant) increasing in B/T.
-- Q6 (odd yes, no): ``(odd_probability, 1 - odd_probability)``.
-- Q7 (round, in between, cigar): ordered logistic in ``q``: ``P(cigar) = s((0.4 - q) / 0.07)``,
-  ``P(in between or cigar) = s((0.75 - q) / 0.07)``; P(round) increasing in ``q``.
+  ``P(answer <= k) = s(8 (c_k - B/T))``, ``c = (0.05, 0.2, 0.45)`` (``v_shape``, blind
+  (0.05, 0.2, 0.45, 0.3)); P(none) decreasing and P(dominant) increasing in B/T.
+- Q6 (odd yes, no): ``P(odd) = odd_probability + 0.25 bar + 0.15 P(edge-on)``: a small base
+  rate of odd answers (drawn, 3-8 %) and the rendered features that make galaxies odd, rings
+  with bars and dust lanes in edge-on disks. No odd feature is drawn that the stamp does not
+  show.
+- Q7 (round, in between, cigar): ordered logistic in the apparent ``q``:
+  ``P(cigar) = s((0.4 - q) / 0.07)``, ``P(in between or cigar) = s((0.75 - q) / 0.07)``.
 - Q8 (ring, lens, disturbed, irregular, other, merger, dust lane): weights
   ``(0.2 + 0.3 bar, 0.05, 0.15, 0.2, 0.2, 0.1, 0.1 + 0.6 P(edge-on))`` normalised: rings come
   with bars, dust lanes with edge-on disks.
-- Q9 (rounded, boxy, no bulge): ``P(no bulge) = s((0.08 - B/T) / 0.04)``; the rest splits
-  rounded : boxy as ``(0.85 - 0.5 bar) : (0.15 + 0.5 bar)`` (boxy bulges are bars seen
-  edge-on).
+- Q9 (rounded, boxy, no bulge): ``P(no bulge) = s((0.08 - B/T) / 0.04)`` (``v_shape``, blind
+  0.2); the rest splits rounded : boxy as ``(0.85 - 0.5 bar) : (0.15 + 0.5 bar)`` (boxy
+  bulges are bars seen edge-on).
 - Q10 (tight, medium, loose): ordered logistic in tightness ``t``:
-  ``P(loose) = s((0.3 - t) / 0.1)``, ``P(medium or loose) = s((0.7 - t) / 0.1)``.
+  ``P(loose) = s((0.3 - t) / 0.1)``, ``P(medium or loose) = s((0.7 - t) / 0.1)``
+  (``v_detail``, blind (0.3, 0.4, 0.3)).
 - Q11 (1, 2, 3, 4, more than four, can't tell): ``P(can't tell) = 0.1 + 0.4 (1 -
   arm_strength)``; the rest by weights ``exp(-(k - n_arms)^2 / (2 * 0.5^2))``, ``k = 1..5``
-  (uniform when a galaxy has no arms).
+  (uniform when a galaxy has no arms) (``v_detail``, blind mostly "can't tell", 0.7).
 
 What the stamps show (:func:`render_morphologies`)
 ---------------------------------------------------
@@ -114,7 +136,8 @@ to the analytic exponential disk and inclined, turned and PSF-convolved with it.
 arms is rendered exactly as before. Edge-on, the arms are foreshortened with the disk and the
 grid's resolution along the major axis coarsens by ``1 / sqrt(q)``, harmlessly at the seeing.
 
-The odd features of Q6/Q8 are not rendered. The bulge is redder than the disk (with its arms
+Of the odd features of Q6/Q8, rings and dust lanes are not drawn as such; the odd answers
+follow the bar and the edge-on disk that are. The bulge is redder than the disk (with its arms
 and bar): :data:`BULGE_COLOUR_OFFSET_MAG` sets the bulge's share of each band's light
 (:func:`bulge_light_fraction`), while the galaxy's total fluxes keep the drawn colours, so a
 bulge-dominated galaxy is red at its centre and a disk bluer outside, as in GZ2's images.
@@ -139,9 +162,11 @@ from galpipe.synthetic.truth import SkyConfig, half_light_snr
 __all__ = [
     "BULGE_COLOUR_OFFSET_MAG",
     "DEFAULT_VOLUNTEERS",
+    "DETAIL_VISIBILITY",
     "DISK",
     "KINDS",
     "SAMPLE_CHUNK",
+    "SHAPE_VISIBILITY",
     "SMOOTH",
     "STAR",
     "GalaxyZooInputError",
@@ -150,9 +175,11 @@ __all__ = [
     "MorphologyConfig",
     "MorphologyConfigError",
     "answer_shares",
+    "apparent_axis_ratio",
     "bulge_light_fraction",
     "draw_morphologies",
     "draw_votes",
+    "feature_visibility",
     "render_morphologies",
     "sample_galaxy_zoo",
     "vote_noise_floor",
@@ -187,6 +214,25 @@ _ARM_BLUR_ARCSEC = _ARM_STEP_ARCSEC  # Gaussian smoothing of windings finer than
 #: (a bulge's g-r about 0.75 against a disk's 0.45, r-i 0.40 against 0.30, i-z 0.25 against
 #: 0.15: old and young stellar populations). The galaxy's total colours are the drawn ones.
 BULGE_COLOUR_OFFSET_MAG: dict[str, float] = {"g": 0.3, "r": 0.0, "i": -0.1, "z": -0.2}
+#: Visibility of a galaxy's shape (smooth or disk, the bulge) in its stamp: the centre and
+#: width of a logistic in the resolution ``R_e / FWHM``, then in ``ln S/N`` (centre S/N,
+#: width in ln S/N). Half visible at R_e = 0.6 FWHM and S/N 10.
+SHAPE_VISIBILITY: tuple[float, float, float, float] = (0.6, 0.12, 10.0, 0.35)
+#: The same for detail (bars, arms, their winding and number): half visible at R_e = 1.3 FWHM
+#: and S/N 25, as GZ2's volunteers saw fewer features in smaller and fainter galaxies.
+DETAIL_VISIBILITY: tuple[float, float, float, float] = (1.3, 0.25, 25.0, 0.35)
+# What volunteers answer when they cannot see a feature: an unresolved galaxy looks smooth,
+# unbarred, armless and bulge-like; its arms' winding and number cannot be told.
+_BLIND_SMOOTH = 0.9
+_BLIND_BAR = 0.05
+_BLIND_SPIRAL = 0.08
+_BLIND_BULGE = (0.05, 0.2, 0.45, 0.3)  # none, just noticeable, obvious, dominant
+_BLIND_NO_BULGE = 0.2
+_BLIND_WINDING = (0.3, 0.4, 0.3)  # tight, medium, loose
+_BLIND_ARM_COUNT = (0.05, 0.1, 0.05, 0.05, 0.05, 0.7)  # 1, 2, 3, 4, more, can't tell
+# "Odd" answers from rendered features: rings come with bars, dust lanes with edge-on disks.
+_ODD_RING = 0.25
+_ODD_DUST = 0.15
 _STAR_SHARE = 0.94  # Q1 share "star or artifact" of a star
 _ARTIFACT_SHARE = 0.01  # the same for a galaxy
 _ANSWERS = {name: gz2.answer_index(name) for name in gz2.ANSWER_COLUMNS}
@@ -251,7 +297,7 @@ class MorphologyConfig:
     arm_number_probabilities : tuple of float
         Probabilities of 1, 2, 3, 4 and more than four arms; sum to 1.
     odd_probability : tuple of float
-        The probability that a volunteer calls the galaxy odd, within [0, 1].
+        The base rate of "odd" answers, within [0, 1] (rendered features add to it).
     snr_range : tuple of float
         r-band half-light S/N, drawn log-uniform; ``0 < low <= high``.
     sky : SkyConfig
@@ -277,7 +323,7 @@ class MorphologyConfig:
         0.1,
         0.15,
     )
-    odd_probability: tuple[float, float] = (0.0, 0.25)
+    odd_probability: tuple[float, float] = (0.03, 0.08)
     snr_range: tuple[float, float] = (5.0, 200.0)
     sky: SkyConfig = field(default_factory=SkyConfig)
 
@@ -510,6 +556,69 @@ def _put(shares: npt.NDArray[np.float64], question: int, block: npt.NDArray[np.f
     shares[:, first : first + block.shape[1]] = _normalised(block)
 
 
+def _seen(
+    visibility: npt.NDArray[np.float64],
+    shares: npt.NDArray[np.float64],
+    blind: float | npt.NDArray[np.float64],
+) -> npt.NDArray[np.float64]:
+    """What volunteers answer: the feature's shares where visible, the blind answer where not."""
+    return visibility * shares + (1.0 - visibility) * blind
+
+
+def feature_visibility(
+    morphologies: Morphologies,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """How visible a galaxy's shape and its detail are in its stamp (module docstring).
+
+    Parameters
+    ----------
+    morphologies : Morphologies
+        The galaxies.
+
+    Returns
+    -------
+    shape, detail : numpy.ndarray
+        ``(N,)`` in [0, 1]: the visibility of the light profile's shape (smooth or disk, the
+        bulge) and of detail (bar, arms), logistic in the resolution ``R_e / FWHM`` and in
+        ``ln S/N`` (:data:`SHAPE_VISIBILITY`, :data:`DETAIL_VISIBILITY`). Stars: 0.
+    """
+    m = morphologies
+    resolution = m.half_light_radius_arcsec / m.psf_fwhm_arcsec
+    log_snr = np.log(m.snr)
+
+    def visibility(centres: tuple[float, float, float, float]) -> npt.NDArray[np.float64]:
+        r0, r_width, snr0, snr_width = centres
+        v = _sigmoid((resolution - r0) / r_width) * _sigmoid((log_snr - math.log(snr0)) / snr_width)
+        return np.where(m.kind == STAR, 0.0, v)
+
+    return visibility(SHAPE_VISIBILITY), visibility(DETAIL_VISIBILITY)
+
+
+def apparent_axis_ratio(morphologies: Morphologies) -> npt.NDArray[np.float64]:
+    """The axis ratio a volunteer sees: the galaxy's, rounded by the seeing.
+
+    Second moments add under convolution; with the galaxy's half-light radius ``R`` along the
+    geometric mean of its axes (``R / sqrt(q)`` and ``R sqrt(q)`` along them) and the PSF's,
+    ``p = FWHM / 2`` (exact for a Gaussian), ``q_seen = sqrt((R^2 q + p^2) / (R^2 / q + p^2))``.
+    A galaxy much smaller than the seeing looks round whatever its ``q``.
+
+    Parameters
+    ----------
+    morphologies : Morphologies
+        The galaxies.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N,)`` apparent ``b/a`` in (0, 1], dimensionless; 1 for stars.
+    """
+    m = morphologies
+    r2 = m.half_light_radius_arcsec**2
+    p2 = (0.5 * m.psf_fwhm_arcsec) ** 2
+    q = m.axis_ratio
+    return np.sqrt((r2 * q + p2) / (r2 / q + p2))
+
+
 def answer_shares(morphologies: Morphologies) -> npt.NDArray[np.float64]:
     """Per-question conditional answer probabilities of each galaxy (module docstring).
 
@@ -527,29 +636,37 @@ def answer_shares(morphologies: Morphologies) -> npt.NDArray[np.float64]:
     """
     m = morphologies
     n = len(m)
-    bt, q, bar, arms = m.bulge_to_total, m.axis_ratio, m.bar_strength, m.arm_strength
+    bt, bar, arms = m.bulge_to_total, m.bar_strength, m.arm_strength
+    shape, detail = feature_visibility(m)
+    q = apparent_axis_ratio(m)
+    # What the stamp shows of bars and arms: their strength scaled by how visible detail is.
+    seen_bar, seen_arms = detail * bar, detail * arms
     shares = np.empty((n, gz2.N_ANSWERS))
 
     star = np.where(m.kind == STAR, _STAR_SHARE, _ARTIFACT_SHARE)
-    p_smooth = _sigmoid(8.0 * (bt - 0.55) - 2.5 * arms - 1.5 * bar)
+    p_smooth = _seen(
+        shape, _sigmoid(8.0 * (bt - 0.55) - 2.5 * seen_arms - 1.5 * seen_bar), _BLIND_SMOOTH
+    )
     _put(shares, 1, np.stack([(1 - star) * p_smooth, (1 - star) * (1 - p_smooth), star], axis=1))
     p_edge = _sigmoid((0.3 - q) / 0.06)
     _put(shares, 2, np.stack([p_edge, 1 - p_edge], axis=1))
-    p_bar = _sigmoid(-3.0 + 7.0 * bar)
+    p_bar = _seen(detail, _sigmoid(-3.0 + 7.0 * bar), _BLIND_BAR)
     _put(shares, 3, np.stack([p_bar, 1 - p_bar], axis=1))
-    p_spiral = _sigmoid(-2.5 + 6.0 * arms)
+    p_spiral = _seen(detail, _sigmoid(-2.5 + 6.0 * arms), _BLIND_SPIRAL)
     _put(shares, 4, np.stack([p_spiral, 1 - p_spiral], axis=1))
-    _put(shares, 5, _ordered([_sigmoid(8.0 * (c - bt)) for c in (0.05, 0.2, 0.45)]))
-    _put(shares, 6, np.stack([m.odd_probability, 1 - m.odd_probability], axis=1))
+    bulge = _ordered([_sigmoid(8.0 * (c - bt)) for c in (0.05, 0.2, 0.45)])
+    _put(shares, 5, _seen(shape[:, None], bulge, np.asarray(_BLIND_BULGE)))
+    p_odd = np.clip(m.odd_probability + _ODD_RING * seen_bar + _ODD_DUST * p_edge, 0.0, 1.0)
+    _put(shares, 6, np.stack([p_odd, 1 - p_odd], axis=1))
     # Ordered from round (large q) to cigar (small q): P(round) = 1 - P(in between or cigar).
     p_not_round = _sigmoid((0.75 - q) / 0.07)
     p_cigar = _sigmoid((0.4 - q) / 0.07)
     _put(shares, 7, np.stack([1 - p_not_round, p_not_round - p_cigar, p_cigar], axis=1))
     one = np.ones(n)
-    odd_weights = [0.2 + 0.3 * bar, 0.05 * one, 0.15 * one, 0.2 * one, 0.2 * one, 0.1 * one]
+    odd_weights = [0.2 + 0.3 * seen_bar, 0.05 * one, 0.15 * one, 0.2 * one, 0.2 * one, 0.1 * one]
     _put(shares, 8, np.stack([*odd_weights, 0.1 + 0.6 * p_edge], axis=1))
-    p_no_bulge = _sigmoid((0.08 - bt) / 0.04)
-    boxy = 0.15 + 0.5 * bar
+    p_no_bulge = _seen(shape, _sigmoid((0.08 - bt) / 0.04), _BLIND_NO_BULGE)
+    boxy = 0.15 + 0.5 * seen_bar
     _put(
         shares,
         9,
@@ -559,7 +676,8 @@ def answer_shares(morphologies: Morphologies) -> npt.NDArray[np.float64]:
     t = m.arm_tightness
     p_not_tight = _sigmoid((0.7 - t) / 0.1)
     p_loose = _sigmoid((0.3 - t) / 0.1)
-    _put(shares, 10, np.stack([1 - p_not_tight, p_not_tight - p_loose, p_loose], axis=1))
+    winding = np.stack([1 - p_not_tight, p_not_tight - p_loose, p_loose], axis=1)
+    _put(shares, 10, _seen(detail[:, None], winding, np.asarray(_BLIND_WINDING)))
     cant_tell = 0.1 + 0.4 * (1.0 - arms)
     k = np.arange(1, 6)
     # No arms (n_arms 0): every number is equally likely.
@@ -569,7 +687,8 @@ def answer_shares(morphologies: Morphologies) -> npt.NDArray[np.float64]:
         1.0,
     )
     counted = (1.0 - cant_tell)[:, None] * _normalised(weights)
-    _put(shares, 11, np.concatenate([counted, cant_tell[:, None]], axis=1))
+    arm_count = np.concatenate([counted, cant_tell[:, None]], axis=1)
+    _put(shares, 11, _seen(detail[:, None], arm_count, np.asarray(_BLIND_ARM_COUNT)))
     return shares
 
 

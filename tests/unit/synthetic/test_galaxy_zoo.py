@@ -25,8 +25,10 @@ from galpipe.synthetic.galaxy_zoo import (  # noqa: E402 -- after the galsim ski
     MorphologyConfig,
     MorphologyConfigError,
     answer_shares,
+    apparent_axis_ratio,
     draw_morphologies,
     draw_votes,
+    feature_visibility,
     render_morphologies,
     vote_noise_floor,
 )
@@ -55,6 +57,17 @@ def _grid(base: Morphologies, **values: np.ndarray) -> Morphologies:
 
 def _first(morphologies: Morphologies, kind: int) -> Morphologies:
     return morphologies.take(np.flatnonzero(morphologies.kind == kind)[:1])
+
+
+def _resolved(morphologies: Morphologies) -> Morphologies:
+    """The galaxies made large against the seeing and bright: every feature visible."""
+    n = len(morphologies)
+    return replace(
+        morphologies,
+        half_light_radius_arcsec=np.full(n, 3.0),
+        psf_fwhm_arcsec=np.full(n, 1.0),
+        snr=np.full(n, 500.0),
+    )
 
 
 # --- configuration ---------------------------------------------------------------------------
@@ -160,8 +173,8 @@ def _diff(values: np.ndarray) -> np.ndarray:
 
 def test_mappings_are_monotone_in_the_parameters_they_promise() -> None:
     m = _population(500, seed=2)
-    disk = _first(m, DISK)
-    smooth = _first(m, SMOOTH)
+    disk = _resolved(_first(m, DISK))
+    smooth = _resolved(_first(m, SMOOTH))
     grid = np.linspace(0.0, 1.0, 41)
 
     bt = answer_shares(_grid(disk, bulge_to_total=grid))
@@ -193,13 +206,57 @@ def test_mappings_are_monotone_in_the_parameters_they_promise() -> None:
     tight = answer_shares(_grid(disk, arm_tightness=grid))
     assert np.all(_diff(tight[:, COL("Class10.1")]) > 0)
     assert np.all(_diff(tight[:, COL("Class10.3")]) < 0)
-    odd = answer_shares(_grid(disk, odd_probability=grid))
-    assert np.allclose(odd[:, COL("Class6.1")], grid)
+    odd_grid = np.linspace(0.0, 0.9, 41)  # below 1 after the dust lane's share
+    odd = answer_shares(_grid(replace(disk, bar_strength=np.zeros(1)), odd_probability=odd_grid))
+    assert np.allclose(_diff(odd[:, COL("Class6.1")]), _diff(odd_grid))
 
     # The number of arms: the most likely count is the drawn one.
     counts = answer_shares(_grid(disk, n_arms=np.arange(1, 6)))
     counts = counts[:, COL("Class11.1") : COL("Class11.5") + 1]
     assert np.array_equal(np.argmax(counts, axis=1), np.arange(5))
+
+
+def test_volunteers_see_less_of_small_and_faint_galaxies() -> None:
+    m = _population(500, seed=2)
+    disk = _resolved(_first(m, DISK))
+    disk = replace(
+        disk,
+        bulge_to_total=np.array([0.1]),
+        bar_strength=np.array([0.9]),
+        arm_strength=np.array([0.9]),
+        axis_ratio=np.array([0.9]),
+    )
+    radii = np.geomspace(0.1, 3.0, 30)
+    shrinking = answer_shares(_grid(disk, half_light_radius_arcsec=radii))
+    snrs = np.geomspace(2.0, 500.0, 30)
+    fading = answer_shares(_grid(disk, snr=snrs))
+    for shares in (shrinking, fading):
+        # Larger or brighter: the arms, the bar and the disk show; smaller or fainter: a blob
+        # that looks smooth, with arms whose number cannot be told.
+        assert np.all(_diff(shares[:, COL("Class1.2")]) > 0)
+        assert np.all(_diff(shares[:, COL("Class4.1")]) > 0)
+        assert np.all(_diff(shares[:, COL("Class3.1")]) > 0)
+        assert np.all(_diff(shares[:, COL("Class11.6")]) < 0)
+        assert shares[0, COL("Class1.1")] > 0.8
+        assert shares[-1, COL("Class1.1")] < 0.1
+        assert shares[-1, COL("Class4.1")] > 0.9
+    shape, detail = feature_visibility(_grid(disk, half_light_radius_arcsec=radii))
+    assert np.all((detail >= 0) & (detail <= shape) & (shape <= 1))
+    star = _first(m, STAR)
+    assert feature_visibility(star) == (0.0, 0.0)
+
+
+def test_the_seeing_rounds_what_volunteers_see() -> None:
+    disk = _resolved(_first(_population(500, seed=2), DISK))
+    q = np.linspace(0.12, 1.0, 12)
+    sharp = _grid(replace(disk, psf_fwhm_arcsec=np.array([1e-6])), axis_ratio=q)
+    assert np.allclose(apparent_axis_ratio(sharp), q, atol=1e-9)
+    # A thin disk a fifth of the seeing across looks nearly round, and is seldom called edge-on.
+    small = replace(disk, half_light_radius_arcsec=np.array([0.2]), axis_ratio=np.array([0.12]))
+    seen = apparent_axis_ratio(small)
+    assert 0.6 < seen[0] < 1.0
+    assert answer_shares(small)[0, COL("Class2.1")] < 0.01
+    assert answer_shares(_grid(disk, axis_ratio=q[:1]))[0, COL("Class2.1")] > 0.9
 
 
 # --- votes -----------------------------------------------------------------------------------
