@@ -25,7 +25,7 @@ system-packages:
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[local,sim,dev,deploy]'
+	$(BIN)/python -m pip install --quiet -e '.[local,sim,dev,deploy,sdss]'
 	touch $(STAMP)
 
 $(TRAIN_STAMP): $(STAMP)

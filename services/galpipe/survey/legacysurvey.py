@@ -93,6 +93,7 @@ __all__ = [
     "Success",
     "check_position",
     "classify_response",
+    "classify_status",
     "make_session",
     "parse_retry_after",
     "status_class",
@@ -435,6 +436,35 @@ def classify_response(
     -------
     FetchResult
     """
+    outcome = classify_status(status, headers, body, now=now)
+    if outcome is not None:
+        return outcome
+    return _classify_body(request, ra, dec, status, body)
+
+
+def classify_status(
+    status: int, headers: Mapping[str, str], body: bytes, *, now: float
+) -> Retryable | Permanent | None:
+    """Classify an HTTP answer by its status alone; None for a 2xx, whose body decides.
+
+    Shared by every survey client (the SDSS frame client reuses it), so that 429, 5xx and 4xx
+    mean the same thing everywhere.
+
+    Parameters
+    ----------
+    status
+        HTTP status code.
+    headers
+        Response headers (case-insensitive mapping, as requests gives them).
+    body
+        The full body as received (quoted, shortened, in the reason).
+    now
+        Current Unix time in seconds (for ``Retry-After`` HTTP-dates).
+
+    Returns
+    -------
+    Retryable or Permanent or None
+    """
     retry_after = parse_retry_after(headers.get("Retry-After"), now)
     if status == 429:
         return Retryable(_status_reason(status, headers, body), retry_after, "throttled")
@@ -446,7 +476,7 @@ def classify_response(
         return Permanent(_status_reason(status, headers, body), "http_4xx")
     if not 200 <= status < 300:
         return Permanent(_status_reason(status, headers, body), "unexpected_status")
-    return _classify_body(request, ra, dec, status, body)
+    return None
 
 
 def _classify_body(
