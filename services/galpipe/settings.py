@@ -329,6 +329,20 @@ class Settings:
         "Where the morphology network runs: `cuda` (a GPU node; fails without one), `cpu`, or "
         "`auto` (the GPU when ONNX Runtime sees one).",
     )
+    photoz_batch_size: int = _setting(
+        "PHOTOZ_BATCH_SIZE",
+        _parse_positive_int,
+        256,
+        "Tasks one photo-z worker claims at a time.",
+    )
+    photoz_model: str | None = _setting(
+        "PHOTOZ_MODEL",
+        _parse_sha256,
+        None,
+        "Version (the SHA-256 of its bytes, as `galpipe photoz models` lists it) of the "
+        "registered pixel-redshift model a photo-z worker runs; required by "
+        "`galpipe photoz worker`.",
+    )
     lease_seconds: float = _setting(
         "LEASE_SECONDS",
         _parse_seconds,

@@ -86,8 +86,9 @@ def test_require_names_the_missing_variable() -> None:
 
 
 def test_unknown_pipeline_batch_size() -> None:
-    with pytest.raises(SettingsError, match="photoz"):
-        Settings.from_env({}).batch_size("photoz")
+    assert Settings.from_env({"GALPIPE_PHOTOZ_BATCH_SIZE": "64"}).batch_size("photoz") == 64
+    with pytest.raises(SettingsError, match="spectra"):
+        Settings.from_env({}).batch_size("spectra")
 
 
 def test_owner_defaults_to_host_and_pid() -> None:

@@ -25,7 +25,7 @@ __all__ = ["PIPELINES", "Route", "RouteError", "add_route", "remove_route", "rou
 
 #: The pipelines galpipe knows: the ``name`` of each pipeline module's class (not imported from
 #: them, which would load the science stack into the database layer).
-PIPELINES = ("fetch", "radon", "morphology")
+PIPELINES = ("fetch", "radon", "morphology", "photoz")
 
 
 class RouteError(InputError, ValueError):

@@ -77,7 +77,7 @@ from sklearn.preprocessing import StandardScaler
 
 from galpipe.errors import ConfigurationError, InputError
 from galpipe.science.photoz_metrics import PhotozMetrics, redshift_metrics
-from galpipe.science.photoz_pixels import PixelVectors, luptitudes
+from galpipe.science.photoz_pixels import PixelVectorConfig, PixelVectors, luptitudes
 
 __all__ = [
     "CHUNK_PIXELS",
@@ -310,9 +310,15 @@ def _density_mode(
         local = galaxy[pick] - first
         n_local = min(_GALAXIES_PER_CHUNK, n - first)
         u_chunk = u[pick]
-        start = u_chunk.min() - 4 * bandwidth
+        # The grid's cells lie on one lattice of ln(1 + z) whatever the chunk holds, so a
+        # galaxy's mode does not depend on which other galaxies share its batch.
+        step = bandwidth / _CELLS_PER_BANDWIDTH
+        start = np.floor((u_chunk.min() - 4 * bandwidth) / step) * step
         span = u_chunk.max() + 4 * bandwidth - start
-        step = max(bandwidth / _CELLS_PER_BANDWIDTH, span / (_MAX_GRID - 1))
+        if span / step > _MAX_GRID - 1:  # an absurd spread of redshifts: coarsen, by powers of 2
+            step *= 2.0 ** np.ceil(np.log2(span / step / (_MAX_GRID - 1)))
+            start = np.floor((u_chunk.min() - 4 * bandwidth) / step) * step
+            span = u_chunk.max() + 4 * bandwidth - start
         n_grid = int(np.ceil(span / step)) + 1
         cell = np.clip(np.rint((u_chunk - start) / step).astype(np.int64), 0, n_grid - 1)
         hist = np.bincount(local * n_grid + cell, weights=weights[pick], minlength=n_local * n_grid)
@@ -573,6 +579,9 @@ class PixelRedshiftModel:
         The density_mode kernel's σ in ``ln(1 + z)``.
     boosting_max_iter : int, optional
         Boosting iterations of ``"gradient_boosting"``.
+    vector_config : PixelVectorConfig, optional
+        How the pixel vectors it learns from and predicts are made (segmentation, ASSOC radius,
+        softening); saved with the model so that a worker builds the same vectors.
 
     Attributes
     ----------
@@ -599,8 +608,10 @@ class PixelRedshiftModel:
         n_jobs: int | None = None,
         mode_bandwidth: float = 0.02,
         boosting_max_iter: int = 200,
+        vector_config: PixelVectorConfig | None = None,
     ) -> None:
         _check_settings(learner, combiner, validation_fraction, mode_bandwidth)
+        self.vector_config = vector_config or PixelVectorConfig()
         self.learner = learner
         self.columns: tuple[str, ...] = tuple(columns) if columns is not None else ()
         self.combiner = combiner
@@ -757,6 +768,7 @@ class PixelRedshiftModel:
             "seed": self.seed,
             "mode_bandwidth": self.mode_bandwidth,
             "boosting_max_iter": self.boosting_max_iter,
+            "vector_config": asdict(self.vector_config),
             "k": self.k,
             "feature_names": list(self.feature_names),
             "n_train_galaxies": self.n_train_galaxies,
@@ -804,6 +816,7 @@ class PixelRedshiftModel:
                 n_jobs=n_jobs,
                 mode_bandwidth=header["mode_bandwidth"],
                 boosting_max_iter=header["boosting_max_iter"],
+                vector_config=_vector_config(header["vector_config"]),
             )
             model.k = header["k"]
             model.feature_names = tuple(header["feature_names"])
@@ -818,6 +831,14 @@ class PixelRedshiftModel:
         if n_jobs is not None and isinstance(model._regressor, KNeighborsRegressor):
             model._regressor.n_jobs = n_jobs
         return model
+
+
+def _vector_config(saved: dict[str, Any]) -> PixelVectorConfig:
+    # JSON turns a per-band softening tuple into a list; the config wants it hashable.
+    softening = saved.get("softening_nmgy")
+    if isinstance(softening, list):
+        saved = {**saved, "softening_nmgy": tuple(softening)}
+    return PixelVectorConfig(**saved)
 
 
 @dataclass

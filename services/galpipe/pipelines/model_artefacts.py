@@ -1,6 +1,8 @@
-"""Trained networks as artefacts: ONNX bytes in the object store, addressed by their SHA-256.
+"""Trained models as artefacts: their bytes in the object store, addressed by their SHA-256.
 
-:func:`publish_model` stores the bytes under ``models/<pipeline>/<sha256>.onnx`` and registers
+A morphology network is ONNX bytes, a photo-z model the bytes of
+:meth:`galpipe.learning.pixel_redshift.PixelRedshiftModel.to_bytes`.
+:func:`publish_model` stores the bytes under ``models/<pipeline>/<sha256>.<suffix>`` and registers
 the row (:mod:`galpipe.db.models`) whose ``model_version`` is that SHA-256;
 :func:`load_model_bytes` reads them back for a worker and refuses bytes that do not hash to the
 version asked for, whether the object was overwritten, truncated or corrupted in transit.
@@ -124,9 +126,13 @@ def model_spec_from_report(report: Mapping[str, Any], source: str = "report") ->
         ) from None
 
 
+#: The file suffix of each pipeline's model bytes in the object store.
+_SUFFIX = {"morphology": "onnx", "photoz": "bin"}
+
+
 def model_object_key(pipeline: str, model_version: str) -> str:
-    """The object-store key of a model's ONNX bytes."""
-    return f"models/{pipeline}/{model_version}.onnx"
+    """The object-store key of a model's bytes."""
+    return f"models/{pipeline}/{model_version}.{_SUFFIX.get(pipeline, 'bin')}"
 
 
 def publish_model(
@@ -166,22 +172,30 @@ def publish_model(
 
 
 def load_model_bytes(
-    conn: psycopg.Connection, store: ObjectStore, model_version: str
+    conn: psycopg.Connection,
+    store: ObjectStore,
+    model_version: str,
+    pipeline: str = "morphology",
 ) -> tuple[ModelRecord, bytes]:
     """The registered row of ``model_version`` and its bytes, verified against the version.
 
     Raises
     ------
     ModelNotRegistered
-        If no model of that version is registered.
+        If no model of that version is registered for ``pipeline``.
     ModelArtefactError
         If its object is missing or its bytes do not hash to ``model_version``.
     """
     record = get_model(conn, model_version)
     if record is None:
         raise ModelNotRegistered(
-            f"model {model_version} is not registered (`galpipe morphology models` lists the "
-            "registered ones; `galpipe morphology train` registers one)"
+            f"model {model_version} is not registered (`galpipe {pipeline} models` lists the "
+            f"registered ones; `galpipe {pipeline} train --publish` registers one)"
+        )
+    if record.pipeline != pipeline:
+        raise ModelNotRegistered(
+            f"model {model_version} is a {record.pipeline} model, not a {pipeline} one "
+            f"(`galpipe {pipeline} models` lists those)"
         )
     try:
         data = store.get(record.object_key, record.model_version)

@@ -30,6 +30,7 @@ __all__ = [
     "CutoutDecodeError",
     "DecodedCutout",
     "StoredCutoutReader",
+    "band_registration_problem",
     "decode_cutout",
     "load_stored_cutout",
 ]
@@ -67,11 +68,41 @@ def decode_cutout(raw: bytes, size: int, bands: str = BANDS) -> DecodedCutout:
     for i, band in enumerate(bands):
         if band in BANDS:
             data[BANDS.index(band)] = cutout.data[i]
+    problem = band_registration_problem(cutout.header)
+    if problem is not None:
+        raise CutoutDecodeError(f"bands not registered: {problem}")
     try:
         jacobian = _reference_jacobian(cutout.header)
     except OrientationError as exc:
         raise CutoutDecodeError(f"unusable WCS: {exc}") from None
     return DecodedCutout(data, jacobian)
+
+
+#: Cards that would tie the band axis (3) of a cube to its sky axes (1, 2).
+_BAND_SKY_CARDS = tuple(
+    f"{kind}{a}_{b}" for kind in ("PC", "CD") for a, b in ((1, 3), (2, 3), (3, 1), (3, 2))
+)
+
+
+def band_registration_problem(header: fits.Header) -> str | None:
+    """Why the band planes of a cutout cube would not share one sky grid, or None.
+
+    A Legacy Survey cutout is one cube with one 2-D WCS: every band plane is on the same grid,
+    so registering the bands is the identity. That holds only while no card links the band
+    axis to the sky axes (``PCi_j`` / ``CDi_j`` between axis 3 and axes 1, 2) and the band axis
+    is not itself a sky coordinate; this checks it instead of assuming it.
+    """
+    linked = [
+        f"{key} = {header[key]!r}"
+        for key in _BAND_SKY_CARDS
+        if key in header and header[key] not in (0, 0.0)
+    ]
+    if linked:
+        return f"{', '.join(linked)} tie the band axis to the sky axes"
+    ctype3 = str(header.get("CTYPE3", ""))
+    if ctype3.startswith(("RA", "DEC", "GLON", "GLAT", "ELON", "ELAT")):
+        return f"CTYPE3 = {ctype3!r}: the band axis is a sky coordinate"
+    return None
 
 
 def _reference_jacobian(header: fits.Header) -> np.ndarray:

@@ -77,6 +77,7 @@ __all__ = [
     "feature_names",
     "luptitudes",
     "pixel_vectors",
+    "sky_noise_errors",
 ]
 
 #: AB magnitude of a flux of 1 nanomaggy.
@@ -338,6 +339,34 @@ def assign_pixels(
     position = np.asarray(position_xy, dtype=np.float64).reshape(1, -1)
     masks, _, reasons = _assign(cubes[None], sigmas[None], position, config or PixelVectorConfig())
     return masks[0], reasons[0]
+
+
+def sky_noise_errors(cubes: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """Per-pixel errors of stamps that come without them: each band's sky noise everywhere.
+
+    A Legacy Survey cutout carries no error image, so the error of each pixel is the band's
+    sky noise measured in the stamp's corners (:func:`galpipe.science.sky.sky_level_and_noise`:
+    clipped, IQR-based); the source's own Poisson noise is left out (its gain is not in the
+    cutout), which understates the error of a galaxy's brightest pixels. Pixels without data
+    get an error of 0, which :func:`pixel_vectors` reads as no data.
+
+    Parameters
+    ----------
+    cubes : array_like
+        ``(N, B, S, S)`` fluxes, nanomaggies (NaN where no data).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(N, B, S, S)`` 1σ errors, nanomaggies.
+    """
+    data = np.asarray(cubes, dtype=np.float32)
+    if data.ndim != 4:
+        raise PixelVectorError(f"cubes: expected (N, B, S, S), got shape {data.shape}")
+    no_data = ~np.isfinite(data)
+    _, noise = sky_level_and_noise(np.where(no_data, 0.0, data).astype(np.float32), no_data)
+    errors = np.broadcast_to(noise[:, :, None, None], data.shape).astype(np.float32)
+    return np.where(no_data, np.float32(0.0), errors)
 
 
 def pixel_vectors(

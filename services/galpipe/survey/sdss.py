@@ -678,8 +678,8 @@ def interpolate_sky(
         ``(rows, cols)`` of the image.
     xinterp, yinterp
         Position of each image column / row in the coarse grid's pixel coordinates (the frame's
-        ``XINTERP``/``YINTERP``). When absent, the method document's scaled positions
-        ``col * nx_coarse / cols`` and ``row * ny_coarse / rows`` are used.
+        ``XINTERP``/``YINTERP``). When absent, the image-photo-z method's scaled positions
+        (``docs/photoz.md``) ``col * nx_coarse / cols`` and ``row * ny_coarse / rows`` are used.
 
     Returns
     -------

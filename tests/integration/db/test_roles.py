@@ -48,6 +48,7 @@ EXPECTED = {
         "pipeline_routes": {"SELECT", "INSERT", "DELETE"},
         "models": {"SELECT", "INSERT"},
         "morphology_predictions": {"SELECT", "INSERT", "UPDATE"},
+        "photoz_predictions": {"SELECT", "INSERT", "UPDATE"},
     },
     SCALER: {"tasks": {"SELECT"}, "pipeline_control": {"SELECT"}},
 }

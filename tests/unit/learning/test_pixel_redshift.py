@@ -321,3 +321,22 @@ def test_from_stamps_to_redshifts() -> None:
     assert redshift_metrics(result.z, test_z).sigma_nmad < 0.05
     baseline = fit_integrated_baseline(vectors.segment_flux, z, k_grid=(2, 4))
     assert baseline.predict(vectors.segment_flux).shape == (60,)
+
+
+def test_a_galaxys_density_mode_does_not_depend_on_the_rest_of_its_batch() -> None:
+    rng = np.random.default_rng(5)
+    n = 30
+    galaxy = np.repeat(np.arange(n), 20)
+    pixel_z = rng.uniform(0.05, 1.1, n)[galaxy] + rng.normal(0.0, 0.05, galaxy.size)
+    weights = rng.uniform(0.5, 2.0, galaxy.size)
+    together, _ = combine_pixel_redshifts(pixel_z, galaxy, weights, n, "density_mode")
+    for first in (0, 17):
+        alone = galaxy == first
+        single, _ = combine_pixel_redshifts(
+            pixel_z[alone],
+            np.zeros(int(alone.sum()), dtype=np.int64),
+            weights[alone],
+            1,
+            "density_mode",
+        )
+        assert single[0] == pytest.approx(together[first], abs=1e-12)
