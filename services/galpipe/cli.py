@@ -18,6 +18,7 @@ from galpipe.demo import cli as demo_cli
 from galpipe.errors import ConfigurationError, GalpipeError
 from galpipe.morphology import cli as morphology_cli
 from galpipe.ops import cli as ops_cli
+from galpipe.photoz import cli as photoz_cli
 from galpipe.pipelines import cli as pipelines_cli
 from galpipe.runtime.logs import configure_logging
 from galpipe.settings import Settings
@@ -43,6 +44,7 @@ COMMAND_REGISTRARS: tuple[Register, ...] = (
     catalog_cli.register,
     pipelines_cli.register,
     morphology_cli.register,
+    photoz_cli.register,
     synthetic_cli.register,
     validation_cli.register,
     demo_cli.register,

@@ -27,6 +27,7 @@ COMMANDS = {
     "ingest", "export",  # catalog
     "fetch", "radon",  # pipelines
     "morphology",  # morphology
+    "photoz",  # photoz
     "sky",  # synthetic
     "validate",  # validation
     "demo",  # demo
