@@ -62,7 +62,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -84,6 +84,7 @@ __all__ = [
     "CutoutRequest",
     "FetchObserver",
     "FetchResult",
+    "HttpTransfer",
     "LegacySurveyClient",
     "NoCoverage",
     "Permanent",
@@ -167,6 +168,7 @@ PermanentKind = Literal[
 #: ``observer(status_class, latency_s, nbytes)`` is called once per request; see
 #: :func:`status_class` for the classes.
 FetchObserver = Callable[[str, float, int], None]
+_Finished = TypeVar("_Finished")
 
 
 # --------------------------------------------------------------------------------------------
@@ -584,11 +586,224 @@ def make_session(*, connect_retries: int = 1, trust_env: bool = True) -> request
     return session
 
 
+class HttpTransfer:
+    """Whole-body GETs for the survey clients; safe to share between threads, never raises.
+
+    Each thread gets its own :class:`requests.Session` (a session's connection pool is not
+    meant to be shared across threads), created on first use by ``session_factory``. A GET
+    reads the body to its end, at most ``max_body_bytes``, and hands the response and body to
+    the caller's ``finish``; a transfer that breaks -- no connection, a timeout, a body cut
+    off, longer than allowed or disagreeing with its ``Content-Length`` -- is a
+    :class:`Retryable` or :class:`Permanent` instead, whatever the client asked for.
+
+    Parameters
+    ----------
+    max_body_bytes
+        Largest body read; a longer one is :class:`Permanent` (``too_large``).
+    what, largest
+        Names for messages: what is fetched (``"cutout"``) and what no body may be larger than
+        (``"cutout of the requested size"``).
+    session_factory
+        Builds one session per thread.
+    connect_timeout
+        Seconds to wait for the connection.
+    read_timeout
+        Seconds to wait for each read of the answer.
+    observer
+        Called as ``observer(status_class, latency_s, nbytes)`` once per request sent (see
+        :func:`status_class`); exceptions it raises are logged and swallowed.
+    clock
+        Monotonic seconds, for latency.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_body_bytes: int,
+        what: str,
+        largest: str,
+        session_factory: Callable[[], requests.Session],
+        connect_timeout: float,
+        read_timeout: float,
+        observer: FetchObserver | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.max_body_bytes = max_body_bytes
+        self.what = what
+        self.largest = largest
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self._session_factory = session_factory
+        self._observer = observer
+        self._clock = clock
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._sessions_lock = threading.Lock()
+
+    def session(self) -> requests.Session:
+        """This thread's session, created on first use."""
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = self._session_factory()
+            self._local.session = session
+            with self._sessions_lock:
+                self._sessions.append(session)
+        return session
+
+    def close(self) -> None:
+        """Close every thread's session (their pooled connections)."""
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+        self._local = threading.local()
+
+    def get(
+        self,
+        url: str,
+        finish: Callable[[requests.Response, bytes], _Finished],
+        params: Mapping[str, str] | None = None,
+    ) -> _Finished | Retryable | Permanent:
+        """GET ``url`` and read the whole body; ``finish(response, body)`` classifies it.
+
+        The observer hears of the request once, whatever the outcome.
+        """
+        started = self._clock()
+        received = 0
+        label = "connection"
+        try:
+            with self.session().get(
+                url,
+                params=params,
+                timeout=(self.connect_timeout, self.read_timeout),
+                stream=True,
+            ) as response:
+                label = status_class(response.status_code)
+                body, received, broken = self._read_body(response)
+                if broken is not None:
+                    label, result = broken
+                    return result
+                return finish(response, body)
+        except requests.RequestException as exc:
+            label, failure = self._classify_exception(url, exc)
+            return failure
+        finally:
+            self._observe(label, self._clock() - started, received)
+
+    def _read_body(
+        self, response: requests.Response
+    ) -> tuple[bytes, int, tuple[str, Retryable | Permanent] | None]:
+        """Read the whole body.
+
+        Returns the body, the bytes received, and — if the body broke off, ran past
+        :attr:`max_body_bytes` or disagrees with ``Content-Length`` — the observer label and
+        the result to return instead.
+        """
+        chunks: list[bytes] = []
+        try:
+            too_large = self._read_chunks(response, chunks)
+        except requests.ConnectionError as exc:
+            # Chunks arrive whole or not at all, so the count may undercount what was read.
+            return b"", _byte_count(chunks), self._broken_connection(response, exc)
+        except (
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError,
+        ) as exc:
+            return b"", _byte_count(chunks), _truncated_stream(response, exc)
+        received = _byte_count(chunks)
+        if too_large is not None:
+            return b"", received, too_large
+        body = b"".join(chunks)
+        length_mismatch = _length_mismatch(response, body)
+        if length_mismatch is not None:
+            return b"", received, length_mismatch
+        return body, received, None
+
+    def _read_chunks(
+        self, response: requests.Response, chunks: list[bytes]
+    ) -> tuple[str, Permanent] | None:
+        """Append the body's chunks to ``chunks`` until its end.
+
+        Returns None, or the observer label and a :class:`Permanent` (``too_large``) as soon as
+        more than :attr:`max_body_bytes` arrived. Raises what ``iter_content`` raises;
+        ``chunks`` then holds what arrived before.
+        """
+        limit = self.max_body_bytes
+        received = 0
+        for chunk in response.iter_content(_CHUNK_BYTES):
+            chunks.append(chunk)
+            received += len(chunk)
+            if received > limit:
+                # Nothing that large can be what was asked for; read no further.
+                status = response.status_code
+                return status_class(status), Permanent(
+                    f"HTTP {status} with a body larger than {limit} bytes, more than "
+                    f"any {self.largest}; not read further",
+                    "too_large",
+                )
+        return None
+
+    def _broken_connection(
+        self, response: requests.Response, exc: requests.ConnectionError
+    ) -> tuple[str, Retryable]:
+        """Observer label and :class:`Retryable` of a body cut off by a read timeout or a
+        broken connection."""
+        status = response.status_code
+        declared = response.headers.get("Content-Length", "absent")
+        if _is_read_timeout(exc):
+            return "timeout", Retryable(
+                f"read timeout: the body stopped arriving for {self.read_timeout:g} s "
+                f"(HTTP {status}, Content-Length {declared})",
+                None,
+                "timeout",
+            )
+        return "connection", Retryable(
+            f"connection broke during the body (HTTP {status}, Content-Length "
+            f"{declared}): {_root_cause(exc)}",
+            None,
+            "connection",
+        )
+
+    def _classify_exception(
+        self, url: str, exc: requests.RequestException
+    ) -> tuple[str, Retryable | Permanent]:
+        """Observer label and result for a request that got no complete status line."""
+        if isinstance(exc, requests.ConnectTimeout):
+            return "timeout", Retryable(
+                f"connect timeout: no connection to {url} within {self.connect_timeout:g} s",
+                None,
+                "timeout",
+            )
+        if isinstance(exc, requests.ReadTimeout) or _is_read_timeout(exc):
+            return "timeout", Retryable(
+                f"read timeout: no answer from {url} within {self.read_timeout:g} s",
+                None,
+                "timeout",
+            )
+        if isinstance(exc, requests.TooManyRedirects):
+            return "3xx", Permanent(f"too many redirects from {url}: {exc}", "unexpected_status")
+        if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+            return "truncated", Retryable(
+                f"truncated answer from {url}: {_root_cause(exc)}", None, "truncated"
+            )
+        return "connection", Retryable(
+            f"connection error to {url}: {_root_cause(exc)}", None, "connection"
+        )
+
+    def _observe(self, label: str, latency_s: float, nbytes: int) -> None:
+        if self._observer is None:
+            return
+        try:
+            self._observer(label, latency_s, nbytes)
+        except Exception:
+            log.exception("%s fetch observer failed (label=%s); ignored", self.what, label)
+
+
 class LegacySurveyClient:
     """Fetches and classifies cutouts; safe to share between the threads of a fetch replica.
 
-    Each thread gets its own :class:`requests.Session` (a session's connection pool is not
-    meant to be shared across threads), created on first use by ``session_factory``.
+    The transfer (per-thread sessions, bounded bodies, broken transfers classified) is an
+    :class:`HttpTransfer`.
 
     Parameters
     ----------
@@ -628,31 +843,25 @@ class LegacySurveyClient:
         self.request = request if request is not None else CutoutRequest()
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        self._session_factory = session_factory
-        self._observer = observer
-        self._clock = clock
         self._wall_clock = wall_clock
-        self._local = threading.local()
-        self._sessions: list[requests.Session] = []
-        self._sessions_lock = threading.Lock()
+        self.transfer = HttpTransfer(
+            max_body_bytes=self.request.max_body_bytes,
+            what="cutout",
+            largest="cutout of the requested size",
+            session_factory=session_factory,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            observer=observer,
+            clock=clock,
+        )
 
     def session(self) -> requests.Session:
         """This thread's session, created on first use."""
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = self._session_factory()
-            self._local.session = session
-            with self._sessions_lock:
-                self._sessions.append(session)
-        return session
+        return self.transfer.session()
 
     def close(self) -> None:
         """Close every thread's session (their pooled connections)."""
-        with self._sessions_lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
-        self._local = threading.local()
+        self.transfer.close()
 
     def __enter__(self) -> LegacySurveyClient:
         return self
@@ -672,142 +881,19 @@ class LegacySurveyClient:
             params = self.request.params(ra, dec)
         except ValueError as exc:
             return Permanent(f"invalid position, nothing sent: {exc}", "invalid_position")
-        started = self._clock()
-        received = 0
-        label = "connection"
-        try:
-            with self.session().get(
-                self.request.url,
-                params=params,
-                timeout=(self.connect_timeout, self.read_timeout),
-                stream=True,
-            ) as response:
-                label = status_class(response.status_code)
-                body, received, broken = self._read_body(response)
-                if broken is not None:
-                    label, result = broken
-                    return result
-                return classify_response(
-                    self.request,
-                    ra,
-                    dec,
-                    response.status_code,
-                    response.headers,
-                    body,
-                    now=self._wall_clock(),
-                )
-        except requests.RequestException as exc:
-            label, result = self._classify_exception(exc)
-            return result
-        finally:
-            self._observe(label, self._clock() - started, received)
 
-    def _read_body(
-        self, response: requests.Response
-    ) -> tuple[bytes, int, tuple[str, FetchResult] | None]:
-        """Read the whole body.
-
-        Returns the body, the bytes received, and — if the body broke off, ran past
-        :attr:`CutoutRequest.max_body_bytes` or disagrees with ``Content-Length`` — the observer
-        label and the result to return instead.
-        """
-        chunks: list[bytes] = []
-        try:
-            too_large = self._read_chunks(response, chunks)
-        except requests.ConnectionError as exc:
-            # Chunks arrive whole or not at all, so the count may undercount what was read.
-            return b"", _byte_count(chunks), self._broken_connection(response, exc)
-        except (
-            requests.exceptions.ChunkedEncodingError,
-            requests.exceptions.ContentDecodingError,
-        ) as exc:
-            return b"", _byte_count(chunks), _truncated_stream(response, exc)
-        received = _byte_count(chunks)
-        if too_large is not None:
-            return b"", received, too_large
-        body = b"".join(chunks)
-        length_mismatch = _length_mismatch(response, body)
-        if length_mismatch is not None:
-            return b"", received, length_mismatch
-        return body, received, None
-
-    def _read_chunks(
-        self, response: requests.Response, chunks: list[bytes]
-    ) -> tuple[str, FetchResult] | None:
-        """Append the body's chunks to ``chunks`` until its end.
-
-        Returns None, or the observer label and a :class:`Permanent` (``too_large``) as soon as
-        more than :attr:`CutoutRequest.max_body_bytes` arrived. Raises what ``iter_content``
-        raises; ``chunks`` then holds what arrived before.
-        """
-        limit = self.request.max_body_bytes
-        received = 0
-        for chunk in response.iter_content(_CHUNK_BYTES):
-            chunks.append(chunk)
-            received += len(chunk)
-            if received > limit:
-                # No cutout of the requested size is this large; read no further.
-                status = response.status_code
-                return status_class(status), Permanent(
-                    f"HTTP {status} with a body larger than {limit} bytes, more than "
-                    "any cutout of the requested size; not read further",
-                    "too_large",
-                )
-        return None
-
-    def _broken_connection(
-        self, response: requests.Response, exc: requests.ConnectionError
-    ) -> tuple[str, FetchResult]:
-        """Observer label and :class:`Retryable` of a body cut off by a read timeout or a
-        broken connection."""
-        status = response.status_code
-        declared = response.headers.get("Content-Length", "absent")
-        if _is_read_timeout(exc):
-            return "timeout", Retryable(
-                f"read timeout: the body stopped arriving for {self.read_timeout:g} s "
-                f"(HTTP {status}, Content-Length {declared})",
-                None,
-                "timeout",
+        def finish(response: requests.Response, body: bytes) -> FetchResult:
+            return classify_response(
+                self.request,
+                ra,
+                dec,
+                response.status_code,
+                response.headers,
+                body,
+                now=self._wall_clock(),
             )
-        return "connection", Retryable(
-            f"connection broke during the body (HTTP {status}, Content-Length "
-            f"{declared}): {_root_cause(exc)}",
-            None,
-            "connection",
-        )
 
-    def _classify_exception(self, exc: requests.RequestException) -> tuple[str, FetchResult]:
-        """Observer label and result for a request that got no complete status line."""
-        url = self.request.url
-        if isinstance(exc, requests.ConnectTimeout):
-            return "timeout", Retryable(
-                f"connect timeout: no connection to {url} within {self.connect_timeout:g} s",
-                None,
-                "timeout",
-            )
-        if isinstance(exc, requests.ReadTimeout) or _is_read_timeout(exc):
-            return "timeout", Retryable(
-                f"read timeout: no answer from {url} within {self.read_timeout:g} s",
-                None,
-                "timeout",
-            )
-        if isinstance(exc, requests.TooManyRedirects):
-            return "3xx", Permanent(f"too many redirects from {url}: {exc}", "unexpected_status")
-        if isinstance(exc, requests.exceptions.ChunkedEncodingError):
-            return "truncated", Retryable(
-                f"truncated answer from {url}: {_root_cause(exc)}", None, "truncated"
-            )
-        return "connection", Retryable(
-            f"connection error to {url}: {_root_cause(exc)}", None, "connection"
-        )
-
-    def _observe(self, label: str, latency_s: float, nbytes: int) -> None:
-        if self._observer is None:
-            return
-        try:
-            self._observer(label, latency_s, nbytes)
-        except Exception:
-            log.exception("cutout fetch observer failed (label=%s); ignored", label)
+        return self.transfer.get(self.request.url, finish, params)
 
 
 def _byte_count(chunks: list[bytes]) -> int:
@@ -817,7 +903,7 @@ def _byte_count(chunks: list[bytes]) -> int:
 
 def _truncated_stream(
     response: requests.Response, exc: requests.RequestException
-) -> tuple[str, FetchResult]:
+) -> tuple[str, Retryable]:
     """Observer label and :class:`Retryable` of a body whose chunked or compressed stream
     ended early."""
     declared = response.headers.get("Content-Length", "absent")
@@ -829,7 +915,7 @@ def _truncated_stream(
     )
 
 
-def _length_mismatch(response: requests.Response, body: bytes) -> tuple[str, FetchResult] | None:
+def _length_mismatch(response: requests.Response, body: bytes) -> tuple[str, Retryable] | None:
     """Observer label and :class:`Retryable` if ``body`` is shorter or longer than the
     ``Content-Length`` declared for it; else None."""
     declared = response.headers.get("Content-Length", "").strip()

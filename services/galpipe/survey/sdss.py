@@ -51,10 +51,8 @@ from __future__ import annotations
 import bz2
 import dataclasses
 import io
-import logging
 import math
 import re
-import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -75,20 +73,14 @@ from galpipe.survey.legacysurvey import (
     CONNECT_TIMEOUT_S,
     READ_TIMEOUT_S,
     FetchObserver,
-    FetchResult,
+    HttpTransfer,
     NoCoverage,
     Permanent,
     PermanentKind,
     Retryable,
     RetryKind,
-    Success,
-    _is_read_timeout,
-    _length_mismatch,
-    _root_cause,
-    _truncated_stream,
     classify_status,
     make_session,
-    status_class,
 )
 
 __all__ = [
@@ -122,7 +114,6 @@ __all__ = [
     "stamp_grid",
 ]
 
-log = logging.getLogger(__name__)
 
 #: The Science Archive Server (SAS) root of SDSS data releases.
 DEFAULT_BASE_URL = "https://data.sdss.org/sas"
@@ -146,7 +137,6 @@ MAX_BODY_BYTES = 32 << 20
 _MIN_SKY_NODES = 4
 _BZ2_MAGIC = b"BZh"
 _FITS_MAGIC = b"SIMPLE  ="
-_CHUNK_BYTES = 1 << 16
 _RERUN_PATTERN = re.compile(r"[0-9A-Za-z_.-]+")
 
 # --------------------------------------------------------------------------------------------
@@ -1048,13 +1038,6 @@ _PERMANENT_PROBLEMS: Mapping[str, PermanentKind] = MappingProxyType(
 )
 
 
-def _not_a_success(result: FetchResult) -> NoCoverage | Retryable | Permanent:
-    """A Legacy Survey transfer failure, reused as a frame result (it is never a Success)."""
-    if isinstance(result, Success):
-        raise TypeError("a transfer failure cannot be a Success")
-    return result
-
-
 class SdssFrameClient:
     """Fetches, parses and classifies SDSS DR10 frames; safe to share between threads.
 
@@ -1105,34 +1088,25 @@ class SdssFrameClient:
         _check_rerun(rerun)
         self.base_url = base_url
         self.rerun = rerun
-        self.connect_timeout = connect_timeout
-        self.read_timeout = read_timeout
-        self.max_body_bytes = max_body_bytes
-        self._session_factory = session_factory
-        self._observer = observer
-        self._clock = clock
         self._wall_clock = wall_clock
-        self._local = threading.local()
-        self._sessions: list[requests.Session] = []
-        self._sessions_lock = threading.Lock()
+        self.transfer = HttpTransfer(
+            max_body_bytes=max_body_bytes,
+            what="frame",
+            largest="frame",
+            session_factory=session_factory,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            observer=observer,
+            clock=clock,
+        )
 
     def session(self) -> requests.Session:
         """This thread's session, created on first use."""
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = self._session_factory()
-            self._local.session = session
-            with self._sessions_lock:
-                self._sessions.append(session)
-        return session
+        return self.transfer.session()
 
     def close(self) -> None:
         """Close every thread's session."""
-        with self._sessions_lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
-        self._local = threading.local()
+        self.transfer.close()
 
     def __enter__(self) -> SdssFrameClient:
         return self
@@ -1159,24 +1133,11 @@ class SdssFrameClient:
         except SdssFrameError as exc:
             return Permanent(f"invalid frame identifiers, nothing sent: {exc}", "invalid_position")
         name = frame_name(run, camcol, field, band)
-        started = self._clock()
-        received = 0
-        label = "connection"
-        try:
-            with self.session().get(
-                url, timeout=(self.connect_timeout, self.read_timeout), stream=True
-            ) as response:
-                label = status_class(response.status_code)
-                body, received, broken = self._read_body(response)
-                if broken is not None:
-                    label, result = broken
-                    return result
-                return self._classify(name, url, response, body, run, camcol, field, band)
-        except requests.RequestException as exc:
-            label, result = self._classify_exception(url, exc)
-            return result
-        finally:
-            self._observe(label, self._clock() - started, received)
+
+        def finish(response: requests.Response, body: bytes) -> FrameFetchResult:
+            return self._classify(name, url, response, body, run, camcol, field, band)
+
+        return self.transfer.get(url, finish)
 
     def _classify(
         self,
@@ -1206,87 +1167,3 @@ class SdssFrameClient:
                 return Retryable(reason, None, _RETRYABLE_PROBLEMS[exc.problem])
             return Permanent(reason, _PERMANENT_PROBLEMS[exc.problem])
         return FrameSuccess(frame, body)
-
-    def _read_body(
-        self, response: requests.Response
-    ) -> tuple[bytes, int, tuple[str, FrameFetchResult] | None]:
-        """The whole body, the bytes received, and the label and result if it broke off, ran
-        past :attr:`max_body_bytes` or disagrees with ``Content-Length``."""
-        chunks: list[bytes] = []
-        received = 0
-        try:
-            for chunk in response.iter_content(_CHUNK_BYTES):
-                chunks.append(chunk)
-                received += len(chunk)
-                if received > self.max_body_bytes:
-                    status = response.status_code
-                    return (
-                        b"",
-                        received,
-                        (
-                            status_class(status),
-                            Permanent(
-                                f"HTTP {status} with a body larger than {self.max_body_bytes} "
-                                "bytes, more than any frame; not read further",
-                                "too_large",
-                            ),
-                        ),
-                    )
-        except requests.ConnectionError as exc:
-            declared = response.headers.get("Content-Length", "absent")
-            kind: RetryKind = "timeout" if _is_read_timeout(exc) else "connection"
-            return (
-                b"",
-                received,
-                (
-                    kind,
-                    Retryable(
-                        f"{'read timeout' if kind == 'timeout' else 'connection broke'} during the "
-                        f"body (HTTP {response.status_code}, Content-Length {declared}): "
-                        f"{_root_cause(exc)}",
-                        None,
-                        kind,
-                    ),
-                ),
-            )
-        except (
-            requests.exceptions.ChunkedEncodingError,
-            requests.exceptions.ContentDecodingError,
-        ) as exc:
-            label, result = _truncated_stream(response, exc)
-            return b"", received, (label, _not_a_success(result))
-        body = b"".join(chunks)
-        mismatch = _length_mismatch(response, body)
-        if mismatch is not None:
-            return b"", received, (mismatch[0], _not_a_success(mismatch[1]))
-        return body, received, None
-
-    def _classify_exception(
-        self, url: str, exc: requests.RequestException
-    ) -> tuple[str, FrameFetchResult]:
-        """Observer label and result for a request that got no complete status line."""
-        if isinstance(exc, requests.ConnectTimeout):
-            return "timeout", Retryable(
-                f"connect timeout: no connection to {url} within {self.connect_timeout:g} s",
-                None,
-                "timeout",
-            )
-        if isinstance(exc, requests.ReadTimeout) or _is_read_timeout(exc):
-            return "timeout", Retryable(
-                f"read timeout: no answer from {url} within {self.read_timeout:g} s",
-                None,
-                "timeout",
-            )
-        if isinstance(exc, requests.TooManyRedirects):
-            return "3xx", Permanent(f"too many redirects from {url}: {exc}", "unexpected_status")
-        return "connection", Retryable(
-            f"connection error to {url}: {_root_cause(exc)}", None, "connection"
-        )
-
-    def _observe(self, label: str, latency_s: float, nbytes: int) -> None:
-        if self._observer is None:
-            return
-        try:
-            self._observer(label, latency_s, nbytes)
-        except Exception:
-            log.exception("frame fetch observer failed (label=%s); ignored", label)
