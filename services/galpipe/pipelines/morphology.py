@@ -36,7 +36,7 @@ from galpipe.db.queue import Task
 from galpipe.learning.inference import MorphologyModel
 from galpipe.pipelines.base import Done, Fail, Outcome
 from galpipe.pipelines.model_artefacts import load_model_bytes
-from galpipe.pipelines.stored_cutouts import DecodedCutout, StoredCutoutReader
+from galpipe.pipelines.stored_cutouts import DecodedCutout, StoredCutoutReader, split_reads
 from galpipe.science import gz2
 from galpipe.science.morphology_input import channels_for, network_input
 from galpipe.settings import Settings, SettingsError
@@ -107,15 +107,11 @@ class MorphologyPipeline:
 
     def process(self, tasks: Sequence[Task]) -> Sequence[Outcome]:
         ids = [t.source_id for t in tasks]
-        reads = self.reader.submit(ids)
-        outcomes: list[Outcome] = []
+        decoded, outcomes = split_reads(ids, self.reader.submit(ids))
         good: list[tuple[int, DecodedCutout]] = []
         size = self.record.input_size
-        for sid, read in zip(ids, reads, strict=True):
-            loaded = read.result()
-            if not isinstance(loaded, DecodedCutout):
-                outcomes.append(loaded)
-            elif loaded.data.shape[-1] != size:
+        for sid, loaded in decoded:
+            if loaded.data.shape[-1] != size:
                 outcomes.append(
                     Fail(
                         sid,

@@ -44,7 +44,7 @@ from galpipe.db.queue import Task
 from galpipe.learning.pixel_redshift import PixelRedshiftModel
 from galpipe.pipelines.base import Done, Fail, Outcome
 from galpipe.pipelines.model_artefacts import load_model_bytes
-from galpipe.pipelines.stored_cutouts import DecodedCutout, StoredCutoutReader
+from galpipe.pipelines.stored_cutouts import DecodedCutout, StoredCutoutReader, split_reads
 from galpipe.science.photoz_pixels import pixel_vectors, sky_noise_errors
 from galpipe.settings import Settings, SettingsError
 from galpipe.storage import ObjectStore, object_store_from_settings
@@ -109,15 +109,7 @@ class PhotozPipeline:
 
     def process(self, tasks: Sequence[Task]) -> Sequence[Outcome]:
         ids = [t.source_id for t in tasks]
-        reads = self.reader.submit(ids)
-        outcomes: list[Outcome] = []
-        good: list[tuple[int, DecodedCutout]] = []
-        for sid, read in zip(ids, reads, strict=True):
-            loaded = read.result()
-            if isinstance(loaded, DecodedCutout):
-                good.append((sid, loaded))
-            else:
-                outcomes.append(loaded)
+        good, outcomes = split_reads(ids, self.reader.submit(ids))
         if good:
             outcomes.extend(self._predict(good))
         return outcomes

@@ -30,7 +30,7 @@ from psycopg_pool import ConnectionPool
 from galpipe.db.measurements import MeasurementRecord, record_measurements
 from galpipe.db.queue import Task
 from galpipe.pipelines.base import Done, Outcome
-from galpipe.pipelines.stored_cutouts import DecodedCutout, StoredCutoutReader
+from galpipe.pipelines.stored_cutouts import DecodedCutout, StoredCutoutReader, split_reads
 from galpipe.runtime import metrics
 from galpipe.science.core import BatchMeasurement, RadonConfig, measure_batch
 from galpipe.science.orientation import (
@@ -106,13 +106,8 @@ class RadonPipeline:
         outcomes: list[Outcome] = []
         for start in range(0, len(ids), MEASURE_CHUNK):
             chunk = slice(start, start + MEASURE_CHUNK)
-            good: list[tuple[int, DecodedCutout]] = []
-            for sid, read in zip(ids[chunk], reads[chunk], strict=True):
-                loaded = read.result()
-                if isinstance(loaded, DecodedCutout):
-                    good.append((sid, loaded))
-                else:
-                    outcomes.append(loaded)
+            good, failed = split_reads(ids[chunk], reads[chunk])
+            outcomes.extend(failed)
             if good:
                 outcomes.extend(self._measure(good))
         return outcomes

@@ -33,6 +33,7 @@ __all__ = [
     "band_registration_problem",
     "decode_cutout",
     "load_stored_cutout",
+    "split_reads",
 ]
 
 
@@ -157,6 +158,22 @@ def load_stored_cutout(
         return decode_cutout(raw, record.size, record.bands)
     except CutoutDecodeError as exc:
         return Fail(source_id, f"{record.object_key}: {exc}")
+
+
+def split_reads(
+    source_ids: Sequence[int], reads: Sequence[Future[DecodedCutout | Outcome]]
+) -> tuple[list[tuple[int, DecodedCutout]], list[Outcome]]:
+    """Wait for ``reads`` in order: the decoded cutouts with their ids, and the outcomes of the
+    galaxies whose cutout could not be read (:func:`load_stored_cutout`)."""
+    decoded: list[tuple[int, DecodedCutout]] = []
+    outcomes: list[Outcome] = []
+    for sid, read in zip(source_ids, reads, strict=True):
+        loaded = read.result()
+        if isinstance(loaded, DecodedCutout):
+            decoded.append((sid, loaded))
+        else:
+            outcomes.append(loaded)
+    return decoded, outcomes
 
 
 class StoredCutoutReader:
