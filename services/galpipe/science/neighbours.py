@@ -87,8 +87,10 @@ threads of the same process.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import sep
@@ -102,8 +104,58 @@ __all__ = [
     "asymmetric_segments",
     "central_label",
     "detection_images",
+    "extract_segments",
     "mask_neighbours",
+    "sep_pixstack",
 ]
+
+
+class SegmentationSettings(Protocol):
+    """SExtractor's detection settings, as every segmentation of galpipe names them."""
+
+    @property
+    def detect_sigma(self) -> float: ...
+    @property
+    def minarea(self) -> int: ...
+    @property
+    def deblend_nthresh(self) -> int: ...
+    @property
+    def deblend_cont(self) -> float: ...
+
+
+def extract_segments(detection: np.ndarray, settings: SegmentationSettings) -> tuple[Any, Any]:
+    """sep's sources and segmentation map of one unit-noise detection image.
+
+    SExtractor's algorithm (matched 3×3 filter, threshold ``detect_sigma`` σ with σ = 1,
+    ``minarea``, multi-threshold deblending, cleaning); segment ``k`` of the map is source
+    ``k - 1``. Raises what ``sep.extract`` raises.
+    """
+    return sep.extract(
+        detection,
+        settings.detect_sigma,
+        err=1.0,
+        minarea=settings.minarea,
+        deblend_nthresh=settings.deblend_nthresh,
+        deblend_cont=settings.deblend_cont,
+        segmentation_map=True,
+    )
+
+
+@contextmanager
+def sep_pixstack(size: int) -> Iterator[None]:
+    """sep's pixel stack sized to ``S × S`` stamps for the block, restored afterwards.
+
+    A stamp has S² pixels, so at most S² can be on the stack at once; 2·S² leaves margin, and
+    sep's default stack of 300,000 costs more to allocate than extracting from a stamp. The
+    stack is process-wide: do not segment in other threads meanwhile.
+    """
+    previous = sep.get_extract_pixstack()
+    sep.set_extract_pixstack(max(2 * size * size, 1024))
+    try:
+        yield
+    finally:
+        sep.set_extract_pixstack(previous)
+
 
 # sep's default detection filter (SExtractor's 3×3 pyramid) scaled to unit norm: white noise of
 # unit σ stays unit σ through it.
@@ -521,20 +573,9 @@ def _segment(
     segmaps = np.zeros((n_galaxies, size, size), dtype=np.int32)
     central = np.zeros(n_galaxies, dtype=np.int32)
     contaminated = np.zeros(n_galaxies, dtype=bool)
-    previous_pixstack = sep.get_extract_pixstack()
-    # A stamp has S² pixels, so at most S² can be on the stack at once; 2·S² leaves margin.
-    sep.set_extract_pixstack(max(2 * size * size, 1024))
-    try:
+    with sep_pixstack(size):
         for index in np.flatnonzero(has_signal):
-            sources, segmap = sep.extract(
-                detection[index],
-                config.detect_sigma,
-                err=1.0,
-                minarea=config.minarea,
-                deblend_nthresh=config.deblend_nthresh,
-                deblend_cont=config.deblend_cont,
-                segmentation_map=True,
-            )
+            sources, segmap = extract_segments(detection[index], config)
             if len(sources) == 0:
                 continue
             label = central_label(segmap, detection[index], distance, config.centre_radius_px)
@@ -552,8 +593,6 @@ def _segment(
                 contaminated[index] = True
                 continue
             contaminated[index] = _is_contaminated(sources, label - 1, centre, config)
-    finally:
-        sep.set_extract_pixstack(previous_pixstack)
     return segmaps, central, contaminated
 
 

@@ -56,15 +56,18 @@ This module imports nothing of galpipe outside :mod:`galpipe.science`; its error
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-import sep
 
-from galpipe.science.neighbours import NeighbourConfig, detection_images
+from galpipe.science.neighbours import (
+    NeighbourConfig,
+    detection_images,
+    extract_segments,
+    sep_pixstack,
+)
 from galpipe.science.sky import sky_level_and_noise
 
 __all__ = [
@@ -467,18 +470,6 @@ def pixel_vectors(
     )
 
 
-@contextmanager
-def _sep_pixstack(size: int) -> Iterator[None]:
-    """sep's pixel stack sized to an ``S × S`` stamp for the block, restored afterwards."""
-    previous = sep.get_extract_pixstack()
-    # At most S² pixels can be on the stack at once; 2·S² leaves margin (as neighbours.py).
-    sep.set_extract_pixstack(max(2 * size * size, 1024))
-    try:
-        yield
-    finally:
-        sep.set_extract_pixstack(previous)
-
-
 def _assign(
     flux: npt.NDArray[np.float32],
     error: npt.NDArray[np.float32],
@@ -521,7 +512,7 @@ def _assign(
     )
     detection[~valid] = 0
     radius = config.assoc_radius_px
-    with _sep_pixstack(size):
+    with sep_pixstack(size):
         for index in range(n_galaxies):
             if not valid[index].any():
                 reasons[index] = "no pixel of the stamp has data in every band"
@@ -529,15 +520,7 @@ def _assign(
             if not has_signal[index]:
                 reasons[index] = "no band of the stamp carries signal (blank or constant)"
                 continue
-            sources, segmap = sep.extract(
-                detection[index],
-                config.detect_sigma,
-                err=1.0,
-                minarea=config.minarea,
-                deblend_nthresh=config.deblend_nthresh,
-                deblend_cont=config.deblend_cont,
-                segmentation_map=True,
-            )
+            sources, segmap = extract_segments(detection[index], config)
             if len(sources) == 0:
                 reasons[index] = "no source detected in the stamp"
                 continue

@@ -42,7 +42,13 @@ from typing import Any, Self
 import numpy as np
 import sep
 
-from galpipe.science.neighbours import NeighbourConfig, central_label, detection_images
+from galpipe.science.neighbours import (
+    NeighbourConfig,
+    central_label,
+    detection_images,
+    extract_segments,
+    sep_pixstack,
+)
 from galpipe.science.preprocess import sanitise_and_shift
 
 __all__ = ["PeerConfig", "PeerMeasurement", "PeerOutcomes", "sep_orientation"]
@@ -170,15 +176,7 @@ def _central_theta(
     first_error = ""
     for index in np.flatnonzero(has_signal):
         try:
-            sources, segmap = sep.extract(
-                detection[index],
-                config.detect_sigma,
-                err=1.0,
-                minarea=config.minarea,
-                deblend_nthresh=config.deblend_nthresh,
-                deblend_cont=config.deblend_cont,
-                segmentation_map=True,
-            )
+            sources, segmap = extract_segments(detection[index], config)
         except Exception as exc:  # sep raises bare Exception (e.g. object too large)
             failed[index] = True
             first_error = first_error or str(exc)
@@ -230,11 +228,7 @@ def sep_orientation(
     detect_rule = NeighbourConfig()
     band_angle = np.full((n_galaxies, n_bands), np.nan)
     band_failed = np.zeros((n_galaxies, n_bands), dtype=bool)
-    previous = sep.get_extract_pixstack()
-    # A stamp has S^2 pixels; sep's default stack of 300,000 costs more to allocate than the
-    # extraction itself.
-    sep.set_extract_pixstack(max(2 * size * size, 1024))
-    try:
+    with sep_pixstack(size):
         for band in range(n_bands if per_band else 0):
             detection, has_signal, _ = detection_images(
                 shifted[:, band : band + 1], no_data[:, band : band + 1], detect_rule
@@ -243,8 +237,6 @@ def sep_orientation(
             band_angle[:, band], band_failed[:, band] = found.angle_deg, found.failed
         detection, has_signal, _ = detection_images(shifted, no_data, detect_rule)
         combined = _central_theta(detection, has_signal, cfg)
-    finally:
-        sep.set_extract_pixstack(previous)
     return PeerMeasurement(
         band_angle, combined.angle_deg, combined.ellipticity, band_failed, combined.failed
     )
