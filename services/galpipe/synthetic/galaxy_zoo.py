@@ -145,9 +145,10 @@ bulge-dominated galaxy is red at its centre and a disk bluer outside, as in GZ2'
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import galsim
 import numpy as np
@@ -156,7 +157,8 @@ import numpy.typing as npt
 from galpipe.errors import ConfigurationError, InputError
 from galpipe.science import gz2
 from galpipe.survey.layout import BANDS, CUTOUT_SIZE_PX, PIXSCALE_ARCSEC
-from galpipe.synthetic.render import image_beta_deg
+from galpipe.synthetic.render import GSPARAMS, image_beta_deg, psf_profile
+from galpipe.synthetic.rows import check_rows, concatenate_rows, run_in_chunks, take_rows
 from galpipe.synthetic.truth import SkyConfig, half_light_snr
 
 __all__ = [
@@ -193,8 +195,6 @@ SMOOTH, DISK, STAR = 0, 1, 2
 #: Volunteers per galaxy: GZ2 collected about 40 classifications of each galaxy.
 DEFAULT_VOLUNTEERS = 40
 
-# Large enough for the sharpest PSF-convolved bar on the biggest stamps (as render.py's).
-_GSPARAMS = galsim.GSParams(maximum_fft_size=16384)
 _BAR_SERSIC_N = 0.5
 _BAR_AXIS_RATIO = 0.25
 _BAR_SIZE = 0.6  # bar half-light radius / disk half-light radius
@@ -417,14 +417,7 @@ class Morphologies:
     gain_e_per_nmgy: npt.NDArray[np.float64]
 
     def __post_init__(self) -> None:
-        n = len(self.kind)
-        for f in fields(self):
-            value = np.asarray(getattr(self, f.name))
-            if value.ndim == 0 or value.shape[0] != n:
-                raise GalaxyZooInputError(
-                    f"Morphologies.{f.name} has shape {value.shape}; every attribute needs "
-                    f"{n} rows (as kind)"
-                )
+        check_rows(self, "kind", GalaxyZooInputError)
         if np.any((self.kind < 0) | (self.kind >= len(KINDS))):
             raise GalaxyZooInputError(f"Morphologies.kind: codes must be 0..{len(KINDS) - 1}")
 
@@ -433,9 +426,7 @@ class Morphologies:
 
     def take(self, index: npt.NDArray[np.integer] | npt.NDArray[np.bool_]) -> Morphologies:
         """The galaxies at ``index`` (integer indices or a boolean mask), in that order."""
-        return Morphologies(
-            **{f.name: np.asarray(getattr(self, f.name))[index] for f in fields(self)}
-        )
+        return take_rows(self, index)
 
 
 def _uniform(
@@ -799,12 +790,6 @@ def vote_noise_floor(
     return float(np.sqrt(np.mean(f * (1.0 - f)) / n))
 
 
-def _psf(fwhm: float, moffat_beta: float) -> galsim.GSObject:
-    if math.isnan(moffat_beta):
-        return galsim.Gaussian(fwhm=fwhm, gsparams=_GSPARAMS)
-    return galsim.Moffat(beta=moffat_beta, fwhm=fwhm, gsparams=_GSPARAMS)
-
-
 def _arm_pattern(
     m: Morphologies, i: int, disk: galsim.Exponential
 ) -> galsim.InterpolatedImage | None:
@@ -858,7 +843,7 @@ def _arm_pattern(
         calculate_stepk=False,
         calculate_maxk=False,
         pad_factor=2.0,  # half the default's FFT; stamps change by ~1e-5 of their peak
-        gsparams=_GSPARAMS,
+        gsparams=GSPARAMS,
     )
 
 
@@ -873,7 +858,7 @@ def _components(m: Morphologies, i: int) -> tuple[galsim.GSObject | None, galsim
     bulge = None
     if bt > 0.0:
         bulge = galsim.DeVaucouleurs(
-            half_light_radius=float(m.bulge_half_light_radius_arcsec[i]), gsparams=_GSPARAMS
+            half_light_radius=float(m.bulge_half_light_radius_arcsec[i]), gsparams=GSPARAMS
         )
         bulge = bulge.shear(q=float(m.bulge_axis_ratio[i]), beta=0.0 * galsim.degrees).rotate(turn)
     if bt >= 1.0:
@@ -881,7 +866,7 @@ def _components(m: Morphologies, i: int) -> tuple[galsim.GSObject | None, galsim
     parts = []
     bar_light = _BAR_LIGHT * float(m.bar_strength[i])  # of the disk's light
     if bar_light < 1.0:
-        disk = galsim.Exponential(half_light_radius=hlr, flux=1.0 - bar_light, gsparams=_GSPARAMS)
+        disk = galsim.Exponential(half_light_radius=hlr, flux=1.0 - bar_light, gsparams=GSPARAMS)
         parts.append(disk.shear(q=q, beta=0.0 * galsim.degrees))
         arms = _arm_pattern(m, i, disk)
         if arms is not None:
@@ -889,7 +874,7 @@ def _components(m: Morphologies, i: int) -> tuple[galsim.GSObject | None, galsim
             parts.append(arms.shear(q=q, beta=0.0 * galsim.degrees))
     if bar_light > 0.0:
         bar = galsim.Sersic(
-            n=_BAR_SERSIC_N, half_light_radius=_BAR_SIZE * hlr, flux=bar_light, gsparams=_GSPARAMS
+            n=_BAR_SERSIC_N, half_light_radius=_BAR_SIZE * hlr, flux=bar_light, gsparams=GSPARAMS
         )
         # Elongated in the disk plane at its angle, then foreshortened with the disk.
         bar = bar.shear(q=_BAR_AXIS_RATIO, beta=float(m.bar_angle_deg[i]) * galsim.degrees)
@@ -953,7 +938,7 @@ def render_morphologies(
     image = galsim.ImageD(size, size, scale=PIXSCALE_ARCSEC)
     bulge_share = bulge_light_fraction(m.bulge_to_total)
     for i in range(len(m)):
-        psf = _psf(float(m.psf_fwhm_arcsec[i]), float(m.moffat_beta[i]))
+        psf = psf_profile(float(m.psf_fwhm_arcsec[i]), float(m.moffat_beta[i]))
         # Unit-flux templates of the bulge and of the disk, mixed per band by the bulge's
         # share of that band's light (a red bulge in a bluer disk).
         templates = np.zeros((2, size, size))
@@ -1012,9 +997,13 @@ class GalaxyZooSample:
 
 
 def _sample_chunk(
-    args: tuple[int, MorphologyConfig, np.random.SeedSequence, int, int],
+    config: MorphologyConfig,
+    n_volunteers: int,
+    size: int,
+    _first: int,
+    n: int,
+    seed: np.random.SeedSequence,
 ) -> tuple[Morphologies, npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float32]]:
-    n, config, seed, n_volunteers, size = args
     rng = np.random.default_rng(seed)
     morphologies = draw_morphologies(n, config, rng)
     true = gz2.fractions_from_shares(answer_shares(morphologies))
@@ -1062,25 +1051,11 @@ def sample_galaxy_zoo(
     if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
         raise GalaxyZooInputError(f"processes = {processes!r}: must be an integer >= 1")
     config = config or MorphologyConfig()
-    counts = [min(SAMPLE_CHUNK, n - start) for start in range(0, n, SAMPLE_CHUNK)]
-    seeds = np.random.SeedSequence(seed).spawn(len(counts))
-    jobs = [(c, config, s, n_volunteers, size) for c, s in zip(counts, seeds, strict=True)]
-    if processes == 1:
-        chunks = [_sample_chunk(job) for job in jobs]
-    else:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=processes) as pool:
-            chunks = list(pool.map(_sample_chunk, jobs))
-    morphologies = Morphologies(
-        **{
-            f.name: np.concatenate([getattr(c[0], f.name) for c in chunks])
-            for f in fields(Morphologies)
-        }
-    )
+    work = functools.partial(_sample_chunk, config, n_volunteers, size)
+    chunks = run_in_chunks(work, n, SAMPLE_CHUNK, seed, processes)
     return GalaxyZooSample(
         ids=np.arange(1, n + 1, dtype=np.int64),
-        morphologies=morphologies,
+        morphologies=concatenate_rows([c[0] for c in chunks]),
         true_fractions=np.concatenate([c[1] for c in chunks]),
         vote_fractions=np.concatenate([c[2] for c in chunks]),
         stamps=np.concatenate([c[3] for c in chunks]),

@@ -92,7 +92,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import astropy.units as u
 import galsim
@@ -105,8 +105,8 @@ from galpipe.errors import ConfigurationError, InputError
 from galpipe.survey.layout import BANDS, CUTOUT_SIZE_PX, PIXSCALE_ARCSEC
 
 # The population's PSF is built as the Galaxy Zoo population builds it (one place for it).
-from galpipe.synthetic.galaxy_zoo import _GSPARAMS, _psf
-from galpipe.synthetic.render import image_beta_deg
+from galpipe.synthetic.render import GSPARAMS, image_beta_deg, psf_profile
+from galpipe.synthetic.rows import check_rows, concatenate_rows, run_in_chunks, take_rows
 from galpipe.synthetic.truth import SkyConfig, half_light_snr
 
 __all__ = [
@@ -336,14 +336,7 @@ class PhotozGalaxies:
     gain_e_per_nmgy: npt.NDArray[np.float64]
 
     def __post_init__(self) -> None:
-        n = len(self.source_id)
-        for f in fields(self):
-            value = np.asarray(getattr(self, f.name))
-            if value.ndim == 0 or value.shape[0] != n:
-                raise PhotozInputError(
-                    f"PhotozGalaxies.{f.name} has shape {value.shape}; every attribute needs "
-                    f"{n} rows (as source_id)"
-                )
+        check_rows(self, "source_id", PhotozInputError)
         if np.any((self.disk_sed < 0) | (self.disk_sed >= len(DISK_SEDS))):
             raise PhotozInputError(
                 f"PhotozGalaxies.disk_sed: codes must be 0..{len(DISK_SEDS) - 1}"
@@ -359,19 +352,12 @@ class PhotozGalaxies:
 
     def take(self, index: npt.NDArray[np.integer] | npt.NDArray[np.bool_]) -> PhotozGalaxies:
         """The galaxies at ``index`` (integer indices or a boolean mask), in that order."""
-        return PhotozGalaxies(
-            **{f.name: np.asarray(getattr(self, f.name))[index] for f in fields(self)}
-        )
+        return take_rows(self, index)
 
     @staticmethod
     def concatenate(parts: list[PhotozGalaxies]) -> PhotozGalaxies:
         """The galaxies of ``parts`` one after the other."""
-        return PhotozGalaxies(
-            **{
-                f.name: np.concatenate([getattr(p, f.name) for p in parts])
-                for f in fields(parts[0])
-            }
-        )
+        return concatenate_rows(parts)
 
 
 def _share_file(*parts: str) -> str:
@@ -568,10 +554,10 @@ def _profiles(g: PhotozGalaxies, i: int) -> tuple[galsim.GSObject, galsim.GSObje
     """Unit-flux bulge and disk of galaxy ``i``, major axes at its position angle."""
     turn = image_beta_deg(float(g.position_angle_deg[i])) * galsim.degrees
     bulge = galsim.DeVaucouleurs(
-        half_light_radius=float(g.bulge_half_light_radius_arcsec[i]), gsparams=_GSPARAMS
+        half_light_radius=float(g.bulge_half_light_radius_arcsec[i]), gsparams=GSPARAMS
     ).shear(q=float(g.bulge_axis_ratio[i]), beta=turn)
     disk = galsim.Exponential(
-        half_light_radius=float(g.half_light_radius_arcsec[i]), gsparams=_GSPARAMS
+        half_light_radius=float(g.half_light_radius_arcsec[i]), gsparams=GSPARAMS
     ).shear(q=float(g.disk_axis_ratio[i]), beta=turn)
     return bulge, disk
 
@@ -612,7 +598,7 @@ def photoz_model_images(
     out = np.zeros((len(g), len(BANDS), size, size))
     image = galsim.ImageD(size, size, scale=PIXSCALE_ARCSEC)
     for i in range(len(g)):
-        psf = _psf(float(g.psf_fwhm_arcsec[i]), float(g.moffat_beta[i]))
+        psf = psf_profile(float(g.psf_fwhm_arcsec[i]), float(g.moffat_beta[i]))
         for profile, flux in zip(_profiles(g, i), (g.bulge_flux[i], g.disk_flux[i]), strict=True):
             if np.any(flux > 0.0):
                 galsim.Convolve(profile, psf).drawImage(image=image)
@@ -731,11 +717,15 @@ class PhotozSample:
 
 
 def _sample_chunk(
-    args: tuple[int, PhotozConfig, np.random.SeedSequence, int, int],
+    config: PhotozConfig,
+    start_id: int,
+    size: int,
+    first: int,
+    n: int,
+    seed: np.random.SeedSequence,
 ) -> tuple[PhotozGalaxies, PhotozStamps]:
-    n, config, seed, start_id, size = args
     rng = np.random.default_rng(seed)
-    galaxies = draw_photoz_galaxies(n, config, rng, start_id=start_id)
+    galaxies = draw_photoz_galaxies(n, config, rng, start_id=start_id + first)
     return galaxies, render_photoz_galaxies(galaxies, rng, size)
 
 
@@ -779,26 +769,11 @@ def sample_photoz_sky(
     size = _check_size(size)
     start_id = _check_count(start_id, "start_id", 0)
     config = config or PhotozConfig()
-    starts = range(0, n, PHOTOZ_CHUNK)
-    seeds = np.random.SeedSequence(seed).spawn(len(starts))
-    jobs = [
-        (min(PHOTOZ_CHUNK, n - first), config, s, start_id + first, size)
-        for first, s in zip(starts, seeds, strict=True)
-    ]
-    if processes == 1 or len(jobs) == 1:
-        chunks = [_sample_chunk(job) for job in jobs]
-    else:
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=min(processes, len(jobs))) as pool:
-            chunks = list(pool.map(_sample_chunk, jobs))
+    work = functools.partial(_sample_chunk, config, start_id, size)
+    chunks = run_in_chunks(work, n, PHOTOZ_CHUNK, seed, processes)
     return PhotozSample(
-        galaxies=PhotozGalaxies.concatenate([c[0] for c in chunks]),
-        stamps=PhotozStamps(
-            images=np.concatenate([c[1].images for c in chunks]),
-            sigma=np.concatenate([c[1].sigma for c in chunks]),
-            flux=np.concatenate([c[1].flux for c in chunks]),
-        ),
+        galaxies=concatenate_rows([c[0] for c in chunks]),
+        stamps=concatenate_rows([c[1] for c in chunks]),
     )
 
 

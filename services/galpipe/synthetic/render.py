@@ -31,9 +31,11 @@ import numpy as np
 from galpipe.survey.layout import BANDS, CUTOUT_SIZE_PX, PIXSCALE_ARCSEC
 from galpipe.synthetic.truth import Neighbour, TruthGalaxy
 
-__all__ = ["image_beta_deg", "render_cutout", "tangent_offset_arcsec"]
+__all__ = ["GSPARAMS", "image_beta_deg", "psf_profile", "render_cutout", "tangent_offset_arcsec"]
 
-_GSPARAMS = galsim.GSParams(maximum_fft_size=16384)
+#: GalSim's settings for every synthetic profile: an FFT large enough for the sharpest
+#: PSF-convolved component (a bar, a compact bulge) on the biggest stamps.
+GSPARAMS = galsim.GSParams(maximum_fft_size=16384)
 _NOISE_SALT = 0x7015E
 
 
@@ -63,16 +65,23 @@ def tangent_offset_arcsec(ra0: float, dec0: float, ra: float, dec: float) -> tup
     return math.degrees(xi) * 3600.0, math.degrees(eta) * 3600.0
 
 
+def psf_profile(fwhm_arcsec: float, moffat_beta: float) -> galsim.GSObject:
+    """The synthetic sky's PSF: a Moffat of index ``moffat_beta``, or a Gaussian where it is
+    NaN, of full width at half maximum ``fwhm_arcsec`` (arcsec)."""
+    if math.isnan(moffat_beta):
+        return galsim.Gaussian(fwhm=fwhm_arcsec, gsparams=GSPARAMS)
+    return galsim.Moffat(beta=moffat_beta, fwhm=fwhm_arcsec, gsparams=GSPARAMS)
+
+
 def _psf(truth: TruthGalaxy) -> galsim.GSObject:
-    if truth.psf_model == "gaussian":
-        return galsim.Gaussian(fwhm=truth.psf_fwhm_arcsec, gsparams=_GSPARAMS)
-    return galsim.Moffat(beta=truth.moffat_beta, fwhm=truth.psf_fwhm_arcsec, gsparams=_GSPARAMS)
+    beta = truth.moffat_beta if truth.psf_model == "moffat" else math.nan
+    return psf_profile(truth.psf_fwhm_arcsec, beta)
 
 
 def _sersic(
     n: float, hlr: float, q: float, pa_deg: float, shear: tuple[float, float] = (0.0, 0.0)
 ) -> galsim.GSObject:
-    profile = galsim.Sersic(n=n, half_light_radius=hlr, flux=1.0, gsparams=_GSPARAMS)
+    profile = galsim.Sersic(n=n, half_light_radius=hlr, flux=1.0, gsparams=GSPARAMS)
     profile = profile.shear(q=q, beta=image_beta_deg(pa_deg) * galsim.degrees)
     # An exact zero skips the transformation, so unsheared stamps stay bit-identical.
     if shear != (0.0, 0.0):
