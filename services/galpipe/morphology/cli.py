@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 __all__ = ["register"]
 
+# The choices of galpipe.learning (ARCHITECTURES, INPUT_MODES), spelled here so that building
+# the command line imports neither torch nor onnxruntime; tests keep the two in step.
 _ARCHITECTURES = ("efficientnet_b0", "resnet18", "small_cnn")
 _INPUT_MODES = ("asinh_bands", "lupton_rgb")
 #: Epochs that train only the tail before all layers, when starting from ImageNet weights.
@@ -217,13 +219,9 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _publish(settings: Settings, onnx_bytes: bytes, spec: Any) -> None:
-    from galpipe.pipelines.model_artefacts import publish_model
-    from galpipe.runtime.database import database_errors, pool_from_settings
-    from galpipe.storage import object_store_from_settings
+    from galpipe.pipelines.model_artefacts import publish_with_settings
 
-    store = object_store_from_settings(settings)
-    with database_errors(), pool_from_settings(settings) as pool, pool.connection() as conn:
-        record = publish_model(conn, store, onnx_bytes, spec)
+    record = publish_with_settings(settings, onnx_bytes, spec)
     print(f"registered model {record.model_version} ({record.architecture}, {record.nbytes} B)")
 
 
@@ -255,13 +253,9 @@ def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> None:
     if candidate.is_file():
         onnx_bytes, recorded_mode = candidate.read_bytes(), None
     else:
-        from galpipe.pipelines.model_artefacts import load_model_bytes
-        from galpipe.runtime.database import database_errors, pool_from_settings
-        from galpipe.storage import object_store_from_settings
+        from galpipe.pipelines.model_artefacts import load_registered_model
 
-        store = object_store_from_settings(settings)
-        with database_errors(), pool_from_settings(settings) as pool, pool.connection() as conn:
-            record, onnx_bytes = load_model_bytes(conn, store, args.model.lower())
+        record, onnx_bytes = load_registered_model(settings, args.model.lower(), "morphology")
         recorded_mode = record.input_mode
     if recorded_mode is not None and recorded_mode != mode:
         raise InputError(

@@ -35,8 +35,11 @@ if TYPE_CHECKING:
 
 __all__ = ["register"]
 
+# The choices of galpipe.learning.pixel_redshift (LEARNERS, COMBINERS), spelled here so that
+# building the command line does not import scikit-learn; tests keep the two in step.
 _LEARNERS = ("knn", "gradient_boosting")
 _COMBINERS = ("mean", "flux_weighted_median", "density_mode")
+
 #: Seed of ``evaluate --synthetic``: another sample than ``train``'s default seed 0 draws.
 _EVALUATE_SEED = 1
 
@@ -209,13 +212,9 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _publish(settings: Settings, model_bytes: bytes, spec: ModelSpec) -> None:
-    from galpipe.pipelines.model_artefacts import publish_model
-    from galpipe.runtime.database import database_errors, pool_from_settings
-    from galpipe.storage import object_store_from_settings
+    from galpipe.pipelines.model_artefacts import publish_with_settings
 
-    store = object_store_from_settings(settings)
-    with database_errors(), pool_from_settings(settings) as pool, pool.connection() as conn:
-        record = publish_model(conn, store, model_bytes, spec)
+    record = publish_with_settings(settings, model_bytes, spec)
     print(f"registered model {record.model_version} ({record.architecture}, {record.nbytes} B)")
 
 
@@ -269,13 +268,9 @@ def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> None:
     elif candidate.suffix == ".json" or "/" in args.model:
         raise InputError(f"--model {args.model}: no such file")
     else:
-        from galpipe.pipelines.model_artefacts import load_model_bytes
-        from galpipe.runtime.database import database_errors, pool_from_settings
-        from galpipe.storage import object_store_from_settings
+        from galpipe.pipelines.model_artefacts import load_registered_model
 
-        store = object_store_from_settings(settings)
-        with database_errors(), pool_from_settings(settings) as pool, pool.connection() as conn:
-            _, model_bytes = load_model_bytes(conn, store, args.model.lower(), PIPELINE)
+        _, model_bytes = load_registered_model(settings, args.model.lower(), PIPELINE)
     model = PixelRedshiftModel.from_bytes(model_bytes, n_jobs=args.jobs)
     data = _load_data(args, settings)
     scores = evaluate_photoz(model, data.cubes, data.sigmas, data.ids, data.z_spec, args.combiner)

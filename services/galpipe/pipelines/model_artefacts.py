@@ -18,7 +18,15 @@ import psycopg
 
 from galpipe.db.models import ModelRecord, get_model, register_model
 from galpipe.errors import ConfigurationError, InputError, StorageError
-from galpipe.storage import ChecksumMismatch, ObjectNotFound, ObjectStore, sha256_hex
+from galpipe.runtime.database import database_errors, pool_from_settings
+from galpipe.settings import Settings
+from galpipe.storage import (
+    ChecksumMismatch,
+    ObjectNotFound,
+    ObjectStore,
+    object_store_from_settings,
+    sha256_hex,
+)
 
 __all__ = [
     "ModelArtefactError",
@@ -26,9 +34,11 @@ __all__ = [
     "ModelSpec",
     "check_report_version",
     "load_model_bytes",
+    "load_registered_model",
     "model_object_key",
     "model_spec_from_report",
     "publish_model",
+    "publish_with_settings",
     "report_entry",
 ]
 
@@ -94,7 +104,8 @@ def check_report_version(
 
 
 def model_spec_from_report(report: Mapping[str, Any], source: str = "report") -> ModelSpec:
-    """The :class:`ModelSpec` under ``"model"`` of a ``galpipe morphology train`` report.
+    """The :class:`ModelSpec` under ``"model"`` of a training report (``galpipe morphology
+    train``, ``galpipe photoz train``).
 
     Parameters
     ----------
@@ -121,8 +132,8 @@ def model_spec_from_report(report: Mapping[str, Any], source: str = "report") ->
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise InputError(
-            f"{source}: not a report of `galpipe morphology train` ({exc!r} missing or "
-            "malformed under 'model')"
+            f"{source}: not a report of `galpipe morphology train` or `galpipe photoz train` "
+            f"({exc!r} missing or malformed under 'model')"
         ) from None
 
 
@@ -206,3 +217,21 @@ def load_model_bytes(
             f"model {model_version}: refusing bytes that do not hash to the version: {exc}"
         ) from None
     return record, data
+
+
+def publish_with_settings(settings: Settings, model_bytes: bytes, spec: ModelSpec) -> ModelRecord:
+    """:func:`publish_model` into the object store and database of ``settings`` (the
+    ``publish`` and ``train --publish`` commands)."""
+    store = object_store_from_settings(settings)
+    with database_errors(), pool_from_settings(settings) as pool, pool.connection() as conn:
+        return publish_model(conn, store, model_bytes, spec)
+
+
+def load_registered_model(
+    settings: Settings, model_version: str, pipeline: str
+) -> tuple[ModelRecord, bytes]:
+    """:func:`load_model_bytes` from the object store and database of ``settings`` (the
+    ``evaluate`` commands, given a registered version)."""
+    store = object_store_from_settings(settings)
+    with database_errors(), pool_from_settings(settings) as pool, pool.connection() as conn:
+        return load_model_bytes(conn, store, model_version, pipeline)

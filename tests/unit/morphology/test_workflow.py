@@ -195,3 +195,12 @@ def test_without_matplotlib_the_report_says_no_plots_were_drawn(
     assert report["plots"].startswith("not drawn: ")
     assert "matplotlib" in report["plots"]
     assert report["test"]["n_galaxies"] == 30
+
+
+def test_the_command_lines_choices_are_the_networks_and_renderings() -> None:
+    from galpipe.learning.networks import ARCHITECTURES
+    from galpipe.morphology import cli
+    from galpipe.science.morphology_input import INPUT_MODES
+
+    assert cli._ARCHITECTURES == ARCHITECTURES
+    assert cli._INPUT_MODES == INPUT_MODES

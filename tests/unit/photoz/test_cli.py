@@ -125,3 +125,11 @@ def test_evaluate_refuses_a_model_that_is_not_its_report(
     assert "model.bin" in err
     assert "does not hash" in err
     assert not (tmp_path / "e").exists()
+
+
+def test_the_command_lines_choices_are_the_learners() -> None:
+    from galpipe.learning import pixel_redshift
+    from galpipe.photoz import cli
+
+    assert cli._LEARNERS == pixel_redshift.LEARNERS
+    assert cli._COMBINERS == pixel_redshift.COMBINERS
