@@ -276,7 +276,7 @@ def _cmd_models(args: argparse.Namespace, settings: Settings) -> None:
     from galpipe.runtime.database import database_errors, pool_from_settings
 
     with database_errors(), pool_from_settings(settings) as pool, pool.connection() as conn:
-        models = list_models(conn)
+        models = list_models(conn, "morphology")
     if not models:
         print("no models registered (`galpipe morphology train --publish` registers one)")
         return

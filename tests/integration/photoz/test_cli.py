@@ -127,6 +127,9 @@ def test_train_publish_list_and_evaluate(
 
     assert main(["photoz", "models"]) == 0
     assert version in capsys.readouterr().out
+    # Each pipeline lists its own models.
+    assert main(["morphology", "models"]) == 0
+    assert version not in capsys.readouterr().out
 
     evaluation = tmp_path / "evaluation"
     argv = ["photoz", "evaluate", "--spec-catalog", str(catalogue), "--model", version]
