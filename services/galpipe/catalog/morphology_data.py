@@ -44,6 +44,8 @@ __all__ = [
     "KAGGLE_IMAGE_DIR",
     "KAGGLE_SOLUTIONS_FILE",
     "MorphologyDataError",
+    "match_by_position",
+    "match_by_source_id",
     "read_fits_with_labels",
     "read_kaggle_layout",
 ]
@@ -258,8 +260,14 @@ def _float_column(table: Any, name: str, path: Path) -> npt.NDArray[np.float64]:
     return values
 
 
-def _match_by_source_id(table: Any, path: Path, galaxies: list[int]) -> npt.NDArray[np.intp]:
-    """Label row of each galaxy, -1 where it has none."""
+def match_by_source_id(table: Any, path: Path, galaxies: list[int]) -> npt.NDArray[np.intp]:
+    """Row of ``table`` (its ``source_id`` column) of each galaxy, -1 where it has none.
+
+    Raises
+    ------
+    MorphologyDataError
+        If the table has no ``source_id`` column, or repeats an id.
+    """
     if "source_id" not in table.colnames:
         raise MorphologyDataError(
             f"{path}: no source_id column to match by (columns: {_examples(table.colnames)}); "
@@ -275,14 +283,21 @@ def _match_by_source_id(table: Any, path: Path, galaxies: list[int]) -> npt.NDAr
     return np.asarray([row_of.get(g, -1) for g in galaxies], dtype=np.intp)
 
 
-def _match_by_position(
+def match_by_position(
     table: Any,
     path: Path,
     galaxies: list[int],
     positions: Mapping[int, tuple[float, float]] | None,
     radius_arcsec: float,
 ) -> npt.NDArray[np.intp]:
-    """Label row within ``radius_arcsec`` of each galaxy's position, -1 where none."""
+    """Row of ``table`` (its ``ra``, ``dec`` columns, degrees) within ``radius_arcsec`` of each
+    galaxy's position, -1 where none.
+
+    Raises
+    ------
+    MorphologyDataError
+        If positions or a column are missing, or the radius is not positive.
+    """
     from astropy import units as u
     from astropy.coordinates import SkyCoord
 
@@ -384,9 +399,9 @@ def read_fits_with_labels(
     fractions = _label_fractions(table, labels_path)
     galaxies = [g for g, _ in items]
     if match == "source_id":
-        row = _match_by_source_id(table, labels_path, galaxies)
+        row = match_by_source_id(table, labels_path, galaxies)
     else:
-        row = _match_by_position(table, labels_path, galaxies, positions, radius_arcsec)
+        row = match_by_position(table, labels_path, galaxies, positions, radius_arcsec)
     matched = row >= 0
     unmatched = np.asarray([g for g, m in zip(galaxies, matched, strict=True) if not m], np.int64)
     if not matched.any():

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from psycopg_pool import ConnectionPool
 
-from galpipe.catalog.morphology_data import _match_by_position, _match_by_source_id
+from galpipe.catalog.morphology_data import match_by_position, match_by_source_id
 from galpipe.catalog.read import read_table
 from galpipe.catalog.validate import CatalogError
 from galpipe.db.galaxies import positions
@@ -184,11 +184,11 @@ def fetched_cutouts_with_redshifts(
             "no cutouts have been fetched yet: run the fetch pipeline first"
         )
     if match == "source_id":
-        row = _match_by_source_id(table, catalog_path, galaxies)
+        row = match_by_source_id(table, catalog_path, galaxies)
     elif match == "radec":
         with pool.connection() as conn:
             where = positions(conn, galaxies)
-        row = _match_by_position(table, catalog_path, galaxies, where, radius_arcsec)
+        row = match_by_position(table, catalog_path, galaxies, where, radius_arcsec)
     else:
         raise SpectroscopicDataError(f"match must be 'source_id' or 'radec', got {match!r}")
     matched = row >= 0
