@@ -66,3 +66,8 @@ def cutouts_for(conn: psycopg.Connection, source_ids: Sequence[int]) -> dict[int
         f"SELECT {_COLUMNS} FROM cutouts WHERE source_id = ANY(%s)", (list(source_ids),)
     ).fetchall()
     return {row[0]: CutoutRecord(*row) for row in rows}
+
+
+def fetched_source_ids(conn: psycopg.Connection) -> list[int]:
+    """Every galaxy with a stored cutout, in ``source_id`` order."""
+    return [int(r[0]) for r in conn.execute("SELECT source_id FROM cutouts ORDER BY source_id")]

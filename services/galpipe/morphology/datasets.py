@@ -17,7 +17,7 @@ import numpy.typing as npt
 from psycopg_pool import ConnectionPool
 
 from galpipe.catalog.morphology_data import read_fits_with_labels
-from galpipe.db.cutouts import CutoutRecord, cutouts_for
+from galpipe.db.cutouts import CutoutRecord, cutouts_for, fetched_source_ids
 from galpipe.db.galaxies import positions
 from galpipe.errors import InputError
 from galpipe.learning.dataset import LabelledImages
@@ -93,7 +93,7 @@ def fetched_cutouts_with_labels(
         If no cutout has been fetched yet, or the labels cannot be matched.
     """
     with pool.connection() as conn:
-        ids = [r[0] for r in conn.execute("SELECT source_id FROM cutouts ORDER BY source_id")]
+        ids = fetched_source_ids(conn)
         records: dict[int, CutoutRecord] = cutouts_for(conn, ids)
         where = positions(conn, ids) if match == "radec" else None
     if not records:

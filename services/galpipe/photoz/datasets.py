@@ -22,6 +22,7 @@ from psycopg_pool import ConnectionPool
 from galpipe.catalog.morphology_data import match_by_position, match_by_source_id
 from galpipe.catalog.read import read_table
 from galpipe.catalog.validate import CatalogError
+from galpipe.db.cutouts import fetched_source_ids
 from galpipe.db.galaxies import positions
 from galpipe.errors import InputError, StorageError
 from galpipe.pipelines.base import Retry
@@ -144,11 +145,6 @@ def read_spectroscopic_catalog(path: Path) -> Any:
     return kept
 
 
-def _fetched_ids(pool: ConnectionPool) -> list[int]:
-    with pool.connection() as conn:
-        return [int(r[0]) for r in conn.execute("SELECT source_id FROM cutouts ORDER BY source_id")]
-
-
 def fetched_cutouts_with_redshifts(
     pool: ConnectionPool,
     store: ObjectStore,
@@ -178,7 +174,8 @@ def fetched_cutouts_with_redshifts(
     """
     catalog_path = Path(catalog_path)
     table = catalog if catalog is not None else read_spectroscopic_catalog(catalog_path)
-    galaxies = _fetched_ids(pool)
+    with pool.connection() as conn:
+        galaxies = fetched_source_ids(conn)
     if not galaxies:
         raise SpectroscopicDataError(
             "no cutouts have been fetched yet: run the fetch pipeline first"
