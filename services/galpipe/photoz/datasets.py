@@ -26,7 +26,7 @@ from galpipe.db.cutouts import fetched_source_ids
 from galpipe.db.galaxies import positions
 from galpipe.errors import InputError, StorageError
 from galpipe.pipelines.base import Retry
-from galpipe.pipelines.stored_cutouts import DecodedCutout, StoredCutoutReader
+from galpipe.pipelines.stored_cutouts import StoredCutoutReader, split_reads
 from galpipe.science.photoz_pixels import sky_noise_errors
 from galpipe.storage import ObjectStore
 
@@ -206,20 +206,18 @@ def fetched_cutouts_with_redshifts(
         on_progress(f"reading {len(ids)} matched cutouts")
     reader = StoredCutoutReader(pool, store, name="photoz-read")
     try:
-        results = [f.result() for f in reader.submit(ids)]
+        decoded, failed = split_reads(ids, reader.submit(ids))
     finally:
         reader.close()
-    cubes: list[npt.NDArray[np.float32]] = []
-    kept: list[int] = []
+    cubes = [cutout.data for _, cutout in decoded]
+    kept = [galaxy for galaxy, _ in decoded]
     unreadable: dict[int, str] = {}
-    for galaxy, result in zip(ids, results, strict=True):
-        if isinstance(result, DecodedCutout):
-            cubes.append(result.data)
-            kept.append(galaxy)
-        elif isinstance(result, Retry):
-            raise StorageError(f"reading the cutout of source_id {galaxy}: {result.error}")
-        else:
-            unreadable[galaxy] = getattr(result, "reason", str(result))
+    for outcome in failed:
+        if isinstance(outcome, Retry):
+            raise StorageError(
+                f"reading the cutout of source_id {outcome.source_id}: {outcome.error}"
+            )
+        unreadable[outcome.source_id] = getattr(outcome, "reason", str(outcome))
     if not kept:
         first = next(iter(unreadable.items()))
         raise SpectroscopicDataError(
