@@ -38,7 +38,7 @@ from scipy.ndimage import gaussian_filter1d
 from galpipe.learning.pixel_redshift import COMBINERS, PixelRedshiftModel
 from galpipe.photoz.datasets import synthetic_set
 from galpipe.photoz.workflow import PhotozTraining, stamp_centres, train_photoz
-from galpipe.science.photoz_metrics import redshift_metrics
+from galpipe.science.photoz_metrics import PhotozMetrics, redshift_metrics
 from galpipe.science.photoz_pixels import PixelVectors, pixel_vectors
 from galpipe.survey.layout import PIXSCALE_ARCSEC
 
@@ -54,8 +54,8 @@ LIKELIHOOD_STEP = 0.005
 LIKELIHOOD_FLOOR = 0.05
 
 
-def _figures(training: PhotozTraining) -> dict[str, Any]:
-    pixel, base = training.test.pixel, training.test.baseline
+def _figures(pixel: PhotozMetrics, base: PhotozMetrics | None, k: int | None) -> dict[str, Any]:
+    """The pixel method's figures beside the integrated-flux baseline's, and their ratios."""
     assert base is not None
     return {
         "sigma_nmad": pixel.sigma_nmad,
@@ -66,7 +66,7 @@ def _figures(training: PhotozTraining) -> dict[str, Any]:
         "baseline_bias": base.bias,
         "sigma_nmad_ratio": pixel.sigma_nmad / base.sigma_nmad,
         "outlier_frac_ratio": pixel.outlier_fraction / max(base.outlier_fraction, 1e-9),
-        "k": training.model.k,
+        "k": k,
         "n_test": pixel.n,
     }
 
@@ -186,7 +186,10 @@ def main() -> None:
             source=f"bench: synthetic photo-z sky, {args.n} galaxies",
         )
         trainings[combiner] = training
-        combiners[combiner] = {**_figures(training), "train_s": time.perf_counter() - started}
+        combiners[combiner] = {
+            **_figures(training.test.pixel, training.test.baseline, training.model.k),
+            "train_s": time.perf_counter() - started,
+        }
         f = combiners[combiner]
         print(
             f"{combiner:>22}: pixel σ_NMAD {f['sigma_nmad']:.4f} outliers "
@@ -211,25 +214,16 @@ def main() -> None:
         z = likelihood_redshifts(model, vectors, train_z)
         z_spec = data.z_spec[test]
         figures = redshift_metrics(z, z_spec)
-        base = training.test.baseline
-        assert base is not None
+        likelihood = _figures(figures, training.test.baseline, LIKELIHOOD_K)
         combiners["likelihood_product"] = {
-            "sigma_nmad": figures.sigma_nmad,
-            "outlier_frac": figures.outlier_fraction,
-            "bias": figures.bias,
-            "baseline_sigma_nmad": base.sigma_nmad,
-            "baseline_outlier_frac": base.outlier_fraction,
-            "sigma_nmad_ratio": figures.sigma_nmad / base.sigma_nmad,
-            "outlier_frac_ratio": figures.outlier_fraction / max(base.outlier_fraction, 1e-9),
-            "k": LIKELIHOOD_K,
-            "n_test": figures.n,
+            **likelihood,
             "note": f"colour-S/N-weighted; k {LIKELIHOOD_K}, bandwidth {LIKELIHOOD_BANDWIDTH} "
             f"in ln(1+z), on the {default} model's training pixels",
         }
         print(
             f"    likelihood_product: pixel σ_NMAD {figures.sigma_nmad:.4f} outliers "
             f"{100 * figures.outlier_fraction:.1f} % bias {figures.bias:+.4f} | ratio σ_NMAD "
-            f"{figures.sigma_nmad / base.sigma_nmad:.2f}",
+            f"{likelihood['sigma_nmad_ratio']:.2f}",
             flush=True,
         )
 
