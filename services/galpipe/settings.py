@@ -54,6 +54,16 @@ def _parse_non_negative_int(name: str, raw: str) -> int:
     return value
 
 
+def _parse_healpix_order(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 29:
+        raise SettingsError(f"{name}={raw!r}: expected a HEALPix order, an integer in 0..29")
+    return value
+
+
 def _parse_positive_float(name: str, raw: str) -> float:
     try:
         value = float(raw)
@@ -309,6 +319,29 @@ class Settings:
     radon_batch_size: int = _setting(
         "RADON_BATCH_SIZE", _parse_positive_int, 256, "Tasks one radon worker claims at a time."
     )
+    radon_device: str = _setting(
+        "RADON_DEVICE",
+        _parse_choice("cpu", "cuda"),
+        "cpu",
+        "Where a radon worker runs the transform, pooling and fits: `cpu` (numpy) or `cuda` "
+        "(PyTorch on the node's GPU, the GPU image; fails at start without one).",
+    )
+    radon_decode_processes: int = _setting(
+        "RADON_DECODE_PROCESSES",
+        _parse_non_negative_int,
+        0,
+        "Processes a radon worker reads, decodes and prepares its batches in (0: threads of the "
+        "worker itself). A GPU worker needs about one per core: the GPU's part is tiny, the "
+        "CPU's (decoding, neighbour masking) is what limits it.",
+    )
+    radon_precision: str = _setting(
+        "RADON_PRECISION",
+        _parse_choice("float64", "float32", "tf32"),
+        "tf32",
+        "Matrix-product precision of the transform with `GALPIPE_RADON_DEVICE=cuda`: `float64`, "
+        "`float32` or `tf32` (TensorFloat-32; angles within 0.05 deg median of float64, "
+        "docs/capacity.md). The CPU path is float64.",
+    )
     morphology_batch_size: int = _setting(
         "MORPHOLOGY_BATCH_SIZE",
         _parse_positive_int,
@@ -420,6 +453,36 @@ class Settings:
         _parse_seconds,
         30.0,
         "Read timeout of a cutout request (time between bytes).",
+    )
+    cutout_packing: str = _setting(
+        "CUTOUT_PACKING",
+        _parse_choice("none", "healpix"),
+        "none",
+        "How fetch stores cutouts: `none` (one object per galaxy) or `healpix` (one object per "
+        "fetch batch and HEALPix tile, the cutouts concatenated: far fewer PUTs and GETs at "
+        "survey scale; ingest the catalogue in tile order, docs/architecture.md).",
+    )
+    cutout_pack_order: int = _setting(
+        "CUTOUT_PACK_ORDER",
+        _parse_healpix_order,
+        7,
+        "HEALPix order of the packs' tiles (`GALPIPE_CUTOUT_PACKING=healpix`); 7: 196,608 "
+        "tiles of 0.21 square degrees, inside the export's order-3 tiles.",
+    )
+    fetch_source: str = _setting(
+        "FETCH_SOURCE",
+        _parse_choice("legacysurvey", "sdss"),
+        "legacysurvey",
+        "Where fetch gets each galaxy's cutout: `legacysurvey` (one cutout request) or `sdss` "
+        "(the galaxy's SDSS DR10 frames, one request per band, registered into a cutout with "
+        "error planes; needs `run`, `camcol`, `field` catalogue columns).",
+    )
+    sdss_base_url: str = _setting(
+        "SDSS_BASE_URL",
+        _parse_http_url,
+        "https://data.sdss.org/sas",
+        "SDSS Science Archive Server root of the frames (`GALPIPE_FETCH_SOURCE=sdss`); the "
+        "synthetic sky's URL followed by `/sas` locally.",
     )
     radon_cache_dir: str | None = _setting(
         "RADON_CACHE_DIR",

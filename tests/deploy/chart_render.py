@@ -96,6 +96,33 @@ VALUE_SETS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
             }
         },
     ),
+    "photoz": (
+        (),
+        {"pipelines": {"photoz": {"enabled": True, "modelVersion": "fedcba9876543210" * 4}}},
+    ),
+    "radon-gpu": (
+        (),
+        {
+            "pipelines": {
+                "radon": {
+                    "gpu": {"enabled": True},
+                    "config": {
+                        "GALPIPE_RADON_BATCH_SIZE": "4096",
+                        "GALPIPE_RADON_DECODE_PROCESSES": "15",
+                    },
+                }
+            }
+        },
+    ),
+    "morphology-and-photoz": (
+        (),
+        {
+            "pipelines": {
+                "morphology": {"enabled": True, "modelVersion": "0123456789abcdef" * 4},
+                "photoz": {"enabled": True, "modelVersion": "fedcba9876543210" * 4},
+            }
+        },
+    ),
     "s3-endpoint-and-digest": (
         (),
         {

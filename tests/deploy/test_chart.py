@@ -288,9 +288,9 @@ def test_hpa_fallback_when_keda_is_disabled() -> None:
 
 
 def test_a_new_pipeline_is_one_values_entry() -> None:
-    photoz = effective_values({})["pipelines"]["radon"]
-    photoz["config"] = {"GALPIPE_LOG_LEVEL": "debug"}
-    objects = render({"pipelines": {"photoz": photoz}})
+    sersic = effective_values({})["pipelines"]["radon"]
+    sersic["config"] = {"GALPIPE_LOG_LEVEL": "debug"}
+    objects = render({"pipelines": {"sersic": sersic}})
     for kind in (
         "Deployment",
         "ScaledObject",
@@ -299,13 +299,13 @@ def test_a_new_pipeline_is_one_values_entry() -> None:
         "PodDisruptionBudget",
         "NetworkPolicy",
     ):
-        assert "galpipe-photoz" in of_kind(objects, kind), kind
-    container = of_kind(objects, "Deployment")["galpipe-photoz"]["spec"]["template"]["spec"][
+        assert "galpipe-sersic" in of_kind(objects, kind), kind
+    container = of_kind(objects, "Deployment")["galpipe-sersic"]["spec"]["template"]["spec"][
         "containers"
     ][0]
-    assert container["command"] == ["galpipe", "photoz"]
-    query = of_kind(objects, "ScaledObject")["galpipe-photoz"]["spec"]["triggers"][0]
-    assert "pipeline = 'photoz'" in query["metadata"]["query"]
+    assert container["command"] == ["galpipe", "sersic"]
+    query = of_kind(objects, "ScaledObject")["galpipe-sersic"]["spec"]["triggers"][0]
+    assert "pipeline = 'sersic'" in query["metadata"]["query"]
 
 
 def test_migration_runs_as_a_pre_install_and_pre_upgrade_hook() -> None:

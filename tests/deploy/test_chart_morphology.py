@@ -20,7 +20,7 @@ from typing import Any
 import helm_python as helm
 import pytest
 
-from galpipe.db.queue import ready_depth_query
+from galpipe.db.queue import ready_depth_cap, ready_depth_query
 from galpipe.settings import Settings
 from tests.deploy.chart_render import (
     REPO_ROOT,
@@ -99,8 +99,11 @@ def test_scaled_object_counts_the_morphology_queue() -> None:
     (trigger,) = scaled["triggers"]
     assert trigger["type"] == "postgresql"
     assert trigger["authenticationRef"]["name"] == "galpipe-autoscaler"
-    # The same query as every pipeline's, on its own name (the code's READY_DEPTH_SQL).
-    assert trigger["metadata"]["query"] == ready_depth_query("morphology")
+    # The same query as every pipeline's, on its own name and cap (READY_DEPTH_CAPPED_SQL).
+    cap = ready_depth_cap(
+        values["autoscaling"]["maxReplicaCount"], values["autoscaling"]["targetQueryValue"]
+    )
+    assert trigger["metadata"]["query"] == ready_depth_query("morphology", cap)
     assert "pipeline = 'morphology'" in trigger["metadata"]["query"]
     assert "'radon'" not in trigger["metadata"]["query"]
 

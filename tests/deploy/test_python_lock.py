@@ -155,9 +155,13 @@ def test_gpu_lock_swaps_onnxruntime_for_onnxruntime_gpu_with_its_cuda_libraries(
     assert "onnxruntime-gpu" not in cpu
     # Both distributions install the module `onnxruntime`: the GPU lock must hold one only.
     assert "onnxruntime" not in gpu
-    (line,) = [r for r in GPU_INPUT.read_text().splitlines() if r and not r.startswith("#")]
-    wanted = Requirement(line)
-    assert canonicalize_name(wanted.name) == "onnxruntime-gpu"
+    inputs = {
+        canonicalize_name(Requirement(r).name): Requirement(r)
+        for r in GPU_INPUT.read_text().splitlines()
+        if r and not r.startswith("#")
+    }
+    assert set(inputs) == {"onnxruntime-gpu", "torch"}
+    wanted = inputs["onnxruntime-gpu"]
     assert wanted.specifier.contains(gpu["onnxruntime-gpu"].version)
     # The same lower bound as pyproject.toml's onnxruntime, whichever build is installed.
     project = _pyproject()["project"]
@@ -169,6 +173,22 @@ def test_gpu_lock_swaps_onnxruntime_for_onnxruntime_gpu_with_its_cuda_libraries(
     assert any(name.startswith("nvidia-cuda-runtime") for name in gpu), sorted(gpu)
     assert any(name.startswith("nvidia-cudnn") for name in gpu), sorted(gpu)
     assert not any(name.startswith("nvidia-") for name in cpu)
+
+
+def test_gpu_lock_has_the_torch_of_the_radon_core_with_the_train_extra_bound() -> None:
+    """The radon workers' GPU core (GALPIPE_RADON_DEVICE=cuda) imports torch: the GPU image
+    has it, the CPU image does not, and its bound is the train extra's."""
+    cpu, gpu = _pins(LOCK), _pins(GPU_LOCK)
+    assert "torch" in gpu
+    assert "torch" not in cpu
+    (line,) = [r for r in GPU_INPUT.read_text().splitlines() if r.startswith("torch")]
+    project = _pyproject()["project"]
+    assert isinstance(project, dict)
+    (train,) = [
+        r for r in project["optional-dependencies"]["train"] if Requirement(r).name == "torch"
+    ]
+    assert Requirement(line).specifier == Requirement(train).specifier
+    assert Requirement(line).specifier.contains(gpu["torch"].version)
 
 
 def test_gpu_lock_pins_every_shared_package_as_the_cpu_lock_does() -> None:

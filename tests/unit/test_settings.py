@@ -107,3 +107,13 @@ def test_readme_table_lists_every_variable() -> None:
     for f in fields(Settings):
         assert f"`{f.metadata['env']}`" in table
     assert table in readme, "README's configuration table is stale: paste settings_table()"
+
+
+def test_cutout_packing_is_off_by_default_and_its_order_is_checked() -> None:
+    assert (Settings().cutout_packing, Settings().cutout_pack_order) == ("none", 7)
+    s = Settings.from_env({"GALPIPE_CUTOUT_PACKING": "HEALPix", "GALPIPE_CUTOUT_PACK_ORDER": "5"})
+    assert (s.cutout_packing, s.cutout_pack_order) == ("healpix", 5)
+    with pytest.raises(SettingsError, match=r"GALPIPE_CUTOUT_PACK_ORDER='30'.*0\.\.29"):
+        Settings.from_env({"GALPIPE_CUTOUT_PACK_ORDER": "30"})
+    with pytest.raises(SettingsError, match="GALPIPE_CUTOUT_PACKING='tar'"):
+        Settings.from_env({"GALPIPE_CUTOUT_PACKING": "tar"})

@@ -57,13 +57,14 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* A pipeline's image: with gpu.enabled, the GPU variant, whose tag is the image's tag and
 gpu.imageTagSuffix (release.yml pushes `<tag>-gpu`). A digest names one image, the CPU one, so
-it cannot be combined with the suffix. Call with (dict "root" $ "values" PIPELINE-VALUES). */}}
+it cannot be combined with the suffix. Call with
+(dict "root" $ "component" NAME "values" PIPELINE-VALUES). */}}
 {{- define "galpipe.pipelineImage" -}}
 {{- $root := .root -}}
 {{- $gpu := .values.gpu | default dict -}}
 {{- if and $gpu.enabled $gpu.imageTagSuffix -}}
 {{- if $root.Values.image.digest -}}
-{{- fail "pipelines.morphology.gpu.enabled with image.digest: the digest pins the CPU image; set pipelines.morphology.gpu.imageTagSuffix to \"\" and image.digest to the GPU image's digest, or pin by tag" -}}
+{{- fail (printf "pipelines.%s.gpu.enabled with image.digest: the digest pins the CPU image; set pipelines.%s.gpu.imageTagSuffix to \"\" and image.digest to the GPU image's digest, or pin by tag" .component .component) -}}
 {{- end -}}
 {{- printf "%s:%s%s" $root.Values.image.repository (default $root.Chart.AppVersion $root.Values.image.tag) $gpu.imageTagSuffix -}}
 {{- else -}}
@@ -72,8 +73,8 @@ it cannot be combined with the suffix. Call with (dict "root" $ "values" PIPELIN
 {{- end }}
 
 {{/*
-The KEDA trigger's query: the code's READY_DEPTH_SQL (files/ready-depth.sql, kept equal to it
-by tests/deploy/test_chart_contract.py) with the pipeline's name as a SQL literal. KEDA's
+The KEDA trigger's query: the code's READY_DEPTH_CAPPED_SQL (files/ready-depth.sql, kept equal to it
+by tests/deploy/test_chart_contract.py) with the pipeline's name as a SQL literal and its cap. KEDA's
 PostgreSQL trigger takes no bind parameters; the schema restricts pipeline names to
 [a-z][a-z0-9]*, so quoting cannot be escaped.
 */}}
@@ -82,7 +83,11 @@ PostgreSQL trigger takes no bind parameters; the schema restricts pipeline names
 {{- if not $sql }}
 {{- fail "files/ready-depth.sql is missing from the chart: it is the autoscaler's depth query" }}
 {{- end }}
-{{- $sql | replace "%(pipeline)s" (squote .pipeline) | trim }}
+{{- /* The count stops at maxReplicaCount x targetQueryValue + 1 (db/queue.py ready_depth_cap):
+past it KEDA's answer no longer changes, and "+1" shows the pipeline is at its cap. */}}
+{{- $a := (get .root.Values.pipelines .pipeline).autoscaling }}
+{{- $cap := add1 (int (floor (mulf $a.maxReplicaCount $a.targetQueryValue))) }}
+{{- $sql | replace "%(pipeline)s" (squote .pipeline) | replace "%(cap)s" (toString $cap) | trim }}
 {{- end }}
 
 {{/* Pod security context: non-root, RuntimeDefault seccomp (restricted Pod Security Standard). */}}
@@ -274,6 +279,31 @@ pipelines.morphology. */}}
   value: {{ .gpu.enabled | ternary "cuda" "cpu" | quote }}
 {{- end }}
 
+{{/* The radon workers' setting that the chart owns: the device of the science core's
+transform and fits, CUDA exactly when the pods get a GPU. Call with pipelines.radon. */}}
+{{- define "galpipe.radonEnv" -}}
+- name: GALPIPE_RADON_DEVICE
+  value: {{ (dig "gpu" "enabled" false .) | ternary "cuda" "cpu" | quote }}
+{{- end }}
+
+{{/* The photo-z workers' setting that the chart owns: the model they load (required, as
+morphology's). No device: the kNN runs on the CPU. Call with pipelines.photoz. */}}
+{{- define "galpipe.photozEnv" -}}
+{{- $version := required "pipelines.photoz.modelVersion is empty: with pipelines.photoz.enabled=true set it to the version of the registered model the workers load (the SHA-256 of its bytes, 64 hex digits, as `galpipe photoz models` lists it)" .modelVersion -}}
+- name: GALPIPE_PHOTOZ_MODEL
+  value: {{ $version | quote }}
+{{- end }}
+
+{{/* The pipelines whose workers' successes are queued by a route from fetch that the migrate
+Job adds (`galpipe routes add fetch <p>`), in the order it adds them: those of them enabled. */}}
+{{- define "galpipe.routedPipelines" -}}
+{{- $routed := list }}
+{{- range $name := list "morphology" "photoz" }}
+{{- if dig $name "enabled" false $.Values.pipelines }}{{ $routed = append $routed $name }}{{ end }}
+{{- end }}
+{{- toJson $routed }}
+{{- end }}
+
 {{/* One step of the migrate Job: a container running `galpipe ARGS...` as the migrator role.
 Call with (dict "root" $ "component" "migrate" "name" NAME "args" (list ARG...)). */}}
 {{- define "galpipe.migrateStep" -}}
@@ -314,7 +344,7 @@ imagePullSecrets:
 {{- end }}
 containers:
   - name: {{ .component }}
-    image: {{ include "galpipe.pipelineImage" (dict "root" $root "values" .values) }}
+    image: {{ include "galpipe.pipelineImage" (dict "root" $root "component" .component "values" .values) }}
     imagePullPolicy: {{ $root.Values.image.pullPolicy }}
     command: {{ prepend (.values.command | default (list .command)) "galpipe" | toJson }}
     ports:
@@ -325,6 +355,10 @@ containers:
       {{- include "galpipe.env" (dict "root" $root "config" .values.config "objectStore" .objectStore) | nindent 6 }}
       {{- if eq .component "morphology" }}
       {{- include "galpipe.morphologyEnv" .values | nindent 6 }}
+      {{- else if eq .component "photoz" }}
+      {{- include "galpipe.photozEnv" .values | nindent 6 }}
+      {{- else if eq .component "radon" }}
+      {{- include "galpipe.radonEnv" .values | nindent 6 }}
       {{- end }}
     {{- include "galpipe.probes" $root | nindent 4 }}
     resources:

@@ -10,10 +10,18 @@ from typing import Any
 
 import psycopg
 
+from galpipe.catalog.dataset_export import (
+    DATASET_FORMAT,
+    DEFAULT_HEALPIX_ORDER,
+    MAX_HEALPIX_ORDER,
+    check_healpix_order,
+    export_dataset,
+)
 from galpipe.catalog.export import (
     BAND_SELECTIONS,
     FORMATS,
     LATEST_MODEL,
+    ExportError,
     export_results,
     format_for,
 )
@@ -61,13 +69,28 @@ def _register_ingest(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
 
 def _register_export(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
-        "export", help="write the results catalogue (FITS, ECSV or Parquet) with units"
+        "export",
+        help="write the results catalogue (FITS, ECSV, Parquet or a Parquet dataset) with units",
     )
-    p.add_argument("out", help="file to write; the suffix picks the format unless --format")
+    p.add_argument(
+        "out",
+        help=f"file to write, the suffix picking the format unless --format; with --format "
+        f"{DATASET_FORMAT}, a new (or empty) directory",
+    )
     p.add_argument(
         "--format",
         default=None,
-        help=f"one of {', '.join(FORMATS)} (default: from the suffix of OUT)",
+        help=f"one of {', '.join([*FORMATS, DATASET_FORMAT])} (default: from the suffix of "
+        f"OUT); {DATASET_FORMAT} writes a Hive-partitioned dataset, one directory per "
+        "HEALPix tile, streaming in bounded memory",
+    )
+    p.add_argument(
+        "--healpix-order",
+        type=int,
+        default=None,
+        metavar="K",
+        help=f"with --format {DATASET_FORMAT}: HEALPix order of the tiles, 0 to "
+        f"{MAX_HEALPIX_ORDER} (12 * 4**K tiles, NESTED; default {DEFAULT_HEALPIX_ORDER})",
     )
     p.add_argument(
         "--algo-version",
@@ -167,6 +190,16 @@ def _cmd_export(args: argparse.Namespace, settings: Settings) -> None:
     from galpipe.runtime.database import database_errors, pool_from_settings
 
     out = Path(args.out)
+    if args.format is not None and args.format.lower() == DATASET_FORMAT:
+        _export_dataset(args, settings)
+        return
+    if args.format is not None and args.format.lower() not in FORMATS:
+        raise ExportError(
+            f"unknown format {args.format!r} (--format): expected one of "
+            f"{', '.join([*FORMATS, DATASET_FORMAT])}"
+        )
+    if args.healpix_order is not None:
+        raise ExportError(f"--healpix-order applies only to --format {DATASET_FORMAT}")
     fmt = format_for(out, args.format)  # before connecting: a typo fails fast
     with database_errors(), pool_from_settings(settings) as pool:
         summary = export_results(
@@ -183,6 +216,31 @@ def _cmd_export(args: argparse.Namespace, settings: Settings) -> None:
     print(
         f"wrote {summary.rows} galaxies x {summary.columns} columns "
         f"(algo_version {summary.algo_version}{model}) to {summary.path} as {summary.format}"
+    )
+
+
+def _export_dataset(args: argparse.Namespace, settings: Settings) -> None:
+    """``galpipe export --format parquet-dataset OUT_DIR``."""
+    from galpipe.runtime.database import database_errors, pool_from_settings
+
+    order = DEFAULT_HEALPIX_ORDER if args.healpix_order is None else args.healpix_order
+    check_healpix_order(order)  # before connecting: a typo fails fast
+    with database_errors(), pool_from_settings(settings) as pool:
+        summary = export_dataset(
+            pool,
+            Path(args.out),
+            algo_version=args.algo_version,
+            selection=args.state,
+            bands=args.bands,
+            morphology_model=args.morphology_model,
+            healpix_order=order,
+        )
+    model = summary.morphology_model
+    model = "" if model is None else f", morphology model {model}"
+    print(
+        f"wrote {summary.rows} galaxies x {summary.columns} columns "
+        f"(algo_version {summary.algo_version}{model}) to {summary.path} as {DATASET_FORMAT}: "
+        f"{summary.tiles} tiles of healpix order {summary.healpix_order}"
     )
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,15 +38,23 @@ from galpipe.science import gz2
 
 __all__ = [
     "FORMATS",
+    "GALAXY_DOCS",
     "KNOWN_CATALOG_COLUMNS",
     "LATEST_MODEL",
     "MORPHOLOGY_DOCS",
+    "STATE_DOC",
     "ColumnDoc",
     "ExportError",
     "ExportSummary",
     "build_results_table",
+    "check_choices",
+    "choose_morphology_model",
+    "choose_version",
+    "export_meta",
     "export_results",
+    "extra_column_doc",
     "format_for",
+    "measured_docs",
     "write_results",
 ]
 
@@ -90,13 +98,14 @@ class ColumnDoc:
     description: str
 
 
-_GALAXY_DOCS = (
+#: The galaxy's columns, first in every export (``state`` comes after the catalogue's own).
+GALAXY_DOCS = (
     ColumnDoc("source_id", "int64", _DIMENSIONLESS, "galaxy id from the input catalogue"),
     ColumnDoc("ra", "float64", u.deg, "ICRS right ascension"),
     ColumnDoc("dec", "float64", u.deg, "ICRS declination"),
     ColumnDoc("catalog", "U", _DIMENSIONLESS, "name of the catalogue the galaxy was ingested from"),
 )
-_STATE_DOC = ColumnDoc(
+STATE_DOC = ColumnDoc(
     "state",
     "U",
     _DIMENSIONLESS,
@@ -299,7 +308,28 @@ def format_for(path: Path, requested: str | None) -> str:
     )
 
 
-def _choose_version(pool: ConnectionPool, requested: str | None) -> str:
+def check_choices(selection: str, bands: str) -> None:
+    """Refuse a ``selection`` or ``bands`` that is not one of the documented values.
+
+    Raises
+    ------
+    ExportError
+        Naming the value and the ones expected.
+    """
+    if selection not in db.SELECTIONS:
+        raise ExportError(f"unknown state {selection!r}: expected one of {db.SELECTIONS}")
+    if bands not in BAND_SELECTIONS:
+        raise ExportError(f"unknown bands {bands!r}: expected one of {BAND_SELECTIONS}")
+
+
+def choose_version(pool: ConnectionPool, requested: str | None) -> str:
+    """The ``algo_version`` to export: ``requested``, or the most recently measured one.
+
+    Raises
+    ------
+    ExportError
+        If there are no results, or ``requested`` is not among the versions present.
+    """
     with pool.connection() as conn:
         versions = db.algo_versions(conn)
     if not versions:
@@ -312,7 +342,7 @@ def _choose_version(pool: ConnectionPool, requested: str | None) -> str:
     return requested
 
 
-def _choose_morphology_model(pool: ConnectionPool, requested: str) -> str:
+def choose_morphology_model(pool: ConnectionPool, requested: str) -> str:
     """The model version ``--morphology-model`` names: a registered one, or ``latest``."""
     with pool.connection() as conn:
         if requested == LATEST_MODEL:
@@ -392,11 +422,20 @@ class _ColumnBuffer:
         )
 
 
-def _extra_column(name: str, key: str, values: list[Any]) -> Column:
-    """A catalogue column from ``galaxies.extra`` values (``None`` where absent or null)."""
+def extra_column_doc(key: str, taken: Collection[str], dtype: str) -> ColumnDoc:
+    """The column of catalogue key ``key`` (from ``galaxies.extra``), typed ``dtype``.
+
+    Named ``key``, or ``catalog_<key>`` where ``key`` is one of the ``taken`` column names;
+    a known Gaia column gets its unit, any other one no unit (ingest kept no unit for it).
+    """
     unit, description = KNOWN_CATALOG_COLUMNS.get(
         key, (None, f"catalogue column {key!r} as ingested (its unit was not recorded)")
     )
+    return ColumnDoc(key if key not in taken else f"catalog_{key}", dtype, unit, description)
+
+
+def _extra_column(doc: ColumnDoc, values: list[Any]) -> Column:
+    """A catalogue column from ``galaxies.extra`` values (``None`` where absent or null)."""
     present = [v for v in values if v is not None]
     mask = np.array([v is None for v in values], dtype=bool)
     if present and all(isinstance(v, bool) for v in present):
@@ -415,8 +454,21 @@ def _extra_column(name: str, key: str, values: list[Any]) -> Column:
         )
         fill = ""
     return MaskedColumn(
-        data, name=name, mask=mask, unit=unit, description=description, fill_value=fill
+        data, name=doc.name, mask=mask, unit=doc.unit, description=doc.description, fill_value=fill
     )
+
+
+def measured_docs(bands: str, *, morphology: bool) -> list[ColumnDoc]:
+    """The measurement columns of an export, in the order of its database rows.
+
+    The combined measurement, then (``bands="all"``) each band's, then (``morphology``)
+    :data:`MORPHOLOGY_DOCS`.
+    """
+    docs = [doc for col, doc in _COMBINED_DOCS.items() if col in db.COMBINED_COLUMNS]
+    for band in db.BANDS if bands == "all" else ():
+        band_docs = _band_docs(band)
+        docs += [band_docs[col] for col in db.BAND_COLUMNS]
+    return docs + list(MORPHOLOGY_DOCS) if morphology else docs
 
 
 def _band_docs(band: str) -> dict[str, ColumnDoc]:
@@ -463,22 +515,14 @@ def build_results_table(
         If there are no results, the version or morphology model is unknown, the selection or
         band choice is not one of the documented values, or no galaxy matches.
     """
-    if selection not in db.SELECTIONS:
-        raise ExportError(f"unknown state {selection!r}: expected one of {db.SELECTIONS}")
-    if bands not in BAND_SELECTIONS:
-        raise ExportError(f"unknown bands {bands!r}: expected one of {BAND_SELECTIONS}")
-    version = _choose_version(pool, algo_version)
-    model = None if morphology_model is None else _choose_morphology_model(pool, morphology_model)
+    check_choices(selection, bands)
+    version = choose_version(pool, algo_version)
+    model = None if morphology_model is None else choose_morphology_model(pool, morphology_model)
     wide = bands == "all"
-    measured = [doc for col, doc in _COMBINED_DOCS.items() if col in db.COMBINED_COLUMNS]
-    for band in db.BANDS if wide else ():
-        docs = _band_docs(band)
-        measured += [docs[col] for col in db.BAND_COLUMNS]
     numeric: list[_ColumnBuffer | _TextBuffer] = [
-        _ColumnBuffer(d) for d in (*_GALAXY_DOCS[:3], *measured)
+        _TextBuffer(d) if d.dtype == "U" else _ColumnBuffer(d)
+        for d in (*GALAXY_DOCS[:3], *measured_docs(bands, morphology=model is not None))
     ]
-    if model is not None:
-        numeric += [_TextBuffer(d) if d.dtype == "U" else _ColumnBuffer(d) for d in MORPHOLOGY_DOCS]
     catalogs: list[str] = []
     states: list[str] = []
     extras: list[Mapping[str, Any]] = []
@@ -505,14 +549,7 @@ def build_results_table(
     if not states:
         what = "transformed galaxies" if selection == "transformed" else "galaxies"
         raise ExportError(f"no {what} with results of algo_version {version!r}")
-    table = _assemble(numeric, catalogs, states, extras, version, selection, bands, now)
-    if model is not None:
-        table.meta["MORPHVER"] = model
-        table.meta["comments"].append(
-            f"Morphology: Galaxy Zoo 2 predictions of model {model} (SHA-256 of its ONNX "
-            "bytes); masked where the galaxy has no prediction of it."
-        )
-    return table
+    return _assemble(numeric, catalogs, states, extras, version, selection, bands, model, now)
 
 
 def _assemble(
@@ -523,6 +560,7 @@ def _assemble(
     version: str,
     selection: str,
     bands: str,
+    model: str | None,
     now: datetime | None,
 ) -> Table:
     table = Table()
@@ -532,32 +570,51 @@ def _assemble(
         table[column.name] = Column(
             column.data.data, unit=column.unit, description=column.description
         )
-    catalog_doc = _GALAXY_DOCS[3]
+    catalog_doc = GALAXY_DOCS[3]
     table[catalog_doc.name] = Column(
         catalogs, dtype=str, unit=catalog_doc.unit, description=catalog_doc.description
     )
-    taken = set(table.colnames) | {d.doc.name for d in numeric} | {_STATE_DOC.name}
+    taken = set(table.colnames) | {d.doc.name for d in numeric} | {STATE_DOC.name}
     for key in sorted({k for e in extras for k in e}):
-        name = key if key not in taken else f"catalog_{key}"
-        table[name] = _extra_column(name, key, [e.get(key) for e in extras])
-    table[_STATE_DOC.name] = Column(
-        states, dtype=str, unit=_STATE_DOC.unit, description=_STATE_DOC.description
+        doc = extra_column_doc(key, taken, "")  # the dtype follows the values
+        table[doc.name] = _extra_column(doc, [e.get(key) for e in extras])
+    table[STATE_DOC.name] = Column(
+        states, dtype=str, unit=STATE_DOC.unit, description=STATE_DOC.description
     )
     for buffer in numeric[3:]:
         table[buffer.doc.name] = buffer.column()
-    exported = (now or datetime.now(UTC)).astimezone(UTC)
-    # Short upper-case keys: the same meta is a plain FITS header card in every format.
-    table.meta["ORIGIN"] = "galpipe export"
-    table.meta["ALGOVER"] = version
-    table.meta["EXPORTED"] = exported.isoformat(timespec="seconds").replace("+00:00", "Z")
-    table.meta["SELSTATE"] = selection
-    table.meta["SELBANDS"] = bands
-    table.meta["comments"] = [
-        "galpipe radon position angles: image angles CCW from +x (FITS column axis), position "
-        "angles east of north, both in degrees in [0, 180).",
-        "Masked cells: no measurement, or a quantity its flags say could not be measured.",
-    ]
+    table.meta.update(export_meta(version, selection, bands, model, now))
     return table
+
+
+def export_meta(
+    version: str, selection: str, bands: str, model: str | None, now: datetime | None
+) -> dict[str, Any]:
+    """The metadata of an export: what was selected, when, and ``comments`` (a list of lines).
+
+    Short upper-case keys: the same meta is a plain FITS header card in every format.
+    ``MORPHVER`` (and its comment) only where a morphology ``model`` was exported.
+    """
+    exported = (now or datetime.now(UTC)).astimezone(UTC)
+    meta: dict[str, Any] = {
+        "ORIGIN": "galpipe export",
+        "ALGOVER": version,
+        "EXPORTED": exported.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "SELSTATE": selection,
+        "SELBANDS": bands,
+        "comments": [
+            "galpipe radon position angles: image angles CCW from +x (FITS column axis), "
+            "position angles east of north, both in degrees in [0, 180).",
+            "Masked cells: no measurement, or a quantity its flags say could not be measured.",
+        ],
+    }
+    if model is not None:
+        meta["MORPHVER"] = model
+        meta["comments"].append(
+            f"Morphology: Galaxy Zoo 2 predictions of model {model} (SHA-256 of its ONNX "
+            "bytes); masked where the galaxy has no prediction of it."
+        )
+    return meta
 
 
 def _fits_column_cards(header: Any, table: Table) -> None:

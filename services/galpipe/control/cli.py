@@ -111,7 +111,11 @@ def _register_ctl(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     audit.add_argument("--limit", type=int, default=100, help="at most this many (1-1000)")
     for verb, help_text in _CHANGES.items():
         change = verbs.add_parser(verb, parents=[common], help=help_text)
-        change.add_argument("pipeline", help="fetch or radon")
+        change.add_argument(
+            "pipeline",
+            help="the pipeline, e.g. fetch (the control service refuses one it does not know, "
+            "naming those it does)",
+        )
         if verb == "hold":
             change.add_argument("replicas", type=int, help="replicas to hold at")
         elif verb == "pin":

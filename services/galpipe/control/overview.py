@@ -32,6 +32,7 @@ from galpipe.db.control import (
     read_task_counts,
 )
 from galpipe.db.ratelimit import BucketUsage
+from galpipe.db.routes import PIPELINES as ROUTABLE_PIPELINES
 from galpipe.db.status import RATE_WINDOW_SECONDS
 from galpipe.errors import ServiceError
 
@@ -58,9 +59,10 @@ __all__ = [
     "plain",
 ]
 
-#: The pipelines the chart deploys (the ``name`` of ``FetchPipeline`` and ``RadonPipeline``;
-#: not imported from them, which would load the science stack into the control plane).
-PIPELINES = ("fetch", "radon")
+#: The pipelines shown and acted on: every pipeline galpipe knows (one list, the database
+#: layer's, which names each pipeline module's class without importing the science stack). A
+#: pipeline the release does not deploy is shown with its queue and no workload.
+PIPELINES: tuple[str, ...] = ROUTABLE_PIPELINES
 
 #: Annotations the control plane writes beside the overrides it makes (the chart sets none).
 HELD_BY = "galpipe.io/held-by"

@@ -10,8 +10,10 @@ What each rule reads (at 10⁷ tasks):
 
 - the anti-joins (galaxy ↔ task, task ↔ downstream task, task ↔ result row) probe primary keys
   (``tasks (pipeline, source_id)``, ``cutouts (source_id)``, ``radon_measurements (source_id,
-  algo_version, band)``, ``morphology_predictions (source_id, model_version)``) or merge two of
-  them in key order;
+  algo_version, band)``, ``morphology_predictions`` and ``photoz_predictions (source_id,
+  model_version)``) or merge two of them in key order;
+- a prediction's model is looked up by primary key in ``models``: one pass over each
+  prediction table;
 - stale leases read the partial index ``tasks_leases`` (running tasks only);
 - attempts and stated reasons are one sequential scan of ``tasks`` each;
 - the measurement rows are grouped per ``(source_id, algo_version)`` in primary-key order: one
@@ -24,13 +26,14 @@ so verifying 10⁷ objects never holds one snapshot (and vacuum) back for hours.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, LiteralString
 
 import psycopg
 
 __all__ = [
+    "PREDICTION_TABLES",
     "Finding",
     "ObjectRow",
     "attempts_over",
@@ -48,10 +51,19 @@ __all__ = [
     "measurements_without_done_task",
     "object_page",
     "object_rows",
+    "predictions_of_another_pipelines_model",
     "predictions_without_done_task",
     "sample_objects",
     "stale_leases",
 ]
+
+
+#: The predicting pipelines and the table of each one's results, one row per ``(source_id,
+#: model_version)`` with ``predicted_at``; its ``model_version`` references ``models``.
+PREDICTION_TABLES: Mapping[str, LiteralString] = {
+    "morphology": "morphology_predictions",
+    "photoz": "photoz_predictions",
+}
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,8 @@ class ObjectRow:
     object_key: str
     sha256: str
     nbytes: int
+    pack_key: str | None = None  # a packed cutout's pack (migration 0014); then its bytes
+    pack_offset: int | None = None  # are nbytes from this offset of the pack
 
 
 def _finding(conn: psycopg.Connection, hits: LiteralString, params: dict[str, Any]) -> Finding:
@@ -235,14 +249,25 @@ def measurements_without_done_task(
     return _finding(conn, hits, {"pipeline": pipeline, "examples": examples})
 
 
+def _prediction_table(pipeline: str) -> LiteralString:
+    """The table of ``pipeline``'s predictions (:data:`PREDICTION_TABLES`)."""
+    try:
+        return PREDICTION_TABLES[pipeline]
+    except KeyError:
+        raise ValueError(
+            f"pipeline {pipeline!r} writes no predictions; those that do: "
+            f"{', '.join(PREDICTION_TABLES)}"
+        ) from None
+
+
 def predictions_without_done_task(
     conn: psycopg.Connection, pipeline: str, examples: int
 ) -> Finding:
-    """Galaxies with ``morphology_predictions`` rows (of any model) that no done ``pipeline``
-    task accounts for."""
+    """Galaxies with rows of ``pipeline``'s prediction table (of any model) that no done
+    ``pipeline`` task accounts for."""
     hits: LiteralString = (
         "SELECT DISTINCT p.source_id AS key, p.source_id::text AS label "
-        "FROM morphology_predictions p "
+        "FROM " + _prediction_table(pipeline) + " p "
         "WHERE NOT EXISTS (SELECT 1 FROM tasks t "
         "WHERE t.pipeline = %(pipeline)s AND t.source_id = p.source_id "
         "AND (t.state = 'done' OR t.enqueued_at > p.predicted_at))"
@@ -251,13 +276,33 @@ def predictions_without_done_task(
 
 
 def done_without_prediction(conn: psycopg.Connection, pipeline: str, examples: int) -> Finding:
-    """Done ``pipeline`` (morphology) tasks whose galaxy has no ``morphology_predictions`` row
-    of any model (a prefix of its primary key)."""
+    """Done ``pipeline`` tasks whose galaxy has no row in that pipeline's prediction table, of
+    any model (a prefix of its primary key)."""
     hits: LiteralString = (
         "SELECT t.source_id AS key, t.source_id::text AS label FROM tasks t "
         "WHERE t.pipeline = %(pipeline)s AND t.state = 'done' "
-        "AND NOT EXISTS (SELECT 1 FROM morphology_predictions p "
+        "AND NOT EXISTS (SELECT 1 FROM " + _prediction_table(pipeline) + " p "
         "WHERE p.source_id = t.source_id)"
+    )
+    return _finding(conn, hits, {"pipeline": pipeline, "examples": examples})
+
+
+def predictions_of_another_pipelines_model(
+    conn: psycopg.Connection, pipeline: str, examples: int
+) -> Finding:
+    """Rows of ``pipeline``'s prediction table whose ``model_version`` is registered in
+    ``models`` for another pipeline.
+
+    The foreign key makes every prediction's model a registered one; that it is a model *of
+    this pipeline* only the workers ensure (they refuse to load another pipeline's model).
+    Labels are ``"<source_id> <model_version>"``, in primary-key order.
+    """
+    hits: LiteralString = (
+        "SELECT ROW(p.source_id, p.model_version) AS key, "
+        "p.source_id::text || ' ' || p.model_version AS label "
+        "FROM " + _prediction_table(pipeline) + " p "
+        "JOIN models m ON m.model_version = p.model_version "
+        "WHERE m.pipeline <> %(pipeline)s"
     )
     return _finding(conn, hits, {"pipeline": pipeline, "examples": examples})
 
@@ -340,7 +385,9 @@ def measurement_groups(
 
 # -- the objects to verify -------------------------------------------------------------------
 
-_OBJECT_COLUMNS: LiteralString = "c.source_id, c.object_key, c.sha256, c.nbytes"
+_OBJECT_COLUMNS: LiteralString = (
+    "c.source_id, c.object_key, c.sha256, c.nbytes, c.pack_key, c.pack_offset"
+)
 _DONE_JOIN: LiteralString = (
     "JOIN tasks t ON t.pipeline = %(pipeline)s AND t.source_id = c.source_id AND t.state = 'done'"
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
@@ -152,3 +153,15 @@ def positions(
         "SELECT source_id, ra, dec FROM galaxies WHERE source_id = ANY(%s)", (list(source_ids),)
     ).fetchall()
     return {sid: (ra, dec) for sid, ra, dec in rows}
+
+
+def positions_and_extras(
+    conn: psycopg.Connection, source_ids: Iterable[int]
+) -> dict[int, tuple[float, float, dict[str, Any]]]:
+    """ICRS (ra, dec) in degrees and the catalogue's extra columns (``galaxies.extra``) of the
+    galaxies ``source_ids`` that exist, by id."""
+    rows = conn.execute(
+        "SELECT source_id, ra, dec, extra FROM galaxies WHERE source_id = ANY(%s)",
+        (list(source_ids),),
+    ).fetchall()
+    return {sid: (ra, dec, dict(extra or {})) for sid, ra, dec, extra in rows}

@@ -18,6 +18,7 @@ task's result land exactly once.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -374,26 +375,58 @@ class TaskQueue:
                 (pipeline, paused, reason),
             )
 
-    def ready_depth(self, pipeline: str) -> int:
-        """Ready tasks of ``pipeline``: the autoscaler's query (exact; see ``READY_DEPTH_SQL``).
+    def ready_depth(self, pipeline: str, cap: int | None = None) -> int:
+        """Ready tasks of ``pipeline``, exact or counted up to ``cap``.
 
-        A paused pipeline reports 0 so that it scales to zero.
+        Parameters
+        ----------
+        pipeline
+            Pipeline whose ready tasks are counted. A paused pipeline reports 0 so that it
+            scales to zero.
+        cap
+            ``None``: the exact count (``READY_DEPTH_SQL``; the monitor's gauge). Otherwise
+            count at most ``cap`` ready tasks (``READY_DEPTH_CAPPED_SQL``, the autoscaler's
+            query): exact below it, and its cost bounded by it.
         """
+        if cap is not None and cap < 1:
+            raise ValueError(f"ready-depth cap must be positive, got {cap}")
+        query = READY_DEPTH_SQL if cap is None else READY_DEPTH_CAPPED_SQL
         with self.pool.connection() as conn:
-            row = conn.execute(READY_DEPTH_SQL, {"pipeline": pipeline}).fetchone()
+            row = conn.execute(query, {"pipeline": pipeline, "cap": cap}).fetchone()
         return int(row[0]) if row else 0
 
 
 # -- observation: what status, the monitor and the demo read -------------------------------------
 
-#: Tasks by (pipeline, state). Without ``ids`` (NULL) the filter folds away when the statement
-#: is planned and the counts read ``tasks_state`` index-only (it is deduplicated: a few MB per
-#: million tasks); with them, only the tasks of those galaxies are counted.
+#: Tasks by (pipeline, state), counted. Without ``ids`` (NULL) the filter folds away when the
+#: statement is planned and the counts read ``tasks_state`` index-only (it is deduplicated: a few
+#: MB per million tasks); with them, only the tasks of those galaxies are counted.
+#: :func:`task_counts` uses it for the tasks of given galaxies; the count of every task, whose
+#: cost grows with the table, is :data:`MAINTAINED_TASK_COUNTS_SQL`.
 TASK_COUNTS_SQL = """
 SELECT pipeline, state::text, count(*) FROM tasks
 WHERE %(ids)s::bigint[] IS NULL OR source_id = ANY(%(ids)s)
 GROUP BY 1, 2
 """
+
+#: Tasks by (pipeline, state) from the counts the triggers of migration 0015 maintain: the
+#: counts up to the last rollup plus the deltas appended since, in one statement (one snapshot:
+#: a rollup moves deltas into counts in one transaction, so they are seen once). Its cost is that
+#: of the few rows per (pipeline, state) and the deltas since the last rollup, not the table's.
+#: A (pipeline, state) whose count fell to zero is left out, as a GROUP BY of the tasks would.
+MAINTAINED_TASK_COUNTS_SQL = """
+SELECT pipeline, state::text, sum(n)::bigint FROM (
+    SELECT pipeline, state, n FROM task_state_counts
+    UNION ALL
+    SELECT pipeline, state, delta FROM task_state_deltas
+) AS maintained
+GROUP BY pipeline, state
+HAVING sum(n) <> 0
+"""
+
+#: Fold the pending deltas into the counts (migration 0015's function; one rollup at a time,
+#: a concurrent call returns 0 at once). Returns the number of delta rows folded.
+ROLL_UP_TASK_COUNTS_SQL = "SELECT roll_up_task_state_counts()"
 
 #: One LIMIT 1 probe of ``tasks_ready`` per pipeline (a loose index scan), not a scan of the
 #: queue: the head of the FIFO (``seq`` follows ``enqueued_at``: both are assigned at insert).
@@ -422,18 +455,44 @@ def task_counts(
     conn
         Connection (the caller's transaction, if it holds one).
     source_ids
-        Count only the tasks of these galaxies; ``None`` counts every task.
+        Count only the tasks of these galaxies (counted, ``TASK_COUNTS_SQL``); ``None``: every
+        task, from the maintained counts (``MAINTAINED_TASK_COUNTS_SQL``), exact in the
+        connection's snapshot.
 
     Returns
     -------
     dict
         ``{pipeline: {state: count}}`` for each pipeline with at least one task counted.
     """
-    ids = None if source_ids is None else list(source_ids)
+    if source_ids is None:
+        rows = conn.execute(MAINTAINED_TASK_COUNTS_SQL).fetchall()
+    else:
+        rows = conn.execute(TASK_COUNTS_SQL, {"ids": list(source_ids)}).fetchall()
     result: dict[str, dict[str, int]] = {}
-    for pipeline, state, n in conn.execute(TASK_COUNTS_SQL, {"ids": ids}).fetchall():
+    for pipeline, state, n in rows:
         result.setdefault(pipeline, dict.fromkeys(STATES, 0))[state] = int(n)
     return result
+
+
+def roll_up_task_counts(conn: psycopg.Connection) -> int:
+    """Fold the task-state deltas appended since the last rollup into the maintained counts.
+
+    Idempotent and safe to call from many processes at once: one rollup runs at a time, and a
+    call that finds one running returns 0 at once (that one folds the deltas). Counts read by
+    :func:`task_counts` are exact with or without it; it keeps the deltas they add up short.
+
+    Parameters
+    ----------
+    conn
+        Connection; the rollup commits with the caller's transaction (or at once in autocommit).
+
+    Returns
+    -------
+    int
+        Delta rows folded (0 when none were pending or another rollup held the lock).
+    """
+    row = conn.execute(ROLL_UP_TASK_COUNTS_SQL).fetchone()
+    return int(row[0]) if row else 0
 
 
 def oldest_queued_age(
@@ -458,13 +517,13 @@ def oldest_queued_age(
     return {p: max(0.0, float(age)) for p, age in rows}
 
 
-# Also the KEDA ScaledObject's query: charts/galpipe/files/ready-depth.sql holds this text and the
-# chart puts the pipeline's name in place of the parameter, as ready_depth_query does;
-# tests/deploy/test_chart_contract.py keeps the two equal and EXPLAINs the rendered query.
+# The exact ready depth: the monitor's gauge (galpipe_tasks_ready) and TaskQueue.ready_depth.
 # Ready = queued minus queued-but-delayed: exact (one snapshot, not_before NOT NULL), and the two
 # counts read only index postings (tasks_state, then the partial tasks_delayed, whose predicate
 # is repeated here so the planner can use it). The measurement is in docs/decisions.md,
-# "The ready-depth query: queued minus delayed". The CASE skips both counts while paused.
+# "The ready-depth query: queued minus delayed". The CASE skips both counts while paused. Its
+# cost grows with the queue (427 ms at 10^7 queued: docs/capacity.md), so the autoscaler reads
+# READY_DEPTH_CAPPED_SQL instead.
 READY_DEPTH_SQL = """
 SELECT CASE
     WHEN EXISTS (SELECT 1 FROM pipeline_control WHERE pipeline = %(pipeline)s AND paused) THEN 0
@@ -475,22 +534,82 @@ SELECT CASE
 END
 """
 
+# The KEDA ScaledObject's query: charts/galpipe/files/ready-depth.sql holds this text and the
+# chart puts the pipeline's name and its cap in place of the parameters, as ready_depth_query
+# does; tests/deploy/test_chart_contract.py keeps the two equal and EXPLAINs the rendered query.
+# KEDA asks for ceil(depth / targetQueryValue) replicas, at most maxReplicaCount, so a depth past
+# maxReplicaCount x targetQueryValue changes nothing: the count stops at the cap
+# (ready_depth_cap: one more, so that "at the cap" shows), and is exact below it.
+# READY_DEPTH_SQL's ready = queued - delayed, with the queued count cut at cap + delayed:
+# min(queued, cap + delayed) - delayed is min(ready, cap). The queued rows are read from the
+# deduplicated tasks_state index, index-only, and the Limit ends the scan; the delayed ones from
+# the partial tasks_delayed (retries waiting out their delay: few, bounded by the retry rate
+# times the longest delay), counted in the same snapshot and statement both times. Reading
+# tasks_ready instead and testing not_before on each entry costs about 2.5x more per entry
+# (docs/capacity.md).
+READY_DEPTH_CAPPED_SQL = """
+SELECT CASE
+    WHEN EXISTS (SELECT 1 FROM pipeline_control WHERE pipeline = %(pipeline)s AND paused) THEN 0
+    ELSE (SELECT count(*) FROM (
+              SELECT 1 FROM tasks WHERE pipeline = %(pipeline)s AND state = 'queued'
+              LIMIT %(cap)s + (SELECT count(*) FROM tasks
+                               WHERE pipeline = %(pipeline)s AND state = 'queued'
+                                 AND not_before > '-infinity' AND not_before > now())) AS queued)
+       - (SELECT count(*) FROM tasks
+          WHERE pipeline = %(pipeline)s AND state = 'queued'
+            AND not_before > '-infinity' AND not_before > now())
+END
+"""
+
+
+def ready_depth_cap(max_replicas: int, target_per_replica: float) -> int:
+    """The count past which the autoscaler's answer no longer changes, plus one.
+
+    Parameters
+    ----------
+    max_replicas
+        The ScaledObject's ``maxReplicaCount``.
+    target_per_replica
+        The trigger's ``targetQueryValue``: ready tasks per replica.
+
+    Returns
+    -------
+    int
+        ``floor(max_replicas * target_per_replica) + 1``: KEDA asks for
+        ``ceil(depth / target_per_replica)`` replicas, which reaches ``max_replicas`` at
+        ``max_replicas * target_per_replica``; the chart renders the same arithmetic.
+    """
+    if max_replicas < 1 or target_per_replica <= 0:
+        raise ValueError(
+            f"maxReplicaCount {max_replicas} and targetQueryValue {target_per_replica} "
+            "must both be positive"
+        )
+    return math.floor(max_replicas * target_per_replica) + 1
+
+
 #: Pipeline names the chart accepts (values.schema.json): safe to inline between quotes.
 PIPELINE_NAME = re.compile(r"^[a-z][a-z0-9]*$")
 
 
-def ready_depth_query(pipeline: str) -> str:
-    """``READY_DEPTH_SQL`` with ``pipeline`` inlined, for a client that cannot bind parameters.
+def ready_depth_query(pipeline: str, cap: int) -> str:
+    """``READY_DEPTH_CAPPED_SQL`` with ``pipeline`` and ``cap`` inlined, for KEDA.
 
     KEDA's PostgreSQL trigger takes a bare query; the Helm chart renders this exact text from
-    ``charts/galpipe/files/ready-depth.sql`` for every pipeline.
+    ``charts/galpipe/files/ready-depth.sql`` for every pipeline, with the cap
+    :func:`ready_depth_cap` gives for that pipeline's autoscaling values.
 
     Raises
     ------
     ValueError
         If ``pipeline`` is not a lower-case name (``[a-z][a-z0-9]*``), which could not be
-        inlined safely.
+        inlined safely, or ``cap`` is not a positive integer.
     """
     if not PIPELINE_NAME.fullmatch(pipeline):
         raise ValueError(f"pipeline name {pipeline!r} must match {PIPELINE_NAME.pattern}")
-    return READY_DEPTH_SQL.replace("%(pipeline)s", f"'{pipeline}'").strip()
+    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+        raise ValueError(f"ready-depth cap must be a positive integer, got {cap!r}")
+    return (
+        READY_DEPTH_CAPPED_SQL.replace("%(pipeline)s", f"'{pipeline}'")
+        .replace("%(cap)s", str(cap))
+        .strip()
+    )

@@ -9,7 +9,8 @@ through a server-side cursor, so memory on both sides stays bounded by one chunk
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -87,9 +88,10 @@ def algo_versions(conn: psycopg.Connection) -> list[AlgoVersion]:
     return [AlgoVersion(str(v), int(n), at) for v, n, at in rows]
 
 
-def _results_query(wide: bool, morphology: bool) -> sql.Composed:
+def _results_query(wide: bool, morphology: bool, tiled: bool = False) -> sql.Composed:
     """The export SELECT: combined columns, then (``wide``) each band's columns in BANDS order,
-    then (``morphology``) the prediction of model ``%(model_version)s``.
+    then (``morphology``) the prediction of model ``%(model_version)s``, then (``tiled``) the
+    galaxy's tile from :data:`TILE_TABLE`, the rows ordered by tile rather than ``source_id``.
 
     Only identifiers and fixed band literals are composed; every value is a parameter.
     """
@@ -115,6 +117,11 @@ def _results_query(wide: bool, morphology: bool) -> sql.Composed:
                 "AND p.model_version = %(model_version)s"
             )
         )
+    order = sql.SQL("g.source_id")
+    if tiled:
+        select.append(sql.SQL("t.healpix"))
+        joins.append(sql.SQL("JOIN {} t ON t.source_id = g.source_id").format(_TILE_TABLE))
+        order = sql.SQL("t.healpix, g.source_id")
     return sql.SQL(
         "SELECT {select} FROM galaxies g "
         "JOIN galaxy_states s ON s.source_id = g.source_id "
@@ -122,15 +129,44 @@ def _results_query(wide: bool, morphology: bool) -> sql.Composed:
         "AND c.algo_version = %(version)s AND c.band = 'combined' "
         "{joins} "
         "WHERE %(everything)s OR (s.state = 'transformed' AND c.source_id IS NOT NULL) "
-        "ORDER BY g.source_id"
-    ).format(select=sql.SQL(", ").join(select), joins=sql.SQL(" ").join(joins))
+        "ORDER BY {order}"
+    ).format(select=sql.SQL(", ").join(select), joins=sql.SQL(" ").join(joins), order=order)
 
+
+#: Temporary table of one export's tiles (``source_id``, ``healpix``): it lives in the
+#: transaction of :func:`tile_table` and lets the server sort the rows by tile.
+TILE_TABLE = "galpipe_export_tiles"
+_TILE_TABLE = sql.Identifier(TILE_TABLE)
 
 _QUERIES = {
-    (wide, morphology): _results_query(wide, morphology)
+    (wide, morphology, tiled): _results_query(wide, morphology, tiled)
     for wide in (False, True)
     for morphology in (False, True)
+    for tiled in (False, True)
 }
+
+# The selected galaxies' positions: the FROM and WHERE of _results_query, no order needed.
+_POSITIONS_SQL = """
+SELECT g.source_id, g.ra, g.dec FROM galaxies g
+JOIN galaxy_states s ON s.source_id = g.source_id
+LEFT JOIN radon_measurements c ON c.source_id = g.source_id
+AND c.algo_version = %(version)s AND c.band = 'combined'
+WHERE %(everything)s OR (s.state = 'transformed' AND c.source_id IS NOT NULL)
+"""
+
+# One row per key of the tiled galaxies' ``extra``: how many values are present (not JSON
+# null) and how many of those are booleans, integers (no fraction or exponent: Python's json
+# reads them as int) and numbers.
+_EXTRA_KINDS_SQL = sql.SQL("""
+SELECT e.key,
+       count(*) FILTER (WHERE jsonb_typeof(e.value) <> 'null'),
+       count(*) FILTER (WHERE jsonb_typeof(e.value) = 'boolean'),
+       count(*) FILTER (WHERE jsonb_typeof(e.value) = 'number' AND e.value::text ~ '^-?[0-9]+$'),
+       count(*) FILTER (WHERE jsonb_typeof(e.value) = 'number')
+FROM {} t JOIN galaxies g ON g.source_id = t.source_id, jsonb_each(g.extra) e
+GROUP BY e.key
+ORDER BY e.key
+""").format(_TILE_TABLE)
 
 
 def stream_results(
@@ -141,6 +177,7 @@ def stream_results(
     wide: bool = False,
     morphology_model: str | None = None,
     chunk_rows: int = 10_000,
+    tiled: bool = False,
 ) -> Iterator[Sequence[tuple[Any, ...]]]:
     """Yield the export rows in chunks of at most ``chunk_rows``, ordered by ``source_id``.
 
@@ -161,13 +198,17 @@ def stream_results(
         :data:`~galpipe.db.morphology.JOINED_PREDICTION_COLUMNS`; ``None`` adds none.
     chunk_rows
         Rows per fetch from the server.
+    tiled
+        Only the galaxies of :data:`TILE_TABLE` (filled in this transaction by
+        :func:`tile_table`), each row ending with its ``healpix`` tile, ordered by tile, then
+        ``source_id``.
 
     Yields
     ------
     list of tuple
         Rows: :data:`GALAXY_COLUMNS`, then :data:`COMBINED_COLUMNS`, then (``wide``) the band
-        columns, then (``morphology_model``) :data:`MORPHOLOGY_COLUMNS`. ``extra`` is a dict
-        (JSON object), NULLs are ``None``.
+        columns, then (``morphology_model``) :data:`MORPHOLOGY_COLUMNS`, then (``tiled``) the
+        tile. ``extra`` is a dict (JSON object), NULLs are ``None``.
     """
     if selection not in SELECTIONS:
         raise ValueError(f"selection {selection!r}: expected one of {', '.join(SELECTIONS)}")
@@ -180,6 +221,86 @@ def stream_results(
     }
     with conn.transaction(), conn.cursor(name="galpipe_export") as cur:
         cur.itersize = chunk_rows
-        cur.execute(_QUERIES[wide, morphology_model is not None], params)
+        cur.execute(_QUERIES[wide, morphology_model is not None, tiled], params)
         while rows := cur.fetchmany(chunk_rows):
             yield rows
+
+
+@contextlib.contextmanager
+def tile_table(conn: psycopg.Connection) -> Iterator[None]:
+    """One REPEATABLE READ transaction holding an empty :data:`TILE_TABLE`, dropped at its end.
+
+    Every read of the export inside it (positions, extra keys, the tiled rows) sees one
+    snapshot, so a galaxy measured between two of them is in all of them or in none.
+    """
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        conn.execute(
+            sql.SQL(
+                "CREATE TEMPORARY TABLE {} (source_id bigint PRIMARY KEY, healpix bigint NOT NULL)"
+                " ON COMMIT DROP"
+            ).format(_TILE_TABLE)
+        )
+        yield
+
+
+def stream_positions(
+    conn: psycopg.Connection,
+    algo_version: str,
+    *,
+    selection: str = "transformed",
+    chunk_rows: int = 10_000,
+) -> Iterator[Sequence[tuple[int, float, float]]]:
+    """Yield ``(source_id, ra, dec)`` of the galaxies :func:`stream_results` selects, in chunks.
+
+    Read through a server-side cursor (in the caller's transaction, when there is one); no
+    order. ``ra`` and ``dec`` are ICRS degrees.
+    """
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection {selection!r}: expected one of {', '.join(SELECTIONS)}")
+    params = {"version": algo_version, "everything": selection == "all"}
+    with conn.transaction(), conn.cursor(name="galpipe_export_positions") as cur:
+        cur.itersize = chunk_rows
+        cur.execute(_POSITIONS_SQL, params)
+        while rows := cur.fetchmany(chunk_rows):
+            yield rows
+
+
+def store_tiles(conn: psycopg.Connection, rows: Iterable[tuple[int, int]]) -> None:
+    """COPY ``(source_id, healpix)`` rows into :data:`TILE_TABLE` (inside :func:`tile_table`)."""
+    copy_sql = sql.SQL("COPY {} (source_id, healpix) FROM STDIN").format(_TILE_TABLE)
+    with conn.cursor() as cur, cur.copy(copy_sql) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def analyze_tiles(conn: psycopg.Connection) -> None:
+    """Give the planner the size of :data:`TILE_TABLE` (temporary tables get no autovacuum)."""
+    conn.execute(sql.SQL("ANALYZE {}").format(_TILE_TABLE))
+
+
+@dataclass(frozen=True)
+class ExtraKey:
+    """A key of ``galaxies.extra`` among the tiled galaxies, with what its values are.
+
+    Attributes
+    ----------
+    key
+        The JSON key.
+    present
+        Values that are not JSON null.
+    booleans, integers, numbers
+        Of those, how many are booleans, integers, and numbers (integers included).
+    """
+
+    key: str
+    present: int
+    booleans: int
+    integers: int
+    numbers: int
+
+
+def extra_keys(conn: psycopg.Connection) -> list[ExtraKey]:
+    """Every key of the ``extra`` of the galaxies in :data:`TILE_TABLE`, sorted."""
+    rows = conn.execute(_EXTRA_KINDS_SQL).fetchall()
+    return [ExtraKey(str(k), int(p), int(b), int(i), int(n)) for k, p, b, i, n in rows]

@@ -21,6 +21,7 @@ from galpipe.db.cutouts import CutoutRecord, cutouts_for, fetched_source_ids
 from galpipe.db.galaxies import positions
 from galpipe.errors import InputError
 from galpipe.learning.dataset import LabelledImages
+from galpipe.pipelines.cutout_packs import read_cutout_bytes
 from galpipe.science.morphology_input import network_input
 from galpipe.storage import ObjectStore
 
@@ -101,7 +102,7 @@ def fetched_cutouts_with_labels(
     size = {r.size for r in records.values()}
     if len(size) != 1:
         raise InputError(f"fetched cutouts have several sizes {sorted(size)}: train on one")
-    blobs = ((sid, store.get(r.object_key, r.sha256)) for sid, r in records.items())
+    blobs = ((sid, read_cutout_bytes(store, r)) for sid, r in records.items())
     return read_fits_with_labels(
         blobs,
         labels_path,

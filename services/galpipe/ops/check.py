@@ -10,11 +10,11 @@ cutout is intact. :func:`run_check` judges it in two parts.
    expired longer than one sweep ago (by the database's clock); no task was claimed more than
    ``1 + GALPIPE_MAX_RETRIES`` times; every failed or skipped task states its reason; every
    done fetch has its ``cutouts`` row, every done radon task its measurement and every done
-   morphology task its prediction; every ``(galaxy, algo_version)`` has exactly one combined
-   row and band rows that agree with it;
-   no result row lacks the done task that wrote it; and the tasks of each pipeline number the
-   galaxies that should have one. A route's backfill (``galpipe routes add``) queues the
-   galaxies done before it existed, so the route rules hold for those too.
+   morphology or photoz task its prediction, each prediction by a model registered for its
+   pipeline; every ``(galaxy, algo_version)`` has exactly one combined row and band rows that
+   agree with it; no result row lacks the done task that wrote it; and the tasks of each
+   pipeline number the galaxies that should have one. A route's backfill (``galpipe routes
+   add``) queues the galaxies done before it existed, so the route rules hold for those too.
 2. **The objects, after it.** The cutouts of done fetch tasks (a uniform sample, or all of them
    page by page) are read back from the store and their size and sha256 compared with the row.
    Reading 10⁷ objects takes hours, so this part holds no snapshot open; instead, a row whose
@@ -53,6 +53,7 @@ __all__ = [
     "EXAMPLES",
     "KINDS",
     "PREDICTED_PIPELINE",
+    "PREDICTED_PIPELINES",
     "Breach",
     "CheckReport",
     "default_lease_grace_s",
@@ -73,9 +74,13 @@ _SAMPLE_SLACK = 100
 
 #: The stage ingest queues for every galaxy; the routes of the database queue the others.
 FIRST_PIPELINE = FetchPipeline.name
-#: The pipeline whose results ``morphology_predictions`` holds (``MorphologyPipeline.name``,
-#: named here because importing that module loads ONNX Runtime, which the check never needs).
-PREDICTED_PIPELINE = "morphology"
+#: The pipelines whose results are predictions of a registered model, one row per (galaxy,
+#: model_version) in each one's table (``galpipe.db.check.PREDICTION_TABLES``): the ``name`` of
+#: ``MorphologyPipeline`` and ``PhotozPipeline``, named here because importing those modules
+#: loads ONNX Runtime and scikit-learn, which the check never needs.
+PREDICTED_PIPELINES: tuple[str, ...] = tuple(db.PREDICTION_TABLES)
+#: The morphology pipeline, the first of them (what bench/check.py seeds).
+PREDICTED_PIPELINE = PREDICTED_PIPELINES[0]
 
 #: Every breach kind, and what it means. The names are stable: scripts and alerts match them.
 KINDS: Mapping[str, str] = {
@@ -102,10 +107,12 @@ KINDS: Mapping[str, str] = {
     "band_rows_disagree": "(galaxy, algo_version) pairs whose per-band rows disagree with the "
     "combined row: not one row per survey band, more bands stacked than measured, or "
     "non-finite pixel counts that do not add up",
-    "prediction_count": "done morphology tasks without a prediction row (morphology_predictions, "
-    "of any model_version)",
-    "orphan_result": "result rows (cutouts, radon_measurements, morphology_predictions) that no "
-    "done task wrote",
+    "prediction_count": "done morphology or photoz tasks without a prediction row "
+    "(morphology_predictions, photoz_predictions; of any model_version)",
+    "prediction_model": "prediction rows whose model_version is registered (models) for another "
+    "pipeline than the one whose table holds them",
+    "orphan_result": "result rows (cutouts, radon_measurements, morphology_predictions, "
+    "photoz_predictions) that no done task wrote",
     "counts_do_not_add_up": "a pipeline's tasks do not number the galaxies that should have "
     "one (fetch: every galaxy; a route's downstream: every galaxy done in its upstreams), or "
     "tasks of no known pipeline",
@@ -348,22 +355,26 @@ def _database_breaches(
     count, disagree = db.measurement_groups(conn, list(BANDS), n)
     yield from _one("measurement_count", count, MEASURED_PIPELINE)
     yield from _one("band_rows_disagree", disagree, MEASURED_PIPELINE)
-    yield from _one(
-        "prediction_count",
-        db.done_without_prediction(conn, PREDICTED_PIPELINE, n),
-        PREDICTED_PIPELINE,
-    )
+    for predicted in PREDICTED_PIPELINES:
+        yield from _one(
+            "prediction_count", db.done_without_prediction(conn, predicted, n), predicted
+        )
+    for predicted in PREDICTED_PIPELINES:
+        yield from _one(
+            "prediction_model",
+            db.predictions_of_another_pipelines_model(conn, predicted, n),
+            predicted,
+        )
     yield from _one("orphan_result", db.cutouts_without_done_task(conn, first, n), first)
     yield from _one(
         "orphan_result",
         db.measurements_without_done_task(conn, MEASURED_PIPELINE, n),
         MEASURED_PIPELINE,
     )
-    yield from _one(
-        "orphan_result",
-        db.predictions_without_done_task(conn, PREDICTED_PIPELINE, n),
-        PREDICTED_PIPELINE,
-    )
+    for predicted in PREDICTED_PIPELINES:
+        yield from _one(
+            "orphan_result", db.predictions_without_done_task(conn, predicted, n), predicted
+        )
     yield from _counts_breach(expected, counts)
 
 
@@ -472,7 +483,10 @@ def _all_object_pages(pool: ConnectionPool) -> Iterator[list[db.ObjectRow]]:
 def _verify_object(store: ObjectStore, row: db.ObjectRow) -> str | None:
     """The breach kind of ``row``'s object, or ``None`` when it is intact."""
     try:
-        data = store.get(row.object_key)
+        if row.pack_key is None or row.pack_offset is None:
+            data = store.get(row.object_key)
+        else:  # a packed cutout: its slice of the pack
+            data = store.get_range(row.pack_key, row.pack_offset, row.nbytes)
     except ObjectNotFound:
         return "missing_object"
     except ChecksumMismatch:

@@ -51,7 +51,8 @@ class DatabaseSnapshot:
         What ``galpipe status`` shows: counts by state, oldest queued age, pauses, breakers,
         rate limits.
     ready
-        Ready tasks by pipeline (the autoscaler's query, ``READY_DEPTH_SQL``).
+        Ready tasks by pipeline, exact (``READY_DEPTH_SQL``): the autoscaler's query stops
+        counting at its cap (``READY_DEPTH_CAPPED_SQL``); the gauge shows the whole backlog.
     oldest_ready_seconds
         Age of each pipeline's oldest ready task, seconds (pipelines with one).
     database_bytes
@@ -239,6 +240,11 @@ class Monitor:
         return True, "ok"
 
 
+#: Connections the monitor's pool holds at most: one poll at a time, and the liveness ping.
+#: The connection budget of a release counts it (docs/capacity.md, "Database connections").
+MONITOR_POOL_SIZE = 2
+
+
 def run_from_settings(settings: Settings) -> None:
     """Run the monitor process as configured by ``GALPIPE_*`` until SIGTERM."""
     # A poll waits for a connection at most one interval (1 to 10 s) before it counts the
@@ -249,7 +255,7 @@ def run_from_settings(settings: Settings) -> None:
     with pool_from_settings(
         settings,
         role="monitor",
-        max_size=2,
+        max_size=MONITOR_POOL_SIZE,
         wait=False,
         timeout_s=min(_CONNECTION_TIMEOUT_S, max(1.0, interval)),
     ) as pool:

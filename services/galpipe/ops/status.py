@@ -18,7 +18,7 @@ from rich.table import Table
 
 from galpipe.db import status as db
 from galpipe.db.breaker import BreakerPolicy, BreakerStatus, CircuitBreaker
-from galpipe.db.queue import STATES, oldest_queued_age, task_counts
+from galpipe.db.queue import STATES, oldest_queued_age, roll_up_task_counts, task_counts
 from galpipe.db.ratelimit import BucketUsage, bucket_usages
 from galpipe.pipelines import fetch
 from galpipe.settings import Settings
@@ -113,18 +113,24 @@ def collect_status(
     Notes
     -----
     The queue queries run in one read-only transaction, so counts, ages and pauses agree with
-    each other; breakers are read through :meth:`CircuitBreaker.status` afterwards.
+    each other; breakers are read through :meth:`CircuitBreaker.status` afterwards. Counts by
+    state are the maintained ones (:func:`galpipe.db.queue.task_counts`); the deltas appended
+    since the last rollup are folded first, in a transaction of their own (the monitor, which
+    calls this every poll, keeps them few; exact either way).
     """
-    with pool.connection() as conn, conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        taken_at = db.database_now(conn)
-        counts = task_counts(conn)
-        controls = db.pipeline_controls(conn)
-        names = sorted(set(counts) | set(controls))
-        ages = oldest_queued_age(conn, names)
-        recent = db.recent_done(conn, names, window_seconds)
-        buckets = bucket_usages(conn)
-        breaker_names = db.breaker_names(conn)
+    with pool.connection() as conn:
+        with conn.transaction():
+            roll_up_task_counts(conn)
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            taken_at = db.database_now(conn)
+            counts = task_counts(conn)
+            controls = db.pipeline_controls(conn)
+            names = sorted(set(counts) | set(controls))
+            ages = oldest_queued_age(conn, names)
+            recent = db.recent_done(conn, names, window_seconds)
+            buckets = bucket_usages(conn)
+            breaker_names = db.breaker_names(conn)
     pipelines = []
     for name in names:
         control = controls.get(name)

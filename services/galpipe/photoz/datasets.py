@@ -3,9 +3,11 @@
 Two sources: the synthetic photo-z sky (:func:`synthetic_set`), and the cutouts this deployment
 has fetched matched to a spectroscopic catalogue (:func:`fetched_cutouts_with_redshifts`) -- the
 document's CasJobs CSV, columns ``id, ra, dec, redshift, redshiftError, class``. Either way the
-per-pixel errors are the band's sky noise measured in the stamp
-(:func:`galpipe.science.photoz_pixels.sky_noise_errors`), what the worker gives a Legacy Survey
-cutout, so a model learns from the vectors it will be asked about.
+per-pixel errors are what the worker gives the same cutout, so a model learns from the vectors it
+will be asked about: the band's sky noise measured in the stamp
+(:func:`galpipe.science.photoz_pixels.sky_noise_errors`) for a Legacy Survey cutout, the
+cutout's own error planes for one fetched from SDSS frames
+(:func:`galpipe.pipelines.stored_cutouts.pixel_errors`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from galpipe.db.cutouts import fetched_source_ids
 from galpipe.db.galaxies import positions
 from galpipe.errors import InputError, StorageError
 from galpipe.pipelines.base import Retry
-from galpipe.pipelines.stored_cutouts import StoredCutoutReader, split_reads
+from galpipe.pipelines.stored_cutouts import StoredCutoutReader, pixel_errors, split_reads
 from galpipe.science.photoz_pixels import sky_noise_errors
 from galpipe.storage import ObjectStore
 
@@ -231,13 +233,15 @@ def fetched_cutouts_with_redshifts(
     # As the worker reads them (pipelines.photoz): a band a cutout lacks is an all-zero plane,
     # whose sky noise of 0 makes its pixels no data.
     stack = np.stack(cubes).astype(np.float32)
+    # As the worker gives them: a cutout's own error planes (SDSS), else the sky noise.
+    sigmas, error_sources = pixel_errors(stack, [cutout for _, cutout in decoded])
     return SpectroscopicCutouts(
         ids=np.asarray(kept, dtype=np.int64),
         cubes=stack,
-        sigmas=sky_noise_errors(stack),
+        sigmas=sigmas,
         z_spec=np.asarray([z_of[g] for g in kept], dtype=np.float64),
         source=f"{catalog_path} (match={match}, {len(kept)} of {len(galaxies)} fetched "
-        f"galaxies with a redshift; errors {ERROR_SOURCE})",
+        f"galaxies with a redshift; errors {', '.join(sorted(set(error_sources)))})",
         unmatched=unmatched,
         unreadable=unreadable,
     )

@@ -8,7 +8,9 @@ decision that every fetch process shares through Postgres:
 2. take a token from the shared bucket (one global request rate, whatever the replica count);
 3. GET the cutout and classify the answer (:mod:`galpipe.survey.legacysurvey`);
 4. store the bytes exactly as received at a deterministic key, read them back and check size
-   and SHA-256 before the galaxy counts as fetched.
+   and SHA-256 before the galaxy counts as fetched; with ``GALPIPE_CUTOUT_PACKING=healpix`` the
+   batch's cutouts of one HEALPix tile are stored together as one pack object instead, checked
+   the same way (:mod:`galpipe.pipelines.cutout_packs`).
 
 The worker then completes the task, writes the ``cutouts`` row and queues the task of every
 route out of fetch (radon; morphology where that route is added) in one transaction. A thread
@@ -18,21 +20,25 @@ the rate.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
 from galpipe.db.breaker import CLOSED, BreakerPolicy, CircuitBreaker
-from galpipe.db.cutouts import CutoutRecord, record_cutouts
+from galpipe.db.cutouts import CutoutRecord
 from galpipe.db.galaxies import positions
 from galpipe.db.queue import Task
 from galpipe.db.ratelimit import RateLimitPolicy, RateLimitTimeoutError, TokenBucket
+from galpipe.errors import ConfigurationError
 from galpipe.pipelines.base import Done, Fail, Outcome, Release, Retry, Skip
+from galpipe.pipelines.cutout_packs import CutoutPacker, UnpackedCutout, record_fetched
 from galpipe.runtime import metrics
 from galpipe.settings import Settings
 from galpipe.storage import (
@@ -50,6 +56,9 @@ from galpipe.survey.legacysurvey import (
     Retryable,
     Success,
 )
+
+if TYPE_CHECKING:
+    from galpipe.pipelines.sdss_fetch import SdssFetchPipeline
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +93,8 @@ class FetchPipeline:
         The queue's retry limit: on the last attempt a transient failure becomes final.
     stop
         Set when the process should stop; waiting requests then give their task back.
+    packer
+        Stores the batch's cutouts in one pack per HEALPix tile; None: one object per galaxy.
     """
 
     name = "fetch"
@@ -102,8 +113,10 @@ class FetchPipeline:
         max_retries: int = 3,
         stop: threading.Event | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        packer: CutoutPacker | None = None,
     ) -> None:
         self.pool = pool
+        self.packer = packer
         self.client = client
         self.objects = store
         self.bucket = bucket
@@ -129,10 +142,13 @@ class FetchPipeline:
     def process(self, tasks: Sequence[Task]) -> Sequence[Outcome]:
         with self.pool.connection() as conn:
             where = positions(conn, [t.source_id for t in tasks])
-        return list(self._executor.map(lambda t: self._fetch_one(t, where.get(t.source_id)), tasks))
+        outcomes = list(
+            self._executor.map(lambda t: self._fetch_one(t, where.get(t.source_id)), tasks)
+        )
+        return outcomes if self.packer is None else self.packer.pack(outcomes, self._executor)
 
     def store(self, conn: psycopg.Connection, done: Sequence[Done]) -> None:
-        record_cutouts(conn, [d.result for d in done])
+        record_fetched(conn, [d.result for d in done])
 
     # -- one galaxy --------------------------------------------------------------------------
 
@@ -152,7 +168,7 @@ class FetchPipeline:
             case Success():
                 self.breaker.record_success(self.owner)
                 metrics.CUTOUT_RESULTS.labels("success", "").inc()
-                return self._keep(sid, result)
+                return self._keep(sid, result, position)
             case NoCoverage(reason=reason):
                 self.breaker.record_success(self.owner)
                 metrics.CUTOUT_RESULTS.labels("no_coverage", "").inc()
@@ -182,48 +198,93 @@ class FetchPipeline:
 
     def _wait_for_breaker(self) -> bool:
         """Block while the shared breaker is open; False if asked to stop meanwhile."""
-        started = time.monotonic()
-        try:
-            while not self.breaker.allow(self.owner):
-                if self.stop.is_set():
-                    return False
-                self._sleep(BREAKER_POLL_S)
-        finally:
-            waited = time.monotonic() - started
-            if waited > 0.01:
-                metrics.BREAKER_WAIT_SECONDS.labels(self.breaker.name).inc(waited)
-        return not self.stop.is_set()
+        return wait_for_breaker(self.breaker, self.owner, self.stop, self._sleep)
 
-    def _keep(self, sid: int, result: Success) -> Outcome:
+    def _keep(self, sid: int, result: Success, position: tuple[float, float]) -> Outcome:
         """Store the bytes as received, read them back, and check them before success."""
-        key = self.object_key(sid)
-        data = result.raw_bytes
-        expected = sha256_hex(data)
-        try:
-            stored = self.objects.put(key, data)
-            readback = self.objects.get(key, expected)
-        except ObjectStoreError as exc:
-            return Retry(sid, f"object store: {exc}")
-        if stored.sha256 != expected or len(readback) != len(data):
-            return Retry(sid, f"object store returned {len(readback)} bytes for {len(data)}")
-        metrics.STORED_BYTES.labels(self.name).inc(len(data))
         request = self.client.request
         survey = result.cutout.header.get("SURVEY")
-        return Done(
-            sid,
-            CutoutRecord(
-                source_id=sid,
-                layer=request.layer,
-                bands=request.bands,
-                missing_bands="".join(result.missing_bands),
-                size=request.size,
-                pixscale=request.pixscale,
-                survey=None if survey is None else str(survey),
-                object_key=key,
-                sha256=expected,
-                nbytes=len(data),
-            ),
+        record = CutoutRecord(
+            source_id=sid,
+            layer=request.layer,
+            bands=request.bands,
+            missing_bands="".join(result.missing_bands),
+            size=request.size,
+            pixscale=request.pixscale,
+            survey=None if survey is None else str(survey),
+            object_key=self.object_key(sid),
+            sha256=sha256_hex(result.raw_bytes),
+            nbytes=len(result.raw_bytes),
         )
+        return keep_cutout(self.objects, self.packer, self.name, record, result.raw_bytes, position)
+
+
+def wait_for_breaker(
+    breaker: CircuitBreaker,
+    owner: str,
+    stop: threading.Event,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """Block while the shared breaker is open; False if asked to stop meanwhile.
+
+    Every request of a fetch source waits here before it takes its token.
+    """
+    started = time.monotonic()
+    try:
+        while not breaker.allow(owner):
+            if stop.is_set():
+                return False
+            sleep(BREAKER_POLL_S)
+    finally:
+        waited = time.monotonic() - started
+        if waited > 0.01:
+            metrics.BREAKER_WAIT_SECONDS.labels(breaker.name).inc(waited)
+    return not stop.is_set()
+
+
+def keep_cutout(
+    objects: ObjectStore,
+    packer: CutoutPacker | None,
+    pipeline: str,
+    record: CutoutRecord,
+    data: bytes,
+    position: tuple[float, float],
+) -> Outcome:
+    """A fetched cutout's outcome: stored and checked on its own, or waiting for its pack.
+
+    Without ``packer`` the bytes go to ``record.object_key`` (:func:`store_checked`); with it
+    the galaxy's ``Done`` carries the bytes and its tile (of ``position``, ICRS degrees), and
+    :meth:`CutoutPacker.pack` stores the batch's packs after every request is answered.
+    """
+    if packer is not None:
+        return Done(record.source_id, UnpackedCutout(record, data, packer.tile_of(*position)))
+    expected = store_checked(objects, pipeline, record.source_id, record.object_key, data)
+    if isinstance(expected, Retry):
+        return expected
+    return Done(record.source_id, record)
+
+
+def store_checked(
+    objects: ObjectStore, pipeline: str, sid: int, key: str, data: bytes
+) -> str | Retry:
+    """Put ``data`` at ``key``, read it back and check size and SHA-256.
+
+    Returns
+    -------
+    str or Retry
+        The hex SHA-256 of the stored bytes, or the galaxy's :class:`Retry` when the store
+        failed or gave back other bytes.
+    """
+    expected = sha256_hex(data)
+    try:
+        stored = objects.put(key, data)
+        readback = objects.get(key, expected)
+    except ObjectStoreError as exc:
+        return Retry(sid, f"object store: {exc}")
+    if stored.sha256 != expected or len(readback) != len(data):
+        return Retry(sid, f"object store returned {len(readback)} bytes for {len(data)}")
+    metrics.STORED_BYTES.labels(pipeline).inc(len(data))
+    return expected
 
 
 def breaker_policy(settings: Settings) -> BreakerPolicy:
@@ -245,12 +306,15 @@ def rate_limit_policy(settings: Settings) -> RateLimitPolicy:
 
 def build_fetch_pipeline(
     settings: Settings, pool: ConnectionPool, stop: threading.Event
-) -> FetchPipeline:
+) -> FetchPipeline | SdssFetchPipeline:
     """The production fetch pipeline, everything from ``GALPIPE_*`` settings.
 
     The one place it is wired: the cutout client, the object store, and the token bucket and
     circuit breaker named after the pipeline, with their policies, each reporting to the
     process's metrics. The bucket's row takes this process's policy before the first draw.
+    With ``GALPIPE_FETCH_SOURCE=sdss`` the client is the SDSS frame client
+    (``GALPIPE_SDSS_BASE_URL``) and the pipeline the SDSS source
+    (:class:`~galpipe.pipelines.sdss_fetch.SdssFetchPipeline`), on the same bucket and breaker.
 
     Parameters
     ----------
@@ -261,6 +325,8 @@ def build_fetch_pipeline(
     stop
         The worker's stop event: requests waiting on the breaker give their task back.
     """
+    if settings.fetch_source == "sdss":
+        return _build_sdss_fetch_pipeline(settings, pool, stop)
     request = CutoutRequest(
         base_url=settings.cutout_base_url,
         layer=settings.cutout_layer,
@@ -274,6 +340,44 @@ def build_fetch_pipeline(
         read_timeout=settings.cutout_read_timeout_seconds,
         observer=observe_request,
     )
+    bucket, breaker = _shared_bucket_and_breaker(settings, pool)
+    store = InstrumentedObjectStore(object_store_from_settings(settings))
+    return FetchPipeline(
+        pool=pool,
+        client=client,
+        store=store,
+        bucket=bucket,
+        breaker=breaker,
+        owner=settings.owner,
+        batch_size=settings.fetch_batch_size,
+        threads=settings.fetch_threads,
+        max_retries=settings.max_retries,
+        stop=stop,
+        packer=cutout_packer(settings, store, settings.cutout_layer),
+    )
+
+
+def cutout_packer(settings: Settings, store: ObjectStore, layer: str) -> CutoutPacker | None:
+    """The packer of ``GALPIPE_CUTOUT_PACKING`` (``GALPIPE_CUTOUT_PACK_ORDER``), or None.
+
+    Parameters
+    ----------
+    settings
+        The process's configuration.
+    store
+        The fetch pipeline's object store.
+    layer
+        The survey layer of the cutouts (the packs' key prefix).
+    """
+    if settings.cutout_packing == "none":
+        return None
+    return CutoutPacker(store, FetchPipeline.name, layer, settings.cutout_pack_order)
+
+
+def _shared_bucket_and_breaker(
+    settings: Settings, pool: ConnectionPool
+) -> tuple[TokenBucket, CircuitBreaker]:
+    """The fetch pipeline's token bucket (configured) and circuit breaker, from settings."""
     bucket = TokenBucket(
         pool,
         FetchPipeline.name,
@@ -289,17 +393,63 @@ def build_fetch_pipeline(
         view_seconds=BREAKER_VIEW_SECONDS,
         observer=observe_breaker_rejection,
     )
-    return FetchPipeline(
+    return bucket, breaker
+
+
+def _build_sdss_fetch_pipeline(
+    settings: Settings, pool: ConnectionPool, stop: threading.Event
+) -> SdssFetchPipeline:
+    """The SDSS source of the fetch pipeline (``GALPIPE_FETCH_SOURCE=sdss``).
+
+    Raises
+    ------
+    SettingsError
+        If ``GALPIPE_CUTOUT_BANDS`` holds a band SDSS does not have.
+    ConfigurationError
+        If the ``reproject`` package (the ``sdss`` extra) is not installed.
+    """
+    from galpipe.pipelines.sdss_fetch import SdssFetchPipeline
+    from galpipe.settings import SettingsError
+    from galpipe.survey.sdss import BANDS as SDSS_BANDS
+    from galpipe.survey.sdss import SdssFrameClient
+    from galpipe.survey.sdss_cutout import LAYER as SDSS_LAYER
+
+    if importlib.util.find_spec("reproject") is None:
+        # Checked at start: without it every galaxy's registration would fail in the batch.
+        raise ConfigurationError(
+            "GALPIPE_FETCH_SOURCE=sdss registers the frames with the reproject package, which "
+            "is not installed here; install galpipe's sdss extra (pip install 'galpipe[sdss]') "
+            "in the fetch image, or use GALPIPE_FETCH_SOURCE=legacysurvey"
+        )
+    unknown = sorted(set(settings.cutout_bands) - set(SDSS_BANDS))
+    if unknown:
+        raise SettingsError(
+            f"GALPIPE_CUTOUT_BANDS={settings.cutout_bands!r}: band(s) {', '.join(unknown)} are "
+            f"not SDSS bands ({SDSS_BANDS}), which GALPIPE_FETCH_SOURCE=sdss needs"
+        )
+    client = SdssFrameClient(
+        settings.sdss_base_url,
+        connect_timeout=settings.cutout_connect_timeout_seconds,
+        read_timeout=settings.cutout_read_timeout_seconds,
+        observer=observe_request,
+    )
+    bucket, breaker = _shared_bucket_and_breaker(settings, pool)
+    store = InstrumentedObjectStore(object_store_from_settings(settings))
+    return SdssFetchPipeline(
         pool=pool,
         client=client,
-        store=InstrumentedObjectStore(object_store_from_settings(settings)),
+        store=store,
         bucket=bucket,
         breaker=breaker,
         owner=settings.owner,
+        bands=settings.cutout_bands,
+        size=settings.cutout_size,
+        pixscale=settings.cutout_pixscale,
         batch_size=settings.fetch_batch_size,
         threads=settings.fetch_threads,
         max_retries=settings.max_retries,
         stop=stop,
+        packer=cutout_packer(settings, store, SDSS_LAYER),
     )
 
 

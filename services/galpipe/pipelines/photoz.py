@@ -9,9 +9,11 @@ Per claimed batch (default 256 galaxies):
    registration is the identity, and the reader checks that no WCS card ties the band axis to
    the sky (:func:`galpipe.pipelines.stored_cutouts.band_registration_problem`) rather than
    assuming it;
-3. give every pixel an error: a cutout carries no error image, so each band's sky noise
-   measured in the stamp (:func:`galpipe.science.photoz_pixels.sky_noise_errors`;
-   ``error_source`` ``sky_noise`` on every row);
+3. give every pixel an error: a Legacy Survey cutout carries no error image, so each band's
+   sky noise measured in the stamp (:func:`galpipe.science.photoz_pixels.sky_noise_errors`;
+   ``error_source`` ``sky_noise``); a cutout with error planes (one the fetch pipeline built
+   from SDSS frames) brings its own, and its row says where they come from
+   (``sdss_sky_hdu``);
 4. segment each stamp and keep the segment at the catalogue position (the stamp's centre),
    one vector per pixel (:func:`galpipe.science.photoz_pixels.pixel_vectors`, with the
    segmentation settings saved in the model);
@@ -44,8 +46,14 @@ from galpipe.db.queue import Task
 from galpipe.learning.pixel_redshift import PixelRedshiftModel
 from galpipe.pipelines.base import Done, Fail, Outcome
 from galpipe.pipelines.model_artefacts import load_model_bytes
-from galpipe.pipelines.stored_cutouts import DecodedCutout, StoredCutoutReader, split_reads
-from galpipe.science.photoz_pixels import pixel_vectors, sky_noise_errors
+from galpipe.pipelines.stored_cutouts import (
+    SKY_NOISE_ERROR_SOURCE,
+    DecodedCutout,
+    StoredCutoutReader,
+    pixel_errors,
+    split_reads,
+)
+from galpipe.science.photoz_pixels import pixel_vectors
 from galpipe.settings import Settings, SettingsError
 from galpipe.storage import ObjectStore, object_store_from_settings
 from galpipe.storage.instrumented import InstrumentedObjectStore
@@ -54,7 +62,7 @@ from galpipe.survey.layout import PIXSCALE_ARCSEC
 __all__ = ["PhotozPipeline", "PhotozPrediction", "build_photoz_pipeline"]
 
 #: Where the errors of a Legacy Survey cutout's pixels come from (``photoz_predictions``).
-ERROR_SOURCE = "sky_noise"
+ERROR_SOURCE = SKY_NOISE_ERROR_SOURCE
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,7 @@ class PhotozPrediction:
     z_phot: float
     z_err: float
     n_pixels: int
+    error_source: str = ERROR_SOURCE
 
 
 class PhotozPipeline:
@@ -128,7 +137,7 @@ class PhotozPipeline:
                 z_phot=column("z_phot"),
                 z_err=column("z_err"),
                 n_pixels=np.array([p.n_pixels for p in predictions], dtype=np.int64),
-                error_source=[ERROR_SOURCE] * len(done),
+                error_source=[p.error_source for p in predictions],
             ),
         )
 
@@ -137,9 +146,10 @@ class PhotozPipeline:
         size = cubes.shape[-1]
         # The catalogue position is the cutout's centre: 0-based pixel (size - 1) / 2.
         positions = np.full((len(good), 2), (size - 1) / 2.0)
+        sigmas, error_sources = pixel_errors(cubes, [c for _, c in good])
         vectors = pixel_vectors(
             cubes,
-            sky_noise_errors(cubes),
+            sigmas,
             positions,
             self.model.vector_config,
             pixel_scale_arcsec=PIXSCALE_ARCSEC,
@@ -159,6 +169,7 @@ class PhotozPipeline:
                         z_phot=max(float(galaxies.z[i]), 0.0),
                         z_err=float(galaxies.z_err[i]),
                         n_pixels=int(galaxies.n_pixels[i]),
+                        error_source=error_sources[i],
                     ),
                 )
             )

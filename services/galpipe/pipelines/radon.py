@@ -27,12 +27,22 @@ import numpy as np
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from galpipe.db.cutouts import cutouts_for
 from galpipe.db.measurements import MeasurementRecord, record_measurements
 from galpipe.db.queue import Task
+from galpipe.errors import ConfigurationError
 from galpipe.pipelines.base import Done, Outcome
+from galpipe.pipelines.decode_processes import DecodeProcesses
 from galpipe.pipelines.stored_cutouts import DecodedCutout, StoredCutoutReader, split_reads
 from galpipe.runtime import metrics
-from galpipe.science.core import BatchMeasurement, RadonConfig, measure_batch
+from galpipe.science.core import (
+    BatchMeasurement,
+    FitSinograms,
+    RadonConfig,
+    concatenate_stamps,
+    measure_batch,
+    measure_prepared,
+)
 from galpipe.science.orientation import (
     image_angle_to_position_angle,
 )
@@ -75,6 +85,15 @@ class RadonPipeline:
         The Radon operator for ``config`` (built once per process).
     batch_size, threads
         Tasks per claim; concurrent object reads.
+    measure_chunk
+        Galaxies measured together (default :data:`MEASURE_CHUNK`).
+    sinogram_fitter
+        Steps 3-5 of the science core; ``None`` for numpy on the CPU, a
+        :class:`galpipe.gpu.sinograms.TorchSinogramFitter` for a GPU.
+    decode_processes
+        Read, decode and prepare (step 2) each batch in these processes and measure it at once
+        (:mod:`galpipe.pipelines.decode_processes`); ``None`` reads in threads of this process
+        and measures chunk by chunk. The pipeline closes them.
     """
 
     name = "radon"
@@ -88,24 +107,35 @@ class RadonPipeline:
         operator: RadonOperator,
         batch_size: int = 256,
         threads: int = 16,
+        measure_chunk: int | None = None,
+        sinogram_fitter: FitSinograms | None = None,
+        decode_processes: DecodeProcesses | None = None,
     ) -> None:
         self.config = config
         self.operator = operator
+        self.sinogram_fitter = sinogram_fitter
+        self.measure_chunk = measure_chunk or MEASURE_CHUNK
         self.batch_size = batch_size
+        self.pool = pool
         self.reader = StoredCutoutReader(pool, store, threads=threads, name="radon-read")
+        self.decode_processes = decode_processes
 
     def close(self) -> None:
         self.reader.close()
+        if self.decode_processes is not None:
+            self.decode_processes.close()
 
     def process(self, tasks: Sequence[Task]) -> Sequence[Outcome]:
         ids = [t.source_id for t in tasks]
+        if self.decode_processes is not None:
+            return self._process_in_decode_processes(ids, self.decode_processes)
         # Every read is in flight at once; each chunk is measured as soon as its own reads are
         # in, while the reader threads fetch the rest (object-store latency hides behind the
         # science instead of adding to it).
         reads = self.reader.submit(ids)
         outcomes: list[Outcome] = []
-        for start in range(0, len(ids), MEASURE_CHUNK):
-            chunk = slice(start, start + MEASURE_CHUNK)
+        for start in range(0, len(ids), self.measure_chunk):
+            chunk = slice(start, start + self.measure_chunk)
             good, failed = split_reads(ids[chunk], reads[chunk])
             outcomes.extend(failed)
             if good:
@@ -117,14 +147,43 @@ class RadonPipeline:
 
     # -- steps --------------------------------------------------------------------------------
 
+    def _process_in_decode_processes(
+        self, ids: list[int], decoders: DecodeProcesses
+    ) -> list[Outcome]:
+        """The batch read, decoded and prepared in the decode processes, then measured at once."""
+        with self.pool.connection() as conn:
+            records = cutouts_for(conn, ids)
+        chunks = [f.result() for f in decoders.submit([(sid, records.get(sid)) for sid in ids])]
+        outcomes: list[Outcome] = [o for c in chunks for o in c.failed]
+        prepared = [c for c in chunks if c.stamps is not None]
+        if prepared:
+            m = measure_prepared(
+                concatenate_stamps([c.stamps for c in prepared if c.stamps is not None]),
+                self.config,
+                self.operator,
+                chunk_size=self.measure_chunk,
+                sinogram_fitter=self.sinogram_fitter,
+            )
+            ids_measured = [sid for c in prepared for sid in c.source_ids]
+            outcomes.extend(
+                self._outcomes(m, ids_measured, np.concatenate([c.jacobians for c in prepared]))
+            )
+        return outcomes
+
     def _measure(self, good: list[tuple[int, DecodedCutout]]) -> list[Outcome]:
         images = np.stack([c.data for _, c in good])
         jacobians = np.stack([c.jacobian for _, c in good])
-        m = measure_batch(images, self.config, self.operator)
+        m = measure_batch(images, self.config, self.operator, sinogram_fitter=self.sinogram_fitter)
+        return self._outcomes(m, [sid for sid, _ in good], jacobians)
+
+    def _outcomes(
+        self, m: BatchMeasurement, ids: Sequence[int], jacobians: np.ndarray
+    ) -> list[Outcome]:
+        """The Done outcome of every measured galaxy: its four band rows and combined row."""
         metrics.observe_radon_batch(m)
         sky = _PositionAngles.of(m, jacobians)
         outcomes: list[Outcome] = []
-        for i, (sid, _) in enumerate(good):
+        for i, sid in enumerate(ids):
             records = [_band_record(m, sky, sid, i, b) for b in range(len(BANDS))]
             outcomes.append(Done(sid, [*records, _combined_record(m, sky, sid, i)]))
         return outcomes
@@ -233,4 +292,45 @@ def build_radon_pipeline(
         config=config,
         operator=operator,
         batch_size=settings.radon_batch_size,
+        # A GPU batch is only worth its launch and copy when it is large: measure a whole
+        # claim at once there (the CPU path measures as the reads come in).
+        measure_chunk=settings.radon_batch_size if settings.radon_device == "cuda" else None,
+        sinogram_fitter=gpu_sinogram_fitter(settings, operator),
+        decode_processes=(
+            DecodeProcesses(
+                settings.radon_decode_processes,
+                settings.require("object_store"),
+                settings.s3_endpoint_url,
+                config,
+            )
+            if settings.radon_decode_processes > 0
+            else None
+        ),
     )
+
+
+def gpu_sinogram_fitter(settings: Settings, operator: RadonOperator) -> FitSinograms | None:
+    """The GPU's steps 3-5 when ``GALPIPE_RADON_DEVICE=cuda``, else ``None`` (numpy).
+
+    Raises
+    ------
+    ConfigurationError
+        With ``cuda``, when PyTorch is not installed (the CPU image) or sees no CUDA device.
+    """
+    if settings.radon_device != "cuda":
+        return None
+    try:
+        from galpipe.gpu.sinograms import TorchSinogramFitter
+    except ImportError as exc:
+        raise ConfigurationError(
+            "GALPIPE_RADON_DEVICE=cuda: PyTorch is not installed in this image "
+            f"({exc}); run the GPU image (`<tag>-gpu`) or set GALPIPE_RADON_DEVICE=cpu"
+        ) from exc
+    try:
+        return TorchSinogramFitter(
+            operator,
+            device="cuda",
+            precision=settings.radon_precision,  # type: ignore[arg-type]
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"GALPIPE_RADON_DEVICE=cuda: {exc}") from exc

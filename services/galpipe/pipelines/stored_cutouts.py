@@ -5,7 +5,9 @@ Every pipeline that works on fetched cutouts (radon, morphology) reads them the 
 to it, and the FITS is parsed by the same parser the fetch pipeline used, into the ``(4, S, S)``
 griz cube (a band the cutout lacks is an all-zero plane) and the pixel-to-sky Jacobian at the
 stamp centre. :func:`load_stored_cutout` turns each way this can go wrong into the task's
-outcome: a missing or corrupt object fails, a store outage retries.
+outcome: a missing or corrupt object fails, a store outage retries. A cutout stored in a pack
+(:mod:`galpipe.pipelines.cutout_packs`) is read as its byte range of the pack, and the galaxies
+of a batch that share a pack with one request (:meth:`StoredCutoutReader.submit`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from astropy.io import fits
@@ -21,9 +24,12 @@ from psycopg_pool import ConnectionPool
 from galpipe.db.cutouts import CutoutRecord, cutouts_for
 from galpipe.errors import InputError
 from galpipe.pipelines.base import Fail, Outcome, Retry
+from galpipe.pipelines.cutout_packs import read_cutout_bytes, read_unit, read_units
 from galpipe.science.orientation import OrientationError, sky_jacobian
+from galpipe.science.photoz_pixels import sky_noise_errors
 from galpipe.storage import ChecksumMismatch, ObjectNotFound, ObjectStore, ObjectStoreError
 from galpipe.survey.cutout import CutoutFormatError, parse_cutout
+from galpipe.survey.error_planes import ErrorPlaneError, read_error_planes
 from galpipe.survey.layout import BANDS
 
 __all__ = [
@@ -32,7 +38,9 @@ __all__ = [
     "StoredCutoutReader",
     "band_registration_problem",
     "decode_cutout",
+    "load_read_unit",
     "load_stored_cutout",
+    "pixel_errors",
     "split_reads",
 ]
 
@@ -43,10 +51,18 @@ class CutoutDecodeError(InputError, ValueError):
 
 @dataclass(frozen=True)
 class DecodedCutout:
-    """A cube ready for the core, and the Jacobian that maps its pixels to the sky."""
+    """A cube ready for the core, and the Jacobian that maps its pixels to the sky.
+
+    ``errors`` and ``error_source`` are set for a cutout that carries error planes (an SDSS
+    cutout, :mod:`galpipe.survey.error_planes`): float32 ``(4, S, S)`` 1-sigma errors in
+    nanomaggies, in the cube's band order (0 for a band the cutout does not carry), and where
+    they come from; None for a Legacy Survey cutout.
+    """
 
     data: np.ndarray  # float32 (4, S, S), bands g, r, i, z
     jacobian: np.ndarray  # (2, 2) pixel -> (east, north), degrees per pixel
+    errors: np.ndarray | None = None
+    error_source: str | None = None
 
 
 def decode_cutout(raw: bytes, size: int, bands: str = BANDS) -> DecodedCutout:
@@ -54,7 +70,8 @@ def decode_cutout(raw: bytes, size: int, bands: str = BANDS) -> DecodedCutout:
 
     The bytes are checked by the same parser the fetch pipeline used
     (:func:`galpipe.survey.cutout.parse_cutout`). A band the cutout does not carry is an all-zero
-    plane (the core flags it blank).
+    plane (the core flags it blank). Error planes, when the file carries them, come with the
+    cube (:class:`DecodedCutout`).
 
     Raises
     ------
@@ -76,7 +93,52 @@ def decode_cutout(raw: bytes, size: int, bands: str = BANDS) -> DecodedCutout:
         jacobian = _reference_jacobian(cutout.header)
     except OrientationError as exc:
         raise CutoutDecodeError(f"unusable WCS: {exc}") from None
-    return DecodedCutout(data, jacobian)
+    try:
+        planes = read_error_planes(raw, bands, size)
+    except ErrorPlaneError as exc:
+        raise CutoutDecodeError(f"error planes: {exc}") from None
+    if planes is None:
+        return DecodedCutout(data, jacobian)
+    errors = np.zeros_like(data)
+    for i, band in enumerate(bands):
+        if band in BANDS:
+            errors[BANDS.index(band)] = planes.errors[i]
+    return DecodedCutout(data, jacobian, errors, planes.source)
+
+
+#: ``error_source`` of a cutout without error planes: the sky noise measured in its stamp.
+SKY_NOISE_ERROR_SOURCE = "sky_noise"
+
+
+def pixel_errors(
+    cubes: np.ndarray, cutouts: Sequence[DecodedCutout]
+) -> tuple[np.ndarray, list[str]]:
+    """Every pixel's 1-sigma error for the photo-z vectors, and where each cutout's come from.
+
+    A cutout with error planes (an SDSS cutout) brings its own; for the others each band's sky
+    noise measured in the stamp stands in (:func:`galpipe.science.photoz_pixels.sky_noise_errors`,
+    ``sky_noise``). The worker and the training sets call this one function, so a model learns
+    from the errors it will be given.
+
+    Parameters
+    ----------
+    cubes
+        float32 ``(N, 4, S, S)``, the cutouts' data stacked, nanomaggies.
+    cutouts
+        The ``N`` decoded cutouts, in the same order.
+
+    Returns
+    -------
+    tuple
+        float32 ``(N, 4, S, S)`` errors in nanomaggies, and the ``error_source`` of each cutout.
+    """
+    sigmas = sky_noise_errors(cubes)
+    sources: list[str] = []
+    for i, cutout in enumerate(cutouts):
+        if cutout.errors is not None:
+            sigmas[i] = cutout.errors
+        sources.append(cutout.error_source or SKY_NOISE_ERROR_SOURCE)
+    return sigmas, sources
 
 
 #: Cards that would tie the band axis (3) of a cube to its sky axes (1, 2).
@@ -149,15 +211,42 @@ def load_stored_cutout(
     if record is None:
         return Fail(source_id, "no cutouts row: the galaxy was never fetched")
     try:
-        raw = store.get(record.object_key, record.sha256)
-    except (ObjectNotFound, ChecksumMismatch) as exc:
-        return Fail(source_id, f"stored cutout unusable: {exc}")
+        raw: bytes | ObjectStoreError = read_cutout_bytes(store, record)
     except ObjectStoreError as exc:
-        return Retry(source_id, f"object store: {exc}")
+        raw = exc
+    return _decoded_or_outcome(source_id, record, raw)
+
+
+def load_read_unit(
+    store: ObjectStore, items: Sequence[tuple[int, CutoutRecord | None]]
+) -> list[DecodedCutout | Outcome]:
+    """Decoded cutouts (or outcomes) of one read of
+    :func:`~galpipe.pipelines.cutout_packs.read_units`: one galaxy of any kind, or galaxies of
+    one pack read with one request."""
+    if len(items) == 1:
+        return [load_stored_cutout(store, *items[0])]
+    records = [record for _, record in items if record is not None]
+    if len(records) != len(items):
+        raise ValueError("load_read_unit: every galaxy of a read of several needs its row")
+    raws = read_unit(store, records)
+    return [
+        _decoded_or_outcome(sid, record, raw)
+        for (sid, _), record, raw in zip(items, records, raws, strict=True)
+    ]
+
+
+def _decoded_or_outcome(
+    source_id: int, record: CutoutRecord, raw: bytes | ObjectStoreError
+) -> DecodedCutout | Outcome:
+    """The decoded cube of ``raw``, or the task's outcome of a failed read or decode."""
+    if isinstance(raw, ObjectNotFound | ChecksumMismatch):
+        return Fail(source_id, f"stored cutout unusable: {raw}")
+    if isinstance(raw, ObjectStoreError):
+        return Retry(source_id, f"object store: {raw}")
     try:
         return decode_cutout(raw, record.size, record.bands)
     except CutoutDecodeError as exc:
-        return Fail(source_id, f"{record.object_key}: {exc}")
+        return Fail(source_id, f"{record.stored_key}: {exc}")
 
 
 def split_reads(
@@ -204,13 +293,36 @@ class StoredCutoutReader:
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
 
     def submit(self, source_ids: Sequence[int]) -> list[Future[DecodedCutout | Outcome]]:
-        """One future per galaxy of ``source_ids``, in that order."""
+        """One future per galaxy of ``source_ids``, in that order.
+
+        The galaxies that share a pack are one read (one ranged GET, each galaxy checked
+        against its own SHA-256, :func:`load_read_unit`); their futures complete together.
+        """
         with self.pool.connection() as conn:
             records = cutouts_for(conn, source_ids)
-        return [
-            self._executor.submit(load_stored_cutout, self.store, sid, records.get(sid))
-            for sid in source_ids
-        ]
+        items = [(sid, records.get(sid)) for sid in source_ids]
+        futures: list[Future[DecodedCutout | Outcome]] = [Future() for _ in items]
+        for unit in read_units([record for _, record in items]):
+            read = self._executor.submit(load_read_unit, self.store, [items[i] for i in unit])
+            read.add_done_callback(partial(_deliver, futures=[futures[i] for i in unit]))
+        return futures
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+
+
+def _deliver(
+    read: Future[list[DecodedCutout | Outcome]], futures: Sequence[Future[DecodedCutout | Outcome]]
+) -> None:
+    """Hand one unit's results (or its exception) to the futures of its galaxies."""
+    if read.cancelled():
+        for future in futures:
+            future.cancel()
+        return
+    error = read.exception()
+    if error is not None:
+        for future in futures:
+            future.set_exception(error)
+        return
+    for future, loaded in zip(futures, read.result(), strict=True):
+        future.set_result(loaded)

@@ -42,8 +42,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from enum import IntFlag
 from typing import Literal
 
@@ -70,10 +70,17 @@ from galpipe.science.uncertainty import AngleErrCalibration, calibrated_angle_er
 __all__ = [
     "ALGO_FAMILY",
     "BatchMeasurement",
+    "FitSinograms",
     "Flag",
     "MaskNeighbours",
     "RadonConfig",
+    "SinogramFits",
+    "Stamps",
+    "concatenate_stamps",
+    "fit_sinograms",
     "measure_batch",
+    "measure_prepared",
+    "prepare_stamps",
 ]
 
 #: Bump when the measurement changes in a way not captured by RadonConfig's fields.
@@ -341,7 +348,78 @@ def _sinograms_to_curves(
 
 
 @dataclass(frozen=True)
-class _Stamps:
+class SinogramFits:
+    """Steps 3-5 of a batch: the fits of its pooled and projection-variance curves.
+
+    Attributes
+    ----------
+    peak, window, moments
+        Per band ``(N, B)``: the pooled curve's sinusoid (the paper's peak) and window-drop
+        error, and the projection variance's sinusoid (second moments).
+    stack_peak
+        Per galaxy ``(N,)``: the sinusoid of the band stack's pooled curve.
+    stack_moments
+        Per galaxy ``(N,)``: the sinusoid of the band stack's projection variance; only for
+        the "moments" estimator (``None`` otherwise).
+    """
+
+    peak: features.SinusoidFit
+    window: features.WindowError
+    moments: features.SinusoidFit
+    stack_peak: features.SinusoidFit
+    stack_moments: features.SinusoidFit | None
+
+
+#: Steps 3-5 of a batch: ``(images, weights, operator, config, chunk_size) -> SinogramFits``,
+#: ``images`` float32 ``(N, B, S, S)`` after step 2 (circular mask applied), ``weights``
+#: ``(N, B)`` the band-stack weights. :func:`fit_sinograms` on the CPU by default; the GPU
+#: worker passes :class:`galpipe.gpu.sinograms.TorchSinogramFitter`.
+FitSinograms = Callable[[np.ndarray, np.ndarray, RadonOperator, RadonConfig, int], SinogramFits]
+
+
+def fit_sinograms(
+    images: np.ndarray,
+    weights: np.ndarray,
+    operator: RadonOperator,
+    config: RadonConfig,
+    chunk_size: int,
+) -> SinogramFits:
+    """Steps 3-5 on the CPU: the transform, the pooling and the sinusoid fits.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        float32 ``(N, B, S, S)`` stamps after step 2 (circular mask applied).
+    weights : numpy.ndarray
+        ``(N, B)`` band-stack weights (step 6).
+    operator : RadonOperator
+        The transform for ``config``.
+    config : RadonConfig
+        Pooling, estimator and windows.
+    chunk_size : int
+        Galaxies transformed at a time.
+
+    Returns
+    -------
+    SinogramFits
+    """
+    pooled, variance, stack_pooled, stack_variance = _sinograms_to_curves(
+        images, weights, operator, config, chunk_size
+    )
+    angles = operator.angles
+    return SinogramFits(
+        peak=features.fit_sinusoid(pooled, angles),
+        window=features.window_drop_error(pooled, angles, config.windows_deg),
+        moments=features.fit_sinusoid(variance, angles),
+        stack_peak=features.fit_sinusoid(stack_pooled, angles),
+        stack_moments=(
+            features.fit_sinusoid(stack_variance, angles) if config.estimator == "moments" else None
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Stamps:
     """The batch after step 2, ready for the transform; per band ``(N, B)`` unless stated.
 
     ``images`` float32 ``(N, B, S, S)`` (sanitised, min-shifted, neighbours masked, circular
@@ -438,10 +516,14 @@ def _masked_neighbours(
     )
 
 
-def _prepare_stamps(
+def prepare_stamps(
     images: np.ndarray, cfg: RadonConfig, mask_neighbours: MaskNeighbours | None
-) -> _Stamps:
-    """Step 2 (and ours: neighbour masking before the circular mask), and which bands count."""
+) -> Stamps:
+    """Step 2 (and ours: neighbour masking before the circular mask), and which bands count.
+
+    The first half of :func:`measure_batch`, on the CPU; ``images``, ``cfg`` and
+    ``mask_neighbours`` as there (``images`` already checked against ``cfg``).
+    """
     pre = sanitise_and_shift(images)
     sky_level, sky_sigma = sky_level_and_noise(pre.images, pre.no_data)
     shifted, masked_fraction, contaminated = _masked_neighbours(
@@ -453,7 +535,7 @@ def _prepare_stamps(
     point_like = (flux > 0) & (brightest > cfg.point_like_fraction * flux)
     blank = pre.blank | ~(flux > 0)  # also blank once masked to nothing
     usable = ~blank & ~point_like
-    return _Stamps(
+    return Stamps(
         images=stamps,
         nonfinite_count=pre.nonfinite_count,
         blank=blank,
@@ -465,16 +547,14 @@ def _prepare_stamps(
     )
 
 
-def _fit_bands(
-    pooled: np.ndarray, variance: np.ndarray, angles: np.ndarray, cfg: RadonConfig
-) -> _BandFits:
-    """Step 5, per band: the sinusoid fits, the window-drop error and the quality tests."""
-    peak = features.fit_sinusoid(pooled, angles)
+def _fit_bands(sinogram_fits: SinogramFits, cfg: RadonConfig) -> _BandFits:
+    """Step 5, per band: the quality tests and image angle of the sinusoid fits."""
+    peak = sinogram_fits.peak
     anisotropy = features.sinusoid_anisotropy(peak)
     return _BandFits(
         peak=peak,
-        window=features.window_drop_error(pooled, angles, cfg.windows_deg),
-        moments=features.fit_sinusoid(variance, angles),
+        window=sinogram_fits.window,
+        moments=sinogram_fits.moments,
         anisotropy=anisotropy,
         angle_deg=features.peak_angle_to_image_angle(peak.theta0_deg),
         low_signal=peak.amplitude < cfg.min_significance * peak.amplitude_err,
@@ -483,21 +563,18 @@ def _fit_bands(
 
 
 def _combine(
-    fits: _BandFits,
-    usable: np.ndarray,
-    stack_pooled: np.ndarray,
-    stack_variance: np.ndarray,
-    angles: np.ndarray,
-    cfg: RadonConfig,
+    fits: _BandFits, usable: np.ndarray, sinogram_fits: SinogramFits, cfg: RadonConfig
 ) -> _Combined:
     """Step 6 (ours): the band stack's angle, and how far the usable bands agree with it."""
-    stack_fit = features.fit_sinusoid(stack_pooled, angles)
+    stack_fit = sinogram_fits.stack_peak
     if cfg.estimator == "peak":
         chosen_angle, chosen_err = fits.angle_deg, fits.peak.theta0_err_deg
         stack_angle = features.peak_angle_to_image_angle(stack_fit.theta0_deg)
         stack_err = stack_fit.theta0_err_deg
     else:
-        stack_moments = features.fit_sinusoid(stack_variance, angles)
+        stack_moments = sinogram_fits.stack_moments
+        if stack_moments is None:
+            raise ValueError("sinogram fits: the moments estimator needs the stack's moments fit")
         chosen_angle, chosen_err = fits.moments.theta0_deg, fits.moments.theta0_err_deg
         stack_angle, stack_err = stack_moments.theta0_deg, stack_moments.theta0_err_deg
     bands = features.combine_axial(chosen_angle, chosen_err, usable)
@@ -514,7 +591,7 @@ def _combine(
     )
 
 
-def _band_flags(stamps: _Stamps, fits: _BandFits) -> np.ndarray:
+def _band_flags(stamps: Stamps, fits: _BandFits) -> np.ndarray:
     """int32 ``(N, B)`` :class:`Flag` bits of every band; a blank band gets no quality bit."""
     measured = ~stamps.blank
     return _flag_bits(
@@ -530,7 +607,7 @@ def _band_flags(stamps: _Stamps, fits: _BandFits) -> np.ndarray:
 
 
 def _galaxy_flags(
-    stamps: _Stamps, fits: _BandFits, combined: _Combined, cfg: RadonConfig
+    stamps: Stamps, fits: _BandFits, combined: _Combined, cfg: RadonConfig
 ) -> np.ndarray:
     """int32 ``(N,)`` :class:`Flag` bits of every galaxy (the rules: :class:`Flag`)."""
     # unreliable_angle is True where there is no angle; NO_VALID_BAND already says that.
@@ -560,7 +637,7 @@ def _galaxy_flags(
 
 
 def _batch_measurement(
-    stamps: _Stamps, fits: _BandFits, combined: _Combined, cfg: RadonConfig
+    stamps: Stamps, fits: _BandFits, combined: _Combined, cfg: RadonConfig
 ) -> BatchMeasurement:
     """The fields of :class:`BatchMeasurement`; per-band floats NaN where the band is blank."""
 
@@ -602,6 +679,7 @@ def measure_batch(
     mask_neighbours: MaskNeighbours | None = None,
     *,
     chunk_size: int = 256,
+    sinogram_fitter: FitSinograms | None = None,
 ) -> BatchMeasurement:
     """Measure the orientation of a batch of galaxies (paper section 3, steps 2-5).
 
@@ -618,6 +696,9 @@ def measure_batch(
         ``config.mask_neighbours``; default :func:`galpipe.science.neighbours.mask_neighbours`.
     chunk_size : int
         Galaxies transformed at a time (memory: ~``chunk_size * B * S * A * 4`` bytes).
+    sinogram_fitter : callable, optional
+        Steps 3-5 (:data:`FitSinograms`); default :func:`fit_sinograms` (numpy, CPU). The GPU
+        worker passes :class:`galpipe.gpu.sinograms.TorchSinogramFitter`.
 
     Returns
     -------
@@ -628,10 +709,39 @@ def measure_batch(
     cfg = config if config is not None else RadonConfig()
     arr = np.asarray(images)
     op = _checked_operator(arr, cfg, operator, chunk_size)
-    stamps = _prepare_stamps(arr, cfg, mask_neighbours)  # step 2
-    pooled, variance, stack_pooled, stack_variance = _sinograms_to_curves(
-        stamps.images, stamps.weights, op, cfg, chunk_size
-    )  # steps 3-4
-    fits = _fit_bands(pooled, variance, op.angles, cfg)  # step 5
-    combined = _combine(fits, stamps.usable, stack_pooled, stack_variance, op.angles, cfg)
-    return _batch_measurement(stamps, fits, combined, cfg)
+    stamps = prepare_stamps(arr, cfg, mask_neighbours)  # step 2
+    return measure_prepared(stamps, cfg, op, chunk_size=chunk_size, sinogram_fitter=sinogram_fitter)
+
+
+def measure_prepared(
+    stamps: Stamps,
+    config: RadonConfig,
+    operator: RadonOperator,
+    *,
+    chunk_size: int = 256,
+    sinogram_fitter: FitSinograms | None = None,
+) -> BatchMeasurement:
+    """The second half of :func:`measure_batch`: steps 3-6 of stamps :func:`prepare_stamps`
+    made, possibly in another process (the GPU worker prepares its batches in decode
+    processes and measures them here). Arguments and result as :func:`measure_batch`'s.
+    """
+    fitter = sinogram_fitter or fit_sinograms
+    sinogram_fits = fitter(stamps.images, stamps.weights, operator, config, chunk_size)
+    fits = _fit_bands(sinogram_fits, config)  # step 5
+    combined = _combine(fits, stamps.usable, sinogram_fits, config)
+    return _batch_measurement(stamps, fits, combined, config)
+
+
+def concatenate_stamps(parts: Sequence[Stamps]) -> Stamps:
+    """One :class:`Stamps` of several batches' (in order), e.g. the decode processes' chunks.
+
+    Raises
+    ------
+    ValueError
+        If ``parts`` is empty.
+    """
+    if not parts:
+        raise ValueError("parts: expected at least one batch of stamps")
+    return Stamps(
+        **{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Stamps)}
+    )

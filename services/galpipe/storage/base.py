@@ -28,7 +28,9 @@ __all__ = [
     "ObjectStore",
     "ObjectStoreError",
     "StoredObject",
+    "check_byte_range",
     "normalise_sha256",
+    "range_url",
     "sha256_hex",
     "validate_key",
     "verify_sha256",
@@ -147,6 +149,26 @@ class ObjectStore(Protocol):
         """
         ...
 
+    def get_range(self, key: str, offset: int, length: int, sha256: str | None = None) -> bytes:
+        """Return ``length`` bytes of the object under ``key`` from byte ``offset`` (one request).
+
+        Reads a slice of a larger object (a cutout inside a pack,
+        :mod:`galpipe.pipelines.cutout_packs`) without reading the rest. Fewer bytes come back
+        where the object ends before ``offset + length`` (none past its end). With ``sha256``
+        (hex) the slice is verified against it; the object's own digest covers the whole object
+        and is not checked.
+
+        Raises
+        ------
+        ValueError
+            If ``offset`` is negative or ``length`` is not positive.
+        ObjectNotFound
+            If nothing is stored under ``key``.
+        ChecksumMismatch
+            If the bytes read do not hash to ``sha256``.
+        """
+        ...
+
     def exists(self, key: str) -> bool:
         """Whether an object is stored under ``key``."""
         ...
@@ -212,6 +234,19 @@ def normalise_sha256(sha256: str | None) -> str | None:
     if not _SHA256_HEX.fullmatch(normalised):
         raise ValueError(f"expected sha256 {sha256!r}: not 64 hexadecimal characters")
     return normalised
+
+
+def check_byte_range(key: str, offset: int, length: int) -> None:
+    """Raise ``ValueError`` unless ``offset >= 0`` and ``length > 0`` (a slice of ``key``)."""
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"byte range of key {key!r}: offset {offset!r} is not an integer >= 0")
+    if isinstance(length, bool) or not isinstance(length, int) or length <= 0:
+        raise ValueError(f"byte range of key {key!r}: length {length!r} is not an integer > 0")
+
+
+def range_url(object_url: str, offset: int, length: int) -> str:
+    """``object_url`` with the byte range ``offset … offset + length - 1`` (for messages)."""
+    return f"{object_url} (bytes {offset}-{offset + length - 1})"
 
 
 def verify_sha256(key: str, data: bytes, expected: str | None, object_url: str) -> str:

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from galpipe.runtime import metrics
 from galpipe.storage.base import ChecksumMismatch, ObjectNotFound, ObjectStore, StoredObject
 
-OPERATIONS = ("put", "get", "exists", "delete")
+OPERATIONS = ("put", "get", "get_range", "exists", "delete")
 
 
 def _outcome(exc: BaseException) -> str:
@@ -78,6 +78,12 @@ class InstrumentedObjectStore:
     def get(self, key: str, sha256: str | None = None) -> bytes:
         with self._counted("get"):
             data = self.inner.get(key, sha256)
+        metrics.OBJECT_STORE_READ_BYTES.inc(len(data))
+        return data
+
+    def get_range(self, key: str, offset: int, length: int, sha256: str | None = None) -> bytes:
+        with self._counted("get_range"):
+            data = self.inner.get_range(key, offset, length, sha256)
         metrics.OBJECT_STORE_READ_BYTES.inc(len(data))
         return data
 

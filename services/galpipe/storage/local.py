@@ -17,7 +17,9 @@ from galpipe.storage.base import (
     ObjectNotFound,
     ObjectStoreError,
     StoredObject,
+    check_byte_range,
     normalise_sha256,
+    range_url,
     sha256_hex,
     validate_key,
     verify_sha256,
@@ -79,6 +81,21 @@ class LocalObjectStore:
         except OSError as exc:
             raise ObjectStoreError(f"cannot read key {key!r} from {self.url}: {exc}") from exc
         verify_sha256(key, data, expected, path.as_uri())
+        return data
+
+    def get_range(self, key: str, offset: int, length: int, sha256: str | None = None) -> bytes:
+        check_byte_range(key, offset, length)
+        expected = normalise_sha256(sha256)
+        path = self._path(key)
+        try:
+            with path.open("rb") as file:
+                file.seek(offset)
+                data = file.read(length)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise ObjectNotFound(key, self.url) from None
+        except OSError as exc:
+            raise ObjectStoreError(f"cannot read key {key!r} from {self.url}: {exc}") from exc
+        verify_sha256(key, data, expected, range_url(path.as_uri(), offset, length))
         return data
 
     def exists(self, key: str) -> bool:

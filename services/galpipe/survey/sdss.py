@@ -1024,6 +1024,9 @@ _RETRYABLE_PROBLEMS: Mapping[str, RetryKind] = MappingProxyType(
         "not_fits": "not_fits",
     }
 )
+#: Problems of a compressed stream that, in a body whose every announced byte arrived, are the
+#: file's own: permanent (``not_fits``) rather than retried.
+_DAMAGED_FILE_PROBLEMS = frozenset({"truncated", "corrupt_bz2"})
 #: The closest :data:`PermanentKind` of the other problems; the reason carries the detail.
 _PERMANENT_PROBLEMS: Mapping[str, PermanentKind] = MappingProxyType(
     {
@@ -1044,7 +1047,10 @@ class SdssFrameClient:
     Statuses mean what they mean for the Legacy Survey client
     (:func:`~galpipe.survey.legacysurvey.classify_status`), except: 404 is :class:`NoCoverage`
     (the SAS has no such frame), and 500 is a plain server error (kind ``server_error``), not
-    the Legacy Survey viewer's "no data here".
+    the Legacy Survey viewer's "no data here". A bzip2 or FITS stream that is truncated or
+    corrupt although every byte the ``Content-Length`` announced arrived is a file damaged on
+    the server: :class:`Permanent` (``not_fits``), naming the frame; without a
+    ``Content-Length`` it may have been cut in transit, and is :class:`Retryable`.
 
     Parameters
     ----------
@@ -1163,6 +1169,16 @@ class SdssFrameClient:
             frame = parse_frame(body, run=run, camcol=camcol, field=field, band=band)
         except SdssFrameError as exc:
             reason = f"HTTP {status} but {exc}"
+            declared = response.headers.get("Content-Length", "").strip()
+            if exc.problem in _DAMAGED_FILE_PROBLEMS and declared == str(len(body)):
+                # Every byte the server announced arrived (the transfer checks Content-Length),
+                # so the stream was broken before it was sent: the file on the server is
+                # damaged, and another download gives the same bytes.
+                return Permanent(
+                    f"{reason}; all {declared} bytes the server announced arrived, so the "
+                    "file itself is damaged on the server",
+                    "not_fits",
+                )
             if exc.problem in _RETRYABLE_PROBLEMS:
                 return Retryable(reason, None, _RETRYABLE_PROBLEMS[exc.problem])
             return Permanent(reason, _PERMANENT_PROBLEMS[exc.problem])

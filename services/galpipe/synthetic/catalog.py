@@ -144,10 +144,14 @@ def gaia_sersic_values(truth: TruthGalaxy) -> tuple[float, float]:
     return float(angle % 180.0), ellipticity
 
 
-def truth_table(truths: Sequence[TruthGalaxy], *, gaia_sersic: bool = False) -> Table:
+def truth_table(
+    truths: Sequence[TruthGalaxy], *, gaia_sersic: bool = False, sdss_fields: bool = False
+) -> Table:
     """The catalogue as an astropy table, with units and descriptions on every column.
 
-    ``gaia_sersic`` adds the Gaia-like columns of :func:`gaia_sersic_values`.
+    ``gaia_sersic`` adds the Gaia-like columns of :func:`gaia_sersic_values`; ``sdss_fields``
+    adds ``run``, ``rerun``, ``camcol`` and ``field``, the synthetic SDSS field that holds each
+    galaxy (:func:`galpipe.synthetic.sdss_frames.field_of`), as a CasJobs query gives them.
     """
     values: dict[str, list[object]] = {
         "source_id": [t.source_id for t in truths],
@@ -186,6 +190,22 @@ def truth_table(truths: Sequence[TruthGalaxy], *, gaia_sersic: bool = False) -> 
         ].description = "Gaia-like Sersic position angle, east of north (synthetic noise model)"
         table["ellipticity_sersic"] = np.array([p[1] for p in pairs], dtype=np.float64)
         table["ellipticity_sersic"].description = "Gaia-like Sersic ellipticity 1 - b/a (synthetic)"
+    if sdss_fields:
+        from galpipe.survey.sdss import DEFAULT_RERUN
+        from galpipe.synthetic.sdss_frames import field_of
+
+        fields = np.array([field_of(t.ra, t.dec) for t in truths], dtype=np.int64).reshape(-1, 3)
+        for i, (name, description) in enumerate(
+            (
+                ("run", "SDSS imaging run of the galaxy's field (synthetic layout)"),
+                ("camcol", "SDSS camera column of the galaxy's field (synthetic layout)"),
+                ("field", "SDSS field number of the galaxy's field (synthetic layout)"),
+            )
+        ):
+            table[name] = fields[:, i]
+            table[name].description = description
+        table["rerun"] = np.full(len(truths), DEFAULT_RERUN)
+        table["rerun"].description = "SDSS processing rerun of the frames"
     table.meta["survey"] = "galpipe-synthetic"
     table.meta["comments"] = [
         "Synthetic galaxies rendered by `galpipe sky serve`; each truth is seeded by source_id."
@@ -228,14 +248,20 @@ def truths_from_table(table: Table) -> list[TruthGalaxy]:
 
 
 def write_catalog(
-    path: str | Path, truths: Sequence[TruthGalaxy], *, gaia_sersic: bool = False
+    path: str | Path,
+    truths: Sequence[TruthGalaxy],
+    *,
+    gaia_sersic: bool = False,
+    sdss_fields: bool = False,
 ) -> Path:
     """Write the catalogue as ECSV (overwriting ``path``); returns the path.
 
-    ``gaia_sersic`` adds the Gaia-like columns (:func:`gaia_sersic_values`).
+    ``gaia_sersic`` adds the Gaia-like columns (:func:`gaia_sersic_values`), ``sdss_fields``
+    each galaxy's synthetic SDSS field (:func:`truth_table`).
     """
     target = Path(path)
-    truth_table(truths, gaia_sersic=gaia_sersic).write(target, format="ascii.ecsv", overwrite=True)
+    table = truth_table(truths, gaia_sersic=gaia_sersic, sdss_fields=sdss_fields)
+    table.write(target, format="ascii.ecsv", overwrite=True)
     return target
 
 

@@ -86,6 +86,12 @@ def _add_catalog_command(sky_sub: argparse._SubParsersAction[argparse.ArgumentPa
         default=None,
         help="fraction of galaxies with stars/companions near them (default 0.3)",
     )
+    p.add_argument(
+        "--sdss-fields",
+        action="store_true",
+        help="add run, rerun, camcol, field: each galaxy's SDSS field in the synthetic sky's "
+        "frame layout (for GALPIPE_FETCH_SOURCE=sdss)",
+    )
     # ``command`` names the sub-command in full in error messages: "galpipe sky catalog: …".
     p.set_defaults(handler=_cmd_catalog, command="sky catalog")
 
@@ -197,7 +203,7 @@ def _cmd_catalog(args: argparse.Namespace, settings: object) -> None:
             dec_range=tuple(args.dec_range),
             config=config,
         )
-        path = write_catalog(args.out, truths)
+        path = write_catalog(args.out, truths, sdss_fields=args.sdss_fields)
     print(f"wrote {len(truths):,} synthetic galaxies to {path}")
 
 

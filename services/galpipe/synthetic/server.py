@@ -5,6 +5,10 @@ nearest to ``(ra, dec)`` (within ``match_radius_arcsec``; elsewhere a galaxy see
 coordinates) and answers the FITS file of :mod:`galpipe.synthetic.fitsfile`, after the
 server's own rate limit, outages and injected faults (:mod:`galpipe.synthetic.faults`).
 
+``GET /sas/dr10/boss/photoObj/frames/...`` answers SDSS DR10 frames (``.fits.bz2``) drawn from
+the same galaxies (:mod:`galpipe.synthetic.sdss_frames`), after the same rate limit, outages and
+faults; ``{url}/sas`` is the SAS root a :class:`~galpipe.survey.sdss.SdssFrameClient` is given.
+
 Admin endpoints (never rate-limited, faulted or logged): ``GET /admin/log`` (the request log as
 JSON), ``DELETE /admin/log`` (clear it), ``POST /admin/outage?seconds=S`` (an outage from now),
 ``POST /admin/rate?per_second=R`` (change the limit, 0 lifts it), ``GET /healthz``.
@@ -19,7 +23,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,6 +44,7 @@ from galpipe.synthetic.faults import (
 from galpipe.synthetic.fitsfile import cube_fits_bytes
 from galpipe.synthetic.render import render_cutout
 from galpipe.synthetic.request import KNOWN_LAYERS, CutoutRequest, RequestError
+from galpipe.synthetic.sdss_frames import FRAMES_PREFIX, SyntheticFrames, parse_frame_path
 from galpipe.synthetic.truth import (
     SkyConfig,
     TruthGalaxy,
@@ -141,6 +146,9 @@ class SyntheticSky:
         How far from a catalogued galaxy a request still draws it.
     cache_size : int
         FITS answers kept (about 29 kB each for a 4x40x40 cutout); 0 disables the cache.
+    damaged_frames : collection of str, optional
+        SDSS frames (``'run-camcol-field-band'``) served damaged at the source
+        (:class:`~galpipe.synthetic.sdss_frames.SyntheticFrames`).
     log_path : path, optional
         Also append the request log here, one JSON object a line.
     ready_file : path, optional
@@ -168,12 +176,14 @@ class SyntheticSky:
         config: SkyConfig | None = None,
         match_radius_arcsec: float = 1.0,
         cache_size: int = 10_000,
+        damaged_frames: Collection[str] = (),
         log_path: str | Path | None = None,
         ready_file: str | Path | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.index = SkyIndex(truths)
+        self.frames = SyntheticFrames(truths, damaged=damaged_frames)
         self.faults = faults or FaultConfig()
         self.config = config or SkyConfig()
         self.match_radius_arcsec = match_radius_arcsec
@@ -367,6 +377,8 @@ class SyntheticSky:
         arrival, started = self._wall(), self._clock()
         if method == "GET" and url.path in CUTOUT_PATHS:
             reply = self._cutout(url.query)
+        elif method == "GET" and url.path.startswith(FRAMES_PREFIX):
+            reply = self._frame(url.path)
         else:
             reply = _Reply(404, f"no such path: {url.path}\n".encode())
         # Logged before the answer leaves, so a client that has its answer finds it logged.
@@ -395,12 +407,9 @@ class SyntheticSky:
                     stream.write(json.dumps(entry) + "\n")
 
     def _cutout(self, query: str) -> _Reply:
-        admitted, wait_s = self.limiter.admit()
-        if not admitted:
-            headers = {"Retry-After": str(max(1, math.ceil(wait_s)))}
-            return _Reply(429, b"rate limit exceeded\n", headers, fault="rate-limit")
-        if self._outages.remaining() > 0:
-            return _Reply(503, b"service unavailable (outage)\n", fault="outage")
+        refused = self._admit()
+        if refused is not None:
+            return refused
         try:
             request = CutoutRequest.from_query(query)
         except RequestError as exc:
@@ -410,29 +419,74 @@ class SyntheticSky:
             # (legacysurvey/imagine, map/views.py: HttpResponse('no such layer')).
             return _Reply(200, b"no such layer")
 
-        fault, latency = self._plan.draw()
-        if latency > 0 and self._stopping.wait(latency):
-            return _Reply(0, b"", fault="stopping")
-        if fault == "error":
-            return _Reply(503, b"service temporarily unavailable\n", fault=fault)
-        if fault == "throttle":
-            headers = {"Retry-After": str(self.faults.retry_after_s)}
-            return _Reply(429, b"too many requests\n", headers, fault=fault)
-        if fault == "timeout":
-            sleeps = self.faults.timeout_mode == "sleep"
-            return _Reply(0, b"", fault=fault, hold_s=self.faults.timeout_sleep_s if sleeps else 0)
-
+        fault, failed = self._draw_fault()
+        if failed is not None:
+            return failed
         region = self.faults.blank_region_at(request.ra, request.dec)
         if region is not None and region.mode == "http500":
             return _Reply(500, b"no imaging data at this position\n", fault="blank")
         body = self.cutout_bytes(request, zero_all=region is not None)
+        damaged = self._damage(fault, body, _FITS)
+        if damaged is not None:
+            return damaged
+        return _Reply(200, body, _FITS, fault="blank" if region is not None else None)
+
+    def _frame(self, path: str) -> _Reply:
+        """An SDSS frame: the cutout service's rate limit, outages and faults, then the body."""
+        refused = self._admit()
+        if refused is not None:
+            return refused
+        frame = parse_frame_path(path)
+        body = None if frame is None else self.frames.frame_bytes(frame)
+        if frame is None or body is None:
+            return _Reply(404, f"no such frame: {path}\n".encode())
+        fault, failed = self._draw_fault()
+        if failed is not None:
+            return failed
+        damaged = self._damage(fault, body, _BZ2)
+        if damaged is not None:
+            return damaged
+        return _Reply(
+            200, body, _BZ2, fault="damaged" if frame.name in self.frames.damaged else None
+        )
+
+    def _admit(self) -> _Reply | None:
+        """The server's rate limit and outages: the refusal, or None to go on."""
+        admitted, wait_s = self.limiter.admit()
+        if not admitted:
+            headers = {"Retry-After": str(max(1, math.ceil(wait_s)))}
+            return _Reply(429, b"rate limit exceeded\n", headers, fault="rate-limit")
+        if self._outages.remaining() > 0:
+            return _Reply(503, b"service unavailable (outage)\n", fault="outage")
+        return None
+
+    def _draw_fault(self) -> tuple[str | None, _Reply | None]:
+        """This request's injected fault, after its latency; the answer of a fault that
+        replaces the body (error, throttle, timeout), else None."""
+        fault, latency = self._plan.draw()
+        if latency > 0 and self._stopping.wait(latency):
+            return fault, _Reply(0, b"", fault="stopping")
+        if fault == "error":
+            return fault, _Reply(503, b"service temporarily unavailable\n", fault=fault)
+        if fault == "throttle":
+            headers = {"Retry-After": str(self.faults.retry_after_s)}
+            return fault, _Reply(429, b"too many requests\n", headers, fault=fault)
+        if fault == "timeout":
+            sleeps = self.faults.timeout_mode == "sleep"
+            hold = self.faults.timeout_sleep_s if sleeps else 0
+            return fault, _Reply(0, b"", fault=fault, hold_s=hold)
+        return fault, None
+
+    def _damage(self, fault: str | None, body: bytes, headers: dict[str, str]) -> _Reply | None:
+        """The answer of a fault that damages the body in transit (corrupt, truncated), else
+        None."""
         if fault == "corrupt":
-            return _Reply(200, self._plan.garbage(len(body)), _FITS, fault=fault)
+            return _Reply(200, self._plan.garbage(len(body)), headers, fault=fault)
         if fault == "truncated":
             half = body[: len(body) // 2]
             announce = None if self.faults.truncate_mode == "short" else len(body)
-            return _Reply(200, half, _FITS, fault=fault, announce=announce)
-        return _Reply(200, body, _FITS, fault="blank" if region is not None else None)
+            return _Reply(200, half, headers, fault=fault, announce=announce)
+        return None
 
     def _admin(self, handler: _Handler, method: str, path: str, query: str) -> None:
         params = {k: v[-1] for k, v in parse_qs(query).items()}
@@ -530,6 +584,7 @@ class SkyProcess:
 
 
 _FITS = {"Content-Type": FITS_CONTENT_TYPE}
+_BZ2 = {"Content-Type": "application/x-bzip2"}
 
 
 @dataclass(frozen=True)

@@ -102,10 +102,26 @@ def test_every_verb_is_a_verb_of_the_api_group() -> None:
 
 
 def test_the_pipelines_are_the_workers_pipelines() -> None:
+    """Every worker pipeline galpipe has, in the order of the database layer's list."""
     from galpipe.pipelines.fetch import FetchPipeline
+    from galpipe.pipelines.morphology import MorphologyPipeline
+    from galpipe.pipelines.photoz import PhotozPipeline
     from galpipe.pipelines.radon import RadonPipeline
 
-    assert (FetchPipeline.name, RadonPipeline.name) == PIPELINES
+    workers = (FetchPipeline, RadonPipeline, MorphologyPipeline, PhotozPipeline)
+    assert tuple(p.name for p in workers) == PIPELINES
+
+
+def test_every_pipeline_can_be_paused_and_resumed(
+    actions: ControlActions, pool: ConnectionPool
+) -> None:
+    """The pipelines the default chart does not deploy are still acted on in the database."""
+    for name in ("morphology", "photoz"):
+        actions.pause(ALICE, name, "model retraining")
+        assert is_paused(pool, name)
+        assert next(p for p in actions.overview().pipelines if p.pipeline == name).paused
+        actions.resume(ALICE, name, "model published")
+        assert not is_paused(pool, name)
 
 
 def test_pause_and_resume_set_the_flag_audit_and_announce(
@@ -473,7 +489,8 @@ def test_overview_joins_the_queue_and_the_workload(
         "app.kubernetes.io/instance=galpipe"
     }
 
-    fetch, radon = overview.pipelines
+    assert [p.pipeline for p in overview.pipelines] == list(PIPELINES)
+    fetch, radon, *undeployed = overview.pipelines
     assert fetch.counts["queued"] == 4
     assert (fetch.paused, fetch.pause_reason) == (True, "survey maintenance")
     assert (fetch.replicas_desired, fetch.replicas_ready, fetch.hold_replicas) == (2, 1, None)
@@ -484,6 +501,10 @@ def test_overview_joins_the_queue_and_the_workload(
     assert (fetch.image, fetch.image_wanted, fetch.pinned) == (CHART_IMAGE, CHART_IMAGE, False)
     assert radon.hold_replicas == 0
     assert [p.name for p in radon.pods] == ["galpipe-radon-a"]
+    # Not deployed by the default chart: the queue is shown, the workload is unknown.
+    for other in undeployed:
+        assert sum(other.counts.values()) == 0
+        assert (other.replicas_desired, other.image, other.pods) == (None, None, ())
     assert overview.helm_release_suspended is False
     assert overview.kube_error is None
     assert [(o.pipeline, o.kind, o.user, o.reason, o.value) for o in overview.overrides] == [

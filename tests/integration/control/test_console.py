@@ -209,6 +209,13 @@ def test_an_operator_logs_in_pauses_a_pipeline_and_finds_it_in_the_audit_log(
     fetch = pipeline_card(browser_page, "fetch")
     expect(fetch.get_by_role("heading", name="fetch")).to_be_visible()
     expect(pipeline_card(browser_page, "radon")).to_be_visible()
+    # Every pipeline galpipe knows has its card; those the chart does not deploy have no
+    # workload to show.
+    for name in ("morphology", "photoz"):
+        card = pipeline_card(browser_page, name)
+        expect(card.get_by_role("heading", name=name)).to_be_visible()
+        expect(card).to_contain_text("Replicas")
+        expect(card).not_to_contain_text("desired")
     expect(fetch).to_contain_text("2 desired, 1 ready")
     expect(fetch).to_contain_text(CHART_IMAGE)
     not_ready = fetch.locator("table.pods tr", has_text="galpipe-fetch-b")

@@ -260,7 +260,11 @@ def test_an_operator_session_end_to_end(
 def test_a_viewer_reads_but_may_not_pause(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
     status, overview, _ = ctl(stack, capsys, "overview", viewer=True)
     assert status == 0
-    assert set(overview["pipelines"]) == {"fetch", "radon"}
+    # Every pipeline galpipe knows; those the default chart does not deploy have no workload.
+    assert set(overview["pipelines"]) == {"fetch", "radon", "morphology", "photoz"}
+    for name in ("morphology", "photoz"):
+        assert overview["pipelines"][name]["replicas_desired"] is None
+        assert overview["pipelines"][name]["pods"] == []
     status, _, err = ctl(stack, capsys, "pause", "fetch", "--reason", "mine now", viewer=True)
     assert status == 1
     assert "you may not pause fetch in galpipe" in err

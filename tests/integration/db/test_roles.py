@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 
 import psycopg
 import pytest
@@ -21,11 +22,20 @@ from galpipe.db import check, control, monitor, status
 from galpipe.db.audit import AuditRecord, query_audit, record_action
 from galpipe.db.breaker import CircuitBreaker
 from galpipe.db.connection import open_pool
+from galpipe.db.cutout_packs import CutoutPack, record_packs
 from galpipe.db.cutouts import CutoutRecord, cutouts_for, record_cutouts
 from galpipe.db.galaxies import insert_galaxies
 from galpipe.db.measurements import MeasurementRecord, record_measurements
 from galpipe.db.migrate import migrate
-from galpipe.db.queue import READY_DEPTH_SQL, RetryPolicy, TaskQueue, ready_depth_query
+from galpipe.db.queue import (
+    READY_DEPTH_CAPPED_SQL,
+    TASK_COUNTS_SQL,
+    RetryPolicy,
+    TaskQueue,
+    ready_depth_query,
+    roll_up_task_counts,
+    task_counts,
+)
 from galpipe.db.ratelimit import RateLimitPolicy, TokenBucket
 from galpipe.db.routes import add_route, remove_route, routes
 
@@ -42,6 +52,7 @@ EXPECTED = {
         "rate_limits": {"SELECT", "INSERT", "UPDATE"},
         "breakers": {"SELECT", "INSERT", "UPDATE"},
         "cutouts": {"SELECT", "INSERT", "UPDATE"},
+        "cutout_packs": {"SELECT", "INSERT"},
         "radon_measurements": {"SELECT", "INSERT", "UPDATE"},
         "galaxy_states": {"SELECT"},
         "audit_log": {"SELECT", "INSERT"},
@@ -49,6 +60,10 @@ EXPECTED = {
         "models": {"SELECT", "INSERT"},
         "morphology_predictions": {"SELECT", "INSERT", "UPDATE"},
         "photoz_predictions": {"SELECT", "INSERT", "UPDATE"},
+        # Its statements on tasks append deltas (migration 0015's triggers run as the writer);
+        # only the rollup, a function of the owner's, folds them into the counts.
+        "task_state_deltas": {"SELECT", "INSERT"},
+        "task_state_counts": {"SELECT"},
     },
     SCALER: {"tasks": {"SELECT"}, "pipeline_control": {"SELECT"}},
 }
@@ -150,15 +165,14 @@ def test_the_app_role_does_the_workers_monitors_and_controls_job(
     assert queue.extend_lease("fetch", "w1", 60.0) == 6
     with app_pool.connection() as conn, conn.transaction():
         assert queue.complete(conn, "fetch", "w1", ids[:3]) == ids[:3]
-        record_cutouts(
-            conn,
-            [
-                CutoutRecord(
-                    sid, "ls-dr10", "griz", "", 40, 0.262, "south", f"k/{sid}", "0" * 64, 9
-                )
-                for sid in ids[:3]
-            ],
-        )
+        # The first two in one pack (migration 0014), the third its own object.
+        record_packs(conn, [CutoutPack("p/1.pack", 7, 5, "1" * 64, 18, 2)])
+        records = [
+            CutoutRecord(sid, "ls-dr10", "griz", "", 40, 0.262, "south", f"k/{sid}", "0" * 64, 9)
+            for sid in ids[:3]
+        ]
+        packed = [replace(r, pack_key="p/1.pack", pack_offset=9 * i) for i, r in enumerate(records)]
+        record_cutouts(conn, [*packed[:2], records[2]])
         queue.retry(conn, "fetch", "w1", {ids[3]: "timeout"}, {})
         queue.skip(conn, "fetch", "w1", {ids[4]: "no coverage"})
         queue.fail(conn, "fetch", "w1", {ids[5]: "bad"})
@@ -202,6 +216,13 @@ def test_the_app_role_does_the_workers_monitors_and_controls_job(
             control.requeue_for_version(conn, "radon", algo_version="w", dry_run=True)
             record_action(conn, AuditRecord(user="ops", action="retry", reason="test", result="ok"))
         control.read_task_counts(conn)
+        # Status's maintained counts: the app role folds the deltas and reads the sum.
+        with conn.transaction():
+            assert roll_up_task_counts(conn) > 0
+        counted = conn.execute(TASK_COUNTS_SQL, {"ids": None}).fetchall()
+        assert {
+            (p, s): n for p, counts in task_counts(conn).items() for s, n in counts.items() if n
+        } == {(p, s): n for p, s, n in counted}
         control.queue_overview(conn, ["fetch", "radon"])
         assert [r.action for r in query_audit(conn, user="ops")] == ["retry"]
         # The operator's routes: add (its table lock and backfill), list, remove.
@@ -226,6 +247,9 @@ def test_the_app_role_does_the_workers_monitors_and_controls_job(
         "DELETE FROM galaxies",
         "UPDATE galaxies SET catalog = 'x'",
         "UPDATE audit_log SET reason = 'x'",
+        "DELETE FROM task_state_deltas",
+        "UPDATE task_state_counts SET n = 0",
+        "INSERT INTO task_state_counts (pipeline, state, n) VALUES ('fetch', 'done', 1)",
         "SELECT * FROM schema_migrations",
         "INSERT INTO schema_migrations (version, name, checksum) VALUES (9999, 'x', 'x')",
         "CREATE ROLE intruder",
@@ -243,8 +267,10 @@ def test_the_app_role_cannot_change_the_schema_or_erase_records(
 
 def test_the_scaler_role_runs_the_charts_query(role_database: str) -> None:
     with psycopg.connect(_as(role_database, SCALER)) as conn:
-        (depth,) = conn.execute(ready_depth_query("fetch")).fetchone() or (None,)
-        (bound,) = conn.execute(READY_DEPTH_SQL, {"pipeline": "fetch"}).fetchone() or (None,)
+        (depth,) = conn.execute(ready_depth_query("fetch", 6001)).fetchone() or (None,)
+        (bound,) = conn.execute(
+            READY_DEPTH_CAPPED_SQL, {"pipeline": "fetch", "cap": 6001}
+        ).fetchone() or (None,)
     assert isinstance(depth, int)
     assert depth == bound
 
@@ -256,6 +282,8 @@ def test_the_scaler_role_runs_the_charts_query(role_database: str) -> None:
         "SELECT * FROM cutouts",
         "SELECT * FROM audit_log",
         "SELECT * FROM schema_migrations",
+        "SELECT * FROM task_state_counts",
+        "SELECT roll_up_task_state_counts()",
         "UPDATE tasks SET attempts = 0",
         "INSERT INTO pipeline_control (pipeline, paused) VALUES ('fetch', true)",
         "UPDATE pipeline_control SET paused = false",

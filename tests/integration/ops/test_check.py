@@ -7,7 +7,8 @@ fetch task queued). Every test gets a copy (a database cloned from it, the store
 copied), corrupts one thing as a failure or a bug would, and asserts that the check names the
 right breach kind and the right galaxy or key, and nothing else. The morphology tests first
 route fetch -> morphology in their copy and run a morphology worker with the demo's shipped
-network over it.
+network over it; the photo-z tests route fetch -> photoz and run a photo-z worker with a small
+kNN trained on the stored cutouts themselves.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
@@ -37,15 +39,27 @@ from galpipe.db.ratelimit import RateLimitPolicy, TokenBucket
 from galpipe.db.routes import add_route, remove_route
 from galpipe.demo.model import publish_demo_model
 from galpipe.learning.inference import MorphologyModel
-from galpipe.ops.check import EXAMPLES, CheckReport, default_lease_grace_s, run_check
+from galpipe.learning.pixel_redshift import PixelRedshiftModel
+from galpipe.ops.check import (
+    EXAMPLES,
+    PREDICTED_PIPELINES,
+    CheckReport,
+    default_lease_grace_s,
+    run_check,
+)
 from galpipe.pipelines.fetch import FetchPipeline
+from galpipe.pipelines.model_artefacts import ModelSpec, publish_model
 from galpipe.pipelines.morphology import MorphologyPipeline
+from galpipe.pipelines.photoz import PhotozPipeline
 from galpipe.pipelines.radon import RadonPipeline
+from galpipe.pipelines.stored_cutouts import decode_cutout
 from galpipe.pipelines.worker import Worker
 from galpipe.science.core import RadonConfig
+from galpipe.science.photoz_pixels import pixel_vectors, sky_noise_errors
 from galpipe.science.radon import RadonOperator
 from galpipe.settings import Settings
 from galpipe.storage import LocalObjectStore, ObjectStore, S3ObjectStore
+from galpipe.survey.layout import BANDS, PIXSCALE_ARCSEC
 from galpipe.survey.legacysurvey import CutoutRequest, LegacySurveyClient
 from galpipe.synthetic import BlankRegion, FaultConfig, SyntheticSky, make_truths, truth_for
 from galpipe.synthetic.truth import SkyConfig, TruthGalaxy
@@ -115,6 +129,52 @@ def _predict(pool: ConnectionPool, store: ObjectStore) -> str:
         add_route(conn, "fetch", "morphology")
     model = MorphologyModel.from_bytes(store.get(record.object_key), device="cpu")
     pipeline = MorphologyPipeline(pool=pool, store=store, model=model, record=record, threads=2)
+    try:
+        Worker(pipeline, TaskQueue(pool), owner="check-test").run(stop_when_idle=True)
+    finally:
+        pipeline.close()
+    return record.model_version
+
+
+def _train_photoz_on_the_store(pool: ConnectionPool, store: ObjectStore) -> bytes:
+    """A pixel kNN fitted on the stored cutouts of the done fetches, with stand-in redshifts:
+    a model the photo-z worker can run over the same galaxies (its answers are not judged)."""
+    with pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT c.source_id, c.object_key FROM cutouts c JOIN tasks t "
+            "ON t.pipeline = 'fetch' AND t.source_id = c.source_id AND t.state = 'done' "
+            "ORDER BY c.source_id"
+        ).fetchall()
+    size = SETTINGS.cutout_size
+    cubes = np.stack([decode_cutout(store.get(key), size).data for _, key in rows])
+    centres = np.full((len(cubes), 2), (size - 1) / 2.0)
+    vectors = pixel_vectors(
+        cubes, sky_noise_errors(cubes), centres, pixel_scale_arcsec=PIXSCALE_ARCSEC
+    )
+    redshifts = np.linspace(0.1, 0.8, len(rows))
+    ids = [sid for sid, _ in rows]
+    model = PixelRedshiftModel(combiner="density_mode").fit(vectors, redshifts, ids, k_grid=(2, 4))
+    return model.to_bytes()
+
+
+def _predict_photoz(pool: ConnectionPool, store: ObjectStore) -> str:
+    """Route fetch -> photoz (its backfill queues every done fetch) and run one photo-z worker
+    until the queue is empty; returns its model's version."""
+    data = _train_photoz_on_the_store(pool, store)
+    spec = ModelSpec(
+        pipeline="photoz",
+        architecture="pixel_knn",
+        input_mode="pixel_vectors",
+        input_size=SETTINGS.cutout_size,
+        input_channels=len(BANDS),
+        training_data_sha256="0" * 64,
+        metrics={},
+    )
+    with pool.connection() as conn:
+        record = publish_model(conn, store, data, spec)
+        add_route(conn, "fetch", "photoz")
+    model = PixelRedshiftModel.from_bytes(data)
+    pipeline = PhotozPipeline(pool=pool, store=store, model=model, record=record, threads=2)
     try:
         Worker(pipeline, TaskQueue(pool), owner="check-test").run(stop_when_idle=True)
     finally:
@@ -211,6 +271,25 @@ def predicted(state: State) -> str:
     return _predict(state.pool, state.store)
 
 
+@pytest.fixture
+def photoz_predicted(state: State) -> str:
+    """``state`` with every done fetch given to the photo-z pipeline; its model."""
+    return _predict_photoz(state.pool, state.store)
+
+
+def _register_as(state: State, version: str, pipeline: str) -> str:
+    """Register a copy of model ``version``'s row under a new version for ``pipeline``."""
+    other = ("e" if pipeline == "morphology" else "d") * 64
+    state.sql(
+        "INSERT INTO models (model_version, pipeline, architecture, input_mode, input_size, "
+        "input_channels, training_data_sha256, metrics, object_key, nbytes) "
+        "SELECT %s, %s, architecture, input_mode, input_size, input_channels, "
+        "training_data_sha256, metrics, object_key, nbytes FROM models WHERE model_version = %s",
+        [other, pipeline, version],
+    )
+    return other
+
+
 def only(report: CheckReport, kind: str):
     """The one breach of ``kind``; and no breach of another kind beside it."""
     assert report.kinds() == {kind}, [b.summary() for b in report.breaches]
@@ -262,6 +341,35 @@ def test_the_morphology_pipeline_leaves_a_clean_state(state: State, predicted: s
         [predicted],
     )
     assert tuple(r[0] for r in rows) == state.measured
+
+
+def test_the_prediction_rules_cover_every_predicting_pipeline() -> None:
+    assert {MorphologyPipeline.name, PhotozPipeline.name} == set(PREDICTED_PIPELINES)
+    assert set(rules.PREDICTION_TABLES) == set(PREDICTED_PIPELINES)
+
+
+def test_the_photoz_rules_find_nothing_without_photoz_data(state: State) -> None:
+    assert state.sql("SELECT count(*) FROM tasks WHERE pipeline = 'photoz'") == [(0,)]
+    assert state.sql("SELECT count(*) FROM photoz_predictions") == [(0,)]
+    with state.pool.connection() as conn:
+        assert rules.done_without_prediction(conn, "photoz", EXAMPLES).count == 0
+        assert rules.predictions_without_done_task(conn, "photoz", EXAMPLES).count == 0
+        assert rules.predictions_of_another_pipelines_model(conn, "photoz", EXAMPLES).count == 0
+        with pytest.raises(ValueError, match="pipeline 'radon' writes no predictions"):
+            rules.done_without_prediction(conn, "radon", EXAMPLES)
+
+
+def test_the_photoz_pipeline_leaves_a_clean_state(state: State, photoz_predicted: str) -> None:
+    report = state.check()
+    assert report.ok, [b.summary() for b in report.breaches]
+    assert report.expected["photoz"] == (len(state.measured), "done fetch")
+    done = state.sql("SELECT source_id FROM tasks WHERE pipeline = 'photoz' AND state = 'done'")
+    assert len(done) == report.counts["photoz"]["done"] >= len(state.measured) - 1
+    rows = state.sql(
+        "SELECT source_id FROM photoz_predictions WHERE model_version = %s ORDER BY source_id",
+        [photoz_predicted],
+    )
+    assert rows == sorted(done)
 
 
 # --------------------------------------------------------------------------------------------
@@ -521,6 +629,71 @@ def test_predictions_no_done_task_wrote(state: State, predicted: str) -> None:
     breach = only(state.check(), "orphan_result")
     assert (breach.pipeline, breach.count) == ("morphology", 2)
     assert breach.examples == tuple(str(i) for i in sorted([PENDING_ID, failed]))
+
+
+def _photoz_done(state: State) -> list[int]:
+    rows = state.sql(
+        "SELECT source_id FROM tasks WHERE pipeline = 'photoz' AND state = 'done' "
+        "ORDER BY source_id"
+    )
+    return [r[0] for r in rows]
+
+
+def test_a_done_photoz_task_without_a_prediction(state: State, photoz_predicted: str) -> None:
+    sid = _photoz_done(state)[1]
+    # A prediction of another photo-z model is a prediction: the galaxy keeps one.
+    other = _register_as(state, photoz_predicted, "photoz")
+    state.sql("UPDATE photoz_predictions SET model_version = %s WHERE source_id = %s", [other, sid])
+    assert state.check().ok
+    state.sql("DELETE FROM photoz_predictions WHERE source_id = %s", [sid])
+    breach = only(state.check(), "prediction_count")
+    assert (breach.pipeline, breach.count, breach.examples) == ("photoz", 1, (str(sid),))
+
+
+def test_photoz_predictions_no_done_task_wrote(state: State, photoz_predicted: str) -> None:
+    sid, failed = _photoz_done(state)[:2]
+    # A galaxy without a photoz task, given a copy of another's redshift.
+    state.sql(
+        "INSERT INTO photoz_predictions (source_id, model_version, z_phot, z_err, n_pixels, "
+        "error_source) SELECT %s, model_version, z_phot, z_err, n_pixels, error_source "
+        "FROM photoz_predictions WHERE source_id = %s",
+        [PENDING_ID, sid],
+    )
+    breach = only(state.check(), "orphan_result")
+    assert (breach.pipeline, breach.examples) == ("photoz", (str(PENDING_ID),))
+    # A task failed after its row was written (and not queued again) accounts for nothing.
+    state.sql(
+        "UPDATE tasks SET state = 'failed', last_error = 'set by the test' "
+        "WHERE pipeline = 'photoz' AND source_id = %s",
+        [failed],
+    )
+    breach = only(state.check(), "orphan_result")
+    assert (breach.pipeline, breach.count) == ("photoz", 2)
+    assert breach.examples == tuple(str(i) for i in sorted([PENDING_ID, failed]))
+
+
+def test_a_photoz_prediction_by_a_morphology_model(state: State, photoz_predicted: str) -> None:
+    sid = _photoz_done(state)[0]
+    # Registered (the foreign key holds), but for the other pipeline.
+    other = _register_as(state, photoz_predicted, "morphology")
+    state.sql("UPDATE photoz_predictions SET model_version = %s WHERE source_id = %s", [other, sid])
+    breach = only(state.check(), "prediction_model")
+    assert (breach.pipeline, breach.count, breach.examples) == ("photoz", 1, (f"{sid} {other}",))
+
+
+def test_a_morphology_prediction_by_a_photoz_model(state: State, predicted: str) -> None:
+    sid = state.measured[0]
+    other = _register_as(state, predicted, "photoz")
+    state.sql(
+        "UPDATE morphology_predictions SET model_version = %s WHERE source_id = %s",
+        [other, sid],
+    )
+    breach = only(state.check(), "prediction_model")
+    assert (breach.pipeline, breach.count, breach.examples) == (
+        "morphology",
+        1,
+        (f"{sid} {other}",),
+    )
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from psycopg_pool import ConnectionPool
 
+from galpipe.db.control import requeue_for_version, retry_failed
 from galpipe.db.queue import TaskQueue
+from galpipe.pipelines.decode_processes import DecodeProcesses
 from galpipe.pipelines.radon import RadonPipeline
 from galpipe.pipelines.stored_cutouts import decode_cutout
 from galpipe.pipelines.worker import Worker
@@ -42,15 +44,27 @@ def _fetched(pool: ConnectionPool, store: LocalObjectStore, truths, blobs: dict[
     TaskQueue(pool).enqueue("radon", [t.source_id for t in truths])
 
 
+@pytest.mark.parametrize("core", ["numpy", "torch"])
 def test_position_angles_match_the_galsim_truth(
-    pool: ConnectionPool, tmp_path: Path, operator: RadonOperator
+    pool: ConnectionPool, tmp_path: Path, operator: RadonOperator, core: str
 ) -> None:
     truths = make_truths(24, seed=7, config=BRIGHT_ELONGATED)
     store = LocalObjectStore(tmp_path / "objects")
     _fetched(pool, store, truths, {t.source_id: cutout_fits_bytes(t) for t in truths})
     config = RadonConfig()
+    fitter = None
+    if core == "torch":  # the GPU worker's code, on torch's CPU device (CI has no GPU)
+        from galpipe.gpu.sinograms import TorchSinogramFitter
+
+        fitter = TorchSinogramFitter(operator, device="cpu", precision="float32")
     pipeline = RadonPipeline(
-        pool=pool, store=store, config=config, operator=operator, batch_size=16
+        pool=pool,
+        store=store,
+        config=config,
+        operator=operator,
+        batch_size=16,
+        measure_chunk=16 if fitter else None,
+        sinogram_fitter=fitter,
     )
     worker = Worker(pipeline, TaskQueue(pool), owner="radon-test")
     worker.run(stop_when_idle=True)
@@ -109,3 +123,65 @@ def test_decode_fills_a_band_the_cutout_lacks() -> None:
     np.testing.assert_allclose(
         decoded.jacobian, [[-0.262 / 3600, 0], [0, 0.262 / 3600]], rtol=1e-6, atol=1e-12
     )
+
+
+def test_decode_processes_measure_what_the_worker_measures_itself(
+    pool: ConnectionPool, tmp_path: Path, operator: RadonOperator
+) -> None:
+    """Two decode processes (spawned, their own store client) read, decode and prepare the
+    batch; the rows equal those of the in-process path, and bad cutouts still fail alone."""
+    truths = make_truths(10, seed=5, config=BRIGHT_ELONGATED)
+    store = LocalObjectStore(tmp_path / "objects")
+    blobs = {t.source_id: cutout_fits_bytes(t) for t in truths}
+    bad = truths[3].source_id
+    blobs[bad] = b"SIMPLE  = this is not a cutout"
+    _fetched(pool, store, truths, blobs)
+    unrecorded = truths[-1].source_id  # queued, but its cutouts row is gone
+    with pool.connection() as conn:
+        conn.execute("DELETE FROM cutouts WHERE source_id = %s", (unrecorded,))
+    config = RadonConfig()
+
+    def run(decoders: DecodeProcesses | None) -> dict[int, tuple]:
+        pipeline = RadonPipeline(
+            pool=pool,
+            store=store,
+            config=config,
+            operator=operator,
+            batch_size=16,
+            decode_processes=decoders,
+        )
+        worker = Worker(pipeline, TaskQueue(pool), owner="radon-test")
+        worker.run(stop_when_idle=True)
+        pipeline.close()
+        assert worker.stats.outcomes == {"done": 8, "failed": 2}
+        with pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT source_id, band, angle_image_deg, position_angle_deg, angle_err_deg, "
+                "flags, masked_fraction FROM radon_measurements ORDER BY source_id, band"
+            ).fetchall()
+            errors = dict(
+                conn.execute(
+                    "SELECT source_id, last_error FROM tasks "
+                    "WHERE pipeline = 'radon' AND state = 'failed'"
+                ).fetchall()
+            )
+            # The same galaxies again, for the other path.
+            conn.execute("DELETE FROM radon_measurements")
+            requeue_for_version(conn, "radon", algo_version=config.algo_version, dry_run=False)
+            retry_failed(conn, "radon", dry_run=False)
+        assert "FITS body truncated" in errors[bad]
+        assert set(errors) == {bad, unrecorded}
+        return {(r[0], r[1]): r[2:] for r in rows}
+
+    in_process = run(None)
+    decoders = DecodeProcesses(2, f"file://{tmp_path / 'objects'}", None, config)
+    in_decode_processes = run(decoders)
+    assert len(in_process) == 8 * 5
+    assert in_decode_processes.keys() == in_process.keys()
+    for key, values in in_process.items():
+        np.testing.assert_allclose(
+            np.array(in_decode_processes[key], dtype=float),  # NULL -> NaN, compared equal
+            np.array(values, dtype=float),
+            rtol=1e-9,
+            err_msg=str(key),
+        )
