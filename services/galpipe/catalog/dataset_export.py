@@ -4,12 +4,14 @@ Parquet dataset, one directory per HEALPix tile, written streaming in bounded me
 Layout (Hive style, read as one dataset by pyarrow.dataset, DuckDB, Spark and Dask)::
 
     OUT/_common_metadata                                  the schema (Dask, Spark)
-    OUT/algo_version=<v>/healpix_order=<k>/healpix=<n>/part-0.parquet
+    OUT/algo=<a>/healpix_order=<k>/healpix=<n>/part-0.parquet
 
-``<v>`` is the ``algo_version``, percent-encoded where a character would break a path (``/``,
-``=``, ``%``, space; ``+`` is kept), ``<k>`` the HEALPix order and ``<n>`` the galaxy's tile:
-its NESTED HEALPix index at order ``k`` (``nside = 2**k``) in ICRS, so the tile of order
-``k - 1`` is ``n // 4``. The three are partition columns: in the paths, not in the files.
+``<a>`` is :func:`algo_key` of the ``algo_version``: the first 16 hex digits of its SHA-256. The
+version itself (about 200 characters for the default configuration) would not fit the 255 bytes
+of a file name; it is the ``algo_version`` column of every file instead (one dictionary entry
+per file). ``<k>`` is the HEALPix order and ``<n>`` the galaxy's tile: its NESTED HEALPix index
+at order ``k`` (``nside = 2**k``) in ICRS, so the tile of order ``k - 1`` is ``n // 4``. The
+three are partition columns: in the paths, not in the files.
 
 The columns, their units and descriptions are those of :mod:`galpipe.catalog.export` (one
 definition, :class:`~galpipe.catalog.export.ColumnDoc`): each field's Parquet metadata holds
@@ -31,6 +33,7 @@ directory is refused.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -40,7 +43,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import astropy.units as u
 import numpy as np
@@ -68,7 +70,9 @@ __all__ = [
     "DATASET_FORMAT",
     "DEFAULT_HEALPIX_ORDER",
     "MAX_HEALPIX_ORDER",
+    "VERSION_DOC",
     "DatasetSummary",
+    "algo_key",
     "check_healpix_order",
     "export_dataset",
     "healpix_tiles",
@@ -156,14 +160,23 @@ def healpix_tiles(ra_deg: np.ndarray, dec_deg: np.ndarray, order: int) -> np.nda
     return np.asarray(lonlat_to_healpix(lon, lat, nside, order="nested"), dtype=np.int64)
 
 
+def algo_key(algo_version: str) -> str:
+    """The ``algo`` partition value of ``algo_version``: 16 hex digits of its SHA-256."""
+    return hashlib.sha256(algo_version.encode()).hexdigest()[:16]
+
+
 def tile_directory(algo_version: str, order: int, tile: int) -> Path:
     """The directory of one tile, relative to the dataset's root (Hive ``key=value`` names)."""
-    return (
-        Path(f"algo_version={quote(algo_version, safe='+')}")
-        / f"healpix_order={order}"
-        / f"healpix={tile}"
-    )
+    return Path(f"algo={algo_key(algo_version)}") / f"healpix_order={order}" / f"healpix={tile}"
 
+
+#: The version column of every file (the ``algo`` directory names it by a hash only).
+VERSION_DOC = ColumnDoc(
+    "algo_version",
+    "U",
+    u.dimensionless_unscaled,
+    "the measurement's algo_version (the algo partition is the first 16 hex digits of its SHA-256)",
+)
 
 # Arrow type of each ColumnDoc dtype.
 _ARROW_TYPES = {
@@ -232,12 +245,14 @@ class _Layout:
         measured: Sequence[ColumnDoc],
         extra_keys: Sequence[db.ExtraKey],
         meta: dict[str, Any],
+        algo_version: str,
     ) -> None:
         self._measured = list(measured)
+        self._version = algo_version
         galaxy = list(GALAXY_DOCS)
         taken = {d.name for d in (*galaxy, *measured, STATE_DOC)}
         self._extras = [(key.key, *_extra_converter(key, taken)) for key in extra_keys]
-        docs = [*galaxy, *(doc for _, doc, _ in self._extras), STATE_DOC, *measured]
+        docs = [*galaxy, *(doc for _, doc, _ in self._extras), STATE_DOC, *measured, VERSION_DOC]
         schema_meta = {k: "\n".join(v) if isinstance(v, list) else str(v) for k, v in meta.items()}
         self.schema: pa.Schema = pa.schema([_field(d) for d in docs], metadata=schema_meta)
 
@@ -254,6 +269,7 @@ class _Layout:
             *(convert([e.get(key) for e in extra]) for key, _, convert in self._extras),
             pa.array(state, type=pa.string()),
             *(_measured_array(d, v) for d, v in zip(self._measured, measured, strict=True)),
+            pa.array([self._version] * len(rows), type=pa.string()),
         ]
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
@@ -382,9 +398,10 @@ def export_dataset(
             meta |= {"HPXORDER": order, "ORDERING": "NESTED", "COORDSYS": "C"}
             meta["comments"].append(
                 f"Partitioned by NESTED HEALPix tile of order {order} (ICRS) in "
-                "algo_version=<v>/healpix_order=<k>/healpix=<n>/ directories."
+                "algo=<SHA-256 of algo_version, 16 hex>/healpix_order=<k>/healpix=<n>/ "
+                "directories."
             )
-            layout = _Layout(measured, db.extra_keys(conn), meta)
+            layout = _Layout(measured, db.extra_keys(conn), meta, version)
             files = _TileFiles(partial, layout.schema, version, order)
             try:
                 for rows in db.stream_results(

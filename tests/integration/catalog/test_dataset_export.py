@@ -17,13 +17,13 @@ from astropy_healpix import HEALPix
 from psycopg_pool import ConnectionPool
 
 from galpipe.catalog import dataset_export
-from galpipe.catalog.dataset_export import PART_FILE, export_dataset
+from galpipe.catalog.dataset_export import PART_FILE, algo_key, export_dataset
 from galpipe.catalog.export import ExportError, build_results_table
 from tests.integration.catalog.test_export import NOW, V1, V2, _run, populated
 
 __all__ = ["populated"]  # the fixture, shared with the single-file export's tests
 
-PARTITIONS = ("algo_version", "healpix_order", "healpix")
+PARTITIONS = ("algo", "healpix_order", "healpix")
 
 
 def _read(root: Path) -> pa.Table:
@@ -46,7 +46,7 @@ def test_dataset_holds_the_single_file_export_with_units_and_nulls(populated, tm
     expected = build_results_table(populated, selection="all", bands="all", now=NOW)
     read = _read(out)
     assert (summary.rows, summary.algo_version) == (len(expected), V2)
-    assert read.column_names == [*expected.colnames, *PARTITIONS]
+    assert read.column_names == [*expected.colnames, "algo_version", *PARTITIONS]
     for name in expected.colnames:
         want, field = expected[name], read.schema.field(name)
         got = read.column(name)
@@ -77,14 +77,15 @@ def test_each_galaxy_lies_in_its_tile_once(populated, tmp_path) -> None:
     ra, dec = read.column("ra").to_pylist(), read.column("dec").to_pylist()
     assert read.column("healpix").to_pylist() == _tiles(ra, dec, order)
     assert set(read.column("healpix_order").to_pylist()) == {order}
-    assert set(read.column("algo_version").to_pylist()) == {V2}  # "+" survives the path
+    assert set(read.column("algo_version").to_pylist()) == {V2}
+    assert set(read.column("algo").to_pylist()) == {algo_key(V2)}
     assert read.column("source_id").to_pylist() == [1, 2, 3, 4, 5, 6]
     files = sorted(out.rglob("*.parquet"))
     assert len(files) == summary.tiles == len(set(read.column("healpix").to_pylist()))
     for file in files:
         assert file.name == PART_FILE
         assert file.parent.parent.name == f"healpix_order={order}"
-        assert file.parent.parent.parent.name == "algo_version=radon-v2+test"
+        assert file.parent.parent.parent.name == f"algo={algo_key(V2)}"
     schema = pq.read_schema(out / "_common_metadata")
     assert schema.metadata[b"ALGOVER"] == V2.encode()
     assert schema.metadata[b"HPXORDER"] == str(order).encode()

@@ -1,7 +1,7 @@
 -- compatible-with-previous: yes
 -- Tasks by (pipeline, state), maintained in the transactions that move tasks, so that
 -- `galpipe status` and the monitor's task gauge read a few rows instead of counting every task
--- (1.85 s at 10^7 tasks: docs/capacity.md, "The task table at 10^7 rows").
+-- (1.85 s at 10^7 tasks: docs/capacity.md, "The task table at 10⁷ rows").
 --
 -- A single counter row per (pipeline, state) updated by every claim would make concurrent
 -- claimers queue on that row's lock. Instead each statement that moves tasks appends what it
