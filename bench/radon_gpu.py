@@ -1,7 +1,8 @@
 """Benchmark of the Radon science core on a GPU against the numpy core on the CPU.
 
-Run ``python bench/radon_gpu.py`` on a machine with a CUDA device (``--device cpu`` runs the
-same code on torch's CPU path: a smoke run). In one process:
+Run ``python bench/radon_gpu.py`` on a machine with a CUDA device (without one it runs the same
+code on torch's CPU device, ``--device cpu``: a smoke run whose speeds say nothing of a GPU).
+In one process:
 
 1. **Truth population**: ``--truth-n`` galaxies of the validation's truth population (GalSim,
    the cutout service's FITS decoded by the pipelines' decoder, neighbours included), step 2
@@ -143,7 +144,11 @@ def worker_rate(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda")
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="torch device (default: cuda when there is one; cpu runs the code, no GPU figure)",
+    )
     parser.add_argument("--truth-n", type=int, default=4000)
     parser.add_argument("--n", type=int, default=262_144, help="galaxies of the core timing")
     parser.add_argument("--chunk", type=int, default=16_384)
