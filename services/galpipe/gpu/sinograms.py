@@ -81,7 +81,7 @@ class _SinusoidDesign:
     design: torch.Tensor  # (A', 3)
     pinv: torch.Tensor  # (3, A')
     normal_inv: np.ndarray  # (3, 3), host: its entries are scalars in the delta method
-    angles: torch.Tensor  # (A',) kept angles, degrees
+    angles: np.ndarray  # (A',) kept angles, degrees, on the host (the peaks index it there)
 
     @classmethod
     def for_angles(cls, angles_deg: np.ndarray, device: torch.device) -> _SinusoidDesign:
@@ -102,7 +102,7 @@ class _SinusoidDesign:
             design=on_device(design),
             pinv=on_device(np.linalg.pinv(design)),
             normal_inv=np.linalg.inv(design.T @ design),
-            angles=on_device(kept),
+            angles=kept,
         )
 
 
@@ -159,7 +159,7 @@ def _window_drop_error(
     curves: torch.Tensor, d: _SinusoidDesign, windows_deg: tuple[float, ...]
 ) -> features.WindowError:
     """:func:`features.window_drop_error` of float64 ``(..., A)`` curves on the device."""
-    angles = d.angles.cpu().numpy()
+    angles = d.angles
     n = angles.size
     step = 180.0 / n
     if not np.allclose(np.mod(angles - angles[0], 180.0), np.arange(n) * step, atol=1e-6):
