@@ -335,19 +335,32 @@ class TaskQueue:
 
         They are ready at once; the lost attempt counts, so a galaxy that kills its worker
         every time ends ``failed`` after ``1 + max_retries`` attempts instead of looping.
+
+        Rows another transaction holds are skipped (``FOR UPDATE SKIP LOCKED``), never waited
+        for: an owner whose lease expired while it finishes locks its rows statement by
+        statement, in no order recovery could share, and a recovery that waited on one of them
+        while holding others could deadlock with it. A skipped row is either finished by its
+        owner's commit or, after a rollback, taken back by the next recovery.
         """
         with self.pool.connection() as conn:
             rows = conn.execute(
                 """
-                UPDATE tasks
-                SET state = CASE WHEN attempts > %(max)s THEN 'failed'::task_state
+                WITH expired AS (
+                    SELECT pipeline, source_id FROM tasks
+                    WHERE state = 'running' AND lease_expires < now()
+                      AND (%(pipeline)s::text IS NULL OR pipeline = %(pipeline)s)
+                    FOR UPDATE SKIP LOCKED
+                )
+                UPDATE tasks AS t
+                SET state = CASE WHEN t.attempts > %(max)s THEN 'failed'::task_state
                                  ELSE 'queued'::task_state END,
                     not_before = now(),
-                    last_error = 'lease of ' || lease_owner || ' expired at attempt ' || attempts,
+                    last_error = 'lease of ' || t.lease_owner || ' expired at attempt '
+                                 || t.attempts,
                     lease_owner = NULL, lease_expires = NULL, updated_at = now()
-                WHERE state = 'running' AND lease_expires < now()
-                  AND (%(pipeline)s::text IS NULL OR pipeline = %(pipeline)s)
-                RETURNING source_id, state::text
+                FROM expired AS e
+                WHERE t.pipeline = e.pipeline AND t.source_id = e.source_id
+                RETURNING t.source_id, t.state::text
                 """,
                 {"max": self.policy.max_retries, "pipeline": pipeline},
             ).fetchall()

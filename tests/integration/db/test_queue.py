@@ -160,6 +160,33 @@ def test_expired_leases_return_and_poison_tasks_fail(queue: TaskQueue, pool, add
     assert all(e == "lease of doomed expired at attempt 4" for e in errors)
 
 
+def test_recovery_skips_rows_a_finishing_owner_holds(queue: TaskQueue, pool, add_galaxies):
+    # The owner of two expired leases finishes them one statement at a time, in the order
+    # opposite to recovery's scan (by lease expiry). A recovery that waited for the row the
+    # owner holds while holding the other would deadlock with the owner's next statement.
+    first, second = add_galaxies(2)
+    queue.enqueue("fetch", [first, second])
+    assert [t.source_id for t in queue.claim_batch("fetch", 1, 0.01, "late")] == [first]
+    time.sleep(0.02)
+    assert [t.source_id for t in queue.claim_batch("fetch", 1, 0.01, "late")] == [second]
+    time.sleep(0.05)
+    recovered: list[object] = []
+    with pool.connection() as owner, owner.transaction():
+        assert queue.complete(owner, "fetch", "late", [second]) == [second]
+        recovery = threading.Thread(target=lambda: recovered.append(queue.recover_expired()))
+        recovery.start()
+        recovery.join(timeout=5.0)
+        # Recovery never waits on the owner: it has already returned, with the free row only.
+        assert not recovery.is_alive()
+        assert recovered[0].requeued == [first]
+        # The owner's lease on `first` is gone: finishing it changes nothing.
+        assert queue.complete(owner, "fetch", "late", [first]) == []
+    assert {sid: state for sid, (state, _) in _states(pool).items()} == {
+        first: "queued",
+        second: "done",
+    }
+
+
 def test_recover_leaves_live_leases_alone(queue: TaskQueue, add_galaxies) -> None:
     ids = add_galaxies(2)
     queue.enqueue("fetch", ids)
