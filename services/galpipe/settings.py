@@ -125,6 +125,19 @@ def _parse_choice(*choices: str) -> Callable[[str, str], str]:
     return parse
 
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SettingsError(f"{name}={raw!r}: expected true or false (also 1/0, yes/no, on/off)")
+
+
 #: What a secret is replaced with in a message.
 REDACTED = "***"
 # ``password=…`` of a conninfo string: single-quoted (backslash escapes) or up to a space.
@@ -441,6 +454,14 @@ class Settings:
         _cutout_request_rule("pixscale", _parse_positive_float),
         layout.PIXSCALE_ARCSEC,
         "Arcseconds per pixel (DR10 native: 0.262).",
+    )
+    cutout_invvar: bool = _setting(
+        "CUTOUT_INVVAR",
+        _parse_bool,
+        False,
+        "Also fetch each cutout's inverse variance (the service's `invvar` HDU, Legacy Surveys "
+        "layers at their native pixel scale only): photo-z then takes every pixel's error from "
+        "it (`error_source` `invvar`) instead of the stamp's sky noise; cutouts twice the size.",
     )
     cutout_connect_timeout_seconds: float = _setting(
         "CUTOUT_CONNECT_TIMEOUT_SECONDS",

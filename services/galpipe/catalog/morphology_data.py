@@ -413,7 +413,7 @@ def read_fits_with_labels(
     kept = [(g, raw) for (g, raw), m in zip(items, matched, strict=True) if m]
     for k, (galaxy, raw) in enumerate(kept):
         try:
-            cubes[k] = decode_cutout(raw, size).data
+            cubes[k] = decode_cutout(raw, size, errors=False).data
         except CutoutDecodeError as exc:
             raise MorphologyDataError(f"cutout of source_id {galaxy}: {exc}") from exc
     source = f"{labels_path} (match={match}, {len(kept)} of {len(galaxies)} cutouts labelled)"

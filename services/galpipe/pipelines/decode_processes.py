@@ -89,7 +89,7 @@ def prepare_stored(
     units = read_units([record for _, record in items])
 
     def load(unit: list[int]) -> list[DecodedCutout | Outcome]:
-        return load_read_unit(store, [items[i] for i in unit])
+        return load_read_unit(store, [items[i] for i in unit], errors=False)
 
     loaded: list[DecodedCutout | Outcome | None] = [None] * len(items)
     results_of_units = reads.map(load, units) if reads else map(load, units)

@@ -333,6 +333,7 @@ def build_fetch_pipeline(
         bands=settings.cutout_bands,
         size=settings.cutout_size,
         pixscale=settings.cutout_pixscale,
+        invvar=settings.cutout_invvar,
     )
     client = LegacySurveyClient(
         request,

@@ -96,7 +96,9 @@ class MorphologyPipeline:
         self.model = model
         self.record = record
         self.batch_size = batch_size
-        self.reader = StoredCutoutReader(pool, store, threads=threads, name="morphology-read")
+        self.reader = StoredCutoutReader(
+            pool, store, threads=threads, name="morphology-read", errors=False
+        )
 
     @property
     def model_version(self) -> str:

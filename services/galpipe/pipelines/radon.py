@@ -117,7 +117,9 @@ class RadonPipeline:
         self.measure_chunk = measure_chunk or MEASURE_CHUNK
         self.batch_size = batch_size
         self.pool = pool
-        self.reader = StoredCutoutReader(pool, store, threads=threads, name="radon-read")
+        self.reader = StoredCutoutReader(
+            pool, store, threads=threads, name="radon-read", errors=False
+        )
         self.decode_processes = decode_processes
 
     def close(self) -> None:

@@ -65,13 +65,16 @@ class DecodedCutout:
     error_source: str | None = None
 
 
-def decode_cutout(raw: bytes, size: int, bands: str = BANDS) -> DecodedCutout:
+def decode_cutout(
+    raw: bytes, size: int, bands: str = BANDS, *, errors: bool = True
+) -> DecodedCutout:
     """Decode stored FITS bytes into the core's ``(4, S, S)`` layout (bands g, r, i, z).
 
     The bytes are checked by the same parser the fetch pipeline used
     (:func:`galpipe.survey.cutout.parse_cutout`). A band the cutout does not carry is an all-zero
     plane (the core flags it blank). Error planes, when the file carries them, come with the
-    cube (:class:`DecodedCutout`).
+    cube (:class:`DecodedCutout`); ``errors=False`` leaves them unread (a stage that does not
+    use them: reading an inverse-variance extension takes four times the decode).
 
     Raises
     ------
@@ -93,6 +96,8 @@ def decode_cutout(raw: bytes, size: int, bands: str = BANDS) -> DecodedCutout:
         jacobian = _reference_jacobian(cutout.header)
     except OrientationError as exc:
         raise CutoutDecodeError(f"unusable WCS: {exc}") from None
+    if not errors:
+        return DecodedCutout(data, jacobian)
     try:
         planes = read_error_planes(raw, bands, size)
     except ErrorPlaneError as exc:
@@ -197,9 +202,10 @@ def _reference_jacobian(header: fits.Header) -> np.ndarray:
 
 
 def load_stored_cutout(
-    store: ObjectStore, source_id: int, record: CutoutRecord | None
+    store: ObjectStore, source_id: int, record: CutoutRecord | None, *, errors: bool = True
 ) -> DecodedCutout | Outcome:
-    """Read galaxy ``source_id``'s stored cutout, checked against its recorded SHA-256.
+    """Read galaxy ``source_id``'s stored cutout, checked against its recorded SHA-256
+    (``errors``: read its error planes too, :func:`decode_cutout`).
 
     Returns
     -------
@@ -214,29 +220,32 @@ def load_stored_cutout(
         raw: bytes | ObjectStoreError = read_cutout_bytes(store, record)
     except ObjectStoreError as exc:
         raw = exc
-    return _decoded_or_outcome(source_id, record, raw)
+    return _decoded_or_outcome(source_id, record, raw, errors)
 
 
 def load_read_unit(
-    store: ObjectStore, items: Sequence[tuple[int, CutoutRecord | None]]
+    store: ObjectStore,
+    items: Sequence[tuple[int, CutoutRecord | None]],
+    *,
+    errors: bool = True,
 ) -> list[DecodedCutout | Outcome]:
     """Decoded cutouts (or outcomes) of one read of
     :func:`~galpipe.pipelines.cutout_packs.read_units`: one galaxy of any kind, or galaxies of
     one pack read with one request."""
     if len(items) == 1:
-        return [load_stored_cutout(store, *items[0])]
+        return [load_stored_cutout(store, *items[0], errors=errors)]
     records = [record for _, record in items if record is not None]
     if len(records) != len(items):
         raise ValueError("load_read_unit: every galaxy of a read of several needs its row")
     raws = read_unit(store, records)
     return [
-        _decoded_or_outcome(sid, record, raw)
+        _decoded_or_outcome(sid, record, raw, errors)
         for (sid, _), record, raw in zip(items, records, raws, strict=True)
     ]
 
 
 def _decoded_or_outcome(
-    source_id: int, record: CutoutRecord, raw: bytes | ObjectStoreError
+    source_id: int, record: CutoutRecord, raw: bytes | ObjectStoreError, errors: bool
 ) -> DecodedCutout | Outcome:
     """The decoded cube of ``raw``, or the task's outcome of a failed read or decode."""
     if isinstance(raw, ObjectNotFound | ChecksumMismatch):
@@ -244,7 +253,7 @@ def _decoded_or_outcome(
     if isinstance(raw, ObjectStoreError):
         return Retry(source_id, f"object store: {raw}")
     try:
-        return decode_cutout(raw, record.size, record.bands)
+        return decode_cutout(raw, record.size, record.bands, errors=errors)
     except CutoutDecodeError as exc:
         return Fail(source_id, f"{record.stored_key}: {exc}")
 
@@ -283,13 +292,23 @@ class StoredCutoutReader:
         Concurrent object reads.
     name
         Prefix of the reader threads' names.
+    errors
+        Read each cutout's error planes too (photo-z); the stages that measure the cube alone
+        pass False.
     """
 
     def __init__(
-        self, pool: ConnectionPool, store: ObjectStore, *, threads: int = 16, name: str = "read"
+        self,
+        pool: ConnectionPool,
+        store: ObjectStore,
+        *,
+        threads: int = 16,
+        name: str = "read",
+        errors: bool = True,
     ) -> None:
         self.pool = pool
         self.store = store
+        self.errors = errors
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
 
     def submit(self, source_ids: Sequence[int]) -> list[Future[DecodedCutout | Outcome]]:
@@ -303,7 +322,9 @@ class StoredCutoutReader:
         items = [(sid, records.get(sid)) for sid in source_ids]
         futures: list[Future[DecodedCutout | Outcome]] = [Future() for _ in items]
         for unit in read_units([record for _, record in items]):
-            read = self._executor.submit(load_read_unit, self.store, [items[i] for i in unit])
+            read = self._executor.submit(
+                load_read_unit, self.store, [items[i] for i in unit], errors=self.errors
+            )
             read.add_done_callback(partial(_deliver, futures=[futures[i] for i in unit]))
         return futures
 

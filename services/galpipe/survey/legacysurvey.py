@@ -35,6 +35,12 @@ Facts about the service, confirmed in its public server code, ``legacysurvey/ima
   ``Content-Length``); the application does not compress it. The client asks for
   ``Accept-Encoding: identity`` so that the stored bytes are the bytes on the wire; should a
   proxy compress anyway, requests decodes ``Content-Encoding: gzip`` transparently.
+- ``map/views.py``, ``MapLayer.get_cutout`` / ``write_cutout``: ``with_invvar = ('invvar' in
+  req.GET)``; for layers whose ``has_invvar()`` is true (the Legacy Surveys layers, ``ls-dr10``'s
+  split layer among them) the inverse variance follows the image as a second HDU, the same
+  header with ``IMAGETYP = 'INVVAR'``, 0 where no exposure covers a pixel; it is rendered at
+  the native pixel scale only, and silently left out otherwise
+  (:mod:`galpipe.survey.error_planes`).
 - No rate limit is published; the viewer goes down for NERSC maintenance about once a month
   (as other clients of the service, SkyPortal among them, report), which the shared circuit
   breaker absorbs.
@@ -73,6 +79,12 @@ from urllib3.util.retry import Retry
 from galpipe import __version__
 from galpipe.survey import layout
 from galpipe.survey.cutout import Cutout, CutoutFormatError, describe_body, parse_cutout
+from galpipe.survey.error_planes import (
+    INVVAR_ERROR_SOURCE,
+    INVVAR_IMAGETYP,
+    ErrorPlaneError,
+    read_error_planes,
+)
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
@@ -149,7 +161,8 @@ RetryKind = Literal[
 #: size), ``invalid_position`` (ra/dec out of range, nothing sent), ``not_fits`` (still not FITS
 #: after the retries), ``retries_exhausted`` (any other retryable kind after the last retry), and
 #: the format problems of :func:`~galpipe.survey.cutout.parse_cutout`: ``wrong_type``,
-#: ``wrong_shape``, ``wrong_bands``, ``bad_wcs``, ``wrong_position``.
+#: ``wrong_shape``, ``wrong_bands``, ``bad_wcs``, ``wrong_position``; and ``bad_invvar`` (an
+#: inverse-variance HDU, asked for, of the wrong shape or bands, or with negative values).
 PermanentKind = Literal[
     "http_4xx",
     "unknown_layer",
@@ -163,6 +176,7 @@ PermanentKind = Literal[
     "wrong_bands",
     "bad_wcs",
     "wrong_position",
+    "bad_invvar",
 ]
 
 #: ``observer(status_class, latency_s, nbytes)`` is called once per request; see
@@ -194,6 +208,10 @@ class CutoutRequest:
         Width and height in pixels, 1 … :data:`MAX_SIZE`.
     pixscale
         Pixel scale in arcsec per pixel.
+    invvar
+        Also ask for the coadds' inverse variance (``invvar`` in the query): the service appends
+        it as a second HDU (:mod:`galpipe.survey.error_planes`), which every answer must then
+        carry. The service makes it for Legacy Surveys layers at their native pixel scale only.
     """
 
     base_url: str = DEFAULT_BASE_URL
@@ -201,6 +219,7 @@ class CutoutRequest:
     bands: str = layout.BANDS
     size: int = layout.CUTOUT_SIZE_PX
     pixscale: float = layout.PIXSCALE_ARCSEC
+    invvar: bool = False
 
     def __post_init__(self) -> None:
         url = urlsplit(self.base_url)
@@ -243,7 +262,7 @@ class CutoutRequest:
             If ``ra`` is not in [0, 360] or ``dec`` not in [-90, 90] degrees.
         """
         check_position(ra, dec)
-        return {
+        params = {
             "ra": repr(float(ra)),
             "dec": repr(float(dec)),
             "layer": self.layer,
@@ -251,6 +270,10 @@ class CutoutRequest:
             "bands": self.bands,
             "size": str(self.size),
         }
+        if self.invvar:
+            # The service tests the key's presence ('invvar' in req.GET), not its value.
+            params["invvar"] = ""
+        return params
 
     def full_url(self, ra: float, dec: float) -> str:
         """The complete, encoded request URL (for logs and tests)."""
@@ -259,8 +282,10 @@ class CutoutRequest:
 
     @property
     def max_body_bytes(self) -> int:
-        """Largest plausible answer: the float32 cube plus header and padding allowance."""
-        return 4 * len(self.bands) * self.size * self.size + _BODY_SLACK_BYTES
+        """Largest plausible answer: the float32 cube (twice with the inverse variance), plus
+        header and padding allowance per HDU."""
+        hdus = 2 if self.invvar else 1
+        return hdus * (4 * len(self.bands) * self.size * self.size + _BODY_SLACK_BYTES)
 
 
 def check_position(ra: float, dec: float) -> None:
@@ -510,7 +535,37 @@ def _classify_body(
             f"every band of {request.bands!r} is blank (all pixels zero or non-finite) at "
             f"(ra, dec) = ({ra}, {dec}) in layer {request.layer!r}"
         )
+    if request.invvar:
+        problem = _invvar_problem(request, status, body)
+        if problem is not None:
+            return problem
     return Success(cutout, body, cutout.missing_bands)
+
+
+def _invvar_problem(
+    request: CutoutRequest, status: int, body: bytes
+) -> Retryable | Permanent | None:
+    """Why an answer asked with ``invvar`` lacks a usable inverse-variance HDU; None if it has one.
+
+    A missing HDU is retried (a body that broke off at the end of the image HDU looks the same)
+    and ends permanent after the last retry, with the reason saying what to change.
+    """
+    try:
+        planes = read_error_planes(body, request.bands, request.size)
+    except ErrorPlaneError as exc:
+        if exc.truncated:
+            return Retryable(f"HTTP {status} but {exc}", None, "truncated")
+        return Permanent(f"HTTP {status} but the inverse variance is unusable: {exc}", "bad_invvar")
+    if planes is None or planes.source != INVVAR_ERROR_SOURCE:
+        return Retryable(
+            f"HTTP {status} but no IMAGETYP = {INVVAR_IMAGETYP!r} HDU after the image although "
+            f"invvar was asked for (the service sends it for Legacy Surveys layers at their "
+            f"native pixel scale only: layer {request.layer!r}, pixscale {request.pixscale}; "
+            "or turn GALPIPE_CUTOUT_INVVAR off)",
+            None,
+            "truncated",
+        )
+    return None
 
 
 _PERMANENT_FORMAT_PROBLEMS: dict[str, PermanentKind] = {

@@ -2,7 +2,8 @@
 
 ``ra``, ``dec`` (degrees, required), ``layer`` (default the viewer's older default release),
 ``pixscale`` (arcsec/pixel, default 0.262), ``bands`` (letters of ``griz``, default all),
-``size`` (pixels, default 256 as on the viewer).
+``size`` (pixels, default 256 as on the viewer), ``invvar`` (present: append the inverse variance;
+the viewer tests the key's presence, not its value).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class CutoutRequest:
     pixscale: float
     bands: str
     size: int
+    invvar: bool = False
 
     @classmethod
     def from_query(cls, query: str) -> CutoutRequest:
@@ -76,4 +78,4 @@ class CutoutRequest:
         if not bands or set(bands) - set(BANDS) or len(set(bands)) != len(bands):
             raise RequestError(f"bands={bands!r}: expected distinct letters from {BANDS!r}")
         layer = params.get("layer", DEFAULT_LAYER)
-        return cls(ra % 360.0, dec, layer, pixscale, bands, size)
+        return cls(ra % 360.0, dec, layer, pixscale, bands, size, invvar="invvar" in params)

@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import numpy as np
+
 from galpipe.survey import layout
 from galpipe.synthetic.catalog import SkyIndex
 from galpipe.synthetic.faults import (
@@ -41,7 +43,7 @@ from galpipe.synthetic.faults import (
     SlidingWindowLimiter,
     max_in_window,
 )
-from galpipe.synthetic.fitsfile import cube_fits_bytes
+from galpipe.synthetic.fitsfile import cube_fits_bytes, invvar_extension_bytes
 from galpipe.synthetic.render import render_cutout
 from galpipe.synthetic.request import KNOWN_LAYERS, CutoutRequest, RequestError
 from galpipe.synthetic.sdss_frames import FRAMES_PREFIX, SyntheticFrames, parse_frame_path
@@ -365,7 +367,27 @@ class SyntheticSky:
                 missing,
             )
             self._cache_put(key, body)
+        if request.invvar:
+            body += self._invvar_extension(truth, request, missing)
         return body
+
+    @staticmethod
+    def _invvar_extension(truth: TruthGalaxy, request: CutoutRequest, missing: str) -> bytes:
+        """The ``invvar`` HDU: the sky's noise as a coadd's inverse variance states it (the
+        sources' Poisson noise is not in it), 0 in a band without data."""
+        sky = [0.0 if band in missing else truth.sky_sigma[band] ** -2 for band in request.bands]
+        ivar = np.broadcast_to(
+            np.asarray(sky, dtype=np.float32)[:, None, None],
+            (len(request.bands), request.size, request.size),
+        )
+        return invvar_extension_bytes(
+            ivar,
+            request.ra,
+            request.dec,
+            request.pixscale,
+            request.bands,
+            source_id=truth.source_id,
+        )
 
     # -- HTTP --------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import requests
 from prometheus_client import REGISTRY
@@ -39,10 +40,12 @@ from galpipe.pipelines.fetch import (
     FetchPipeline,
     build_fetch_pipeline,
 )
+from galpipe.pipelines.stored_cutouts import decode_cutout
 from galpipe.pipelines.worker import Worker, run_from_settings
 from galpipe.settings import Settings
 from galpipe.storage import LocalObjectStore, ObjectStore, S3ObjectStore
 from galpipe.survey.cutout import parse_cutout
+from galpipe.survey.layout import BANDS
 from galpipe.survey.legacysurvey import CutoutRequest, LegacySurveyClient
 from galpipe.synthetic import (
     BlankRegion,
@@ -524,9 +527,10 @@ def rig_factory(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Rig
         cooldown_s: float = 30.0,
         breaker_failures: int = 5,
         breaker_failure_ratio: float = 0.5,
+        invvar: bool = False,
     ) -> Rig:
         stop = threading.Event()
-        request = CutoutRequest(base_url=sky.url, layer=layer)
+        request = CutoutRequest(base_url=sky.url, layer=layer, invvar=invvar)
         client = LegacySurveyClient(request, read_timeout=READ_TIMEOUT_S)
         bucket = TokenBucket(pool, "fetch", RateLimitPolicy(RATE_LIMIT, BURST))
         bucket.configure()
@@ -623,6 +627,33 @@ def test_the_north_i_band_gap_is_recorded_not_fatal(
     cube = parse_cutout(data, bands="griz", size=40).data
     assert not cube[2].any()
     assert cube[[0, 1, 3]].any()
+
+
+def test_the_inverse_variance_is_fetched_kept_and_read_as_each_pixels_error(
+    rig_factory: Callable[..., Rig], sky_factory: Callable[..., SyntheticSky]
+) -> None:
+    north, south = truth_for(23, 150.0, 40.0), truth_for(24, 150.0, 10.0)
+    truths = [north, south] + [truth_for(200 + i, 60.0 + i, -20.0) for i in range(10)]
+    # Bodies cut in half lose the whole inverse-variance HDU: retried like any short body.
+    faults = FaultConfig(truncated_ratio=0.3, truncate_mode="short", seed=5)
+    sky = sky_factory(truths, faults=faults, rate=0)
+    rig = rig_factory(sky, invvar=True, max_retries=8, breaker_failures=100)
+    ids = ingest(rig.pool, truths)
+    tasks = rig.drive(ids)
+    assert {r.state for r in tasks.values()} == {"done"}
+    log = cutout_log(sky)
+    assert all("invvar=" in e["path"] for e in log)
+    assert any(e["fault"] == "truncated" for e in log)
+    for truth in (north, south):
+        record = all_cutouts(rig.pool)[truth.source_id]
+        decoded = decode_cutout(rig.store.get(record.object_key, record.sha256), 40)
+        assert decoded.error_source == "invvar"
+        assert decoded.errors is not None
+        for index, band in enumerate(BANDS):
+            if truth is north and band == "i":
+                assert np.isinf(decoded.errors[index]).all()  # no exposure: no data
+            else:
+                np.testing.assert_allclose(decoded.errors[index], truth.sky_sigma[band], rtol=1e-6)
 
 
 def test_an_unknown_layer_fails_at_once(

@@ -137,6 +137,54 @@ def test_every_galaxy_gets_a_redshift_or_fails_with_its_reason(
     assert ours.sigma_nmad < 0.6 * guess.sigma_nmad
 
 
+def test_cutouts_with_the_services_inverse_variance_use_it_as_each_pixels_error(
+    pool: ConnectionPool, tmp_path: Path, model_bytes: bytes, sky: PhotozSample
+) -> None:
+    store = LocalObjectStore(tmp_path / "objects")
+    g = sky.galaxies
+    invvars = {}
+    blobs = {}
+    for sid, cube, sigma, ra, dec in zip(
+        g.source_id, sky.stamps.images, g.sky_sigma, g.ra, g.dec, strict=True
+    ):
+        invvar = np.broadcast_to((sigma**-2)[:, None, None], cube.shape).astype(np.float32)
+        invvar[0, :, :6] = 0.0  # columns no g exposure covers: no data there
+        invvars[int(sid)] = invvar
+        blobs[int(sid)] = cube_fits_bytes(
+            cube, float(ra), float(dec), PIXSCALE_ARCSEC, BANDS, invvar=invvar
+        )
+    positions = {
+        int(s): (float(r), float(d)) for s, r, d in zip(g.source_id, g.ra, g.dec, strict=True)
+    }
+    store_fetched(pool, store, blobs, positions)
+    TaskQueue(pool).enqueue("fetch", list(blobs))
+    with pool.connection() as conn:
+        conn.execute("UPDATE tasks SET state = 'done' WHERE pipeline = 'fetch'")
+        add_route(conn, "fetch", "photoz")
+        record = publish_model(conn, store, model_bytes, _spec())
+    model = PixelRedshiftModel.from_bytes(model_bytes)
+    pipeline = PhotozPipeline(pool=pool, store=store, model=model, record=record, batch_size=16)
+    Worker(pipeline, TaskQueue(pool), owner="photoz-invvar").run(stop_when_idle=True)
+    pipeline.close()
+
+    with pool.connection() as conn:
+        rows = photoz_predictions_for(conn, record.model_version, list(blobs))
+    assert len(rows.source_ids) >= len(blobs) - 3
+    assert set(rows.error_source) == {"invvar"}
+    cubes = np.stack([sky.stamps.images[list(g.source_id).index(s)] for s in rows.source_ids])
+    with np.errstate(divide="ignore"):
+        errors = np.stack([invvars[s] ** -0.5 for s in rows.source_ids]).astype(np.float32)
+    vectors = pixel_vectors(cubes, errors, np.full((len(cubes), 2), CENTRE))
+    expected = model.predict_galaxies(vectors)
+    np.testing.assert_allclose(rows.z_phot, np.maximum(expected.z, 0.0), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(rows.n_pixels, expected.n_pixels)
+    # The stamp's sky noise would have given other answers: the errors did come from the file.
+    with_sky_noise = model.predict_galaxies(
+        pixel_vectors(cubes, sky_noise_errors(cubes), np.full((len(cubes), 2), CENTRE))
+    )
+    assert (rows.n_pixels != with_sky_noise.n_pixels).any()
+
+
 def test_the_worker_refuses_a_model_that_does_not_hash_or_is_not_photoz(
     pool: ConnectionPool, tmp_path: Path, model_bytes: bytes, database_url: str
 ) -> None:

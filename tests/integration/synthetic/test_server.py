@@ -102,6 +102,30 @@ def test_catalogued_galaxy_served_as_the_contract_fits(sky_factory) -> None:
     assert sky.cache_hits == 1
 
 
+def test_invvar_appends_the_inverse_variance_of_the_sky_noise_as_the_viewer_does(
+    sky_factory,
+) -> None:
+    sky = sky_factory()
+    truth = TRUTHS[5]
+    plain = get(sky, **cutout_params(truth)).content
+    response = get(sky, **cutout_params(truth), invvar="")
+    assert response.status_code == 200
+    assert response.content[: len(plain)] == plain  # the image HDU is unchanged
+    with fits.open(io.BytesIO(response.content)) as hdul:
+        assert len(hdul) == 2
+        image, invvar = hdul
+        assert (image.header["IMAGETYP"], invvar.header["IMAGETYP"]) == ("IMAGE", "INVVAR")
+        assert invvar.header["BANDS"] == "griz"
+        assert invvar.data.shape == (4, 40, 40)
+        for index, band in enumerate("griz"):
+            np.testing.assert_allclose(invvar.data[index], truth.sky_sigma[band] ** -2, rtol=1e-6)
+    # North of the split the i band has no exposure: inverse variance 0.
+    north = get(sky, **cutout_params(ra=180.0, dec=40.0), invvar="").content
+    with fits.open(io.BytesIO(north)) as hdul:
+        assert not hdul[1].data[2].any()
+        assert hdul[1].data[[0, 1, 3]].all()
+
+
 def test_nearby_position_draws_the_catalogued_galaxy_off_centre(sky_factory) -> None:
     sky = sky_factory()
     truth = TRUTHS[5]

@@ -29,3 +29,23 @@ def test_error_planes_are_used_where_a_cutout_has_them() -> None:
     np.testing.assert_array_equal(sigmas[0, 1:3], planes)
     assert not sigmas[0, [0, 3]].any()
     np.testing.assert_array_equal(sigmas[1], sky_noise_errors(cubes)[1])
+
+
+def test_the_services_inverse_variance_is_read_only_where_errors_are_asked_for() -> None:
+    rng = np.random.default_rng(6)
+    cube = rng.normal(0.0, 0.1, (4, SIZE, SIZE)).astype(np.float32)
+    invvar = np.broadcast_to(
+        np.array([100.0, 25.0, 0.0, 4.0], np.float32)[:, None, None], cube.shape
+    )
+    body = cube_fits_bytes(cube, RA, DEC, 0.262, "griz", invvar=np.ascontiguousarray(invvar))
+    decoded = decode_cutout(body, SIZE, "griz")
+    assert decoded.error_source == "invvar"
+    sigmas, sources = pixel_errors(decoded.data[None], [decoded])
+    assert sources == ["invvar"]
+    np.testing.assert_allclose(sigmas[0, [0, 1, 3], 0, 0], [0.1, 0.2, 0.5], rtol=1e-6)
+    assert np.isinf(sigmas[0, 2]).all()  # no exposure in i
+    # The stages that measure the cube alone skip the extension, and get the same cube.
+    cube_only = decode_cutout(body, SIZE, "griz", errors=False)
+    assert cube_only.errors is None
+    assert cube_only.error_source is None
+    np.testing.assert_array_equal(cube_only.data, decoded.data)

@@ -312,6 +312,76 @@ def test_truncated_fits_is_retryable_with_the_byte_counts(cut: int) -> None:
     assert str(len(body[:cut])) in result.reason
 
 
+# ---------------------------------------------------------------------------------------------
+# The inverse variance (invvar)
+
+
+def _with_invvar(body: bytes, invvar: np.ndarray | None = None) -> bytes:
+    """``body`` with the service's inverse-variance HDU after it (its header, IMAGETYP changed)."""
+    with fits.open(io.BytesIO(body)) as hdul:
+        header = hdul[0].header.copy()
+        shape = hdul[0].data.shape
+    header["IMAGETYP"] = "INVVAR"
+    for key in ("SIMPLE", "EXTEND"):
+        header.remove(key, ignore_missing=True)
+    data = np.full(shape, 1e4, np.float32) if invvar is None else invvar
+    out = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data=data, header=header)]).writeto(out)
+    return body + out.getvalue()[FITS_BLOCK_BYTES:]
+
+
+def classify_invvar(body: bytes) -> object:
+    return classify_response(
+        CutoutRequest(invvar=True), RA, DEC, 200, CaseInsensitiveDict(), body, now=NOW
+    )
+
+
+def test_invvar_is_asked_by_the_keys_presence_and_doubles_the_body_allowance() -> None:
+    plain, asked = CutoutRequest(), CutoutRequest(invvar=True)
+    assert "invvar" not in plain.params(RA, DEC)
+    assert asked.params(RA, DEC)["invvar"] == ""
+    query = parse_qs(urlsplit(asked.full_url(RA, DEC)).query, keep_blank_values=True)
+    assert query["invvar"] == [""]
+    assert asked.max_body_bytes == 2 * plain.max_body_bytes
+
+
+def test_an_answer_with_the_inverse_variance_is_a_success_keeping_every_byte() -> None:
+    body = _with_invvar(make_cutout_fits())
+    result = classify_invvar(body)
+    assert isinstance(result, Success)
+    assert result.raw_bytes == body
+
+
+def test_an_answer_without_the_asked_inverse_variance_is_retried_then_permanent() -> None:
+    body = make_cutout_fits()
+    assert isinstance(classify(body), Success)  # not asked: nothing is missing
+    result = classify_invvar(body)
+    assert isinstance(result, Retryable)
+    assert result.kind == "truncated"
+    assert "IMAGETYP = 'INVVAR'" in result.reason
+    final = result.when_exhausted()
+    assert isinstance(final, Permanent)
+    assert "native pixel scale" in final.reason
+    assert "GALPIPE_CUTOUT_INVVAR" in final.reason
+
+
+def test_an_inverse_variance_cut_short_is_retryable_truncated() -> None:
+    body = _with_invvar(make_cutout_fits())
+    result = classify_invvar(body[: -FITS_BLOCK_BYTES * 3])
+    assert isinstance(result, Retryable)
+    assert result.kind == "truncated"
+    assert "ends at byte" in result.reason
+
+
+def test_a_negative_inverse_variance_is_permanent_bad_invvar() -> None:
+    invvar = np.full((4, 40, 40), 1e4, np.float32)
+    invvar[3, 0, 0] = -5.0
+    result = classify_invvar(_with_invvar(make_cutout_fits(), invvar))
+    assert isinstance(result, Permanent)
+    assert result.kind == "bad_invvar"
+    assert "band 'z', row 0, column 0" in result.reason
+
+
 def test_missing_final_padding_is_tolerated() -> None:
     body = make_cutout_fits(size=41)
     header_bytes = (body.index(b"END" + b" " * 77) // FITS_BLOCK_BYTES + 1) * FITS_BLOCK_BYTES
