@@ -110,10 +110,10 @@ def likelihood_redshifts(
     less than a pixel of the bright core. ``train_z`` is the redshift of every training pixel
     in the order the model was fitted (the kNN's targets, its ``_y``).
     """
-    from galpipe.learning.pixel_redshift import _design_matrix
+    from galpipe.learning.pixel_redshift import _pixel_design
 
     scaler, regressor = model._fitted()
-    x = scaler.transform(_design_matrix(vectors.features, vectors.feature_names, model.columns))
+    x = scaler.transform(_pixel_design(vectors, model.columns))
     distances, neighbours = regressor.kneighbors(x.astype(np.float32), n_neighbors=k)
     u = np.log1p(train_z[neighbours])  # (P, k)
     weights = 1.0 / np.maximum(distances, 1e-6)

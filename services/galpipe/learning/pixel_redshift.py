@@ -11,9 +11,14 @@ redshift combines its pixels' estimates.
   ``HistGradientBoostingRegressor`` on the same columns, a stronger learner to compare with.
 - **Columns** (a setting, :func:`default_columns`): by default the consecutive colours of the
   pixel's luptitudes (``g-r``, ``r-i``, ``i-z``), the luptitude of the second band (``lup_r``)
-  and ``r_norm``. Colours carry the redshift (the spectrum's breaks moving through the bands);
-  one luptitude the brightness; ``r_norm`` where in the galaxy a pixel lies (bulges are redder
-  than disks). Left out by default: the pixel offsets ``dx_arcsec``, ``dy_arcsec`` -- where a
+  and ``r_norm``, then the same colours and luptitude of the pixel's whole segment
+  (``seg_g-r`` ..., ``seg_lup_r``: its isophotal fluxes, :func:`segment_luptitudes`). Colours
+  carry the redshift (the spectrum's breaks moving through the bands); one luptitude the
+  brightness; ``r_norm`` where in the galaxy a pixel lies (bulges are redder than disks). A
+  pixel's own colours have a fraction of its galaxy's S/N: the segment's colours give each
+  pixel its galaxy's context, and on the synthetic sky they halve the scatter and the outliers
+  of the combined redshift (``docs/photoz.md``, benchmark). Left out by default: the pixel
+  offsets ``dx_arcsec``, ``dy_arcsec`` -- where a
   pixel lies on the image carries no redshift information, and the kNN would learn each
   training galaxy's orientation -- and the luptitude errors: at the sky-dominated noise of most
   pixels they are a function of the luptitude itself plus the field's depth, which would make
@@ -84,7 +89,9 @@ __all__ = [
     "COMBINERS",
     "DEFAULT_K_GRID",
     "FORMAT_VERSION",
+    "INTEGRATED_SOFTENING_NMGY",
     "LEARNERS",
+    "SEGMENT_PREFIX",
     "GalaxyRedshifts",
     "IntegratedBaseline",
     "PixelRedshiftError",
@@ -93,6 +100,7 @@ __all__ = [
     "combine_pixel_redshifts",
     "default_columns",
     "fit_integrated_baseline",
+    "segment_luptitudes",
 ]
 
 LEARNERS: tuple[str, ...] = ("knn", "gradient_boosting")
@@ -100,6 +108,12 @@ COMBINERS: tuple[str, ...] = ("mean", "flux_weighted_median", "density_mode")
 #: The k tried by default: distance-weighted kNN photo-z usually do best at k ~ 10-30; the
 #: pixels of one training galaxy crowd a neighbourhood, so the grid reaches further.
 DEFAULT_K_GRID: tuple[int, ...] = (4, 8, 16, 32, 64)
+#: Prefix of a column taken from the pixel's whole segment (its integrated luptitudes):
+#: ``seg_g-r`` is the segment's g-r colour, ``seg_lup_r`` its r luptitude.
+SEGMENT_PREFIX = "seg_"
+#: Softening of integrated luptitudes (segment and baseline), nanomaggies (22.5 + 3.25 mag AB:
+#: far below any detected galaxy's flux, so they are magnitudes there).
+INTEGRATED_SOFTENING_NMGY = 0.05
 #: Pixels per neighbour query or prediction call (bounds the (chunk, k) distance arrays).
 CHUNK_PIXELS = 65_536
 #: Version of the bytes :meth:`PixelRedshiftModel.to_bytes` writes.
@@ -165,7 +179,9 @@ class GalaxyRedshifts:
     reasons: tuple[str | None, ...]
 
 
-def default_columns(bands: Sequence[str], *, with_radius: bool = True) -> tuple[str, ...]:
+def default_columns(
+    bands: Sequence[str], *, with_radius: bool = True, with_segment: bool = True
+) -> tuple[str, ...]:
     """The default learner columns for these bands (module docstring, "Columns").
 
     Parameters
@@ -174,28 +190,50 @@ def default_columns(bands: Sequence[str], *, with_radius: bool = True) -> tuple[
         Band names, blue to red, e.g. ``"griz"``.
     with_radius : bool, optional
         Append ``r_norm`` (pixel vectors have it; integrated fluxes do not).
+    with_segment : bool, optional
+        Append the same colours and luptitude of the pixel's whole segment
+        (:data:`SEGMENT_PREFIX`; pixel vectors only).
 
     Returns
     -------
     tuple of str
-        e.g. ``("g-r", "r-i", "i-z", "lup_r", "r_norm")`` for griz.
+        e.g. ``("g-r", "r-i", "i-z", "lup_r", "r_norm", "seg_g-r", "seg_r-i", "seg_i-z",
+        "seg_lup_r")`` for griz.
     """
     names = [str(band) for band in bands]
     if not names:
         raise PixelRedshiftError("bands: expected at least one band, got none")
     colours = tuple(f"{a}-{b}" for a, b in itertools.pairwise(names))
     reference = names[1] if len(names) > 1 else names[0]
-    return (*colours, f"lup_{reference}", *(("r_norm",) if with_radius else ()))
+    own = (*colours, f"lup_{reference}")
+    return (
+        *own,
+        *(("r_norm",) if with_radius else ()),
+        *((SEGMENT_PREFIX + c for c in own) if with_segment else ()),
+    )
 
 
 def _design_matrix(
-    features: npt.NDArray[np.float32], names: Sequence[str], columns: Sequence[str]
+    features: npt.NDArray[np.float32],
+    names: Sequence[str],
+    columns: Sequence[str],
+    *,
+    segment: tuple[npt.NDArray[np.float32], Sequence[str]] | None = None,
 ) -> npt.NDArray[np.float32]:
     """float32 ``(P, len(columns))``: the named columns, a colour ``"a-b"`` as
-    ``lup_a - lup_b``."""
+    ``lup_a - lup_b``; a column ``"seg_<column>"`` is ``<column>`` of ``segment``, the
+    luptitudes of each row's whole segment and their names (``lup_<band>``)."""
     index = {name: i for i, name in enumerate(names)}
     out = np.empty((features.shape[0], len(columns)), dtype=np.float32)
     for j, column in enumerate(columns):
+        if column.startswith(SEGMENT_PREFIX):
+            if segment is None:
+                raise PixelRedshiftError(
+                    f"column {column!r}: a segment column, but no segment luptitudes here"
+                )
+            inner = column.removeprefix(SEGMENT_PREFIX)
+            out[:, j] = _design_matrix(segment[0], segment[1], (inner,))[:, 0]
+            continue
         if column in index:
             out[:, j] = features[:, index[column]]
             continue
@@ -206,10 +244,42 @@ def _design_matrix(
             )
             continue
         raise PixelRedshiftError(
-            f"column {column!r}: neither a feature ({', '.join(names)}) nor a colour 'a-b' "
-            "of two bands with luptitudes"
+            f"column {column!r}: neither a feature ({', '.join(names)}), a colour 'a-b' of two "
+            f"bands with luptitudes, nor '{SEGMENT_PREFIX}' and one of those"
         )
     return out
+
+
+def segment_luptitudes(vectors: PixelVectors) -> npt.NDArray[np.float32]:
+    """float32 ``(P, B)``: the luptitudes of each pixel's whole segment (its isophotal flux,
+    :attr:`~galpipe.science.photoz_pixels.PixelVectors.segment_flux`), softened by
+    :data:`INTEGRATED_SOFTENING_NMGY` like the integrated baseline's, one row per pixel.
+
+    Raises
+    ------
+    PixelRedshiftError
+        If the vectors carry no segment flux for each of their galaxies.
+    """
+    expected = (vectors.n_galaxies, len(vectors.bands))
+    if vectors.segment_flux.shape != expected:
+        raise PixelRedshiftError(
+            f"segment columns ({SEGMENT_PREFIX}...) need each galaxy's segment flux: expected "
+            f"shape {expected}, the vectors carry {vectors.segment_flux.shape}"
+        )
+    mu, _ = luptitudes(
+        vectors.segment_flux,
+        np.zeros_like(vectors.segment_flux),
+        np.full(len(vectors.bands), INTEGRATED_SOFTENING_NMGY),
+    )
+    return mu.astype(np.float32)[vectors.galaxy_index]
+
+
+def _pixel_design(vectors: PixelVectors, columns: Sequence[str]) -> npt.NDArray[np.float32]:
+    """The learner's design matrix of ``vectors`` (segment luptitudes only when asked for)."""
+    segment = None
+    if any(c.startswith(SEGMENT_PREFIX) for c in columns):
+        segment = (segment_luptitudes(vectors), tuple(f"lup_{band}" for band in vectors.bands))
+    return _design_matrix(vectors.features, vectors.feature_names, columns, segment=segment)
 
 
 def _split_by_galaxy(
@@ -665,7 +735,7 @@ class PixelRedshiftModel:
         z = _check_redshifts(z_spec, n, "z_spec")
         ids = _check_ids(galaxy_ids, n)
         columns = self.columns or default_columns(vectors.bands)
-        x = _design_matrix(vectors.features, vectors.feature_names, columns)
+        x = _pixel_design(vectors, columns)
         galaxy = vectors.galaxy_index
         has_pixels = vectors.n_pixels > 0
         if int(has_pixels.sum()) < 2:
@@ -728,7 +798,7 @@ class PixelRedshiftModel:
             If the model is not fitted or the vectors lack a column it uses.
         """
         scaler, regressor = self._fitted()
-        x = _design_matrix(vectors.features, vectors.feature_names, self.columns)
+        x = _pixel_design(vectors, self.columns)
         return _predict_chunked(scaler, regressor, x)
 
     def predict_galaxies(
@@ -901,7 +971,7 @@ def fit_integrated_baseline(
     galaxy_ids: npt.ArrayLike | None = None,
     *,
     bands: Sequence[str] = "griz",
-    softening_nmgy: float | Sequence[float] = 0.05,
+    softening_nmgy: float | Sequence[float] = INTEGRATED_SOFTENING_NMGY,
     k_grid: Sequence[int] = DEFAULT_K_GRID,
     validation_fraction: float = 0.2,
     seed: int = 0,
@@ -942,7 +1012,7 @@ def fit_integrated_baseline(
     softening = np.broadcast_to(np.asarray(softening_nmgy, dtype=np.float64), (len(names),)).copy()
     if not (np.isfinite(softening).all() and (softening > 0).all()):
         raise PixelRedshiftError(f"softening_nmgy: expected > 0 nanomaggies, got {softening_nmgy}")
-    columns = default_columns(names, with_radius=False)
+    columns = default_columns(names, with_radius=False, with_segment=False)
     x = _integrated_design(total_fluxes, names, softening, columns)
     n = x.shape[0]
     z = _check_redshifts(z_spec, n, "z_spec")

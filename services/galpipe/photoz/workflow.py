@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -277,6 +277,7 @@ def train_photoz(
     vector_config: PixelVectorConfig | None = None,
     learner: str = "knn",
     combiner: str = "mean",
+    columns: Sequence[str] | None = None,
     test_fraction: float = 0.2,
     seed: int = 0,
     n_jobs: int | None = None,
@@ -297,8 +298,8 @@ def train_photoz(
         ``(N,)`` spectroscopic redshifts, finite.
     vector_config : PixelVectorConfig, optional
         Segmentation and luptitude settings (saved with the model).
-    learner, combiner : str
-        Of :class:`PixelRedshiftModel`.
+    learner, combiner, columns
+        Of :class:`PixelRedshiftModel` (``columns`` None: its default).
     test_fraction : float
         Expected share of galaxies held out for the test, in (0, 1).
     seed : int
@@ -330,7 +331,12 @@ def train_photoz(
                 "at least two are needed: give more galaxies"
             )
     model = PixelRedshiftModel(
-        learner=learner, combiner=combiner, seed=seed, n_jobs=n_jobs, vector_config=config
+        learner=learner,
+        combiner=combiner,
+        columns=columns,
+        seed=seed,
+        n_jobs=n_jobs,
+        vector_config=config,
     ).fit(train_vectors, z[train_idx], ids[train_idx])
     # The baseline learns from the same galaxies: those whose segment was matched.
     has = train_vectors.n_pixels > 0

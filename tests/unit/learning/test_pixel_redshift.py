@@ -48,12 +48,24 @@ def synthetic_vectors(
     features[:, 8] = rng.uniform(0.0, 1.0, p)
     features[:, 9:] = rng.normal(0.0, 1.0, (p, 2))
     reasons = tuple(None if k else "no segment within 5 px" for k in n_pixels)
+    # The whole segment: the galaxy's noiseless colours at r = 20 mag, its flux in nanomaggies.
+    magnitudes = np.empty((n, 4))
+    magnitudes[:, 1] = 20.0
+    galaxy_colours = 0.2 + SLOPES * z[:, None]
+    magnitudes[:, 0] = 20.0 + galaxy_colours[:, 0]
+    magnitudes[:, 2] = 20.0 - galaxy_colours[:, 1]
+    magnitudes[:, 3] = magnitudes[:, 2] - galaxy_colours[:, 2]
+    segment_flux = 10.0 ** ((22.5 - magnitudes) / 2.5)
+    segment_flux[n_pixels == 0] = 0.0
     return PixelVectors(
         features=features,
         galaxy_index=galaxy.astype(np.int64),
         flux_weight=rng.uniform(0.1, 1.0, p).astype(np.float32),
         n_pixels=n_pixels.astype(np.int64),
         reasons=reasons,
+        segment_flux=segment_flux,
+        segment_flux_err=np.full_like(segment_flux, 0.01),
+        centre_xy=np.zeros((n, 2)),
     )
 
 
@@ -102,11 +114,60 @@ def test_k_is_chosen_from_the_grid_by_validation(
 def test_noisy_pixels_choose_a_larger_k() -> None:
     rng = np.random.default_rng(8)
     z = rng.uniform(0.05, 1.2, 200)
-    # Colour noise of 0.5 mag: one neighbour is a poor guess, the average of many is not.
-    model = PixelRedshiftModel().fit(synthetic_vectors(z, rng, colour_noise=0.5), z, k_grid=(1, 64))
+    # Colour noise of 0.5 mag: one neighbour is a poor guess, the average of many is not
+    # (the pixels' own columns: their segment's colours are noiseless here).
+    model = PixelRedshiftModel(columns=default_columns("griz", with_segment=False))
+    model.fit(synthetic_vectors(z, rng, colour_noise=0.5), z, k_grid=(1, 64))
     curve = {p.k: p.sigma_nmad for p in model.validation_curve}
     assert curve[64] < curve[1]
     assert model.k == 64
+
+
+def test_the_segments_colours_give_noisy_pixels_their_galaxys_redshift() -> None:
+    rng = np.random.default_rng(12)
+    z = rng.uniform(0.05, 1.2, 300)
+    vectors = synthetic_vectors(z, rng, colour_noise=0.5)
+    test = np.arange(300) >= 200
+    scores = {}
+    for with_segment in (False, True):
+        model = PixelRedshiftModel(
+            columns=default_columns("griz", with_segment=with_segment), combiner="density_mode"
+        )
+        model.fit(_subset(vectors, ~test), z[~test], k_grid=(8, 32))
+        predicted = model.predict_galaxies(_subset(vectors, test)).z
+        scores[with_segment] = redshift_metrics(predicted, z[test]).sigma_nmad
+    assert scores[True] < 0.5 * scores[False]
+
+
+def _subset(vectors: PixelVectors, keep: np.ndarray) -> PixelVectors:
+    """The vectors of the galaxies where ``keep`` is true, renumbered."""
+    rows = keep[vectors.galaxy_index]
+    renumber = np.cumsum(keep) - 1
+    return PixelVectors(
+        features=vectors.features[rows],
+        galaxy_index=renumber[vectors.galaxy_index[rows]],
+        flux_weight=vectors.flux_weight[rows],
+        n_pixels=vectors.n_pixels[keep],
+        reasons=tuple(r for r, k in zip(vectors.reasons, keep, strict=True) if k),
+        segment_flux=vectors.segment_flux[keep],
+        segment_flux_err=vectors.segment_flux_err[keep],
+        centre_xy=vectors.centre_xy[keep],
+    )
+
+
+def test_segment_columns_need_the_segments_flux() -> None:
+    rng = np.random.default_rng(13)
+    z = rng.uniform(0.05, 1.2, 40)
+    vectors = synthetic_vectors(z, rng)
+    bare = PixelVectors(
+        vectors.features,
+        vectors.galaxy_index,
+        vectors.flux_weight,
+        vectors.n_pixels,
+        vectors.reasons,
+    )
+    with pytest.raises(PixelRedshiftError, match=r"segment flux: expected shape \(40, 4\)"):
+        PixelRedshiftModel().fit(bare, z, k_grid=(4,))
 
 
 def test_validation_is_split_by_galaxy_not_by_pixel() -> None:
@@ -121,7 +182,9 @@ def test_validation_is_split_by_galaxy_not_by_pixel() -> None:
     vectors = PixelVectors(
         twins, vectors.galaxy_index, vectors.flux_weight, vectors.n_pixels, vectors.reasons
     )
-    model = PixelRedshiftModel().fit(vectors, z, k_grid=(1, 4))
+    # The pixels' own columns only: the segment's are one vector per galaxy too, by design.
+    model = PixelRedshiftModel(columns=default_columns("griz", with_segment=False))
+    model.fit(vectors, z, k_grid=(1, 4))
     assert all(p.sigma_nmad > 0.1 for p in model.validation_curve)
     assert all(p.pixel_rmse > 0.2 for p in model.validation_curve)
 
