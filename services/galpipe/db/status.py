@@ -4,8 +4,8 @@ Counts by state and the oldest queued task are :func:`galpipe.db.queue.task_coun
 :func:`galpipe.db.queue.oldest_queued_age`; the buckets are
 :func:`galpipe.db.ratelimit.bucket_usages`. Every query here reads an index or a small table:
 
-- completions in the last window are done tasks with a recent ``updated_at``; see
-  :data:`RECENT_DONE_SQL` for its cost;
+- completions in the last window are the rows of ``task_completions`` (one per completing
+  statement, migration 0016) in it; see :data:`RECENT_DONE_SQL`;
 - ``pipeline_control`` and ``breakers`` hold one row per pipeline or breaker.
 """
 
@@ -20,14 +20,17 @@ import psycopg
 #: plane's overview alike; a rate is the count divided by it.
 RATE_WINDOW_SECONDS = 60.0
 
-#: Done tasks per pipeline whose ``updated_at`` lies in the last ``%(seconds)s`` seconds: a range
-#: scan of the partial index ``tasks_done_recent`` (see docs/decisions.md,
-#: "FIFO by a sequence, and the recent-completions index"). ``now()`` (stable, unlike
-#: ``clock_timestamp()``) is what lets the bound be an index condition.
+#: The longest window :func:`recent_done` counts, seconds: ``task_completions`` keeps an hour.
+MAX_WINDOW_SECONDS = 3600.0
+
+#: Tasks per pipeline that went to ``done`` in the last ``%(seconds)s`` seconds: the
+#: ``task_completions`` rows in the window (an index range scan of about one row per
+#: completing statement, whatever the completion rate; docs/capacity.md, "The task table at
+#: 10⁷ rows"). ``now()`` (stable, unlike ``clock_timestamp()``) is what lets the bound be an
+#: index condition.
 RECENT_DONE_SQL = """
-SELECT pipeline, count(*) FROM tasks
-WHERE pipeline = ANY(%(pipelines)s) AND state = 'done'
-  AND updated_at >= now() - make_interval(secs => %(seconds)s)
+SELECT pipeline, sum(n) FROM task_completions
+WHERE at >= now() - make_interval(secs => %(seconds)s) AND pipeline = ANY(%(pipelines)s)
 GROUP BY pipeline
 """
 
@@ -49,7 +52,18 @@ class PipelineControl:
 def recent_done(
     conn: psycopg.Connection, pipelines: list[str], seconds: float = RATE_WINDOW_SECONDS
 ) -> dict[str, int]:
-    """Tasks of each pipeline that went to ``done`` in the last ``seconds`` (absent: none)."""
+    """Tasks of each pipeline that went to ``done`` in the last ``seconds`` (absent: none).
+
+    Raises
+    ------
+    ValueError
+        If ``seconds`` is not in (0, :data:`MAX_WINDOW_SECONDS`].
+    """
+    if not 0.0 < seconds <= MAX_WINDOW_SECONDS:
+        raise ValueError(
+            f"completion window {seconds} s: expected (0, {MAX_WINDOW_SECONDS:g}] seconds "
+            "(task_completions keeps an hour)"
+        )
     rows = conn.execute(
         RECENT_DONE_SQL, {"pipelines": pipelines, "seconds": float(seconds)}
     ).fetchall()

@@ -203,10 +203,21 @@ def test_status_counts_read_the_state_index_only(loaded_url: str) -> None:
     count_scans = _task_scans(counts)
     assert _described(count_scans) == [("Index Only Scan", "tasks_state")]
     assert count_scans[0]["Heap Fetches"] == 0
-    # The head of the queue is one probe of the ready index; recent completions a range of the
-    # done index. Neither may fall back to reading the table.
+    # The head of the queue is one probe of the ready index. Recent completions do not read
+    # the tasks at all: one row per completing statement, in task_completions.
     assert _described(_task_scans(oldest)) == [("Index Scan", "tasks_ready")]
-    assert _described(_task_scans(recent)) == [("Index Only Scan", "tasks_done_recent")]
+    assert _task_scans(recent) == []
+    assert _relations(recent) == {"task_completions"}
+
+
+def _relations(plan: dict[str, Any]) -> set[str]:
+    found, stack = set(), [plan]
+    while stack:
+        node = stack.pop()
+        if "Relation Name" in node:
+            found.add(node["Relation Name"])
+        stack.extend(node.get("Plans", []))
+    return found
 
 
 def test_claim_walks_the_ready_index_and_updates_by_key(loaded_url: str) -> None:

@@ -64,6 +64,7 @@ EXPECTED = {
         # only the rollup, a function of the owner's, folds them into the counts.
         "task_state_deltas": {"SELECT", "INSERT"},
         "task_state_counts": {"SELECT"},
+        "task_completions": {"SELECT", "INSERT"},
     },
     SCALER: {"tasks": {"SELECT"}, "pipeline_control": {"SELECT"}},
 }
@@ -248,6 +249,8 @@ def test_the_app_role_does_the_workers_monitors_and_controls_job(
         "UPDATE galaxies SET catalog = 'x'",
         "UPDATE audit_log SET reason = 'x'",
         "DELETE FROM task_state_deltas",
+        "DELETE FROM task_completions",
+        "UPDATE task_completions SET n = 0",
         "UPDATE task_state_counts SET n = 0",
         "INSERT INTO task_state_counts (pipeline, state, n) VALUES ('fetch', 'done', 1)",
         "SELECT * FROM schema_migrations",
@@ -283,6 +286,7 @@ def test_the_scaler_role_runs_the_charts_query(role_database: str) -> None:
         "SELECT * FROM audit_log",
         "SELECT * FROM schema_migrations",
         "SELECT * FROM task_state_counts",
+        "SELECT * FROM task_completions",
         "SELECT roll_up_task_state_counts()",
         "UPDATE tasks SET attempts = 0",
         "INSERT INTO pipeline_control (pipeline, paused) VALUES ('fetch', true)",

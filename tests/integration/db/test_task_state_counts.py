@@ -22,6 +22,7 @@ from psycopg_pool import ConnectionPool
 from galpipe.db import control
 from galpipe.db.connection import open_pool
 from galpipe.db.migrate import load_migrations
+from galpipe.db.status import MAX_WINDOW_SECONDS, recent_done
 from galpipe.db.queue import (
     STATES,
     TASK_COUNTS_SQL,
@@ -151,6 +152,9 @@ def test_counts_equal_an_exact_count_under_concurrent_claimers(
             roll_up_task_counts(conn)
         assert _pending(conn) == 0
         assert _rolled_up(conn) == _exact(conn)
+        # Nothing in this mix moves a task out of done: every done task is one completion.
+        done = {p: n for (p, s), n in exact.items() if s == "done"}
+        assert recent_done(conn, ["fetch", "radon"], MAX_WINDOW_SECONDS) == done
     assert observed >= 1
 
 
