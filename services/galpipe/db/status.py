@@ -25,9 +25,9 @@ MAX_WINDOW_SECONDS = 3600.0
 
 #: Tasks per pipeline that went to ``done`` in the last ``%(seconds)s`` seconds: the
 #: ``task_completions`` rows in the window (an index range scan of about one row per
-#: completing statement, whatever the completion rate; docs/capacity.md, "The task table at
-#: 10⁷ rows"). ``now()`` (stable, unlike ``clock_timestamp()``) is what lets the bound be an
-#: index condition.
+#: completing statement, whatever the completion rate; see docs/capacity.md,
+#: "The task table at 10⁷ rows"). ``now()`` (stable, unlike ``clock_timestamp()``) is what
+#: lets the bound be an index condition.
 RECENT_DONE_SQL = """
 SELECT pipeline, sum(n) FROM task_completions
 WHERE at >= now() - make_interval(secs => %(seconds)s) AND pipeline = ANY(%(pipelines)s)
