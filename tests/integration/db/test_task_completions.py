@@ -3,13 +3,10 @@ the control plane count what moved into ``done`` in the window, from a small tab
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
 from galpipe.db.migrate import load_migrations
@@ -77,20 +74,6 @@ def test_recent_done_counts_the_window_and_the_rollup_keeps_an_hour(
 def test_a_window_the_table_cannot_answer_is_refused(pool: ConnectionPool, seconds: float) -> None:
     with pool.connection() as conn, pytest.raises(ValueError, match="completion window"):
         recent_done(conn, ["fetch"], seconds)
-
-
-@pytest.fixture
-def fresh_database(pg_server: Any) -> Iterator[str]:
-    """An empty database with no migration applied; its conninfo."""
-    admin = pg_server.get_uri()
-    name = "galpipe_completions_init_test"
-    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(drop)
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield make_conninfo(admin, dbname=name)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(drop)
 
 
 def test_the_migration_counts_the_last_hours_completions(fresh_database: str) -> None:

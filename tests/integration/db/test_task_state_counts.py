@@ -11,18 +11,14 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
 from galpipe.db import control
 from galpipe.db.connection import open_pool
 from galpipe.db.migrate import load_migrations
-from galpipe.db.status import MAX_WINDOW_SECONDS, recent_done
 from galpipe.db.queue import (
     STATES,
     TASK_COUNTS_SQL,
@@ -31,6 +27,7 @@ from galpipe.db.queue import (
     roll_up_task_counts,
     task_counts,
 )
+from galpipe.db.status import MAX_WINDOW_SECONDS, recent_done
 
 Counts = dict[tuple[str, str], int]
 
@@ -285,23 +282,6 @@ def test_deletes_and_truncates_are_counted(
     queue.enqueue("radon", ids[:4])
     with pool.connection() as conn:
         assert _maintained(conn) == {("radon", "queued"): 4}
-
-
-@pytest.fixture
-def fresh_database(pg_server: Any) -> Iterator[str]:
-    """An empty database with no migration applied; its conninfo."""
-    admin = pg_server.get_uri()
-    name = "galpipe_counts_init_test"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield make_conninfo(admin, dbname=name)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
 
 
 def test_the_migration_counts_the_tasks_that_already_exist(fresh_database: str) -> None:
