@@ -104,11 +104,11 @@ def decode_cutout(
         raise CutoutDecodeError(f"error planes: {exc}") from None
     if planes is None:
         return DecodedCutout(data, jacobian)
-    errors = np.zeros_like(data)
+    sigmas = np.zeros_like(data)
     for i, band in enumerate(bands):
         if band in BANDS:
-            errors[BANDS.index(band)] = planes.errors[i]
-    return DecodedCutout(data, jacobian, errors, planes.source)
+            sigmas[BANDS.index(band)] = planes.errors[i]
+    return DecodedCutout(data, jacobian, sigmas, planes.source)
 
 
 #: ``error_source`` of a cutout without error planes: the sky noise measured in its stamp.
