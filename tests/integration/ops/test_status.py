@@ -58,6 +58,14 @@ def busy(pool: ConnectionPool, queue: TaskQueue, add_galaxies, settings: Setting
             "UPDATE tasks SET state = 'done', updated_at = now() - interval '1 hour' "
             "WHERE pipeline = 'radon' AND source_id = 3"
         )
+        # The statements above completed every task now; the completions the rates read
+        # (task_completions, one row per completing statement) at the times set above.
+        conn.execute("DELETE FROM task_completions")
+        conn.execute(
+            "INSERT INTO task_completions (pipeline, at, n) VALUES "
+            "('fetch', now() - interval '5 min', 2), ('fetch', now() - interval '2 s', 3), "
+            "('radon', now() - interval '1 hour', 1)"
+        )
     queue.pause("radon", "new algo_version being deployed")
     breaker = CircuitBreaker(pool, "fetch", breaker_policy(settings))
     breaker.record_failure("w1", "HTTP 503 from the cutout service")
