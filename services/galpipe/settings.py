@@ -707,6 +707,8 @@ def settings_table() -> str:
         default = f.default
         if isinstance(default, tuple):
             default = ",".join(f"{d:g}" for d in default)
+        elif isinstance(default, bool):
+            default = str(default).lower()  # as the variable is written
         shown = "—" if default is None else f"`{default}`"
         rows.append(f"| `{f.metadata['env']}` | {shown} | {f.metadata['doc']} |")
     return "\n".join(rows)
