@@ -438,8 +438,9 @@ HAVING sum(n) <> 0
 """
 
 #: Fold the pending deltas into the counts (migration 0015's function; one rollup at a time,
-#: a concurrent call returns 0 at once). Returns the number of delta rows folded.
-ROLL_UP_TASK_COUNTS_SQL = "SELECT roll_up_task_state_counts()"
+#: a concurrent call returns 0 at once), and drop the completions older than an hour
+#: (migration 0016's). Returns the number of delta rows folded first.
+ROLL_UP_TASK_COUNTS_SQL = "SELECT roll_up_task_state_counts(), prune_task_completions()"
 
 #: One LIMIT 1 probe of ``tasks_ready`` per pipeline (a loose index scan), not a scan of the
 #: queue: the head of the FIFO (``seq`` follows ``enqueued_at``: both are assigned at insert).
@@ -493,6 +494,8 @@ def roll_up_task_counts(conn: psycopg.Connection) -> int:
     Idempotent and safe to call from many processes at once: one rollup runs at a time, and a
     call that finds one running returns 0 at once (that one folds the deltas). Counts read by
     :func:`task_counts` are exact with or without it; it keeps the deltas they add up short.
+    It also drops the completions older than an hour (``task_completions``, the rates of
+    :func:`galpipe.db.status.recent_done`), so that table stays an hour long.
 
     Parameters
     ----------

@@ -288,6 +288,7 @@ def test_the_scaler_role_runs_the_charts_query(role_database: str) -> None:
         "SELECT * FROM task_state_counts",
         "SELECT * FROM task_completions",
         "SELECT roll_up_task_state_counts()",
+        "SELECT prune_task_completions()",
         "UPDATE tasks SET attempts = 0",
         "INSERT INTO pipeline_control (pipeline, paused) VALUES ('fetch', true)",
         "UPDATE pipeline_control SET paused = false",

@@ -7,8 +7,8 @@
 --
 -- The update trigger of migration 0015 appends one row per statement that moves tasks into
 -- `done` (a worker's completing statement: one row per batch), with the statement's pipeline,
--- time and count. The rollup deletes rows older than the retention below, so the table holds at
--- most an hour of completions.
+-- time and count. prune_task_completions(), run with every rollup, deletes rows older than an
+-- hour.
 --
 -- Compatible with the previous release: it writes tasks as before (the trigger follows) and
 -- counts recent completions on tasks_done_recent, which stays.
@@ -55,32 +55,28 @@ SELECT pipeline, updated_at, count(*) FROM tasks
 WHERE state = 'done' AND updated_at >= now() - interval '1 hour'
 GROUP BY pipeline, updated_at;
 
--- 0015's rollup, which the monitor runs every poll and `galpipe status` before it reads, now
--- also drops completions older than an hour (the longest window galpipe.db.status counts).
-CREATE OR REPLACE FUNCTION roll_up_task_state_counts() RETURNS bigint
+-- Drops completions older than an hour (the longest window galpipe.db.status counts). The
+-- rollup's callers run it beside the rollup (db/queue.py, ROLL_UP_TASK_COUNTS_SQL), so the
+-- table holds at most an hour. SECURITY DEFINER: the app role runs it without holding DELETE.
+-- Returns the number of rows dropped.
+-- One prune at a time, as one rollup (a second caller returns 0 at once): two would wait on
+-- each other's deleted rows.
+CREATE FUNCTION prune_task_completions() RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
-    folded bigint;
+    dropped bigint;
 BEGIN
-    -- An arbitrary constant of galpipe's, other than the migrations' lock (db/migrate.py).
-    IF NOT pg_try_advisory_xact_lock(7022285637306736) THEN
+    -- The rollup's constant plus one: galpipe's, other than the migrations' lock too.
+    IF NOT pg_try_advisory_xact_lock(7022285637306737) THEN
         RETURN 0;
     END IF;
-    WITH moved AS (
-        DELETE FROM task_state_deltas RETURNING pipeline, state, delta
-    ), summed AS (
-        SELECT pipeline, state, sum(delta) AS delta, count(*) AS n_rows FROM moved
-        GROUP BY pipeline, state
-    ), upserted AS (
-        INSERT INTO task_state_counts (pipeline, state, n)
-        SELECT pipeline, state, delta FROM summed
-        ON CONFLICT (pipeline, state) DO UPDATE SET n = task_state_counts.n + EXCLUDED.n
-    )
-    SELECT coalesce(sum(n_rows), 0) INTO folded FROM summed;
     DELETE FROM task_completions WHERE at < now() - interval '1 hour';
-    RETURN folded;
+    GET DIAGNOSTICS dropped = ROW_COUNT;
+    RETURN dropped;
 END
 $$;
+REVOKE EXECUTE ON FUNCTION prune_task_completions() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION prune_task_completions() TO galpipe_app;
 
 -- Workers' completing statements append (the trigger runs as the writer); readers count.
 GRANT SELECT, INSERT ON task_completions TO galpipe_app;
