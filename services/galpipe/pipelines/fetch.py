@@ -156,12 +156,9 @@ class FetchPipeline:
         sid = task.source_id
         if position is None:
             return Fail(sid, "galaxy is not in the galaxies table")
-        if not self._wait_for_breaker():
-            return Release(sid, "stopping while the circuit breaker was open")
-        try:
-            self.bucket.acquire(1, max_wait=MAX_TOKEN_WAIT_S)
-        except RateLimitTimeoutError as exc:
-            return Release(sid, f"rate-limit queue too long: {exc}")
+        refused = admit_request(self.breaker, self.bucket, self.owner, self.stop, self._sleep, sid)
+        if refused is not None:
+            return refused
         result = self.client.fetch(*position)
         final_attempt = task.attempts > self.max_retries
         match result:
@@ -195,10 +192,6 @@ class FetchPipeline:
                     return Skip(sid, f"no coverage: {final.reason}")
                 return Retry(sid, reason, delay_s=retry_after)
         raise AssertionError(f"unclassified fetch result {result!r}")  # pragma: no cover
-
-    def _wait_for_breaker(self) -> bool:
-        """Block while the shared breaker is open; False if asked to stop meanwhile."""
-        return wait_for_breaker(self.breaker, self.owner, self.stop, self._sleep)
 
     def _keep(self, sid: int, result: Success, position: tuple[float, float]) -> Outcome:
         """Store the bytes as received, read them back, and check them before success."""
@@ -240,6 +233,26 @@ def wait_for_breaker(
         if waited > 0.01:
             metrics.BREAKER_WAIT_SECONDS.labels(breaker.name).inc(waited)
     return not stop.is_set()
+
+
+def admit_request(
+    breaker: CircuitBreaker,
+    bucket: TokenBucket,
+    owner: str,
+    stop: threading.Event,
+    sleep: Callable[[float], None],
+    source_id: int,
+) -> Release | None:
+    """Let one request of a fetch source go: None once the shared breaker lets it through and
+    it holds a token of the shared bucket; else the galaxy's ``Release`` (stopping while the
+    breaker was open, or a token queue longer than :data:`MAX_TOKEN_WAIT_S`)."""
+    if not wait_for_breaker(breaker, owner, stop, sleep):
+        return Release(source_id, "stopping while the circuit breaker was open")
+    try:
+        bucket.acquire(1, max_wait=MAX_TOKEN_WAIT_S)
+    except RateLimitTimeoutError as exc:
+        return Release(source_id, f"rate-limit queue too long: {exc}")
+    return None
 
 
 def keep_cutout(

@@ -44,11 +44,11 @@ from galpipe.db.breaker import CircuitBreaker
 from galpipe.db.cutouts import CutoutRecord
 from galpipe.db.galaxies import positions_and_extras
 from galpipe.db.queue import Task
-from galpipe.db.ratelimit import RateLimitTimeoutError, TokenBucket
+from galpipe.db.ratelimit import TokenBucket
 from galpipe.errors import InputError
-from galpipe.pipelines.base import Done, Fail, Outcome, Release, Retry
+from galpipe.pipelines.base import Done, Fail, Outcome, Retry
 from galpipe.pipelines.cutout_packs import CutoutPacker, record_fetched
-from galpipe.pipelines.fetch import MAX_TOKEN_WAIT_S, keep_cutout, wait_for_breaker
+from galpipe.pipelines.fetch import admit_request, keep_cutout
 from galpipe.runtime import metrics
 from galpipe.storage import ObjectStore, sha256_hex
 from galpipe.survey import layout
@@ -326,12 +326,9 @@ class SdssFetchPipeline:
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        if not wait_for_breaker(self.breaker, self.owner, self.stop, self._sleep):
-            return Release(sid, "stopping while the circuit breaker was open")
-        try:
-            self.bucket.acquire(1, max_wait=MAX_TOKEN_WAIT_S)
-        except RateLimitTimeoutError as exc:
-            return Release(sid, f"rate-limit queue too long: {exc}")
+        refused = admit_request(self.breaker, self.bucket, self.owner, self.stop, self._sleep, sid)
+        if refused is not None:
+            return refused
         result = self.client.fetch(where.run, where.camcol, where.field, band)
         match result:
             case FrameSuccess(frame=frame):
