@@ -9,9 +9,9 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
-from galpipe.db.migrate import load_migrations
 from galpipe.db.queue import TaskQueue, roll_up_task_counts
 from galpipe.db.status import MAX_WINDOW_SECONDS, recent_done
+from tests.integration.db.upgrade import migrate_up_to
 
 
 def _completion_rows(conn: psycopg.Connection) -> list[tuple[str, int]]:
@@ -77,13 +77,8 @@ def test_a_window_the_table_cannot_answer_is_refused(pool: ConnectionPool, secon
 
 
 def test_the_migration_counts_the_last_hours_completions(fresh_database: str) -> None:
-    migrations = load_migrations()
-    (completions,) = [m for m in migrations if m.name == "task_completions"]
     with psycopg.connect(fresh_database, autocommit=True) as conn:
-        for m in migrations:
-            if m.version < completions.version:
-                with conn.transaction():
-                    conn.execute(m.sql)  # type: ignore[arg-type]  # shipped migration files
+        completions = migrate_up_to(conn, "task_completions")
         conn.execute(
             "INSERT INTO galaxies (source_id, ra, dec, catalog) "
             "SELECT g, 1.0, 2.0, 'init' FROM generate_series(1, 90) g"

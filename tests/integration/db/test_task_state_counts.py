@@ -18,7 +18,6 @@ from psycopg_pool import ConnectionPool
 
 from galpipe.db import control
 from galpipe.db.connection import open_pool
-from galpipe.db.migrate import load_migrations
 from galpipe.db.queue import (
     STATES,
     TASK_COUNTS_SQL,
@@ -28,6 +27,7 @@ from galpipe.db.queue import (
     task_counts,
 )
 from galpipe.db.status import MAX_WINDOW_SECONDS, recent_done
+from tests.integration.db.upgrade import migrate_up_to
 
 Counts = dict[tuple[str, str], int]
 
@@ -285,13 +285,8 @@ def test_deletes_and_truncates_are_counted(
 
 
 def test_the_migration_counts_the_tasks_that_already_exist(fresh_database: str) -> None:
-    migrations = load_migrations()
-    (counts_migration,) = [m for m in migrations if m.name == "task_state_counts"]
     with psycopg.connect(fresh_database, autocommit=True) as conn:
-        for m in migrations:
-            if m.version < counts_migration.version:
-                with conn.transaction():
-                    conn.execute(m.sql)  # type: ignore[arg-type]  # shipped migration files
+        counts_migration = migrate_up_to(conn, "task_state_counts")
         # A queue in mid-run before the upgrade: every state, two pipelines.
         conn.execute(
             "INSERT INTO galaxies (source_id, ra, dec, catalog) "
