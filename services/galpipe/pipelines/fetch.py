@@ -24,9 +24,9 @@ import importlib.util
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -62,6 +62,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: What a fetch source reads of each claimed galaxy from the catalogue.
+RowT = TypeVar("RowT")
+
 # How often a request waiting on an open breaker asks again (seconds).
 BREAKER_POLL_S = 0.5
 # Longest a request waits for its rate-limit token before the task is given back (seconds).
@@ -72,7 +75,73 @@ BREAKER_VIEW_SECONDS = 0.25
 TOKEN_BLOCK_SECONDS = 0.2
 
 
-class FetchPipeline:
+class FetchSource(Generic[RowT]):
+    """What every fetch source shares: the claimed batch's catalogue rows read in one query,
+    one galaxy per thread (:meth:`_fetch_one`, the source's own), the batch's cutouts packed
+    when a packer is set, and their rows recorded in the completing transaction.
+
+    Parameters are those of :class:`FetchPipeline`; ``thread_name`` prefixes the threads.
+    """
+
+    name = "fetch"
+
+    def __init__(
+        self,
+        *,
+        pool: ConnectionPool,
+        store: ObjectStore,
+        bucket: TokenBucket,
+        breaker: CircuitBreaker,
+        owner: str,
+        batch_size: int,
+        threads: int,
+        max_retries: int,
+        stop: threading.Event | None,
+        sleep: Callable[[float], None],
+        packer: CutoutPacker | None,
+        thread_name: str,
+    ) -> None:
+        self.pool = pool
+        self.packer = packer
+        self.objects = store
+        self.bucket = bucket
+        self.breaker = breaker
+        self.owner = owner
+        self.batch_size = batch_size
+        self.max_retries = max_retries
+        self.stop = stop or threading.Event()
+        self._sleep = sleep
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=thread_name)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self.breaker.flush()
+
+    # -- the pipeline interface ----------------------------------------------------------------
+
+    def process(self, tasks: Sequence[Task]) -> Sequence[Outcome]:
+        with self.pool.connection() as conn:
+            rows = self._rows(conn, [t.source_id for t in tasks])
+        outcomes = list(
+            self._executor.map(lambda t: self._fetch_one(t, rows.get(t.source_id)), tasks)
+        )
+        return outcomes if self.packer is None else self.packer.pack(outcomes, self._executor)
+
+    def store(self, conn: psycopg.Connection, done: Sequence[Done]) -> None:
+        record_fetched(conn, [d.result for d in done])
+
+    # -- the source's own ----------------------------------------------------------------------
+
+    def _rows(self, conn: psycopg.Connection, source_ids: list[int]) -> Mapping[int, RowT]:
+        """What a request of each galaxy needs from the catalogue (absent: not ingested)."""
+        raise NotImplementedError
+
+    def _fetch_one(self, task: Task, row: RowT | None) -> Outcome:
+        """One galaxy's requests, stored cutout and outcome."""
+        raise NotImplementedError
+
+
+class FetchPipeline(FetchSource[tuple[float, float]]):
     """Fetches cutouts for claimed galaxies; see the module docstring for the steps.
 
     Parameters
@@ -97,8 +166,6 @@ class FetchPipeline:
         Stores the batch's cutouts in one pack per HEALPix tile; None: one object per galaxy.
     """
 
-    name = "fetch"
-
     def __init__(
         self,
         *,
@@ -115,42 +182,33 @@ class FetchPipeline:
         sleep: Callable[[float], None] = time.sleep,
         packer: CutoutPacker | None = None,
     ) -> None:
-        self.pool = pool
-        self.packer = packer
+        super().__init__(
+            pool=pool,
+            store=store,
+            bucket=bucket,
+            breaker=breaker,
+            owner=owner,
+            batch_size=batch_size,
+            threads=threads,
+            max_retries=max_retries,
+            stop=stop,
+            sleep=sleep,
+            packer=packer,
+            thread_name="fetch",
+        )
         self.client = client
-        self.objects = store
-        self.bucket = bucket
-        self.breaker = breaker
-        self.owner = owner
-        self.batch_size = batch_size
-        self.max_retries = max_retries
-        self.stop = stop or threading.Event()
-        self._sleep = sleep
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fetch")
 
     def object_key(self, source_id: int) -> str:
         """Deterministic key: a galaxy's cutout of one layout always lands at the same place."""
         r = self.client.request
         return f"cutouts/{r.layer}/{r.bands}-{r.size}px-{r.pixscale:g}as/{source_id}.fits"
 
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
-        self.breaker.flush()
-
-    # -- the pipeline interface ----------------------------------------------------------------
-
-    def process(self, tasks: Sequence[Task]) -> Sequence[Outcome]:
-        with self.pool.connection() as conn:
-            where = positions(conn, [t.source_id for t in tasks])
-        outcomes = list(
-            self._executor.map(lambda t: self._fetch_one(t, where.get(t.source_id)), tasks)
-        )
-        return outcomes if self.packer is None else self.packer.pack(outcomes, self._executor)
-
-    def store(self, conn: psycopg.Connection, done: Sequence[Done]) -> None:
-        record_fetched(conn, [d.result for d in done])
-
     # -- one galaxy --------------------------------------------------------------------------
+
+    def _rows(
+        self, conn: psycopg.Connection, source_ids: list[int]
+    ) -> Mapping[int, tuple[float, float]]:
+        return positions(conn, source_ids)
 
     def _fetch_one(self, task: Task, position: tuple[float, float] | None) -> Outcome:
         sid = task.source_id

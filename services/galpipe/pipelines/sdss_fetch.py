@@ -32,8 +32,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,9 +45,9 @@ from galpipe.db.galaxies import positions_and_extras
 from galpipe.db.queue import Task
 from galpipe.db.ratelimit import TokenBucket
 from galpipe.errors import InputError
-from galpipe.pipelines.base import Done, Fail, Outcome, Retry
-from galpipe.pipelines.cutout_packs import CutoutPacker, record_fetched
-from galpipe.pipelines.fetch import admit_request, keep_cutout
+from galpipe.pipelines.base import Fail, Outcome, Retry
+from galpipe.pipelines.cutout_packs import CutoutPacker
+from galpipe.pipelines.fetch import FetchSource, admit_request, keep_cutout
 from galpipe.runtime import metrics
 from galpipe.storage import ObjectStore, sha256_hex
 from galpipe.survey import layout
@@ -182,7 +181,7 @@ class _FrameCache:
                 self._frames.popitem(last=False)
 
 
-class SdssFetchPipeline:
+class SdssFetchPipeline(FetchSource[tuple[float, float, dict[str, Any]]]):
     """Fetches the frames of claimed galaxies and stores one cutout each; see the module
     docstring for the steps.
 
@@ -213,8 +212,6 @@ class SdssFetchPipeline:
         Stores the batch's cutouts in one pack per HEALPix tile; None: one object per galaxy.
     """
 
-    name = "fetch"
-
     def __init__(
         self,
         *,
@@ -240,46 +237,37 @@ class SdssFetchPipeline:
             raise ValueError(
                 f"bands={bands!r}: expected distinct SDSS bands from {SDSS_BANDS!r}, e.g. 'griz'"
             )
-        self.pool = pool
-        self.packer = packer
+        super().__init__(
+            pool=pool,
+            store=store,
+            bucket=bucket,
+            breaker=breaker,
+            owner=owner,
+            batch_size=batch_size,
+            threads=threads,
+            max_retries=max_retries,
+            stop=stop,
+            sleep=sleep,
+            packer=packer,
+            thread_name="fetch-sdss",
+        )
         self.client = client
-        self.objects = store
-        self.bucket = bucket
-        self.breaker = breaker
-        self.owner = owner
         self.bands = bands
         self.size = size
         self.pixscale = pixscale
-        self.batch_size = batch_size
-        self.max_retries = max_retries
-        self.stop = stop or threading.Event()
-        self._sleep = sleep
         self._cache = _FrameCache(frame_cache_fields * len(bands))
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fetch-sdss")
 
     def object_key(self, source_id: int) -> str:
         """Deterministic key: a galaxy's SDSS cutout of one layout always lands at the same
         place, beside (not over) its Legacy Survey cutout of that layout."""
         return f"cutouts/{LAYER}/{self.bands}-{self.size}px-{self.pixscale:g}as/{source_id}.fits"
 
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
-        self.breaker.flush()
-
-    # -- the pipeline interface ----------------------------------------------------------------
-
-    def process(self, tasks: Sequence[Task]) -> Sequence[Outcome]:
-        with self.pool.connection() as conn:
-            rows = positions_and_extras(conn, [t.source_id for t in tasks])
-        outcomes = list(
-            self._executor.map(lambda t: self._fetch_one(t, rows.get(t.source_id)), tasks)
-        )
-        return outcomes if self.packer is None else self.packer.pack(outcomes, self._executor)
-
-    def store(self, conn: psycopg.Connection, done: Sequence[Done]) -> None:
-        record_fetched(conn, [d.result for d in done])
-
     # -- one galaxy --------------------------------------------------------------------------
+
+    def _rows(
+        self, conn: psycopg.Connection, source_ids: list[int]
+    ) -> Mapping[int, tuple[float, float, dict[str, Any]]]:
+        return positions_and_extras(conn, source_ids)
 
     def _fetch_one(self, task: Task, row: tuple[float, float, dict[str, Any]] | None) -> Outcome:
         sid = task.source_id
