@@ -426,13 +426,17 @@ def test_fleet_on_s3_survives_faults_and_an_outage(
         assert len(keys) == len(set(keys)) == len(rows)
         assert set(keys) == {f"{prefix}/{r.object_key}" for r in rows.values()}
 
-        # The breaker opened during the outage, and closed by itself after it.
+        # The breaker opened during the outage, and closed by itself after it. It may open
+        # again at the very end: the last requests of a run are mostly the HTTP-500 box's
+        # retries, which always fail, and with nothing left to fetch no probe closes it.
         assert run.outage is not None
         begin, end = run.outage
         during = [s for t, s in run.breaker_states if begin <= t <= end]
-        after = [s for t, s in run.breaker_states if t > end]
         assert OPEN in during
-        assert after[-1:] == [CLOSED]
+        closed_at = [t for t, s in run.breaker_states if t > end and s == CLOSED]
+        assert closed_at, "the breaker never closed after the outage"
+        # A probe goes out once per cooldown and passes unless it draws a transient fault.
+        assert closed_at[0] - end <= 5 * BREAKER_COOLDOWN_S, closed_at[0] - end
         # While it was open only probes went out: a handful of 503s, not ~L per second.
         outage_hits = [e for e in log if e["fault"] == "outage"]
         in_flight = FLEET_WORKERS * FLEET_THREADS
@@ -453,6 +457,13 @@ def test_fleet_on_s3_survives_faults_and_an_outage(
                     "skipped": sum(r.state == "skipped" for r in tasks.values()),
                     "outage_requests": len(outage_hits),
                     "max_per_1s": max_in_window([e["time"] for e in log], 1.0),
+                    "breaker_after_outage_s": [
+                        (round(t - end, 1), s)
+                        for (t, s), (_, before) in zip(
+                            run.breaker_states[1:], run.breaker_states, strict=False
+                        )
+                        if s != before and t > end
+                    ],
                 }
             )
         )
