@@ -34,18 +34,24 @@ Method, per batch ``images`` float32 ``(N, B, S, S)`` (axes ``[..., row, col]``)
    (for even ``S`` the centre is a pixel corner: of the 2×2 central pixels, the brightest one
    in a segment decides). If no segment covers it, the segment with a pixel nearest the centre
    within ``centre_radius_px`` is central. If none is, there is no central source.
-5. **Symmetry test** (``nb5``): a segment other than the central one is a neighbour only if
-   it is brighter than its point reflection through the stamp centre, significantly and by a
-   fraction of its own light: in the detection image, ``F − F_r ≥ symmetry_sigma ·
-   sqrt(2 n)`` and ``F − F_r ≥ symmetry_excess · F``, with ``F`` the segment's flux, ``F_r``
-   the flux of the pixels point-reflected onto it and ``n`` its pixel count. A galaxy's own
+5. **Symmetry test** (``nb5``; ``nb6`` counts shot noise): a segment other than the central
+   one is a neighbour only if it is brighter than its point reflection through the stamp
+   centre, significantly and by a fraction of its own light: in the detection image,
+   ``F − F_r ≥ symmetry_sigma · sqrt(V + V_r)`` and ``F − F_r ≥ symmetry_excess · F``, with
+   ``F`` the segment's flux, ``F_r`` the flux of the pixels point-reflected onto it and ``V``,
+   ``V_r`` the summed noise variance of those pixels. ``V`` is the pixel count (unit sky
+   noise) plus, in a photon-counting band -- one whose pixels are whole multiples of one
+   photon's value, as the validation's Poisson resampling makes; never a DR10 coadd -- the
+   shot noise of the light above the sky: with a few thousand photons in the stamp the sky is
+   nearly empty, its σ tiny, and a clump of the galaxy's own photons otherwise stands out by
+   hundreds of sky σ (``docs/decisions.md``, "Shot noise in the symmetry test"). A galaxy's own
    light is point-symmetric, so a piece of it that deblending split off -- which noise does, and
    differently in every noisy copy of the same galaxy -- has a reflection as bright as itself;
    a star or a companion does not. The test runs twice: the second time, reflected pixels that
    lie in a segment the first pass confirmed count as 0, so that of two neighbours on opposite
    sides the fainter is not hidden by the brighter's light. Segments that fail are dropped
    from the map: neither masked nor counted by the flag. A segment that does not touch the
-   central one and has an S/N (flux / sqrt(pixels)) of at least ``symmetry_exempt_snr`` is a
+   central one and has an S/N (``F / sqrt(V)``) of at least ``symmetry_exempt_snr`` is a
    neighbour without the test: no piece of the galaxy's light is that bright on its own, and
    two such sources opposite each other would otherwise hide each other
    (``docs/decisions.md``, "The symmetry test").
@@ -96,9 +102,10 @@ import numpy as np
 import sep
 from scipy import ndimage
 
-from galpipe.science.sky import inverse_noise_weights, sky_level_and_noise
+from galpipe.science.sky import inverse_noise_weights, photon_quantum, sky_level_and_noise
 
 __all__ = [
+    "DetectionImages",
     "NeighbourConfig",
     "NeighbourMasking",
     "asymmetric_segments",
@@ -259,7 +266,7 @@ class NeighbourConfig:
         Returns
         -------
         str
-            e.g. ``"nb5-t1.5-a5-n32-c0.001-d2-r3-f0.05-e0.001-s3-x0.3-i10"`` (``nb5`` =
+            e.g. ``"nb6-t1.5-a5-n32-c0.001-d2-r3-f0.05-e0.001-s3-x0.3-i10"`` (``nb6`` =
             version 5 of this method, then threshold, minarea, nthresh, cont, dilation, centre
             radius, flux ratio, noise floor, symmetry σ, excess and exempt S/N). Version 2:
             exact zeros (no data) are no longer counted as sky. Version 3: no data as found
@@ -268,9 +275,11 @@ class NeighbourConfig:
             (the galaxy's own light), not the sky level; the filtered-noise factor is capped at
             that of perfectly correlated noise. Version 5: the symmetry test (a segment as
             bright as its point reflection is the galaxy's own light, not a neighbour).
+            Version 6: the symmetry test and the exempt S/N count the shot noise of
+            photon-counting images.
         """
         return (
-            f"nb5-t{self.detect_sigma:g}-a{self.minarea}-n{self.deblend_nthresh}"
+            f"nb6-t{self.detect_sigma:g}-a{self.minarea}-n{self.deblend_nthresh}"
             f"-c{self.deblend_cont:g}-d{self.dilate_px}-r{self.centre_radius_px:g}"
             f"-f{self.contaminant_flux_ratio:g}-e{self.noise_floor_rel:g}"
             f"-s{self.symmetry_sigma:g}-x{self.symmetry_excess:g}-i{self.symmetry_exempt_snr:g}"
@@ -296,12 +305,35 @@ class NeighbourMasking(NamedTuple):
     contaminated: np.ndarray
 
 
+class DetectionImages(NamedTuple):
+    """What :func:`detection_images` returns (a tuple: ``detection, has_signal, ... = ...``).
+
+    Attributes
+    ----------
+    detection : numpy.ndarray
+        float32 ``(N, S, S)``, C-contiguous, unit sky noise through sep's matched filter.
+    has_signal : numpy.ndarray
+        bool ``(N,)``: at least one band carries signal (otherwise ``detection`` is 0).
+    sky_level : numpy.ndarray
+        float32 ``(N, B)``: the clipped sky level of every band.
+    variance : numpy.ndarray
+        float32 ``(N, S, S)``: every pixel's noise variance in ``detection``'s units², the
+        sky's 1 plus the shot noise of photon-counting bands above their sky
+        (:func:`~galpipe.science.sky.photon_quantum`); exactly 1 where no band counts photons.
+    """
+
+    detection: np.ndarray
+    has_signal: np.ndarray
+    sky_level: np.ndarray
+    variance: np.ndarray
+
+
 def detection_images(
     images: np.ndarray,
     no_data: np.ndarray,
     config: NeighbourConfig,
     sky: tuple[np.ndarray, np.ndarray] | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> DetectionImages:
     """One mean signal-to-noise image per galaxy (step 2 of the module docstring).
 
     Shared with the validation's moments peer, so both methods detect on the same image.
@@ -320,12 +352,9 @@ def detection_images(
 
     Returns
     -------
-    detection : numpy.ndarray
-        float32 ``(N, S, S)``, C-contiguous, unit noise through sep's matched filter.
-    has_signal : numpy.ndarray
-        bool ``(N,)``: at least one band carries signal (otherwise ``detection`` is 0).
-    sky_level : numpy.ndarray
-        float32 ``(N, B)``: the clipped sky level of every band.
+    DetectionImages
+        The detection images, which galaxies have signal, the sky levels and the pixel
+        variances.
     """
     level, sigma = sky if sky is not None else sky_level_and_noise(images, no_data)
     peak_above_sky = images.max(axis=(-2, -1)) - level
@@ -340,8 +369,17 @@ def detection_images(
     detection = weighted.reshape(n_galaxies, size, size) - offset[:, None, None]
     # A pixel of D lacks data when any band it combines does (blank bands have weight 0).
     missing = (no_data & usable[..., None, None]).any(axis=1)
-    detection /= _filtered_noise(detection, missing)[:, None, None]
-    return np.ascontiguousarray(detection, dtype=np.float32), n_usable > 0, level
+    factor = _filtered_noise(detection, missing)
+    detection /= factor[:, None, None]
+    # Shot noise of photon-counting bands: Σ_b w_b² quantum_b (I_b − level_b), in D's units².
+    shot_weight = np.square(weight / factor[:, None]) * photon_quantum(images, no_data)
+    variance = np.ones_like(detection)
+    for band in np.flatnonzero(shot_weight.any(axis=0)):
+        above = np.maximum(images[:, band] - level[:, band, None, None], 0)
+        variance += shot_weight[:, band, None, None] * above
+    return DetectionImages(
+        np.ascontiguousarray(detection, dtype=np.float32), n_usable > 0, level, variance
+    )
 
 
 def _filtered_noise(detection: np.ndarray, no_data: np.ndarray) -> np.ndarray:
@@ -423,7 +461,11 @@ def central_label(
 
 
 def asymmetric_segments(
-    segmap: np.ndarray, detection: np.ndarray, central: int, config: NeighbourConfig
+    segmap: np.ndarray,
+    detection: np.ndarray,
+    central: int,
+    config: NeighbourConfig,
+    variance: np.ndarray | None = None,
 ) -> np.ndarray:
     """Which segments pass the symmetry test (step 5 of the module docstring).
 
@@ -436,7 +478,10 @@ def asymmetric_segments(
     central : int
         Label of the central segment, 0 if none.
     config : NeighbourConfig
-        ``symmetry_sigma`` and ``symmetry_excess`` are read.
+        ``symmetry_sigma``, ``symmetry_excess`` and ``symmetry_exempt_snr`` are read.
+    variance : numpy.ndarray, optional
+        float32 ``(S, S)`` every pixel's noise variance in the detection image
+        (:attr:`DetectionImages.variance`); 1 everywhere (sky noise only) if omitted.
 
     Returns
     -------
@@ -447,8 +492,12 @@ def asymmetric_segments(
     n_labels = int(segmap.max()) + 1
     labels = segmap.ravel()
     flux = np.bincount(labels, weights=detection.ravel(), minlength=n_labels)
-    n_pixels = np.bincount(labels, minlength=n_labels)
-    noise = config.symmetry_sigma * np.sqrt(2.0 * np.maximum(n_pixels, 1))
+    pixel_var = np.ones_like(detection) if variance is None else variance
+    # The segment's own noise and that of its reflection: the sky's, plus the shot noise of
+    # its photons in a photon-counting image, where a few photons stand out of an empty sky.
+    own_var = np.maximum(np.bincount(labels, weights=pixel_var.ravel(), minlength=n_labels), 1)
+    reflected_var = np.bincount(labels, weights=pixel_var[::-1, ::-1].ravel(), minlength=n_labels)
+    noise = config.symmetry_sigma * np.sqrt(own_var + np.maximum(reflected_var, 1))
     reflected = detection[::-1, ::-1]
     reflected_label = segmap[::-1, ::-1]
 
@@ -466,7 +515,7 @@ def asymmetric_segments(
     if central:
         near = ndimage.binary_dilation(segmap == central, structure=_TOUCHING)
         touching[np.unique(segmap[near])] = True
-    exempt = ~touching & (flux / np.sqrt(np.maximum(n_pixels, 1)) >= config.symmetry_exempt_snr)
+    exempt = ~touching & (flux / np.sqrt(own_var) >= config.symmetry_exempt_snr)
     exempt[0] = False
     confirmed = passes(reflected) | exempt
     # A confirmed neighbour's light reflected onto another segment is not the galaxy's.
@@ -553,9 +602,10 @@ def _checked_batch(images: np.ndarray, no_data: np.ndarray | None) -> tuple[np.n
 
 
 def _segment(
-    detection: np.ndarray, has_signal: np.ndarray, config: NeighbourConfig
+    detection: np.ndarray, has_signal: np.ndarray, variance: np.ndarray, config: NeighbourConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Steps 3-4 and the flag (step 6) of every galaxy with signal.
+    """Steps 3-5 and the flag (step 7) of every galaxy with signal (``variance``:
+    :attr:`DetectionImages.variance`).
 
     Returns
     -------
@@ -579,7 +629,7 @@ def _segment(
             if len(sources) == 0:
                 continue
             label = central_label(segmap, detection[index], distance, config.centre_radius_px)
-            keep = asymmetric_segments(segmap, detection[index], label, config)
+            keep = asymmetric_segments(segmap, detection[index], label, config, variance[index])
             if label:
                 keep[label] = True
             sources, segmap, new_label = _drop_segments(sources, segmap, keep)
@@ -677,7 +727,7 @@ def mask_neighbours(
         return NeighbourMasking(
             batch.copy(), np.zeros(n_galaxies, dtype=np.float32), np.zeros(n_galaxies, dtype=bool)
         )
-    detection, has_signal, sky_level = detection_images(batch, empty, config, sky)
-    segmaps, central, contaminated = _segment(detection, has_signal, config)
+    detection, has_signal, sky_level, variance = detection_images(batch, empty, config, sky)
+    segmaps, central, contaminated = _segment(detection, has_signal, variance, config)
     masked, masked_fraction = _replace_neighbours(batch, empty, sky_level, segmaps, central, config)
     return NeighbourMasking(masked, masked_fraction, contaminated)

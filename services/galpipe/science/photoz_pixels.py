@@ -507,7 +507,7 @@ def _assign(
     if n_galaxies == 0 or size == 0:
         return masks, centres, reasons
     noise = _band_noise(error, no_data)
-    detection, has_signal, _ = detection_images(
+    detection, has_signal, _, _ = detection_images(
         filled, no_data, NeighbourConfig(noise_floor_rel=config.noise_floor_rel), (level, noise)
     )
     detection[~valid] = 0

@@ -16,7 +16,7 @@ import numpy as np
 
 from galpipe.science.preprocess import circular_mask
 
-__all__ = ["inverse_noise_weights", "sky_level_and_noise"]
+__all__ = ["inverse_noise_weights", "photon_quantum", "sky_level_and_noise"]
 
 # Sigma clipping of the sky pixels: 3σ, three rounds (SExtractor's background estimator clips
 # at 3σ until convergence; three rounds converge on a 40×40 stamp).
@@ -26,6 +26,10 @@ _CLIP_ROUNDS = 3
 # such a sky is skewed (at 0.2 photons per pixel a pixel with 2 photons lies 4.5 rms above
 # the median and is noise, not light).
 _DISCRETE_CLIP_RMS = 5.0
+#: Largest distance of a pixel's value from a whole number of quanta, in quanta, for a band to
+#: count as photon counting: float32 values of up to ~10⁴ counts keep well inside it, and a
+#: continuous band has values half a quantum off on average.
+_QUANTUM_TOLERANCE = 1e-3
 # Interquartile range of a normal distribution in units of σ.
 _IQR_PER_SIGMA = 1.3489795
 
@@ -162,3 +166,38 @@ def inverse_noise_weights(
     use = usable & (noise > 0)
     # A safe divisor of 1 where unused, so no inf or NaN is formed.
     return np.where(use, 1 / np.where(use, noise, 1), 0)
+
+
+def photon_quantum(images: np.ndarray, no_data: np.ndarray) -> np.ndarray:
+    """The value of one photon in every photon-counting band, else 0.
+
+    A band is photon counting when all its data pixels are whole multiples of its smallest
+    positive value and one of them is at least twice that value: an image of counts times a
+    calibration (the validation's Poisson resampling, N). Its pixels then carry shot noise of
+    variance ``quantum × value`` above the sky, which the sky's σ alone leaves out; a band
+    with continuous values, as every DR10 coadd, gets 0 and its noise stays the sky's.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        float32 ``(N, B, S, S)``, not sky-subtracted (0 counts is 0).
+    no_data : numpy.ndarray
+        bool ``(N, B, S, S)``: pixels without data, left out.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(N, B)``: the quantum, same units as ``images``; 0 where the band is not
+        photon counting or has no positive pixel.
+    """
+    data = np.where(no_data, np.float32(0), images)
+    positive = np.where(data > 0, data, np.float32(np.inf))
+    quantum = positive.min(axis=(-2, -1))
+    finite = np.isfinite(quantum)
+    safe = np.where(finite, quantum, np.float32(1))[..., None, None]
+    counts = data / safe
+    off = np.abs(counts - np.rint(counts)).max(axis=(-2, -1))
+    # A band holding one positive value (a hot pixel on a blank stamp) is no photon count.
+    several = data.max(axis=(-2, -1)) >= 2 * np.where(finite, quantum, np.float32(np.inf))
+    discrete = finite & several & (off <= _QUANTUM_TOLERANCE) & (data.min(axis=(-2, -1)) >= 0)
+    return np.where(discrete, quantum, np.float32(0)).astype(np.float32)

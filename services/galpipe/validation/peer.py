@@ -230,12 +230,12 @@ def sep_orientation(
     band_failed = np.zeros((n_galaxies, n_bands), dtype=bool)
     with sep_pixstack(size):
         for band in range(n_bands if per_band else 0):
-            detection, has_signal, _ = detection_images(
+            detection, has_signal, _, _ = detection_images(
                 shifted[:, band : band + 1], no_data[:, band : band + 1], detect_rule
             )
             found = _central_theta(detection, has_signal, cfg)
             band_angle[:, band], band_failed[:, band] = found.angle_deg, found.failed
-        detection, has_signal, _ = detection_images(shifted, no_data, detect_rule)
+        detection, has_signal, _, _ = detection_images(shifted, no_data, detect_rule)
         combined = _central_theta(detection, has_signal, cfg)
     return PeerMeasurement(
         band_angle, combined.angle_deg, combined.ellipticity, band_failed, combined.failed

@@ -602,7 +602,7 @@ def test_invalid_config_names_the_field(field: dict[str, float]) -> None:
 
 def test_tag_names_every_parameter() -> None:
     default = NeighbourConfig()
-    assert default.tag == "nb5-t1.5-a5-n32-c0.001-d2-r3-f0.05-e0.001-s3-x0.3-i10"
+    assert default.tag == "nb6-t1.5-a5-n32-c0.001-d2-r3-f0.05-e0.001-s3-x0.3-i10"
     variants = [
         NeighbourConfig(detect_sigma=2.0),
         NeighbourConfig(minarea=7),
@@ -711,3 +711,22 @@ def test_bright_sources_apart_from_the_galaxy_need_no_test() -> None:
     ]
     strict = NeighbourConfig(symmetry_exempt_snr=1e9)
     assert not asymmetric_segments(segmap, detection, 1, strict).any()
+
+
+def test_symmetry_test_counts_the_shot_noise_of_a_photon_counting_image() -> None:
+    # A clump of 8 photons of the galaxy's own light beside an empty reflection: hundreds of
+    # sky sigma when the sky is nearly empty, 2.8 sigma of its own shot noise.
+    sky_sigma_per_photon = 0.02  # detection units: one photon is 50 sky sigma
+    galaxy = (50.0 * elliptical_gaussian(BETA_DEG, 3.0, 1.5)).astype(np.float32)
+    clump = radius_mask(1.5, 9.0, 30.0)
+    detection = galaxy.copy()
+    detection[clump] += 8.0 / sky_sigma_per_photon / clump.sum()
+    segmap = _segmap_of(radius_mask(4.0), clump)
+    shot = 1.0 + np.maximum(detection, 0) / sky_sigma_per_photon
+
+    assert asymmetric_segments(segmap, detection, 1, NeighbourConfig()).tolist() == [
+        False,
+        False,
+        True,
+    ]
+    assert not asymmetric_segments(segmap, detection, 1, NeighbourConfig(), shot).any()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from galpipe.science.preprocess import circular_mask
-from galpipe.science.sky import sky_level_and_noise
+from galpipe.science.sky import photon_quantum, sky_level_and_noise
 
 SIZE = 40
 
@@ -59,3 +59,29 @@ def test_noiseless_and_blank_bands_have_zero_noise() -> None:
     # blank (no data at all)
     assert sigma[0, 1] == 0.0
     assert level[0, 1] == 0.0
+
+
+def test_photon_quantum_is_the_value_of_one_count() -> None:
+    rng = np.random.default_rng(6)
+    counts = rng.poisson(0.5, (3, 2, SIZE, SIZE))
+    images = (0.0643 * counts).astype(np.float32)
+    images[1, 1] = 0.02 * rng.standard_normal((SIZE, SIZE)) + 1.0  # a continuous band
+    images[2, 0] = 0.0
+    images[2, 0, 5, 30] = 7.0  # a hot pixel on a blank band
+    no_data = np.zeros(images.shape, dtype=bool)
+    no_data[0, 0, :4] = True
+    images[0, 0, :4] = 0.013  # what the no-data pixels hold is not looked at
+
+    quantum = photon_quantum(images, no_data)
+
+    np.testing.assert_allclose(quantum[0], 0.0643, rtol=1e-6)
+    assert quantum[1, 0] == pytest.approx(0.0643, rel=1e-6)
+    assert quantum[1, 1] == 0.0
+    assert quantum[2, 0] == 0.0
+    assert quantum[2, 1] == pytest.approx(0.0643, rel=1e-6)
+
+
+def test_photon_quantum_is_zero_for_sky_subtracted_and_blank_bands() -> None:
+    images = np.zeros((1, 2, SIZE, SIZE), dtype=np.float32)
+    images[0, 0] = 0.05 * np.random.default_rng(7).poisson(2.0, (SIZE, SIZE)) - 0.1
+    assert photon_quantum(images, np.zeros(images.shape, dtype=bool)).tolist() == [[0.0, 0.0]]
