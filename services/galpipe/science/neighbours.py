@@ -492,11 +492,18 @@ def asymmetric_segments(
     n_labels = int(segmap.max()) + 1
     labels = segmap.ravel()
     flux = np.bincount(labels, weights=detection.ravel(), minlength=n_labels)
-    pixel_var = np.ones_like(detection) if variance is None else variance
-    # The segment's own noise and that of its reflection: the sky's, plus the shot noise of
-    # its photons in a photon-counting image, where a few photons stand out of an empty sky.
-    own_var = np.maximum(np.bincount(labels, weights=pixel_var.ravel(), minlength=n_labels), 1)
-    reflected_var = np.bincount(labels, weights=pixel_var[::-1, ::-1].ravel(), minlength=n_labels)
+    n_pixels = np.maximum(np.bincount(labels, minlength=n_labels), 1).astype(np.float64)
+    if variance is None:
+        own_var, reflected_var = n_pixels, n_pixels
+    else:
+        # The segment's own noise and that of its reflection: the sky's, plus the shot noise
+        # of its photons in a photon-counting image, where a few photons stand out of an
+        # empty sky.
+        summed = np.bincount(labels, weights=variance.ravel(), minlength=n_labels)
+        own_var = np.maximum(summed, 1)
+        reflected_var = np.bincount(
+            labels, weights=variance[::-1, ::-1].ravel(), minlength=n_labels
+        ).astype(np.float64)
     noise = config.symmetry_sigma * np.sqrt(own_var + np.maximum(reflected_var, 1))
     reflected = detection[::-1, ::-1]
     reflected_label = segmap[::-1, ::-1]
@@ -623,13 +630,16 @@ def _segment(
     segmaps = np.zeros((n_galaxies, size, size), dtype=np.int32)
     central = np.zeros(n_galaxies, dtype=np.int32)
     contaminated = np.zeros(n_galaxies, dtype=bool)
+    shot = np.asarray((variance > 1).any(axis=(-2, -1)))
     with sep_pixstack(size):
         for index in np.flatnonzero(has_signal):
             sources, segmap = extract_segments(detection[index], config)
             if len(sources) == 0:
                 continue
             label = central_label(segmap, detection[index], distance, config.centre_radius_px)
-            keep = asymmetric_segments(segmap, detection[index], label, config, variance[index])
+            keep = asymmetric_segments(
+                segmap, detection[index], label, config, variance[index] if shot[index] else None
+            )
             if label:
                 keep[label] = True
             sources, segmap, new_label = _drop_segments(sources, segmap, keep)
