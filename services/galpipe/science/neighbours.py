@@ -267,7 +267,7 @@ class NeighbourConfig:
         -------
         str
             e.g. ``"nb6-t1.5-a5-n32-c0.001-d2-r3-f0.05-e0.001-s3-x0.3-i10"`` (``nb6`` =
-            version 5 of this method, then threshold, minarea, nthresh, cont, dilation, centre
+            version 6 of this method, then threshold, minarea, nthresh, cont, dilation, centre
             radius, flux ratio, noise floor, symmetry σ, excess and exempt S/N). Version 2:
             exact zeros (no data) are no longer counted as sky. Version 3: no data as found
             before the min-shift; the threshold is in σ of the filtered noise (correlated
