@@ -10,6 +10,7 @@ this process, so they can look at one behaviour at a time.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import multiprocessing
@@ -459,9 +460,7 @@ def test_fleet_on_s3_survives_faults_and_an_outage(
                     "max_per_1s": max_in_window([e["time"] for e in log], 1.0),
                     "breaker_after_outage_s": [
                         (round(t - end, 1), s)
-                        for (t, s), (_, before) in zip(
-                            run.breaker_states[1:], run.breaker_states, strict=False
-                        )
+                        for (_, before), (t, s) in itertools.pairwise(run.breaker_states)
                         if s != before and t > end
                     ],
                 }
