@@ -47,6 +47,7 @@ __all__ = [
     "AugmentationParams",
     "apply_augmentations",
     "blur",
+    "expected_scene",
     "poisson_resample",
     "rotate",
     "rotation_no_data",
@@ -435,12 +436,45 @@ def apply_augmentations(
         The augmented cutouts (a new array). Compare the re-measured angle with
         ``(phi + params.angle_shift_deg) mod 180``.
     """
+    generator = _as_generator(rng)
+    out = _apply_scene(images, params)
+    selected = np.flatnonzero(params.apply_resample)
+    if selected.size:
+        out[selected] = poisson_resample(out[selected], params.total_counts[selected], generator)
+    return out
+
+
+def expected_scene(images: ArrayLike, params: AugmentationParams) -> NDArray[np.float32]:
+    """R and B of :func:`apply_augmentations`, without N: how the scene's light is carried.
+
+    For light that is everywhere non-negative (a noiseless model of some sources) this is the
+    expectation of its contribution to the augmented image: N's expectation is its input
+    wherever the image it resamples is non-negative (:func:`poisson_resample`). Where the
+    resampled image dips below zero (sky noise far from any source) N clips, and this is not
+    the exact expectation there.
+
+    Parameters
+    ----------
+    images : array_like, shape (N, B, S, S)
+        Light in the cutouts' frame, finite, ``N == len(params)``.
+    params : AugmentationParams
+        The augmentations drawn for the images this light belongs to.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N, B, S, S), float32
+        A new array.
+    """
+    return _apply_scene(images, params)
+
+
+def _apply_scene(images: ArrayLike, params: AugmentationParams) -> NDArray[np.float32]:
+    """R then B where drawn (a new array), the corners without data kept at 0."""
     batch = _check_images(images)
     if batch.shape[0] != len(params):
         raise ValueError(
             f"images has {batch.shape[0]} galaxies but params has {len(params)}: one each"
         )
-    generator = _as_generator(rng)
     out = batch.copy()
     no_data = np.zeros((batch.shape[0], *batch.shape[-2:]), dtype=bool)
     selected = np.flatnonzero(params.apply_rotation)
@@ -450,7 +484,4 @@ def apply_augmentations(
     selected = np.flatnonzero(params.apply_blur)
     if selected.size:
         out[selected] = blur(out[selected], params.blur_sigma_px[selected], no_data[selected])
-    selected = np.flatnonzero(params.apply_resample)
-    if selected.size:
-        out[selected] = poisson_resample(out[selected], params.total_counts[selected], generator)
     return out

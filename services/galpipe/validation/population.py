@@ -47,6 +47,7 @@ __all__ = [
     "draw_truths",
     "images_digest",
     "make_population",
+    "render_neighbour_light",
     "render_population",
     "snr_half_light",
 ]
@@ -239,6 +240,43 @@ def render_population(
     if not parts:
         return np.empty((0, len(BANDS), size, size), np.float32), np.empty((0, 2, 2))
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _neighbour_light_chunk(task: tuple[Sequence[TruthGalaxy], int, float]) -> np.ndarray:
+    """Render, serialise and decode the neighbours alone of a chunk of truths (one task)."""
+    truths, size, pixscale = task
+    light = np.zeros((len(truths), len(BANDS), size, size), dtype=np.float32)
+    for index, truth in enumerate(truths):
+        if not truth.neighbours:
+            continue
+        # The galaxy at zero flux: the same stamp, WCS and neighbours, its own light gone.
+        alone = dataclasses.replace(truth, flux=dict.fromkeys(truth.flux, 0.0))
+        fits = cutout_fits_bytes(alone, size, pixscale, BANDS, noise=False)
+        light[index] = decode_cutout(fits, size, BANDS).data
+    return light
+
+
+def render_neighbour_light(
+    truths: Sequence[TruthGalaxy],
+    size: int = CUTOUT_SIZE_PX,
+    pixscale: float = PIXSCALE_ARCSEC,
+    workers: int = 1,
+) -> np.ndarray:
+    """The noiseless light of each galaxy's neighbours alone, ``(N, 4, S, S)`` float32.
+
+    What an oracle that knew every neighbour exactly would subtract: each stamp rendered with
+    the galaxy's own flux set to zero and no noise, through the cutout service's FITS bytes and
+    the radon pipeline's decoder like :func:`render_population` (same frame, same float32
+    rounding), in nanomaggies. All zero for an isolated galaxy.
+    """
+    tasks = [
+        (list(truths[start : start + _RENDER_CHUNK]), size, pixscale)
+        for start in range(0, len(truths), _RENDER_CHUNK)
+    ]
+    parts = map_chunks(_neighbour_light_chunk, tasks, workers)
+    if not parts:
+        return np.empty((0, len(BANDS), size, size), np.float32)
+    return np.concatenate(parts)
 
 
 def make_population(config: PopulationConfig, workers: int = 1) -> TruthPopulation:

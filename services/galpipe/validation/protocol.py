@@ -13,11 +13,18 @@ un-augmented image -- the paper's figure is its mean over 500,000 images. Our me
 (production configuration) and the peer measure every augmented image, the same array.
 
 Every :data:`UNMASKED_EVERY`-th chunk is also measured with neighbour masking off -- the
-paper's method as published -- on the same augmented images (a fifth of them, to bound the run
-time). The protocol rewards consistency, not accuracy: for a galaxy with neighbours, masking
-decides per image what to remove, and after N (few photons) it can miss or split a neighbour
-it masked in the original, while the unmasked measurement is dragged by the neighbour alike in
-both images (and is far worse against the truth). The report shows both, by group.
+paper's method as published -- and by the neighbour oracle, on the same augmented images (a
+fifth of them, to bound the run time). The neighbour oracle
+(:mod:`galpipe.validation.truth`) measures with masking off each image minus the exact light of
+its neighbours, in the augmented image as R and B carried it
+(:func:`~galpipe.validation.augment.expected_scene`; N's photon noise of that light stays):
+what perfect neighbour handling would score, the reference for ours on galaxies with
+neighbours. On an isolated galaxy it is the unmasked measurement.
+
+The protocol rewards consistency, not accuracy: for a galaxy with neighbours, masking decides
+per image what to remove, and after N (few photons) it can miss or split a neighbour it masked
+in the original, while the unmasked measurement is dragged by the neighbour alike in both
+images (and is far worse against the truth). The report shows all three, by group.
 
 Augmented image ``j`` of ``M`` uses galaxy ``floor(j N / M)``: every galaxy gets ``M/N``
 (+-1) images and a chunk of consecutive images needs only a few galaxies. Chunk ``c`` draws
@@ -90,9 +97,9 @@ class ProtocolResult:
     deviation_ours_deg, deviation_peer_deg : numpy.ndarray
         Axial deviation from the prediction, degrees in [0, 90]; NaN where the method gave no
         angle on the original or the augmented image.
-    deviation_ours_nomask_deg : numpy.ndarray
-        The same for our measurement with neighbour masking off; NaN outside the sampled
-        chunks (``unmasked_sampled``).
+    deviation_ours_nomask_deg, deviation_neighbour_oracle_deg : numpy.ndarray
+        The same for our measurement with neighbour masking off, and for the neighbour oracle
+        (module docstring); NaN outside the sampled chunks (``unmasked_sampled``).
     unmasked_sampled : numpy.ndarray
         True for the images of the chunks also measured with masking off.
     peer_measured, peer_failed : numpy.ndarray
@@ -111,6 +118,7 @@ class ProtocolResult:
     deviation_ours_deg: np.ndarray
     deviation_peer_deg: np.ndarray
     deviation_ours_nomask_deg: np.ndarray
+    deviation_neighbour_oracle_deg: np.ndarray
     unmasked_sampled: np.ndarray
     peer_measured: np.ndarray
     peer_failed: np.ndarray
@@ -138,10 +146,12 @@ class _Chunk:
     seed: int
     galaxy_index: np.ndarray  # (m,) per augmented image
     images: np.ndarray  # (g, B, S, S) the distinct galaxies, in order
+    neighbour_light: np.ndarray | None  # (g, B, S, S) in the sampled chunks, else None
     local_index: np.ndarray  # (m,) into images
     ours_reference_deg: np.ndarray  # (m,) image angle on the original
     peer_reference_deg: np.ndarray  # (m,)
     nomask_reference_deg: np.ndarray  # (m,)
+    oracle_reference_deg: np.ndarray  # (m,)
     config: RadonConfig
     peer_config: PeerConfig
 
@@ -165,10 +175,12 @@ def _run_chunk(chunk: _Chunk) -> dict[str, np.ndarray]:
     shift = params.angle_shift_deg
     sampled = chunk.index % UNMASKED_EVERY == 0
     nomask = np.full(originals.shape[0], np.nan)
+    oracle = np.full(originals.shape[0], np.nan)
     if sampled:
         unmasked = dataclasses.replace(cfg, mask_neighbours=False)
         measured = measure_batch(augmented, unmasked, operator)
         nomask = axial_difference(measured.angle_image_deg - shift, chunk.nomask_reference_deg)
+        oracle = _oracle_deviation(chunk, params, augmented, unmasked, operator, nomask)
     return {
         "galaxy_index": chunk.galaxy_index,
         "apply_rotation": params.apply_rotation,
@@ -184,10 +196,46 @@ def _run_chunk(chunk: _Chunk) -> dict[str, np.ndarray]:
             peer.angle_image_deg - shift, chunk.peer_reference_deg
         ),
         "deviation_ours_nomask_deg": nomask,
+        "deviation_neighbour_oracle_deg": oracle,
         "unmasked_sampled": np.full(originals.shape[0], sampled),
         "peer_measured": np.isfinite(peer.angle_image_deg),
         "peer_failed": peer.failed,
     }
+
+
+def _oracle_deviation(
+    chunk: _Chunk,
+    params: augment.AugmentationParams,
+    augmented: np.ndarray,
+    unmasked: RadonConfig,
+    operator: RadonOperator,
+    nomask: np.ndarray,
+) -> np.ndarray:
+    """The neighbour oracle's deviations; the unmasked ones where no neighbour has light.
+
+    All NaN when the run measures no oracle (no neighbour light given).
+    """
+    if chunk.neighbour_light is None:
+        return np.full(nomask.shape, np.nan)
+    light = chunk.neighbour_light[chunk.local_index]
+    has_light = light.any(axis=(1, 2, 3))
+    oracle = nomask.copy()
+    selected = np.flatnonzero(has_light)
+    if selected.size:
+        scene = augment.expected_scene(light[selected], _select(params, selected))
+        measured = measure_batch(augmented[selected] - scene, unmasked, operator)
+        oracle[selected] = axial_difference(
+            measured.angle_image_deg - params.angle_shift_deg[selected],
+            chunk.oracle_reference_deg[selected],
+        )
+    return oracle
+
+
+def _select(params: augment.AugmentationParams, index: np.ndarray) -> augment.AugmentationParams:
+    """The parameters of the images ``index`` selects."""
+    return augment.AugmentationParams(
+        **{f.name: getattr(params, f.name)[index] for f in dataclasses.fields(params)}
+    )
 
 
 def run_protocol(
@@ -198,6 +246,8 @@ def run_protocol(
     n_augment: int,
     seed: int,
     *,
+    neighbour_light: np.ndarray | None = None,
+    oracle_reference_deg: np.ndarray | None = None,
     config: RadonConfig | None = None,
     peer_config: PeerConfig | None = None,
     workers: int = 1,
@@ -216,6 +266,11 @@ def run_protocol(
         Augmented images in all, ``M >= 0``.
     seed : int
         Seeds the augmentations (with the chunk index).
+    neighbour_light, oracle_reference_deg : numpy.ndarray, optional
+        ``(N, B, S, S)`` the exact light of each galaxy's neighbours
+        (:func:`~galpipe.validation.population.render_neighbour_light`) and ``(N,)`` the
+        neighbour oracle's image angle on the originals; both or neither. Without them the
+        oracle is not measured (its deviations are NaN).
     config, peer_config
         The measurement and the peer; production defaults.
     workers : int
@@ -233,6 +288,19 @@ def run_protocol(
             f"protocol: need galaxies and n_augment >= 0; got {n_galaxies} galaxies, "
             f"n_augment={n_augment}"
         )
+    if (neighbour_light is None) != (oracle_reference_deg is None):
+        raise ValueError(
+            "protocol: neighbour_light and oracle_reference_deg go together (the neighbour "
+            "oracle needs both); got one"
+        )
+    if neighbour_light is not None and neighbour_light.shape != images.shape:
+        raise ValueError(
+            f"protocol: neighbour_light has shape {neighbour_light.shape}, the images "
+            f"{images.shape}: one stamp of neighbour light per image"
+        )
+    oracle_reference = (
+        oracle_reference_deg if oracle_reference_deg is not None else np.full(n_galaxies, np.nan)
+    )
     cfg = config if config is not None else RadonConfig()
     peer_cfg = peer_config if peer_config is not None else PeerConfig()
     tasks = []
@@ -240,16 +308,21 @@ def run_protocol(
         stop = min(n_augment, start + chunk_images)
         galaxy = np.arange(start, stop, dtype=np.int64) * n_galaxies // n_augment
         distinct, local = np.unique(galaxy, return_inverse=True)
+        light = None
+        if neighbour_light is not None and index % UNMASKED_EVERY == 0:
+            light = np.ascontiguousarray(neighbour_light[distinct])
         tasks.append(
             _Chunk(
                 index=index,
                 seed=seed,
                 galaxy_index=galaxy,
                 images=np.ascontiguousarray(images[distinct]),
+                neighbour_light=light,
                 local_index=local,
                 ours_reference_deg=ours_reference_deg[galaxy],
                 peer_reference_deg=peer_reference_deg[galaxy],
                 nomask_reference_deg=nomask_reference_deg[galaxy],
+                oracle_reference_deg=oracle_reference[galaxy],
                 config=cfg,
                 peer_config=peer_cfg,
             )
@@ -351,8 +424,9 @@ class ProtocolSummary:
         The protocol's draws in words (:func:`describe_protocol`).
     ours, peer : DeviationStats
         Every image.
-    ours_nomask : DeviationStats
-        Ours with masking off, on the sampled images.
+    ours_nomask, neighbour_oracle : DeviationStats
+        Ours with masking off, and the neighbour oracle (module docstring), on the sampled
+        images.
     ours_sampled, peer_sampled : DeviationStats
         Ours and the peer on those same images, for a like comparison.
     peer_outcomes : PeerOutcomes
@@ -367,16 +441,19 @@ class ProtocolSummary:
     ours: DeviationStats
     peer: DeviationStats
     ours_nomask: DeviationStats
+    neighbour_oracle: DeviationStats
     ours_sampled: DeviationStats
     peer_sampled: DeviationStats
     peer_outcomes: PeerOutcomes
 
     def methods(self) -> dict[str, DeviationStats]:
-        """Method name -> its statistics: ``ours``, ``peer``, ``ours_nomask``, the sampled."""
+        """Method name -> its statistics: ``ours``, ``peer``, ``ours_nomask``,
+        ``neighbour_oracle``, the sampled."""
         return {
             "ours": self.ours,
             "peer": self.peer,
             "ours_nomask": self.ours_nomask,
+            "neighbour_oracle": self.neighbour_oracle,
             "ours_sampled": self.ours_sampled,
             "peer_sampled": self.peer_sampled,
         }
@@ -407,6 +484,7 @@ class ProtocolSummary:
             ours=DeviationStats.from_json(values["ours"]),
             peer=DeviationStats.from_json(values["peer"]),
             ours_nomask=DeviationStats.from_json(values["ours_nomask"]),
+            neighbour_oracle=DeviationStats.from_json(values["neighbour_oracle"]),
             ours_sampled=DeviationStats.from_json(values["ours_sampled"]),
             peer_sampled=DeviationStats.from_json(values["peer_sampled"]),
             peer_outcomes=PeerOutcomes.from_json(values["peer_outcomes"]),
@@ -446,6 +524,7 @@ def protocol_tables(
         ours=stats(result.deviation_ours_deg, slice(None)),
         peer=stats(result.deviation_peer_deg, slice(None)),
         ours_nomask=stats(result.deviation_ours_nomask_deg, sampled),
+        neighbour_oracle=stats(result.deviation_neighbour_oracle_deg, sampled),
         ours_sampled=stats(result.deviation_ours_deg, sampled),
         peer_sampled=stats(result.deviation_peer_deg, sampled),
         peer_outcomes=PeerOutcomes.of(result.peer_measured, result.peer_failed),

@@ -44,7 +44,12 @@ from galpipe.validation.lensing import LensingConfig, LensingSummary, run_lensin
 from galpipe.validation.oracle import FloorResult, FloorSummary, floor_tables, run_floor
 from galpipe.validation.parallel import default_workers
 from galpipe.validation.peer import PeerConfig
-from galpipe.validation.population import PopulationConfig, TruthPopulation, make_population
+from galpipe.validation.population import (
+    PopulationConfig,
+    TruthPopulation,
+    make_population,
+    render_neighbour_light,
+)
 from galpipe.validation.protocol import (
     ProtocolResult,
     ProtocolSummary,
@@ -257,6 +262,7 @@ def _save_rows(path: Path, result: ProtocolResult | FloorResult) -> None:
 def _protocol_stage(
     out: Path,
     population: TruthPopulation,
+    neighbour_light: np.ndarray,
     measured: TruthMeasurements,
     n_augment: int,
     seed: int,
@@ -272,6 +278,8 @@ def _protocol_stage(
         measured.ours_nomask.angle_image_deg,
         n_augment,
         seed,
+        neighbour_light=neighbour_light,
+        oracle_reference_deg=measured.neighbour_oracle.angle_image_deg,
         config=config,
         peer_config=peer_config,
         workers=workers,
@@ -387,13 +395,24 @@ def run_validation(
 
     population_config = PopulationConfig(n=sizes.n_truth, seed=seed)
     population = make_population(population_config, workers=n_workers)
+    neighbour_light = render_neighbour_light(
+        population.truths, population_config.size, population_config.pixscale, n_workers
+    )
     catalogue = write_catalog(out / "catalogue.ecsv", population.truths, gaia_sersic=True)
     clock.lap("population")
-    measured = measure_truth(population, config, peer_config)
+    measured = measure_truth(population, config, peer_config, neighbour_light=neighbour_light)
     truth = truth_tables(population, measured)
     clock.lap("truth")
     protocol = _protocol_stage(
-        out, population, measured, sizes.n_augment, seed, config, peer_config, n_workers
+        out,
+        population,
+        neighbour_light,
+        measured,
+        sizes.n_augment,
+        seed,
+        config,
+        peer_config,
+        n_workers,
     )
     clock.lap("protocol")
     floor = _floor_stage(out, population, sizes.n_floor, seed, config, n_workers)

@@ -8,9 +8,15 @@ Methods (keys of every table):
 - ``ours_moments`` -- the production configuration with ``estimator="moments"``: the
   second-moment angle from the sinogram's projection variances (``docs/science.md``, "The
   second-moment angle (ours)"; compared here with the paper's peak), per band and combined;
-- ``peer`` -- SExtractor's second-moment angle (:mod:`galpipe.validation.peer`).
+- ``peer`` -- SExtractor's second-moment angle (:mod:`galpipe.validation.peer`);
+- ``neighbour_oracle`` -- a reference, not a method: ours with masking off on each image minus
+  the exact noiseless light of its neighbours
+  (:func:`~galpipe.validation.population.render_neighbour_light`). It knows what no measurement
+  can, every neighbour's light, and keeps their photon noise: the accuracy that perfect
+  neighbour handling would reach. On an isolated galaxy it is ``ours_nomask``.
 
-All of them get the same ``(N, 4, S, S)`` array (its SHA-256 is recorded). Image angles become
+All of them but the neighbour oracle get the same ``(N, 4, S, S)`` array (its SHA-256 is recorded,
+and that of the oracle's array). Image angles become
 position angles east of north through each cutout's own WCS Jacobian
 (:func:`galpipe.science.orientation.image_angle_to_position_angle`), per band and combined, and
 are compared with the true position angle as axial errors in [0, 90] degrees.
@@ -35,7 +41,11 @@ from galpipe.science.orientation import image_angle_to_position_angle
 from galpipe.science.radon import RadonOperator
 from galpipe.survey.layout import BANDS
 from galpipe.validation.peer import PeerConfig, PeerOutcomes, sep_orientation
-from galpipe.validation.population import TruthPopulation, images_digest
+from galpipe.validation.population import (
+    TruthPopulation,
+    images_digest,
+    render_neighbour_light,
+)
 from galpipe.validation.reliability import ReliabilitySummary, reliability_summary
 from galpipe.validation.stats import (
     AXIS_RATIO_EDGES,
@@ -67,7 +77,7 @@ __all__ = [
     "truth_tables",
 ]
 
-METHODS: tuple[str, ...] = ("ours", "ours_nomask", "ours_moments", "peer")
+METHODS: tuple[str, ...] = ("ours", "ours_nomask", "ours_moments", "peer", "neighbour_oracle")
 SUBSETS: tuple[str, ...] = ("all", "isolated", "neighbours")
 #: The headline selection: elongated (q < 0.5) and bright (S/N > 50).
 HEADLINE_MAX_AXIS_RATIO = 0.5
@@ -94,6 +104,8 @@ class TruthMeasurements:
         The same with neighbour masking off.
     ours_moments : BatchMeasurement
         The production configuration with the moments estimator combined.
+    neighbour_oracle : BatchMeasurement
+        Masking off, on the images minus their neighbours' exact light (module docstring).
     peer_image_angle_deg : numpy.ndarray
         ``(N,)`` the peer's combined image angle (the protocol's reference for the peer).
     peer_outcomes : PeerOutcomes
@@ -108,6 +120,7 @@ class TruthMeasurements:
     config: RadonConfig
     ours_nomask: BatchMeasurement
     ours_moments: BatchMeasurement
+    neighbour_oracle: BatchMeasurement
     peer_image_angle_deg: np.ndarray
     peer_outcomes: PeerOutcomes
     images_sha256: dict[str, str]
@@ -130,40 +143,66 @@ def measure_truth(
     config: RadonConfig | None = None,
     peer_config: PeerConfig | None = None,
     operator: RadonOperator | None = None,
+    neighbour_light: np.ndarray | None = None,
 ) -> TruthMeasurements:
-    """Measure the population with every method (module docstring)."""
+    """Measure the population with every method (module docstring).
+
+    ``neighbour_light`` is :func:`~galpipe.validation.population.render_neighbour_light` of
+    the population, rendered here (one process) when not given.
+    """
     cfg = config if config is not None else RadonConfig()
     images = population.images
+    if neighbour_light is None:
+        neighbour_light = render_neighbour_light(population.truths, images.shape[-1])
+    if neighbour_light.shape != images.shape:
+        raise ValueError(
+            f"neighbour_light has shape {neighbour_light.shape}, the images {images.shape}: "
+            "one stamp of neighbour light per image"
+        )
+    unmasked = dataclasses.replace(cfg, mask_neighbours=False)
     digest = images_digest(images)
     ours = measure_batch(images, cfg, operator)
-    ours_nomask = measure_batch(images, dataclasses.replace(cfg, mask_neighbours=False), operator)
+    ours_nomask = measure_batch(images, unmasked, operator)
     ours_moments = measure_batch(images, dataclasses.replace(cfg, estimator="moments"), operator)
+    cleaned = images - neighbour_light
+    oracle = measure_batch(cleaned, unmasked, operator)
     peer = sep_orientation(images, peer_config)
     jac = population.jacobians
+    measurements = {
+        "ours": ours,
+        "ours_nomask": ours_nomask,
+        "ours_moments": ours_moments,
+        "neighbour_oracle": oracle,
+    }
     return TruthMeasurements(
         position_angle_deg={
-            "ours": image_angle_to_position_angle(ours.angle_image_deg, jac),
-            "ours_nomask": image_angle_to_position_angle(ours_nomask.angle_image_deg, jac),
-            "ours_moments": image_angle_to_position_angle(ours_moments.angle_image_deg, jac),
+            **{
+                name: image_angle_to_position_angle(m.angle_image_deg, jac)
+                for name, m in measurements.items()
+            },
             "peer": image_angle_to_position_angle(peer.angle_image_deg, jac),
         },
         band_position_angle_deg={
-            "ours": image_angle_to_position_angle(ours.band_angle_image_deg, jac[:, None]),
-            "ours_nomask": image_angle_to_position_angle(
-                ours_nomask.band_angle_image_deg, jac[:, None]
-            ),
-            "ours_moments": image_angle_to_position_angle(
-                ours_moments.band_moments_angle_deg, jac[:, None]
-            ),
+            **{
+                name: image_angle_to_position_angle(
+                    m.band_moments_angle_deg if name == "ours_moments" else m.band_angle_image_deg,
+                    jac[:, None],
+                )
+                for name, m in measurements.items()
+            },
             "peer": image_angle_to_position_angle(peer.band_angle_image_deg, jac[:, None]),
         },
         ours=ours,
         config=cfg,
         ours_nomask=ours_nomask,
         ours_moments=ours_moments,
+        neighbour_oracle=oracle,
         peer_image_angle_deg=peer.angle_image_deg,
         peer_outcomes=peer.outcomes(),
-        images_sha256=dict.fromkeys(METHODS, digest),
+        images_sha256={
+            **dict.fromkeys(METHODS, digest),
+            "neighbour_oracle": images_digest(cleaned),
+        },
     )
 
 
@@ -254,6 +293,7 @@ class TruthHeadline:
     ours_nomask: ErrorStats
     ours_moments: ErrorStats
     peer: ErrorStats
+    neighbour_oracle: ErrorStats
 
     def to_json(self) -> dict[str, Any]:
         """``selection`` and one entry per method."""
@@ -271,6 +311,7 @@ class TruthHeadline:
             ours_nomask=ErrorStats.from_json(values["ours_nomask"]),
             ours_moments=ErrorStats.from_json(values["ours_moments"]),
             peer=ErrorStats.from_json(values["peer"]),
+            neighbour_oracle=ErrorStats.from_json(values["neighbour_oracle"]),
         )
 
 

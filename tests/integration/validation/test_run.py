@@ -248,7 +248,35 @@ def test_peer_and_ours_measured_the_catalogued_images(
         galaxies["pa_peer"],
         atol=1e-9,
     )
-    assert len(set(_written(out).truth.images_sha256.values())) == 1
+    digests = dict(_written(out).truth.images_sha256)
+    # The neighbour oracle alone measures other images: the neighbours' light subtracted.
+    oracle_digest = digests.pop("neighbour_oracle")
+    assert len(set(digests.values())) == 1
+    assert oracle_digest not in digests.values()
+
+
+def test_the_neighbour_oracle_is_masking_off_without_neighbours_and_better_with_them(
+    quick_run: tuple[Path, ValidationSummary],
+) -> None:
+    out, summary = quick_run
+    galaxies = Table.read(out / "galaxies.ecsv")
+    isolated = galaxies["n_neighbours"] == 0
+    np.testing.assert_array_equal(
+        galaxies["pa_neighbour_oracle"][isolated], galaxies["pa_ours_nomask"][isolated]
+    )
+    neighbours = summary.truth.tables["neighbours"]
+    oracle = neighbours["neighbour_oracle"]["combined"].overall.median_deg
+    # Subtracting the neighbours' exact light must beat measuring through it, and masking.
+    assert oracle < neighbours["ours_nomask"]["combined"].overall.median_deg / 2
+    assert oracle < neighbours["ours"]["combined"].overall.median_deg
+    protocol = summary.protocol
+    assert protocol.neighbour_oracle.overall.n == summary.protocol.n_sampled
+    assert protocol.neighbour_oracle.isolated.mean_deg == pytest.approx(
+        protocol.ours_nomask.isolated.mean_deg, abs=1e-9
+    )
+    assert protocol.neighbour_oracle.neighbours.mean_deg != pytest.approx(
+        protocol.ours_nomask.neighbours.mean_deg, abs=1e-3
+    )
 
 
 def test_identical_inputs_give_identical_outputs(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -12,6 +14,7 @@ from galpipe.validation.augment import (
     AugmentationParams,
     apply_augmentations,
     blur,
+    expected_scene,
     poisson_resample,
     rotate,
     rotation_no_data,
@@ -368,6 +371,28 @@ def test_apply_augmentations_applies_exactly_the_flagged_operations() -> None:
         predicted = beta + params.angle_shift_deg[index]
         assert axial_difference(moment_angle(out[index, 2]), predicted) < 0.05
     np.testing.assert_array_equal(out, apply_augmentations(images, params, rng=5))
+
+
+def test_expected_scene_is_r_and_b_and_the_mean_of_n() -> None:
+    images = batch_of([gaussian_stamp(41, beta) for beta in (20.0, 80.0, 110.0)]) * 5.0
+    params = AugmentationParams(
+        apply_rotation=np.array([True, False, True]),
+        apply_blur=np.array([False, True, True]),
+        apply_resample=np.array([True, True, True]),
+        alpha_deg=np.array([30.0, 60.0, 45.0]),
+        blur_sigma_px=np.array([1.0, 1.5, 0.8]),
+        total_counts=np.full(3, 1e5),
+    )
+    scene = expected_scene(images, params)
+    without_n = dataclasses.replace(params, apply_resample=np.zeros(3, dtype=bool))
+    np.testing.assert_array_equal(scene, apply_augmentations(images, without_n, rng=0))
+    # The mean of N over many draws converges to the scene (the light is non-negative).
+    draws = np.mean([apply_augmentations(images, params, rng=k) for k in range(200)], axis=0)
+    peak = scene.max()
+    assert np.abs(draws - scene).max() < 0.05 * peak
+    assert np.abs(draws - scene).max() > 0  # N did resample
+    with pytest.raises(ValueError, match="one each"):
+        expected_scene(images[:2], params)
 
 
 def test_errors_name_the_input() -> None:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
+from galpipe.pipelines.stored_cutouts import decode_cutout
+from galpipe.survey.layout import BANDS
 from galpipe.synthetic.catalog import make_truths
-from galpipe.synthetic.truth import SkyConfig
+from galpipe.synthetic.fitsfile import cutout_fits_bytes
+from galpipe.synthetic.truth import SkyConfig, TruthGalaxy
 from galpipe.validation.population import (
     PIXSCALE_ARCSEC,
     PopulationConfig,
     draw_truths,
     images_digest,
+    render_neighbour_light,
     render_population,
     snr_half_light,
 )
@@ -65,3 +71,29 @@ def test_population_config_rejects_bad_values() -> None:
         PopulationConfig(n=0)
     with pytest.raises(ValueError, match="snr_range"):
         PopulationConfig(n=1, snr_range=(0.0, 10.0))
+
+
+def test_neighbour_light_is_the_stamp_less_the_galaxy_and_zero_when_alone() -> None:
+    config = PopulationConfig(n=8, seed=3, sky=SkyConfig(neighbour_fraction=0.5))
+    truths, _ = draw_truths(config)
+    crowded = [t.neighbours != () for t in truths]
+    assert any(crowded)
+    assert not all(crowded)
+    light = render_neighbour_light(truths)
+    assert light.shape == (8, 4, 40, 40)
+    assert light.dtype == np.float32
+    assert not light[~np.array(crowded)].any()
+    noiseless = [dataclasses.replace(t, neighbours=()) for t in truths]
+    # Without noise, a stamp is its galaxy plus its neighbours' light, in the decoded frame.
+    full = _noiseless(truths)
+    alone = _noiseless(noiseless)
+    peak = full.max()
+    np.testing.assert_allclose(light, full - alone, atol=1e-6 * peak)
+    assert np.all(light >= -1e-6 * peak)
+    assert np.array_equal(light, render_neighbour_light(truths, workers=2))
+
+
+def _noiseless(truths: list[TruthGalaxy]) -> np.ndarray:
+    return np.stack(
+        [decode_cutout(cutout_fits_bytes(t, noise=False), 40, BANDS).data for t in truths]
+    )

@@ -93,3 +93,57 @@ def test_tables_report_every_method_side_by_side_and_the_unmasked_sample() -> No
     assert outcomes.measured == int(result.peer_measured.sum()) > 0
     assert outcomes.failed == 0
     assert "log-U[1000, 100000)" in tables.distributions["N"]
+
+
+def test_the_neighbour_oracle_subtracts_the_light_as_the_image_carries_it() -> None:
+    galaxies = _batch([30.0, 120.0], noise=0.02)
+    # A bright round "neighbour" off-centre in galaxy 0 only: its exact light is known.
+    rows, cols = np.mgrid[0:40, 0:40]
+    star = np.exp(-((rows - 12.0) ** 2 + (cols - 27.0) ** 2) / (2 * 1.5**2)).astype(np.float32)
+    light = np.zeros_like(galaxies)
+    light[0] = 3.0 * star
+    images = galaxies + light
+    ours, peer, nomask = _references(images)
+    oracle = measure_batch(images - light, CONFIG).angle_image_deg
+    kwargs = {"config": CONFIG, "chunk_images": 20}
+    result = run_protocol(
+        images,
+        ours,
+        peer,
+        nomask,
+        30,
+        seed=2,
+        neighbour_light=light,
+        oracle_reference_deg=oracle,
+        **kwargs,
+    )
+    sampled = result.unmasked_sampled
+    deviation = result.deviation_neighbour_oracle_deg
+    assert np.isnan(deviation[~sampled]).all()
+    assert np.isfinite(deviation[sampled]).all()
+    # Galaxy 1 has no neighbour light: the oracle is the unmasked measurement.
+    alone = sampled & (result.galaxy_index == 1)
+    crowded = sampled & (result.galaxy_index == 0)
+    assert alone.any()
+    assert crowded.any()
+    np.testing.assert_array_equal(deviation[alone], result.deviation_ours_nomask_deg[alone])
+    # With the star subtracted, galaxy 0 follows the rotation as a lone galaxy does; through
+    # the star, the unmasked angle is the star's pull (here: the same in both images).
+    assert not np.allclose(deviation[crowded], result.deviation_ours_nomask_deg[crowded])
+    without = run_protocol(images, ours, peer, nomask, 30, seed=2, **kwargs)
+    assert np.isnan(without.deviation_neighbour_oracle_deg).all()
+    np.testing.assert_array_equal(without.deviation_ours_deg, result.deviation_ours_deg)
+    with pytest.raises(ValueError, match="go together"):
+        run_protocol(images, ours, peer, nomask, 30, seed=2, neighbour_light=light, **kwargs)
+    with pytest.raises(ValueError, match="one stamp of neighbour light per image"):
+        run_protocol(
+            images,
+            ours,
+            peer,
+            nomask,
+            30,
+            seed=2,
+            neighbour_light=light[:1],
+            oracle_reference_deg=oracle,
+            **kwargs,
+        )
