@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -105,18 +107,10 @@ def test_the_neighbour_oracle_subtracts_the_light_as_the_image_carries_it() -> N
     images = galaxies + light
     ours, peer, nomask = _references(images)
     oracle = measure_batch(images - light, CONFIG).angle_image_deg
-    kwargs = {"config": CONFIG, "chunk_images": 20}
-    result = run_protocol(
-        images,
-        ours,
-        peer,
-        nomask,
-        30,
-        seed=2,
-        neighbour_light=light,
-        oracle_reference_deg=oracle,
-        **kwargs,
+    protocol = functools.partial(
+        run_protocol, images, ours, peer, nomask, 30, seed=2, config=CONFIG, chunk_images=20
     )
+    result = protocol(neighbour_light=light, oracle_reference_deg=oracle)
     sampled = result.unmasked_sampled
     deviation = result.deviation_neighbour_oracle_deg
     assert np.isnan(deviation[~sampled]).all()
@@ -130,20 +124,10 @@ def test_the_neighbour_oracle_subtracts_the_light_as_the_image_carries_it() -> N
     # With the star subtracted, galaxy 0 follows the rotation as a lone galaxy does; through
     # the star, the unmasked angle is the star's pull (here: the same in both images).
     assert not np.allclose(deviation[crowded], result.deviation_ours_nomask_deg[crowded])
-    without = run_protocol(images, ours, peer, nomask, 30, seed=2, **kwargs)
+    without = protocol()
     assert np.isnan(without.deviation_neighbour_oracle_deg).all()
     np.testing.assert_array_equal(without.deviation_ours_deg, result.deviation_ours_deg)
     with pytest.raises(ValueError, match="go together"):
-        run_protocol(images, ours, peer, nomask, 30, seed=2, neighbour_light=light, **kwargs)
+        protocol(neighbour_light=light)
     with pytest.raises(ValueError, match="one stamp of neighbour light per image"):
-        run_protocol(
-            images,
-            ours,
-            peer,
-            nomask,
-            30,
-            seed=2,
-            neighbour_light=light[:1],
-            oracle_reference_deg=oracle,
-            **kwargs,
-        )
+        protocol(neighbour_light=light[:1], oracle_reference_deg=oracle)
