@@ -306,7 +306,7 @@ def main() -> None:
 
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        # The keys: the worker's precision, with the copy from host memory.
+        # The summary: the worker's precision, with the copy from host memory.
         "core_per_s": core[best]["with_copy_galaxies_per_s"],
         "worker_per_s": worker.get("device_galaxies_per_s"),
         "median_vs_fp64_deg": accuracy.get(f"{best}_vs_float64", {"median_deg": 0.0})["median_deg"],
