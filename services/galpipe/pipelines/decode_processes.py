@@ -17,12 +17,12 @@ and start with ``spawn``: the parent may already hold a CUDA context, which must
 from __future__ import annotations
 
 import multiprocessing
-import os
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from galpipe.db.cutouts import CutoutRecord
 from galpipe.pipelines.base import Outcome
@@ -117,8 +117,9 @@ _CHILD: tuple[ObjectStore, RadonConfig, ThreadPoolExecutor] | None = None
 
 def _start_child(store_url: str, endpoint_url: str | None, config: RadonConfig) -> None:
     global _CHILD
-    # One BLAS thread per process: the pool already uses every core.
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # One BLAS/OpenMP thread per process: the pool already uses every core. numpy is imported
+    # (its BLAS pool started) before this runs, so an environment variable is too late here.
+    threadpool_limits(limits=1)
     store = open_object_store(store_url, endpoint_url=endpoint_url)
     _CHILD = (store, config, ThreadPoolExecutor(READ_THREADS_PER_PROCESS, "decode-read"))
 
