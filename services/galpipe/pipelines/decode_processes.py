@@ -22,12 +22,12 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from galpipe.db.cutouts import CutoutRecord
 from galpipe.pipelines.base import Outcome
 from galpipe.pipelines.cutout_packs import read_units
 from galpipe.pipelines.stored_cutouts import DecodedCutout, load_read_unit
+from galpipe.runtime.processes import single_blas_thread
 from galpipe.science.core import RadonConfig, Stamps, prepare_stamps
 from galpipe.storage import ObjectStore, open_object_store
 
@@ -117,9 +117,7 @@ _CHILD: tuple[ObjectStore, RadonConfig, ThreadPoolExecutor] | None = None
 
 def _start_child(store_url: str, endpoint_url: str | None, config: RadonConfig) -> None:
     global _CHILD
-    # One BLAS/OpenMP thread per process: the pool already uses every core. numpy is imported
-    # (its BLAS pool started) before this runs, so an environment variable is too late here.
-    threadpool_limits(limits=1)
+    single_blas_thread()
     store = open_object_store(store_url, endpoint_url=endpoint_url)
     _CHILD = (store, config, ThreadPoolExecutor(READ_THREADS_PER_PROCESS, "decode-read"))
 

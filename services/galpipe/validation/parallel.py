@@ -11,23 +11,16 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from typing import TypeVar
+
+from galpipe.runtime.processes import single_blas_thread
 
 __all__ = ["default_workers", "map_chunks"]
 
 Task = TypeVar("Task")
 Result = TypeVar("Result")
-
-# Each worker process runs its BLAS single-threaded: the pool already uses every core, and
-# OpenBLAS threads on top of it oversubscribe them.
-_SINGLE_THREAD_ENV = {
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-}
 
 
 def default_workers() -> int:
@@ -36,21 +29,6 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
-
-
-@contextmanager
-def _single_threaded_children() -> Iterator[None]:
-    """Set the BLAS thread variables while the pool spawns, then restore the parent's."""
-    saved = {name: os.environ.get(name) for name in _SINGLE_THREAD_ENV}
-    os.environ.update(_SINGLE_THREAD_ENV)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def map_chunks(
@@ -79,8 +57,8 @@ def map_chunks(
     # spawn, not fork: the parent may hold threads (GalSim, BLAS) that fork would copy mid-state.
     context = multiprocessing.get_context("spawn")
     n_processes = min(workers, len(tasks))
-    with (
-        _single_threaded_children(),
-        ProcessPoolExecutor(max_workers=n_processes, mp_context=context) as pool,
-    ):
+    # Each child runs its BLAS on one thread: the pool already uses every core.
+    with ProcessPoolExecutor(
+        max_workers=n_processes, mp_context=context, initializer=single_blas_thread
+    ) as pool:
         return list(pool.map(function, tasks))
