@@ -277,6 +277,10 @@ def test_the_neighbour_oracle_is_masking_off_without_neighbours_and_better_with_
     assert protocol.neighbour_oracle.neighbours.mean_deg != pytest.approx(
         protocol.ours_nomask.neighbours.mean_deg, abs=1e-3
     )
+    # The report puts it beside ours and masking off on the same images, by group.
+    report = (out / "report.md").read_text()
+    section = report[report.index("The paper's method (masking off) on the same images") :]
+    assert "| neighbours | neighbour oracle (exact neighbour light subtracted" in section
 
 
 def test_identical_inputs_give_identical_outputs(
