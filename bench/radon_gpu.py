@@ -28,6 +28,9 @@ In one process:
    batch at once with steps 3-5 on the device. Galaxies/s, against the numpy worker path
    (the same decode processes, steps 3-5 on the CPU) in the same process.
 
+With ``--profile`` it also prints ``torch.profiler``'s top operations of one core chunk in the
+worker's precision (device time on a GPU): where the core's time goes.
+
 The last line is ``RESULT {json}``; its keys ``core_per_s`` (the fastest precision within the
 tolerance, with the copy from host memory), ``worker_per_s`` (the worker with steps 3-5 on the
 device; null with ``--worker-n 0``), ``median_vs_fp64_deg`` (that precision's median change of
@@ -90,6 +93,25 @@ def synchronised(device: torch.device, fn: Callable[[], Any]) -> Callable[[], No
             torch.cuda.synchronize(device)
 
     return run
+
+
+def profile_chunk(
+    fitter: TorchSinogramFitter, stamps: torch.Tensor, weights: torch.Tensor, config: RadonConfig
+) -> None:
+    """Print the operations that take the time of steps 3-5 on one chunk (three calls)."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    sort_by = "cpu_time_total"
+    if fitter.device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+        sort_by = "cuda_time_total"
+    run = synchronised(fitter.device, lambda: fitter.fit_chunk(stamps, weights, config))
+    with torch.inference_mode():
+        run()  # warm-up
+        with torch.profiler.profile(activities=activities) as profiler:
+            for _ in range(3):
+                run()
+    print(f"profile of 3 chunks of {stamps.shape[0]} galaxies, {fitter.precision}:")
+    print(profiler.key_averages().table(sort_by=sort_by, row_limit=25, max_name_column_width=48))
 
 
 def stored_cutouts(population_truths: tuple, n: int, root: str) -> list[CutoutRecord]:
@@ -163,6 +185,11 @@ def main() -> None:
     parser.add_argument("--worker-n", type=int, default=40_000)
     parser.add_argument("--worker-batch", type=int, default=2048)
     parser.add_argument("--decode-processes", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="print torch.profiler's top operations of one core chunk in the worker's precision",
+    )
     args = parser.parse_args()
     precisions = [p for p in args.precisions.split(",") if p]
 
@@ -252,7 +279,7 @@ def main() -> None:
     cpu_rate = cpu_n / t_cpu
     print(f"anchor: numpy steps 3-5 {cpu_rate:,.0f} galaxies/s ({torch.get_num_threads()} threads)")
 
-    # -- the whole measurement in one process (step 2 on the CPU) ---------------------------
+    # -- the fastest precision within the tolerance: the worker's ------------------------------
     best = min(
         (
             p
@@ -262,6 +289,10 @@ def main() -> None:
         ),
         key=lambda p: -core[p]["with_copy_galaxies_per_s"],
     )
+    if args.profile:
+        profile_chunk(fitters[best], on_device[:chunk], weights_device[:chunk], config)
+
+    # -- the whole measurement in one process (step 2 on the CPU) ---------------------------
     t_whole = timed(
         lambda: measure_batch(images, config, operator, sinogram_fitter=fitters[best]),
         max(1, min(3, args.repeats)),
