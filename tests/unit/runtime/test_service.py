@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import threading
@@ -141,7 +140,12 @@ def test_stop_signals_request_a_stop_and_the_old_handlers_come_back(signum: int)
     def send_signal_when_running() -> None:
         assert service.running.wait(10)
         seen_during_run.append(signal.getsignal(signum))
-        os.kill(os.getpid(), signum)
+        # To the main thread: a signal sent to the process may land on any thread (here the
+        # sender or the health server's), and then the main thread runs the handler only when
+        # its wait for the stop times out.
+        main = threading.main_thread().ident
+        assert main is not None
+        signal.pthread_kill(main, signum)
 
     sender = threading.Thread(target=send_signal_when_running, daemon=True)
     sender.start()
