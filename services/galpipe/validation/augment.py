@@ -437,7 +437,7 @@ def apply_augmentations(
         ``(phi + params.angle_shift_deg) mod 180``.
     """
     generator = _as_generator(rng)
-    out = _apply_scene(images, params)
+    out = expected_scene(images, params)
     selected = np.flatnonzero(params.apply_resample)
     if selected.size:
         out[selected] = poisson_resample(out[selected], params.total_counts[selected], generator)
@@ -463,13 +463,8 @@ def expected_scene(images: ArrayLike, params: AugmentationParams) -> NDArray[np.
     Returns
     -------
     numpy.ndarray, shape (N, B, S, S), float32
-        A new array.
+        A new array: R then B where drawn, the corners a rotation leaves without data at 0.
     """
-    return _apply_scene(images, params)
-
-
-def _apply_scene(images: ArrayLike, params: AugmentationParams) -> NDArray[np.float32]:
-    """R then B where drawn (a new array), the corners without data kept at 0."""
     batch = _check_images(images)
     if batch.shape[0] != len(params):
         raise ValueError(

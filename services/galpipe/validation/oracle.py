@@ -42,6 +42,7 @@ from galpipe.science.features import axial_difference
 from galpipe.science.orientation import image_angle_to_position_angle
 from galpipe.survey.layout import BANDS, PIXSCALE_ARCSEC
 from galpipe.synthetic.render import render_cutout
+from galpipe.synthetic.rows import take_rows
 from galpipe.synthetic.truth import TruthGalaxy
 from galpipe.validation import augment
 from galpipe.validation.parallel import map_chunks
@@ -354,9 +355,7 @@ def _run_task(task: _Task) -> dict[str, np.ndarray]:
         mean, var = augmented_model(templates, task.images[g], _UNAUGMENTED, sigma, gain, rng)
         oracle_orig[g] = best_offset_deg(task.images[g].astype(np.float64), mean, var)
         for j in np.flatnonzero(local == g):
-            one = augment.AugmentationParams(
-                **{f.name: getattr(params, f.name)[j : j + 1] for f in dataclasses.fields(params)}
-            )
+            one = take_rows(params, np.array([j]))
             mean, var = augmented_model(templates, task.images[g], one, sigma, gain, rng)
             oracle_aug[j] = best_offset_deg(augmented[j].astype(np.float64), mean, var)
     rows = {

@@ -46,6 +46,7 @@ import numpy as np
 from galpipe.science.core import RadonConfig, measure_batch
 from galpipe.science.features import axial_difference
 from galpipe.science.radon import RadonOperator
+from galpipe.synthetic.rows import take_rows
 from galpipe.validation import augment
 from galpipe.validation.parallel import map_chunks
 from galpipe.validation.peer import PeerConfig, PeerOutcomes, sep_orientation
@@ -217,25 +218,18 @@ def _oracle_deviation(
     """
     if chunk.neighbour_light is None:
         return np.full(nomask.shape, np.nan)
-    light = chunk.neighbour_light[chunk.local_index]
-    has_light = light.any(axis=(1, 2, 3))
+    lit = np.asarray(chunk.neighbour_light.any(axis=(1, 2, 3)))  # per distinct galaxy
+    selected = np.flatnonzero(lit[chunk.local_index])
     oracle = nomask.copy()
-    selected = np.flatnonzero(has_light)
     if selected.size:
-        scene = augment.expected_scene(light[selected], _select(params, selected))
+        light = chunk.neighbour_light[chunk.local_index[selected]]
+        scene = augment.expected_scene(light, take_rows(params, selected))
         measured = measure_batch(augmented[selected] - scene, unmasked, operator)
         oracle[selected] = axial_difference(
             measured.angle_image_deg - params.angle_shift_deg[selected],
             chunk.oracle_reference_deg[selected],
         )
     return oracle
-
-
-def _select(params: augment.AugmentationParams, index: np.ndarray) -> augment.AugmentationParams:
-    """The parameters of the images ``index`` selects."""
-    return augment.AugmentationParams(
-        **{f.name: getattr(params, f.name)[index] for f in dataclasses.fields(params)}
-    )
 
 
 def run_protocol(
