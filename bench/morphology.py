@@ -137,6 +137,8 @@ def _run_mode(mode: str, sample: Any, args: argparse.Namespace) -> dict[str, Any
     )
     config = TrainingConfig(
         learning_rate=args.learning_rate,
+        plateau_factor=args.plateau_factor,
+        plateau_patience=args.plateau_patience,
         max_epochs=args.epochs,
         batch_size=args.batch_size,
         device=args.device,
@@ -174,8 +176,9 @@ def _run_mode(mode: str, sample: Any, args: argparse.Namespace) -> dict[str, Any
             votes=votes.astype(np.float32),
             true=true.astype(np.float32),
             **{
-                f.name: np.asarray(getattr(sample.morphologies, f.name))[test]
-                for f in fields(sample.morphologies)
+                f.name: np.asarray(getattr(record, f.name))[test]
+                for record in (sample.morphologies, sample.features)
+                for f in fields(record)
             },
         )
     true_codes, _ = gz2.six_class(true)
@@ -218,6 +221,12 @@ def main() -> None:
         type=float,
         default=1e-3,
         help="Adam's initial rate; the GZ2 report's 1.5e-4 is for fine-tuning ImageNet weights",
+    )
+    parser.add_argument(
+        "--plateau-factor", type=float, default=0.8, help="learning rate x this on a plateau"
+    )
+    parser.add_argument(
+        "--plateau-patience", type=int, default=4, help="epochs without improvement that make one"
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)

@@ -5,13 +5,17 @@ The chain, each step a pure function of its inputs and a ``numpy.random.Generato
 1. :func:`draw_morphologies` -- ``N`` galaxies (:class:`Morphologies`) from the distributions
    of a :class:`MorphologyConfig`: kind, bulge-to-total ratio, axis ratios, bar, arms, an "odd"
    probability, size, seeing, sky noise, fluxes and S/N.
-2. :func:`answer_shares` -- the per-question conditional probabilities ``(N, 37)`` that a
-   volunteer gives each answer, a smooth documented mapping of the parameters (below);
-   :func:`galpipe.science.gz2.fractions_from_shares` turns them into the true fractions.
-3. :func:`draw_votes` -- ``n_volunteers`` volunteers walk the tree; the observed fractions.
-4. :func:`vote_noise_floor` -- the RMSE that predicting the true fractions scores against the
+2. :func:`render_noiseless` -- the noiseless ``(N, 4, S, S)`` griz stamps with GalSim, and
+   what each shows of its features (:class:`StampFeatures`).
+3. :func:`answer_shares` -- the per-question conditional probabilities ``(N, 37)`` that a
+   volunteer gives each answer, a smooth documented mapping of the parameters and of what the
+   stamp shows (below); :func:`galpipe.science.gz2.fractions_from_shares` turns them into the
+   true fractions.
+4. :func:`draw_votes` -- ``n_volunteers`` volunteers walk the tree; the observed fractions.
+5. :func:`vote_noise_floor` -- the RMSE that predicting the true fractions scores against the
    observed votes: the best any model can do on such labels.
-5. :func:`render_morphologies` -- ``(N, 4, S, S)`` griz stamps with GalSim.
+6. :func:`add_stamp_noise` -- the stamps the volunteers and the network see, with the source's
+   Poisson noise and the sky's (:func:`render_morphologies` is steps 2 and 6).
 
 Distributions (drawn like the radon validation population)
 ----------------------------------------------------------
@@ -51,7 +55,8 @@ Morphology parameters (per kind):
   ``arm_number_probabilities`` (5 stands for "more than four"), tightness uniform on [0, 1]
   (1 = tightest). Without arms: 0, 0 and 0.
 - ``odd_probability``: the base rate of "odd" answers, uniform on ``odd_probability``, every
-  kind.
+  kind; by default a constant 5 %: the odd features it stands for are not rendered, so a rate
+  that varied from galaxy to galaxy would be in no image.
 
 Answer shares (:func:`answer_shares`)
 -------------------------------------
@@ -65,28 +70,38 @@ where the feature is visible and a *blind* answer where it is not::
 
     share_seen = v share(parameters) + (1 - v) share_blind
 
-with two visibilities (:func:`feature_visibility`), each a product of logistics in the
-resolution ``R_e / FWHM`` (the half-light radius of the disk, or of the spheroid, over the
-seeing) and in ``ln S/N``: ``v_shape`` (smooth or disk, the bulge; half visible at
-``R_e = 0.6 FWHM`` and S/N 10, :data:`SHAPE_VISIBILITY`) and ``v_detail`` (bars, arms, their
-winding and number; half visible at ``R_e = 1.3 FWHM`` and S/N 25, :data:`DETAIL_VISIBILITY`).
-The blind answers: an unresolved galaxy looks smooth (0.9), unbarred, armless, with an obvious
-bulge, and its arms' winding and number cannot be told. The axis ratio a volunteer sees is the
-galaxy's rounded by the seeing (:func:`apparent_axis_ratio`). Bars and arms enter other answers
-as ``v_detail x strength``.
+How visible a feature is follows from what its stamp shows (:func:`render_noiseless`,
+:class:`StampFeatures`): the ideal observer's signal-to-noise ratio of the difference the
+feature makes to the noiseless griz stamp, ``sqrt(sum (delta mu)^2 / var)`` over bands and
+pixels, ``var`` the noise variance per pixel (sky and the source's Poisson noise):
+
+- the shape (smooth or disk, the bulge): a change of :data:`SHAPE_STEP` = 0.1 in B/T;
+- the bar: the stamp against the same galaxy with the bar's light in its disk;
+- the arms: the stamp against the same disk without them.
+
+Each visibility is logistic in ``ln S/N`` (:func:`feature_visibility`), half visible at the
+Rose criterion, S/N 5 (:data:`ROSE_SNR`; Rose 1948: the S/N a human observer needs to see a
+feature), and for the arms' number and winding at twice that (:data:`ARM_DETAIL_SNR`). So the
+seeing, the size, the S/N, the feature's strength and the PSF's smoothing of tight windings all
+enter through the one quantity that says whether the pixels carry the feature, and no answer
+depends on what the stamp does not show. The blind answers: an unresolved galaxy looks smooth
+(0.9), unbarred, armless, with an obvious bulge, and its arms' winding and number cannot be
+told. The axis ratio a volunteer sees is the stamp's (:attr:`StampFeatures.axis_ratio`, from
+the adaptive moments of the noiseless r-band image): a small thin disk looks round under the
+seeing. Bars and arms enter other answers as ``v x strength``.
 
 - Q1 (smooth, features, star/artifact): the star share is 0.94 for stars and 0.01 for
   galaxies; the rest splits by ``P(smooth) = s(8 (B/T - 0.55) - 2.5 arms - 1.5 bar)``
   (``v_shape``, blind 0.9): increasing in B/T, decreasing with arms and bar.
 - Q2 (edge-on yes, no): ``P(edge-on) = s((0.3 - q) / 0.06)``, ``q`` the apparent axis ratio;
   decreasing in ``q``.
-- Q3 (bar yes, no): ``P(bar) = s(-3 + 7 bar_strength)`` (``v_detail``, blind 0.05).
-- Q4 (spiral yes, no): ``P(spiral) = s(-2.5 + 6 arm_strength)`` (``v_detail``, blind 0.08).
+- Q3 (bar yes, no): ``P(bar) = s(-3 + 7 bar_strength)`` (``v_bar``, blind 0.05).
+- Q4 (spiral yes, no): ``P(spiral) = s(-2.5 + 6 arm_strength)`` (``v_arms``, blind 0.08).
 - Q5 (bulge none, just noticeable, obvious, dominant): ordered logistic in B/T,
   ``P(answer <= k) = s(8 (c_k - B/T))``, ``c = (0.05, 0.2, 0.45)`` (``v_shape``, blind
   (0.05, 0.2, 0.45, 0.3)); P(none) decreasing and P(dominant) increasing in B/T.
 - Q6 (odd yes, no): ``P(odd) = odd_probability + 0.25 bar + 0.15 P(edge-on)``: a small base
-  rate of odd answers (drawn, 3-8 %) and the rendered features that make galaxies odd, rings
+  rate of odd answers (5 %) and the rendered features that make galaxies odd, rings
   with bars and dust lanes in edge-on disks. No odd feature is drawn that the stamp does not
   show.
 - Q7 (round, in between, cigar): ordered logistic in the apparent ``q``:
@@ -99,10 +114,10 @@ as ``v_detail x strength``.
   bulges are bars seen edge-on).
 - Q10 (tight, medium, loose): ordered logistic in tightness ``t``:
   ``P(loose) = s((0.3 - t) / 0.1)``, ``P(medium or loose) = s((0.7 - t) / 0.1)``
-  (``v_detail``, blind (0.3, 0.4, 0.3)).
+  (``v_arm_detail``, blind (0.3, 0.4, 0.3)).
 - Q11 (1, 2, 3, 4, more than four, can't tell): ``P(can't tell) = 0.1 + 0.4 (1 -
   arm_strength)``; the rest by weights ``exp(-(k - n_arms)^2 / (2 * 0.5^2))``, ``k = 1..5``
-  (uniform when a galaxy has no arms) (``v_detail``, blind mostly "can't tell", 0.7).
+  (uniform when a galaxy has no arms) (``v_arm_detail``, blind mostly "can't tell", 0.7).
 
 What the stamps show (:func:`render_morphologies`)
 ---------------------------------------------------
@@ -162,27 +177,32 @@ from galpipe.synthetic.rows import check_rows, concatenate_rows, run_in_chunks, 
 from galpipe.synthetic.truth import SkyConfig, half_light_snr
 
 __all__ = [
+    "ARM_DETAIL_SNR",
     "BULGE_COLOUR_OFFSET_MAG",
     "DEFAULT_VOLUNTEERS",
-    "DETAIL_VISIBILITY",
     "DISK",
     "KINDS",
+    "ROSE_SNR",
     "SAMPLE_CHUNK",
-    "SHAPE_VISIBILITY",
+    "SHAPE_STEP",
     "SMOOTH",
     "STAR",
+    "VISIBILITY_WIDTH",
     "GalaxyZooInputError",
     "GalaxyZooSample",
     "Morphologies",
     "MorphologyConfig",
     "MorphologyConfigError",
+    "StampFeatures",
+    "Visibility",
+    "add_stamp_noise",
     "answer_shares",
-    "apparent_axis_ratio",
     "bulge_light_fraction",
     "draw_morphologies",
     "draw_votes",
     "feature_visibility",
     "render_morphologies",
+    "render_noiseless",
     "sample_galaxy_zoo",
     "vote_noise_floor",
 ]
@@ -214,13 +234,17 @@ _ARM_BLUR_ARCSEC = _ARM_STEP_ARCSEC  # Gaussian smoothing of windings finer than
 #: (a bulge's g-r about 0.75 against a disk's 0.45, r-i 0.40 against 0.30, i-z 0.25 against
 #: 0.15: old and young stellar populations). The galaxy's total colours are the drawn ones.
 BULGE_COLOUR_OFFSET_MAG: dict[str, float] = {"g": 0.3, "r": 0.0, "i": -0.1, "z": -0.2}
-#: Visibility of a galaxy's shape (smooth or disk, the bulge) in its stamp: the centre and
-#: width of a logistic in the resolution ``R_e / FWHM``, then in ``ln S/N`` (centre S/N,
-#: width in ln S/N). Half visible at R_e = 0.6 FWHM and S/N 10.
-SHAPE_VISIBILITY: tuple[float, float, float, float] = (0.6, 0.12, 10.0, 0.35)
-#: The same for detail (bars, arms, their winding and number): half visible at R_e = 1.3 FWHM
-#: and S/N 25, as GZ2's volunteers saw fewer features in smaller and fainter galaxies.
-DETAIL_VISIBILITY: tuple[float, float, float, float] = (1.3, 0.25, 25.0, 0.35)
+#: The Rose criterion: a human observer sees a feature in a noisy image once its signal-to-noise
+#: ratio (a matched filter's, the ideal observer's) reaches about 5 (Rose 1948). The shape, the
+#: bar and the arms are half visible at this S/N (:func:`feature_visibility`).
+ROSE_SNR = 5.0
+#: The arms' number and winding need more than their presence: half visible at twice the S/N.
+ARM_DETAIL_SNR = 2.0 * ROSE_SNR
+#: Width of the visibility's logistic in ``ln S/N``: from 0.27 to 0.73 between S/N 3.5 and 7.1
+#: for the Rose criterion's 5.
+VISIBILITY_WIDTH = 0.35
+#: The change of the bulge-to-total ratio whose S/N measures how well a stamp shows the shape.
+SHAPE_STEP = 0.1
 # What volunteers answer when they cannot see a feature: an unresolved galaxy looks smooth,
 # unbarred, armless and bulge-like; its arms' winding and number cannot be told.
 _BLIND_SMOOTH = 0.9
@@ -323,7 +347,7 @@ class MorphologyConfig:
         0.1,
         0.15,
     )
-    odd_probability: tuple[float, float] = (0.03, 0.08)
+    odd_probability: tuple[float, float] = (0.05, 0.05)
     snr_range: tuple[float, float] = (5.0, 200.0)
     sky: SkyConfig = field(default_factory=SkyConfig)
 
@@ -556,97 +580,136 @@ def _seen(
     return visibility * shares + (1.0 - visibility) * blind
 
 
-def feature_visibility(
-    morphologies: Morphologies,
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """How visible a galaxy's shape and its detail are in its stamp (module docstring).
+@dataclass(frozen=True)
+class StampFeatures:
+    """What the noiseless stamp of each galaxy shows of its features (module docstring).
+
+    Each ``*_snr`` is an ideal observer's signal-to-noise ratio: the matched filter's S/N of
+    the difference the feature makes to the griz stamp, ``sqrt(sum (delta mu)^2 / var)`` over
+    bands and pixels, with ``var`` the stamp's noise variance per pixel (sky plus the source's
+    Poisson noise). 0 where the galaxy has no such feature (and for stars).
+
+    Attributes
+    ----------
+    shape_snr : numpy.ndarray
+        S/N of a change of :data:`SHAPE_STEP` in the bulge-to-total ratio: how well the stamp
+        tells a bulge from a disk.
+    bar_snr : numpy.ndarray
+        S/N of the bar: the stamp against the same galaxy with the bar's light in its disk.
+    arm_snr : numpy.ndarray
+        S/N of the spiral arms: the stamp against the same disk without them.
+    axis_ratio : numpy.ndarray
+        The apparent axis ratio ``b/a`` of the PSF-convolved r-band image, from its adaptive
+        second moments (GalSim's HSM; unweighted moments where they fail), in (0, 1].
+    """
+
+    shape_snr: npt.NDArray[np.float64]
+    bar_snr: npt.NDArray[np.float64]
+    arm_snr: npt.NDArray[np.float64]
+    axis_ratio: npt.NDArray[np.float64]
+
+    def __post_init__(self) -> None:
+        check_rows(self, "shape_snr", GalaxyZooInputError)
+
+    def __len__(self) -> int:
+        return len(self.shape_snr)
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """How visible each feature is to volunteers, in [0, 1] (:func:`feature_visibility`).
+
+    Attributes
+    ----------
+    shape, bar, arms, arm_detail : numpy.ndarray
+        ``(N,)``: the light profile (smooth or disk, the bulge), the bar, the arms' presence,
+        and their number and winding.
+    """
+
+    shape: npt.NDArray[np.float64]
+    bar: npt.NDArray[np.float64]
+    arms: npt.NDArray[np.float64]
+    arm_detail: npt.NDArray[np.float64]
+
+
+def feature_visibility(features: StampFeatures) -> Visibility:
+    """How visible each feature is: logistic in the log of its ideal-observer S/N.
+
+    ``v = s((ln S/N - ln S/N_half) / VISIBILITY_WIDTH)``, half visible at the Rose criterion
+    (:data:`ROSE_SNR`) for the shape, the bar and the arms, and at twice it for the arms'
+    number and winding (:data:`ARM_DETAIL_SNR`); 0 where the S/N is 0.
 
     Parameters
     ----------
-    morphologies : Morphologies
-        The galaxies.
+    features : StampFeatures
+        What each stamp shows (:func:`render_noiseless`).
 
     Returns
     -------
-    shape, detail : numpy.ndarray
-        ``(N,)`` in [0, 1]: the visibility of the light profile's shape (smooth or disk, the
-        bulge) and of detail (bar, arms), logistic in the resolution ``R_e / FWHM`` and in
-        ``ln S/N`` (:data:`SHAPE_VISIBILITY`, :data:`DETAIL_VISIBILITY`). Stars: 0.
+    Visibility
     """
-    m = morphologies
-    resolution = m.half_light_radius_arcsec / m.psf_fwhm_arcsec
-    log_snr = np.log(m.snr)
 
-    def visibility(centres: tuple[float, float, float, float]) -> npt.NDArray[np.float64]:
-        r0, r_width, snr0, snr_width = centres
-        v = _sigmoid((resolution - r0) / r_width) * _sigmoid((log_snr - math.log(snr0)) / snr_width)
-        return np.where(m.kind == STAR, 0.0, v)
+    def visible(snr: npt.NDArray[np.float64], half: float) -> npt.NDArray[np.float64]:
+        with np.errstate(divide="ignore"):
+            log_ratio = np.log(np.asarray(snr, dtype=np.float64) / half)
+        return _sigmoid(log_ratio / VISIBILITY_WIDTH)
 
-    return visibility(SHAPE_VISIBILITY), visibility(DETAIL_VISIBILITY)
-
-
-def apparent_axis_ratio(morphologies: Morphologies) -> npt.NDArray[np.float64]:
-    """The axis ratio a volunteer sees: the galaxy's, rounded by the seeing.
-
-    Second moments add under convolution; with the galaxy's half-light radius ``R`` along the
-    geometric mean of its axes (``R / sqrt(q)`` and ``R sqrt(q)`` along them) and the PSF's,
-    ``p = FWHM / 2`` (exact for a Gaussian), ``q_seen = sqrt((R^2 q + p^2) / (R^2 / q + p^2))``.
-    A galaxy much smaller than the seeing looks round whatever its ``q``.
-
-    Parameters
-    ----------
-    morphologies : Morphologies
-        The galaxies.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(N,)`` apparent ``b/a`` in (0, 1], dimensionless; 1 for stars.
-    """
-    m = morphologies
-    r2 = m.half_light_radius_arcsec**2
-    p2 = (0.5 * m.psf_fwhm_arcsec) ** 2
-    q = m.axis_ratio
-    return np.sqrt((r2 * q + p2) / (r2 / q + p2))
+    return Visibility(
+        shape=visible(features.shape_snr, ROSE_SNR),
+        bar=visible(features.bar_snr, ROSE_SNR),
+        arms=visible(features.arm_snr, ROSE_SNR),
+        arm_detail=visible(features.arm_snr, ARM_DETAIL_SNR),
+    )
 
 
-def answer_shares(morphologies: Morphologies) -> npt.NDArray[np.float64]:
+def answer_shares(morphologies: Morphologies, features: StampFeatures) -> npt.NDArray[np.float64]:
     """Per-question conditional answer probabilities of each galaxy (module docstring).
 
     Parameters
     ----------
     morphologies : Morphologies
         The galaxies.
+    features : StampFeatures
+        What their stamps show (:func:`render_noiseless`), one row per galaxy.
 
     Returns
     -------
     numpy.ndarray
         ``(N, 37)`` float64 shares in the order of :data:`galpipe.science.gz2.ANSWER_COLUMNS`,
         dimensionless; each question's shares sum to 1 (to rounding). The true fractions are
-        ``gz2.fractions_from_shares(answer_shares(m))``.
+        ``gz2.fractions_from_shares(answer_shares(m, features))``.
+
+    Raises
+    ------
+    GalaxyZooInputError
+        If ``features`` does not have a row per galaxy.
     """
     m = morphologies
     n = len(m)
+    if len(features) != n:
+        raise GalaxyZooInputError(
+            f"features: {len(features)} rows for {n} galaxies; one row per galaxy is needed"
+        )
     bt, bar, arms = m.bulge_to_total, m.bar_strength, m.arm_strength
-    shape, detail = feature_visibility(m)
-    q = apparent_axis_ratio(m)
-    # What the stamp shows of bars and arms: their strength scaled by how visible detail is.
-    seen_bar, seen_arms = detail * bar, detail * arms
+    v = feature_visibility(features)
+    q = features.axis_ratio
+    # What the stamp shows of bars and arms: their strength scaled by how visible they are.
+    seen_bar, seen_arms = v.bar * bar, v.arms * arms
     shares = np.empty((n, gz2.N_ANSWERS))
 
     star = np.where(m.kind == STAR, _STAR_SHARE, _ARTIFACT_SHARE)
     p_smooth = _seen(
-        shape, _sigmoid(8.0 * (bt - 0.55) - 2.5 * seen_arms - 1.5 * seen_bar), _BLIND_SMOOTH
+        v.shape, _sigmoid(8.0 * (bt - 0.55) - 2.5 * seen_arms - 1.5 * seen_bar), _BLIND_SMOOTH
     )
     _put(shares, 1, np.stack([(1 - star) * p_smooth, (1 - star) * (1 - p_smooth), star], axis=1))
     p_edge = _sigmoid((0.3 - q) / 0.06)
     _put(shares, 2, np.stack([p_edge, 1 - p_edge], axis=1))
-    p_bar = _seen(detail, _sigmoid(-3.0 + 7.0 * bar), _BLIND_BAR)
+    p_bar = _seen(v.bar, _sigmoid(-3.0 + 7.0 * bar), _BLIND_BAR)
     _put(shares, 3, np.stack([p_bar, 1 - p_bar], axis=1))
-    p_spiral = _seen(detail, _sigmoid(-2.5 + 6.0 * arms), _BLIND_SPIRAL)
+    p_spiral = _seen(v.arms, _sigmoid(-2.5 + 6.0 * arms), _BLIND_SPIRAL)
     _put(shares, 4, np.stack([p_spiral, 1 - p_spiral], axis=1))
     bulge = _ordered([_sigmoid(8.0 * (c - bt)) for c in (0.05, 0.2, 0.45)])
-    _put(shares, 5, _seen(shape[:, None], bulge, np.asarray(_BLIND_BULGE)))
+    _put(shares, 5, _seen(v.shape[:, None], bulge, np.asarray(_BLIND_BULGE)))
     p_odd = np.clip(m.odd_probability + _ODD_RING * seen_bar + _ODD_DUST * p_edge, 0.0, 1.0)
     _put(shares, 6, np.stack([p_odd, 1 - p_odd], axis=1))
     # Ordered from round (large q) to cigar (small q): P(round) = 1 - P(in between or cigar).
@@ -656,7 +719,7 @@ def answer_shares(morphologies: Morphologies) -> npt.NDArray[np.float64]:
     one = np.ones(n)
     odd_weights = [0.2 + 0.3 * seen_bar, 0.05 * one, 0.15 * one, 0.2 * one, 0.2 * one, 0.1 * one]
     _put(shares, 8, np.stack([*odd_weights, 0.1 + 0.6 * p_edge], axis=1))
-    p_no_bulge = _seen(shape, _sigmoid((0.08 - bt) / 0.04), _BLIND_NO_BULGE)
+    p_no_bulge = _seen(v.shape, _sigmoid((0.08 - bt) / 0.04), _BLIND_NO_BULGE)
     boxy = 0.15 + 0.5 * seen_bar
     _put(
         shares,
@@ -668,7 +731,7 @@ def answer_shares(morphologies: Morphologies) -> npt.NDArray[np.float64]:
     p_not_tight = _sigmoid((0.7 - t) / 0.1)
     p_loose = _sigmoid((0.3 - t) / 0.1)
     winding = np.stack([1 - p_not_tight, p_not_tight - p_loose, p_loose], axis=1)
-    _put(shares, 10, _seen(detail[:, None], winding, np.asarray(_BLIND_WINDING)))
+    _put(shares, 10, _seen(v.arm_detail[:, None], winding, np.asarray(_BLIND_WINDING)))
     cant_tell = 0.1 + 0.4 * (1.0 - arms)
     k = np.arange(1, 6)
     # No arms (n_arms 0): every number is equally likely.
@@ -679,7 +742,7 @@ def answer_shares(morphologies: Morphologies) -> npt.NDArray[np.float64]:
     )
     counted = (1.0 - cant_tell)[:, None] * _normalised(weights)
     arm_count = np.concatenate([counted, cant_tell[:, None]], axis=1)
-    _put(shares, 11, _seen(detail[:, None], arm_count, np.asarray(_BLIND_ARM_COUNT)))
+    _put(shares, 11, _seen(v.arm_detail[:, None], arm_count, np.asarray(_BLIND_ARM_COUNT)))
     return shares
 
 
@@ -847,9 +910,12 @@ def _arm_pattern(
     )
 
 
-def _components(m: Morphologies, i: int) -> tuple[galsim.GSObject | None, galsim.GSObject | None]:
+def _components(
+    m: Morphologies, i: int, *, with_bar: bool = True, with_arms: bool = True
+) -> tuple[galsim.GSObject | None, galsim.GSObject | None]:
     """Unit-flux bulge and disk (with its arms and bar) of galaxy ``i``, either absent (None),
-    major axis at its position angle."""
+    major axis at its position angle. ``with_bar=False`` leaves the bar's light in the disk;
+    ``with_arms=False`` leaves the disk smooth (the references of :class:`StampFeatures`)."""
     hlr = float(m.half_light_radius_arcsec[i])
     bt = float(m.bulge_to_total[i])
     q = float(m.axis_ratio[i])
@@ -864,11 +930,11 @@ def _components(m: Morphologies, i: int) -> tuple[galsim.GSObject | None, galsim
     if bt >= 1.0:
         return bulge, None
     parts = []
-    bar_light = _BAR_LIGHT * float(m.bar_strength[i])  # of the disk's light
+    bar_light = _BAR_LIGHT * float(m.bar_strength[i]) if with_bar else 0.0  # of the disk's light
     if bar_light < 1.0:
         disk = galsim.Exponential(half_light_radius=hlr, flux=1.0 - bar_light, gsparams=GSPARAMS)
         parts.append(disk.shear(q=q, beta=0.0 * galsim.degrees))
-        arms = _arm_pattern(m, i, disk)
+        arms = _arm_pattern(m, i, disk) if with_arms else None
         if arms is not None:
             # The arms lie in the disk: inclined (and below, turned) exactly as it is.
             parts.append(arms.shear(q=q, beta=0.0 * galsim.degrees))
@@ -895,6 +961,161 @@ def bulge_light_fraction(bulge_to_total: npt.ArrayLike) -> npt.NDArray[np.float6
     return np.asarray(bt * k / (bt * k + 1.0 - bt))
 
 
+def _check_size(size: int) -> None:
+    if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
+        raise GalaxyZooInputError(f"size = {size!r}: the stamp side must be an integer >= 1")
+
+
+def _disk_template(
+    m: Morphologies, i: int, image: galsim.ImageD, psf: galsim.GSObject, **without: bool
+) -> npt.NDArray[np.float64]:
+    """The PSF-convolved unit-flux disk of galaxy ``i`` (``_components``' flags), pixels."""
+    disk = _components(m, i, **without)[1]
+    if disk is None:
+        return np.zeros(image.array.shape)
+    galsim.Convolve(disk, psf).drawImage(image=image)
+    return image.array.copy()
+
+
+def _apparent_axis_ratio(plane: npt.NDArray[np.float64]) -> float:
+    """``b/a`` of an image from its adaptive second moments (unweighted where HSM fails)."""
+    try:
+        moments = galsim.hsm.FindAdaptiveMom(galsim.ImageD(plane), strict=True)
+        return float(moments.observed_shape.q)
+    except galsim.GalSimHSMError:
+        weights = np.clip(plane, 0.0, None)
+        rows, cols = np.indices(plane.shape)
+        total = weights.sum()
+        if total <= 0.0:
+            return 1.0
+        dy = rows - (weights * rows).sum() / total
+        dx = cols - (weights * cols).sum() / total
+        cov = np.cov(np.stack([dx.ravel(), dy.ravel()]), aweights=weights.ravel(), bias=True)
+        low, high = np.linalg.eigvalsh(cov)
+        return float(math.sqrt(max(low, 0.0) / high)) if high > 0.0 else 1.0
+
+
+def _snr(delta: npt.NDArray[np.float64], variance: npt.NDArray[np.float64]) -> float:
+    return math.sqrt(float(np.sum(delta**2 / variance)))
+
+
+def render_noiseless(
+    morphologies: Morphologies, size: int = CUTOUT_SIZE_PX
+) -> tuple[npt.NDArray[np.float64], StampFeatures]:
+    """The galaxies' noiseless griz stamps and what each shows of its features.
+
+    Conventions are the synthetic sky's (:mod:`galpipe.synthetic.render`): ``[b, row, col]``
+    with row 0 south and column 0 east (north up, east left), position angles east of north,
+    nanomaggies per pixel at :data:`~galpipe.survey.layout.PIXSCALE_ARCSEC`; the galaxy at the
+    stamp centre. Spiral arms are rendered as a logarithmic-spiral modulation of the disk; odd
+    features are not (module docstring).
+
+    Parameters
+    ----------
+    morphologies : Morphologies
+        The galaxies.
+    size : int
+        Stamp side, pixels, >= 1.
+
+    Returns
+    -------
+    stamps : numpy.ndarray
+        float64 ``(N, 4, size, size)``, bands g, r, i, z: the expected stamps, PSF-convolved.
+    features : StampFeatures
+        The ideal observer's S/N of the shape, the bar and the arms in the noisy stamps these
+        become (:func:`add_stamp_noise`), and the apparent axis ratio.
+
+    Raises
+    ------
+    GalaxyZooInputError
+        If ``size`` is not a positive integer.
+    """
+    _check_size(size)
+    m = morphologies
+    n = len(m)
+    stamps = np.zeros((n, len(BANDS), size, size))
+    snrs = np.zeros((3, n))
+    axis_ratio = np.ones(n)
+    image = galsim.ImageD(size, size, scale=PIXSCALE_ARCSEC)
+    bulge_share = bulge_light_fraction(m.bulge_to_total)
+    # d(bulge share)/d(B/T) per band over SHAPE_STEP, by a central difference kept in [0, 1].
+    low = np.clip(m.bulge_to_total - 0.5 * SHAPE_STEP, 0.0, 1.0)
+    high = np.clip(m.bulge_to_total + 0.5 * SHAPE_STEP, 0.0, 1.0)
+    share_step = (bulge_light_fraction(high) - bulge_light_fraction(low)) * (
+        SHAPE_STEP / np.maximum(high - low, 1e-12)
+    )[:, None]
+    r_band = BANDS.index("r")
+    for i in range(n):
+        psf = psf_profile(float(m.psf_fwhm_arcsec[i]), float(m.moffat_beta[i]))
+        flux = m.flux[i][:, None, None]
+        if m.kind[i] == STAR:
+            psf.drawImage(image=image)
+            stamps[i] = flux * image.array
+            axis_ratio[i] = _apparent_axis_ratio(stamps[i, r_band])
+            continue
+        # Unit-flux templates of the bulge and of the disk, mixed per band by the bulge's
+        # share of that band's light (a red bulge in a bluer disk).
+        bulge, _ = _components(m, i)
+        templates = np.zeros((2, size, size))
+        if bulge is not None:
+            galsim.Convolve(bulge, psf).drawImage(image=image)
+            templates[0] = image.array
+        templates[1] = _disk_template(m, i, image, psf)
+        share = bulge_share[i][:, None, None]
+        stamps[i] = flux * (share * templates[0] + (1.0 - share) * templates[1])
+        variance = m.sky_sigma[i][:, None, None] ** 2 + (
+            np.clip(stamps[i], 0.0, None) / m.gain_e_per_nmgy[i]
+        )
+        step = share_step[i][:, None, None]
+        snrs[0, i] = _snr(flux * step * (templates[0] - templates[1]), variance)
+        disk_flux = flux * (1.0 - share)
+        if m.bar_strength[i] > 0.0:
+            plain = _disk_template(m, i, image, psf, with_bar=False)
+            snrs[1, i] = _snr(disk_flux * (templates[1] - plain), variance)
+        if m.arm_strength[i] > 0.0 and m.n_arms[i] > 0:
+            smooth = _disk_template(m, i, image, psf, with_arms=False)
+            snrs[2, i] = _snr(disk_flux * (templates[1] - smooth), variance)
+        axis_ratio[i] = _apparent_axis_ratio(stamps[i, r_band])
+    features = StampFeatures(
+        shape_snr=snrs[0], bar_snr=snrs[1], arm_snr=snrs[2], axis_ratio=axis_ratio
+    )
+    return stamps, features
+
+
+def add_stamp_noise(
+    stamps: npt.NDArray[np.float64], morphologies: Morphologies, rng: np.random.Generator
+) -> npt.NDArray[np.float32]:
+    """Noisy stamps: Poisson noise of the source plus Gaussian sky noise.
+
+    As :func:`~galpipe.synthetic.render.render_cutout` adds it: the source's counts at
+    ``gain_e_per_nmgy`` electrons per nanomaggy, then the sky's ``sky_sigma`` per band.
+
+    Parameters
+    ----------
+    stamps : numpy.ndarray
+        ``(N, 4, S, S)`` expected griz stamps, nanomaggies per pixel (:func:`render_noiseless`).
+    morphologies : Morphologies
+        The galaxies (their gain and sky noise), one per stamp.
+    rng : numpy.random.Generator
+        Draws the noise: the same seed gives the same stamps.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(N, 4, S, S)``.
+    """
+    m = morphologies
+    noisy = np.empty(stamps.shape, dtype=np.float32)
+    for i in range(len(m)):
+        gain = m.gain_e_per_nmgy[i]
+        for b in range(len(BANDS)):
+            plane = np.clip(stamps[i, b], 0.0, None)
+            noisy[i, b] = rng.poisson(plane * gain) / gain + rng.normal(
+                0.0, m.sky_sigma[i, b], plane.shape
+            )
+    return noisy
+
+
 def render_morphologies(
     morphologies: Morphologies,
     size: int = CUTOUT_SIZE_PX,
@@ -902,13 +1123,7 @@ def render_morphologies(
 ) -> npt.NDArray[np.float32]:
     """griz stamps of the galaxies, PSF-convolved, with source and sky noise.
 
-    Conventions are the synthetic sky's (:mod:`galpipe.synthetic.render`): ``[b, row, col]``
-    with row 0 south and column 0 east (north up, east left), position angles east of north,
-    nanomaggies per pixel at :data:`~galpipe.survey.layout.PIXSCALE_ARCSEC`; the galaxy at the
-    stamp centre. Noise: Poisson noise of the source at ``gain_e_per_nmgy`` plus Gaussian sky
-    noise ``sky_sigma``, as :func:`~galpipe.synthetic.render.render_cutout` adds it. Spiral arms
-    are rendered as a logarithmic-spiral modulation of the disk; odd features are not (module
-    docstring).
+    :func:`render_noiseless`, then :func:`add_stamp_noise`.
 
     Parameters
     ----------
@@ -929,34 +1144,10 @@ def render_morphologies(
     GalaxyZooInputError
         If ``size`` is not a positive integer or ``rng`` is missing.
     """
-    if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
-        raise GalaxyZooInputError(f"size = {size!r}: the stamp side must be an integer >= 1")
+    _check_size(size)
     if rng is None:
         raise GalaxyZooInputError("rng: render_morphologies needs a numpy.random.Generator")
-    m = morphologies
-    stamps = np.empty((len(m), len(BANDS), size, size), dtype=np.float32)
-    image = galsim.ImageD(size, size, scale=PIXSCALE_ARCSEC)
-    bulge_share = bulge_light_fraction(m.bulge_to_total)
-    for i in range(len(m)):
-        psf = psf_profile(float(m.psf_fwhm_arcsec[i]), float(m.moffat_beta[i]))
-        # Unit-flux templates of the bulge and of the disk, mixed per band by the bulge's
-        # share of that band's light (a red bulge in a bluer disk).
-        templates = np.zeros((2, size, size))
-        components = (None, psf) if m.kind[i] == STAR else _components(m, i)
-        for c, component in enumerate(components):
-            if component is not None:
-                obj = component if component is psf else galsim.Convolve(component, psf)
-                obj.drawImage(image=image)
-                templates[c] = image.array
-        for b in range(len(BANDS)):
-            mix = bulge_share[i, b] * templates[0] + (1.0 - bulge_share[i, b]) * templates[1]
-            plane = np.clip(mix * m.flux[i, b], 0.0, None)
-            gain = m.gain_e_per_nmgy[i]
-            noisy = rng.poisson(plane * gain) / gain + rng.normal(
-                0.0, m.sky_sigma[i, b], plane.shape
-            )
-            stamps[i, b] = noisy
-    return stamps
+    return add_stamp_noise(render_noiseless(morphologies, size)[0], morphologies, rng)
 
 
 #: Galaxies drawn, voted on and rendered from one child seed: the unit of parallel work, so
@@ -974,6 +1165,8 @@ class GalaxyZooSample:
         ``(N,)`` int64 galaxy ids, 1..N.
     morphologies : Morphologies
         The drawn parameters (S/N in ``morphologies.snr``).
+    features : StampFeatures
+        What each noiseless stamp shows (the visibilities the volunteers' answers follow).
     true_fractions : numpy.ndarray
         ``(N, 37)`` float64 fractions of the answer shares (what infinitely many volunteers
         would give).
@@ -987,6 +1180,7 @@ class GalaxyZooSample:
 
     ids: npt.NDArray[np.int64]
     morphologies: Morphologies
+    features: StampFeatures
     true_fractions: npt.NDArray[np.float64]
     vote_fractions: npt.NDArray[np.float64]
     stamps: npt.NDArray[np.float32]
@@ -1003,12 +1197,19 @@ def _sample_chunk(
     _first: int,
     n: int,
     seed: np.random.SeedSequence,
-) -> tuple[Morphologies, npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float32]]:
+) -> tuple[
+    Morphologies,
+    StampFeatures,
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float32],
+]:
     rng = np.random.default_rng(seed)
     morphologies = draw_morphologies(n, config, rng)
-    true = gz2.fractions_from_shares(answer_shares(morphologies))
+    expected, features = render_noiseless(morphologies, size)
+    true = gz2.fractions_from_shares(answer_shares(morphologies, features))
     votes = draw_votes(true, n_volunteers, rng)
-    return morphologies, true, votes, render_morphologies(morphologies, size, rng)
+    return morphologies, features, true, votes, add_stamp_noise(expected, morphologies, rng)
 
 
 def sample_galaxy_zoo(
@@ -1056,8 +1257,9 @@ def sample_galaxy_zoo(
     return GalaxyZooSample(
         ids=np.arange(1, n + 1, dtype=np.int64),
         morphologies=concatenate_rows([c[0] for c in chunks]),
-        true_fractions=np.concatenate([c[1] for c in chunks]),
-        vote_fractions=np.concatenate([c[2] for c in chunks]),
-        stamps=np.concatenate([c[3] for c in chunks]),
+        features=concatenate_rows([c[1] for c in chunks]),
+        true_fractions=np.concatenate([c[2] for c in chunks]),
+        vote_fractions=np.concatenate([c[3] for c in chunks]),
+        stamps=np.concatenate([c[4] for c in chunks]),
         n_volunteers=n_volunteers,
     )

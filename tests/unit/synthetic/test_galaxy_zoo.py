@@ -16,22 +16,27 @@ galsim = pytest.importorskip("galsim")
 
 from galpipe.synthetic import galaxy_zoo  # noqa: E402
 from galpipe.synthetic.galaxy_zoo import (  # noqa: E402 -- after the galsim skip
+    ARM_DETAIL_SNR,
     DEFAULT_VOLUNTEERS,
     DISK,
+    ROSE_SNR,
     SMOOTH,
     STAR,
     GalaxyZooInputError,
     Morphologies,
     MorphologyConfig,
     MorphologyConfigError,
+    StampFeatures,
+    add_stamp_noise,
     answer_shares,
-    apparent_axis_ratio,
     draw_morphologies,
     draw_votes,
     feature_visibility,
     render_morphologies,
+    render_noiseless,
     vote_noise_floor,
 )
+from galpipe.synthetic.rows import concatenate_rows  # noqa: E402
 from galpipe.synthetic.truth import half_light_snr  # noqa: E402
 
 COL = gz2.answer_index
@@ -57,6 +62,34 @@ def _grid(base: Morphologies, **values: np.ndarray) -> Morphologies:
 
 def _first(morphologies: Morphologies, kind: int) -> Morphologies:
     return morphologies.take(np.flatnonzero(morphologies.kind == kind)[:1])
+
+
+def _visible(morphologies: Morphologies) -> StampFeatures:
+    """Stamps that show every feature plainly, and each galaxy's own axis ratio."""
+    n = len(morphologies)
+    plain = np.full(n, 1e4)
+    return StampFeatures(
+        shape_snr=plain, bar_snr=plain, arm_snr=plain, axis_ratio=morphologies.axis_ratio
+    )
+
+
+def _drawn_features(morphologies: Morphologies, seed: int = 0) -> StampFeatures:
+    """Feature S/N log-uniform on 0.1-100 (every visibility from none to full), without the
+    rendering a large population's stamps would take; S/N 0 where a feature is absent."""
+    rng = np.random.default_rng(seed)
+    n = len(morphologies)
+    snr = np.exp(rng.uniform(math.log(0.1), math.log(100.0), size=(3, n)))
+    galaxy = morphologies.kind != STAR
+    return StampFeatures(
+        shape_snr=np.where(galaxy, snr[0], 0.0),
+        bar_snr=np.where(morphologies.bar_strength > 0, snr[1], 0.0),
+        arm_snr=np.where(morphologies.arm_strength > 0, snr[2], 0.0),
+        axis_ratio=morphologies.axis_ratio,
+    )
+
+
+def _shares(morphologies: Morphologies, seed: int = 0) -> np.ndarray:
+    return answer_shares(morphologies, _drawn_features(morphologies, seed))
 
 
 def _resolved(morphologies: Morphologies) -> Morphologies:
@@ -154,7 +187,7 @@ def test_draw_is_reproducible_and_obeys_each_kind() -> None:
 
 def test_shares_sum_to_one_and_fractions_obey_the_tree() -> None:
     m = _population(2000, seed=1)
-    shares = answer_shares(m)
+    shares = _shares(m)
     assert shares.shape == (2000, gz2.N_ANSWERS)
     assert np.all(shares >= 0)
     assert np.all(shares <= 1)
@@ -167,6 +200,10 @@ def test_shares_sum_to_one_and_fractions_obey_the_tree() -> None:
     assert fractions[~star, COL("Class1.3")].max() < 0.05
 
 
+def _shares_visible(morphologies: Morphologies) -> np.ndarray:
+    return answer_shares(morphologies, _visible(morphologies))
+
+
 def _diff(values: np.ndarray) -> np.ndarray:
     return np.diff(values)
 
@@ -177,7 +214,7 @@ def test_mappings_are_monotone_in_the_parameters_they_promise() -> None:
     smooth = _resolved(_first(m, SMOOTH))
     grid = np.linspace(0.0, 1.0, 41)
 
-    bt = answer_shares(_grid(disk, bulge_to_total=grid))
+    bt = _shares_visible(_grid(disk, bulge_to_total=grid))
     assert np.all(_diff(bt[:, COL("Class1.1")]) > 0)  # more bulge -> smoother
     assert np.all(_diff(bt[:, COL("Class5.4")]) > 0)  # -> more dominant bulge
     assert np.all(_diff(bt[:, COL("Class5.1")]) < 0)  # -> less often "no bulge"
@@ -188,51 +225,64 @@ def test_mappings_are_monotone_in_the_parameters_they_promise() -> None:
     assert bt[-1, COL("Class5.4")] > 0.9
 
     q = np.linspace(0.12, 1.0, 41)
-    edge = answer_shares(_grid(disk, axis_ratio=q))
+    edge = _shares_visible(_grid(disk, axis_ratio=q))
     assert np.all(_diff(edge[:, COL("Class2.1")]) < 0)  # thinner -> edge-on
     assert edge[0, COL("Class2.1")] > 0.9
     assert edge[-1, COL("Class2.1")] < 0.01
-    round_ = answer_shares(_grid(smooth, axis_ratio=q))
+    round_ = _shares_visible(_grid(smooth, axis_ratio=q))
     assert np.all(_diff(round_[:, COL("Class7.1")]) > 0)  # rounder -> "completely round"
     assert np.all(_diff(round_[:, COL("Class7.3")]) < 0)  # -> less cigar-shaped
 
-    bar = answer_shares(_grid(disk, bar_strength=grid))
+    bar = _shares_visible(_grid(disk, bar_strength=grid))
     assert np.all(_diff(bar[:, COL("Class3.1")]) > 0)
     assert bar[0, COL("Class3.1")] < 0.1
     assert bar[-1, COL("Class3.1")] > 0.9
-    arms = answer_shares(_grid(disk, arm_strength=grid))
+    arms = _shares_visible(_grid(disk, arm_strength=grid))
     assert np.all(_diff(arms[:, COL("Class4.1")]) > 0)
     assert np.all(_diff(arms[:, COL("Class11.6")]) < 0)  # clearer arms -> countable
-    tight = answer_shares(_grid(disk, arm_tightness=grid))
+    tight = _shares_visible(_grid(disk, arm_tightness=grid))
     assert np.all(_diff(tight[:, COL("Class10.1")]) > 0)
     assert np.all(_diff(tight[:, COL("Class10.3")]) < 0)
     odd_grid = np.linspace(0.0, 0.9, 41)  # below 1 after the dust lane's share
-    odd = answer_shares(_grid(replace(disk, bar_strength=np.zeros(1)), odd_probability=odd_grid))
+    odd = _shares_visible(_grid(replace(disk, bar_strength=np.zeros(1)), odd_probability=odd_grid))
     assert np.allclose(_diff(odd[:, COL("Class6.1")]), _diff(odd_grid))
 
     # The number of arms: the most likely count is the drawn one.
-    counts = answer_shares(_grid(disk, n_arms=np.arange(1, 6)))
+    counts = _shares_visible(_grid(disk, n_arms=np.arange(1, 6)))
     counts = counts[:, COL("Class11.1") : COL("Class11.5") + 1]
     assert np.array_equal(np.argmax(counts, axis=1), np.arange(5))
 
 
 def test_volunteers_see_less_of_small_and_faint_galaxies() -> None:
     m = _population(500, seed=2)
-    disk = _resolved(_first(m, DISK))
+    drawn = _first(m, DISK)
+    brighter = 300.0 / drawn.snr[0]
     disk = replace(
-        disk,
+        drawn,
+        psf_fwhm_arcsec=np.array([1.2]),
+        snr=drawn.snr * brighter,
+        flux=drawn.flux * brighter,
         bulge_to_total=np.array([0.1]),
         bar_strength=np.array([0.9]),
         arm_strength=np.array([0.9]),
+        arm_tightness=np.array([0.2]),
         axis_ratio=np.array([0.9]),
     )
-    radii = np.geomspace(0.1, 3.0, 30)
-    shrinking = answer_shares(_grid(disk, half_light_radius_arcsec=radii))
-    snrs = np.geomspace(2.0, 500.0, 30)
-    fading = answer_shares(_grid(disk, snr=snrs))
-    for shares in (shrinking, fading):
+    # The same galaxy ever smaller (its flux kept; beyond 1.2 arcsec its bar and arms would
+    # fade again, spread over more noisy pixels), and ever fainter (its size kept).
+    radii = np.geomspace(0.1, 1.2, 12)
+    shrinking = replace(
+        _grid(disk, half_light_radius_arcsec=radii), bulge_half_light_radius_arcsec=0.35 * radii
+    )
+    dimming = np.geomspace(0.01, 1.0, 12)
+    fading = replace(_grid(disk, snr=disk.snr[0] * dimming), flux=disk.flux * dimming[:, None])
+    for grid in (shrinking, fading):
+        _, features = render_noiseless(grid, 40)
+        shares = answer_shares(grid, features)
         # Larger or brighter: the arms, the bar and the disk show; smaller or fainter: a blob
         # that looks smooth, with arms whose number cannot be told.
+        for name in ("shape_snr", "bar_snr", "arm_snr"):
+            assert np.all(_diff(getattr(features, name)) > 0), name
         assert np.all(_diff(shares[:, COL("Class1.2")]) > 0)
         assert np.all(_diff(shares[:, COL("Class4.1")]) > 0)
         assert np.all(_diff(shares[:, COL("Class3.1")]) > 0)
@@ -240,30 +290,66 @@ def test_volunteers_see_less_of_small_and_faint_galaxies() -> None:
         assert shares[0, COL("Class1.1")] > 0.8
         assert shares[-1, COL("Class1.1")] < 0.1
         assert shares[-1, COL("Class4.1")] > 0.9
-    shape, detail = feature_visibility(_grid(disk, half_light_radius_arcsec=radii))
-    assert np.all((detail >= 0) & (detail <= shape) & (shape <= 1))
-    star = _first(m, STAR)
-    assert feature_visibility(star) == (0.0, 0.0)
+
+
+def test_visibility_follows_the_rose_criterion() -> None:
+    snr = np.array([0.0, 1.0, ROSE_SNR, ARM_DETAIL_SNR, 100.0])
+    v = feature_visibility(StampFeatures(snr, snr, snr, np.ones(5)))
+    for name in ("shape", "bar", "arms", "arm_detail"):
+        values = getattr(v, name)
+        assert values[0] == 0.0  # no signal, nothing seen
+        assert np.all(_diff(values) > 0)
+        assert values[-1] > 0.99
+    assert v.shape[2] == pytest.approx(0.5)  # half visible at S/N 5
+    assert v.arm_detail[3] == pytest.approx(0.5)  # the arms' number and winding at 10
+    assert np.all(v.arm_detail[1:] < v.arms[1:])
+
+
+def test_shares_need_a_feature_row_per_galaxy() -> None:
+    m = _population(4, seed=3)
+    with pytest.raises(GalaxyZooInputError, match="features: 3 rows for 4 galaxies"):
+        answer_shares(m, _drawn_features(m.take(np.arange(3))))
 
 
 def test_the_seeing_rounds_what_volunteers_see() -> None:
-    disk = _resolved(_first(_population(500, seed=2), DISK))
-    q = np.linspace(0.12, 1.0, 12)
-    sharp = _grid(replace(disk, psf_fwhm_arcsec=np.array([1e-6])), axis_ratio=q)
-    assert np.allclose(apparent_axis_ratio(sharp), q, atol=1e-9)
+    smooth = _first(_population(500, seed=2), SMOOTH)
+    q = np.array([0.3, 0.6, 0.9])
+    sharp = replace(
+        _grid(smooth, axis_ratio=q),
+        bulge_to_total=np.zeros(3),  # one exponential profile
+        half_light_radius_arcsec=np.full(3, 2.0),
+        bulge_half_light_radius_arcsec=np.full(3, 2.0),
+        psf_fwhm_arcsec=np.full(3, 0.3),
+    )
+    # One elliptical profile, well resolved: its stamp's adaptive moments give its axis ratio.
+    np.testing.assert_allclose(render_noiseless(sharp, 64)[1].axis_ratio, q, atol=0.03)
     # A thin disk a fifth of the seeing across looks nearly round, and is seldom called edge-on.
-    small = replace(disk, half_light_radius_arcsec=np.array([0.2]), axis_ratio=np.array([0.12]))
-    seen = apparent_axis_ratio(small)
-    assert 0.6 < seen[0] < 1.0
-    assert answer_shares(small)[0, COL("Class2.1")] < 0.01
-    assert answer_shares(_grid(disk, axis_ratio=q[:1]))[0, COL("Class2.1")] > 0.9
+    disk = _first(_population(500, seed=2), DISK)
+    thin = replace(
+        disk,
+        half_light_radius_arcsec=np.array([0.25]),
+        psf_fwhm_arcsec=np.array([1.3]),
+        axis_ratio=np.array([0.12]),
+    )
+    _, features = render_noiseless(thin, 40)
+    assert 0.6 < features.axis_ratio[0] < 1.0
+    assert answer_shares(thin, features)[0, COL("Class2.1")] < 0.01
+    large = replace(
+        thin,
+        half_light_radius_arcsec=np.array([2.5]),
+        psf_fwhm_arcsec=np.array([1.0]),
+        bulge_to_total=np.zeros(1),
+    )
+    _, features = render_noiseless(large, 40)
+    assert features.axis_ratio[0] < 0.3
+    assert _shares_visible(replace(large, axis_ratio=features.axis_ratio))[0, COL("Class2.1")] > 0.5
 
 
 # --- votes -----------------------------------------------------------------------------------
 
 
 def test_votes_obey_the_tree_exactly_and_count_whole_volunteers() -> None:
-    fractions = gz2.fractions_from_shares(answer_shares(_population(500, seed=3)))
+    fractions = gz2.fractions_from_shares(_shares(_population(500, seed=3)))
     votes = draw_votes(fractions, 40, np.random.default_rng(0))
     gz2.check_fractions(votes, atol=1e-12)
     counts = votes * 40
@@ -274,7 +360,7 @@ def test_votes_obey_the_tree_exactly_and_count_whole_volunteers() -> None:
 
 
 def test_vote_means_converge_to_the_true_fractions() -> None:
-    fractions = gz2.fractions_from_shares(answer_shares(_population(6, seed=5)))
+    fractions = gz2.fractions_from_shares(_shares(_population(6, seed=5)))
     repeats, n = 5000, DEFAULT_VOLUNTEERS
     votes = draw_votes(np.repeat(fractions, repeats, axis=0), n, np.random.default_rng(2))
     mean = votes.reshape(6, repeats, gz2.N_ANSWERS).mean(axis=1)
@@ -285,14 +371,14 @@ def test_vote_means_converge_to_the_true_fractions() -> None:
 
 @pytest.mark.parametrize("n_volunteers", [DEFAULT_VOLUNTEERS, 10])
 def test_noise_floor_matches_monte_carlo(n_volunteers: int) -> None:
-    fractions = gz2.fractions_from_shares(answer_shares(_population(2000, seed=6)))
+    fractions = gz2.fractions_from_shares(_shares(_population(2000, seed=6)))
     floor = vote_noise_floor(fractions, n_volunteers)
     votes = draw_votes(fractions, n_volunteers, np.random.default_rng(7))
     assert gz2.rmse(fractions, votes) == pytest.approx(floor, rel=0.02)
 
 
 def test_noise_floor_scales_as_one_over_root_n_and_vanishes_for_certain_answers() -> None:
-    fractions = gz2.fractions_from_shares(answer_shares(_population(100, seed=8)))
+    fractions = gz2.fractions_from_shares(_shares(_population(100, seed=8)))
     assert vote_noise_floor(fractions, 10) == pytest.approx(
         2 * vote_noise_floor(fractions, 40), rel=1e-12
     )
@@ -303,7 +389,7 @@ def test_noise_floor_scales_as_one_over_root_n_and_vanishes_for_certain_answers(
 
 @pytest.mark.parametrize("n_volunteers", [0, -3, 2.0, True])
 def test_votes_and_floor_reject_a_bad_volunteer_count(n_volunteers: object) -> None:
-    fractions = gz2.fractions_from_shares(answer_shares(_population(3)))
+    fractions = gz2.fractions_from_shares(_shares(_population(3)))
     with pytest.raises(GalaxyZooInputError, match="n_volunteers") as info:
         draw_votes(fractions, n_volunteers, np.random.default_rng(0))  # type: ignore[arg-type]
     assert isinstance(info.value, InputError)
@@ -312,7 +398,7 @@ def test_votes_and_floor_reject_a_bad_volunteer_count(n_volunteers: object) -> N
 
 
 def test_votes_reject_fractions_that_break_the_tree() -> None:
-    fractions = gz2.fractions_from_shares(answer_shares(_population(3)))
+    fractions = gz2.fractions_from_shares(_shares(_population(3)))
     fractions[1, COL("Class2.1")] += 0.1
     with pytest.raises(gz2.FractionsError, match="Q2"):
         draw_votes(fractions, 40, np.random.default_rng(0))
@@ -580,3 +666,84 @@ def test_a_bulge_makes_the_centre_redder_and_keeps_each_bands_flux() -> None:
     colour_outskirts = stamp[g][outskirts].sum() / stamp[z][outskirts].sum()
     # g/z lower (redder) at the centre, where the bulge's light is, than in the disk.
     assert colour_centre < 0.9 * colour_outskirts
+
+
+# --- what the stamps show --------------------------------------------------------------------
+
+
+def test_render_is_the_noiseless_stamp_plus_noise() -> None:
+    m = _population(6, seed=15)
+    expected, _ = render_noiseless(m, 32)
+    noisy = add_stamp_noise(expected, m, np.random.default_rng(3))
+    np.testing.assert_array_equal(noisy, render_morphologies(m, 32, np.random.default_rng(3)))
+    assert noisy.dtype == np.float32
+
+
+def test_feature_snr_is_zero_where_a_feature_is_absent() -> None:
+    m = _population(300, seed=16)
+    _, features = render_noiseless(m.take(np.arange(40)), 32)
+    some = m.take(np.arange(40))
+    star = some.kind == STAR
+    assert np.all(features.shape_snr[star] == 0.0)
+    np.testing.assert_array_equal(features.bar_snr > 0, some.bar_strength > 0)
+    np.testing.assert_array_equal(features.arm_snr > 0, some.arm_strength > 0)
+    assert np.all(features.shape_snr[~star] > 0.0)
+    assert np.all((features.axis_ratio > 0.0) & (features.axis_ratio <= 1.0))
+
+
+def test_feature_snr_is_what_a_matched_filter_measures_in_noisy_stamps() -> None:
+    """The ideal observer's S/N against a Monte Carlo of the noise that the stamps get."""
+    drawn = _first(_population(300, seed=17), DISK)
+    disk = replace(
+        drawn,
+        flux=drawn.flux * (400.0 / drawn.snr[0]),  # bright: S/N about 400
+        half_light_radius_arcsec=np.array([1.5]),
+        psf_fwhm_arcsec=np.array([1.1]),
+        axis_ratio=np.array([0.8]),
+        bar_strength=np.zeros(1),
+        arm_strength=np.array([0.4]),
+        n_arms=np.array([2]),
+    )
+    plain = replace(disk, arm_strength=np.zeros(1))
+    (armed_mu, plain_mu), features = render_noiseless(concatenate_rows([disk, plain]), 40)
+    snr = features.arm_snr[0]
+    assert 3.0 < snr < 60.0  # a test of the noise, not of a vanishing or huge signal
+    delta = armed_mu - plain_mu
+    variance = disk.sky_sigma[0][:, None, None] ** 2 + armed_mu / disk.gain_e_per_nmgy[0]
+    repeats = 600
+    many = disk.take(np.zeros(repeats, dtype=np.int64))
+    rng = np.random.default_rng(18)
+    statistic = [
+        np.einsum(
+            "nbyx,byx->n",
+            add_stamp_noise(np.repeat(mu[None], repeats, 0), many, rng) - plain_mu,
+            delta / variance,
+        )
+        for mu in (armed_mu, plain_mu)
+    ]
+    measured = (statistic[0].mean() - statistic[1].mean()) / statistic[1].std()
+    assert measured == pytest.approx(snr, rel=0.1)
+
+
+def test_the_seeing_hides_tight_windings_and_weak_arms() -> None:
+    grid = replace(
+        _face_on_disk(3, arm_tightness=[0.0, 0.5, 1.0]),
+        sky_sigma=np.full((3, 4), 0.01),
+        gain_e_per_nmgy=np.full(3, 300.0),
+        psf_fwhm_arcsec=np.full(3, 1.3),
+        half_light_radius_arcsec=np.full(3, 1.5),
+    )
+    tight = render_noiseless(grid, 40)[1].arm_snr
+    assert np.all(_diff(tight) < 0)
+    assert tight[0] > 3 * tight[-1]
+    weak = render_noiseless(
+        replace(grid, arm_strength=np.array([0.2, 0.5, 1.0]), arm_tightness=np.zeros(3)), 40
+    )[1].arm_snr
+    np.testing.assert_allclose(weak / weak[-1], [0.2, 0.5, 1.0], rtol=0.05)
+
+
+def test_sample_carries_the_features_its_labels_follow() -> None:
+    sample = galaxy_zoo.sample_galaxy_zoo(12, seed=19, size=24)
+    assert len(sample.features) == 12
+    expected = gz2.fractions_from_shares(answer_shares(sample.morphologies, sample.features))
+    np.testing.assert_array_equal(sample.true_fractions, expected)
