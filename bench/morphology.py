@@ -12,12 +12,16 @@
 3. scores the test split through ONNX Runtime against the volunteers' votes, overall and by
    S/N bin, beside the anchor of this run: the vote-noise floor, the RMSE that the true
    fractions themselves score against the votes (no model can do better on average);
-4. times inference on 2 CPU threads (ONNX Runtime, the worker's runtime) and on the GPU
+4. computes the information reference of up to ``--reference-n`` test galaxies at S/N > 30
+   (``galpipe.synthetic.galaxy_zoo_fisher``): what a model that knew the generative model
+   would score, from the Fisher information of each stamp and the population's prior;
+5. times inference on 2 CPU threads (ONNX Runtime, the worker's runtime) and on the GPU
    (PyTorch, fp32 and bf16 autocast), and training images per second.
 
 Prints the ratios to the floor, then ``RESULT {json}`` with the keys ``rmse``, ``rmse_floor``,
-``rmse_snr30``, ``rmse_floor_snr30``, ``six_class_accuracy``, ``cpu_per_s``, ``gpu_per_s``,
-``train_images_per_s`` (of the first mode), and every mode's figures under ``modes``.
+``rmse_snr30``, ``rmse_floor_snr30``, ``ratio_reference_snr30``, ``six_class_accuracy``,
+``cpu_per_s``, ``gpu_per_s``, ``train_images_per_s`` (of the first mode), and every mode's
+figures under ``modes``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from galpipe.learning.inference import MorphologyModel
 from galpipe.science import gz2
 from galpipe.science.morphology_input import network_input
 from galpipe.synthetic.galaxy_zoo import sample_galaxy_zoo, vote_noise_floor
+from galpipe.synthetic.galaxy_zoo_fisher import fisher_reference
 
 #: S/N bin edges of the report (r-band half-light S/N of the population, 5-200).
 SNR_EDGES = (5.0, 10.0, 20.0, 30.0, 50.0, 100.0, 200.0)
@@ -125,6 +130,27 @@ def _bins(
     return rows
 
 
+def _reference(
+    morphologies: Any, true: npt.NDArray[np.float64], args: argparse.Namespace
+) -> dict[str, float]:
+    """The information reference of the test galaxies at S/N > 30 (at most --reference-n):
+    what a model that knew the generative model would score, to first order."""
+    n = min(args.reference_n, len(true))
+    if n == 0:
+        return {}
+    started = time.perf_counter()
+    reference = fisher_reference(morphologies.take(np.arange(n)), processes=args.processes)
+    floor = vote_noise_floor(true[:n])
+    rmse = reference.rmse(floor, true[:n])
+    return {
+        "rmse_reference_snr30": rmse,
+        "ratio_reference_snr30": rmse / floor,
+        "reference_vs_truth_snr30": float(np.sqrt(reference.variance.mean())),
+        "reference_n": n,
+        "reference_seconds": time.perf_counter() - started,
+    }
+
+
 def _run_mode(mode: str, sample: Any, args: argparse.Namespace) -> dict[str, Any]:
     from galpipe.learning.training import TrainingConfig
     from galpipe.morphology.workflow import train_model
@@ -181,6 +207,7 @@ def _run_mode(mode: str, sample: Any, args: argparse.Namespace) -> dict[str, Any
                 for f in fields(record)
             },
         )
+    reference = _reference(sample.morphologies.take(test[hi]), true[hi], args)
     true_codes, _ = gz2.six_class(true)
     vote_codes, _ = gz2.six_class(votes)
     pred_codes, _ = gz2.six_class(predicted)
@@ -197,6 +224,7 @@ def _run_mode(mode: str, sample: Any, args: argparse.Namespace) -> dict[str, Any
         "rmse_floor_snr30": floor30,
         "rmse_vs_truth": _rmse(predicted, true),
         "rmse_mean_prediction": _rmse(mean_prediction, votes),
+        **reference,
         "six_class_accuracy": float(np.mean(pred_codes == vote_codes)),
         "six_class_accuracy_vs_true": float(np.mean(pred_codes == true_codes)),
         "six_class_ceiling": float(np.mean(true_codes == vote_codes)),
@@ -228,6 +256,12 @@ def main() -> None:
     parser.add_argument(
         "--plateau-patience", type=int, default=4, help="epochs without improvement that make one"
     )
+    parser.add_argument(
+        "--reference-n",
+        type=int,
+        default=2000,
+        help="test galaxies at S/N > 30 the information reference is computed for (0: none)",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
@@ -256,6 +290,11 @@ def main() -> None:
             f"(goal <= {GOAL_RATIO_SNR30}); mean prediction {m['rmse_mean_prediction']:.4f}; "
             f"six-class {m['six_class_accuracy']:.3f} (ceiling {m['six_class_ceiling']:.3f})"
         )
+        if "ratio_reference_snr30" in m:
+            print(
+                f"    information reference at S/N>30 ({m['reference_n']} galaxies): RMSE "
+                f"{m['rmse_reference_snr30']:.4f} = {m['ratio_reference_snr30']:.3f} x floor"
+            )
         for b in m["by_snr"]:
             print(
                 f"    S/N {b['snr_low']:>5.0f}-{b['snr_high']:<5.0f} n {b['n']:5d} "
@@ -271,6 +310,7 @@ def main() -> None:
         "train_images_per_s": first["train_images_per_s"],
         "ratio_snr30_vs_floor": first["rmse_snr30"] / first["rmse_floor_snr30"],
         "ratio_vs_floor": first["rmse"] / first["rmse_floor"],
+        "ratio_reference_snr30": first.get("ratio_reference_snr30"),
         "n": args.n,
         "modes": modes,
     }
