@@ -747,3 +747,17 @@ def test_sample_carries_the_features_its_labels_follow() -> None:
     assert len(sample.features) == 12
     expected = gz2.fractions_from_shares(answer_shares(sample.morphologies, sample.features))
     np.testing.assert_array_equal(sample.true_fractions, expected)
+
+
+def test_apparent_axis_ratio_falls_back_to_unweighted_moments() -> None:
+    # Adaptive moments fail on a cross of light three pixels wide; the unweighted moments of
+    # its pixels still give its shape: variances 2/3.6 along its long arm, 0.6/3.6 across.
+    cross = np.zeros((3, 3))
+    cross[1, :] = 1.0
+    cross[0, 1] = cross[2, 1] = 0.3
+    with pytest.raises(galsim.GalSimHSMError):
+        galsim.hsm.FindAdaptiveMom(galsim.ImageD(cross), strict=True)
+    expected = math.sqrt((0.6 / 3.6) / (2.0 / 3.6))
+    assert galaxy_zoo._apparent_axis_ratio(cross) == pytest.approx(expected)
+    # No light at all: round, not an error.
+    assert galaxy_zoo._apparent_axis_ratio(np.zeros((8, 8))) == 1.0
