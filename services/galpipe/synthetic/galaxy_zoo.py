@@ -201,6 +201,7 @@ __all__ = [
     "draw_morphologies",
     "draw_votes",
     "feature_visibility",
+    "noise_variance",
     "render_morphologies",
     "render_noiseless",
     "sample_galaxy_zoo",
@@ -966,15 +967,38 @@ def _check_size(size: int) -> None:
         raise GalaxyZooInputError(f"size = {size!r}: the stamp side must be an integer >= 1")
 
 
-def _disk_template(
-    m: Morphologies, i: int, image: galsim.ImageD, psf: galsim.GSObject, **without: bool
+def _drawn(
+    profile: galsim.GSObject | None, psf: galsim.GSObject, image: galsim.ImageD
 ) -> npt.NDArray[np.float64]:
-    """The PSF-convolved unit-flux disk of galaxy ``i`` (``_components``' flags), pixels."""
-    disk = _components(m, i, **without)[1]
-    if disk is None:
+    """``profile`` convolved with ``psf`` and drawn on ``image``'s grid (a copy); 0 if None."""
+    if profile is None:
         return np.zeros(image.array.shape)
-    galsim.Convolve(disk, psf).drawImage(image=image)
+    galsim.Convolve(profile, psf).drawImage(image=image)
     return image.array.copy()
+
+
+def noise_variance(
+    expected: npt.NDArray[np.float64],
+    sky_sigma: npt.NDArray[np.float64],
+    gain_e_per_nmgy: float | npt.NDArray[np.float64],
+) -> npt.NDArray[np.float64]:
+    """The noise variance per pixel of one galaxy's griz stamp, nanomaggies squared.
+
+    The noise :func:`add_stamp_noise` adds: the sky's ``sky_sigma^2`` per band plus the
+    source's Poisson variance ``mu / gain``.
+
+    Parameters
+    ----------
+    expected : numpy.ndarray
+        ``(4, S, S)`` the noiseless stamp, nanomaggies per pixel.
+    sky_sigma : numpy.ndarray
+        ``(4,)`` the sky noise per band, nanomaggies per pixel.
+    gain_e_per_nmgy : float
+        Electrons per nanomaggy.
+    """
+    return np.asarray(sky_sigma)[:, None, None] ** 2 + np.clip(expected, 0.0, None) / float(
+        gain_e_per_nmgy
+    )
 
 
 def _apparent_axis_ratio(plane: npt.NDArray[np.float64]) -> float:
@@ -1055,25 +1079,19 @@ def render_noiseless(
             continue
         # Unit-flux templates of the bulge and of the disk, mixed per band by the bulge's
         # share of that band's light (a red bulge in a bluer disk).
-        bulge, _ = _components(m, i)
-        templates = np.zeros((2, size, size))
-        if bulge is not None:
-            galsim.Convolve(bulge, psf).drawImage(image=image)
-            templates[0] = image.array
-        templates[1] = _disk_template(m, i, image, psf)
+        bulge, disk = _components(m, i)
+        templates = np.stack([_drawn(bulge, psf, image), _drawn(disk, psf, image)])
         share = bulge_share[i][:, None, None]
         stamps[i] = flux * (share * templates[0] + (1.0 - share) * templates[1])
-        variance = m.sky_sigma[i][:, None, None] ** 2 + (
-            np.clip(stamps[i], 0.0, None) / m.gain_e_per_nmgy[i]
-        )
+        variance = noise_variance(stamps[i], m.sky_sigma[i], m.gain_e_per_nmgy[i])
         step = share_step[i][:, None, None]
         snrs[0, i] = _snr(flux * step * (templates[0] - templates[1]), variance)
         disk_flux = flux * (1.0 - share)
         if m.bar_strength[i] > 0.0:
-            plain = _disk_template(m, i, image, psf, with_bar=False)
+            plain = _drawn(_components(m, i, with_bar=False)[1], psf, image)
             snrs[1, i] = _snr(disk_flux * (templates[1] - plain), variance)
         if m.arm_strength[i] > 0.0 and m.n_arms[i] > 0:
-            smooth = _disk_template(m, i, image, psf, with_arms=False)
+            smooth = _drawn(_components(m, i, with_arms=False)[1], psf, image)
             snrs[2, i] = _snr(disk_flux * (templates[1] - smooth), variance)
         axis_ratio[i] = _apparent_axis_ratio(stamps[i, r_band])
     features = StampFeatures(

@@ -13,8 +13,8 @@ approximation:
    and the ratio of bulge to disk size are taken as known (a model is not charged for them).
 2. The Fisher matrix of the noiseless stamp ``mu`` (:func:`render_noiseless`),
    ``F_ij = sum d_i mu d_j mu / var`` over bands and pixels, ``var`` the stamp's noise
-   variance (sky and the source's Poisson noise); derivatives by central differences of
-   :data:`FREE_PARAMETERS`' steps (one-sided at a range's end).
+   variance (:func:`~galpipe.synthetic.galaxy_zoo.noise_variance`); derivatives by central
+   differences of :data:`FREE_PARAMETERS`' steps (one-sided at a range's end).
 3. The prior's precision: each parameter's population variance (:func:`prior_variance`; a
    uniform range of width ``w`` has ``w^2 / 12``), so a parameter the stamp does not constrain
    is known to its prior and no better.
@@ -49,6 +49,7 @@ from galpipe.synthetic.galaxy_zoo import (
     Morphologies,
     MorphologyConfig,
     answer_shares,
+    noise_variance,
     render_noiseless,
 )
 from galpipe.synthetic.rows import concatenate_rows, run_in_chunks
@@ -231,9 +232,7 @@ def stamp_fisher(
 
 
 def _fisher(galaxy: Morphologies, d: _Differences) -> npt.NDArray[np.float64]:
-    variance = galaxy.sky_sigma[0][:, None, None] ** 2 + (
-        np.clip(d.stamp, 0.0, None) / galaxy.gain_e_per_nmgy[0]
-    )
+    variance = noise_variance(d.stamp, galaxy.sky_sigma[0], galaxy.gain_e_per_nmgy[0])
     flat = (d.d_stamp / np.sqrt(variance)).reshape(len(d.names), -1)
     return flat @ flat.T
 
@@ -328,6 +327,6 @@ def fisher_reference(
     work = functools.partial(_reference_chunk, morphologies, size, prior_variance(config))
     chunks = run_in_chunks(work, len(morphologies), _CHUNK, 0, processes)
     return FisherReference(
-        variance=np.concatenate([c[0] for c in chunks]).reshape(-1, gz2.N_ANSWERS),
+        variance=np.concatenate([c[0] for c in chunks]),
         parameter_sigma=[sigma for c in chunks for sigma in c[1]],
     )
