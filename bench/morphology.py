@@ -5,8 +5,9 @@
 1. draws ``--n`` galaxies of the synthetic Galaxy Zoo (``sample_galaxy_zoo``: brightness, size
    and S/N of the radon validation population, S/N log-uniform on 5-200, 40 volunteers each),
    rendered in ``--processes`` processes;
-2. for each ``--modes`` rendering of the cutouts into the network's input, trains
-   ``--architecture`` with the paper's schedule (``galpipe.morphology.workflow.train_model``:
+2. for each ``--modes`` rendering of the cutouts into the network's input and each
+   ``--input-scales`` enlargement of it inside the network, trains ``--architecture`` with the
+   paper's schedule (``galpipe.morphology.workflow.train_model``:
    split 80/10/10 by id, Adam 1.5e-4, x0.8 on a 4-epoch plateau, early stop after 10,
    rotations and flips, mixed precision on CUDA) up to ``--epochs`` epochs;
 3. scores the test split through ONNX Runtime against the volunteers' votes, overall and by
@@ -15,13 +16,15 @@
 4. computes the information reference of up to ``--reference-n`` test galaxies at S/N > 30
    (``galpipe.synthetic.galaxy_zoo_fisher``): what a model that knew the generative model
    would score, from the Fisher information of each stamp and the population's prior;
-5. times inference on 2 CPU threads (ONNX Runtime, the worker's runtime) and on the GPU
+5. scores the network averaged over the 8 rotations by 90 degrees and mirrorings of each test
+   image (``rmse_dihedral_mean``): what test-time augmentation would gain;
+6. times inference on 2 CPU threads (ONNX Runtime, the worker's runtime) and on the GPU
    (PyTorch, fp32 and bf16 autocast), and training images per second.
 
 Prints the ratios to the floor, then ``RESULT {json}`` with the keys ``rmse``, ``rmse_floor``,
 ``rmse_snr30``, ``rmse_floor_snr30``, ``ratio_reference_snr30``, ``six_class_accuracy``,
-``cpu_per_s``, ``gpu_per_s``, ``train_images_per_s`` (of the first mode), and every mode's
-figures under ``modes``.
+``cpu_per_s``, ``gpu_per_s``, ``train_images_per_s`` (of the first mode and scale), and every
+variant's figures under ``modes``.
 """
 
 from __future__ import annotations
@@ -102,6 +105,22 @@ def _gpu_per_s(network: Any, images: npt.NDArray[np.float32]) -> dict[str, float
     return out
 
 
+def _dihedral_mean(network: Any, images: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    """The network's fractions averaged over the 8 rotations by 90 degrees and mirrorings of
+    each image: what test-time augmentation would gain on a rotation-invariant problem."""
+    import torch
+
+    from galpipe.learning.networks import predict_fractions
+
+    network.to("cuda" if torch.cuda.is_available() else "cpu")
+    total = np.zeros((len(images), gz2.N_ANSWERS))
+    for mirrored in (images, images[..., ::-1]):
+        for turns in range(4):
+            total += predict_fractions(network, np.rot90(mirrored, turns, axes=(2, 3)).copy())
+    network.cpu()
+    return total / 8.0
+
+
 def _bins(
     snr: npt.NDArray[np.float64],
     predicted: npt.NDArray[np.float64],
@@ -131,10 +150,26 @@ def _bins(
 
 
 def _reference(
-    morphologies: Any, true: npt.NDArray[np.float64], args: argparse.Namespace
+    sample: Any, test: npt.NDArray[np.intp], args: argparse.Namespace
 ) -> dict[str, float]:
     """The information reference of the test galaxies at S/N > 30 (at most --reference-n):
-    what a model that knew the generative model would score, to first order."""
+    what a model that knew the generative model would score, to first order. Every variant
+    has the same test split: computed once."""
+    key = tuple(test.tolist())
+    if key not in _REFERENCES:
+        _REFERENCES[key] = _compute_reference(sample, test, args)
+    return _REFERENCES[key]
+
+
+#: The reference of each test split (:func:`_reference`).
+_REFERENCES: dict[tuple[int, ...], dict[str, float]] = {}
+
+
+def _compute_reference(
+    sample: Any, test: npt.NDArray[np.intp], args: argparse.Namespace
+) -> dict[str, float]:
+    index = test[sample.morphologies.snr[test] > 30.0]
+    morphologies, true = sample.morphologies.take(index), sample.true_fractions[index]
     n = min(args.reference_n, len(true))
     if n == 0:
         return {}
@@ -152,7 +187,9 @@ def _reference(
     }
 
 
-def _run_mode(mode: str, sample: Any, args: argparse.Namespace) -> dict[str, Any]:
+def _run_variant(
+    mode: str, input_scale: int, sample: Any, args: argparse.Namespace
+) -> dict[str, Any]:
     from galpipe.learning.training import TrainingConfig
     from galpipe.morphology.workflow import train_model
 
@@ -175,13 +212,18 @@ def _run_mode(mode: str, sample: Any, args: argparse.Namespace) -> dict[str, Any
 
     def progress(r: Any) -> None:
         print(
-            f"  [{mode}] epoch {r.epoch:3d} train {r.train_rmse:.4f} val {r.val_rmse:.4f} "
-            f"lr {r.learning_rate:.1e} {r.images_per_second:,.0f} img/s",
+            f"  [{mode} x{input_scale}] epoch {r.epoch:3d} train {r.train_rmse:.4f} "
+            f"val {r.val_rmse:.4f} lr {r.learning_rate:.1e} {r.images_per_second:,.0f} img/s",
             flush=True,
         )
 
     trained = train_model(
-        data, architecture=args.architecture, input_mode=mode, config=config, on_epoch=progress
+        data,
+        architecture=args.architecture,
+        input_scale=input_scale,
+        input_mode=mode,
+        config=config,
+        on_epoch=progress,
     )
     train_s = time.perf_counter() - started
     test = trained.test_index
@@ -191,6 +233,7 @@ def _run_mode(mode: str, sample: Any, args: argparse.Namespace) -> dict[str, Any
     votes, true = sample.vote_fractions[test], sample.true_fractions[test]
     snr = sample.morphologies.snr[test]
     hi = snr > 30.0
+    dihedral = _dihedral_mean(trained.network, images)
     floor, floor30 = vote_noise_floor(true), vote_noise_floor(true[hi])
     mean_prediction = np.broadcast_to(
         data.fractions[np.setdiff1d(sample.ids - 1, test)].mean(0), votes.shape
@@ -198,7 +241,7 @@ def _run_mode(mode: str, sample: Any, args: argparse.Namespace) -> dict[str, Any
     if args.save_test:
         # Per-galaxy test results, to study where the model departs from the floor.
         np.savez_compressed(
-            f"{args.save_test}-{mode}.npz",
+            f"{args.save_test}-{mode}-x{input_scale}.npz",
             predicted=predicted.astype(np.float32),
             votes=votes.astype(np.float32),
             true=true.astype(np.float32),
@@ -208,13 +251,14 @@ def _run_mode(mode: str, sample: Any, args: argparse.Namespace) -> dict[str, Any
                 for f in fields(record)
             },
         )
-    reference = _reference(sample.morphologies.take(test[hi]), true[hi], args)
+    reference = _reference(sample, test, args)
     true_codes, _ = gz2.six_class(true)
     vote_codes, _ = gz2.six_class(votes)
     pred_codes, _ = gz2.six_class(predicted)
     return {
         "mode": mode,
         "architecture": args.architecture,
+        "input_scale": input_scale,
         "n_test": len(test),
         "epochs_run": len(trained.history),
         "best_epoch": trained.extra["best_epoch"],
@@ -224,6 +268,8 @@ def _run_mode(mode: str, sample: Any, args: argparse.Namespace) -> dict[str, Any
         "rmse_snr30": _rmse(predicted[hi], votes[hi]),
         "rmse_floor_snr30": floor30,
         "rmse_vs_truth": _rmse(predicted, true),
+        "rmse_snr30_dihedral_mean": _rmse(dihedral[hi], votes[hi]),
+        "rmse_dihedral_mean": _rmse(dihedral, votes),
         "rmse_mean_prediction": _rmse(mean_prediction, votes),
         **reference,
         "six_class_accuracy": float(np.mean(pred_codes == vote_codes)),
@@ -243,6 +289,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=60000, help="galaxies (80/10/10 split)")
     parser.add_argument("--architecture", default="efficientnet_b0")
     parser.add_argument("--modes", default="asinh_bands", help="comma-separated input modes")
+    parser.add_argument(
+        "--input-scales", default="1", help="comma-separated enlargements inside the network"
+    )
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument(
@@ -269,7 +318,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a CPU smoke run: small CNN, 3000")
     parser.add_argument("--out-json", default=None, help="also write the RESULT line here")
     parser.add_argument(
-        "--save-test", default=None, help="PREFIX: per-galaxy test results to PREFIX-MODE.npz"
+        "--save-test",
+        default=None,
+        help="PREFIX: per-galaxy test results to PREFIX-MODE-xSCALE.npz",
     )
     args = parser.parse_args()
     if not args.quick and args.n == parser.get_default("n") and not _cuda_available():
@@ -282,14 +333,23 @@ def main() -> None:
     started = time.perf_counter()
     sample = sample_galaxy_zoo(args.n, seed=args.seed, processes=args.processes)
     print(f"rendered {args.n} galaxies in {time.perf_counter() - started:.1f} s", flush=True)
-    modes = [_run_mode(mode, sample, args) for mode in args.modes.split(",")]
+    scales = [int(scale) for scale in args.input_scales.split(",")]
+    modes = [
+        _run_variant(mode, scale, sample, args)
+        for mode in args.modes.split(",")
+        for scale in scales
+    ]
     for m in modes:
         print(
-            f"{m['mode']:<12} {m['architecture']}: RMSE {m['rmse']:.4f} = "
+            f"{m['mode']:<12} {m['architecture']} x{m['input_scale']}: RMSE {m['rmse']:.4f} = "
             f"{m['rmse'] / m['rmse_floor']:.3f} x floor {m['rmse_floor']:.4f}; S/N>30 "
             f"{m['rmse_snr30']:.4f} = {m['rmse_snr30'] / m['rmse_floor_snr30']:.3f} x floor "
             f"(goal <= {GOAL_RATIO_SNR30}); mean prediction {m['rmse_mean_prediction']:.4f}; "
             f"six-class {m['six_class_accuracy']:.3f} (ceiling {m['six_class_ceiling']:.3f})"
+        )
+        print(
+            f"    averaged over the 8 rotations and mirrorings: RMSE {m['rmse_dihedral_mean']:.4f}"
+            f", S/N>30 {m['rmse_snr30_dihedral_mean'] / m['rmse_floor_snr30']:.3f} x floor"
         )
         if "ratio_reference_snr30" in m:
             print(

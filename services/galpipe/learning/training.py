@@ -324,7 +324,11 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def _model_identity(model: MorphologyNetwork) -> dict[str, Any]:
-    return {"architecture": model.architecture, "in_channels": model.in_channels}
+    return {
+        "architecture": model.architecture,
+        "in_channels": model.in_channels,
+        "input_scale": model.input_scale,
+    }
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -77,7 +77,8 @@ pixels, ``var`` the noise variance per pixel (sky and the source's Poisson noise
 
 - the shape (smooth or disk, the bulge): a change of :data:`SHAPE_STEP` = 0.1 in B/T;
 - the bar: the stamp against the same galaxy with the bar's light in its disk;
-- the arms: the stamp against the same disk without them.
+- the arms: the stamp against the same disk without them;
+- the elongation: the stamp against the same galaxy face-on, its bulge round.
 
 Each visibility is logistic in ``ln S/N`` (:func:`feature_visibility`), half visible at the
 Rose criterion, S/N 5 (:data:`ROSE_SNR`; Rose 1948: the S/N a human observer needs to see a
@@ -86,9 +87,11 @@ seeing, the size, the S/N, the feature's strength and the PSF's smoothing of tig
 enter through the one quantity that says whether the pixels carry the feature, and no answer
 depends on what the stamp does not show. The blind answers: an unresolved galaxy looks smooth
 (0.9), unbarred, armless, with an obvious bulge, and its arms' winding and number cannot be
-told. The axis ratio a volunteer sees is the stamp's (:attr:`StampFeatures.axis_ratio`, from
-the adaptive moments of the noiseless r-band image): a small thin disk looks round under the
-seeing. Bars and arms enter other answers as ``v x strength``.
+told. The axis ratio a volunteer sees is ``q = 1 - v_elongation (1 - q_stamp)``, with
+``q_stamp`` the stamp's (:attr:`StampFeatures.axis_ratio`, from the adaptive moments of the
+noiseless r-band image): a small thin disk looks round under the seeing, and a galaxy too faint
+to show its elongation looks round whatever its shape. Bars and arms enter other answers as
+``v x strength``.
 
 - Q1 (smooth, features, star/artifact): the star share is 0.94 for stars and 0.01 for
   galaxies; the rest splits by ``P(smooth) = s(8 (B/T - 0.55) - 2.5 arms - 1.5 bar)``
@@ -163,7 +166,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import galsim
 import numpy as np
@@ -599,6 +602,9 @@ class StampFeatures:
         S/N of the bar: the stamp against the same galaxy with the bar's light in its disk.
     arm_snr : numpy.ndarray
         S/N of the spiral arms: the stamp against the same disk without them.
+    elongation_snr : numpy.ndarray
+        S/N of the galaxy's elongation: the stamp against the same galaxy face-on with a round
+        bulge (0 for a round galaxy).
     axis_ratio : numpy.ndarray
         The apparent axis ratio ``b/a`` of the PSF-convolved r-band image, from its adaptive
         second moments (GalSim's HSM; unweighted moments where they fail), in (0, 1].
@@ -607,6 +613,7 @@ class StampFeatures:
     shape_snr: npt.NDArray[np.float64]
     bar_snr: npt.NDArray[np.float64]
     arm_snr: npt.NDArray[np.float64]
+    elongation_snr: npt.NDArray[np.float64]
     axis_ratio: npt.NDArray[np.float64]
 
     def __post_init__(self) -> None:
@@ -622,23 +629,24 @@ class Visibility:
 
     Attributes
     ----------
-    shape, bar, arms, arm_detail : numpy.ndarray
+    shape, bar, arms, arm_detail, elongation : numpy.ndarray
         ``(N,)``: the light profile (smooth or disk, the bulge), the bar, the arms' presence,
-        and their number and winding.
+        their number and winding, and the galaxy's elongation.
     """
 
     shape: npt.NDArray[np.float64]
     bar: npt.NDArray[np.float64]
     arms: npt.NDArray[np.float64]
     arm_detail: npt.NDArray[np.float64]
+    elongation: npt.NDArray[np.float64]
 
 
 def feature_visibility(features: StampFeatures) -> Visibility:
     """How visible each feature is: logistic in the log of its ideal-observer S/N.
 
     ``v = s((ln S/N - ln S/N_half) / VISIBILITY_WIDTH)``, half visible at the Rose criterion
-    (:data:`ROSE_SNR`) for the shape, the bar and the arms, and at twice it for the arms'
-    number and winding (:data:`ARM_DETAIL_SNR`); 0 where the S/N is 0.
+    (:data:`ROSE_SNR`) for the shape, the bar, the arms and the elongation, and at twice it for
+    the arms' number and winding (:data:`ARM_DETAIL_SNR`); 0 where the S/N is 0.
 
     Parameters
     ----------
@@ -660,6 +668,7 @@ def feature_visibility(features: StampFeatures) -> Visibility:
         bar=visible(features.bar_snr, ROSE_SNR),
         arms=visible(features.arm_snr, ROSE_SNR),
         arm_detail=visible(features.arm_snr, ARM_DETAIL_SNR),
+        elongation=visible(features.elongation_snr, ROSE_SNR),
     )
 
 
@@ -693,7 +702,8 @@ def answer_shares(morphologies: Morphologies, features: StampFeatures) -> npt.ND
         )
     bt, bar, arms = m.bulge_to_total, m.bar_strength, m.arm_strength
     v = feature_visibility(features)
-    q = features.axis_ratio
+    # The axis ratio volunteers see: the stamp's where its elongation shows, round where not.
+    q = 1.0 - v.elongation * (1.0 - features.axis_ratio)
     # What the stamp shows of bars and arms: their strength scaled by how visible they are.
     seen_bar, seen_arms = v.bar * bar, v.arms * arms
     shares = np.empty((n, gz2.N_ANSWERS))
@@ -1046,8 +1056,8 @@ def render_noiseless(
     stamps : numpy.ndarray
         float64 ``(N, 4, size, size)``, bands g, r, i, z: the expected stamps, PSF-convolved.
     features : StampFeatures
-        The ideal observer's S/N of the shape, the bar and the arms in the noisy stamps these
-        become (:func:`add_stamp_noise`), and the apparent axis ratio.
+        The ideal observer's S/N of the shape, the bar, the arms and the elongation in the noisy
+        stamps these become (:func:`add_stamp_noise`), and the apparent axis ratio.
 
     Raises
     ------
@@ -1058,7 +1068,9 @@ def render_noiseless(
     m = morphologies
     n = len(m)
     stamps = np.zeros((n, len(BANDS), size, size))
-    snrs = np.zeros((3, n))
+    snrs = np.zeros((4, n))
+    # The same galaxies face-on with round bulges: the reference of their elongation.
+    face_on = replace(m, axis_ratio=np.ones(n), bulge_axis_ratio=np.ones(n))
     axis_ratio = np.ones(n)
     image = galsim.ImageD(size, size, scale=PIXSCALE_ARCSEC)
     bulge_share = bulge_light_fraction(m.bulge_to_total)
@@ -1093,9 +1105,18 @@ def render_noiseless(
         if m.arm_strength[i] > 0.0 and m.n_arms[i] > 0:
             smooth = _drawn(_components(m, i, with_arms=False)[1], psf, image)
             snrs[2, i] = _snr(disk_flux * (templates[1] - smooth), variance)
+        round_bulge, round_disk = _components(face_on, i)
+        round_stamp = flux * (
+            share * _drawn(round_bulge, psf, image) + (1.0 - share) * _drawn(round_disk, psf, image)
+        )
+        snrs[3, i] = _snr(stamps[i] - round_stamp, variance)
         axis_ratio[i] = _apparent_axis_ratio(stamps[i, r_band])
     features = StampFeatures(
-        shape_snr=snrs[0], bar_snr=snrs[1], arm_snr=snrs[2], axis_ratio=axis_ratio
+        shape_snr=snrs[0],
+        bar_snr=snrs[1],
+        arm_snr=snrs[2],
+        elongation_snr=snrs[3],
+        axis_ratio=axis_ratio,
     )
     return stamps, features
 

@@ -69,7 +69,11 @@ def _visible(morphologies: Morphologies) -> StampFeatures:
     n = len(morphologies)
     plain = np.full(n, 1e4)
     return StampFeatures(
-        shape_snr=plain, bar_snr=plain, arm_snr=plain, axis_ratio=morphologies.axis_ratio
+        shape_snr=plain,
+        bar_snr=plain,
+        arm_snr=plain,
+        elongation_snr=plain,
+        axis_ratio=morphologies.axis_ratio,
     )
 
 
@@ -78,12 +82,13 @@ def _drawn_features(morphologies: Morphologies, seed: int = 0) -> StampFeatures:
     rendering a large population's stamps would take; S/N 0 where a feature is absent."""
     rng = np.random.default_rng(seed)
     n = len(morphologies)
-    snr = np.exp(rng.uniform(math.log(0.1), math.log(100.0), size=(3, n)))
+    snr = np.exp(rng.uniform(math.log(0.1), math.log(100.0), size=(4, n)))
     galaxy = morphologies.kind != STAR
     return StampFeatures(
         shape_snr=np.where(galaxy, snr[0], 0.0),
         bar_snr=np.where(morphologies.bar_strength > 0, snr[1], 0.0),
         arm_snr=np.where(morphologies.arm_strength > 0, snr[2], 0.0),
+        elongation_snr=np.where(galaxy, snr[3], 0.0),
         axis_ratio=morphologies.axis_ratio,
     )
 
@@ -281,7 +286,7 @@ def test_volunteers_see_less_of_small_and_faint_galaxies() -> None:
         shares = answer_shares(grid, features)
         # Larger or brighter: the arms, the bar and the disk show; smaller or fainter: a blob
         # that looks smooth, with arms whose number cannot be told.
-        for name in ("shape_snr", "bar_snr", "arm_snr"):
+        for name in ("shape_snr", "bar_snr", "arm_snr", "elongation_snr"):
             assert np.all(_diff(getattr(features, name)) > 0), name
         assert np.all(_diff(shares[:, COL("Class1.2")]) > 0)
         assert np.all(_diff(shares[:, COL("Class4.1")]) > 0)
@@ -294,8 +299,8 @@ def test_volunteers_see_less_of_small_and_faint_galaxies() -> None:
 
 def test_visibility_follows_the_rose_criterion() -> None:
     snr = np.array([0.0, 1.0, ROSE_SNR, ARM_DETAIL_SNR, 100.0])
-    v = feature_visibility(StampFeatures(snr, snr, snr, np.ones(5)))
-    for name in ("shape", "bar", "arms", "arm_detail"):
+    v = feature_visibility(StampFeatures(snr, snr, snr, snr, np.ones(5)))
+    for name in ("shape", "bar", "arms", "arm_detail", "elongation"):
         values = getattr(v, name)
         assert values[0] == 0.0  # no signal, nothing seen
         assert np.all(_diff(values) > 0)
@@ -334,6 +339,16 @@ def test_the_seeing_rounds_what_volunteers_see() -> None:
     _, features = render_noiseless(thin, 40)
     assert 0.6 < features.axis_ratio[0] < 1.0
     assert answer_shares(thin, features)[0, COL("Class2.1")] < 0.01
+    # A thin disk too faint to show its elongation looks round too, whatever its stamp's
+    # noiseless moments say.
+    resolved = replace(thin, half_light_radius_arcsec=np.array([2.0]))
+    faint = replace(resolved, flux=resolved.flux * 1e-3)
+    _, seen = render_noiseless(concatenate_rows([resolved, faint]), 40)
+    assert seen.axis_ratio[1] == pytest.approx(seen.axis_ratio[0])  # the same noiseless shape
+    assert seen.elongation_snr[1] < 0.01 * seen.elongation_snr[0]
+    shares = answer_shares(concatenate_rows([resolved, faint]), seen)
+    assert shares[0, COL("Class7.1")] < 0.1  # not round
+    assert shares[1, COL("Class7.1")] > 0.9  # completely round
     large = replace(
         thin,
         half_light_radius_arcsec=np.array([2.5]),
