@@ -5,9 +5,8 @@
 1. draws ``--n`` galaxies of the synthetic Galaxy Zoo (``sample_galaxy_zoo``: brightness, size
    and S/N of the radon validation population, S/N log-uniform on 5-200, 40 volunteers each),
    rendered in ``--processes`` processes;
-2. for each ``--modes`` rendering of the cutouts into the network's input and each
-   ``--input-scales`` enlargement of it inside the network, trains ``--architecture`` with the
-   paper's schedule (``galpipe.morphology.workflow.train_model``:
+2. for each ``--modes`` rendering of the cutouts into the network's input, trains
+   ``--architecture`` with the paper's schedule (``galpipe.morphology.workflow.train_model``:
    split 80/10/10 by id, Adam 1.5e-4, x0.8 on a 4-epoch plateau, early stop after 10,
    rotations and flips, mixed precision on CUDA) up to ``--epochs`` epochs;
 3. scores the test split through ONNX Runtime against the volunteers' votes, overall and by
@@ -23,8 +22,8 @@
 
 Prints the ratios to the floor, then ``RESULT {json}`` with the keys ``rmse``, ``rmse_floor``,
 ``rmse_snr30``, ``rmse_floor_snr30``, ``ratio_reference_snr30``, ``six_class_accuracy``,
-``cpu_per_s``, ``gpu_per_s``, ``train_images_per_s`` (of the first mode and scale), and every
-variant's figures under ``modes``.
+``cpu_per_s``, ``gpu_per_s``, ``train_images_per_s`` (of the first mode), and every mode's
+figures under ``modes``.
 """
 
 from __future__ import annotations
@@ -153,8 +152,8 @@ def _reference(
     sample: Any, test: npt.NDArray[np.intp], args: argparse.Namespace
 ) -> dict[str, float]:
     """The information reference of the test galaxies at S/N > 30 (at most --reference-n):
-    what a model that knew the generative model would score, to first order. Every variant
-    has the same test split: computed once."""
+    what a model that knew the generative model would score, to first order. Every mode has
+    the same test split: computed once."""
     key = tuple(test.tolist())
     if key not in _REFERENCES:
         _REFERENCES[key] = _compute_reference(sample, test, args)
@@ -187,9 +186,7 @@ def _compute_reference(
     }
 
 
-def _run_variant(
-    mode: str, input_scale: int, sample: Any, args: argparse.Namespace
-) -> dict[str, Any]:
+def _run_mode(mode: str, sample: Any, args: argparse.Namespace) -> dict[str, Any]:
     from galpipe.learning.training import TrainingConfig
     from galpipe.morphology.workflow import train_model
 
@@ -212,18 +209,13 @@ def _run_variant(
 
     def progress(r: Any) -> None:
         print(
-            f"  [{mode} x{input_scale}] epoch {r.epoch:3d} train {r.train_rmse:.4f} "
-            f"val {r.val_rmse:.4f} lr {r.learning_rate:.1e} {r.images_per_second:,.0f} img/s",
+            f"  [{mode}] epoch {r.epoch:3d} train {r.train_rmse:.4f} val {r.val_rmse:.4f} "
+            f"lr {r.learning_rate:.1e} {r.images_per_second:,.0f} img/s",
             flush=True,
         )
 
     trained = train_model(
-        data,
-        architecture=args.architecture,
-        input_scale=input_scale,
-        input_mode=mode,
-        config=config,
-        on_epoch=progress,
+        data, architecture=args.architecture, input_mode=mode, config=config, on_epoch=progress
     )
     train_s = time.perf_counter() - started
     test = trained.test_index
@@ -241,7 +233,7 @@ def _run_variant(
     if args.save_test:
         # Per-galaxy test results, to study where the model departs from the floor.
         np.savez_compressed(
-            f"{args.save_test}-{mode}-x{input_scale}.npz",
+            f"{args.save_test}-{mode}.npz",
             predicted=predicted.astype(np.float32),
             votes=votes.astype(np.float32),
             true=true.astype(np.float32),
@@ -258,7 +250,6 @@ def _run_variant(
     return {
         "mode": mode,
         "architecture": args.architecture,
-        "input_scale": input_scale,
         "n_test": len(test),
         "epochs_run": len(trained.history),
         "best_epoch": trained.extra["best_epoch"],
@@ -289,9 +280,6 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=60000, help="galaxies (80/10/10 split)")
     parser.add_argument("--architecture", default="efficientnet_b0")
     parser.add_argument("--modes", default="asinh_bands", help="comma-separated input modes")
-    parser.add_argument(
-        "--input-scales", default="1", help="comma-separated enlargements inside the network"
-    )
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument(
@@ -318,9 +306,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a CPU smoke run: small CNN, 3000")
     parser.add_argument("--out-json", default=None, help="also write the RESULT line here")
     parser.add_argument(
-        "--save-test",
-        default=None,
-        help="PREFIX: per-galaxy test results to PREFIX-MODE-xSCALE.npz",
+        "--save-test", default=None, help="PREFIX: per-galaxy test results to PREFIX-MODE.npz"
     )
     args = parser.parse_args()
     if not args.quick and args.n == parser.get_default("n") and not _cuda_available():
@@ -333,15 +319,10 @@ def main() -> None:
     started = time.perf_counter()
     sample = sample_galaxy_zoo(args.n, seed=args.seed, processes=args.processes)
     print(f"rendered {args.n} galaxies in {time.perf_counter() - started:.1f} s", flush=True)
-    scales = [int(scale) for scale in args.input_scales.split(",")]
-    modes = [
-        _run_variant(mode, scale, sample, args)
-        for mode in args.modes.split(",")
-        for scale in scales
-    ]
+    modes = [_run_mode(mode, sample, args) for mode in args.modes.split(",")]
     for m in modes:
         print(
-            f"{m['mode']:<12} {m['architecture']} x{m['input_scale']}: RMSE {m['rmse']:.4f} = "
+            f"{m['mode']:<12} {m['architecture']}: RMSE {m['rmse']:.4f} = "
             f"{m['rmse'] / m['rmse_floor']:.3f} x floor {m['rmse_floor']:.4f}; S/N>30 "
             f"{m['rmse_snr30']:.4f} = {m['rmse_snr30'] / m['rmse_floor_snr30']:.3f} x floor "
             f"(goal <= {GOAL_RATIO_SNR30}); mean prediction {m['rmse_mean_prediction']:.4f}; "

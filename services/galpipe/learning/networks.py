@@ -11,10 +11,6 @@ EfficientNet-B0 (Tan & Le 2019) and ResNet-18 (He et al. 2016) are written here 
 (``features.N...``, ``layer1.0.conv1...``), so a torchvision ImageNet ``state_dict`` loads into
 them through :func:`load_pretrained`. The architectures are the standard ones; on 40x40 px
 inputs the last feature map is 2x2 (both downsample by 32), which global pooling absorbs.
-``input_scale`` > 1 enlarges the images inside the network (bilinear) before the backbone: the
-stride-2 stem of both then no longer halves a 40-pixel stamp's resolution at the first layer, at
-``input_scale**2`` times the computation. The exported graph carries the enlargement, so the
-worker feeds it the same stamps whatever the scale.
 ``small_cnn`` (four convolutions, ~53k parameters) is for fast tests and the demo.
 """
 
@@ -50,8 +46,6 @@ ARCHITECTURES: tuple[str, ...] = ("efficientnet_b0", "resnet18", "small_cnn")
 #: Dropout before the dense 64 of the tail, and its width: the GZ2 literature's tail.
 TAIL_DROPOUT = 0.5
 TAIL_WIDTH = 64
-#: The largest ``input_scale`` :func:`build_network` takes (x4: 160 px from a 40 px stamp).
-MAX_INPUT_SCALE = 4
 
 
 class MorphologyNetwork(nn.Module):
@@ -67,8 +61,6 @@ class MorphologyNetwork(nn.Module):
         One of :data:`ARCHITECTURES`.
     in_channels : int
         Channels C of the input images.
-    input_scale : int
-        Integer factor by which the images are enlarged (bilinear) before the backbone.
     head : torch.nn.Sequential
         The tail: dropout 0.5, dense 64, ReLU, dense 37 (logits). The only part trained
         while the backbone is frozen.
@@ -77,13 +69,10 @@ class MorphologyNetwork(nn.Module):
     architecture: str
     first_conv_key: str
 
-    def __init__(
-        self, in_channels: int, n_features: int, n_outputs: int, input_scale: int = 1
-    ) -> None:
+    def __init__(self, in_channels: int, n_features: int, n_outputs: int) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.n_outputs = n_outputs
-        self.input_scale = input_scale
         self.head = nn.Sequential(
             nn.Dropout(TAIL_DROPOUT),
             nn.Linear(n_features, TAIL_WIDTH),
@@ -101,10 +90,6 @@ class MorphologyNetwork(nn.Module):
 
     def forward_logits(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, n_outputs)`` raw outputs (logits) of ``(N, C, S, S)`` images."""
-        if self.input_scale > 1:
-            x = nn.functional.interpolate(
-                x, scale_factor=float(self.input_scale), mode="bilinear", align_corners=False
-            )
         return self.head(self.pooled_features(x))  # type: ignore[no-any-return]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -229,13 +214,9 @@ class EfficientNetB0(MorphologyNetwork):
     first_conv_key = "features.0.0.weight"
 
     def __init__(
-        self,
-        in_channels: int,
-        n_outputs: int = N_ANSWERS,
-        input_scale: int = 1,
-        stochastic_depth: float = 0.2,
+        self, in_channels: int, n_outputs: int = N_ANSWERS, stochastic_depth: float = 0.2
     ) -> None:
-        super().__init__(in_channels, _B0_LAST, n_outputs, input_scale)
+        super().__init__(in_channels, _B0_LAST, n_outputs)
         total = sum(stage[-1] for stage in _B0_STAGES)
         stages: list[nn.Module] = [_conv_bn_act(in_channels, _B0_STEM, 3, 2)]
         block_id = 0
@@ -297,8 +278,8 @@ class ResNet18(MorphologyNetwork):
     architecture = "resnet18"
     first_conv_key = "conv1.weight"
 
-    def __init__(self, in_channels: int, n_outputs: int = N_ANSWERS, input_scale: int = 1) -> None:
-        super().__init__(in_channels, 512, n_outputs, input_scale)
+    def __init__(self, in_channels: int, n_outputs: int = N_ANSWERS) -> None:
+        super().__init__(in_channels, 512, n_outputs)
         self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
@@ -333,8 +314,8 @@ class SmallCNN(MorphologyNetwork):
     first_conv_key = "features.0.0.weight"
     widths = (16, 32, 48, 64)
 
-    def __init__(self, in_channels: int, n_outputs: int = N_ANSWERS, input_scale: int = 1) -> None:
-        super().__init__(in_channels, self.widths[-1], n_outputs, input_scale)
+    def __init__(self, in_channels: int, n_outputs: int = N_ANSWERS) -> None:
+        super().__init__(in_channels, self.widths[-1], n_outputs)
         layers: list[nn.Module] = []
         previous = in_channels
         for i, width in enumerate(self.widths):
@@ -372,7 +353,7 @@ _BUILDERS: dict[str, type[EfficientNetB0] | type[ResNet18] | type[SmallCNN]] = {
 
 
 def build_network(
-    architecture: str, in_channels: int, n_outputs: int = N_ANSWERS, *, input_scale: int = 1
+    architecture: str, in_channels: int, n_outputs: int = N_ANSWERS
 ) -> MorphologyNetwork:
     """A freshly initialised morphology network.
 
@@ -385,15 +366,11 @@ def build_network(
     n_outputs : int, optional
         Outputs of the tail; 37 (the GZ2 answers) for a network whose ``forward`` applies the
         tree.
-    input_scale : int, optional
-        Enlarge the images by this integer factor (bilinear) before the backbone, 1 to
-        :data:`MAX_INPUT_SCALE`; 1 feeds them as they are.
 
     Raises
     ------
     InputError
-        If the architecture is unknown, a count is not a positive integer or the scale is out
-        of range.
+        If the architecture is unknown or a count is not a positive integer.
     """
     if architecture not in _BUILDERS:
         raise InputError(
@@ -403,16 +380,7 @@ def build_network(
     for name, value in (("in_channels", in_channels), ("n_outputs", n_outputs)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{architecture}: {name} must be a positive integer, got {value!r}")
-    if (
-        isinstance(input_scale, bool)
-        or not isinstance(input_scale, int)
-        or not 1 <= input_scale <= MAX_INPUT_SCALE
-    ):
-        raise InputError(
-            f"{architecture}: input_scale must be an integer from 1 to {MAX_INPUT_SCALE}, "
-            f"got {input_scale!r}"
-        )
-    return _BUILDERS[architecture](in_channels, n_outputs, input_scale)
+    return _BUILDERS[architecture](in_channels, n_outputs)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -324,11 +324,7 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def _model_identity(model: MorphologyNetwork) -> dict[str, Any]:
-    return {
-        "architecture": model.architecture,
-        "in_channels": model.in_channels,
-        "input_scale": model.input_scale,
-    }
+    return {"architecture": model.architecture, "in_channels": model.in_channels}
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:

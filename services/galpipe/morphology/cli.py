@@ -57,13 +57,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = commands.add_parser("train", help="train a network on labelled images")
     _data_arguments(p)
     p.add_argument("--architecture", choices=_ARCHITECTURES, default="efficientnet_b0")
-    p.add_argument(
-        "--input-scale",
-        type=int,
-        default=1,
-        help="enlarge the images by this factor inside the network (bilinear; 1 to 4): finer "
-        "detail reaches the backbone at scale^2 the computation",
-    )
     p.add_argument("--epochs", type=int, default=100, help="at most this many epochs")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument(
@@ -193,7 +186,6 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> None:
     trained = train_model(
         data,
         architecture=args.architecture,
-        input_scale=args.input_scale,
         input_mode=_input_mode(args),
         config=config,
         split_seed=args.seed,

@@ -104,7 +104,6 @@ def train_model(
     data: LabelledImages,
     *,
     architecture: str = "efficientnet_b0",
-    input_scale: int = 1,
     input_mode: str = "asinh_bands",
     config: TrainingConfig,
     split_seed: int = 0,
@@ -121,9 +120,6 @@ def train_model(
         Network inputs of ``input_mode`` and their vote fractions.
     architecture : str
         One of :data:`galpipe.learning.networks.ARCHITECTURES`.
-    input_scale : int
-        Enlargement of the images inside the network (``build_network``); a scale above 1 is
-        recorded in the model's architecture as ``"<architecture> x<scale>"``.
     input_mode : str
         How the images were rendered (recorded with the model; the worker renders the same).
     config : galpipe.learning.training.TrainingConfig
@@ -164,8 +160,8 @@ def train_model(
                 f"the {name} split of {len(data)} galaxies is empty: give more galaxies"
             )
     channels, size = int(data.images.shape[1]), int(data.images.shape[2])
-    model = build_network(architecture, channels, input_scale=input_scale)
-    extra: dict[str, Any] = {"parameters": count_parameters(model), "input_scale": input_scale}
+    model = build_network(architecture, channels)
+    extra: dict[str, Any] = {"parameters": count_parameters(model)}
     if pretrained is not None:
         report = load_pretrained(model, pretrained)
         log.info("pretrained weights %s: %s", pretrained, report.summary())
@@ -203,7 +199,7 @@ def train_model(
     )
     return TrainedModel(
         onnx_bytes=onnx_bytes,
-        architecture=architecture if input_scale == 1 else f"{architecture} x{input_scale}",
+        architecture=architecture,
         input_mode=input_mode,
         input_channels=channels,
         input_size=size,

@@ -84,34 +84,11 @@ def test_small_cnn_is_small() -> None:
     assert 30_000 < count_parameters(build_network("small_cnn", 4)) < 80_000
 
 
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_an_input_scale_enlarges_the_images_before_the_backbone(architecture: str) -> None:
-    torch.manual_seed(0)
-    plain = build_network(architecture, 4).eval()
-    scaled = build_network(architecture, 4, input_scale=2).eval()
-    scaled.load_state_dict(plain.state_dict())  # the same weights: the scale adds none
-    images = torch.randn(2, 4, 40, 40)
-    enlarged = torch.nn.functional.interpolate(
-        images, scale_factor=2.0, mode="bilinear", align_corners=False
-    )
-    with torch.no_grad():
-        logits = scaled.forward_logits(images)
-        torch.testing.assert_close(logits, plain.forward_logits(enlarged), rtol=1e-5, atol=1e-6)
-        # and the backbone sees the finer grid: not what it makes of the stamp as it is
-        assert not torch.allclose(logits, plain.forward_logits(images), rtol=1e-2, atol=0.0)
-    assert scaled.input_scale == 2
-
-
 def test_unknown_architecture_and_bad_channels_are_refused() -> None:
     with pytest.raises(InputError, match=r"'vgg16'.*efficientnet_b0, resnet18, small_cnn"):
         build_network("vgg16", 3)
     with pytest.raises(InputError, match="in_channels must be a positive integer, got 0"):
         build_network("small_cnn", 0)
-    for scale in (0, 5, 1.5, True):
-        with pytest.raises(
-            InputError, match=rf"input_scale must be an integer from 1 to 4, got {scale}"
-        ):
-            build_network("small_cnn", 4, input_scale=scale)  # type: ignore[arg-type]
 
 
 def _imagenet_like_file(model: MorphologyNetwork, path: Path) -> dict[str, torch.Tensor]:

@@ -32,18 +32,6 @@ def test_onnxruntime_output_equals_torch_output(architecture: str) -> None:
     np.testing.assert_allclose(predicted, expected, rtol=0.0, atol=1e-5)
 
 
-def test_an_input_scale_is_part_of_the_exported_graph() -> None:
-    torch.manual_seed(0)
-    model = build_network("efficientnet_b0", 4, input_scale=2)
-    onnx_bytes = export_onnx(model, 4, 40)
-    # The graph still takes the 40 px stamps and enlarges them itself, as torch does.
-    dims = onnx.load_from_string(onnx_bytes).graph.input[0].type.tensor_type.shape.dim
-    assert [d.dim_value for d in dims[1:]] == [4, 40, 40]
-    images = np.random.default_rng(2).normal(size=(3, 4, 40, 40)).astype(np.float32)
-    predicted = MorphologyModel.from_bytes(onnx_bytes, "cpu").predict(images)
-    np.testing.assert_allclose(predicted, predict_fractions(model, images), rtol=0.0, atol=1e-5)
-
-
 def test_the_graph_names_its_input_and_output_with_a_dynamic_batch(small_cnn_onnx: bytes) -> None:
     graph = onnx.load_from_string(small_cnn_onnx).graph
     (model_input,) = graph.input
