@@ -204,6 +204,7 @@ def _run_mode(mode: str, sample: Any, args: argparse.Namespace) -> dict[str, Any
         batch_size=args.batch_size,
         device=args.device,
         seed=args.seed,
+        max_seconds=None if args.max_train_minutes is None else 60.0 * args.max_train_minutes,
     )
     started = time.perf_counter()
 
@@ -252,6 +253,7 @@ def _run_mode(mode: str, sample: Any, args: argparse.Namespace) -> dict[str, Any
         "architecture": args.architecture,
         "n_test": len(test),
         "epochs_run": len(trained.history),
+        "stopped_for_time": trained.extra["stopped_for_time"],
         "best_epoch": trained.extra["best_epoch"],
         "train_seconds": train_s,
         "rmse": _rmse(predicted, votes),
@@ -301,6 +303,12 @@ def main() -> None:
         help="test galaxies at S/N > 30 the information reference is computed for (0: none)",
     )
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--max-train-minutes",
+        type=float,
+        default=None,
+        help="each mode's training budget (a device's time limit): no epoch past it",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--quick", action="store_true", help="a CPU smoke run: small CNN, 3000")

@@ -83,6 +83,10 @@ class TrainingConfig:
         Rotate and mirror each training image at random.
     device : str
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or any torch device string.
+    max_seconds : float or None
+        Wall-clock budget of one call of :func:`train`, in s: no epoch is started that the
+        longest epoch so far says would end past it (a batch job's time limit; ``resume``
+        continues where it stopped, with a fresh budget). None: no limit.
     """
 
     learning_rate: float = 1.5e-4
@@ -96,6 +100,7 @@ class TrainingConfig:
     seed: int = 0
     augment: bool = True
     device: str = "auto"
+    max_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if not (self.learning_rate > 0.0 and math.isfinite(self.learning_rate)):
@@ -108,6 +113,10 @@ class TrainingConfig:
         for name in ("max_epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.max_seconds is not None and not (
+            self.max_seconds > 0.0 and math.isfinite(self.max_seconds)
+        ):
+            raise InputError(f"max_seconds must be a positive number, got {self.max_seconds!r}")
 
 
 @dataclass(frozen=True)
@@ -157,6 +166,9 @@ class TrainingResult:
         That RMSE.
     stopped_early : bool
         Training stopped because the validation RMSE stopped improving.
+    stopped_for_time : bool
+        Training stopped before ``max_epochs`` because another epoch would have run past
+        ``max_seconds`` (``resume`` continues it).
     """
 
     model: MorphologyNetwork
@@ -164,6 +176,7 @@ class TrainingResult:
     best_epoch: int = 0
     best_val_rmse: float = math.inf
     stopped_early: bool = False
+    stopped_for_time: bool = False
 
     @property
     def images_per_second(self) -> float:
@@ -342,6 +355,7 @@ def train(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     on_epoch: Callable[[EpochRecord], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> TrainingResult:
     """Train ``model`` on the training set, monitoring the validation RMSE.
 
@@ -365,6 +379,8 @@ def train(
         saved one); start afresh when it does not.
     on_epoch : callable, optional
         Called with each epoch's :class:`EpochRecord` as it ends (progress reporting).
+    clock : callable, optional
+        Seconds from an arbitrary origin, for ``config.max_seconds``; :func:`time.monotonic`.
 
     Returns
     -------
@@ -442,7 +458,10 @@ def train(
             result.stopped_early = True
             start_epoch = config.max_epochs + 1
 
+    budget_started = clock()
+    longest_epoch = 0.0
     for epoch in range(start_epoch, config.max_epochs + 1):
+        epoch_began = clock()
         frozen = epoch <= config.frozen_epochs
         if epoch == config.frozen_epochs + 1 and config.frozen_epochs > 0:
             bad_epochs = 0  # every layer trains from now on: a new phase, a fresh patience
@@ -520,6 +539,15 @@ def train(
             on_epoch(record)
         if bad_epochs >= config.early_stop_patience:
             result.stopped_early = True
+            break
+        now = clock()
+        longest_epoch = max(longest_epoch, now - epoch_began)
+        if (
+            config.max_seconds is not None
+            and epoch < config.max_epochs
+            and now - budget_started + longest_epoch > config.max_seconds
+        ):
+            result.stopped_for_time = True
             break
 
     _set_frozen(model, False)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,6 +76,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--pretrained", type=Path, default=None, help="ImageNet state dict to start")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or a torch device")
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="wall-clock budget: start no epoch that would end past it (--resume continues)",
+    )
     p.add_argument("--no-augment", action="store_true", help="no random rotations and flips")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
     p.add_argument("--publish", action="store_true", help="store and register the model")
@@ -161,6 +168,8 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> None:
     require_torch("galpipe morphology train")
     from galpipe.learning.training import TrainingConfig
 
+    if args.max_minutes is not None and not (0.0 < args.max_minutes < math.inf):
+        raise InputError(f"--max-minutes must be a positive number, got {args.max_minutes:g}")
     data = _load_data(args, settings)
     frozen = args.frozen_epochs
     if frozen is None:
@@ -174,6 +183,7 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> None:
         seed=args.seed,
         augment=not args.no_augment,
         device=args.device,
+        max_seconds=None if args.max_minutes is None else 60.0 * args.max_minutes,
     )
 
     def progress(record: Any) -> None:
@@ -209,6 +219,11 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> None:
     write_report(
         args.out, trained.test, history=trained.history, onnx_bytes=trained.onnx_bytes, extra=extra
     )
+    if trained.extra["stopped_for_time"]:
+        print(
+            f"stopped after epoch {trained.history[-1]['epoch']} at the --max-minutes budget; "
+            "the model is its best epoch so far, and --resume continues the training"
+        )
     print(
         f"test RMSE {trained.test.rmse:.4f}, six-class accuracy "
         f"{trained.test.six_class_accuracy:.3f} on {trained.test.n_galaxies} galaxies; "

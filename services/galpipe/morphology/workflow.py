@@ -193,6 +193,7 @@ def train_model(
         best_epoch=result.best_epoch,
         best_val_rmse=result.best_val_rmse,
         stopped_early=result.stopped_early,
+        stopped_for_time=result.stopped_for_time,
         train_images_per_s=result.images_per_second,
         config=vars(config).copy(),
         data_source=data.source,

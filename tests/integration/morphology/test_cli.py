@@ -167,3 +167,30 @@ def test_models_says_when_none_is_registered(
 ) -> None:
     assert main(["morphology", "models"]) == 0
     assert capsys.readouterr().out.startswith("no models registered")
+
+
+def test_train_stops_at_its_time_budget_and_resume_finishes(
+    objects: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = tmp_path / "model"
+    train = ["morphology", "train", "--synthetic", "200", "--architecture", "small_cnn"]
+    train += ["--epochs", "3", "--processes", "1", "--out", str(out)]
+    # A budget no epoch fits in: the first epoch runs, no second starts.
+    assert main([*train, "--max-minutes", "1e-6"]) == 0
+    report = _report(out / "report.json")
+    assert [h["epoch"] for h in report["history"]] == [1]
+    assert report["stopped_for_time"] is True
+    assert "stopped after epoch 1 at the --max-minutes budget" in capsys.readouterr().out
+    # Resumed without a budget: the remaining epochs, from the checkpoint.
+    assert main([*train, "--resume"]) == 0
+    report = _report(out / "report.json")
+    assert [h["epoch"] for h in report["history"]] == [1, 2, 3]
+    assert report["stopped_for_time"] is False
+    # A budget that is no time is refused before a galaxy is rendered.
+    capsys.readouterr()
+    monkeypatch.setattr(galpipe.morphology.datasets, "synthetic_set", _not_to_be_called)
+    assert main([*train, "--max-minutes", "-1"]) == 1
+    assert "--max-minutes must be a positive number, got -1" in capsys.readouterr().err

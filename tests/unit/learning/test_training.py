@@ -97,6 +97,49 @@ def test_resuming_another_network_is_refused(data: tuple, tmp_path: Path) -> Non
         train(other, x4, y, xv4, yv, one_epoch, checkpoint_dir=tmp_path, resume=True)
 
 
+class _Clock:
+    """A clock that advances ``step`` seconds each time it is read."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_a_time_budget_stops_before_an_epoch_that_would_overrun_it_and_resume_continues(
+    data: tuple, tmp_path: Path
+) -> None:
+    x, y, xv, yv = data
+    # Read at the start, then at each epoch's start and end: every epoch "takes" 100 s and
+    # epoch k ends at 200 k s. After epoch 2 (400 s, + the longest epoch 100 s = 500 s) a third
+    # would end past 450 s: two epochs run.
+    budget = dataclasses.replace(FAST, max_epochs=6, max_seconds=450.0)
+    first = train(_network(), x, y, xv, yv, budget, checkpoint_dir=tmp_path, clock=_Clock(100.0))
+    assert [r.epoch for r in first.history] == [1, 2]
+    assert first.stopped_for_time
+    assert not first.stopped_early
+    assert (tmp_path / LAST_CHECKPOINT).exists()
+    # Resumed with a fresh budget: two more epochs, then two more, and the last call ends at
+    # max_epochs without claiming the budget stopped it.
+    second = train(
+        _network(), x, y, xv, yv, budget, checkpoint_dir=tmp_path, resume=True, clock=_Clock(100.0)
+    )
+    assert [r.epoch for r in second.history] == [1, 2, 3, 4]
+    third = train(
+        _network(), x, y, xv, yv, budget, checkpoint_dir=tmp_path, resume=True, clock=_Clock(100.0)
+    )
+    assert [r.epoch for r in third.history] == [1, 2, 3, 4, 5, 6]
+    assert not third.stopped_for_time
+    # Without a budget the same clock stops nothing.
+    whole = train(
+        _network(), x, y, xv, yv, dataclasses.replace(FAST, max_epochs=3), clock=_Clock(1e6)
+    )
+    assert len(whole.history) == 3
+    assert not whole.stopped_for_time
+
+
 def test_an_unreadable_checkpoint_is_refused(data: tuple, tmp_path: Path) -> None:
     x, y, xv, yv = data
     (tmp_path / LAST_CHECKPOINT).write_bytes(b"half a checkpoint")
@@ -147,6 +190,9 @@ def test_bad_configuration_and_data_are_refused(data: tuple, tmp_path: Path) -> 
         TrainingConfig(plateau_factor=1.5)
     with pytest.raises(InputError, match="batch_size must be >= 1, got 0"):
         TrainingConfig(batch_size=0)
+    for seconds in (0.0, -5.0, float("inf"), float("nan")):
+        with pytest.raises(InputError, match="max_seconds must be a positive number"):
+            TrainingConfig(max_seconds=seconds)
     with pytest.raises(InputError, match="training images have 3 channels but the small_cnn"):
         train(build_network("small_cnn", 4), x, y, xv, yv, FAST)
     with pytest.raises(InputError, match=r"validation fractions must have shape \(48, 37\)"):
