@@ -1,4 +1,4 @@
-"""(torch) The morphology networks: EfficientNet-B0, ResNet-18 and a small CNN, with the GZ2 tail.
+"""(torch) The morphology networks: EfficientNet-B0/B2/B3, ResNet-18, a small CNN; the GZ2 tail.
 
 Every network maps ``(N, C, S, S)`` float32 images to GZ2 fractions: a convolutional backbone,
 global average pooling, then the tail of the GZ2 literature -- dropout 0.5, dense 64 + ReLU,
@@ -6,8 +6,9 @@ dense 37 -- whose 37 outputs are logits; :meth:`MorphologyNetwork.forward` turns
 tree-normalised fractions (:func:`galpipe.learning.tree.fractions_from_logits_torch`), so an
 exported graph outputs fractions, and :meth:`MorphologyNetwork.forward_logits` gives the logits.
 
-EfficientNet-B0 (Tan & Le 2019) and ResNet-18 (He et al. 2016) are written here in plain torch
-(torchvision cannot be installed beside the CPU torch wheel) with torchvision's parameter names
+EfficientNet-B0, B2 and B3 (Tan & Le 2019; B2 and B3 are B0 scaled in width and depth) and
+ResNet-18 (He et al. 2016) are written here in plain torch (torchvision cannot be installed
+beside the CPU torch wheel) with torchvision's parameter names
 (``features.N...``, ``layer1.0.conv1...``), so a torchvision ImageNet ``state_dict`` loads into
 them through :func:`load_pretrained`. The architectures are the standard ones; on 40x40 px
 inputs the last feature map is 2x2 (both downsample by 32), which global pooling absorbs.
@@ -16,6 +17,7 @@ inputs the last feature map is 2x2 (both downsample by 32), which global pooling
 
 from __future__ import annotations
 
+import math
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,7 +43,13 @@ __all__ = [
 ]
 
 #: The architectures :func:`build_network` knows.
-ARCHITECTURES: tuple[str, ...] = ("efficientnet_b0", "resnet18", "small_cnn")
+ARCHITECTURES: tuple[str, ...] = (
+    "efficientnet_b0",
+    "efficientnet_b2",
+    "efficientnet_b3",
+    "resnet18",
+    "small_cnn",
+)
 
 #: Dropout before the dense 64 of the tail, and its width: the GZ2 literature's tail.
 TAIL_DROPOUT = 0.5
@@ -198,29 +206,48 @@ _B0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
     (6, 5, 2, 112, 192, 4),
     (6, 3, 1, 192, 320, 1),
 )
-_B0_STEM = 32
-_B0_LAST = 1280
 
 
-class EfficientNetB0(MorphologyNetwork):
-    """EfficientNet-B0 with the GZ2 tail; torchvision's ``features.N`` names.
+def _divisible_by_8(channels: float) -> int:
+    """torchvision's ``_make_divisible(v, 8)``: the nearest multiple of 8, never 10 % below."""
+    rounded = max(8, int(channels + 4) // 8 * 8)
+    return rounded + 8 if rounded < 0.9 * channels else rounded
 
-    ``features.0`` is the stem (3x3 stride 2 to 32 channels), ``features.1..7`` the seven
-    MBConv stages of :data:`_B0_STAGES`, ``features.8`` the 1x1 convolution to 1280.
-    Stochastic depth rises linearly over the blocks to ``stochastic_depth`` (torchvision: 0.2).
+
+class EfficientNet(MorphologyNetwork):
+    """EfficientNet with the GZ2 tail; torchvision's ``features.N`` names.
+
+    ``features.0`` is the stem (3x3 stride 2), ``features.1..7`` the seven MBConv stages of
+    :data:`_B0_STAGES` with their channels scaled by ``width`` (to multiples of 8) and their
+    blocks by ``depth`` (rounded up), ``features.8`` the 1x1 convolution to 4 times the last
+    stage's channels: Tan & Le's compound scaling, as torchvision builds B0-B7. Stochastic
+    depth rises linearly over the blocks to ``stochastic_depth`` (torchvision: 0.2).
     """
 
-    architecture = "efficientnet_b0"
     first_conv_key = "features.0.0.weight"
+    width = 1.0
+    depth = 1.0
 
     def __init__(
         self, in_channels: int, n_outputs: int = N_ANSWERS, stochastic_depth: float = 0.2
     ) -> None:
-        super().__init__(in_channels, _B0_LAST, n_outputs)
-        total = sum(stage[-1] for stage in _B0_STAGES)
-        stages: list[nn.Module] = [_conv_bn_act(in_channels, _B0_STEM, 3, 2)]
+        stages = [
+            (
+                expand,
+                kernel,
+                stride,
+                _divisible_by_8(in_ch * self.width),
+                _divisible_by_8(out_ch * self.width),
+                math.ceil(blocks * self.depth),
+            )
+            for expand, kernel, stride, in_ch, out_ch, blocks in _B0_STAGES
+        ]
+        last = 4 * stages[-1][4]
+        super().__init__(in_channels, last, n_outputs)
+        total = sum(stage[-1] for stage in stages)
+        layers: list[nn.Module] = [_conv_bn_act(in_channels, stages[0][3], 3, 2)]
         block_id = 0
-        for expand, kernel, stride, in_ch, out_ch, blocks in _B0_STAGES:
+        for expand, kernel, stride, in_ch, out_ch, blocks in stages:
             stage: list[nn.Module] = []
             for i in range(blocks):
                 drop = stochastic_depth * block_id / total
@@ -235,14 +262,36 @@ class EfficientNetB0(MorphologyNetwork):
                     )
                 )
                 block_id += 1
-            stages.append(nn.Sequential(*stage))
-        stages.append(_conv_bn_act(_B0_STAGES[-1][4], _B0_LAST, 1))
-        self.features = nn.Sequential(*stages)
+            layers.append(nn.Sequential(*stage))
+        layers.append(_conv_bn_act(stages[-1][4], last, 1))
+        self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         _init_weights(self)
 
     def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.avgpool(self.features(x)), 1)
+
+
+class EfficientNetB0(EfficientNet):
+    """EfficientNet-B0 (width 1.0, depth 1.0): 1280 features."""
+
+    architecture = "efficientnet_b0"
+
+
+class EfficientNetB2(EfficientNet):
+    """EfficientNet-B2 (width 1.1, depth 1.2): 1408 features, about 1.7 times B0's parameters."""
+
+    architecture = "efficientnet_b2"
+    width = 1.1
+    depth = 1.2
+
+
+class EfficientNetB3(EfficientNet):
+    """EfficientNet-B3 (width 1.2, depth 1.4): 1536 features, about 2.3 times B0's parameters."""
+
+    architecture = "efficientnet_b3"
+    width = 1.2
+    depth = 1.4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,8 +394,10 @@ def _init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-_BUILDERS: dict[str, type[EfficientNetB0] | type[ResNet18] | type[SmallCNN]] = {
+_BUILDERS: dict[str, type[EfficientNet] | type[ResNet18] | type[SmallCNN]] = {
     "efficientnet_b0": EfficientNetB0,
+    "efficientnet_b2": EfficientNetB2,
+    "efficientnet_b3": EfficientNetB3,
     "resnet18": ResNet18,
     "small_cnn": SmallCNN,
 }

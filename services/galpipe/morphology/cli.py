@@ -33,7 +33,7 @@ __all__ = ["register"]
 
 # The choices of galpipe.learning (ARCHITECTURES, INPUT_MODES), spelled here so that building
 # the command line imports neither torch nor onnxruntime; tests keep the two in step.
-_ARCHITECTURES = ("efficientnet_b0", "resnet18", "small_cnn")
+_ARCHITECTURES = ("efficientnet_b0", "efficientnet_b2", "efficientnet_b3", "resnet18", "small_cnn")
 _INPUT_MODES = ("asinh_bands", "lupton_rgb")
 #: Epochs that train only the tail before all layers, when starting from ImageNet weights.
 PRETRAINED_FROZEN_EPOCHS = 3

@@ -38,6 +38,8 @@ def test_each_network_outputs_fractions_obeying_the_tree(architecture: str, chan
 # the backbones here must be the same networks.
 TORCHVISION_PARAMETERS = {
     "efficientnet_b0": (5_288_548, 1280 * 1000 + 1000),
+    "efficientnet_b2": (9_109_994, 1408 * 1000 + 1000),
+    "efficientnet_b3": (12_233_232, 1536 * 1000 + 1000),
     "resnet18": (11_689_512, 512 * 1000 + 1000),
 }
 
@@ -85,7 +87,10 @@ def test_small_cnn_is_small() -> None:
 
 
 def test_unknown_architecture_and_bad_channels_are_refused() -> None:
-    with pytest.raises(InputError, match=r"'vgg16'.*efficientnet_b0, resnet18, small_cnn"):
+    with pytest.raises(
+        InputError,
+        match=r"'vgg16'.*efficientnet_b0, efficientnet_b2, efficientnet_b3, resnet18, small_cnn",
+    ):
         build_network("vgg16", 3)
     with pytest.raises(InputError, match="in_channels must be a positive integer, got 0"):
         build_network("small_cnn", 0)
