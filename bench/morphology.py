@@ -14,14 +14,18 @@
    fractions themselves score against the votes (no model can do better on average);
 4. computes the information reference of up to ``--reference-n`` test galaxies at S/N > 30
    (``galpipe.synthetic.galaxy_zoo_fisher``): what a model that knew the generative model
-   would score, from the Fisher information of each stamp and the population's prior;
+   would score, from the Fisher information of each stamp and the population's prior, to first
+   order; and the Bayes predictor of up to ``--posterior-n`` of them
+   (``galpipe.synthetic.galaxy_zoo_posterior``): the posterior mean of the true fractions given
+   each test stamp, by MCMC, scored against the votes beside the network on the same galaxies;
 5. scores the network averaged over the 8 rotations by 90 degrees and mirrorings of each test
    image (``rmse_dihedral_mean``): what test-time augmentation would gain;
 6. times inference on 2 CPU threads (ONNX Runtime, the worker's runtime) and on the GPU
    (PyTorch, fp32 and bf16 autocast), and training images per second.
 
 Prints the ratios to the floor, then ``RESULT {json}`` with the keys ``rmse``, ``rmse_floor``,
-``rmse_snr30``, ``rmse_floor_snr30``, ``ratio_reference_snr30``, ``six_class_accuracy``,
+``rmse_snr30``, ``rmse_floor_snr30``, ``ratio_reference_snr30``, ``ratio_posterior_snr30``,
+``six_class_accuracy``,
 ``cpu_per_s``, ``gpu_per_s``, ``train_images_per_s`` (of the first mode), and every mode's
 figures under ``modes``.
 """
@@ -45,6 +49,7 @@ from galpipe.science import gz2
 from galpipe.science.morphology_input import network_input
 from galpipe.synthetic.galaxy_zoo import sample_galaxy_zoo, vote_noise_floor
 from galpipe.synthetic.galaxy_zoo_fisher import fisher_reference
+from galpipe.synthetic.galaxy_zoo_posterior import posterior_reference
 
 #: S/N bin edges of the report (r-band half-light S/N of the population, 5-200).
 SNR_EDGES = (5.0, 10.0, 20.0, 30.0, 50.0, 100.0, 200.0)
@@ -168,21 +173,50 @@ def _compute_reference(
     sample: Any, test: npt.NDArray[np.intp], args: argparse.Namespace
 ) -> dict[str, float]:
     index = test[sample.morphologies.snr[test] > 30.0]
+    result = _posterior(sample, index[: args.posterior_n], args)
     morphologies, true = sample.morphologies.take(index), sample.true_fractions[index]
     n = min(args.reference_n, len(true))
     if n == 0:
-        return {}
+        return result
     started = time.perf_counter()
     reference = fisher_reference(morphologies.take(np.arange(n)), processes=args.processes)
     floor = vote_noise_floor(true[:n])
     rmse = reference.rmse(floor, true[:n])
     return {
+        **result,
         "rmse_reference_snr30": rmse,
         "ratio_reference_snr30": rmse / floor,
         # Its error against the true fractions, with the same cap as its RMSE.
         "reference_vs_truth_snr30": float(np.sqrt(rmse**2 - floor**2)),
         "reference_n": n,
         "reference_seconds": time.perf_counter() - started,
+    }
+
+
+def _posterior(
+    sample: Any, index: npt.NDArray[np.intp], args: argparse.Namespace
+) -> dict[str, Any]:
+    """The Bayes predictor's RMSE against the votes on the test galaxies ``index``."""
+    if len(index) == 0:
+        return {}
+    started = time.perf_counter()
+    reference = posterior_reference(
+        sample.morphologies.take(index),
+        sample.stamps[index],
+        seed=args.seed,
+        processes=args.processes,
+    )
+    votes, true = sample.vote_fractions[index], sample.true_fractions[index]
+    floor = vote_noise_floor(true)
+    rmse = _rmse(reference.fractions, votes)
+    return {
+        "rmse_posterior_snr30": rmse,
+        "ratio_posterior_snr30": rmse / floor,
+        "posterior_vs_truth_snr30": _rmse(reference.fractions, true),
+        "posterior_n": len(index),
+        "posterior_ids": sample.ids[index].tolist(),
+        "posterior_acceptance_median": float(np.median(reference.acceptance)),
+        "posterior_seconds": time.perf_counter() - started,
     }
 
 
@@ -244,7 +278,13 @@ def _run_mode(mode: str, sample: Any, args: argparse.Namespace) -> dict[str, Any
                 for f in fields(record)
             },
         )
-    reference = _reference(sample, test, args)
+    reference = dict(_reference(sample, test, args))
+    if "posterior_ids" in reference:
+        # The network on the galaxies the Bayes predictor was computed for.
+        same = np.isin(sample.ids[test], reference.pop("posterior_ids"))
+        reference["ratio_network_on_posterior_galaxies"] = _rmse(
+            predicted[same], votes[same]
+        ) / vote_noise_floor(true[same])
     true_codes, _ = gz2.six_class(true)
     vote_codes, _ = gz2.six_class(votes)
     pred_codes, _ = gz2.six_class(predicted)
@@ -302,6 +342,13 @@ def main() -> None:
         default=2000,
         help="test galaxies at S/N > 30 the information reference is computed for (0: none)",
     )
+    parser.add_argument(
+        "--posterior-n",
+        type=int,
+        default=200,
+        help="test galaxies at S/N > 30 the Bayes predictor is computed for (0: none; about "
+        "15 s of one core each)",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument(
         "--max-train-minutes",
@@ -324,6 +371,7 @@ def main() -> None:
         args.quick = True
     if args.quick:
         args.n, args.architecture, args.epochs = min(args.n, 3000), "small_cnn", min(args.epochs, 3)
+        args.posterior_n = min(args.posterior_n, 4)
     started = time.perf_counter()
     sample = sample_galaxy_zoo(args.n, seed=args.seed, processes=args.processes)
     print(f"rendered {args.n} galaxies in {time.perf_counter() - started:.1f} s", flush=True)
@@ -345,6 +393,12 @@ def main() -> None:
                 f"    information reference at S/N>30 ({m['reference_n']} galaxies): RMSE "
                 f"{m['rmse_reference_snr30']:.4f} = {m['ratio_reference_snr30']:.3f} x floor"
             )
+        if "ratio_posterior_snr30" in m:
+            print(
+                f"    Bayes predictor at S/N>30 ({m['posterior_n']} galaxies, MCMC): "
+                f"{m['ratio_posterior_snr30']:.3f} x floor; the network on them "
+                f"{m['ratio_network_on_posterior_galaxies']:.3f} x"
+            )
         for b in m["by_snr"]:
             print(
                 f"    S/N {b['snr_low']:>5.0f}-{b['snr_high']:<5.0f} n {b['n']:5d} "
@@ -361,6 +415,7 @@ def main() -> None:
         "ratio_snr30_vs_floor": first["rmse_snr30"] / first["rmse_floor_snr30"],
         "ratio_vs_floor": first["rmse"] / first["rmse_floor"],
         "ratio_reference_snr30": first.get("ratio_reference_snr30"),
+        "ratio_posterior_snr30": first.get("ratio_posterior_snr30"),
         "n": args.n,
         "modes": modes,
     }

@@ -56,6 +56,7 @@ from galpipe.synthetic.rows import concatenate_rows, run_in_chunks
 
 __all__ = [
     "FREE_PARAMETERS",
+    "RELATIVE_PARAMETERS",
     "FisherReference",
     "fisher_reference",
     "free_parameters",
@@ -78,7 +79,8 @@ FREE_PARAMETERS: dict[str, float] = {
     "arm_tightness": 0.01,
     "psf_fwhm": 0.01,
 }
-_RELATIVE = {*(f"flux_{band}" for band in BANDS), "size", "psf_fwhm"}
+#: The parameters moved by a factor (their steps and posterior σ are fractions), not by a value.
+RELATIVE_PARAMETERS = frozenset({*(f"flux_{band}" for band in BANDS), "size", "psf_fwhm"})
 # Where a parameter's range ends (a step beyond it would leave the model's domain).
 _BOUNDS: dict[str, tuple[float, float]] = {
     "axis_ratio": (0.05, 1.0),
@@ -171,7 +173,7 @@ def _moved(galaxy: Morphologies, name: str, value: float) -> Morphologies:
 def _steps(galaxy: Morphologies, name: str) -> tuple[float, float]:
     """The values of ``name`` on either side of the galaxy's, inside its range."""
     step = FREE_PARAMETERS[name]
-    if name in _RELATIVE:
+    if name in RELATIVE_PARAMETERS:
         return 1.0 - step, 1.0 + step
     value = float(np.asarray(getattr(galaxy, name))[0])
     low, high = _BOUNDS.get(name, (-np.inf, np.inf))

@@ -1,0 +1,181 @@
+"""The Bayes predictor of the synthetic Galaxy Zoo: Metropolis, prior, posterior mean."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("galsim")
+
+from galpipe.science import gz2
+from galpipe.synthetic.galaxy_zoo import (
+    DISK,
+    STAR,
+    GalaxyZooInputError,
+    Morphologies,
+    MorphologyConfig,
+    add_stamp_noise,
+    answer_shares,
+    draw_morphologies,
+    render_noiseless,
+)
+from galpipe.synthetic.galaxy_zoo_fisher import free_parameters
+from galpipe.synthetic.galaxy_zoo_posterior import (
+    log_prior,
+    posterior_reference,
+    random_walk_metropolis,
+)
+
+SIZE = 32
+
+
+def _gaussian_density(mean: np.ndarray, covariance: np.ndarray):  # type: ignore[no-untyped-def]
+    precision = np.linalg.inv(covariance)
+
+    def log_density(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        d = theta - mean
+        return -0.5 * np.einsum("kp,pq,kq->k", d, precision, d), np.hstack([theta, theta**2])
+
+    return log_density
+
+
+def test_metropolis_recovers_a_correlated_gaussian() -> None:
+    mean = np.array([1.0, -2.0])
+    covariance = np.array([[1.0, 0.8], [0.8, 1.0]])
+    rng = np.random.default_rng(0)
+    start = rng.multivariate_normal(mean, covariance, size=64)
+    step = np.linalg.cholesky(covariance) * (2.38 / np.sqrt(2))
+    averaged, acceptance = random_walk_metropolis(
+        _gaussian_density(mean, covariance), start, step, 300, 50, rng
+    )
+    # 64 chains x 250 steps, autocorrelation time ~10: standard error ~0.03.
+    np.testing.assert_allclose(averaged[:2], mean, atol=0.15)
+    np.testing.assert_allclose(averaged[2:] - averaged[:2] ** 2, np.diag(covariance), rtol=0.15)
+    assert 0.2 < acceptance < 0.6
+
+
+def test_metropolis_forgets_a_start_far_from_the_mass() -> None:
+    mean, covariance = np.array([3.0]), np.array([[0.25]])
+    rng = np.random.default_rng(1)
+    averaged, _ = random_walk_metropolis(
+        _gaussian_density(mean, covariance), np.zeros((16, 1)), np.array([[0.6]]), 400, 200, rng
+    )
+    assert averaged[0] == pytest.approx(3.0, abs=0.1)
+
+
+def test_metropolis_refuses_a_start_outside_the_support() -> None:
+    def nowhere(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.full(len(theta), -np.inf), theta
+
+    with pytest.raises(GalaxyZooInputError, match="outside the support"):
+        random_walk_metropolis(nowhere, np.zeros((2, 1)), np.eye(1), 5, 1, np.random.default_rng())
+
+
+def _truth(galaxy: Morphologies, names: list[str]) -> np.ndarray:
+    relative = {"size", "psf_fwhm", *(n for n in names if n.startswith("flux_"))}
+    return np.array(
+        [[1.0 if n in relative else float(np.asarray(getattr(galaxy, n))[0]) for n in names]]
+    )
+
+
+def test_every_drawn_galaxy_lies_in_its_prior_and_the_ranges_bound_it() -> None:
+    config = MorphologyConfig()
+    m = draw_morphologies(300, config, np.random.default_rng(2))
+    for i in range(len(m)):
+        galaxy = m.take(np.array([i]))
+        names = free_parameters(galaxy)
+        assert np.isfinite(log_prior(galaxy, names, _truth(galaxy, names), config)).all()
+    barred = m.take(np.flatnonzero(m.bar_strength > 0)[:1])
+    names = free_parameters(barred)
+    theta = np.repeat(_truth(barred, names), 3, axis=0)
+    j, k = names.index("bar_strength"), names.index("size")
+    theta[0, j] = config.bar_strength[0] - 0.01  # weaker than any bar of the population
+    theta[1, k] = 10.0  # ten times the galaxy's size: beyond the largest
+    theta[2, names.index("flux_r")] = -0.5
+    assert np.isneginf(log_prior(barred, names, theta, config)).all()
+
+
+def test_a_disks_axis_ratio_prior_is_that_of_a_uniform_inclination() -> None:
+    config = MorphologyConfig()
+    m = draw_morphologies(40_000, config, np.random.default_rng(3))
+    disks = m.take(np.flatnonzero(m.kind == DISK))
+    edges = np.linspace(0.2, 1.0, 9)
+    counts, _ = np.histogram(disks.axis_ratio, edges)
+    q = np.linspace(0.2, 1.0, 8001)
+    names = ["axis_ratio"]
+    density = np.exp(log_prior(disks.take(np.array([0])), names, q[:, None], config))
+    expected = np.array([density[(q >= a) & (q < b)].sum() for a, b in itertools.pairwise(edges)])
+    share = counts / counts.sum()
+    np.testing.assert_allclose(share, expected / expected.sum(), rtol=0.08)
+
+
+def _bright_barred_spiral(bar_strength: float) -> Morphologies:
+    m = draw_morphologies(400, MorphologyConfig(), np.random.default_rng(1))
+    disk = m.take(np.flatnonzero(m.kind == DISK)[:1])
+    return replace(
+        disk,
+        flux=disk.flux * (100.0 / disk.snr[0]),
+        snr=np.array([100.0]),
+        half_light_radius_arcsec=np.array([1.5]),
+        bulge_half_light_radius_arcsec=np.array([0.5]),
+        bulge_to_total=np.array([0.3]),
+        axis_ratio=np.array([0.7]),
+        bar_strength=np.array([bar_strength]),
+        arm_strength=np.array([0.6]),
+        n_arms=np.array([2]),
+        arm_tightness=np.array([0.4]),
+    )
+
+
+def _fractions(galaxy: Morphologies) -> np.ndarray:
+    _, features = render_noiseless(galaxy, SIZE)
+    return gz2.fractions_from_shares(answer_shares(galaxy, features))[0]
+
+
+def test_the_posterior_follows_the_stamp_not_the_chains_start() -> None:
+    """Chains started at a weak bar, given the stamp of a strong one, end at the strong one's
+    answers: the likelihood, not the start, decides."""
+    weak, strong = _bright_barred_spiral(0.3), _bright_barred_spiral(0.95)
+    expected, _ = render_noiseless(strong, SIZE)
+    stamp = add_stamp_noise(expected, strong, np.random.default_rng(4))
+    bar = gz2.answer_index("Class3.1")
+    started_weak = posterior_reference(weak, stamp, chains=4, steps=240, burn=120, seed=5)
+    truth_weak, truth_strong = _fractions(weak)[bar], _fractions(strong)[bar]
+    assert truth_strong - truth_weak > 0.1
+    found = started_weak.fractions[0, bar]
+    assert abs(found - truth_strong) < 0.5 * abs(found - truth_weak)
+    assert 0.05 < started_weak.acceptance[0] < 0.8
+
+
+def test_a_stars_answers_are_known_whatever_its_flux_and_seeing() -> None:
+    m = draw_morphologies(400, MorphologyConfig(), np.random.default_rng(11))
+    star = m.take(np.flatnonzero(m.kind == STAR)[:1])
+    expected, _ = render_noiseless(star, SIZE)
+    stamp = add_stamp_noise(expected, star, np.random.default_rng(12))
+    result = posterior_reference(star, stamp, chains=4, steps=40, burn=20, seed=13)
+    np.testing.assert_allclose(result.fractions[0], _fractions(star), atol=1e-12)
+    assert result.acceptance[0] > 0.05  # the chains moved: fluxes and seeing are uncertain
+
+
+def test_the_reference_is_the_same_whatever_the_process_count() -> None:
+    m = draw_morphologies(5, MorphologyConfig(), np.random.default_rng(8))
+    expected, _ = render_noiseless(m, SIZE)
+    stamps = add_stamp_noise(expected, m, np.random.default_rng(9))
+    one = posterior_reference(m, stamps, chains=2, steps=6, burn=3, seed=1, processes=1)
+    two = posterior_reference(m, stamps, chains=2, steps=6, burn=3, seed=1, processes=2)
+    np.testing.assert_array_equal(one.fractions, two.fractions)
+    np.testing.assert_array_equal(one.acceptance, two.acceptance)
+    # Averages of tree-normalised fractions: each galaxy's first question sums to 1.
+    q1 = [gz2.answer_index(f"Class1.{k}") for k in (1, 2, 3)]
+    np.testing.assert_allclose(one.fractions[:, q1].sum(axis=1), 1.0)
+
+
+def test_bad_stamps_and_chain_lengths_are_refused() -> None:
+    m = draw_morphologies(2, MorphologyConfig(), np.random.default_rng(10))
+    with pytest.raises(GalaxyZooInputError, match=r"stamps: expected shape \(2, 4, S, S\)"):
+        posterior_reference(m, np.zeros((3, 4, SIZE, SIZE)))
+    with pytest.raises(GalaxyZooInputError, match="burn = 10"):
+        posterior_reference(m, np.zeros((2, 4, SIZE, SIZE)), steps=10, burn=10)
