@@ -11,7 +11,6 @@ pytest.importorskip("galsim")
 
 from galpipe.synthetic import galaxy_zoo_fisher
 from galpipe.synthetic.galaxy_zoo import (
-    DISK,
     SMOOTH,
     STAR,
     GalaxyZooInputError,
@@ -29,6 +28,7 @@ from galpipe.synthetic.galaxy_zoo_fisher import (
     stamp_fisher,
 )
 from galpipe.synthetic.rows import concatenate_rows
+from tests.unit.synthetic.galaxies import barred_spiral
 
 SIZE = 32
 
@@ -38,39 +38,22 @@ def _first(kind: int, seed: int = 0) -> Morphologies:
     return m.take(np.flatnonzero(m.kind == kind)[:1])
 
 
-def _barred_spiral() -> Morphologies:
-    disk = _first(DISK, seed=1)
-    return replace(
-        disk,
-        flux=disk.flux * (100.0 / disk.snr[0]),
-        snr=np.array([100.0]),
-        half_light_radius_arcsec=np.array([1.5]),
-        bulge_half_light_radius_arcsec=np.array([0.5]),
-        bulge_to_total=np.array([0.3]),
-        axis_ratio=np.array([0.7]),
-        bar_strength=np.array([0.6]),
-        arm_strength=np.array([0.6]),
-        n_arms=np.array([2]),
-        arm_tightness=np.array([0.4]),
-    )
-
-
 def test_free_parameters_follow_the_galaxy() -> None:
     assert free_parameters(_first(STAR)) == ["flux_g", "flux_r", "flux_i", "flux_z", "psf_fwhm"]
     smooth = free_parameters(_first(SMOOTH))
     assert {"size", "axis_ratio", "bulge_to_total"} <= set(smooth)
     assert "bar_strength" not in smooth
     assert "bulge_axis_ratio" not in smooth  # one body
-    spiral = free_parameters(_barred_spiral())
+    spiral = free_parameters(barred_spiral())
     assert {"bar_strength", "bar_angle_deg", "arm_strength", "arm_tightness"} <= set(spiral)
-    plain = replace(_barred_spiral(), bar_strength=np.zeros(1), arm_strength=np.zeros(1))
+    plain = replace(barred_spiral(), bar_strength=np.zeros(1), arm_strength=np.zeros(1))
     assert not {"bar_strength", "bar_angle_deg", "arm_strength"} & set(free_parameters(plain))
 
 
 def test_fisher_is_what_a_linear_estimator_measures_in_noisy_stamps() -> None:
     """The Fisher matrix against a Monte Carlo: the linearised estimator of B/T from noisy
     stamps follows a true change of B/T and scatters by ``1 / sqrt(F)``."""
-    galaxy = _barred_spiral()
+    galaxy = barred_spiral()
     names, fisher = stamp_fisher(galaxy, SIZE)
     k = names.index("bulge_to_total")
     expected, _ = render_noiseless(galaxy, SIZE)
@@ -109,7 +92,7 @@ def test_stamp_fisher_takes_one_galaxy() -> None:
 
 
 def test_the_reference_error_falls_with_the_signal_and_the_prior_bounds_it() -> None:
-    galaxy = _barred_spiral()
+    galaxy = barred_spiral()
     faint = replace(galaxy, flux=galaxy.flux * 1e-3)
     bright = replace(galaxy, flux=galaxy.flux * 4.0)
     reference = fisher_reference(concatenate_rows([faint, galaxy, bright]), SIZE)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -28,6 +27,7 @@ from galpipe.synthetic.galaxy_zoo_posterior import (
     posterior_reference,
     random_walk_metropolis,
 )
+from tests.unit.synthetic.galaxies import barred_spiral
 
 SIZE = 32
 
@@ -112,24 +112,6 @@ def test_a_disks_axis_ratio_prior_is_that_of_a_uniform_inclination() -> None:
     np.testing.assert_allclose(share, expected / expected.sum(), rtol=0.08)
 
 
-def _bright_barred_spiral(bar_strength: float) -> Morphologies:
-    m = draw_morphologies(400, MorphologyConfig(), np.random.default_rng(1))
-    disk = m.take(np.flatnonzero(m.kind == DISK)[:1])
-    return replace(
-        disk,
-        flux=disk.flux * (100.0 / disk.snr[0]),
-        snr=np.array([100.0]),
-        half_light_radius_arcsec=np.array([1.5]),
-        bulge_half_light_radius_arcsec=np.array([0.5]),
-        bulge_to_total=np.array([0.3]),
-        axis_ratio=np.array([0.7]),
-        bar_strength=np.array([bar_strength]),
-        arm_strength=np.array([0.6]),
-        n_arms=np.array([2]),
-        arm_tightness=np.array([0.4]),
-    )
-
-
 def _fractions(galaxy: Morphologies) -> np.ndarray:
     _, features = render_noiseless(galaxy, SIZE)
     return gz2.fractions_from_shares(answer_shares(galaxy, features))[0]
@@ -138,7 +120,7 @@ def _fractions(galaxy: Morphologies) -> np.ndarray:
 def test_the_posterior_follows_the_stamp_not_the_chains_start() -> None:
     """Chains started at a weak bar, given the stamp of a strong one, end at the strong one's
     answers: the likelihood, not the start, decides."""
-    weak, strong = _bright_barred_spiral(0.3), _bright_barred_spiral(0.95)
+    weak, strong = barred_spiral(0.3), barred_spiral(0.95)
     expected, _ = render_noiseless(strong, SIZE)
     stamp = add_stamp_noise(expected, strong, np.random.default_rng(4))
     bar = gz2.answer_index("Class3.1")
