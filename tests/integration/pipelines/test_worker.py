@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import multiprocessing
 import os
 import signal
@@ -312,17 +311,23 @@ def test_retries_honour_delays_and_the_maximum(queue: TaskQueue, pool, add_galax
     (sid,) = add_galaxies(1)
     queue.enqueue("fetch", [sid])
     worker = Worker(ExplodingPipeline(), queue, owner="w", poll_min_seconds=0.01)
-    claimed_at: list[float] = []
+    began: list[float] = []
+    ended: list[float] = []
     # fast_policy: 3 retries, delays 0.2, 0.4, 0.8 s.
     while counts_now(queue.pool)["fetch"]["failed"] == 0:
+        start = time.monotonic()
         if worker.run_once():
-            claimed_at.append(time.monotonic())
+            began.append(start)
+            ended.append(time.monotonic())
         else:
             time.sleep(0.01)
-    assert len(claimed_at) == 4  # the first attempt and three retries
-    gaps = [b - a for a, b in itertools.pairwise(claimed_at)]
-    for gap, delay in zip(gaps, (0.2, 0.4, 0.8), strict=True):
-        assert delay <= gap < delay + 0.5
+    assert len(ended) == 4  # the first attempt and three retries
+    # The delay runs from the failing transaction's now(), inside one attempt; the next claim
+    # happens inside the next: so it lies between the end of one attempt and the start of the
+    # next, with the attempts' own duration as the slack on either side.
+    for k, delay in enumerate((0.2, 0.4, 0.8)):
+        assert ended[k + 1] - began[k] >= delay
+        assert began[k + 1] - ended[k] < delay + 0.5
     with pool.connection() as conn:
         state, attempts, error = conn.execute(
             "SELECT state::text, attempts, last_error FROM tasks WHERE source_id = %s", (sid,)
