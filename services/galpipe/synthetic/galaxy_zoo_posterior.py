@@ -45,7 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from galpipe.science import gz2
-from galpipe.survey.layout import BANDS, CUTOUT_SIZE_PX
+from galpipe.survey.layout import BANDS
 from galpipe.synthetic.galaxy_zoo import (
     DISK,
     SMOOTH,
@@ -363,7 +363,7 @@ def posterior_reference(
         )
     if n == 0:
         return PosteriorReference(np.zeros((0, gz2.N_ANSWERS)), np.zeros(0))
-    size = images.shape[-1] if images.size else CUTOUT_SIZE_PX
+    size = images.shape[-1]
     work = functools.partial(
         _posterior_chunk,
         morphologies,
