@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -52,7 +53,7 @@ from galpipe.synthetic.galaxy_zoo import (
     noise_variance,
     render_noiseless,
 )
-from galpipe.synthetic.rows import concatenate_rows, run_in_chunks
+from galpipe.synthetic.rows import run_in_chunks
 
 __all__ = [
     "FREE_PARAMETERS",
@@ -60,8 +61,10 @@ __all__ = [
     "FisherReference",
     "fisher_reference",
     "free_parameters",
+    "parameter_values",
     "prior_variance",
     "stamp_fisher",
+    "with_parameters",
 ]
 
 #: The parameters a model must infer, with the finite-difference step of each (relative for
@@ -149,33 +152,50 @@ def prior_variance(config: MorphologyConfig | None = None) -> dict[str, float]:
     }
 
 
-def _moved(galaxy: Morphologies, name: str, value: float) -> Morphologies:
-    """``galaxy`` with parameter ``name`` set to ``value`` (relative ones: scaled by it)."""
-    g = galaxy
-    if name.startswith("flux_"):
-        flux = g.flux.copy()
-        flux[0, BANDS.index(name[5:])] *= value
-        return replace(g, flux=flux)
-    if name == "size":
-        return replace(
-            g,
-            half_light_radius_arcsec=g.half_light_radius_arcsec * value,
-            bulge_half_light_radius_arcsec=g.bulge_half_light_radius_arcsec * value,
-        )
-    if name == "psf_fwhm":
-        return replace(g, psf_fwhm_arcsec=g.psf_fwhm_arcsec * value)
-    if name == "axis_ratio" and g.kind[0] == SMOOTH:
-        # A smooth galaxy is one body: its bulge is its spheroid.
-        return replace(g, axis_ratio=np.array([value]), bulge_axis_ratio=np.array([value]))
-    return replace(g, **{name: np.array([value])})
+def parameter_values(galaxy: Morphologies, names: list[str]) -> npt.NDArray[np.float64]:
+    """``(P,)`` the one galaxy's own values of ``names``: 1 for the relative parameters
+    (:data:`RELATIVE_PARAMETERS`, factors on the galaxy's value), the value otherwise."""
+    return np.array(
+        [
+            1.0 if name in RELATIVE_PARAMETERS else float(np.asarray(getattr(galaxy, name))[0])
+            for name in names
+        ]
+    )
 
 
-def _steps(galaxy: Morphologies, name: str) -> tuple[float, float]:
-    """The values of ``name`` on either side of the galaxy's, inside its range."""
+def with_parameters(
+    galaxy: Morphologies, names: list[str], theta: npt.NDArray[np.float64]
+) -> Morphologies:
+    """``len(theta)`` copies of the one galaxy ``galaxy`` with ``names`` set to the columns of
+    ``theta`` ``(K, P)``: the relative parameters multiply the galaxy's value (a size moves the
+    bulge's radius with the disk's), the others replace it.
+    """
+    rows = galaxy.take(np.zeros(len(theta), dtype=np.intp))
+    flux = rows.flux.copy()
+    fields: dict[str, Any] = {}
+    for j, name in enumerate(names):
+        value = theta[:, j]
+        if name.startswith("flux_"):
+            flux[:, BANDS.index(name[5:])] *= value
+        elif name == "size":
+            fields["half_light_radius_arcsec"] = rows.half_light_radius_arcsec * value
+            fields["bulge_half_light_radius_arcsec"] = rows.bulge_half_light_radius_arcsec * value
+        elif name == "psf_fwhm":
+            fields["psf_fwhm_arcsec"] = rows.psf_fwhm_arcsec * value
+        elif name == "axis_ratio" and int(galaxy.kind[0]) == SMOOTH:
+            # A smooth galaxy is one body: its bulge is its spheroid.
+            fields["axis_ratio"] = fields["bulge_axis_ratio"] = value.copy()
+        else:
+            fields[name] = value.copy()
+    return replace(rows, flux=flux, **fields)
+
+
+def _steps(name: str, value: float) -> tuple[float, float]:
+    """The values of ``name`` on either side of ``value`` (the galaxy's, as
+    :func:`parameter_values` gives it), inside its range."""
     step = FREE_PARAMETERS[name]
     if name in RELATIVE_PARAMETERS:
         return 1.0 - step, 1.0 + step
-    value = float(np.asarray(getattr(galaxy, name))[0])
     low, high = _BOUNDS.get(name, (-np.inf, np.inf))
     return max(value - step, low), min(value + step, high)
 
@@ -190,12 +210,15 @@ class _Differences:
 
 def _differences(galaxy: Morphologies, size: int) -> _Differences:
     names = free_parameters(galaxy)
-    moved, widths = [galaxy], []
-    for name in names:
-        low, high = _steps(galaxy, name)
-        moved += [_moved(galaxy, name, low), _moved(galaxy, name, high)]
+    own = parameter_values(galaxy, names)
+    # Row 0 the galaxy, rows 2j+1 and 2j+2 it with parameter j below and above its value.
+    theta = np.repeat(own[None], 1 + 2 * len(names), axis=0)
+    widths = []
+    for j, name in enumerate(names):
+        low, high = _steps(name, float(own[j]))
+        theta[2 * j + 1, j], theta[2 * j + 2, j] = low, high
         widths.append(high - low)
-    everyone = concatenate_rows(moved)
+    everyone = with_parameters(galaxy, names, theta)
     stamps, features = render_noiseless(everyone, size)
     fractions = gz2.fractions_from_shares(answer_shares(everyone, features))
     width = np.asarray(widths)

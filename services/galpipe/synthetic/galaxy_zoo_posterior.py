@@ -38,8 +38,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -58,8 +57,10 @@ from galpipe.synthetic.galaxy_zoo import (
 )
 from galpipe.synthetic.galaxy_zoo_fisher import (
     RELATIVE_PARAMETERS,
+    parameter_values,
     prior_variance,
     stamp_fisher,
+    with_parameters,
 )
 from galpipe.synthetic.rows import run_in_chunks
 
@@ -197,30 +198,6 @@ def log_prior(
     return log_p
 
 
-def _with_parameters(
-    galaxy: Morphologies, names: list[str], theta: npt.NDArray[np.float64]
-) -> Morphologies:
-    """``len(theta)`` copies of ``galaxy`` with the parameters ``names`` set to ``theta``
-    (the relative ones multiplied by it), as the Fisher reference moves them one by one."""
-    rows = galaxy.take(np.zeros(len(theta), dtype=np.intp))
-    flux = rows.flux.copy()
-    fields: dict[str, Any] = {}
-    for j, name in enumerate(names):
-        value = theta[:, j]
-        if name.startswith("flux_"):
-            flux[:, BANDS.index(name[5:])] *= value
-        elif name == "size":
-            fields["half_light_radius_arcsec"] = rows.half_light_radius_arcsec * value
-            fields["bulge_half_light_radius_arcsec"] = rows.bulge_half_light_radius_arcsec * value
-        elif name == "psf_fwhm":
-            fields["psf_fwhm_arcsec"] = rows.psf_fwhm_arcsec * value
-        elif name == "axis_ratio" and int(galaxy.kind[0]) == SMOOTH:
-            fields["axis_ratio"] = fields["bulge_axis_ratio"] = value.copy()  # one body
-        else:
-            fields[name] = value.copy()
-    return replace(rows, flux=flux, **fields)
-
-
 @dataclass(frozen=True)
 class PosteriorReference:
     """The Bayes predictor of a set of galaxies (module docstring).
@@ -250,12 +227,7 @@ def _posterior_one(
     names, fisher = stamp_fisher(galaxy, size)
     prior = prior_variance(config)
     covariance = np.linalg.inv(fisher + np.diag([1.0 / prior[name] for name in names]))
-    truth = np.array(
-        [
-            1.0 if n in RELATIVE_PARAMETERS else float(np.asarray(getattr(galaxy, n))[0])
-            for n in names
-        ]
-    )
+    truth = parameter_values(galaxy, names)
     sky, gain = galaxy.sky_sigma[0], galaxy.gain_e_per_nmgy[0]
 
     def log_density(theta: npt.NDArray[np.float64]) -> tuple[npt.NDArray, npt.NDArray]:
@@ -263,7 +235,7 @@ def _posterior_one(
         fractions = np.zeros((len(theta), gz2.N_ANSWERS))
         inside = np.isfinite(log_p)
         if inside.any():
-            rows = _with_parameters(galaxy, names, theta[inside])
+            rows = with_parameters(galaxy, names, theta[inside])
             expected, features = render_noiseless(rows, size)
             fractions[inside] = gz2.fractions_from_shares(answer_shares(rows, features))
             variance = np.stack([noise_variance(mu, sky, gain) for mu in expected])

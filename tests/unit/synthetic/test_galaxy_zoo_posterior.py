@@ -21,7 +21,7 @@ from galpipe.synthetic.galaxy_zoo import (
     draw_morphologies,
     render_noiseless,
 )
-from galpipe.synthetic.galaxy_zoo_fisher import free_parameters
+from galpipe.synthetic.galaxy_zoo_fisher import free_parameters, parameter_values
 from galpipe.synthetic.galaxy_zoo_posterior import (
     log_prior,
     posterior_reference,
@@ -74,23 +74,18 @@ def test_metropolis_refuses_a_start_outside_the_support() -> None:
         random_walk_metropolis(nowhere, np.zeros((2, 1)), np.eye(1), 5, 1, np.random.default_rng())
 
 
-def _truth(galaxy: Morphologies, names: list[str]) -> np.ndarray:
-    relative = {"size", "psf_fwhm", *(n for n in names if n.startswith("flux_"))}
-    return np.array(
-        [[1.0 if n in relative else float(np.asarray(getattr(galaxy, n))[0]) for n in names]]
-    )
-
-
 def test_every_drawn_galaxy_lies_in_its_prior_and_the_ranges_bound_it() -> None:
     config = MorphologyConfig()
     m = draw_morphologies(300, config, np.random.default_rng(2))
     for i in range(len(m)):
         galaxy = m.take(np.array([i]))
         names = free_parameters(galaxy)
-        assert np.isfinite(log_prior(galaxy, names, _truth(galaxy, names), config)).all()
+        assert np.isfinite(
+            log_prior(galaxy, names, parameter_values(galaxy, names)[None], config)
+        ).all()
     barred = m.take(np.flatnonzero(m.bar_strength > 0)[:1])
     names = free_parameters(barred)
-    theta = np.repeat(_truth(barred, names), 3, axis=0)
+    theta = np.repeat(parameter_values(barred, names)[None], 3, axis=0)
     j, k = names.index("bar_strength"), names.index("size")
     theta[0, j] = config.bar_strength[0] - 0.01  # weaker than any bar of the population
     theta[1, k] = 10.0  # ten times the galaxy's size: beyond the largest
