@@ -10,10 +10,12 @@ score on the same galaxies -- can stand beside a trained network's:
 
 1. The parameters are those of :func:`galpipe.synthetic.galaxy_zoo_fisher.free_parameters`
    (fluxes, size, axis ratios, position angle, B/T, the bar's and arms' parameters, the
-   seeing); the centre, the kind, the number of arms and the ratio of bulge to disk size are
-   taken as known, as for the Fisher reference. The relative ones
+   seeing); the relative ones
    (:data:`~galpipe.synthetic.galaxy_zoo_fisher.RELATIVE_PARAMETERS`) are factors on the true
-   value.
+   value. The centre, the kind and the ratio of bulge to disk size are taken as known. A
+   disk's structure (:data:`STRUCTURE`: whether it has a bar and arms, their strengths, the
+   number of arms) is inferred too by default; with ``known_structure`` it is taken as known,
+   as for the Fisher reference.
 2. The likelihood is Gaussian in every band and pixel, with the stamp's noise variance at the
    proposed noiseless stamp (sky plus the source's Poisson noise,
    :func:`~galpipe.synthetic.galaxy_zoo.noise_variance`): ``-1/2 sum ((x - mu)^2 / var +
@@ -21,24 +23,31 @@ score on the same galaxies -- can stand beside a trained network's:
 3. The prior is the population's (:func:`log_prior`): uniform on each range of
    :class:`~galpipe.synthetic.galaxy_zoo.MorphologyConfig`, the disks' axis ratio as a
    uniform inclination makes it, uniform angles; the fluxes flat (the stamp fixes them far
-   better than their log-uniform population does).
-4. Random-walk Metropolis (:func:`random_walk_metropolis`) with steps drawn from the Fisher
-   posterior covariance (:func:`~galpipe.synthetic.galaxy_zoo_fisher.stamp_fisher` plus the
-   prior's precision) scaled by ``2 / sqrt(P)``. The chains start at the galaxy's true
-   parameters: the galaxy was drawn from the prior and the stamp from the likelihood, so the
-   truth is itself a draw from the posterior and the chains start in equilibrium; the first
-   ``burn`` steps are dropped all the same, so that the average does not lean on the start.
+   better than their log-uniform population does). Inferred, a bar's or the arms' strength is
+   0 (no feature) with the population's probability and uniform on its range otherwise (a
+   spike and slab), and the number of arms has the population's probabilities.
+4. Metropolis-Hastings (:func:`metropolis_hastings`) with random-walk steps
+   (:func:`random_walk`) drawn from the Fisher posterior covariance
+   (:func:`~galpipe.synthetic.galaxy_zoo_fisher.stamp_fisher` plus the prior's precision)
+   scaled by ``2 / sqrt(P)``. The chains start at the galaxy's true parameters (an absent
+   feature's from its prior): the galaxy was drawn from the prior and the stamp from the
+   likelihood, so the truth is itself a draw from the posterior and the chains start in
+   equilibrium; the first ``burn`` steps are dropped all the same, so that the average does
+   not lean on the start. With the structure inferred, each step of a disk adds an
+   independence move (:func:`structure_move`) that draws one block of the structure afresh
+   from the prior, so that bars and arms appear and disappear under the chains (the walk
+   leaves an absent feature absent): about twice the renderings per disk.
 
 The result is the Bayes predictor up to its Monte Carlo error (which only adds to its RMSE)
-and to what it is given for free (centre, kind, number of arms): a model trained on votes
-cannot expect to score below it.
+and to what it is given for free (centre and kind; with ``known_structure`` the bar, the arms
+and their number too): a model trained on votes cannot expect to score below it.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -65,10 +74,14 @@ from galpipe.synthetic.galaxy_zoo_fisher import (
 from galpipe.synthetic.rows import run_in_chunks
 
 __all__ = [
+    "STRUCTURE",
+    "Move",
     "PosteriorReference",
     "log_prior",
+    "metropolis_hastings",
     "posterior_reference",
-    "random_walk_metropolis",
+    "random_walk",
+    "structure_move",
 ]
 
 #: Metropolis steps are the Fisher posterior covariance times (this / sqrt(P))^2: near the
@@ -81,15 +94,59 @@ DEFAULT_STEPS = 260
 DEFAULT_BURN = 130
 
 
-def random_walk_metropolis(
+#: A Metropolis-Hastings move: ``(state (C, P), rng) -> (proposal (C, P), log q ratio (C,))``,
+#: the second the proposal's ``log q(state | proposal) - log q(proposal | state)`` (0 for a
+#: symmetric move).
+Move = Callable[
+    [npt.NDArray[np.float64], np.random.Generator],
+    tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]],
+]
+
+
+def random_walk(
+    step_cholesky: npt.NDArray[np.float64],
+    frozen: Callable[[npt.NDArray[np.float64]], npt.NDArray[np.bool_]] | None = None,
+) -> Move:
+    """A Gaussian random-walk move, optionally holding some coordinates of each chain.
+
+    Parameters
+    ----------
+    step_cholesky : numpy.ndarray
+        ``(P, P)`` lower-triangular factor of the step's covariance.
+    frozen : callable, optional
+        ``state (C, P) -> (C, P) bool``: coordinates the step leaves alone. The move stays
+        symmetric as long as what decides the mask is itself never moved by this step (e.g. a
+        strength held at exactly 0 while it is 0).
+
+    Returns
+    -------
+    Move
+        Symmetric: its log q ratio is 0.
+    """
+
+    def move(
+        state: npt.NDArray[np.float64], rng: np.random.Generator
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        step = rng.standard_normal(state.shape) @ step_cholesky.T
+        if frozen is not None:
+            step = np.where(frozen(state), 0.0, step)
+        return state + step, np.zeros(len(state))
+
+    return move
+
+
+def metropolis_hastings(
     log_density: Callable[[npt.NDArray[np.float64]], tuple[npt.NDArray[np.float64], npt.NDArray]],
     start: npt.NDArray[np.float64],
-    step_cholesky: npt.NDArray[np.float64],
+    moves: list[Move],
     steps: int,
     burn: int,
     rng: np.random.Generator,
-) -> tuple[npt.NDArray[np.float64], float]:
-    """Random-walk Metropolis over parallel chains; the average of a quantity over the draws.
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Metropolis-Hastings over parallel chains; the average of a quantity over the draws.
+
+    Each step applies every move in turn, each accepted or rejected on its own: a composition
+    of kernels that each leave the target invariant, so the composition does too.
 
     Parameters
     ----------
@@ -98,37 +155,38 @@ def random_walk_metropolis(
         chain's point (``-inf`` outside the support) and the quantity to average there.
     start : numpy.ndarray
         ``(C, P)`` the chains' starting points (each inside the support).
-    step_cholesky : numpy.ndarray
-        ``(P, P)`` lower-triangular factor of the Gaussian step's covariance.
+    moves : list of Move
+        The moves of one step (:data:`Move`, e.g. :func:`random_walk`), at least one.
     steps : int
-        Metropolis steps per chain, > ``burn``.
+        Steps per chain, > ``burn``.
     burn : int
         Steps dropped from the average, >= 0.
     rng : numpy.random.Generator
-        Draws the steps and the acceptances.
+        Draws the moves and the acceptances.
 
     Returns
     -------
     mean : numpy.ndarray
         ``(V,)`` the average of ``values`` over every chain's states after ``burn`` steps.
-    acceptance : float
-        The fraction of proposals accepted.
+    acceptance : numpy.ndarray
+        ``(M,)`` the fraction of each move's proposals accepted.
     """
     state = np.array(start, dtype=np.float64)
     log_p, values = log_density(state)
     values = np.array(values, dtype=np.float64)
     if not np.isfinite(log_p).all():
-        raise GalaxyZooInputError("random_walk_metropolis: a chain starts outside the support")
+        raise GalaxyZooInputError("metropolis_hastings: a chain starts outside the support")
     total = np.zeros(values.shape[1:])
-    accepted = 0
+    accepted = np.zeros(len(moves))
     for step in range(steps):
-        proposal = state + rng.standard_normal(state.shape) @ step_cholesky.T
-        proposed_log_p, proposed_values = log_density(proposal)
-        accept = np.log(rng.uniform(size=len(state))) < proposed_log_p - log_p
-        state[accept] = proposal[accept]
-        log_p[accept] = proposed_log_p[accept]
-        values[accept] = proposed_values[accept]
-        accepted += int(accept.sum())
+        for m, move in enumerate(moves):
+            proposal, log_q_ratio = move(state, rng)
+            proposed_log_p, proposed_values = log_density(proposal)
+            accept = np.log(rng.uniform(size=len(state))) < proposed_log_p - log_p + log_q_ratio
+            state[accept] = proposal[accept]
+            log_p[accept] = proposed_log_p[accept]
+            values[accept] = proposed_values[accept]
+            accepted[m] += accept.sum()
         if step >= burn:
             total += values.sum(axis=0)
     return total / (len(state) * (steps - burn)), accepted / (len(state) * steps)
@@ -148,11 +206,24 @@ def _support(galaxy: Morphologies, name: str, config: MorphologyConfig) -> tuple
     return ranges.get(name, (-np.inf, np.inf))  # angles: no bound
 
 
+def _spike_and_slab(
+    value: npt.NDArray[np.float64], fraction: float, bounds: tuple[float, float]
+) -> npt.NDArray[np.float64]:
+    """Log prior of a feature's strength that is 0 (no feature) with probability
+    ``1 - fraction`` and uniform on ``bounds`` otherwise: the mass at 0, the density above."""
+    with np.errstate(divide="ignore"):
+        absent, present = np.log(1.0 - fraction), np.log(fraction / (bounds[1] - bounds[0]))
+    inside = (value >= bounds[0]) & (value <= bounds[1])
+    return np.where(value == 0.0, absent, np.where(inside, present, -np.inf))
+
+
 def log_prior(
     galaxy: Morphologies,
     names: list[str],
     theta: npt.NDArray[np.float64],
     config: MorphologyConfig | None = None,
+    *,
+    known_structure: bool = True,
 ) -> npt.NDArray[np.float64]:
     """The population's log prior density (up to a constant) of parameter vectors.
 
@@ -161,18 +232,24 @@ def log_prior(
     galaxy : Morphologies
         One galaxy: its kind and the true values the relative parameters multiply.
     names : list of str
-        The parameters, in ``theta``'s column order.
+        The parameters, in ``theta``'s column order; ``"n_arms"`` may be one of them.
     theta : numpy.ndarray
         ``(K, P)`` parameter vectors (relative parameters as factors, angles in degrees).
     config : MorphologyConfig, optional
         The population; the default one if omitted.
+    known_structure : bool
+        True: a disk's bar and arms are known to be there (their strengths uniform on their
+        ranges). False: a strength of exactly 0 is the feature's absence, with the
+        population's mass ``1 - bar_fraction`` (``1 - spiral_fraction``), and
+        ``bar_fraction`` (``spiral_fraction``) is spread over the range; ``n_arms`` has the
+        population's probabilities.
 
     Returns
     -------
     numpy.ndarray
         ``(K,)``: ``-inf`` outside the population's support; a disk's axis ratio ``q`` has the
         density ``q / sqrt(q^2 - q0^2)`` of a uniform ``cos i`` (``q0`` the disk thickness);
-        everything else is uniform (the fluxes flat and positive).
+        everything else is uniform (the fluxes flat and positive) but the structure above.
     """
     c = config or MorphologyConfig()
     log_p = np.zeros(len(theta))
@@ -187,6 +264,20 @@ def log_prior(
                 else (galaxy.psf_fwhm_arcsec[0], c.sky.psf_fwhm_arcsec)
             )
             inside = (value * true >= bounds[0]) & (value * true <= bounds[1])
+        elif name == "n_arms":
+            with np.errstate(divide="ignore"):
+                probabilities = np.log(np.asarray(c.arm_number_probabilities))
+            count = np.clip(value, 1, len(probabilities)).astype(np.intp)
+            inside = (value == count) & np.isfinite(probabilities[count - 1])
+            log_p += np.where(inside, probabilities[count - 1], 0.0)
+        elif not known_structure and name in ("bar_strength", "arm_strength"):
+            fraction, bounds = (
+                (c.bar_fraction, c.bar_strength)
+                if name == "bar_strength"
+                else (c.spiral_fraction, c.arm_strength)
+            )
+            log_p += _spike_and_slab(value, fraction, bounds)
+            inside = np.isfinite(log_p)
         else:
             low, high = _support(galaxy, name, c)
             inside = (value >= low) & (value <= high)
@@ -198,6 +289,83 @@ def log_prior(
     return log_p
 
 
+#: A disk's structure, when it is not taken as known: the bar's strength (0: none) and angle,
+#: the arms' strength (0: none), tightness and number (the arms' phase is the bar's angle).
+STRUCTURE = ("bar_strength", "bar_angle_deg", "arm_strength", "arm_tightness", "n_arms")
+
+
+def _draw_structure(
+    names: list[str],
+    state: npt.NDArray[np.float64],
+    which: tuple[str, ...],
+    config: MorphologyConfig,
+    rng: np.random.Generator,
+) -> npt.NDArray[np.float64]:
+    """``state`` with the columns ``which`` (of :data:`STRUCTURE`) drawn from the population."""
+    out = state.copy()
+    k = len(state)
+    for name in which:
+        if name in ("bar_strength", "arm_strength"):
+            fraction, bounds = (
+                (config.bar_fraction, config.bar_strength)
+                if name == "bar_strength"
+                else (config.spiral_fraction, config.arm_strength)
+            )
+            present = rng.uniform(size=k) < fraction
+            value = np.where(present, rng.uniform(bounds[0], bounds[1], size=k), 0.0)
+        elif name == "bar_angle_deg":
+            value = rng.uniform(0.0, 180.0, size=k)
+        elif name == "arm_tightness":
+            value = rng.uniform(0.0, 1.0, size=k)
+        else:
+            p = np.asarray(config.arm_number_probabilities)
+            value = 1.0 + rng.choice(len(p), size=k, p=p)
+        out[:, names.index(name)] = value
+    return out
+
+
+#: The blocks of :data:`STRUCTURE` one structure move draws afresh, one block per step: the bar,
+#: the arms, their number alone, the angle alone.
+_STRUCTURE_BLOCKS: tuple[tuple[str, ...], ...] = (
+    ("bar_strength",),
+    ("arm_strength", "arm_tightness", "n_arms"),
+    ("n_arms",),
+    ("bar_angle_deg",),
+)
+
+
+def structure_move(names: list[str], galaxy: Morphologies, config: MorphologyConfig) -> Move:
+    """An independence move that draws one block of a disk's structure from the population.
+
+    Each step picks one of the blocks (the bar; the arms with their tightness and number; the
+    number alone; the angle alone), the same for every chain, and draws it afresh from the
+    prior. Its log q ratio is the prior's ratio (old over new), so the acceptance is the
+    likelihood's ratio: how a bar or arms appear and disappear under the chains.
+
+    Parameters
+    ----------
+    names : list of str
+        The chains' columns; include every name of :data:`STRUCTURE`.
+    galaxy : Morphologies
+        The one disk.
+    config : MorphologyConfig
+        The population (the prior the blocks are drawn from).
+    """
+    columns = [names.index(name) for name in STRUCTURE]
+
+    def block_prior(theta: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return log_prior(galaxy, list(STRUCTURE), theta[:, columns], config, known_structure=False)
+
+    def move(
+        state: npt.NDArray[np.float64], rng: np.random.Generator
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        block = _STRUCTURE_BLOCKS[int(rng.integers(len(_STRUCTURE_BLOCKS)))]
+        proposal = _draw_structure(names, state, block, config, rng)
+        return proposal, block_prior(state) - block_prior(proposal)
+
+    return move
+
+
 @dataclass(frozen=True)
 class PosteriorReference:
     """The Bayes predictor of a set of galaxies (module docstring).
@@ -207,11 +375,30 @@ class PosteriorReference:
     fractions : numpy.ndarray
         ``(N, 37)`` the posterior mean of each galaxy's true fractions given its stamp.
     acceptance : numpy.ndarray
-        ``(N,)`` the Metropolis acceptance rate of each galaxy's chains.
+        ``(N,)`` the random walk's acceptance rate in each galaxy's chains.
+    structure_acceptance : numpy.ndarray
+        ``(N,)`` the structure move's acceptance rate (:func:`structure_move`); NaN where the
+        structure was known (not a disk, or ``known_structure``).
     """
 
     fractions: npt.NDArray[np.float64]
     acceptance: npt.NDArray[np.float64]
+    structure_acceptance: npt.NDArray[np.float64]
+
+
+def _with_every_feature(galaxy: Morphologies, config: MorphologyConfig) -> Morphologies:
+    """The disk ``galaxy`` with a bar and arms at mid strength where it has none, for the
+    random walk's step sizes of every structure parameter."""
+    mid = 0.5 * (config.bar_strength[0] + config.bar_strength[1])
+    mid_arms = 0.5 * (config.arm_strength[0] + config.arm_strength[1])
+    armed = galaxy.arm_strength[0] > 0.0
+    return replace(
+        galaxy,
+        bar_strength=np.where(galaxy.bar_strength > 0.0, galaxy.bar_strength, mid),
+        arm_strength=galaxy.arm_strength if armed else np.array([mid_arms]),
+        arm_tightness=galaxy.arm_tightness if armed else np.array([0.5]),
+        n_arms=galaxy.n_arms if armed else np.array([2], dtype=np.int64),
+    )
 
 
 def _posterior_one(
@@ -222,20 +409,37 @@ def _posterior_one(
     chains: int,
     steps: int,
     burn: int,
+    known_structure: bool,
     rng: np.random.Generator,
-) -> tuple[npt.NDArray[np.float64], float]:
-    names, fisher = stamp_fisher(galaxy, size)
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    marginal = not known_structure and int(galaxy.kind[0]) == DISK
+    names, fisher = stamp_fisher(_with_every_feature(galaxy, config) if marginal else galaxy, size)
     prior = prior_variance(config)
     covariance = np.linalg.inv(fisher + np.diag([1.0 / prior[name] for name in names]))
-    truth = parameter_values(galaxy, names)
+    step = np.linalg.cholesky(covariance) * (STEP_SCALE / np.sqrt(len(names)))
+    start = np.repeat(parameter_values(galaxy, names)[None], chains, axis=0)
+    columns = names
+    if marginal:
+        # The number of arms is a column of the chains, moved only by the structure move; the
+        # parameters of an absent feature are drawn from their prior, as they are a priori.
+        columns = [*names, "n_arms"]
+        start = np.hstack([start, np.full((chains, 1), float(galaxy.n_arms[0]))])
+        absent = [name for name in ("arm_tightness", "n_arms") if galaxy.arm_strength[0] == 0]
+        if galaxy.arm_strength[0] == 0 and galaxy.bar_strength[0] == 0:
+            absent.append("bar_angle_deg")
+        start = _draw_structure(columns, start, tuple(absent), config, rng)
+        step = np.pad(step, ((0, 1), (0, 1)))
     sky, gain = galaxy.sky_sigma[0], galaxy.gain_e_per_nmgy[0]
 
     def log_density(theta: npt.NDArray[np.float64]) -> tuple[npt.NDArray, npt.NDArray]:
-        log_p = log_prior(galaxy, names, theta, config)
+        log_p = log_prior(galaxy, columns, theta, config, known_structure=not marginal)
         fractions = np.zeros((len(theta), gz2.N_ANSWERS))
         inside = np.isfinite(log_p)
         if inside.any():
-            rows = with_parameters(galaxy, names, theta[inside])
+            rows = with_parameters(galaxy, names, theta[inside, : len(names)])
+            if marginal:
+                arms = np.where(rows.arm_strength > 0.0, theta[inside, -1], 0.0)
+                rows = replace(rows, n_arms=arms.astype(np.int64))
             expected, features = render_noiseless(rows, size)
             fractions[inside] = gz2.fractions_from_shares(answer_shares(rows, features))
             variance = np.stack([noise_variance(mu, sky, gain) for mu in expected])
@@ -243,9 +447,21 @@ def _posterior_one(
             log_p[inside] -= 0.5 * chi2
         return log_p, fractions
 
-    step = np.linalg.cholesky(covariance) * (STEP_SCALE / np.sqrt(len(names)))
-    start = np.repeat(truth[None], chains, axis=0)
-    return random_walk_metropolis(log_density, start, step, steps, burn, rng)
+    moves = [random_walk(step)]
+    if marginal:
+        strengths = [columns.index("bar_strength"), columns.index("arm_strength")]
+
+        def held(state: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+            # An absent feature stays absent under the walk (only the structure move adds
+            # it), and the number of arms is not a walk's coordinate.
+            mask = np.zeros(state.shape, dtype=bool)
+            mask[:, strengths] = state[:, strengths] == 0.0
+            mask[:, -1] = True
+            return mask
+
+        moves = [random_walk(step, held), structure_move(columns, galaxy, config)]
+    mean, acceptance = metropolis_hastings(log_density, start, moves, steps, burn, rng)
+    return mean, np.array([acceptance[0], acceptance[1] if marginal else np.nan])
 
 
 def _posterior_chunk(
@@ -256,17 +472,18 @@ def _posterior_chunk(
     chains: int,
     steps: int,
     burn: int,
+    known_structure: bool,
     first: int,
     count: int,
     seed: np.random.SeedSequence,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     rng = np.random.default_rng(seed)
     fractions = np.zeros((count, gz2.N_ANSWERS))
-    acceptance = np.zeros(count)
+    acceptance = np.zeros((count, 2))
     for row in range(count):
         galaxy = morphologies.take(np.array([first + row]))
         fractions[row], acceptance[row] = _posterior_one(
-            galaxy, stamps[first + row], size, config, chains, steps, burn, rng
+            galaxy, stamps[first + row], size, config, chains, steps, burn, known_structure, rng
         )
     return fractions, acceptance
 
@@ -283,6 +500,7 @@ def posterior_reference(
     chains: int = DEFAULT_CHAINS,
     steps: int = DEFAULT_STEPS,
     burn: int = DEFAULT_BURN,
+    known_structure: bool = False,
     seed: int = 0,
     processes: int = 1,
 ) -> PosteriorReference:
@@ -302,6 +520,10 @@ def posterior_reference(
         The population they were drawn from (the prior); the default one if omitted.
     chains, steps, burn : int
         Metropolis chains per galaxy, steps per chain, and steps dropped from each average.
+    known_structure : bool
+        True: each disk's bar and arms (their presence, the number of arms) are taken as
+        known, as for the Fisher reference. False (the default): they are inferred too, with
+        the population's prior (:func:`structure_move`); about twice the renderings per disk.
     seed : int
         Root seed of the chains.
     processes : int
@@ -334,7 +556,7 @@ def posterior_reference(
             "0 <= burn < steps"
         )
     if n == 0:
-        return PosteriorReference(np.zeros((0, gz2.N_ANSWERS)), np.zeros(0))
+        return PosteriorReference(np.zeros((0, gz2.N_ANSWERS)), np.zeros(0), np.zeros(0))
     size = images.shape[-1]
     work = functools.partial(
         _posterior_chunk,
@@ -345,9 +567,12 @@ def posterior_reference(
         chains,
         steps,
         burn,
+        known_structure,
     )
     parts = run_in_chunks(work, n, _CHUNK, seed, processes)
+    acceptance = np.concatenate([p[1] for p in parts])
     return PosteriorReference(
         fractions=np.concatenate([p[0] for p in parts]),
-        acceptance=np.concatenate([p[1] for p in parts]),
+        acceptance=acceptance[:, 0],
+        structure_acceptance=acceptance[:, 1],
     )

@@ -23,9 +23,11 @@ from galpipe.synthetic.galaxy_zoo import (
 )
 from galpipe.synthetic.galaxy_zoo_fisher import free_parameters, parameter_values
 from galpipe.synthetic.galaxy_zoo_posterior import (
+    STRUCTURE,
     log_prior,
+    metropolis_hastings,
     posterior_reference,
-    random_walk_metropolis,
+    random_walk,
 )
 from tests.unit.synthetic.galaxies import barred_spiral
 
@@ -48,20 +50,21 @@ def test_metropolis_recovers_a_correlated_gaussian() -> None:
     rng = np.random.default_rng(0)
     start = rng.multivariate_normal(mean, covariance, size=64)
     step = np.linalg.cholesky(covariance) * (2.38 / np.sqrt(2))
-    averaged, acceptance = random_walk_metropolis(
-        _gaussian_density(mean, covariance), start, step, 300, 50, rng
+    averaged, acceptance = metropolis_hastings(
+        _gaussian_density(mean, covariance), start, [random_walk(step)], 300, 50, rng
     )
     # 64 chains x 250 steps, autocorrelation time ~10: standard error ~0.03.
     np.testing.assert_allclose(averaged[:2], mean, atol=0.15)
     np.testing.assert_allclose(averaged[2:] - averaged[:2] ** 2, np.diag(covariance), rtol=0.15)
-    assert 0.2 < acceptance < 0.6
+    assert 0.2 < acceptance[0] < 0.6
 
 
 def test_metropolis_forgets_a_start_far_from_the_mass() -> None:
     mean, covariance = np.array([3.0]), np.array([[0.25]])
     rng = np.random.default_rng(1)
-    averaged, _ = random_walk_metropolis(
-        _gaussian_density(mean, covariance), np.zeros((16, 1)), np.array([[0.6]]), 400, 200, rng
+    walk = random_walk(np.array([[0.6]]))
+    averaged, _ = metropolis_hastings(
+        _gaussian_density(mean, covariance), np.zeros((16, 1)), [walk], 400, 200, rng
     )
     assert averaged[0] == pytest.approx(3.0, abs=0.1)
 
@@ -71,7 +74,44 @@ def test_metropolis_refuses_a_start_outside_the_support() -> None:
         return np.full(len(theta), -np.inf), theta
 
     with pytest.raises(GalaxyZooInputError, match="outside the support"):
-        random_walk_metropolis(nowhere, np.zeros((2, 1)), np.eye(1), 5, 1, np.random.default_rng())
+        metropolis_hastings(
+            nowhere, np.zeros((2, 1)), [random_walk(np.eye(1))], 5, 1, np.random.default_rng()
+        )
+
+
+def test_a_spike_and_slab_posterior_by_walk_and_independence_moves() -> None:
+    """x is 0 with probability 1/2, else uniform on [0.2, 1]; y = x + N(0, 0.15^2) is 0.3.
+    The walk holds x at 0 and the independence move draws x from the prior: together they
+    give the exact posterior mass at 0 and mean, by quadrature."""
+    y, noise, low, high = 0.3, 0.15, 0.2, 1.0
+
+    def log_prior_x(x: np.ndarray) -> np.ndarray:
+        slab = np.where((x >= low) & (x <= high), np.log(0.5 / (high - low)), -np.inf)
+        return np.where(x == 0.0, np.log(0.5), slab)
+
+    def log_density(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = theta[:, 0]
+        log_p = log_prior_x(x) - 0.5 * ((y - x) / noise) ** 2
+        return log_p, np.stack([x == 0.0, x], axis=1).astype(float)
+
+    def from_prior(state: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        present = rng.uniform(size=len(state)) < 0.5
+        x = np.where(present, rng.uniform(low, high, size=len(state)), 0.0)[:, None]
+        return x, log_prior_x(state[:, 0]) - log_prior_x(x[:, 0])
+
+    walk = random_walk(np.array([[0.1]]), frozen=lambda state: state == 0.0)
+    rng = np.random.default_rng(21)
+    start = np.where(rng.uniform(size=(64, 1)) < 0.5, 0.0, 0.5)
+    averaged, acceptance = metropolis_hastings(
+        log_density, start, [walk, from_prior], 1500, 100, rng
+    )
+    grid = np.linspace(low, high, 20001)
+    slab = 0.5 / (high - low) * np.exp(-0.5 * ((y - grid) / noise) ** 2)
+    spike = 0.5 * np.exp(-0.5 * (y / noise) ** 2)
+    evidence = spike + np.trapezoid(slab, grid)
+    assert averaged[0] == pytest.approx(spike / evidence, abs=0.02)
+    assert averaged[1] == pytest.approx(np.trapezoid(grid * slab, grid) / evidence, abs=0.01)
+    assert acceptance.min() > 0.2
 
 
 def test_every_drawn_galaxy_lies_in_its_prior_and_the_ranges_bound_it() -> None:
@@ -156,3 +196,45 @@ def test_bad_stamps_and_chain_lengths_are_refused() -> None:
         posterior_reference(m, np.zeros((3, 4, SIZE, SIZE)))
     with pytest.raises(GalaxyZooInputError, match="burn = 10"):
         posterior_reference(m, np.zeros((2, 4, SIZE, SIZE)), steps=10, burn=10)
+
+
+def test_an_unknown_structures_prior_has_mass_at_no_feature() -> None:
+    config = MorphologyConfig()
+    galaxy = barred_spiral()
+    names = list(STRUCTURE)
+    theta = np.array(
+        [
+            [0.0, 30.0, 0.0, 0.5, 2.0],  # no bar, no arms (their tightness and number idle)
+            [0.5, 30.0, 0.5, 0.5, 2.0],  # both
+            [0.1, 30.0, 0.0, 0.5, 2.0],  # a bar weaker than any
+            [0.0, 30.0, 0.0, 0.5, 2.5],  # no such number of arms
+            [0.0, 30.0, 0.0, 0.5, 6.0],
+        ]
+    )
+    found = log_prior(galaxy, names, theta, config, known_structure=False)
+    none = np.log(1 - config.bar_fraction) + np.log(1 - config.spiral_fraction) + np.log(0.5)
+    both = np.log(config.bar_fraction / 0.8) + np.log(config.spiral_fraction / 0.8) + np.log(0.5)
+    np.testing.assert_allclose(found[:2], [none, both])
+    assert np.isneginf(found[2:]).all()
+    # Known to be there, a strength of 0 is outside the prior.
+    assert np.isneginf(log_prior(galaxy, names, theta[:1], config, known_structure=True)).all()
+
+
+def test_an_unknown_bar_is_found_where_a_known_absence_cannot_be() -> None:
+    """Chains started at a disk without a bar, given the stamp of one with a strong bar: told
+    the structure (no bar), the bar answer stays the unbarred disk's; inferring it, the chains
+    draw a bar and the answer is the barred one's."""
+    unbarred, strong = barred_spiral(0.0), barred_spiral(0.95)
+    expected, _ = render_noiseless(strong, SIZE)
+    stamp = add_stamp_noise(expected, strong, np.random.default_rng(4))
+    bar = gz2.answer_index("Class3.1")
+    truth_none, truth_strong = _fractions(unbarred)[bar], _fractions(strong)[bar]
+    assert truth_strong - truth_none > 0.3
+    run = {"chains": 4, "steps": 200, "burn": 100, "seed": 5}
+    told = posterior_reference(unbarred, stamp, known_structure=True, **run)
+    inferred = posterior_reference(unbarred, stamp, known_structure=False, **run)
+    assert told.fractions[0, bar] == pytest.approx(truth_none, abs=0.02)
+    assert np.isnan(told.structure_acceptance[0])
+    found = inferred.fractions[0, bar]
+    assert abs(found - truth_strong) < 0.25 * (truth_strong - truth_none)
+    assert 0.0 < inferred.structure_acceptance[0] < 0.5
