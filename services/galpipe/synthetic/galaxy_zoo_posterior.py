@@ -206,6 +206,14 @@ def _support(galaxy: Morphologies, name: str, config: MorphologyConfig) -> tuple
     return ranges.get(name, (-np.inf, np.inf))  # angles: no bound
 
 
+def _feature_prior(name: str, config: MorphologyConfig) -> tuple[float, tuple[float, float]]:
+    """The population's fraction of disks with the feature whose strength is ``name``
+    (``"bar_strength"`` or ``"arm_strength"``), and that strength's range."""
+    if name == "bar_strength":
+        return config.bar_fraction, config.bar_strength
+    return config.spiral_fraction, config.arm_strength
+
+
 def _spike_and_slab(
     value: npt.NDArray[np.float64], fraction: float, bounds: tuple[float, float]
 ) -> npt.NDArray[np.float64]:
@@ -271,12 +279,7 @@ def log_prior(
             inside = (value == count) & np.isfinite(probabilities[count - 1])
             log_p += np.where(inside, probabilities[count - 1], 0.0)
         elif not known_structure and name in ("bar_strength", "arm_strength"):
-            fraction, bounds = (
-                (c.bar_fraction, c.bar_strength)
-                if name == "bar_strength"
-                else (c.spiral_fraction, c.arm_strength)
-            )
-            log_p += _spike_and_slab(value, fraction, bounds)
+            log_p += _spike_and_slab(value, *_feature_prior(name, c))
             inside = np.isfinite(log_p)
         else:
             low, high = _support(galaxy, name, c)
@@ -306,11 +309,7 @@ def _draw_structure(
     k = len(state)
     for name in which:
         if name in ("bar_strength", "arm_strength"):
-            fraction, bounds = (
-                (config.bar_fraction, config.bar_strength)
-                if name == "bar_strength"
-                else (config.spiral_fraction, config.arm_strength)
-            )
+            fraction, bounds = _feature_prior(name, config)
             present = rng.uniform(size=k) < fraction
             value = np.where(present, rng.uniform(bounds[0], bounds[1], size=k), 0.0)
         elif name == "bar_angle_deg":
