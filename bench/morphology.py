@@ -349,9 +349,9 @@ def main() -> None:
     parser.add_argument(
         "--posterior-n",
         type=int,
-        default=200,
-        help="test galaxies at S/N > 30 the Bayes predictor is computed for (0: none; about "
-        "about a minute of one core each)",
+        default=32,
+        help="test galaxies at S/N > 30 the Bayes predictor is computed for (0: none; "
+        "about two minutes of one core each)",
     )
     parser.add_argument(
         "--posterior-known",
