@@ -383,7 +383,7 @@ def main() -> None:
         args.quick = True
     if args.quick:
         args.n, args.architecture, args.epochs = min(args.n, 3000), "small_cnn", min(args.epochs, 3)
-        args.posterior_n = min(args.posterior_n, 4)
+        args.posterior_n = min(args.posterior_n, 2)
     started = time.perf_counter()
     sample = sample_galaxy_zoo(args.n, seed=args.seed, processes=args.processes)
     print(f"rendered {args.n} galaxies in {time.perf_counter() - started:.1f} s", flush=True)
