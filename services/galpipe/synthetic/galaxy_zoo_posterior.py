@@ -216,9 +216,9 @@ def metropolis_hastings(
     return total / (len(state) * (steps - burn)), accepted / (len(state) * steps)
 
 
-def _support(galaxy: Morphologies, name: str, config: MorphologyConfig) -> tuple[float, float]:
-    """The population's range of an absolute parameter of ``galaxy``'s kind."""
-    smooth = int(galaxy.kind[0]) == SMOOTH
+def _support(kind: int, name: str, config: MorphologyConfig) -> tuple[float, float]:
+    """The population's range of an absolute parameter of a galaxy of ``kind``."""
+    smooth = kind == SMOOTH
     ranges = {
         "bulge_to_total": config.smooth_bulge_to_total if smooth else config.disk_bulge_to_total,
         "axis_ratio": config.smooth_axis_ratio if smooth else (config.disk_thickness, 1.0),
@@ -307,7 +307,7 @@ def log_prior(
             log_p += _spike_and_slab(value, *_feature_prior(name, c))
             inside = np.isfinite(log_p)
         else:
-            low, high = _support(galaxy, name, c)
+            low, high = _support(int(galaxy.kind[0]), name, c)
             inside = (value >= low) & (value <= high)
             if name == "axis_ratio":
                 # Normalised: a switch of kind keeps the axis ratio, so its density under each
@@ -337,7 +337,8 @@ def _draw_from_prior(
     kind: int = DISK,
 ) -> npt.NDArray[np.float64]:
     """``state`` with the columns ``which`` drawn from the population of ``kind``: those of
-    :data:`STRUCTURE`, ``bulge_to_total`` and ``bulge_axis_ratio``."""
+    :data:`STRUCTURE`, ``bulge_to_total`` and ``bulge_axis_ratio`` (ranges of
+    :func:`_support`)."""
     out = state.copy()
     k = len(state)
     for name in which:
@@ -347,19 +348,11 @@ def _draw_from_prior(
             value = np.where(present, rng.uniform(bounds[0], bounds[1], size=k), 0.0)
         elif name == "bar_angle_deg":
             value = rng.uniform(0.0, 180.0, size=k)
-        elif name == "arm_tightness":
-            value = rng.uniform(0.0, 1.0, size=k)
         elif name == "n_arms":
             p = np.asarray(config.arm_number_probabilities)
             value = 1.0 + rng.choice(len(p), size=k, p=p)
-        else:
-            low, high = (
-                config.bulge_axis_ratio
-                if name == "bulge_axis_ratio"
-                else config.smooth_bulge_to_total
-                if kind == SMOOTH
-                else config.disk_bulge_to_total
-            )
+        else:  # uniform on the kind's range: tightness, B/T, bulge axis ratio
+            low, high = _support(kind, name, config)
             value = rng.uniform(low, high, size=k)
         out[:, names.index(name)] = value
     return out
@@ -522,6 +515,9 @@ def _as_kind(galaxy: Morphologies, kind: int, config: MorphologyConfig) -> Morph
             n_arms=np.zeros(1, dtype=np.int64),
         )
     armed = galaxy.arm_strength[0] > 0.0
+    mid_bar, mid_arms = (
+        0.5 * (low + high) for low, high in (config.bar_strength, config.arm_strength)
+    )
     return replace(
         galaxy,
         kind=np.array([DISK]),
@@ -529,8 +525,8 @@ def _as_kind(galaxy: Morphologies, kind: int, config: MorphologyConfig) -> Morph
         axis_ratio=np.clip(galaxy.axis_ratio, config.disk_thickness, 1.0),
         bulge_axis_ratio=np.clip(galaxy.bulge_axis_ratio, *config.bulge_axis_ratio),
         bulge_half_light_radius_arcsec=config.bulge_size_ratio * hlr,
-        bar_strength=np.where(galaxy.bar_strength > 0.0, galaxy.bar_strength, 0.6),
-        arm_strength=galaxy.arm_strength if armed else np.array([0.6]),
+        bar_strength=np.where(galaxy.bar_strength > 0.0, galaxy.bar_strength, mid_bar),
+        arm_strength=galaxy.arm_strength if armed else np.array([mid_arms]),
         arm_tightness=galaxy.arm_tightness if armed else np.array([0.5]),
         n_arms=galaxy.n_arms if armed else np.array([2], dtype=np.int64),
     )
@@ -611,22 +607,26 @@ def _posterior_switching(
     disk_names, disk_step = _step_factor(templates[DISK], size, config)
     columns = [*disk_names, "n_arms", "kind"]
     kind_column, arms_column = len(columns) - 1, len(columns) - 2
-    own: dict[int, list[str]] = {DISK: [*disk_names, "n_arms"]}
+    # Per kind, the columns its galaxies are rendered from, and those its prior covers: a
+    # disk's number of arms too (rendered from its own column).
+    rendered = {DISK: disk_names}
     factors = np.zeros((2, len(columns), len(columns)))
-    index = [columns.index(name) for name in disk_names]
-    factors[DISK][np.ix_(index, index)] = disk_step
+    steps_of = {DISK: disk_step}
     if SMOOTH in kinds:
-        smooth_names, smooth_step = _step_factor(templates[SMOOTH], size, config)
-        own[SMOOTH] = smooth_names
-        index = [columns.index(name) for name in smooth_names]
-        factors[SMOOTH][np.ix_(index, index)] = smooth_step
+        rendered[SMOOTH], steps_of[SMOOTH] = _step_factor(templates[SMOOTH], size, config)
+    rendered_index = {
+        k: np.array([columns.index(n) for n in names]) for k, names in rendered.items()
+    }
+    for k, step in steps_of.items():
+        factors[k][np.ix_(rendered_index[k], rendered_index[k])] = step
+    priored = {k: [*names, "n_arms"] if k == DISK else names for k, names in rendered.items()}
+    priored_index = {k: np.array([columns.index(n) for n in names]) for k, names in priored.items()}
     log_kind = {k: 0.0 if known_kind else np.log(config.kind_fractions[k]) for k in kinds}
 
     # Start at the truth; what the galaxy does not have (an absent feature's parameters, a
     # smooth galaxy's disk columns) is drawn from the prior, as it is a priori.
     start = np.zeros((chains, len(columns)))
-    own_names = own[kind][: len(own[kind]) - (kind == DISK)]
-    start[:, [columns.index(name) for name in own_names]] = parameter_values(galaxy, own_names)
+    start[:, rendered_index[kind]] = parameter_values(galaxy, rendered[kind])
     start[:, arms_column], start[:, kind_column] = galaxy.n_arms[0], kind
     absent: list[str] = []
     if kind == SMOOTH:
@@ -637,10 +637,6 @@ def _posterior_switching(
         if galaxy.arm_strength[0] == 0 and galaxy.bar_strength[0] == 0:
             absent.append("bar_angle_deg")
     start = _draw_from_prior(columns, start, tuple(absent), config, rng)
-    if kind == SMOOTH:
-        start[:, [columns.index("bar_strength"), columns.index("arm_strength")]] = 0.0
-
-    own_index = {k: np.array([columns.index(name) for name in own[k]]) for k in kinds}
 
     def log_density(theta: npt.NDArray[np.float64]) -> tuple[npt.NDArray, npt.NDArray]:
         log_p = np.full(len(theta), -np.inf)
@@ -649,16 +645,19 @@ def _posterior_switching(
             rows = np.flatnonzero(theta[:, kind_column] == k)
             if len(rows) == 0:
                 continue
-            sub = theta[np.ix_(rows, own_index[k])]
             log_p[rows] = log_kind[k] + log_prior(
-                templates[k], own[k], sub, config, known_structure=False
+                templates[k],
+                priored[k],
+                theta[np.ix_(rows, priored_index[k])],
+                config,
+                known_structure=False,
             )
             inside = rows[np.isfinite(log_p[rows])]
             if len(inside) == 0:
                 continue
-            names = own[k][: len(own[k]) - (k == DISK)]
-            values = theta[np.ix_(inside, own_index[k][: len(names)])]
-            galaxies = with_parameters(templates[k], names, values)
+            galaxies = with_parameters(
+                templates[k], rendered[k], theta[np.ix_(inside, rendered_index[k])]
+            )
             if k == DISK:
                 arms = np.where(galaxies.arm_strength > 0.0, theta[inside, arms_column], 0.0)
                 galaxies = replace(galaxies, n_arms=arms.astype(np.int64))

@@ -31,7 +31,7 @@ from galpipe.synthetic.galaxy_zoo_posterior import (
     posterior_reference,
     random_walk,
 )
-from tests.unit.synthetic.galaxies import barred_spiral
+from tests.unit.synthetic.galaxies import barred_spiral, smooth_galaxy
 
 SIZE = 32
 
@@ -149,6 +149,12 @@ def test_a_disks_axis_ratio_prior_is_that_of_a_uniform_inclination() -> None:
     np.testing.assert_allclose(share, expected / expected.sum(), rtol=0.08)
 
 
+def _noisy_stamps(galaxies: Morphologies, seed: int) -> np.ndarray:
+    """The galaxies' stamps with their noise drawn from ``seed``."""
+    expected, _ = render_noiseless(galaxies, SIZE)
+    return add_stamp_noise(expected, galaxies, np.random.default_rng(seed))
+
+
 def _fractions(galaxy: Morphologies) -> np.ndarray:
     _, features = render_noiseless(galaxy, SIZE)
     return gz2.fractions_from_shares(answer_shares(galaxy, features))[0]
@@ -158,8 +164,7 @@ def test_the_posterior_follows_the_stamp_not_the_chains_start() -> None:
     """Chains started at a weak bar, given the stamp of a strong one, end at the strong one's
     answers: the likelihood, not the start, decides."""
     weak, strong = barred_spiral(0.3), barred_spiral(0.95)
-    expected, _ = render_noiseless(strong, SIZE)
-    stamp = add_stamp_noise(expected, strong, np.random.default_rng(4))
+    stamp = _noisy_stamps(strong, 4)
     bar = gz2.answer_index("Class3.1")
     started_weak = posterior_reference(
         weak, stamp, chains=4, steps=240, burn=120, seed=5, known_kind=True, known_structure=True
@@ -174,8 +179,7 @@ def test_the_posterior_follows_the_stamp_not_the_chains_start() -> None:
 def test_a_stars_answers_are_known_whatever_its_flux_and_seeing() -> None:
     m = draw_morphologies(400, MorphologyConfig(), np.random.default_rng(11))
     star = m.take(np.flatnonzero(m.kind == STAR)[:1])
-    expected, _ = render_noiseless(star, SIZE)
-    stamp = add_stamp_noise(expected, star, np.random.default_rng(12))
+    stamp = _noisy_stamps(star, 12)
     result = posterior_reference(star, stamp, chains=4, steps=40, burn=20, seed=13)
     np.testing.assert_allclose(result.fractions[0], _fractions(star), atol=1e-12)
     assert result.acceptance[0] > 0.05  # the chains moved: fluxes and seeing are uncertain
@@ -183,8 +187,7 @@ def test_a_stars_answers_are_known_whatever_its_flux_and_seeing() -> None:
 
 def test_the_reference_is_the_same_whatever_the_process_count() -> None:
     m = draw_morphologies(5, MorphologyConfig(), np.random.default_rng(8))
-    expected, _ = render_noiseless(m, SIZE)
-    stamps = add_stamp_noise(expected, m, np.random.default_rng(9))
+    stamps = _noisy_stamps(m, 9)
     one = posterior_reference(m, stamps, chains=2, steps=6, burn=3, seed=1, processes=1)
     two = posterior_reference(m, stamps, chains=2, steps=6, burn=3, seed=1, processes=2)
     np.testing.assert_array_equal(one.fractions, two.fractions)
@@ -229,8 +232,7 @@ def test_an_unknown_bar_is_found_where_a_known_absence_cannot_be() -> None:
     the structure (no bar), the bar answer stays the unbarred disk's; inferring it, the chains
     draw a bar and the answer is the barred one's."""
     unbarred, strong = barred_spiral(0.0), barred_spiral(0.95)
-    expected, _ = render_noiseless(strong, SIZE)
-    stamp = add_stamp_noise(expected, strong, np.random.default_rng(4))
+    stamp = _noisy_stamps(strong, 4)
     bar = gz2.answer_index("Class3.1")
     truth_none, truth_strong = _fractions(unbarred)[bar], _fractions(strong)[bar]
     assert truth_strong - truth_none > 0.3
@@ -259,27 +261,11 @@ def test_the_axis_ratio_prior_is_normalised_for_both_kinds() -> None:
         assert density.sum() / n == pytest.approx(1.0, abs=0.005)
 
 
-def _smooth_galaxy() -> Morphologies:
-    """A smooth galaxy (B/T 0.95) at S/N 100, 1.5 arcsec across, b/a 0.6."""
-    m = draw_morphologies(400, MorphologyConfig(), np.random.default_rng(1))
-    smooth = m.take(np.flatnonzero(m.kind == SMOOTH)[:1])
-    return replace(
-        smooth,
-        flux=smooth.flux * (100.0 / smooth.snr[0]),
-        snr=np.array([100.0]),
-        half_light_radius_arcsec=np.array([1.5]),
-        bulge_half_light_radius_arcsec=np.array([1.5]),
-        bulge_to_total=np.array([0.95]),
-        axis_ratio=np.array([0.6]),
-        bulge_axis_ratio=np.array([0.6]),
-    )
-
-
 def test_an_unknown_kind_is_found_where_a_known_one_cannot_be() -> None:
     """Chains started at a bulgeless disk, given the stamp of a smooth galaxy: told the kind,
     the smooth answer stays the disk's; inferring it, the chains switch to the smooth galaxy
     and give its answer."""
-    smooth = _smooth_galaxy()
+    smooth = smooth_galaxy()
     as_disk = replace(
         smooth,
         kind=np.array([DISK]),
@@ -287,8 +273,7 @@ def test_an_unknown_kind_is_found_where_a_known_one_cannot_be() -> None:
         bulge_half_light_radius_arcsec=np.array([0.35 * 1.5]),
         bulge_axis_ratio=np.array([0.8]),
     )
-    expected, _ = render_noiseless(smooth, SIZE)
-    stamp = add_stamp_noise(expected, smooth, np.random.default_rng(6))
+    stamp = _noisy_stamps(smooth, 6)
     answer = gz2.answer_index("Class1.1")
     truth_disk, truth_smooth = _fractions(as_disk)[answer], _fractions(smooth)[answer]
     assert truth_smooth - truth_disk > 0.5
