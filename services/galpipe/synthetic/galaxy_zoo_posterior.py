@@ -555,17 +555,28 @@ def _log_likelihood(
     return -0.5 * chi2, gz2.fractions_from_shares(answer_shares(rows, features))
 
 
+@dataclass(frozen=True)
+class _ChainSettings:
+    """What every galaxy's chains share: the stamp size S (px), the population (the prior),
+    the chains' lengths, and what is taken as known (:func:`posterior_reference`)."""
+
+    size: int
+    config: MorphologyConfig
+    chains: int
+    steps: int
+    burn: int
+    known_kind: bool
+    known_structure: bool
+
+
 def _posterior_fixed(
     galaxy: Morphologies,
     stamp: npt.NDArray[np.float64],
-    size: int,
-    config: MorphologyConfig,
-    chains: int,
-    steps: int,
-    burn: int,
+    run: _ChainSettings,
     rng: np.random.Generator,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Nothing discrete to infer: one set of parameters, one random walk."""
+    size, config = run.size, run.config
     names, step = _step_factor(galaxy, size, config)
 
     def log_density(theta: npt.NDArray[np.float64]) -> tuple[npt.NDArray, npt.NDArray]:
@@ -579,9 +590,9 @@ def _posterior_fixed(
             log_p[inside] += log_l
         return log_p, fractions
 
-    start = np.repeat(parameter_values(galaxy, names)[None], chains, axis=0)
+    start = np.repeat(parameter_values(galaxy, names)[None], run.chains, axis=0)
     mean, acceptance = metropolis_hastings(
-        log_density, start, [random_walk(step)], steps, burn, rng
+        log_density, start, [random_walk(step)], run.steps, run.burn, rng
     )
     return mean, np.array([acceptance[0], np.nan, np.nan])
 
@@ -589,15 +600,11 @@ def _posterior_fixed(
 def _posterior_switching(
     galaxy: Morphologies,
     stamp: npt.NDArray[np.float64],
-    size: int,
-    config: MorphologyConfig,
-    chains: int,
-    steps: int,
-    burn: int,
-    known_kind: bool,
+    run: _ChainSettings,
     rng: np.random.Generator,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """A disk's structure inferred, and its kind unless ``known_kind``."""
+    """A disk's structure inferred, and its kind unless ``run.known_kind``."""
+    size, config, known_kind = run.size, run.config, run.known_kind
     kind = int(galaxy.kind[0])
     # The chains' columns: a disk's every parameter, its number of arms and the kind. A smooth
     # chain ignores the disk's own columns (bulge axis ratio, structure); a switch of kind
@@ -625,7 +632,7 @@ def _posterior_switching(
 
     # Start at the truth; what the galaxy does not have (an absent feature's parameters, a
     # smooth galaxy's disk columns) is drawn from the prior, as it is a priori.
-    start = np.zeros((chains, len(columns)))
+    start = np.zeros((run.chains, len(columns)))
     start[:, rendered_index[kind]] = parameter_values(galaxy, rendered[kind])
     start[:, arms_column], start[:, kind_column] = galaxy.n_arms[0], kind
     absent: list[str] = []
@@ -684,38 +691,26 @@ def _posterior_switching(
     ]
     if not known_kind:
         moves.append(kind_move(columns, templates, config, kind_column))
-    mean, acceptance = metropolis_hastings(log_density, start, moves, steps, burn, rng)
+    mean, acceptance = metropolis_hastings(log_density, start, moves, run.steps, run.burn, rng)
     return mean, np.array([*acceptance, np.nan][:3])
 
 
 def _posterior_one(
     galaxy: Morphologies,
     stamp: npt.NDArray[np.float64],
-    size: int,
-    config: MorphologyConfig,
-    chains: int,
-    steps: int,
-    burn: int,
-    known_kind: bool,
-    known_structure: bool,
+    run: _ChainSettings,
     rng: np.random.Generator,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     kind = int(galaxy.kind[0])
-    if kind == STAR or (known_kind and (known_structure or kind == SMOOTH)):
-        return _posterior_fixed(galaxy, stamp, size, config, chains, steps, burn, rng)
-    return _posterior_switching(galaxy, stamp, size, config, chains, steps, burn, known_kind, rng)
+    if kind == STAR or (run.known_kind and (run.known_structure or kind == SMOOTH)):
+        return _posterior_fixed(galaxy, stamp, run, rng)
+    return _posterior_switching(galaxy, stamp, run, rng)
 
 
 def _posterior_chunk(
     morphologies: Morphologies,
     stamps: npt.NDArray[np.float64],
-    size: int,
-    config: MorphologyConfig,
-    chains: int,
-    steps: int,
-    burn: int,
-    known_kind: bool,
-    known_structure: bool,
+    run: _ChainSettings,
     first: int,
     count: int,
     seed: np.random.SeedSequence,
@@ -725,18 +720,7 @@ def _posterior_chunk(
     acceptance = np.zeros((count, 3))
     for row in range(count):
         galaxy = morphologies.take(np.array([first + row]))
-        fractions[row], acceptance[row] = _posterior_one(
-            galaxy,
-            stamps[first + row],
-            size,
-            config,
-            chains,
-            steps,
-            burn,
-            known_kind,
-            known_structure,
-            rng,
-        )
+        fractions[row], acceptance[row] = _posterior_one(galaxy, stamps[first + row], run, rng)
     return fractions, acceptance
 
 
@@ -818,19 +802,16 @@ def posterior_reference(
         )
     if n == 0:
         return PosteriorReference(np.zeros((0, gz2.N_ANSWERS)), *np.zeros((3, 0)))
-    size = images.shape[-1]
-    work = functools.partial(
-        _posterior_chunk,
-        morphologies,
-        images,
-        size,
-        config or MorphologyConfig(),
-        chains,
-        steps,
-        burn,
-        known_kind,
-        known_structure,
+    run = _ChainSettings(
+        size=images.shape[-1],
+        config=config or MorphologyConfig(),
+        chains=chains,
+        steps=steps,
+        burn=burn,
+        known_kind=known_kind,
+        known_structure=known_structure,
     )
+    work = functools.partial(_posterior_chunk, morphologies, images, run)
     parts = run_in_chunks(work, n, _CHUNK, seed, processes)
     acceptance = np.concatenate([p[1] for p in parts])
     return PosteriorReference(
