@@ -221,6 +221,10 @@ def _off_quanta(images: np.ndarray, no_data: np.ndarray, quantum: np.ndarray) ->
     is then meaningless and the caller ignores it).
     """
     safe = np.where(np.isfinite(quantum) & (quantum > 0), quantum, np.float32(1))
-    counts = images / safe[..., None, None]
-    off = np.where(no_data, np.float32(0), np.abs(counts - np.rint(counts)))
+    # A quantum near float32's smallest (a synthetic stamp's faint wing) overflows the counts
+    # to inf and their distance from a whole number to NaN, which no tolerance accepts: such a
+    # band is rightly not photon counting.
+    with np.errstate(over="ignore", invalid="ignore"):
+        counts = images / safe[..., None, None]
+        off = np.where(no_data, np.float32(0), np.abs(counts - np.rint(counts)))
     return np.asarray(off.max(axis=(-2, -1)))
