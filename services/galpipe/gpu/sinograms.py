@@ -186,9 +186,11 @@ def _window_drop_error(
         torch.clamp(width * torch.sqrt(ratio), max=max_err),
         torch.full_like(drop, max_err),
     )
+    mean = per_window.mean(-1)
     return features.WindowError(
-        mean_deg=_host(per_window.mean(-1)),
-        std_deg=_host(per_window.std(-1, correction=0)),
+        mean_deg=_host(mean),
+        # The population standard deviation written out: torch's std warns on an empty batch.
+        std_deg=_host((per_window - mean[..., None]).square().mean(-1).sqrt()),
         per_window_deg=_host(per_window),
         peak_deg=np.mod(angles[_host(peak)], 180.0),
         noise=_host(noise),
