@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -37,12 +38,17 @@ class RecordingPipeline:
 
     name = "fetch"
 
-    def __init__(self, batch_size: int = 256, delay_s: float = 0.0, owner: str = "") -> None:
+    def __init__(
+        self, batch_size: int = 256, delay_s: float = 0.0, owner: str = "", started: str = ""
+    ) -> None:
         self.batch_size = batch_size
         self.delay_s = delay_s
         self.owner = owner
+        self.started = started  # a file created when a batch's work begins, if named
 
     def process(self, tasks: Sequence[Task]) -> Sequence[Outcome]:
+        if self.started:
+            Path(self.started).touch()
         if self.delay_s:
             time.sleep(self.delay_s)
         return [Done(t.source_id, self.owner) for t in tasks]
@@ -73,11 +79,13 @@ def run_worker_process(
     pool.close()
 
 
-def run_until_stopped(database_url: str, owner: str, delay_s: float, port: int = 0) -> None:
+def run_until_stopped(
+    database_url: str, owner: str, delay_s: float, port: int = 0, started: str = ""
+) -> None:
     """Child-process target: the production entry point, serving probes, until SIGTERM."""
     pool = open_pool(database_url, max_size=2)
     worker = Worker(
-        RecordingPipeline(8, delay_s, owner),
+        RecordingPipeline(8, delay_s, owner, started),
         TaskQueue(pool),
         owner=owner,
         lease_seconds=30,
@@ -182,15 +190,21 @@ def test_sigkill_mid_batch_loses_nothing(
 
 
 def test_sigterm_finishes_the_batch_and_exits_zero(
-    database_url: str, pool: ConnectionPool, queue: TaskQueue, add_galaxies, results_table
+    database_url: str,
+    pool: ConnectionPool,
+    queue: TaskQueue,
+    add_galaxies,
+    results_table,
+    tmp_path: Path,
 ) -> None:
     ids = add_galaxies(16)
     queue.enqueue("fetch", ids)
-    proc = _spawn(run_until_stopped, database_url, "graceful", 1.5)
-    _wait_for(
-        lambda: _scalar(pool, "SELECT count(*) FROM tasks WHERE lease_owner = 'graceful'") == 8,
-        what="the worker to claim a batch",
-    )
+    started = tmp_path / "started"
+    proc = _spawn(run_until_stopped, database_url, "graceful", 1.5, 0, str(started))
+    # Once the work has begun (a batch claimed but not yet begun is given back instead:
+    # test_stop_between_claim_and_process_releases_the_batch below).
+    _wait_for(started.exists, what="the worker to begin a batch")
+    assert _scalar(pool, "SELECT count(*) FROM tasks WHERE lease_owner = 'graceful'") == 8
     assert proc.pid is not None
     os.kill(proc.pid, signal.SIGTERM)
     proc.join(20)
